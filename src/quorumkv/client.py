@@ -1,0 +1,333 @@
+"""Python clients: ``Client`` (blocking sockets) and ``AsyncClient`` (asyncio).
+
+Both take a list of node addresses (``"host:port"``); any node coordinates any key.
+If the node in use cannot be reached the client moves to the next one. Puts and
+deletes are retried on another node when the connection fails mid-request: a retry
+writes the same value with a new, larger version, so it is safe under
+last-writer-wins (it may however win over a concurrent write that the lost attempt
+would have lost to).
+
+``r``/``w`` accept an integer, ``"ONE"``, ``"QUORUM"`` or ``"ALL"``; leaving them out
+uses the client's default, and a client default of ``None`` uses the node's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import warnings
+from dataclasses import dataclass
+
+from .core import messages as m
+from .core.framing import FrameDecoder, FrameEncoder
+from .core.node import level_to_wire, validate_key, validate_value
+from .core.version import Version
+from .errors import (
+    ConnectionFailedError,
+    ConsistencyWarning,
+    InvalidRequestError,
+    NotFoundError,
+    OverloadedError,
+    ProtocolError,
+    QuorumKVError,
+    QuorumTimeoutError,
+    UnavailableError,
+)
+
+#: Client-side limit on one request (the node's own quorum timeouts are shorter, so
+#: this only fires when the node itself hangs).
+TIMEOUT_MS_REQUEST_DEFAULT = 10_000
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT = _Default()  # "use the client's default", distinct from None
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Item:
+    """A read result with its version (``value`` is None for a tombstone)."""
+
+    value: bytes | None
+    version: Version | None
+
+
+def _to_bytes(data, what: str) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise InvalidRequestError(f"{what} must be bytes or str, not {type(data).__name__}")
+
+
+def _check_reply(reply) -> m.Reply:
+    if type(reply) is m.Error:
+        raise ProtocolError(f"node refused the request: {reply.message}")
+    if reply.warning:
+        warnings.warn(reply.warning, ConsistencyWarning, stacklevel=4)
+    status = reply.status
+    if status == m.OK or status == m.NOT_FOUND:
+        return reply
+    if status == m.UNAVAILABLE:
+        raise UnavailableError(reply.message)
+    if status == m.TIMEOUT:
+        raise QuorumTimeoutError(reply.message)
+    if status == m.INVALID:
+        raise InvalidRequestError(reply.message)
+    if status == m.OVERLOADED:
+        raise OverloadedError(reply.message)
+    raise QuorumKVError(reply.message or f"node error (status {status})")
+
+
+def _parse_nodes(nodes) -> list[tuple[str, int]]:
+    if isinstance(nodes, str):
+        nodes = [nodes]
+    out = []
+    for addr in nodes:
+        host, sep, port = addr.rpartition(":")
+        if not sep or not port.isdigit():
+            raise InvalidRequestError(f"bad node address {addr!r}: expected HOST:PORT")
+        out.append((host.strip("[]"), int(port)))
+    if not out:
+        raise InvalidRequestError("no node addresses given")
+    return out
+
+
+class _Base:
+    def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT):
+        self.nodes = _parse_nodes(nodes)
+        self.r = r
+        self.w = w
+        self.timeout_ms = timeout_ms
+        self._ids = itertools.count(1)
+        self._current = 0
+
+    def _get_msg(self, key, r) -> m.Get:
+        k = _to_bytes(key, "key")
+        validate_key(k)
+        return m.Get(next(self._ids), k, level_to_wire(self.r if r is DEFAULT else r))
+
+    def _put_msg(self, key, value, w) -> m.Put:
+        k = _to_bytes(key, "key")
+        validate_key(k)
+        v = None if value is None else _to_bytes(value, "value")
+        validate_value(v)
+        return m.Put(next(self._ids), k, v, level_to_wire(self.w if w is DEFAULT else w))
+
+    @staticmethod
+    def _value(reply: m.Reply, key, default):
+        if reply.status == m.NOT_FOUND:
+            if default is not _MISSING:
+                return default
+            raise NotFoundError(f"not found: {key!r}")
+        return reply.value
+
+
+class Client(_Base):
+    """Blocking client. ``with Client(["127.0.0.1:7101"]) as c: c.put("k", "v")``."""
+
+    def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT):
+        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms)
+        self._sock: socket.socket | None = None
+        self._decoder = FrameDecoder()
+        self._encoder = FrameEncoder()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _connect(self) -> socket.socket:
+        errors = []
+        for attempt in range(len(self.nodes)):
+            host, port = self.nodes[(self._current + attempt) % len(self.nodes)]
+            try:
+                sock = socket.create_connection((host, port), timeout=self.timeout_ms / 1000)
+            except OSError as exc:
+                errors.append(f"{host}:{port}: {exc.strerror or exc}")
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._current = (self._current + attempt) % len(self.nodes)
+            self._sock = sock
+            self._decoder = FrameDecoder()
+            return sock
+        raise ConnectionFailedError("no node reachable: " + "; ".join(errors))
+
+    def _call(self, msg):
+        tried = 0
+        while True:
+            sock = self._sock or self._connect()
+            try:
+                sock.sendall(self._encoder.encode(msg))
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise ConnectionResetError("node closed the connection")
+                    for reply in self._decoder.feed(data):
+                        if reply.id == msg.id or type(reply) is m.Error:
+                            return _check_reply(reply) if type(reply) in (m.Reply, m.Error) else reply
+            except (OSError, ProtocolError) as exc:
+                self.close()
+                if isinstance(exc, ProtocolError) and not isinstance(exc, OSError):
+                    raise
+                tried += 1
+                self._current = (self._current + 1) % len(self.nodes)
+                if tried >= len(self.nodes):
+                    raise ConnectionFailedError(f"request failed on every node: {exc}") from exc
+
+    def put(self, key, value, *, w=DEFAULT) -> None:
+        if value is None:
+            raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
+        self._call(self._put_msg(key, value, w))
+
+    def delete(self, key, *, w=DEFAULT) -> None:
+        self._call(self._put_msg(key, None, w))
+
+    def get(self, key, *, r=DEFAULT, default=_MISSING) -> bytes:
+        reply = self._call(self._get_msg(key, r))
+        return self._value(reply, key, default)
+
+    def get_item(self, key, *, r=DEFAULT) -> Item:
+        """The value and its version; a missing key gives ``Item(None, None)``."""
+        reply = self._call(self._get_msg(key, r))
+        return Item(reply.value, reply.version)
+
+    def ping(self) -> m.Pong:
+        return self._call(m.Ping(next(self._ids)))
+
+
+class _AsyncConn(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport = None
+        self.decoder = FrameDecoder()
+        self.waiters: dict[int, asyncio.Future] = {}
+        self.lost: Exception | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            replies = self.decoder.feed(data)
+        except ProtocolError as exc:
+            self.transport.close()
+            self._fail_all(exc)
+            return
+        for reply in replies:
+            if type(reply) is m.Error:
+                self._fail_all(ProtocolError(f"node refused the request: {reply.message}"))
+                continue
+            fut = self.waiters.pop(reply.id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(reply)
+
+    def connection_lost(self, exc) -> None:
+        self.lost = ConnectionResetError(str(exc) if exc else "connection closed")
+        self._fail_all(self.lost)
+
+    def _fail_all(self, exc) -> None:
+        waiters, self.waiters = self.waiters, {}
+        for fut in waiters.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+
+class AsyncClient(_Base):
+    """asyncio client with the same methods as ``Client``; requests pipeline on one
+    connection, so many coroutines can share a client."""
+
+    def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT):
+        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms)
+        self._conn: _AsyncConn | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._encoder = FrameEncoder()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._conn is not None and self._conn.transport is not None:
+            self._conn.transport.close()
+        self._conn = None
+
+    async def _connection(self) -> _AsyncConn:
+        conn = self._conn
+        if conn is not None and conn.lost is None:
+            return conn
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._conn is not None and self._conn.lost is None:
+                return self._conn
+            loop = asyncio.get_running_loop()
+            errors = []
+            for attempt in range(len(self.nodes)):
+                idx = (self._current + attempt) % len(self.nodes)
+                host, port = self.nodes[idx]
+                try:
+                    _, conn = await asyncio.wait_for(
+                        loop.create_connection(_AsyncConn, host, port), self.timeout_ms / 1000
+                    )
+                except (OSError, asyncio.TimeoutError) as exc:
+                    errors.append(f"{host}:{port}: {exc}")
+                    continue
+                self._current = idx
+                self._conn = conn
+                return conn
+            raise ConnectionFailedError("no node reachable: " + "; ".join(errors))
+
+    async def _call(self, msg):
+        tried = 0
+        while True:
+            conn = await self._connection()
+            fut = asyncio.get_running_loop().create_future()
+            conn.waiters[msg.id] = fut
+            conn.transport.write(self._encoder.encode(msg))
+            try:
+                reply = await asyncio.wait_for(fut, self.timeout_ms / 1000)
+            except (OSError, asyncio.TimeoutError) as exc:
+                conn.waiters.pop(msg.id, None)
+                if conn is self._conn:
+                    self._conn.transport.close()
+                    self._conn = None
+                tried += 1
+                self._current = (self._current + 1) % len(self.nodes)
+                if tried >= len(self.nodes):
+                    raise ConnectionFailedError(f"request failed on every node: {exc!r}") from exc
+                continue
+            return _check_reply(reply) if type(reply) is m.Reply else reply
+
+    async def put(self, key, value, *, w=DEFAULT) -> None:
+        if value is None:
+            raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
+        await self._call(self._put_msg(key, value, w))
+
+    async def delete(self, key, *, w=DEFAULT) -> None:
+        await self._call(self._put_msg(key, None, w))
+
+    async def get(self, key, *, r=DEFAULT, default=_MISSING) -> bytes:
+        reply = await self._call(self._get_msg(key, r))
+        return self._value(reply, key, default)
+
+    async def get_item(self, key, *, r=DEFAULT) -> Item:
+        reply = await self._call(self._get_msg(key, r))
+        return Item(reply.value, reply.version)
+
+    async def ping(self) -> m.Pong:
+        return await self._call(m.Ping(next(self._ids)))

@@ -1,0 +1,224 @@
+"""A local cluster of real node processes under one directory.
+
+Layout (everything a node owns is under ``DIR/NODE_ID/``)::
+
+    DIR/cluster.toml          the cluster: node ids and addresses, N, storage
+    DIR/n1/node.toml          the node's config (``quorumkv serve --config``)
+    DIR/n1/node.log           its stdout/stderr (structured JSON log lines)
+    DIR/n1/node.pid           its process id while it runs
+    DIR/n1/data/              its storage (kv.sqlite3 for the default engine)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+
+from .client import Client
+from .errors import QuorumKVError
+from .shell.config import NodeConfig
+
+#: How long ``cluster up`` waits for every node to answer a ping.
+READY_TIMEOUT_MS = 20_000
+#: A ping that takes longer than this counts the node as down in ``status``.
+STATUS_PING_TIMEOUT_MS = 1_000
+#: ``cluster down`` waits this long for a clean exit before SIGKILL.
+STOP_TIMEOUT_MS = 5_000
+
+
+@dataclass
+class NodeInfo:
+    id: str
+    address: str
+    dir: str
+
+    @property
+    def pid_file(self) -> str:
+        return os.path.join(self.dir, "node.pid")
+
+    @property
+    def config_file(self) -> str:
+        return os.path.join(self.dir, "node.toml")
+
+    @property
+    def log_file(self) -> str:
+        return os.path.join(self.dir, "node.log")
+
+    def pid(self) -> int | None:
+        try:
+            with open(self.pid_file) as fh:
+                return int(fh.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        pid = self.pid()
+        return pid is not None and pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed child not yet reaped) is not alive.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class LocalCluster:
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.nodes: list[NodeInfo] = []
+        path = os.path.join(self.root, "cluster.toml")
+        if os.path.exists(path):
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+            for node_id, addr in raw.get("members", {}).items():
+                self.nodes.append(NodeInfo(node_id, addr, os.path.join(self.root, node_id)))
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.nodes)
+
+    def addresses(self) -> list[str]:
+        return [n.address for n in self.nodes]
+
+    def node(self, node_id: str) -> NodeInfo:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(f"no node {node_id!r} in {self.root} (nodes: {', '.join(n.id for n in self.nodes)})")
+
+    # -- create ---------------------------------------------------------------
+    def create(self, count: int, *, base_port: int, replicas: int, storage: str = "sqlite",
+               host: str = "127.0.0.1", r: str = "QUORUM", w: str = "QUORUM", fsync: bool = True,
+               timeout_ms: int = 2_000) -> None:
+        if count < 1:
+            raise ValueError("a cluster needs at least one node")
+        members = {f"n{i + 1}": f"{host}:{base_port + i}" for i in range(count)}
+        os.makedirs(self.root, exist_ok=True)
+        self.nodes = []
+        for node_id, addr in members.items():
+            info = NodeInfo(node_id, addr, os.path.join(self.root, node_id))
+            os.makedirs(info.dir, exist_ok=True)
+            cfg = NodeConfig(node_id=node_id, listen=addr, data_dir=info.dir, members=members,
+                             storage=storage, fsync=fsync, n=replicas, r=r, w=w,
+                             timeout_ms_read=timeout_ms, timeout_ms_write=timeout_ms)
+            with open(info.config_file, "w") as fh:
+                fh.write(cfg.to_toml())
+            self.nodes.append(info)
+        with open(os.path.join(self.root, "cluster.toml"), "w") as fh:
+            fh.write(f"replicas = {replicas}\nstorage = \"{storage}\"\n\n[members]\n")
+            for node_id, addr in members.items():
+                fh.write(f'{node_id} = "{addr}"\n')
+
+    # -- processes ------------------------------------------------------------
+    def start(self, node: NodeInfo) -> int:
+        if node.running():
+            return node.pid()
+        log = open(node.log_file, "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "quorumkv", "serve", "--config", node.config_file],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=env, cwd=node.dir,
+        )
+        log.close()
+        with open(node.pid_file, "w") as fh:
+            fh.write(str(proc.pid))
+        return proc.pid
+
+    def wait_ready(self, nodes: list[NodeInfo], timeout_ms: int = READY_TIMEOUT_MS) -> None:
+        deadline = time.monotonic() + timeout_ms / 1000
+        for node in nodes:
+            while True:
+                if ping(node.address, 250) is not None:
+                    break
+                if not node.running():
+                    raise RuntimeError(f"node {node.id} exited during startup; see {node.log_file}:\n"
+                                       + tail(node.log_file))
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"node {node.id} not ready after {timeout_ms} ms; see {node.log_file}")
+                time.sleep(0.05)
+
+    def up(self) -> None:
+        for node in self.nodes:
+            self.start(node)
+        self.wait_ready(self.nodes)
+
+    def signal(self, node: NodeInfo, sig: int) -> bool:
+        pid = node.pid()
+        if pid is None or not pid_alive(pid):
+            return False
+        os.kill(pid, sig)
+        return True
+
+    def stop(self, node: NodeInfo, timeout_ms: int = STOP_TIMEOUT_MS) -> None:
+        pid = node.pid()
+        if pid is None or not pid_alive(pid):
+            return
+        try:
+            os.kill(pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_ms / 1000
+        while pid_alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.02)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        _reap(pid)
+
+    def down(self) -> None:
+        for node in self.nodes:
+            self.stop(node)
+
+    def status(self) -> list[dict]:
+        rows = []
+        for node in self.nodes:
+            pid = node.pid()
+            alive = pid is not None and pid_alive(pid)
+            pong = ping(node.address, STATUS_PING_TIMEOUT_MS) if alive else None
+            rows.append({
+                "id": node.id,
+                "address": node.address,
+                "pid": pid if alive else None,
+                "state": "up" if pong is not None else "down",
+                "process": "running" if alive else "stopped",
+            })
+        return rows
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def ping(address: str, timeout_ms: int):
+    try:
+        with Client([address], timeout_ms=timeout_ms) as c:
+            return c.ping()
+    except (QuorumKVError, OSError):
+        return None
+
+
+def tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return b"".join(fh.readlines()[-lines:]).decode(errors="replace")
+    except OSError:
+        return ""

@@ -1,0 +1,102 @@
+"""Node configuration: a TOML file and/or flags.
+
+Example ``node.toml``::
+
+    node_id = "n1"
+    listen = "127.0.0.1:7101"
+    data_dir = "/var/lib/quorumkv/n1"
+    storage = "sqlite"        # or "memory"
+    fsync = true              # synchronous=FULL: acked writes survive power loss
+    n = 3                     # replicas per key
+    r = "QUORUM"              # default read level (integer, ONE, QUORUM, ALL)
+    w = "QUORUM"              # default write level
+    timeout_ms_read = 2000
+    timeout_ms_write = 2000
+
+    [members]                 # every node of the cluster, itself included
+    n1 = "127.0.0.1:7101"
+    n2 = "127.0.0.1:7102"
+    n3 = "127.0.0.1:7103"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+
+from ..core.consistency import quorum_of
+
+
+@dataclass
+class NodeConfig:
+    node_id: str
+    listen: str
+    data_dir: str
+    members: dict[str, str] = field(default_factory=dict)
+    storage: str = "sqlite"
+    fsync: bool = True
+    n: int = 3
+    r: int | str = "QUORUM"
+    w: int | str = "QUORUM"
+    timeout_ms_read: int = 2_000
+    timeout_ms_write: int = 2_000
+    tick_ms: int = 10
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            self.members = {self.node_id: self.listen}
+        if self.members.get(self.node_id) not in (None, self.listen):
+            raise ValueError(
+                f"members[{self.node_id!r}]={self.members[self.node_id]!r} differs from listen={self.listen!r}"
+            )
+        self.members.setdefault(self.node_id, self.listen)
+        parse_address(self.listen)
+        for addr in self.members.values():
+            parse_address(addr)
+        if self.n < 1:
+            raise ValueError("n must be >= 1")
+        for name in ("timeout_ms_read", "timeout_ms_write", "tick_ms"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+
+    @classmethod
+    def load(cls, path: str, **overrides) -> "NodeConfig":
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
+        return cls(**raw)
+
+    def to_toml(self) -> str:
+        lines = []
+        data = asdict(self)
+        members = data.pop("members")
+        for key, value in data.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+        lines.append("[members]")
+        for node, addr in members.items():
+            lines.append(f"{node} = {_toml_value(addr)}")
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def parse_address(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad address {addr!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+__all__ = ["NodeConfig", "parse_address", "quorum_of"]

@@ -1,0 +1,348 @@
+"""The node runtime: drives a NodeCore with asyncio, TCP and a storage engine.
+
+Effects are executed in the order the core returns them. Persist-before-ack holds
+because a replica's ack is only produced by ``on_store_done``, which the engine
+calls after the write is durable.
+
+Connections:
+
+* inbound (``_Inbound``): clients and peers send requests; answers go back on the
+  same connection, possibly out of order (ids match them up). At most
+  ``CLIENT_PIPELINE_MAX`` requests are open per connection; past that the node stops
+  reading from it until answers drain (TCP back-pressure).
+* outbound (``_PeerLink``): one persistent connection per peer, opened on demand,
+  reconnected with capped exponential back-off. While it is down, sends fail at once
+  and the core's quorum round decides. Frames queued per tick are written with one
+  ``transport.write`` (batching: many requests, one syscall).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import structlog
+
+from ..core import messages as m
+from ..core.framing import FrameDecoder, FrameEncoder
+from ..core.limits import CLIENT_PIPELINE_MAX, PEER_QUEUE_BYTES_MAX
+from ..core.node import NodeCore, NodeSettings, Respond, Send, StoreRead, StoreWrite
+from ..errors import ProtocolError
+from .config import NodeConfig, parse_address
+from .storage import StorageEngine, open_engine
+
+log = structlog.get_logger("quorumkv.node")
+
+#: Reconnect back-off towards a peer: first retry after 50 ms, doubling to 1 s.
+RECONNECT_MS_MIN = 50
+RECONNECT_MS_MAX = 1_000
+#: Connect attempt to a peer gives up after this long.
+CONNECT_TIMEOUT_MS = 1_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Conn(asyncio.Protocol):
+    """Shared framing and per-tick write batching."""
+
+    def __init__(self, server: "NodeServer") -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.decoder = FrameDecoder()
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self.closed = False
+
+    def send(self, msg) -> None:
+        frame = self.server.encoder.encode(msg)
+        if not self._out:
+            self.server.loop.call_soon(self._flush)
+        self._out.append(frame)
+        self._out_bytes += len(frame)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        self._out_bytes = 0
+        if self.transport is not None and not self.closed:
+            self.transport.write(b"".join(out))
+
+    def buffered_bytes(self) -> int:
+        t = self.transport
+        return self._out_bytes + (t.get_write_buffer_size() if t is not None and not self.closed else 0)
+
+
+class _Inbound(_Conn):
+    def __init__(self, server: "NodeServer") -> None:
+        super().__init__(server)
+        self.open_requests = 0
+        self.paused = False
+        self.peer_name = "?"
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer_name = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.server.inbound.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.server.inbound.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        server = self.server
+        try:
+            msgs = self.decoder.feed(data)
+        except ProtocolError as exc:
+            self.fail(str(exc))
+            return
+        now = now_ms()
+        for msg in msgs:
+            if type(msg) not in _REQUEST_TYPES:
+                self.fail(f"unexpected {type(msg).__name__} from a client")
+                return
+            self.open_requests += 1
+            try:
+                server.run(server.core.on_request(self, msg, now))
+            except Exception as exc:  # a bug must not kill the node: drop this connection
+                log.exception("request_failed", peer=self.peer_name)
+                self.fail(f"internal error: {type(exc).__name__}")
+                return
+        if self.open_requests >= CLIENT_PIPELINE_MAX and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def respond(self, msg) -> None:
+        if self.closed:
+            return  # the client went away mid-request; its answer has nowhere to go
+        self.open_requests -= 1
+        self.send(msg)
+        if self.paused and self.open_requests < CLIENT_PIPELINE_MAX // 2:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def fail(self, reason: str) -> None:
+        log.warning("bad_input", peer=self.peer_name, reason=reason)
+        self.server.stats_bad_input += 1
+        if not self.closed:
+            self.transport.write(self.server.encoder.encode(m.Error(0, reason)))
+            self.closed = True
+            self.transport.close()
+
+
+_REQUEST_TYPES = {m.Get, m.Put, m.Ping, m.RepWrite, m.RepRead}
+_RESPONSE_TYPES = {m.RepWriteAck, m.RepReadResp, m.Error}
+
+
+class _PeerLink(_Conn):
+    """Our outbound connection to one peer."""
+
+    def __init__(self, server: "NodeServer", peer: str, address: str) -> None:
+        super().__init__(server)
+        self.peer = peer
+        self.address = address
+        self.state = "down"  # down | connecting | up
+        self.retry_at_ms = 0
+        self.backoff_ms = RECONNECT_MS_MIN
+        self._pending: list = []  # messages queued while connecting
+
+    # -- sending --------------------------------------------------------------
+    def request(self, msg) -> None:
+        if self.state == "up":
+            if self.buffered_bytes() > PEER_QUEUE_BYTES_MAX:
+                self._failed(msg, f"send queue full (PEER_QUEUE_BYTES_MAX={PEER_QUEUE_BYTES_MAX})")
+            else:
+                self.send(msg)
+            return
+        if self.state == "down":
+            if now_ms() < self.retry_at_ms:
+                self._failed(msg, "unreachable")
+                return
+            self.state = "connecting"
+            self.server.loop.create_task(self._connect())
+        if len(self._pending) >= CLIENT_PIPELINE_MAX * 10:
+            self._failed(msg, "connect queue full")
+        else:
+            self._pending.append(msg)
+
+    def _failed(self, msg, reason: str) -> None:
+        server = self.server
+        server.loop.call_soon(lambda: server.run(server.core.on_send_failed(self.peer, msg, reason, now_ms())))
+
+    async def _connect(self) -> None:
+        host, port = parse_address(self.address)
+        try:
+            await asyncio.wait_for(
+                self.server.loop.create_connection(lambda: self, host, port),
+                CONNECT_TIMEOUT_MS / 1000,
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            self._down(f"unreachable ({type(exc).__name__})")
+            pending, self._pending = self._pending, []
+            for msg in pending:
+                self.server.run(self.server.core.on_send_failed(self.peer, msg, "unreachable", now_ms()))
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.closed = False
+        self.decoder = FrameDecoder()
+        self.state = "up"
+        self.backoff_ms = RECONNECT_MS_MIN
+        log.info("peer_connected", peer=self.peer)
+        pending, self._pending = self._pending, []
+        for msg in pending:
+            self.send(msg)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.transport = None
+        self._out = []
+        self._out_bytes = 0
+        self._down("connection lost")
+        self.server.run(self.server.core.on_peer_lost(self.peer, "unreachable", now_ms()))
+
+    def _down(self, reason: str) -> None:
+        if self.state != "down":
+            log.info("peer_down", peer=self.peer, reason=reason)
+        self.state = "down"
+        self.retry_at_ms = now_ms() + self.backoff_ms
+        self.backoff_ms = min(self.backoff_ms * 2, RECONNECT_MS_MAX)
+
+    # -- receiving ------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        server = self.server
+        try:
+            msgs = self.decoder.feed(data)
+        except ProtocolError as exc:
+            log.warning("bad_peer_frame", peer=self.peer, reason=str(exc))
+            self.transport.close()
+            return
+        now = now_ms()
+        core = server.core
+        for msg in msgs:
+            if type(msg) in _RESPONSE_TYPES:
+                server.run(core.on_response(self.peer, msg, now))
+            else:
+                log.warning("bad_peer_message", peer=self.peer, type=type(msg).__name__)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class NodeServer:
+    def __init__(self, config: NodeConfig, storage: StorageEngine | None = None) -> None:
+        self.config = config
+        self.loop = asyncio.get_running_loop()
+        self.storage = storage or open_engine(
+            config.storage, os.path.join(config.data_dir, "data"), fsync=config.fsync, loop=self.loop
+        )
+        settings = NodeSettings(
+            node_id=config.node_id, n=config.n, r=config.r, w=config.w,
+            timeout_ms_read=config.timeout_ms_read, timeout_ms_write=config.timeout_ms_write,
+        )
+        self.core = NodeCore(settings, config.members, hlc_last=self.storage.max_timestamp())
+        self.encoder = FrameEncoder()
+        self.links = {
+            peer: _PeerLink(self, peer, addr) for peer, addr in config.members.items() if peer != config.node_id
+        }
+        self.inbound: set[_Inbound] = set()
+        self.stats_bad_input = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._tick_handle = None
+        self._stopped = asyncio.Event()
+
+    # -- effects --------------------------------------------------------------
+    def run(self, effects: list) -> None:
+        for eff in effects:
+            t = type(eff)
+            if t is Respond:
+                eff.conn.respond(eff.msg)
+            elif t is Send:
+                self.links[eff.peer].request(eff.msg)
+            elif t is StoreWrite:
+                self.storage.write(eff.key, eff.record, self._done_cb(eff.token))
+            elif t is StoreRead:
+                self.storage.read(eff.key, self._done_cb(eff.token))
+            else:  # pragma: no cover - a core bug, not input
+                raise TypeError(f"unknown effect {eff!r}")
+
+    def _done_cb(self, token):
+        def done(ok, result):
+            self.run(self.core.on_store_done(token, ok, result, now_ms()))
+        return done
+
+    def _tick(self) -> None:
+        self.run(self.core.tick(now_ms()))
+        self._tick_handle = self.loop.call_later(self.config.tick_ms / 1000, self._tick)
+
+    # -- lifecycle ------------------------------------------------------------
+    async def start(self) -> None:
+        host, port = parse_address(self.config.listen)
+        self._server = await self.loop.create_server(lambda: _Inbound(self), host, port, reuse_address=True)
+        self._tick_handle = self.loop.call_later(self.config.tick_ms / 1000, self._tick)
+        log.info("node_started", node=self.config.node_id, listen=self.config.listen,
+                 storage=self.storage.name, n=self.core.ring.n, members=len(self.config.members))
+
+    async def serve_forever(self) -> None:
+        await self._stopped.wait()
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def stop(self) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.inbound):
+            if conn.transport is not None:
+                conn.transport.close()
+        for link in self.links.values():
+            link.close()
+        await asyncio.sleep(0)
+        self.storage.close()
+        log.info("node_stopped", node=self.config.node_id)
+
+
+def configure_logging(level: str = "info") -> None:
+    import logging
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+    )
+
+
+def install_event_loop_policy() -> None:
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+
+
+def serve(config: NodeConfig) -> None:
+    """Run one node in the foreground until SIGTERM/SIGINT."""
+    configure_logging(config.log_level)
+    install_event_loop_policy()
+
+    async def main() -> None:
+        server = NodeServer(config)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.request_stop)
+        print(f"quorumkv node {config.node_id} listening on {config.listen}", flush=True)
+        await server.serve_forever()
+        await server.stop()
+
+    asyncio.run(main())

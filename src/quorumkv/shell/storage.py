@@ -1,0 +1,232 @@
+"""Storage engines behind one callback interface.
+
+``write(key, record, done)`` applies ``record`` only if it is newer than what the
+engine holds (never overwrite a newer version with an older one) and calls
+``done(ok, error)`` once the write is *durable* — the node acks a replica write only
+from that callback (persist before ack). ``read(key, done)`` calls
+``done(ok, record_or_error)``. Callbacks run on the event loop thread; an engine may
+call them synchronously (memory) or later (SQLite group commit, Redis).
+
+Engines:
+
+* ``MemoryEngine`` — a dict; for tests and the in-memory benchmark. Not durable.
+* ``SqliteEngine`` — the embedded durable default: SQLite in WAL mode, one writer
+  thread doing group commit (every write queued while a commit is in flight goes into
+  the next transaction), ``synchronous=FULL`` so an acked write survives kill -9 and
+  power loss (``fsync=False`` keeps kill -9 safety only). Reads run on the loop thread
+  on their own connection; WAL lets them proceed during a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable
+
+import msgspec
+
+from ..core.version import Record, Version
+
+#: Writes queued for the SQLite writer thread before new ones are refused (the
+#: node then fails that replica write, and the quorum round decides).
+WRITE_QUEUE_MAX = 100_000
+#: Writes per SQLite transaction at most: bounds commit latency of one batch.
+WRITE_BATCH_MAX = 2_048
+
+_ctx_encode = msgspec.msgpack.Encoder().encode
+_ctx_decode = msgspec.msgpack.Decoder(dict[str, int]).decode
+
+Done = Callable[[bool, object], None]
+
+
+class StorageEngine:
+    name = "abstract"
+
+    def write(self, key: bytes, record: Record, done: Done) -> None:
+        raise NotImplementedError
+
+    def read(self, key: bytes, done: Done) -> None:
+        raise NotImplementedError
+
+    def get_now(self, key: bytes) -> Record | None:
+        """Synchronous read (startup, tools, tests)."""
+        raise NotImplementedError
+
+    def max_timestamp(self) -> int:
+        """Largest version timestamp stored, to seed the HLC after a restart."""
+        raise NotImplementedError
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryEngine(StorageEngine):
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, Record] = {}
+
+    def write(self, key, record, done):
+        cur = self.data.get(key)
+        if cur is None or record.version.newer_than(cur.version):
+            self.data[key] = record
+        done(True, None)
+
+    def read(self, key, done):
+        done(True, self.data.get(key))
+
+    def get_now(self, key):
+        return self.data.get(key)
+
+    def max_timestamp(self):
+        return max((r.version.ts for r in self.data.values()), default=0)
+
+    def count(self):
+        return len(self.data)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key   BLOB PRIMARY KEY,
+    ts    INTEGER NOT NULL,   -- HLC timestamp of the version
+    node  TEXT NOT NULL,      -- node id tie-break
+    value BLOB,               -- NULL: tombstone
+    ctx   BLOB                -- msgpack causal context, NULL when none
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+"""
+
+# "Write only if newer", atomically inside SQLite: the same (ts, node) order as
+# core.version.Version.newer_than (TEXT compares as UTF-8 bytes = code point order).
+_UPSERT = """
+INSERT INTO kv (key, ts, node, value, ctx) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT(key) DO UPDATE SET ts = excluded.ts, node = excluded.node,
+    value = excluded.value, ctx = excluded.ctx
+WHERE excluded.ts > kv.ts OR (excluded.ts = kv.ts AND excluded.node > kv.node)
+"""
+
+
+def _row_to_record(row) -> Record | None:
+    if row is None:
+        return None
+    ts, node, value, ctx = row
+    return Record(Version(ts, node, _ctx_decode(ctx) if ctx is not None else None), value)
+
+
+class SqliteEngine(StorageEngine):
+    name = "sqlite"
+
+    def __init__(self, path: str, *, fsync: bool = True, loop: asyncio.AbstractEventLoop | None = None):
+        self.path = path
+        self.fsync = fsync
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._reader = self._connect()
+        self._reader.executescript(_SCHEMA)
+        self._loop = loop
+        self._queue: deque = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self.batches = 0
+        self.batched_writes = 0
+        self._writer = threading.Thread(target=self._writer_main, name="sqlite-writer", daemon=True)
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    # -- writes: group commit on a dedicated thread -------------------------------
+    def write(self, key, record, done):
+        if len(self._queue) >= WRITE_QUEUE_MAX:
+            done(False, f"storage write queue full (WRITE_QUEUE_MAX={WRITE_QUEUE_MAX})")
+            return
+        v = record.version
+        row = (key, v.ts, v.node, record.value, _ctx_encode(v.ctx) if v.ctx is not None else None)
+        with self._cond:
+            self._queue.append((row, done))
+            if len(self._queue) == 1:
+                self._cond.notify()
+
+    def _writer_main(self) -> None:
+        conn = self._connect()
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue and self._closing:
+                    break
+                batch = []
+                while self._queue and len(batch) < WRITE_BATCH_MAX:
+                    batch.append(self._queue.popleft())
+            error = None
+            try:
+                conn.execute("BEGIN")
+                conn.executemany(_UPSERT, [row for row, _ in batch])
+                conn.execute("COMMIT")
+            except Exception as exc:  # disk full, I/O error: fail these writes, keep serving
+                error = f"storage error: {exc}"
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            self.batches += 1
+            self.batched_writes += len(batch)
+            self._complete(batch, error)
+        conn.close()
+
+    def _complete(self, batch, error) -> None:
+        def run():
+            for _, done in batch:
+                done(error is None, error)
+
+        loop = self._loop
+        if loop is None:
+            run()
+        else:
+            try:
+                loop.call_soon_threadsafe(run)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+    # -- reads: on the caller's thread, own connection -------------------------------
+    def read(self, key, done):
+        try:
+            rec = self.get_now(key)
+        except sqlite3.Error as exc:
+            done(False, f"storage error: {exc}")
+            return
+        done(True, rec)
+
+    def get_now(self, key):
+        row = self._reader.execute("SELECT ts, node, value, ctx FROM kv WHERE key = ?", (key,)).fetchone()
+        return _row_to_record(row)
+
+    def max_timestamp(self):
+        return self._reader.execute("SELECT COALESCE(MAX(ts), 0) FROM kv").fetchone()[0]
+
+    def count(self):
+        return self._reader.execute("SELECT COUNT(*) FROM kv").fetchone()[0]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._writer.join(timeout=10)
+        self._reader.close()
+
+
+def open_engine(kind: str, data_dir: str, *, fsync: bool = True, loop=None) -> StorageEngine:
+    if kind == "memory":
+        return MemoryEngine()
+    if kind == "sqlite":
+        return SqliteEngine(os.path.join(data_dir, "kv.sqlite3"), fsync=fsync, loop=loop)
+    raise ValueError(f"unknown storage engine {kind!r} (choose sqlite or memory)")
