@@ -73,6 +73,7 @@ class Pong(_Msg, tag=11):
     w: int
     members: dict[str, str] = {}
     storage: str = ""
+    keys: int = -1  # records (tombstones included) in the node's local storage
 
 
 # --- node -> node ---------------------------------------------------------------

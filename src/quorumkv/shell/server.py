@@ -23,6 +23,7 @@ import os
 import signal
 import time
 
+import msgspec
 import structlog
 
 from ..core import messages as m
@@ -260,7 +261,10 @@ class NodeServer:
         for eff in effects:
             t = type(eff)
             if t is Respond:
-                eff.conn.respond(eff.msg)
+                msg = eff.msg
+                if type(msg) is m.Pong:  # the shell knows its storage; the core does not
+                    msg = msgspec.structs.replace(msg, storage=self.storage.name, keys=self.storage.count())
+                eff.conn.respond(msg)
             elif t is Send:
                 self.links[eff.peer].request(eff.msg)
             elif t is StoreWrite:
