@@ -1,0 +1,180 @@
+"""Sans-IO framing: round trips, arbitrary splits, several frames, hostile input."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quorumkv.core import messages as m
+from quorumkv.core.framing import FrameDecoder, FrameEncoder
+from quorumkv.core.version import Record, Version
+from quorumkv.errors import ProtocolError
+
+VER = Version(123 << 16 | 4, "n2", {"n1": 3, "n2": 1})
+REC = Record(VER, b"value")
+TOMB = Record(Version(9, "n1"), None)
+
+ALL_MESSAGES = [
+    m.Get(1, b"k"),
+    m.Get(2, b"k2", m.LEVEL_QUORUM),
+    m.Put(3, b"k", b"v", 2),
+    m.Put(4, b"k", None),  # delete
+    m.Put(5, b"k", b""),  # empty value, not a delete
+    m.Ping(6),
+    m.Reply(7, m.OK, b"v", VER, "", "weak"),
+    m.Reply(8, m.NOT_FOUND, message="not found"),
+    m.Reply(9, m.UNAVAILABLE, message="write needed 2 acks, got 1"),
+    m.Pong(10, "n1", 3, 2, 2, {"n1": "127.0.0.1:1"}, "sqlite"),
+    m.Pong(11, "n1", 3, 2, 2),
+    m.RepWrite(12, b"k", REC),
+    m.RepWrite(13, b"k", TOMB),
+    m.RepWriteAck(14, True),
+    m.RepWriteAck(15, False, "disk full"),
+    m.RepRead(16, b"\x00\xff"),
+    m.RepReadResp(17, True, REC),
+    m.RepReadResp(18, True, None),
+    m.RepReadResp(19, True, TOMB),
+    m.RepReadResp(20, False, None, "storage error"),
+    m.Error(21, "bad"),
+]
+
+MESSAGE_TYPES = {m.Get, m.Put, m.Ping, m.Reply, m.Pong, m.RepWrite, m.RepWriteAck,
+                 m.RepRead, m.RepReadResp, m.Error}
+
+
+def test_sample_covers_every_message_type():
+    assert {type(x) for x in ALL_MESSAGES} == MESSAGE_TYPES
+    assert set(m.Message.__args__) == MESSAGE_TYPES
+
+
+@pytest.fixture
+def enc():
+    return FrameEncoder()
+
+
+@pytest.mark.parametrize("msg", ALL_MESSAGES, ids=lambda x: f"{type(x).__name__}-{x.id}")
+def test_round_trip_each_message(enc, msg):
+    frame = enc.encode(msg)
+    assert int.from_bytes(frame[:4], "big") == len(frame) - 4
+    dec = FrameDecoder()
+    out = dec.feed(frame)
+    assert out == [msg]
+    assert type(out[0]) is type(msg)
+    assert dec.buffered == 0
+
+
+def test_tombstone_and_empty_value_stay_distinct(enc):
+    dec = FrameDecoder()
+    put_del, put_empty = dec.feed(enc.encode(m.Put(1, b"k", None)) + enc.encode(m.Put(2, b"k", b"")))
+    assert put_del.value is None
+    assert put_empty.value == b""
+
+
+def test_several_frames_in_one_feed(enc):
+    stream = b"".join(enc.encode(x) for x in ALL_MESSAGES)
+    dec = FrameDecoder()
+    assert dec.feed(stream) == ALL_MESSAGES
+    assert dec.buffered == 0
+
+
+def test_one_byte_at_a_time(enc):
+    stream = b"".join(enc.encode(x) for x in ALL_MESSAGES)
+    dec = FrameDecoder()
+    out = []
+    for i in range(len(stream)):
+        out.extend(dec.feed(stream[i : i + 1]))
+    assert out == ALL_MESSAGES
+    assert dec.buffered == 0
+
+
+def test_split_at_every_boundary(enc):
+    stream = b"".join(enc.encode(x) for x in ALL_MESSAGES[:6])
+    for cut in range(len(stream) + 1):
+        dec = FrameDecoder()
+        out = dec.feed(stream[:cut]) + dec.feed(stream[cut:])
+        assert out == ALL_MESSAGES[:6], cut
+        assert dec.buffered == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 10_000), max_size=12), st.lists(st.binary(max_size=300), min_size=1, max_size=8))
+def test_arbitrary_chunking(cuts, values):
+    enc = FrameEncoder()
+    msgs = [m.Put(i, b"key-%d" % i, v) for i, v in enumerate(values)]
+    stream = b"".join(enc.encode(x) for x in msgs)
+    points = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    dec = FrameDecoder()
+    out = []
+    for a, b in zip(points, points[1:]):
+        out.extend(dec.feed(stream[a:b]))
+    assert out == msgs
+
+
+def test_partial_frame_is_buffered(enc):
+    frame = enc.encode(m.Ping(1))
+    dec = FrameDecoder()
+    assert dec.feed(frame[:-1]) == []
+    assert dec.buffered == len(frame) - 1
+    assert dec.feed(frame[-1:]) == [m.Ping(1)]
+
+
+def test_oversized_length_header_raises_before_payload_arrives():
+    dec = FrameDecoder(frame_bytes_max=1000)
+    with pytest.raises(ProtocolError, match="exceeds FRAME_BYTES_MAX"):
+        dec.feed((1001).to_bytes(4, "big"))  # header only; no need to wait for the body
+
+
+def test_default_max_rejects_huge_header():
+    dec = FrameDecoder()
+    with pytest.raises(ProtocolError):
+        dec.feed(b"\xff\xff\xff\xff")
+
+
+def test_frame_at_exact_limit_accepted(enc):
+    frame = enc.encode(m.Ping(1))
+    dec = FrameDecoder(frame_bytes_max=len(frame) - 4)
+    assert dec.feed(frame) == [m.Ping(1)]
+
+
+def test_garbage_payload_raises(enc):
+    payload = b"\xc1\xc1\xc1"  # 0xc1 is never valid msgpack
+    with pytest.raises(ProtocolError, match="undecodable"):
+        FrameDecoder().feed(len(payload).to_bytes(4, "big") + payload)
+
+
+def test_valid_msgpack_wrong_shape_raises():
+    payload = msgspec.msgpack.encode({"hello": "world"})
+    with pytest.raises(ProtocolError):
+        FrameDecoder().feed(len(payload).to_bytes(4, "big") + payload)
+
+
+def test_unknown_tag_raises():
+    payload = msgspec.msgpack.encode([77, 1, b"k"])
+    with pytest.raises(ProtocolError):
+        FrameDecoder().feed(len(payload).to_bytes(4, "big") + payload)
+
+
+def test_known_tag_wrong_field_types_raises():
+    payload = msgspec.msgpack.encode([1, "not-an-int", b"k"])  # Get with a str id
+    with pytest.raises(ProtocolError):
+        FrameDecoder().feed(len(payload).to_bytes(4, "big") + payload)
+
+
+def test_bad_frame_after_a_good_one_in_the_same_feed_raises(enc):
+    # The whole feed raises (the caller closes the connection); the good frame
+    # decoded just before is not returned.
+    bad = b"\x00\x00\x00\x01\xc1"
+    with pytest.raises(ProtocolError):
+        FrameDecoder().feed(enc.encode(m.Ping(1)) + bad)
+
+
+def test_wire_tags_frozen(enc):
+    # Frozen format: the first array element is the tag.
+    tags = {m.Get: 1, m.Put: 2, m.Ping: 3, m.Reply: 10, m.Pong: 11, m.RepWrite: 20,
+            m.RepWriteAck: 21, m.RepRead: 22, m.RepReadResp: 23, m.Error: 99}
+    for msg in ALL_MESSAGES:
+        arr = msgspec.msgpack.decode(enc.encode(msg)[4:])
+        assert arr[0] == tags[type(msg)]
+        assert arr[1] == msg.id
