@@ -1,0 +1,633 @@
+"""NodeCore driven directly: events in, effects out, no I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from quorumkv.core import messages as m
+from quorumkv.core import node as node_mod
+from quorumkv.core.consistency import quorum_of, resolve, weak_warning
+from quorumkv.core.limits import KEY_BYTES_MAX, VALUE_BYTES_MAX
+from quorumkv.core.node import (
+    SELF,
+    NodeCore,
+    NodeSettings,
+    Respond,
+    Send,
+    StoreRead,
+    StoreWrite,
+    level_from_wire,
+    level_to_wire,
+)
+from quorumkv.core.version import LOGICAL_BITS, Record, Version
+from quorumkv.errors import InvalidRequestError
+
+MEMBERS = {"n1": "127.0.0.1:7001", "n2": "127.0.0.1:7002", "n3": "127.0.0.1:7003"}
+NOW = 1_700_000_000_000
+KEY = b"user:42"
+
+
+class Conn:
+    """A fake inbound connection: the core only uses it as an opaque token."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"Conn({self.name})"
+
+
+def make(node_id="n1", **kw) -> NodeCore:
+    return NodeCore(NodeSettings(node_id, **kw), MEMBERS)
+
+
+def of(effects, cls):
+    return [e for e in effects if type(e) is cls]
+
+
+def only_reply(effects, conn):
+    responds = of(effects, Respond)
+    assert len(responds) == 1, effects
+    assert responds[0].conn is conn
+    reply = responds[0].msg
+    assert type(reply) is m.Reply
+    return reply
+
+
+def start_put(core, conn, value=b"v", w=m.LEVEL_DEFAULT, req_id=1, now=NOW, key=KEY):
+    eff = core.on_request(conn, m.Put(req_id, key, value, w), now)
+    writes = of(eff, StoreWrite)
+    sends = of(eff, Send)
+    assert len(writes) == 1 and len(sends) == 2 and len(eff) == 3, eff
+    return writes[0], sends
+
+
+def start_get(core, conn, r=m.LEVEL_DEFAULT, req_id=1, now=NOW, key=KEY):
+    eff = core.on_request(conn, m.Get(req_id, key, r), now)
+    reads = of(eff, StoreRead)
+    sends = of(eff, Send)
+    assert len(reads) == 1 and len(sends) == 2 and len(eff) == 3, eff
+    return reads[0], sends
+
+
+def ack(sends, peer, ok=True, error=""):
+    (s,) = [s for s in sends if s.peer == peer]
+    return m.RepWriteAck(s.msg.id, ok, error)
+
+
+def read_resp(sends, peer, record, ok=True, error=""):
+    (s,) = [s for s in sends if s.peer == peer]
+    return m.RepReadResp(s.msg.id, ok, record, error)
+
+
+# ------------------------------------------------------------------ writes
+def test_put_fans_out_store_write_and_rep_writes():
+    core = make()
+    client = Conn("c")
+    sw, sends = start_put(core, client, b"hello")
+    assert sorted(s.peer for s in sends) == ["n2", "n3"]
+    assert sw.key == KEY
+    assert sw.record.value == b"hello"
+    assert sw.record.version.node == "n1"
+    assert sw.record.version.ts >> LOGICAL_BITS == NOW
+    assert sw.token[0] == "w" and sw.token[1] is SELF
+    for s in sends:
+        assert type(s.msg) is m.RepWrite
+        assert s.msg.key == KEY
+        assert s.msg.record == sw.record  # every replica gets the same version
+    assert sends[0].msg.id == sends[1].msg.id == sw.token[2]
+
+
+def test_put_replies_ok_exactly_once_when_w_acks_arrive():
+    core = make()  # W=2
+    client = Conn("c")
+    sw, sends = start_put(core, client, req_id=77)
+    assert core.on_store_done(sw.token, True, None, NOW + 1) == []  # 1 of 2
+    eff = core.on_response("n2", ack(sends, "n2"), NOW + 2)
+    reply = only_reply(eff, client)
+    assert reply == m.Reply(77, m.OK, None, None, "", "")
+    assert len(eff) == 1
+    # The third ack is late: nothing more is said, and the round is closed.
+    assert core.on_response("n3", ack(sends, "n3"), NOW + 3) == []
+    assert core.statistics()["rounds_open"] == 0
+    assert core.stats["won"] == 1 and core.stats["writes"] == 1
+
+
+def test_put_acks_from_peers_before_local_store():
+    core = make()
+    client = Conn("c")
+    sw, sends = start_put(core, client)
+    assert core.on_response("n3", ack(sends, "n3"), NOW) == []
+    reply = only_reply(core.on_response("n2", ack(sends, "n2"), NOW), client)
+    assert reply.status == m.OK
+    assert core.on_store_done(sw.token, True, None, NOW) == []
+
+
+def test_put_w_all_needs_three():
+    core = make()
+    client = Conn("c")
+    sw, sends = start_put(core, client, w=m.LEVEL_ALL)
+    assert core.on_store_done(sw.token, True, None, NOW) == []
+    assert core.on_response("n2", ack(sends, "n2"), NOW) == []
+    reply = only_reply(core.on_response("n3", ack(sends, "n3"), NOW), client)
+    assert reply.status == m.OK
+
+
+def test_w_one_replies_on_local_store_alone():
+    core = make()
+    client = Conn("c")
+    sw, _ = start_put(core, client, w=m.LEVEL_ONE)
+    reply = only_reply(core.on_store_done(sw.token, True, None, NOW), client)
+    assert reply.status == m.OK
+    assert reply.warning  # R=2 + W=1 <= 3
+
+
+def test_peer_loss_making_quorum_impossible_is_unavailable_immediately():
+    core = make()
+    client = Conn("c")
+    sw, sends = start_put(core, client, w=3, req_id=5)
+    eff = core.on_peer_lost("n2", "connection reset", NOW + 1)
+    reply = only_reply(eff, client)
+    assert reply.id == 5
+    assert reply.status == m.UNAVAILABLE
+    assert reply.message == "write needed 3 acks, at most 2 possible (n2 connection reset)"
+    # Late local store completion and peer ack change nothing.
+    assert core.on_store_done(sw.token, True, None, NOW + 2) == []
+    assert core.on_response("n3", ack(sends, "n3"), NOW + 3) == []
+    assert core.tick(NOW + 10_000_000) == []
+    assert core.statistics()["rounds_open"] == 0
+
+
+def test_peer_loss_with_quorum_still_possible_waits():
+    core = make()
+    client = Conn("c")
+    sw, sends = start_put(core, client)  # W=2
+    assert core.on_peer_lost("n2", "connection reset", NOW) == []
+    assert core.on_store_done(sw.token, True, None, NOW) == []
+    reply = only_reply(core.on_response("n3", ack(sends, "n3"), NOW), client)
+    assert reply.status == m.OK
+
+
+def test_send_failed_counts_as_failure():
+    core = make()
+    client = Conn("c")
+    sw, sends = start_put(core, client)
+    (s2,) = [s for s in sends if s.peer == "n2"]
+    (s3,) = [s for s in sends if s.peer == "n3"]
+    assert core.on_send_failed("n2", s2.msg, "queue full", NOW) == []
+    reply = only_reply(core.on_send_failed("n3", s3.msg, "queue full", NOW), client)
+    assert reply.status == m.UNAVAILABLE
+    assert reply.message == "write needed 2 acks, at most 1 possible (n2 queue full, n3 queue full)"
+
+
+def test_negative_acks_make_unavailable_with_reason():
+    core = make()
+    client = Conn("c")
+    sw, sends = start_put(core, client)
+    assert core.on_response("n2", ack(sends, "n2", False, "disk full"), NOW) == []
+    reply = only_reply(core.on_response("n3", ack(sends, "n3", False, "disk full"), NOW), client)
+    assert reply.status == m.UNAVAILABLE
+    assert "n2 failed: disk full" in reply.message and "n3 failed: disk full" in reply.message
+
+
+def test_local_store_failure_counts():
+    core = make()
+    client = Conn("c")
+    sw, sends = start_put(core, client, w=3)
+    reply = only_reply(core.on_store_done(sw.token, False, "storage error: I/O", NOW), client)
+    assert reply.status == m.UNAVAILABLE
+    assert "n1 failed: storage error: I/O" in reply.message
+
+
+def test_tick_past_deadline_times_out():
+    core = make(timeout_ms_write=500)
+    client = Conn("c")
+    sw, sends = start_put(core, client, req_id=9)
+    assert core.on_store_done(sw.token, True, None, NOW) == []
+    assert core.tick(NOW + 499) == []
+    reply = only_reply(core.tick(NOW + 500), client)
+    assert reply.id == 9
+    assert reply.status == m.TIMEOUT
+    assert reply.message == "write needed 2 acks, got 1 (n2 timed out, n3 timed out)"
+    assert core.stats["timeouts"] == 1
+    # Late replies after the timeout are ignored.
+    assert core.on_response("n2", ack(sends, "n2"), NOW + 600) == []
+    assert core.tick(NOW + 10_000) == []
+    assert core.statistics()["rounds_open"] == 0
+
+
+def test_tick_after_win_says_nothing_more_and_closes_round():
+    core = make(timeout_ms_write=500)
+    client = Conn("c")
+    sw, sends = start_put(core, client)
+    core.on_store_done(sw.token, True, None, NOW)
+    only_reply(core.on_response("n2", ack(sends, "n2"), NOW), client)
+    assert core.statistics()["rounds_open"] == 1  # n3 still outstanding
+    assert core.tick(NOW + 500) == []
+    assert core.statistics()["rounds_open"] == 0
+
+
+def test_each_round_has_its_own_deadline():
+    core = make(timeout_ms_write=100)
+    a, b = Conn("a"), Conn("b")
+    start_put(core, a, req_id=1, now=NOW)
+    start_put(core, b, req_id=2, now=NOW + 50)
+    only_reply(core.tick(NOW + 100), a)
+    only_reply(core.tick(NOW + 150), b)
+
+
+def test_concurrent_rounds_answer_the_right_connection():
+    core = make()
+    a, b = Conn("a"), Conn("b")
+    swa, sa = start_put(core, a, b"A", req_id=1)
+    swb, sb = start_put(core, b, b"B", req_id=1)  # same client req id, other conn
+    assert swa.token != swb.token
+    core.on_store_done(swb.token, True, None, NOW)
+    reply = only_reply(core.on_response("n2", ack(sb, "n2"), NOW), b)
+    assert reply.id == 1
+    core.on_store_done(swa.token, True, None, NOW)
+    only_reply(core.on_response("n3", ack(sa, "n3"), NOW), a)
+
+
+def test_writes_get_increasing_versions_even_if_clock_goes_back():
+    core = make()
+    v1 = start_put(core, Conn("c"), now=NOW)[0].record.version
+    v2 = start_put(core, Conn("c"), now=NOW - 5_000)[0].record.version
+    assert v2.newer_than(v1)
+
+
+def test_replica_write_observed_by_hlc():
+    core = make("n2")
+    future = (NOW + 60_000) << LOGICAL_BITS
+    peer = Conn("n1-inbound")
+    eff = core.on_request(peer, m.RepWrite(3, KEY, Record(Version(future, "n1"), b"x")), NOW)
+    assert len(eff) == 1 and type(eff[0]) is StoreWrite
+    v = start_put(core, Conn("c"), now=NOW)[0].record.version
+    assert v.ts > future
+
+
+def test_delete_writes_a_tombstone():
+    core = make()
+    sw, sends = start_put(core, Conn("c"), value=None)
+    assert sw.record.value is None and sw.record.tombstone
+    assert all(s.msg.record.value is None for s in sends)
+
+
+# ----------------------------------------------------------------- invalid
+@pytest.mark.parametrize(
+    "msg,fragment",
+    [
+        (m.Get(1, KEY, 7), "R=7 is impossible with N=3"),
+        (m.Put(1, KEY, b"v", 7), "W=7 is impossible with N=3"),
+        (m.Put(1, KEY, b"v", 4), "W=4 is impossible with N=3"),
+        (m.Get(1, KEY, -9), "unknown consistency level code -9"),
+        (m.Get(1, b"", 1), "empty key"),
+        (m.Put(1, b"", b"v"), "empty key"),
+        (m.Get(1, b"k" * (KEY_BYTES_MAX + 1)), "exceeds KEY_BYTES_MAX"),
+        (m.Put(1, b"k" * (KEY_BYTES_MAX + 1), b"v"), "exceeds KEY_BYTES_MAX"),
+        (m.Put(1, KEY, b"v" * (VALUE_BYTES_MAX + 1)), "exceeds VALUE_BYTES_MAX"),
+    ],
+)
+def test_invalid_requests_rejected_without_side_effects(msg, fragment):
+    core = make()
+    client = Conn("c")
+    hlc_before = core.hlc.last
+    eff = core.on_request(client, msg, NOW)
+    reply = only_reply(eff, client)
+    assert len(eff) == 1  # no StoreWrite, StoreRead or Send
+    assert reply.status == m.INVALID
+    assert reply.id == msg.id
+    assert fragment in reply.message
+    assert core.statistics()["rounds_open"] == 0
+    assert core.stats["invalid"] == 1
+    assert core.hlc.last == hlc_before
+
+
+def test_key_at_limit_accepted():
+    core = make()
+    start_put(core, Conn("c"), key=b"k" * KEY_BYTES_MAX)
+
+
+def test_overloaded_when_too_many_rounds(monkeypatch):
+    monkeypatch.setattr(node_mod, "ROUNDS_INFLIGHT_MAX", 2)
+    core = make()
+    start_put(core, Conn("a"))
+    start_get(core, Conn("b"))
+    c = Conn("c")
+    eff = core.on_request(c, m.Put(3, KEY, b"v"), NOW)
+    reply = only_reply(eff, c)
+    assert len(eff) == 1
+    assert reply.status == m.OVERLOADED
+    assert "ROUNDS_INFLIGHT_MAX=2" in reply.message
+
+
+def test_node_must_be_member():
+    with pytest.raises(ValueError):
+        NodeCore(NodeSettings("n9"), MEMBERS)
+
+
+def test_bad_default_levels_fail_at_startup():
+    with pytest.raises(InvalidRequestError):
+        make(r=4)
+    with pytest.raises(InvalidRequestError):
+        make(w=0)
+
+
+# ------------------------------------------------------------------- reads
+def rec(ts, node, value):
+    return Record(Version(ts, node), value)
+
+
+def test_get_fans_out_and_returns_newest():
+    core = make()
+    client = Conn("c")
+    sr, sends = start_get(core, client, req_id=4)
+    assert sr.key == KEY and sr.token[0] == "r" and sr.token[1] is SELF
+    assert sorted(s.peer for s in sends) == ["n2", "n3"]
+    assert all(type(s.msg) is m.RepRead and s.msg.key == KEY for s in sends)
+    old, new = rec(10, "n1", b"old"), rec(20, "n3", b"new")
+    assert core.on_store_done(sr.token, True, old, NOW) == []
+    reply = only_reply(core.on_response("n2", read_resp(sends, "n2", new), NOW), client)
+    assert reply == m.Reply(4, m.OK, b"new", new.version, "", "")
+
+
+def test_get_newest_even_when_it_arrives_first():
+    core = make()
+    client = Conn("c")
+    sr, sends = start_get(core, client)
+    new, old = rec(20, "n2", b"new"), rec(10, "n1", b"old")
+    assert core.on_response("n2", read_resp(sends, "n2", new), NOW) == []
+    reply = only_reply(core.on_store_done(sr.token, True, old, NOW), client)
+    assert reply.value == b"new"
+
+
+def test_get_r_all_sees_all_three():
+    core = make()
+    client = Conn("c")
+    sr, sends = start_get(core, client, r=m.LEVEL_ALL)
+    core.on_store_done(sr.token, True, rec(1, "n1", b"a"), NOW)
+    assert core.on_response("n2", read_resp(sends, "n2", rec(2, "n1", b"b")), NOW) == []
+    reply = only_reply(core.on_response("n3", read_resp(sends, "n3", rec(3, "n1", b"c")), NOW), client)
+    assert reply.value == b"c"
+
+
+def test_get_not_found():
+    core = make()
+    client = Conn("c")
+    sr, sends = start_get(core, client)
+    core.on_store_done(sr.token, True, None, NOW)
+    reply = only_reply(core.on_response("n3", read_resp(sends, "n3", None), NOW), client)
+    assert reply.status == m.NOT_FOUND
+    assert reply.value is None and reply.version is None
+
+
+def test_get_tombstone_is_not_found_with_its_version():
+    core = make()
+    client = Conn("c")
+    sr, sends = start_get(core, client)
+    tomb = rec(30, "n2", None)
+    core.on_store_done(sr.token, True, rec(10, "n1", b"old"), NOW)
+    reply = only_reply(core.on_response("n2", read_resp(sends, "n2", tomb), NOW), client)
+    assert reply.status == m.NOT_FOUND
+    assert reply.value is None
+    assert reply.version == tomb.version
+
+
+def test_get_empty_value_is_found():
+    core = make()
+    client = Conn("c")
+    sr, sends = start_get(core, client, r=1)
+    reply = only_reply(core.on_store_done(sr.token, True, rec(1, "n1", b""), NOW), client)
+    assert reply.status == m.OK and reply.value == b""
+
+
+def test_get_read_response_observed_by_hlc():
+    core = make()
+    sr, sends = start_get(core, Conn("c"))
+    future = (NOW + 90_000) << LOGICAL_BITS
+    core.on_response("n2", read_resp(sends, "n2", rec(future, "n2", b"x")), NOW)
+    v = start_put(core, Conn("d"))[0].record.version
+    assert v.ts > future
+
+
+def test_get_late_reply_produces_no_second_reply():
+    core = make()
+    client = Conn("c")
+    sr, sends = start_get(core, client)
+    core.on_store_done(sr.token, True, None, NOW)
+    only_reply(core.on_response("n2", read_resp(sends, "n2", None), NOW), client)
+    assert core.on_response("n3", read_resp(sends, "n3", rec(99, "n3", b"late")), NOW) == []
+    assert core.on_response("n3", read_resp(sends, "n3", None), NOW) == []
+
+
+def test_get_timeout():
+    core = make(timeout_ms_read=300)
+    client = Conn("c")
+    sr, sends = start_get(core, client)
+    core.on_store_done(sr.token, True, None, NOW)
+    assert core.tick(NOW + 299) == []
+    reply = only_reply(core.tick(NOW + 300), client)
+    assert reply.status == m.TIMEOUT
+    assert reply.message == "read needed 2 replies, got 1 (n2 timed out, n3 timed out)"
+
+
+def test_wrong_response_type_counts_as_failure():
+    core = make()
+    client = Conn("c")
+    sr, sends = start_get(core, client, r=3)
+    (s2,) = [s for s in sends if s.peer == "n2"]
+    reply = only_reply(core.on_response("n2", m.RepWriteAck(s2.msg.id, True), NOW), client)
+    assert reply.status == m.UNAVAILABLE
+    assert "n2 sent unexpected RepWriteAck" in reply.message
+
+
+# ----------------------------------------------------------- weak quorums
+def test_no_warning_for_strict_quorum():
+    core = make()  # R=2, W=2, N=3
+    client = Conn("c")
+    sr, sends = start_get(core, client)
+    core.on_store_done(sr.token, True, None, NOW)
+    reply = only_reply(core.on_response("n2", read_resp(sends, "n2", None), NOW), client)
+    assert reply.warning == ""
+
+
+def test_weak_read_quorum_warns_in_reply():
+    core = make()  # W=2, read with R=1: 1 + 2 <= 3
+    client = Conn("c")
+    sr, _ = start_get(core, client, r=1)
+    reply = only_reply(core.on_store_done(sr.token, True, rec(1, "n1", b"x"), NOW), client)
+    assert reply.status == m.OK
+    assert reply.warning == weak_warning(1, 2, 3)
+    assert "R=1 + W=2 <= N=3" in reply.warning
+
+
+def test_weak_defaults_warn_on_failures_too():
+    core = make(r=1, w=1)
+    client = Conn("c")
+    start_put(core, client)
+    reply = only_reply(core.tick(NOW + 10_000), client)
+    assert reply.status == m.TIMEOUT
+    assert "R=1 + W=1 <= N=3" in reply.warning
+
+
+# --------------------------------------------------------------- replica role
+def test_replica_write_round_trip():
+    core = make("n2")
+    peer = Conn("from-n1")
+    r = Record(Version(5, "n1"), b"v")
+    (sw,) = core.on_request(peer, m.RepWrite(11, KEY, r), NOW)
+    assert sw == StoreWrite(("w", peer, 11), KEY, r)
+    assert core.on_store_done(sw.token, True, None, NOW) == [Respond(peer, m.RepWriteAck(11, True, ""))]
+    assert core.on_store_done(sw.token, False, "disk full", NOW) == [
+        Respond(peer, m.RepWriteAck(11, False, "disk full"))
+    ]
+
+
+def test_replica_read_round_trip():
+    core = make("n3")
+    peer = Conn("from-n1")
+    (sr,) = core.on_request(peer, m.RepRead(12, KEY), NOW)
+    assert sr == StoreRead(("r", peer, 12), KEY)
+    r = Record(Version(5, "n1"), b"v")
+    assert core.on_store_done(sr.token, True, r, NOW) == [Respond(peer, m.RepReadResp(12, True, r, ""))]
+    assert core.on_store_done(sr.token, False, "io", NOW) == [Respond(peer, m.RepReadResp(12, False, None, "io"))]
+
+
+def test_ping_pong():
+    core = make("n2")
+    c = Conn("c")
+    (resp,) = core.on_request(c, m.Ping(8), NOW)
+    assert resp == Respond(c, m.Pong(8, "n2", 3, 2, 2, MEMBERS))
+
+
+def test_response_type_as_request_answers_error():
+    core = make()
+    c = Conn("c")
+    (resp,) = core.on_request(c, m.Reply(3, m.OK), NOW)
+    assert resp.conn is c and type(resp.msg) is m.Error and resp.msg.id == 3
+
+
+def test_response_for_unknown_round_ignored():
+    core = make()
+    assert core.on_response("n2", m.RepWriteAck(12345, True), NOW) == []
+
+
+# -------------------------------------------------- three cores, one network
+def deliver(cores, stores, client_conn, origin, first_effects, now=NOW, drop=()):
+    """Run effects to quiescence between in-process cores; returns client replies.
+    ``drop``: peers whose inbound messages are lost (they never answer)."""
+    queue = [(origin, e) for e in first_effects]
+    replies = []
+    while queue:
+        at, eff = queue.pop(0)
+        core = cores[at]
+        t = type(eff)
+        if t is StoreWrite:
+            cur = stores[at].get(eff.key)
+            if cur is None or eff.record.version.newer_than(cur.version):
+                stores[at][eff.key] = eff.record
+            queue += [(at, e) for e in core.on_store_done(eff.token, True, None, now)]
+        elif t is StoreRead:
+            queue += [(at, e) for e in core.on_store_done(eff.token, True, stores[at].get(eff.key), now)]
+        elif t is Send:
+            if eff.peer in drop:
+                continue
+            queue += [(eff.peer, e) for e in cores[eff.peer].on_request(("from", at), eff.msg, now)]
+        elif t is Respond:
+            if eff.conn is client_conn:
+                replies.append(eff.msg)
+            else:
+                _, back_to = eff.conn
+                queue += [(back_to, e) for e in cores[back_to].on_response(at, eff.msg, now)]
+    return replies
+
+
+def test_three_cores_write_then_read_elsewhere():
+    cores = {nid: make(nid) for nid in MEMBERS}
+    stores = {nid: {} for nid in MEMBERS}
+    c = Conn("client")
+    eff = cores["n1"].on_request(c, m.Put(1, KEY, b"v1"), NOW)
+    (reply,) = deliver(cores, stores, c, "n1", eff)
+    assert reply.status == m.OK
+    assert all(stores[n][KEY].value == b"v1" for n in MEMBERS)
+    # Overwrite via n2 while n3 is unreachable (W=2 still met).
+    eff = cores["n2"].on_request(c, m.Put(2, KEY, b"v2"), NOW + 1)
+    (reply,) = deliver(cores, stores, c, "n2", eff, now=NOW + 1, drop=("n3",))
+    assert reply.status == m.OK
+    assert stores["n3"][KEY].value == b"v1"  # stale replica
+    # A read coordinated by n3 (R=2) sees its own stale copy and n1's new one: newest wins.
+    eff = cores["n3"].on_request(c, m.Get(3, KEY), NOW + 2)
+    (reply,) = deliver(cores, stores, c, "n3", eff, now=NOW + 2, drop=("n2",))
+    assert (reply.status, reply.value) == (m.OK, b"v2")
+    assert reply.version.node == "n2"
+    # Delete, then read: not found.
+    eff = cores["n1"].on_request(c, m.Put(4, KEY, None), NOW + 3)
+    assert deliver(cores, stores, c, "n1", eff, now=NOW + 3)[0].status == m.OK
+    eff = cores["n2"].on_request(c, m.Get(5, KEY), NOW + 4)
+    assert deliver(cores, stores, c, "n2", eff, now=NOW + 4)[0].status == m.NOT_FOUND
+
+
+# ------------------------------------------------------------ consistency
+@pytest.mark.parametrize(
+    "level,n,expected",
+    [
+        (None, 3, 2),  # default
+        ("ONE", 3, 1), ("one", 3, 1), (" One ", 3, 1),
+        ("QUORUM", 3, 2), ("QUORUM", 4, 3), ("QUORUM", 5, 3), ("QUORUM", 1, 1),
+        ("ALL", 3, 3), ("all", 5, 5),
+        (1, 3, 1), (3, 3, 3),
+        ("2", 3, 2), (" 3 ", 3, 3),
+    ],
+)
+def test_resolve_levels(level, n, expected):
+    assert resolve(level, n, 2 if n >= 2 else 1, "R") == expected
+
+
+@pytest.mark.parametrize("level", [True, False])
+def test_resolve_rejects_bool(level):
+    with pytest.raises(InvalidRequestError, match="must be an integer"):
+        resolve(level, 3, 2, "W")
+
+
+@pytest.mark.parametrize("level", [0, -1, 4, "4", "0", 100])
+def test_resolve_rejects_out_of_range(level):
+    with pytest.raises(InvalidRequestError, match="impossible with N=3"):
+        resolve(level, 3, 2, "R")
+
+
+@pytest.mark.parametrize("level", ["MOST", "", "2.5", "-1", 2.0, b"ONE", [1]])
+def test_resolve_rejects_nonsense(level):
+    with pytest.raises(InvalidRequestError):
+        resolve(level, 3, 2, "R")
+
+
+def test_resolve_default_also_checked():
+    with pytest.raises(InvalidRequestError):
+        resolve(None, 3, 5, "W")
+
+
+def test_quorum_of():
+    assert [quorum_of(n) for n in range(1, 8)] == [1, 2, 2, 3, 3, 4, 4]
+
+
+@pytest.mark.parametrize("r,w,n,weak", [(1, 1, 3, True), (1, 2, 3, True), (2, 2, 3, False),
+                                        (1, 3, 3, False), (2, 2, 4, True), (3, 2, 4, False)])
+def test_weak_warning(r, w, n, weak):
+    assert (weak_warning(r, w, n) is not None) is weak
+
+
+@pytest.mark.parametrize("level", [None, "ONE", "quorum", "ALL", 1, 2, 5, "3"])
+def test_level_wire_round_trip(level):
+    back = level_from_wire(level_to_wire(level))
+    if isinstance(level, str) and not level.isdigit():
+        assert back == level.upper()
+    elif isinstance(level, str):
+        assert back == int(level)
+    else:
+        assert back == level
+
+
+@pytest.mark.parametrize("level", [0, -2, True, "MOST", 1.5])
+def test_level_to_wire_rejects(level):
+    with pytest.raises(InvalidRequestError):
+        level_to_wire(level)
