@@ -1,0 +1,25 @@
+"""Shared fixtures: real node processes on 127.0.0.1 under a temporary directory."""
+
+from __future__ import annotations
+
+import pytest
+
+from quorumkv.localcluster import LocalCluster
+from quorumkv.testing import free_base_port
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    """Factory: make_cluster(nodes=5, replicas=3, storage="sqlite") -> running LocalCluster."""
+    made: list[LocalCluster] = []
+
+    def factory(nodes: int = 5, replicas: int = 3, storage: str = "sqlite", **kw) -> LocalCluster:
+        cluster = LocalCluster(str(tmp_path / f"cluster{len(made)}"))
+        cluster.create(nodes, base_port=free_base_port(nodes), replicas=replicas, storage=storage, **kw)
+        made.append(cluster)
+        cluster.up()
+        return cluster
+
+    yield factory
+    for cluster in made:
+        cluster.down()
