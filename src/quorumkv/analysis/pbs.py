@@ -1,7 +1,7 @@
 """PBS t-visibility: Monte Carlo over the WARS latency model.
 
 Bailis, Venkataraman, Franklin, Hellerstein, Stoica, *Probabilistically Bounded
-Staleness for Practical Partial Quorums*, VLDB 2012, Section 4 ("WARS").
+Staleness for Practical Partial Quorums*, VLDB 2012 (the "WARS" model).
 
 For every trial and every one of the N replicas we draw four one-way delays (ms):
 
@@ -218,7 +218,7 @@ class WarsProfile:
         return {kind: d.describe() for kind, d in zip(WARS_KINDS, self.distributions())}
 
 
-# Fits published in Bailis et al., VLDB 2012, Table 3 (LinkedIn / Yammer).
+# Production fits (LinkedIn / Yammer) as published by Bailis et al., VLDB 2012.
 _LNKD_SSD = Mixture(0.0878, Exponential(1.66), Pareto(0.235, 10.0))
 _LNKD_DISK_W = Mixture(0.62, Exponential(0.183), Pareto(1.05, 1.51))
 _YMMR_W = Mixture(0.061, Exponential(0.0028), Pareto(3.0, 3.35))

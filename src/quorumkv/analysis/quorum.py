@@ -17,7 +17,7 @@ standard ones:
   among the k most recent committed versions* is that quantity to the power k —
   "PBS k-staleness", Bailis, Venkataraman, Franklin, Hellerstein, Stoica,
   *Probabilistically Bounded Staleness for Practical Partial Quorums*,
-  VLDB 2012, Section 3.2.
+  VLDB 2012.
 
 All functions accept either ``float`` or :class:`fractions.Fraction` for
 probabilities; pass fractions to get exact rational answers.
@@ -89,7 +89,7 @@ def p_stale_immediate(n: int, r: int, w: int) -> Fraction:
     """Probability a uniformly random R-quorum misses a W-quorum: ``C(N-W, R) / C(N, R)``.
 
     This is zero exactly when ``R + W > N`` (``C(N-W, R) = 0`` when ``R > N-W``).
-    Bailis et al., VLDB 2012, Eq. 1.
+    Bailis et al., VLDB 2012.
     """
     validate_size("R", r, n)
     validate_size("W", w, n)
@@ -100,7 +100,7 @@ def k_staleness(n: int, r: int, w: int, k: int) -> Fraction:
     """PBS k-staleness: P(read returns none of the k latest committed versions).
 
     ``(C(N-W, R) / C(N, R)) ** k`` for independent uniformly chosen quorums
-    (Bailis et al., VLDB 2012, Section 3.2, Eq. 2).  ``k = 1`` equals
+    (Bailis et al., VLDB 2012).  ``k = 1`` equals
     :func:`p_stale_immediate`.
     """
     if k < 1:
