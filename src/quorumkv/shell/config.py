@@ -25,6 +25,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 
 from ..core.consistency import quorum_of
+from ..core.limits import REPLICAS_MAX
 
 
 @dataclass
@@ -54,8 +55,8 @@ class NodeConfig:
         parse_address(self.listen)
         for addr in self.members.values():
             parse_address(addr)
-        if self.n < 1:
-            raise ValueError("n must be >= 1")
+        if not 1 <= self.n <= REPLICAS_MAX:
+            raise ValueError(f"n must be within 1..{REPLICAS_MAX} (REPLICAS_MAX)")
         for name in ("timeout_ms_read", "timeout_ms_write", "tick_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
