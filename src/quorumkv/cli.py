@@ -277,15 +277,9 @@ def bench(
         print(json.dumps(results, indent=2))
 
 
-def _add_optional_apps() -> None:
-    try:
-        from .cli_math import math_app
-    except ImportError:
-        return
-    app.add_typer(math_app, name="math")
+from .cli_math import math_app  # noqa: E402 - subcommand apps register after the root app
 
-
-_add_optional_apps()
+app.add_typer(math_app, name="math")
 
 
 def main() -> None:
