@@ -120,12 +120,6 @@ def test_core_transitively_loads_no_io_modules():
     assert not bad, f"importing the core loads {sorted(bad)}"
 
 
-@pytest.mark.xfail(
-    reason="quorumkv/__init__.py eagerly imports quorumkv.client (asyncio, socket), so "
-    "`import quorumkv.core.node` loads them via the parent package; the core's own "
-    "closure is clean (test above). Fix: make the package __init__ import lazily.",
-    strict=False,
-)
 def test_import_quorumkv_core_node_loads_no_io_modules():
     baseline = _loaded("")
     added = _loaded("import quorumkv.core.node") - baseline

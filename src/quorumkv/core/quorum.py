@@ -23,7 +23,7 @@ LOST = "lost"
 
 
 class QuorumRound:
-    __slots__ = ("kind", "replicas", "needed", "oks", "failures", "records", "status", "decided_late")
+    __slots__ = ("kind", "replicas", "needed", "oks", "failures", "records", "status")
 
     def __init__(self, kind: str, replicas: tuple[str, ...], needed: int) -> None:
         if not 1 <= needed <= len(replicas):

@@ -146,6 +146,9 @@ class SqliteEngine(StorageEngine):
 
     # -- writes: group commit on a dedicated thread -------------------------------
     def write(self, key, record, done):
+        if self._closing:
+            done(False, "storage engine is closed")
+            return
         if len(self._queue) >= WRITE_QUEUE_MAX:
             done(False, f"storage write queue full (WRITE_QUEUE_MAX={WRITE_QUEUE_MAX})")
             return
