@@ -55,6 +55,7 @@ class Item:
 
     value: bytes | None
     version: Version | None
+    expires_ms: int = 0  # absolute wall-clock expiry, 0 = never
 
 
 def _to_bytes(data, what: str) -> bytes:
@@ -114,12 +115,14 @@ class _Base:
         validate_key(k)
         return m.Get(next(self._ids), k, level_to_wire(self.r if r is DEFAULT else r))
 
-    def _put_msg(self, key, value, w) -> m.Put:
+    def _put_msg(self, key, value, w, ttl_ms=None) -> m.Put:
         k = _to_bytes(key, "key")
         validate_key(k)
         v = None if value is None else _to_bytes(value, "value")
         validate_value(v)
-        return m.Put(next(self._ids), k, v, level_to_wire(self.w if w is DEFAULT else w))
+        if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0):
+            raise InvalidRequestError(f"ttl_ms must be a positive integer, not {ttl_ms!r}")
+        return m.Put(next(self._ids), k, v, level_to_wire(self.w if w is DEFAULT else w), ttl_ms or 0)
 
     @staticmethod
     def _value(reply: m.Reply, key, default):
@@ -188,10 +191,11 @@ class Client(_Base):
                 if tried >= len(self.nodes):
                     raise ConnectionFailedError(f"request failed on every node: {exc}") from exc
 
-    def put(self, key, value, *, w=DEFAULT) -> None:
+    def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None) -> None:
+        """Write ``value``; with ``ttl_ms`` it expires that long after the write."""
         if value is None:
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
-        self._call(self._put_msg(key, value, w))
+        self._call(self._put_msg(key, value, w, ttl_ms))
 
     def delete(self, key, *, w=DEFAULT) -> None:
         self._call(self._put_msg(key, None, w))
@@ -203,7 +207,7 @@ class Client(_Base):
     def get_item(self, key, *, r=DEFAULT) -> Item:
         """The value and its version; a missing key gives ``Item(None, None)``."""
         reply = self._call(self._get_msg(key, r))
-        return Item(reply.value, reply.version)
+        return Item(reply.value, reply.version, reply.expires_ms)
 
     def ping(self) -> m.Pong:
         return self._call(m.Ping(next(self._ids)))
@@ -313,10 +317,11 @@ class AsyncClient(_Base):
                 continue
             return _check_reply(reply) if type(reply) is m.Reply else reply
 
-    async def put(self, key, value, *, w=DEFAULT) -> None:
+    async def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None) -> None:
+        """Write ``value``; with ``ttl_ms`` it expires that long after the write."""
         if value is None:
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
-        await self._call(self._put_msg(key, value, w))
+        await self._call(self._put_msg(key, value, w, ttl_ms))
 
     async def delete(self, key, *, w=DEFAULT) -> None:
         await self._call(self._put_msg(key, None, w))
@@ -327,7 +332,7 @@ class AsyncClient(_Base):
 
     async def get_item(self, key, *, r=DEFAULT) -> Item:
         reply = await self._call(self._get_msg(key, r))
-        return Item(reply.value, reply.version)
+        return Item(reply.value, reply.version, reply.expires_ms)
 
     async def ping(self) -> m.Pong:
         return await self._call(m.Ping(next(self._ids)))

@@ -39,6 +39,7 @@ class Put(_Msg, tag=2):
     key: bytes
     value: bytes | None  # None: delete (a tombstone write)
     w: int = LEVEL_DEFAULT
+    ttl_ms: int = 0  # > 0: the value expires this long after the coordinator accepts it
 
 
 class Ping(_Msg, tag=3):
@@ -63,6 +64,7 @@ class Reply(_Msg, tag=10):
     version: Version | None = None
     message: str = ""
     warning: str = ""
+    expires_ms: int = 0  # reads: absolute expiry of the value returned (0 = never)
 
 
 class Pong(_Msg, tag=11):

@@ -258,6 +258,8 @@ class NodeCore:
             deadline = now_ms + self.settings.timeout_ms_read
         else:
             validate_value(msg.value)
+            if msg.ttl_ms < 0:
+                raise InvalidRequestError(f"ttl_ms must be >= 0, got {msg.ttl_ms}")
             needed = resolve(level_from_wire(msg.w), n, self.default_w, "W")
             warning = weak_warning(self.default_r, needed, n)
             kind = "write"
@@ -279,7 +281,8 @@ class NodeCore:
             req = m.RepRead(op_id, key)
         else:
             self.stats["writes"] += 1
-            record = Record(Version(self.hlc.now(now_ms), self.node_id), msg.value)
+            expires = now_ms + msg.ttl_ms if msg.ttl_ms and msg.value is not None else 0
+            record = Record(Version(self.hlc.now(now_ms), self.node_id), msg.value, expires)
             req = m.RepWrite(op_id, key, record)
         for replica in replicas:
             if replica == self.node_id:
@@ -295,11 +298,12 @@ class NodeCore:
                 self.stats["won"] += 1
                 if rnd.kind == "read":
                     rec = rnd.result()
-                    if rec is None or rec.value is None:
+                    if rec is None or not rec.live_at(now_ms):  # missing, deleted or expired
                         reply = m.Reply(op.req_id, m.NOT_FOUND, None, rec.version if rec else None,
                                         "not found", op.warning)
                     else:
-                        reply = m.Reply(op.req_id, m.OK, rec.value, rec.version, "", op.warning)
+                        reply = m.Reply(op.req_id, m.OK, rec.value, rec.version, "", op.warning,
+                                        rec.expires_ms)
                 else:
                     reply = m.Reply(op.req_id, m.OK, None, None, "", op.warning)
             else:

@@ -45,10 +45,18 @@ class Record(msgspec.Struct, frozen=True, array_like=True):
 
     version: Version
     value: bytes | None  # None: tombstone (a delete is a version, not a removal)
+    #: Absolute expiry (wall-clock ms, 0 = never). It travels with the version, so
+    #: every replica expires the value at the same moment, and an expired record
+    #: still outranks the older versions that repair might otherwise bring back.
+    expires_ms: int = 0
 
     @property
     def tombstone(self) -> bool:
         return self.value is None
+
+    def live_at(self, now_ms: int) -> bool:
+        """True when the record holds a value that has not expired at ``now_ms``."""
+        return self.value is not None and (self.expires_ms == 0 or now_ms < self.expires_ms)
 
 
 def newest(records) -> Record | None:

@@ -97,7 +97,8 @@ CREATE TABLE IF NOT EXISTS kv (
     ts    INTEGER NOT NULL,   -- HLC timestamp of the version
     node  TEXT NOT NULL,      -- node id tie-break
     value BLOB,               -- NULL: tombstone
-    ctx   BLOB                -- msgpack causal context, NULL when none
+    ctx   BLOB,               -- msgpack causal context, NULL when none
+    expires INTEGER NOT NULL DEFAULT 0  -- absolute expiry, wall-clock ms (0: never)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 """
@@ -105,9 +106,9 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWI
 # "Write only if newer", atomically inside SQLite: the same (ts, node) order as
 # core.version.Version.newer_than (TEXT compares as UTF-8 bytes = code point order).
 _UPSERT = """
-INSERT INTO kv (key, ts, node, value, ctx) VALUES (?, ?, ?, ?, ?)
+INSERT INTO kv (key, ts, node, value, ctx, expires) VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT(key) DO UPDATE SET ts = excluded.ts, node = excluded.node,
-    value = excluded.value, ctx = excluded.ctx
+    value = excluded.value, ctx = excluded.ctx, expires = excluded.expires
 WHERE excluded.ts > kv.ts OR (excluded.ts = kv.ts AND excluded.node > kv.node)
 """
 
@@ -115,8 +116,8 @@ WHERE excluded.ts > kv.ts OR (excluded.ts = kv.ts AND excluded.node > kv.node)
 def _row_to_record(row) -> Record | None:
     if row is None:
         return None
-    ts, node, value, ctx = row
-    return Record(Version(ts, node, _ctx_decode(ctx) if ctx is not None else None), value)
+    ts, node, value, ctx, expires = row
+    return Record(Version(ts, node, _ctx_decode(ctx) if ctx is not None else None), value, expires)
 
 
 class SqliteEngine(StorageEngine):
@@ -153,7 +154,8 @@ class SqliteEngine(StorageEngine):
             done(False, f"storage write queue full (WRITE_QUEUE_MAX={WRITE_QUEUE_MAX})")
             return
         v = record.version
-        row = (key, v.ts, v.node, record.value, _ctx_encode(v.ctx) if v.ctx is not None else None)
+        row = (key, v.ts, v.node, record.value, _ctx_encode(v.ctx) if v.ctx is not None else None,
+               record.expires_ms)
         with self._cond:
             self._queue.append((row, done))
             if len(self._queue) == 1:
@@ -210,7 +212,7 @@ class SqliteEngine(StorageEngine):
         done(True, rec)
 
     def get_now(self, key):
-        row = self._reader.execute("SELECT ts, node, value, ctx FROM kv WHERE key = ?", (key,)).fetchone()
+        row = self._reader.execute("SELECT ts, node, value, ctx, expires FROM kv WHERE key = ?", (key,)).fetchone()
         return _row_to_record(row)
 
     def max_timestamp(self):
