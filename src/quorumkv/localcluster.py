@@ -103,7 +103,8 @@ class LocalCluster:
     # -- create ---------------------------------------------------------------
     def create(self, count: int, *, base_port: int, replicas: int, storage: str = "sqlite",
                host: str = "127.0.0.1", r: str = "QUORUM", w: str = "QUORUM", fsync: bool = True,
-               timeout_ms: int = 2_000) -> None:
+               timeout_ms: int = 2_000, node_overrides: dict[str, dict] | None = None) -> None:
+        """``node_overrides``: per node id, extra NodeConfig fields (e.g. ``redis_url``)."""
         if count < 1:
             raise ValueError("a cluster needs at least one node")
         members = {f"n{i + 1}": f"{host}:{base_port + i}" for i in range(count)}
@@ -114,7 +115,8 @@ class LocalCluster:
             os.makedirs(info.dir, exist_ok=True)
             cfg = NodeConfig(node_id=node_id, listen=addr, data_dir=info.dir, members=members,
                              storage=storage, fsync=fsync, n=replicas, r=r, w=w,
-                             timeout_ms_read=timeout_ms, timeout_ms_write=timeout_ms)
+                             timeout_ms_read=timeout_ms, timeout_ms_write=timeout_ms,
+                             **(node_overrides or {}).get(node_id, {}))
             with open(info.config_file, "w") as fh:
                 fh.write(cfg.to_toml())
             self.nodes.append(info)

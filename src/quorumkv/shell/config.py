@@ -5,7 +5,7 @@ Example ``node.toml``::
     node_id = "n1"
     listen = "127.0.0.1:7101"
     data_dir = "/var/lib/quorumkv/n1"
-    storage = "sqlite"        # or "memory"
+    storage = "sqlite"        # or "memory", or "redis" (then redis_url = "redis://host:port/db")
     fsync = true              # synchronous=FULL: acked writes survive power loss
     n = 3                     # replicas per key
     r = "QUORUM"              # default read level (integer, ONE, QUORUM, ALL)
@@ -35,6 +35,7 @@ class NodeConfig:
     data_dir: str
     members: dict[str, str] = field(default_factory=dict)
     storage: str = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"  # storage = "redis": the server holding this node's data
     fsync: bool = True
     n: int = 3
     r: int | str = "QUORUM"

@@ -239,7 +239,8 @@ class NodeServer:
         self.config = config
         self.loop = asyncio.get_running_loop()
         self.storage = storage or open_engine(
-            config.storage, os.path.join(config.data_dir, "data"), fsync=config.fsync, loop=self.loop
+            config.storage, os.path.join(config.data_dir, "data"), fsync=config.fsync, loop=self.loop,
+            redis_url=config.redis_url,
         )
         settings = NodeSettings(
             node_id=config.node_id, n=config.n, r=config.r, w=config.w,

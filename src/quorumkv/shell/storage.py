@@ -15,6 +15,7 @@ Engines:
   the next transaction), ``synchronous=FULL`` so an acked write survives kill -9 and
   power loss (``fsync=False`` keeps kill -9 safety only). Reads run on the loop thread
   on their own connection; WAL lets them proceed during a commit.
+* ``RedisEngine`` (``storage_redis.py``) — records in a real ``redis-server``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class StorageEngine:
     def count(self) -> int:
         raise NotImplementedError
 
+    def scan_all(self):
+        """Iterate every (key, record), tombstones included (anti-entropy, tools)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -89,6 +94,10 @@ class MemoryEngine(StorageEngine):
 
     def count(self):
         return len(self.data)
+
+    def scan_all(self):
+        """Every (key, record), tombstones included (for anti-entropy)."""
+        return iter(list(self.data.items()))
 
 
 _SCHEMA = """
@@ -221,6 +230,11 @@ class SqliteEngine(StorageEngine):
     def count(self):
         return self._reader.execute("SELECT COUNT(*) FROM kv").fetchone()[0]
 
+    def scan_all(self):
+        """Every (key, record) in key order, tombstones included (for anti-entropy)."""
+        for key, *row in self._reader.execute("SELECT key, ts, node, value, ctx, expires FROM kv ORDER BY key"):
+            yield key, _row_to_record(row)
+
     def close(self) -> None:
         with self._cond:
             self._closing = True
@@ -229,9 +243,14 @@ class SqliteEngine(StorageEngine):
         self._reader.close()
 
 
-def open_engine(kind: str, data_dir: str, *, fsync: bool = True, loop=None) -> StorageEngine:
+def open_engine(kind: str, data_dir: str, *, fsync: bool = True, loop=None,
+                redis_url: str | None = None) -> StorageEngine:
     if kind == "memory":
         return MemoryEngine()
     if kind == "sqlite":
         return SqliteEngine(os.path.join(data_dir, "kv.sqlite3"), fsync=fsync, loop=loop)
-    raise ValueError(f"unknown storage engine {kind!r} (choose sqlite or memory)")
+    if kind == "redis":
+        from .storage_redis import REDIS_URL_DEFAULT, RedisEngine
+
+        return RedisEngine(redis_url or REDIS_URL_DEFAULT, fsync=fsync, loop=loop)
+    raise ValueError(f"unknown storage engine {kind!r} (choose sqlite, memory or redis)")

@@ -1,0 +1,321 @@
+"""A storage engine that keeps a node's data in a real ``redis-server``.
+
+Layout (shared with ``quorumkv.redis_quorum``, so the two read each other's data)::
+
+    qkv:d:<key>    hash  ver = 16 hex digits of the HLC ts + node id   (the LWW order)
+                         val = the value          (field absent: tombstone)
+                         ctx = msgpack causal ctx (field absent: none)
+                         exp = absolute expiry, wall-clock ms (0: never)
+    qkv:m:maxts    string, 16 hex digits: the largest ts ever stored (seeds the HLC)
+    qkv:m:count    integer: number of data keys (tombstones included)
+
+**Write only if newer, atomically on the Redis side.** Every write is one Lua script
+(``WRITE_IF_NEWER_LUA``, sent as EVALSHA; on NOSCRIPT — a restarted or flushed server —
+the script is loaded again and the write re-sent, which is safe because it is
+idempotent). It compares ``ver`` bytewise — a fixed-width hex ts followed by the
+node id orders exactly like ``Version``'s ``(ts, node)`` — and replaces the whole
+hash only when the incoming version is newer. The comparison is a byte loop rather
+than Lua's ``<`` because Redis calls ``setlocale(LC_COLLATE, "")`` and Lua's string
+``<`` goes through ``strcoll``. Timestamps are never turned into Lua numbers
+(doubles: HLC values exceed 2^53).
+
+**TTL.** ``exp`` is kept as data, not as a Redis ``PEXPIREAT``: an expired record
+must keep outranking older versions on other replicas (otherwise read repair would
+resurrect them), so liveness is judged by the reader (``Record.live_at``), exactly as
+with the SQLite engine. Tombstones and expired records are not garbage-collected yet.
+
+**Threading: one I/O thread, pipelined.** ``write``/``read`` queue the operation;
+the I/O thread sends everything queued as one pipeline (at most
+``REDIS_BATCH_MAX`` operations), so operations that arrive while a round trip is in
+flight go out together in the next one — the same group-commit shape as
+``SqliteEngine``, and the same completion path (``loop.call_soon_threadsafe`` onto
+the node's event loop, or on the I/O thread when there is no loop). A thread rather
+than ``redis.asyncio`` because the engine interface also has synchronous calls
+(``get_now``, ``max_timestamp``, ``count`` — the node calls ``count`` while answering
+a ping) that cannot wait for the event loop they run on, it works with and without
+a loop like the other engines, and a pipeline of many commands per wake-up costs the
+event loop one callback per batch instead of one task per command. Reads go through
+the same FIFO as writes, so a read queued after a write sees it.
+
+**Durability** is the server's: an acknowledgement means Redis executed the script;
+it survives a ``kill -9`` of the Redis server only when the server runs with
+``appendonly yes`` and ``appendfsync always`` (Redis fsyncs the AOF before it
+replies). The engine checks the server's settings at open and records them in
+``durability``; with ``fsync=True`` and anything weaker it logs a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections import deque
+from collections.abc import Iterator
+
+import msgspec
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+from redis.retry import Retry
+
+from ..core.version import Record, Version
+from .storage import Done, StorageEngine
+
+REDIS_URL_DEFAULT = "redis://127.0.0.1:6379/0"
+KEY_PREFIX_DEFAULT = b"qkv:"
+
+#: Operations queued for the I/O thread before new ones are refused (the node then
+#: fails that replica write or read, and the quorum round decides).
+REDIS_QUEUE_MAX = 100_000
+#: Operations per pipeline (one round trip) at most.
+REDIS_BATCH_MAX = 1_024
+#: A Redis round trip (or a connect) that takes longer fails the batch.
+REDIS_SOCKET_TIMEOUT_MS = 5_000
+REDIS_CONNECT_TIMEOUT_MS = 2_000
+#: Reconnect-and-resend attempts after a connection error (a restarted server).
+REDIS_RETRIES = 1
+#: Keys per SCAN step (and per HGETALL pipeline) in ``scan_all``.
+SCAN_BATCH_KEYS = 512
+
+# KEYS[1] data key, KEYS[2] max-ts key, KEYS[3] count key
+# ARGV[1] ver (16 hex ts .. node), ARGV[2] exp, ARGV[3] "1" value / "0" tombstone,
+# ARGV[4] value, ARGV[5] ctx ("" = none).  Returns 1 when applied, 0 when not newer.
+WRITE_IF_NEWER_LUA = """
+local function newer(a, b)
+  if a == b then return false end
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+local cur = redis.call('HGET', KEYS[1], 'ver')
+if cur then
+  if not newer(ARGV[1], cur) then return 0 end
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('INCR', KEYS[3])
+end
+redis.call('HSET', KEYS[1], 'ver', ARGV[1], 'exp', ARGV[2])
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'val', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'ctx', ARGV[5]) end
+local ts = string.sub(ARGV[1], 1, 16)
+local m = redis.call('GET', KEYS[2])
+if (not m) or newer(ts, m) then redis.call('SET', KEYS[2], ts) end
+return 1
+"""
+
+_ctx_encode = msgspec.msgpack.Encoder().encode
+_ctx_decode = msgspec.msgpack.Decoder(dict[str, int]).decode
+
+
+class RedisLayout:
+    """How records map onto Redis keys and script arguments (engine and client share it)."""
+
+    def __init__(self, prefix: bytes = KEY_PREFIX_DEFAULT) -> None:
+        self.prefix = prefix
+        self.data_prefix = prefix + b"d:"
+        self.maxts_key = prefix + b"m:maxts"
+        self.count_key = prefix + b"m:count"
+        # SCAN MATCH is a glob: escape the prefix's special characters.
+        escaped = bytearray()
+        for byte in self.data_prefix:
+            if byte in b"*?[]\\":
+                escaped += b"\\"
+            escaped.append(byte)
+        self.scan_pattern = bytes(escaped) + b"*"
+
+    def data_key(self, key: bytes) -> bytes:
+        return self.data_prefix + key
+
+    def write_command(self, sha: str, key: bytes, record: Record) -> tuple:
+        """The EVALSHA command (as ``execute_command`` arguments) writing ``record`` if newer."""
+        v = record.version
+        return ("EVALSHA", sha, 3, self.data_prefix + key, self.maxts_key, self.count_key,
+                b"%016x" % v.ts + v.node.encode(), record.expires_ms,
+                b"0" if record.value is None else b"1", record.value or b"",
+                b"" if v.ctx is None else _ctx_encode(v.ctx))
+
+
+def decode_record(fields: dict | list | None) -> Record | None:
+    """A ``HGETALL`` reply (dict, or flat list from a raw RESP2 reply) to a Record."""
+    if not fields:
+        return None
+    if isinstance(fields, list):
+        fields = dict(zip(fields[::2], fields[1::2]))
+    ver = fields[b"ver"]
+    ctx = fields.get(b"ctx")
+    return Record(Version(int(ver[:16], 16), ver[16:].decode(), _ctx_decode(ctx) if ctx is not None else None),
+                  fields.get(b"val"), int(fields.get(b"exp", b"0")))
+
+
+def script_sha(lua: str = WRITE_IF_NEWER_LUA) -> str:
+    return hashlib.sha1(lua.encode()).hexdigest()
+
+
+WRITE_IF_NEWER_SHA = script_sha()
+
+
+def _log():
+    import structlog
+
+    return structlog.get_logger("quorumkv.storage")
+
+
+class RedisEngine(StorageEngine):
+    name = "redis"
+
+    def __init__(self, url: str = REDIS_URL_DEFAULT, *, loop: asyncio.AbstractEventLoop | None = None,
+                 prefix: bytes = KEY_PREFIX_DEFAULT, fsync: bool = True) -> None:
+        self.url = url
+        self.layout = RedisLayout(prefix)
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=REDIS_SOCKET_TIMEOUT_MS / 1000,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT_MS / 1000,
+            retry=Retry(NoBackoff(), REDIS_RETRIES),
+        )
+        try:
+            self.sha = self.client.script_load(WRITE_IF_NEWER_LUA)
+        except RedisError as exc:
+            self.client.close()
+            raise ConnectionError(f"redis storage engine: cannot use {url}: {exc}") from exc
+        self.durability = self._probe_durability()
+        if fsync and self.durability != "aof-always":
+            _log().warning("redis_not_durable", url=url, durability=self.durability,
+                           hint="run redis-server with appendonly yes, appendfsync always")
+        self._loop = loop
+        self._queue: deque = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self.batches = 0
+        self.batched_ops = 0
+        self._io = threading.Thread(target=self._io_main, name="redis-io", daemon=True)
+        self._io.start()
+
+    def _probe_durability(self) -> str:
+        try:
+            cfg = self.client.config_get("append*")
+        except RedisError:  # CONFIG disabled (managed Redis): unknown
+            return "unknown"
+        if cfg.get("appendonly") != "yes":
+            return "none"
+        return f"aof-{cfg.get('appendfsync', 'unknown')}"
+
+    # -- asynchronous interface: queued for the I/O thread --------------------------
+    def _submit(self, op: tuple, done: Done) -> None:
+        if self._closing:
+            done(False, "storage engine is closed")
+            return
+        if len(self._queue) >= REDIS_QUEUE_MAX:
+            done(False, f"storage queue full (REDIS_QUEUE_MAX={REDIS_QUEUE_MAX})")
+            return
+        with self._cond:
+            self._queue.append((op, done))
+            if len(self._queue) == 1:
+                self._cond.notify()
+
+    def write(self, key, record, done):
+        self._submit(self.layout.write_command(self.sha, key, record), done)
+
+    def read(self, key, done):
+        self._submit(("HGETALL", self.layout.data_key(key)), done)
+
+    def _io_main(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue and self._closing:
+                    break
+                batch = []
+                while self._queue and len(batch) < REDIS_BATCH_MAX:
+                    batch.append(self._queue.popleft())
+            results = self._run_batch([op for op, _ in batch])
+            self.batches += 1
+            self.batched_ops += len(batch)
+            self._complete(batch, results)
+
+    def _pipeline(self, ops: list[tuple]) -> list:
+        pipe = self.client.pipeline(transaction=False)
+        for op in ops:
+            pipe.execute_command(*op)
+        return pipe.execute(raise_on_error=False)
+
+    def _run_batch(self, ops: list[tuple]) -> list:
+        try:
+            results = self._pipeline(ops)
+            missing = [i for i, res in enumerate(results) if isinstance(res, NoScriptError)]
+            if missing:  # the server lost its script cache (restart, SCRIPT FLUSH): load, resend
+                self.client.script_load(WRITE_IF_NEWER_LUA)
+                for i, res in zip(missing, self._pipeline([ops[i] for i in missing])):
+                    results[i] = res
+            return results
+        except RedisError as exc:  # unreachable after the retry: fail the batch, keep serving
+            return [exc] * len(ops)
+
+    def _complete(self, batch, results) -> None:
+        def run():
+            for (op, done), res in zip(batch, results):
+                if isinstance(res, Exception):
+                    done(False, f"storage error: redis: {res}")
+                elif op[0] == "HGETALL":
+                    try:
+                        done(True, decode_record(res))
+                    except (KeyError, ValueError, msgspec.DecodeError) as exc:
+                        done(False, f"storage error: bad record in redis: {exc!r}")
+                else:
+                    done(True, None)
+
+        loop = self._loop
+        if loop is None:
+            run()
+        else:
+            try:
+                loop.call_soon_threadsafe(run)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+    # -- synchronous interface: caller's thread, its own pooled connection ----------
+    def get_now(self, key):
+        return decode_record(self.client.hgetall(self.layout.data_key(key)))
+
+    def max_timestamp(self):
+        raw = self.client.get(self.layout.maxts_key)
+        return int(raw, 16) if raw else 0
+
+    def count(self):
+        try:
+            return int(self.client.get(self.layout.count_key) or 0)
+        except RedisError:
+            return -1  # a ping must not fail because the Redis server is down
+
+    def scan_all(self) -> Iterator[tuple[bytes, Record]]:
+        """Every (key, record), tombstones included, in Redis SCAN order (for anti-entropy).
+
+        Keys written during the scan may or may not appear; each key appears once.
+        """
+        cut = len(self.layout.data_prefix)
+        seen: set[bytes] = set()
+        cursor = 0
+        while True:
+            cursor, keys = self.client.scan(cursor, match=self.layout.scan_pattern, count=SCAN_BATCH_KEYS)
+            keys = [k for k in keys if k not in seen]
+            seen.update(keys)
+            if keys:
+                pipe = self.client.pipeline(transaction=False)
+                for k in keys:
+                    pipe.hgetall(k)
+                for k, fields in zip(keys, pipe.execute()):
+                    rec = decode_record(fields)
+                    if rec is not None:
+                        yield k[cut:], rec
+            if cursor == 0:
+                return
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._io.join(timeout=10)
+        self.client.close()
