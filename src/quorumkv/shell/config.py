@@ -44,6 +44,8 @@ class NodeConfig:
     timeout_ms_write: int = 2_000
     tick_ms: int = 10
     log_level: str = "info"
+    resp_listen: str = ""    # HOST:PORT of the Redis-protocol listener; "" = none
+    resp_password: str = ""  # when set, RESP clients must AUTH / HELLO AUTH first
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -54,6 +56,8 @@ class NodeConfig:
             )
         self.members.setdefault(self.node_id, self.listen)
         parse_address(self.listen)
+        if self.resp_listen:
+            parse_address(self.resp_listen)
         for addr in self.members.values():
             parse_address(addr)
         if not 1 <= self.n <= REPLICAS_MAX:
