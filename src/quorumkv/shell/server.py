@@ -254,6 +254,7 @@ class NodeServer:
         self.inbound: set[_Inbound] = set()
         self.stats_bad_input = 0
         self._server: asyncio.base_events.Server | None = None
+        self.resp = None  # RespFrontEnd when config.resp_listen is set
         self._tick_handle = None
         self._stopped = asyncio.Event()
 
@@ -288,6 +289,11 @@ class NodeServer:
     async def start(self) -> None:
         host, port = parse_address(self.config.listen)
         self._server = await self.loop.create_server(lambda: _Inbound(self), host, port, reuse_address=True)
+        if self.config.resp_listen:
+            from .resp_server import RespFrontEnd  # noqa: PLC0415 - only nodes that speak RESP load it
+
+            self.resp = RespFrontEnd(self)
+            await self.resp.start()
         self._tick_handle = self.loop.call_later(self.config.tick_ms / 1000, self._tick)
         log.info("node_started", node=self.config.node_id, listen=self.config.listen,
                  storage=self.storage.name, n=self.core.ring.n, members=len(self.config.members))
@@ -303,6 +309,8 @@ class NodeServer:
             self._tick_handle.cancel()
         if self._server is not None:
             self._server.close()
+        if self.resp is not None:
+            self.resp.close()
         for conn in list(self.inbound):
             if conn.transport is not None:
                 conn.transport.close()

@@ -1,0 +1,316 @@
+"""The RESP (Redis protocol) listener of a node: one asyncio Protocol per connection.
+
+A connection parses commands (``resp/parser.py``), runs their handlers
+(``resp/commands.py``) and submits the reads and writes they ask for to the node's
+core exactly like a native client request: ``core.on_request(self, Get|Put, now)``
+then ``server.run(effects)``; the core answers through ``self.respond(reply)``
+(the same duck type as ``_Inbound``). Request ids are unique per connection.
+
+Order: Redis clients match replies to requests by position, so every command gets a
+slot in a FIFO; quorum rounds may finish in any order, and only the ready prefix of
+the FIFO is written (once per event-loop tick, like ``_Conn``).
+
+Bounds: at most ``CLIENT_PIPELINE_MAX`` commands are unanswered per connection; past
+that, and while the socket's send buffer is full, the node stops reading from it
+(TCP back-pressure). Bytes that are not RESP, or that break a named bound of the
+parser, get one ``-ERR Protocol error: ...`` after the replies already owed, then
+the connection is closed; the node carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import structlog
+
+from ..core import messages as m
+from ..core.limits import CLIENT_PIPELINE_MAX
+from ..resp.commands import CommandError, ReadOp, Session, lookup
+from ..resp.parser import NEED_DATA, RequestParser, RespProtocolError, encode_error
+from .config import parse_address
+from .server import now_ms
+
+log = structlog.get_logger("quorumkv.resp")
+
+
+class _Slot:
+    """One command's place in the reply order."""
+
+    __slots__ = ("data", "gen", "replies", "missing", "close_after")
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None  # the encoded reply, once known
+        self.gen = None  # a handler generator waiting for quorum rounds
+        self.replies: list | None = None
+        self.missing = 0
+        self.close_after = False
+
+
+class RespConnection(asyncio.Protocol):
+    def __init__(self, front: "RespFrontEnd") -> None:
+        self.front = front
+        self.server = front.node
+        self.parser = RequestParser()
+        self.session: Session | None = None
+        self.transport: asyncio.Transport | None = None
+        self.slots: deque[_Slot] = deque()
+        self.waiting: dict[int, tuple[_Slot, int]] = {}  # request id -> (slot, op index)
+        self._next_id = 1
+        self._out: list[bytes] = []
+        self._close_after_flush = False
+        self.closed = False
+        self.input_done = False  # QUIT or a protocol error: read nothing more
+        self._reading_paused = False
+        self._paused_writing = False
+
+    # -- asyncio callbacks ------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        addr = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.session = self.front.new_session(addr)
+        self.front.connections.add(self)
+        self.front.stats["connected_clients"] = len(self.front.connections)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.front.connections.discard(self)
+        self.front.stats["connected_clients"] = len(self.front.connections)
+        self.slots.clear()
+        self.waiting.clear()
+        self._out = []
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        self._update_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.input_done or self.closed:
+            return
+        parser = self.parser
+        parser.receive_data(data)
+        while not self.input_done:
+            try:
+                cmd = parser.next_command()
+            except RespProtocolError as exc:
+                self._protocol_error(str(exc))
+                break
+            if cmd is NEED_DATA:
+                break
+            self._execute(cmd)
+        self._update_reading()
+
+    # -- commands ---------------------------------------------------------------
+    def _execute(self, args: list[bytes]) -> None:
+        front = self.front
+        front.stats["total_commands_processed"] += 1
+        session = self.session
+        slot = _Slot()
+        self.slots.append(slot)
+        handler, error = lookup(args, session)
+        if error is not None:
+            front.stats["total_error_replies"] += 1
+            slot.data = error
+        else:
+            try:
+                result = handler(session, front, args)
+            except CommandError as exc:
+                front.stats["total_error_replies"] += 1
+                slot.data = encode_error(exc.message)
+            except Exception as exc:  # a handler bug must not kill the node
+                log.exception("resp_command_failed", command=args[0][:32])
+                slot.data = encode_error(f"ERR internal error: {type(exc).__name__}")
+            else:
+                if type(result) is bytes:
+                    slot.data = result
+                else:
+                    slot.gen = result
+                    self._advance(slot, None)
+        if session.closing:
+            slot.close_after = True
+            self.input_done = True
+        if slot.data is not None and self.slots and self.slots[0] is slot:
+            self._flush_ready()
+
+    def _advance(self, slot: _Slot, replies) -> None:
+        """Resume a handler with the replies of its last batch of ops."""
+        try:
+            ops = slot.gen.send(replies)
+        except StopIteration as stop:
+            slot.gen = None
+            slot.data = stop.value
+            return
+        except CommandError as exc:
+            slot.gen = None
+            self.front.stats["total_error_replies"] += 1
+            slot.data = encode_error(exc.message)
+            return
+        except Exception as exc:
+            log.exception("resp_command_failed")
+            slot.gen = None
+            slot.data = encode_error(f"ERR internal error: {type(exc).__name__}")
+            return
+        if not ops:
+            self._advance(slot, ())
+            return
+        slot.replies = [None] * len(ops)
+        slot.missing = len(ops)
+        session = self.session
+        server = self.server
+        now = now_ms()
+        ids = []
+        for i, op in enumerate(ops):  # register every id first: answers may be synchronous
+            rid = self._next_id
+            self._next_id += 1
+            self.waiting[rid] = (slot, i)
+            ids.append(rid)
+        for rid, op in zip(ids, ops):
+            if type(op) is ReadOp:
+                msg = m.Get(rid, op.key, session.r_wire)
+            else:
+                msg = m.Put(rid, op.key, op.value, session.w_wire, op.ttl_ms)
+            try:
+                server.run(server.core.on_request(self, msg, now))
+            except Exception as exc:  # as _Inbound: a core bug drops this connection, not the node
+                log.exception("resp_request_failed", peer=session.addr)
+                self._fatal(f"ERR internal error: {type(exc).__name__}")
+                return
+            if self.closed:
+                return
+
+    def respond(self, msg) -> None:
+        """Called by ``NodeServer.run`` for a ``Respond`` effect addressed to us."""
+        if self.closed:
+            return  # the client went away mid-request; its answer has nowhere to go
+        entry = self.waiting.pop(msg.id, None)
+        if entry is None:
+            return
+        slot, i = entry
+        slot.replies[i] = msg
+        slot.missing -= 1
+        if slot.missing == 0 and slot.gen is not None:
+            self._advance(slot, tuple(slot.replies))
+            if slot.data is not None and self.slots and self.slots[0] is slot:
+                self._flush_ready()
+
+    # -- output -----------------------------------------------------------------
+    def _flush_ready(self) -> None:
+        slots = self.slots
+        out = self._out
+        if not out and (slots and slots[0].data is not None):
+            self.server.loop.call_soon(self._write)
+        while slots and slots[0].data is not None:
+            slot = slots.popleft()
+            out.append(slot.data)
+            if slot.close_after:
+                self._close_after_flush = True
+                slots.clear()
+                break
+        self._update_reading()
+
+    def _write(self) -> None:
+        out, self._out = self._out, []
+        if self.closed or self.transport is None:
+            return
+        if out:
+            self.transport.write(b"".join(out))
+        if self._close_after_flush:
+            self.closed = True
+            self.transport.close()
+
+    def _update_reading(self) -> None:
+        if self.closed or self.transport is None:
+            return
+        pending = len(self.slots)
+        # Hysteresis as in _Inbound: stop at CLIENT_PIPELINE_MAX, resume below half.
+        limit = CLIENT_PIPELINE_MAX // 2 if self._reading_paused else CLIENT_PIPELINE_MAX
+        pause = self.input_done or self._paused_writing or pending >= limit
+        if pause != self._reading_paused:
+            self._reading_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    # -- bad input ----------------------------------------------------------------
+    def _protocol_error(self, reason: str) -> None:
+        log.warning("resp_bad_input", peer=self.session.addr, reason=reason)
+        self.server.stats_bad_input += 1
+        self.front.stats["protocol_errors"] += 1
+        self.input_done = True
+        slot = _Slot()
+        slot.data = encode_error(f"ERR {reason}")
+        slot.close_after = True
+        self.slots.append(slot)
+        self._flush_ready()
+
+    def _fatal(self, message: str) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(encode_error(message))
+            self.closed = True
+            self.transport.close()
+
+
+class RespFrontEnd:
+    """The RESP listener of one ``NodeServer``; also the ``NodeView`` handlers see."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+        cfg = node.config
+        self.node_id = cfg.node_id
+        self.n = node.core.ring.n
+        self.default_r = node.core.default_r
+        self.default_w = node.core.default_w
+        self.members = dict(cfg.members)
+        self.password = cfg.resp_password
+        self.resp_listen = cfg.resp_listen
+        self.started_ms = now_ms()
+        self.connections: set[RespConnection] = set()
+        self.stats = {"total_connections_received": 0, "total_commands_processed": 0,
+                      "total_error_replies": 0, "protocol_errors": 0, "connected_clients": 0}
+        self._next_client_id = 1
+        self._server: asyncio.base_events.Server | None = None
+
+    # -- NodeView -----------------------------------------------------------------
+    def now_ms(self) -> int:
+        return now_ms()
+
+    def local_records(self) -> int:
+        return self.node.storage.count()
+
+    def core_statistics(self) -> dict:
+        return self.node.core.statistics()
+
+    def storage_name(self) -> str:
+        return self.node.storage.name
+
+    def client_infos(self) -> list[str]:
+        now = now_ms()
+        return [c.session.info_line(now) for c in sorted(self.connections, key=lambda c: c.session.id)
+                if c.session is not None]
+
+    def new_session(self, addr: str) -> Session:
+        self.stats["total_connections_received"] += 1
+        session = Session(self._next_client_id, addr, needs_auth=bool(self.password), now_ms=now_ms())
+        self._next_client_id += 1
+        return session
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        host, port = parse_address(self.resp_listen)
+        self._server = await self.node.loop.create_server(lambda: RespConnection(self), host, port,
+                                                          reuse_address=True)
+        log.info("resp_listening", node=self.node_id, listen=self.resp_listen)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+
