@@ -15,7 +15,7 @@ def make_cluster(tmp_path):
 
     def factory(nodes: int = 5, replicas: int = 3, storage: str = "sqlite", **kw) -> LocalCluster:
         cluster = LocalCluster(str(tmp_path / f"cluster{len(made)}"))
-        cluster.create(nodes, base_port=free_base_port(nodes), replicas=replicas, storage=storage, **kw)
+        cluster.create(nodes, base_port=free_base_port(2 * nodes), replicas=replicas, storage=storage, **kw)
         made.append(cluster)
         cluster.up()
         return cluster

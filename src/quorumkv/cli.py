@@ -185,7 +185,7 @@ def cluster_up(
     except (RuntimeError, TimeoutError) as exc:
         _fail(EXIT_UNAVAILABLE, str(exc))
     for node in cl.nodes:
-        out.print(f"{node.id} {node.address} pid={node.pid()}", markup=False, highlight=False)
+        out.print(f"{node.id} {node.address} resp={node.resp or '-'} pid={node.pid()}", markup=False, highlight=False)
 
 
 @cluster_app.command("status")
@@ -195,10 +195,11 @@ def cluster_status(dir: Annotated[str, typer.Option("--dir")], output: OutputOpt
     if output == "json":
         print(json.dumps(rows))
         return
-    table = Table("id", "address", "pid", "state")
+    table = Table("id", "address", "resp", "pid", "state")
     for row in rows:
         color = "green" if row["state"] == "up" else "red"
-        table.add_row(row["id"], row["address"], str(row["pid"] or "-"), f"[{color}]{row['state']}[/]")
+        table.add_row(row["id"], row["address"], row.get("resp") or "-", str(row["pid"] or "-"),
+                      f"[{color}]{row['state']}[/]")
     out.print(table)
 
 

@@ -36,6 +36,7 @@ class NodeInfo:
     id: str
     address: str
     dir: str
+    resp: str = ""  # HOST:PORT of its Redis-protocol listener ("" = none)
 
     @property
     def pid_file(self) -> str:
@@ -84,8 +85,9 @@ class LocalCluster:
         if os.path.exists(path):
             with open(path, "rb") as fh:
                 raw = tomllib.load(fh)
+            resp = raw.get("resp", {})
             for node_id, addr in raw.get("members", {}).items():
-                self.nodes.append(NodeInfo(node_id, addr, os.path.join(self.root, node_id)))
+                self.nodes.append(NodeInfo(node_id, addr, os.path.join(self.root, node_id), resp.get(node_id, "")))
 
     @property
     def exists(self) -> bool:
@@ -108,14 +110,17 @@ class LocalCluster:
         if count < 1:
             raise ValueError("a cluster needs at least one node")
         members = {f"n{i + 1}": f"{host}:{base_port + i}" for i in range(count)}
+        # Node i's RESP port comes after every node's internode port: base + count + i.
+        resp = {f"n{i + 1}": f"{host}:{base_port + count + i}" for i in range(count)}
         os.makedirs(self.root, exist_ok=True)
         self.nodes = []
         for node_id, addr in members.items():
-            info = NodeInfo(node_id, addr, os.path.join(self.root, node_id))
+            info = NodeInfo(node_id, addr, os.path.join(self.root, node_id), resp[node_id])
             os.makedirs(info.dir, exist_ok=True)
             cfg = NodeConfig(node_id=node_id, listen=addr, data_dir=info.dir, members=members,
                              storage=storage, fsync=fsync, n=replicas, r=r, w=w,
                              timeout_ms_read=timeout_ms, timeout_ms_write=timeout_ms,
+                             resp_listen=resp[node_id],
                              **(node_overrides or {}).get(node_id, {}))
             with open(info.config_file, "w") as fh:
                 fh.write(cfg.to_toml())
@@ -123,6 +128,9 @@ class LocalCluster:
         with open(os.path.join(self.root, "cluster.toml"), "w") as fh:
             fh.write(f"replicas = {replicas}\nstorage = \"{storage}\"\n\n[members]\n")
             for node_id, addr in members.items():
+                fh.write(f'{node_id} = "{addr}"\n')
+            fh.write("\n[resp]\n")
+            for node_id, addr in resp.items():
                 fh.write(f'{node_id} = "{addr}"\n')
 
     # -- processes ------------------------------------------------------------
@@ -196,6 +204,7 @@ class LocalCluster:
             rows.append({
                 "id": node.id,
                 "address": node.address,
+                "resp": node.resp,
                 "pid": pid if alive else None,
                 "state": "up" if pong is not None else "down",
                 "process": "running" if alive else "stopped",
