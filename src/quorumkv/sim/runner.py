@@ -1,0 +1,111 @@
+"""One simulated run, start to verdict: workload + nemesis, heal, verify, check."""
+
+from __future__ import annotations
+
+import random
+import shlex
+import time
+from dataclasses import dataclass
+
+from ..analysis import pbs
+from .checker import Verdict, check, convergence_expected
+from .cluster import SimCluster
+from .config import SimConfig
+from .history import FAIL, OK, UNKNOWN, History
+from .network import LatencySampler
+from .workload import Nemesis, Workload
+
+#: Upper bound on virtual time for any phase (µs): a run that has not finished by
+#: then is stuck, and says so instead of spinning.
+PHASE_US_MAX = 3_600 * 1_000_000
+
+
+@dataclass
+class SimResult:
+    cfg: SimConfig
+    verdict: Verdict
+    history: History
+    cluster: SimCluster
+    nemesis_knobs: dict
+    wall_s: float
+
+    @property
+    def failed(self) -> bool:
+        v = self.verdict
+        return bool(
+            v.lost_acked_writes
+            or (self.cfg.strict and v.stale_reads)
+            or v.final_reads_failed
+            or v.unversioned_acked_writes
+            or (convergence_expected(self.cfg) and not v.converged)
+        )
+
+    def command(self) -> str:
+        return repro_command(self.cfg)
+
+    def summary(self) -> dict:
+        cfg, v, h = self.cfg, self.verdict, self.history
+        client_ops = [op for op in h.ops if op.client >= 0]
+        writes = [op for op in client_ops if op.is_write]
+        out = {
+            "seed": cfg.seed,
+            "ok": not self.failed,
+            "nodes": cfg.nodes, "n": cfg.effective_n, "r": cfg.r, "w": cfg.w, "strict": cfg.strict,
+            "profile": cfg.profile, "faults": list(cfg.faults), "bug": cfg.bug,
+            "ops": len(client_ops),
+            "writes": len(writes),
+            "acked_writes": v.acked_writes,
+            "failed_writes": sum(op.outcome == FAIL for op in writes),
+            "unknown_writes": sum(op.outcome == UNKNOWN for op in writes),
+            "lost_acked_writes": v.lost_acked_writes,
+            "reads": v.reads,
+            "failed_reads": sum(op.outcome != OK for op in client_ops if not op.is_write),
+            "stale_reads": v.stale_reads,
+            "converged": v.converged,
+            "convergence_expected": convergence_expected(cfg),
+            "divergent_keys": v.divergent_keys,
+            "skew_superseded": v.skew_superseded,
+            "final_reads_failed": v.final_reads_failed,
+            "virtual_ms": self.cluster.now_us // 1000,
+            "events": self.cluster.events_run,
+            "wall_s": round(self.wall_s, 3),
+            "ops_per_wall_s": round(len(client_ops) / self.wall_s) if self.wall_s > 0 else None,
+            "history_sha256": h.sha256(),
+            "knobs": self.nemesis_knobs,
+            "network": dict(self.cluster.net.stats),
+            "cluster": dict(self.cluster.stats),
+            "examples": v.examples,
+            "command": self.command(),
+        }
+        return out
+
+
+def repro_command(cfg: SimConfig) -> str:
+    parts = ["quorumkv", "sim", "--seed", str(cfg.seed), "--nodes", str(cfg.nodes), "--n", str(cfg.n),
+             "--r", str(cfg.r), "--w", str(cfg.w), "--ops", str(cfg.ops),
+             "--clients", str(cfg.clients), "--keys", str(cfg.keys),
+             "--faults", ",".join(cfg.faults) or "none", "--profile", cfg.profile]
+    if cfg.bug:
+        parts += ["--bug", cfg.bug]
+    return shlex.join(parts)
+
+
+def run(cfg: SimConfig) -> SimResult:
+    started = time.perf_counter()
+    rng = random.Random(cfg.seed)  # the only source of randomness in the run
+    sampler = LatencySampler(pbs.get_profile(cfg.profile), rng)
+    history = History()
+    cluster = SimCluster(cfg, rng, sampler, history)
+    nemesis = Nemesis(cfg, cluster, rng)
+    workload = Workload(cfg, cluster, rng, history)
+    nemesis.start()
+    workload.start()
+    if not cluster.run_until(lambda: workload.done, PHASE_US_MAX):
+        raise RuntimeError(f"seed {cfg.seed}: workload did not finish within {PHASE_US_MAX} µs")
+    # Heal, let the network go quiet, then read every key at ALL and let that settle.
+    nemesis.heal_all()
+    cluster.run_until(cluster.quiet, cluster.now_us + PHASE_US_MAX)
+    workload.read_all_keys()
+    cluster.run_until(lambda: workload.final_done and cluster.quiet(), cluster.now_us + PHASE_US_MAX)
+    verdict = check(history, workload.final, cluster.replica_versions)
+    return SimResult(cfg, verdict, history, cluster, dict(nemesis.knobs), time.perf_counter() - started)

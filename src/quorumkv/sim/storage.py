@@ -1,0 +1,78 @@
+"""Per-node simulated storage with a durability delay, and a crash that loses
+whatever was not yet synced.
+
+Correct engine (the contract of ``shell/storage.py``): a ``StoreWrite`` becomes
+durable ``sync_us`` later (the fsync of its group commit) and only *then* is it
+acknowledged — persist, then ack. A crash in between loses the write, but nobody
+was told it happened.
+
+``ack-before-persist`` (a seeded bug, ``--bug``): the engine acknowledges at once,
+makes the write visible from a volatile cache, and syncs lazily every
+``lazy_sync_us``. A crash throws the cache away — acknowledged writes vanish, which
+the lost-write checker must catch.
+
+The apply rule is the real engines' newer-wins (``Version.newer_than``): a replica
+never replaces a newer version with an older one.
+"""
+
+from __future__ import annotations
+
+from ..core.version import Record
+
+
+def _apply(data: dict[bytes, Record], key: bytes, record: Record) -> bool:
+    old = data.get(key)
+    if old is None or record.version.newer_than(old.version):
+        data[key] = record
+        return True
+    return False
+
+
+class SimStorage:
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.durable: dict[bytes, Record] = {}
+        self.cache: dict[bytes, Record] = {}  # ack-before-persist: acked, not yet synced
+        self.unsynced: list[tuple[bytes, Record]] = []
+        self.writes_lost = 0  # writes a crash threw away (acked or not)
+
+    # A correct write: the caller schedules ``persist`` sync_us later, then acks.
+    def persist(self, key: bytes, record: Record) -> None:
+        _apply(self.durable, key, record)
+
+    # ack-before-persist: visible and acked now, durable at the next lazy sync.
+    def write_cached(self, key: bytes, record: Record) -> None:
+        _apply(self.cache, key, record)
+        self.unsynced.append((key, record))
+
+    def sync(self) -> None:
+        for key, record in self.unsynced:
+            _apply(self.durable, key, record)
+        self.unsynced.clear()
+        self.cache.clear()
+
+    def read(self, key: bytes) -> Record | None:
+        rec = self.durable.get(key)
+        cached = self.cache.get(key)
+        if cached is not None and (rec is None or cached.version.newer_than(rec.version)):
+            return cached
+        return rec
+
+    def crash(self) -> int:
+        """Power loss: the volatile cache is gone. Returns how many writes vanished."""
+        lost = len(self.unsynced)
+        self.writes_lost += lost
+        self.unsynced.clear()
+        self.cache.clear()
+        return lost
+
+    def max_timestamp(self) -> int:
+        """What the real engines report at start-up, to seed the node's HLC."""
+        return max((rec.version.ts for rec in self.durable.values()), default=0)
+
+    def snapshot(self) -> dict[bytes, Record]:
+        """The newest record per key this node would serve (for convergence checks)."""
+        out = dict(self.durable)
+        for key, rec in self.cache.items():
+            _apply(out, key, rec)
+        return out
