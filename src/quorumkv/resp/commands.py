@@ -386,10 +386,10 @@ def cmd_mset(s, node, args):
 def cmd_del(s, node, args):
     # Count from a read at R before the deletes (Redis answers how many existed);
     # every key gets a tombstone, so a key the read missed is deleted too.
-    keys = args[1:]
+    keys = list(dict.fromkeys(args[1:]))  # DEL k k deletes (and counts) k once
     found = yield tuple(ReadOp(k) for k in keys)
     count = sum(1 for reply in found if _found(reply))
-    written = yield tuple(WriteOp(k, None) for k in dict.fromkeys(keys))
+    written = yield tuple(WriteOp(k, None) for k in keys)
     for reply in written:
         _check(reply)
     return encode_int(count)
