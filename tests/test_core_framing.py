@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from quorumkv.core import messages as m
 from quorumkv.core.framing import FrameDecoder, FrameEncoder
+from quorumkv.core.membership import Endpoint
 from quorumkv.core.version import Record, Version
 from quorumkv.errors import ProtocolError
 
@@ -38,10 +39,26 @@ ALL_MESSAGES = [
     m.RepReadResp(19, True, TOMB),
     m.RepReadResp(20, False, None, "storage error"),
     m.Error(21, "bad"),
+    m.Get(22, b"k", m.LEVEL_ONE, True, True),
+    m.Put(23, b"k", b"v", 0, 1500, True),
+    m.Status(24),
+    m.StatusReply(25, "n1", [m.MemberView("n1", "h:1", "up", "up", 7, 3, 0.5)], ["n1"], {"won": 3}, {"n2": 4}),
+    m.Inspect(26, b"k"),
+    m.InspectReply(27, b"k", "n1", ["n1", "n2"],
+                   [m.ReplicaView("n1", "primary", "up", True, "1.0@n1", False, 3),
+                    m.ReplicaView("n4", "fallback", "up", True, None, hint_for="n2")], "1.0@n1"),
+    m.RepWrite(28, b"k", REC, "n3"),
+    m.RepRead(29, b"k", "n3"),
+    m.RepPeek(30, b"k"),
+    m.RepPeekResp(31, REC, [("n2", TOMB)]),
+    m.Heartbeat(0, "n1", 1_700_000_000_000),
+    m.Gossip(0, [Endpoint("n1", "h:1", 5, 9, "up")]),
+    m.GossipAck(0, [Endpoint("n2", "h:2", 5, 1, "joining")]),
 ]
 
 MESSAGE_TYPES = {m.Get, m.Put, m.Ping, m.Reply, m.Pong, m.RepWrite, m.RepWriteAck,
-                 m.RepRead, m.RepReadResp, m.Error}
+                 m.RepRead, m.RepReadResp, m.Error, m.Status, m.StatusReply, m.Inspect,
+                 m.InspectReply, m.RepPeek, m.RepPeekResp, m.Heartbeat, m.Gossip, m.GossipAck}
 
 
 def test_sample_covers_every_message_type():
@@ -173,7 +190,9 @@ def test_bad_frame_after_a_good_one_in_the_same_feed_raises(enc):
 def test_wire_tags_frozen(enc):
     # Frozen format: the first array element is the tag.
     tags = {m.Get: 1, m.Put: 2, m.Ping: 3, m.Reply: 10, m.Pong: 11, m.RepWrite: 20,
-            m.RepWriteAck: 21, m.RepRead: 22, m.RepReadResp: 23, m.Error: 99}
+            m.RepWriteAck: 21, m.RepRead: 22, m.RepReadResp: 23, m.Error: 99,
+            m.Status: 4, m.Inspect: 5, m.StatusReply: 12, m.InspectReply: 13, m.RepPeek: 24,
+            m.RepPeekResp: 25, m.Heartbeat: 30, m.Gossip: 31, m.GossipAck: 32}
     for msg in ALL_MESSAGES:
         arr = msgspec.msgpack.decode(enc.encode(msg)[4:])
         assert arr[0] == tags[type(msg)]

@@ -87,6 +87,12 @@ def _check_reply(reply) -> m.Reply:
     raise QuorumKVError(reply.message or f"node error (status {status})")
 
 
+def _check_inspect(reply):
+    if type(reply) is m.Reply:  # an invalid key comes back as a Reply
+        return _check_reply(reply)
+    return reply
+
+
 def _parse_nodes(nodes) -> list[tuple[str, int]]:
     if isinstance(nodes, str):
         nodes = [nodes]
@@ -110,19 +116,26 @@ class _Base:
         self._ids = itertools.count(1)
         self._current = 0
 
-    def _get_msg(self, key, r) -> m.Get:
+    def _get_msg(self, key, r, primary_only=False, blocking_repair=False) -> m.Get:
         k = _to_bytes(key, "key")
         validate_key(k)
-        return m.Get(next(self._ids), k, level_to_wire(self.r if r is DEFAULT else r))
+        return m.Get(next(self._ids), k, level_to_wire(self.r if r is DEFAULT else r),
+                     bool(primary_only), bool(blocking_repair))
 
-    def _put_msg(self, key, value, w, ttl_ms=None) -> m.Put:
+    def _inspect_msg(self, key) -> m.Inspect:
+        k = _to_bytes(key, "key")
+        validate_key(k)
+        return m.Inspect(next(self._ids), k)
+
+    def _put_msg(self, key, value, w, ttl_ms=None, primary_only=False) -> m.Put:
         k = _to_bytes(key, "key")
         validate_key(k)
         v = None if value is None else _to_bytes(value, "value")
         validate_value(v)
         if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0):
             raise InvalidRequestError(f"ttl_ms must be a positive integer, not {ttl_ms!r}")
-        return m.Put(next(self._ids), k, v, level_to_wire(self.w if w is DEFAULT else w), ttl_ms or 0)
+        return m.Put(next(self._ids), k, v, level_to_wire(self.w if w is DEFAULT else w), ttl_ms or 0,
+                     bool(primary_only))
 
     @staticmethod
     def _value(reply: m.Reply, key, default):
@@ -191,26 +204,41 @@ class Client(_Base):
                 if tried >= len(self.nodes):
                     raise ConnectionFailedError(f"request failed on every node: {exc}") from exc
 
-    def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None) -> None:
-        """Write ``value``; with ``ttl_ms`` it expires that long after the write."""
+    def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False) -> None:
+        """Write ``value``; with ``ttl_ms`` it expires that long after the write.
+
+        ``primary_only`` (Riak's pw): only the key's own replicas count towards W;
+        by default a fallback node standing in for a down replica counts (sloppy quorum).
+        """
         if value is None:
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
-        self._call(self._put_msg(key, value, w, ttl_ms))
+        self._call(self._put_msg(key, value, w, ttl_ms, primary_only))
 
-    def delete(self, key, *, w=DEFAULT) -> None:
-        self._call(self._put_msg(key, None, w))
+    def delete(self, key, *, w=DEFAULT, primary_only: bool = False) -> None:
+        self._call(self._put_msg(key, None, w, None, primary_only))
 
-    def get(self, key, *, r=DEFAULT, default=_MISSING) -> bytes:
-        reply = self._call(self._get_msg(key, r))
+    def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,
+            blocking_repair: bool = False) -> bytes:
+        """The value of ``key``. ``blocking_repair``: return only after stale replicas
+        that answered were repaired (default: repair in the background)."""
+        reply = self._call(self._get_msg(key, r, primary_only, blocking_repair))
         return self._value(reply, key, default)
 
-    def get_item(self, key, *, r=DEFAULT) -> Item:
+    def get_item(self, key, *, r=DEFAULT, primary_only: bool = False, blocking_repair: bool = False) -> Item:
         """The value and its version; a missing key gives ``Item(None, None)``."""
-        reply = self._call(self._get_msg(key, r))
+        reply = self._call(self._get_msg(key, r, primary_only, blocking_repair))
         return Item(reply.value, reply.version, reply.expires_ms)
 
     def ping(self) -> m.Pong:
         return self._call(m.Ping(next(self._ids)))
+
+    def status(self) -> m.StatusReply:
+        """The connected node's view: members with their states, ring, counters, hints."""
+        return self._call(m.Status(next(self._ids)))
+
+    def inspect(self, key) -> m.InspectReply:
+        """Where ``key`` lives and which version each replica holds (no read repair)."""
+        return _check_inspect(self._call(self._inspect_msg(key)))
 
 
 class _AsyncConn(asyncio.Protocol):
@@ -317,22 +345,30 @@ class AsyncClient(_Base):
                 continue
             return _check_reply(reply) if type(reply) is m.Reply else reply
 
-    async def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None) -> None:
+    async def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False) -> None:
         """Write ``value``; with ``ttl_ms`` it expires that long after the write."""
         if value is None:
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
-        await self._call(self._put_msg(key, value, w, ttl_ms))
+        await self._call(self._put_msg(key, value, w, ttl_ms, primary_only))
 
-    async def delete(self, key, *, w=DEFAULT) -> None:
-        await self._call(self._put_msg(key, None, w))
+    async def delete(self, key, *, w=DEFAULT, primary_only: bool = False) -> None:
+        await self._call(self._put_msg(key, None, w, None, primary_only))
 
-    async def get(self, key, *, r=DEFAULT, default=_MISSING) -> bytes:
-        reply = await self._call(self._get_msg(key, r))
+    async def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,
+                  blocking_repair: bool = False) -> bytes:
+        reply = await self._call(self._get_msg(key, r, primary_only, blocking_repair))
         return self._value(reply, key, default)
 
-    async def get_item(self, key, *, r=DEFAULT) -> Item:
-        reply = await self._call(self._get_msg(key, r))
+    async def get_item(self, key, *, r=DEFAULT, primary_only: bool = False,
+                       blocking_repair: bool = False) -> Item:
+        reply = await self._call(self._get_msg(key, r, primary_only, blocking_repair))
         return Item(reply.value, reply.version, reply.expires_ms)
 
     async def ping(self) -> m.Pong:
         return await self._call(m.Ping(next(self._ids)))
+
+    async def status(self) -> m.StatusReply:
+        return await self._call(m.Status(next(self._ids)))
+
+    async def inspect(self, key) -> m.InspectReply:
+        return _check_inspect(await self._call(self._inspect_msg(key)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import msgspec
 
+from .membership import Endpoint
 from .version import Record, Version
 
 # Level codes on the wire.
@@ -32,6 +33,8 @@ class Get(_Msg, tag=1):
     id: int
     key: bytes
     r: int = LEVEL_DEFAULT
+    primary_only: bool = False  # Riak's pr: only primaries may answer (no fallbacks)
+    blocking_repair: bool = False  # answer only after stale replicas were repaired
 
 
 class Put(_Msg, tag=2):
@@ -40,6 +43,20 @@ class Put(_Msg, tag=2):
     value: bytes | None  # None: delete (a tombstone write)
     w: int = LEVEL_DEFAULT
     ttl_ms: int = 0  # > 0: the value expires this long after the coordinator accepts it
+    primary_only: bool = False  # Riak's pw: fallbacks (hinted writes) don't count
+
+
+class Status(_Msg, tag=4):
+    """The node's view of the cluster and its counters."""
+
+    id: int
+
+
+class Inspect(_Msg, tag=5):
+    """Explain a key: its replicas and the version each holds, without repair."""
+
+    id: int
+    key: bytes
 
 
 class Ping(_Msg, tag=3):
@@ -78,11 +95,53 @@ class Pong(_Msg, tag=11):
     keys: int = -1  # records (tombstones included) in the node's local storage
 
 
+class MemberView(msgspec.Struct, frozen=True):
+    node: str
+    address: str
+    state: str  # joining / up / suspect / down / leaving / left, as this node sees it
+    status: str  # gossiped status
+    generation: int
+    version: int
+    phi: float = 0.0
+
+
+class StatusReply(_Msg, tag=12):
+    id: int
+    node: str
+    members: list[MemberView]
+    ring: list[str]
+    stats: dict[str, int]
+    hints: dict[str, int] = {}  # target node -> hints held for it
+
+
+class ReplicaView(msgspec.Struct, frozen=True):
+    node: str
+    role: str  # "primary" or "fallback"
+    state: str
+    answered: bool
+    version: str | None = None  # None: no copy
+    tombstone: bool = False
+    value_bytes: int | None = None
+    expires_ms: int = 0
+    hint_for: str | None = None
+    error: str = ""
+
+
+class InspectReply(_Msg, tag=13):
+    id: int
+    key: bytes
+    coordinator: str
+    preference_list: list[str]
+    replicas: list[ReplicaView]
+    newest: str | None = None
+
+
 # --- node -> node ---------------------------------------------------------------
 class RepWrite(_Msg, tag=20):
     id: int
     key: bytes
     record: Record
+    hint_for: str = ""  # non-empty: we are a fallback; keep it as a hint for that node
 
 
 class RepWriteAck(_Msg, tag=21):
@@ -94,6 +153,7 @@ class RepWriteAck(_Msg, tag=21):
 class RepRead(_Msg, tag=22):
     id: int
     key: bytes
+    hint_for: str = ""  # non-empty: answer from the hints held for that node
 
 
 class RepReadResp(_Msg, tag=23):
@@ -103,6 +163,39 @@ class RepReadResp(_Msg, tag=23):
     error: str = ""
 
 
+class RepPeek(_Msg, tag=24):
+    """Inspect: the local record and any hints for a key, read without side effects."""
+
+    id: int
+    key: bytes
+
+
+class RepPeekResp(_Msg, tag=25):
+    id: int
+    record: Record | None
+    hints: list[tuple[str, Record]] = []
+
+
+class Heartbeat(_Msg, tag=30):
+    """One-way, every heartbeat interval, to every peer: feeds the phi detector."""
+
+    id: int
+    node: str
+    generation: int
+
+
+class Gossip(_Msg, tag=31):
+    """Push-pull: our membership table; the peer answers with its own."""
+
+    id: int
+    endpoints: list[Endpoint]
+
+
+class GossipAck(_Msg, tag=32):
+    id: int
+    endpoints: list[Endpoint]
+
+
 class Error(_Msg, tag=99):
     """Sent before closing a connection that sent something unacceptable."""
 
@@ -110,8 +203,12 @@ class Error(_Msg, tag=99):
     message: str
 
 
-ClientRequest = Get | Put | Ping
-PeerRequest = RepWrite | RepRead
-Request = Get | Put | Ping | RepWrite | RepRead
-Response = Reply | Pong | RepWriteAck | RepReadResp | Error
+ClientRequest = Get | Put | Ping | Status | Inspect
+PeerRequest = RepWrite | RepRead | RepPeek | Heartbeat | Gossip
+Request = Get | Put | Ping | Status | Inspect | RepWrite | RepRead | RepPeek | Heartbeat | Gossip
+Response = Reply | Pong | StatusReply | InspectReply | RepWriteAck | RepReadResp | RepPeekResp | GossipAck | Error
 Message = Request | Response
+
+#: Requests that get no answer (they must not count against a connection's
+#: pipeline bound).
+ONE_WAY = (Heartbeat,)

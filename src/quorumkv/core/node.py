@@ -2,31 +2,45 @@
 
 The shell feeds it events and executes the effects it returns, in order:
 
-=====================  ======================================================
-event (method)         what it means
-=====================  ======================================================
-``on_request``         a request arrived on an inbound connection ``conn``
-                       (a client's Get/Put/Ping or a peer's RepWrite/RepRead)
-``on_response``        an answer arrived from ``peer`` on our outbound connection
-``on_store_done``      a StoreWrite/StoreRead effect finished (``token`` from it)
-``on_peer_lost``       the outbound connection to ``peer`` failed; nothing more
-                       will come back on it
-``on_send_failed``     one request to ``peer`` could not be sent
-``tick``               time passed (deadlines)
-=====================  ======================================================
+=======================  ====================================================
+event (method)           what it means
+=======================  ====================================================
+``on_request``           a request arrived on an inbound connection ``conn``
+                         (a client's Get/Put/Ping/Status/Inspect or a peer's
+                         RepWrite/RepRead/RepPeek/Heartbeat/Gossip)
+``on_response``          an answer arrived from ``peer`` on our outbound link
+``on_store_done``        a storage effect finished (``token`` from it)
+``on_hints_loaded``      the hints a ``LoadHints`` effect asked for
+``on_peer_lost``         the outbound link to ``peer`` failed; nothing more
+                         will come back on it
+``on_send_failed``       one request to ``peer`` could not be sent
+``tick``                 time passed: deadlines, heartbeats, gossip, detector,
+                         speculative retries, hint replay
+=======================  ====================================================
 
-=====================  ======================================================
-effect                 what the shell must do
-=====================  ======================================================
-``Send``               send ``msg`` to ``peer`` on the outbound connection
-``Respond``            send ``msg`` back on inbound connection ``conn``
-``StoreWrite``         durably apply ``record`` to ``key`` *then* report
-                       ``on_store_done(token, ...)`` (persist before ack)
-``StoreRead``          read ``key``, report ``on_store_done(token, record)``
-=====================  ======================================================
+=======================  ====================================================
+effect                   what the shell must do
+=======================  ====================================================
+``Send``                 send ``msg`` to ``peer`` (address: ``address_of``)
+``Respond``              send ``msg`` back on inbound connection ``conn``
+``StoreWrite``           durably apply ``record`` *then* ``on_store_done``
+``StoreRead``            read ``key``; ``on_store_done(token, ok, record)``
+``StoreHint``            durably keep ``record`` as a hint for ``owner``,
+                         then ``on_store_done``
+``ReadHint``             newest hinted record for ``key``; ``on_store_done``
+``Peek``                 local record and hints for ``key``; ``on_store_done``
+                         with ``(record, [(owner, record), ...])``
+``LoadHints``            up to ``limit`` hints for ``owner``:
+                         ``on_hints_loaded(owner, [(hint_id, key, record,
+                         created_ms), ...])``
+``DeleteHint``           forget hint ``hint_id`` (it was delivered or dropped)
+``Log``                  write a structured log line
+=======================  ====================================================
 
-Time (``now_ms``, wall-clock milliseconds) is an argument; the core owns no clock,
-no socket and no randomness, so the simulator can run it under virtual time.
+Persist-before-ack: a replica's ack is produced only by ``on_store_done``, which
+the shell calls after the storage effect is durable. Time (``now_ms``, wall-clock
+milliseconds) and randomness (a seed) are arguments; the core owns no clock,
+socket or global random state, so the simulator runs it under virtual time.
 """
 
 from __future__ import annotations
@@ -37,12 +51,20 @@ from typing import NamedTuple
 from ..errors import InvalidRequestError
 from . import messages as m
 from .consistency import resolve, weak_warning
+from .hints import HintSettings, TokenBucket, admit, expired, record_size
 from .limits import KEY_BYTES_MAX, ROUNDS_INFLIGHT_MAX, VALUE_BYTES_MAX
+from .membership import ALIVE, JOINING, UP, DetectorSettings, Membership
 from .quorum import LOST, PENDING, WON, QuorumRound
+from .rand import SplitMix64
 from .ring import Ring
-from .version import HLC, Record, Version
+from .routing import LoadTracker, read_targets, write_targets
+from .version import HLC, Record, Version, newest
 
 SELF = "<self>"  # the connection token of requests a node sends to itself
+SEED_PREFIX = "seed:"  # peer name of a seed address whose node id we don't know yet
+
+#: Peers a node gossips its table to per gossip round (memberlist's GossipNodes: 3).
+GOSSIP_FANOUT = 2
 
 
 class Send(NamedTuple):
@@ -66,29 +88,89 @@ class StoreRead(NamedTuple):
     key: bytes
 
 
+class StoreHint(NamedTuple):
+    token: object
+    owner: str
+    key: bytes
+    record: Record
+    created_ms: int
+
+
+class ReadHint(NamedTuple):
+    token: object
+    key: bytes
+
+
+class Peek(NamedTuple):
+    token: object
+    key: bytes
+
+
+class LoadHints(NamedTuple):
+    owner: str
+    limit: int
+
+
+class DeleteHint(NamedTuple):
+    hint_id: object
+
+
+class Log(NamedTuple):
+    level: str
+    event: str
+    fields: dict
+
+
 class NodeSettings(NamedTuple):
     node_id: str
     n: int = 3
-    r: int = 2
-    w: int = 2
+    r: int | str = 2
+    w: int | str = 2
     timeout_ms_read: int = 2_000
     timeout_ms_write: int = 2_000
     vnodes: int = 256
+    address: str = ""
+    generation: int = 0
+    seeds: tuple[str, ...] = ()
+    detector: DetectorSettings = DetectorSettings()
+    gossip_interval_ms: int = 500
+    #: Send a read to one more replica when the first ones have not answered within
+    #: this long (Cassandra's speculative retry); 0 turns it off.
+    speculative_retry_ms: int = 20
+    read_repair: bool = True
+    #: Send every read to all live primaries, not just the R best (Riak's way: more
+    #: load, more read repair; Cassandra's way, the default, sends to R plus a
+    #: speculative extra when one is slow).
+    read_all_replicas: bool = False
+    hints: HintSettings = HintSettings()
+    timeout_ms_inspect: int = 1_000
+    rng_seed: int = 0
 
 
 class _Op:
     """A request this node coordinates: the quorum round plus where to answer."""
 
-    __slots__ = ("op_id", "round", "conn", "req_id", "deadline_ms", "warning", "answered")
+    __slots__ = ("op_id", "kind", "round", "conn", "req_id", "deadline_ms", "warning", "answered",
+                 "key", "sent_ms", "spares", "speculated", "hint_for", "blocking_repair",
+                 "repairs_pending", "reply")
 
-    def __init__(self, op_id, rnd, conn, req_id, deadline_ms, warning):
+    def __init__(self, op_id, kind, rnd, conn, req_id, deadline_ms, warning, key):
         self.op_id = op_id
+        self.kind = kind
         self.round = rnd
         self.conn = conn
         self.req_id = req_id
         self.deadline_ms = deadline_ms
         self.warning = warning
         self.answered = False
+        self.key = key
+        self.sent_ms: dict[str, int] = {}
+        self.spares: list[tuple[str, str | None]] = []
+        self.speculated = False
+        self.hint_for: dict[str, str] = {}  # fallback node -> the primary it stands in for
+        self.blocking_repair = False
+        self.repairs_pending: set[str] = set()
+        self.reply = None
 
 
 def level_from_wire(code: int) -> int | str | None:
@@ -135,38 +217,76 @@ def validate_value(value: bytes | None) -> None:
 
 
 class NodeCore:
-    def __init__(self, settings: NodeSettings, members: dict[str, str], hlc_last: int = 0) -> None:
+    def __init__(self, settings: NodeSettings, members: dict[str, str], hlc_last: int = 0,
+                 now_ms: int = 0, hints_held: dict[str, tuple[int, int]] | None = None) -> None:
         if settings.node_id not in members:
             raise ValueError(f"node {settings.node_id!r} is not in its own member list")
         self.settings = settings
         self.node_id = settings.node_id
-        self.members = dict(members)
-        self.ring = Ring(members, settings.n, settings.vnodes)
+        address = settings.address or members[settings.node_id]
+        # A node that knows only itself but has seeds is joining an existing cluster.
+        joining = bool(settings.seeds) and len(members) == 1
+        self.membership = Membership(self.node_id, address, settings.generation, members,
+                                     settings.detector, now_ms, JOINING if joining else UP)
+        self.ring: Ring | None = None
+        self._rebuild_ring()
         self.hlc = HLC(hlc_last)
+        self.rng = SplitMix64(settings.rng_seed)
+        self.load = LoadTracker()
         self.ops: dict[int, _Op] = {}
         self._deadlines: list[tuple[int, int]] = []  # heap of (deadline_ms, op_id)
         self._next_op = 1
+        self._next_heartbeat_ms = now_ms
+        self._next_gossip_ms = now_ms
+        # hints held here, per target: [count, bytes]
+        self.hints_held: dict[str, list[int]] = {o: [c, b] for o, (c, b) in (hints_held or {}).items()}
+        self._replaying: dict[str, int] = {}  # owner -> replay sends outstanding
+        self._replays: dict[int, tuple[str, object, int, int]] = {}  # op -> (owner, hint_id, size, deadline)
+        self._replay_bucket = TokenBucket(settings.hints.replay_per_s, now_ms)
         self.stats = {
-            "requests": 0, "reads": 0, "writes": 0, "won": 0, "lost": 0,
-            "timeouts": 0, "invalid": 0, "overloaded": 0, "replica_writes": 0,
-            "replica_reads": 0,
+            "requests": 0, "reads": 0, "writes": 0, "won": 0, "lost": 0, "timeouts": 0,
+            "invalid": 0, "overloaded": 0, "replica_writes": 0, "replica_reads": 0,
+            "hinted_writes": 0, "hints_stored": 0, "hints_replayed": 0,
+            "hints_dropped_bytes": 0, "hints_dropped_age": 0, "read_repairs": 0,
+            "speculative_retries": 0, "membership_changes": 0,
         }
-        # Resolve the configured defaults once; a bad config fails at startup.
-        n = self.ring.n
-        self.default_r = resolve(settings.r, n, 1, "R")
-        self.default_w = resolve(settings.w, n, 1, "W")
+
+    # ------------------------------------------------------------------ config
+    def _rebuild_ring(self) -> None:
+        members = self.membership.ring_members()
+        self.ring = Ring(members, self.settings.n, self.settings.vnodes) if members else None
+        if self.ring is not None:
+            n = self.ring.n
+            self.default_r = resolve(self.settings.r, n, 1, "R")
+            self.default_w = resolve(self.settings.w, n, 1, "W")
+
+    def address_of(self, peer: str) -> str | None:
+        if peer.startswith(SEED_PREFIX):
+            return peer[len(SEED_PREFIX):]
+        return self.membership.address_of(peer)
+
+    def is_alive(self, node: str) -> bool:
+        return self.membership.is_alive(node)
 
     # ------------------------------------------------------------------ events
     def on_request(self, conn, msg, now_ms: int) -> list:
         out: list = []
         t = type(msg)
         if t is m.RepWrite:
-            self.stats["replica_writes"] += 1
-            self.hlc.observe(msg.record.version.ts, now_ms)
-            out.append(StoreWrite(("w", conn, msg.id), msg.key, msg.record))
+            self._replica_write(conn, msg, now_ms, out)
         elif t is m.RepRead:
             self.stats["replica_reads"] += 1
-            out.append(StoreRead(("r", conn, msg.id), msg.key))
+            if msg.hint_for and msg.hint_for != self.node_id:
+                out.append(ReadHint(("r", conn, msg.id), msg.key))
+            else:
+                out.append(StoreRead(("r", conn, msg.id), msg.key))
+        elif t is m.Heartbeat:
+            tr = self.membership.on_heartbeat(msg.node, msg.generation, now_ms)
+            if tr is not None:
+                self._transition(tr, now_ms, out)
+        elif t is m.Gossip:
+            self._merge(msg.endpoints, now_ms, out)
+            self._respond(conn, m.GossipAck(msg.id, self.membership.table()), now_ms, out)
         elif t is m.Get or t is m.Put:
             self.stats["requests"] += 1
             try:
@@ -174,10 +294,20 @@ class NodeCore:
             except InvalidRequestError as exc:
                 self.stats["invalid"] += 1
                 self._respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
+        elif t is m.RepPeek:
+            out.append(Peek(("p", conn, msg.id), msg.key))
         elif t is m.Ping:
-            s = self.settings
-            self._respond(conn, m.Pong(msg.id, self.node_id, self.ring.n, self.default_r,
-                                       self.default_w, dict(self.members)), now_ms, out)
+            n = self.ring.n if self.ring else 0
+            self._respond(conn, m.Pong(msg.id, self.node_id, n, getattr(self, "default_r", 0),
+                                       getattr(self, "default_w", 0), self.members()), now_ms, out)
+        elif t is m.Status:
+            self._respond(conn, self.status_reply(msg.id, now_ms), now_ms, out)
+        elif t is m.Inspect:
+            try:
+                validate_key(msg.key)
+                self._start_inspect(conn, msg, now_ms, out)
+            except InvalidRequestError as exc:
+                self._respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
         else:
             # A response type arriving as a request: a confused peer. Answer, don't crash.
             self._respond(conn, m.Error(getattr(msg, "id", 0), f"unexpected {t.__name__} as a request"),
@@ -186,53 +316,110 @@ class NodeCore:
 
     def on_response(self, peer: str, msg, now_ms: int) -> list:
         out: list = []
+        t = type(msg)
+        if t is m.GossipAck:
+            self._merge(msg.endpoints, now_ms, out)
+            return out
+        if msg.id in self._replays:
+            self._replay_done(msg.id, t is m.RepWriteAck and msg.ok, now_ms, out)
+            return out
         op = self.ops.get(msg.id)
         if op is None:
-            return out  # late reply for a finished round
+            return out  # late reply for a finished round, or a fire-and-forget repair ack
+        sent = op.sent_ms.get(peer)
+        self.load.done(peer, (now_ms - sent) if sent is not None else None)
         rnd = op.round
-        t = type(msg)
-        if t is m.RepWriteAck and rnd.kind == "write":
+        if t is m.RepWriteAck and op.kind == "read" and peer in op.repairs_pending:  # blocking repair
+            op.repairs_pending.discard(peer)
+            if not op.repairs_pending and op.reply is not None and not op.answered:
+                op.answered = True
+                self._respond(op.conn, op.reply, now_ms, out)
+            self._maybe_finish(op, now_ms, out)
+            return out
+        if t is m.RepWriteAck and op.kind == "write":
             if msg.ok:
                 rnd.add_ok(peer)
             else:
                 rnd.add_failure(peer, f"failed: {msg.error}")
-        elif t is m.RepReadResp and rnd.kind == "read":
+        elif t is m.RepReadResp and op.kind == "read":
             if msg.ok:
                 if msg.record is not None:
                     self.hlc.observe(msg.record.version.ts, now_ms)
                 rnd.add_ok(peer, msg.record)
             else:
-                rnd.add_failure(peer, f"failed: {msg.error}")
+                self._replica_failed(op, peer, f"failed: {msg.error}", now_ms, out)
+        elif t is m.RepPeekResp and op.kind == "inspect":
+            rnd.add_ok(peer, (msg.record, msg.hints))
         else:
             rnd.add_failure(peer, f"sent unexpected {t.__name__}")
         self._progress(op, now_ms, out)
         return out
 
     def on_store_done(self, token, ok: bool, result, now_ms: int) -> list:
-        """``result``: the Record read (StoreRead), or an error string when not ok."""
+        """``result``: what was read (StoreRead/ReadHint/Peek), or an error string when not ok."""
         out: list = []
         kind, conn, req_id = token
         if kind == "w":
             msg = m.RepWriteAck(req_id, ok, "" if ok else str(result))
-        else:
+        elif kind == "r":
             msg = m.RepReadResp(req_id, ok, result if ok else None, "" if ok else str(result))
+        else:  # "p": inspect peek
+            record, hints = result if ok else (None, [])
+            msg = m.RepPeekResp(req_id, record, list(hints))
         self._respond(conn, msg, now_ms, out)
+        return out
+
+    def on_hints_loaded(self, owner: str, entries: list, now_ms: int) -> list:
+        out: list = []
+        held = self.hints_held.setdefault(owner, [0, 0])
+        if not entries:
+            self.hints_held[owner] = [0, 0]  # storage says nothing is left: resync
+            self._replaying.pop(owner, None)
+            return out
+        sent = 0
+        hs = self.settings.hints
+        for hint_id, key, record, created_ms in entries:
+            size = record_size(key, record.value)
+            if expired(hs, created_ms, now_ms):
+                self.stats["hints_dropped_age"] += 1
+                out.append(DeleteHint(hint_id))
+                held[0] -= 1
+                held[1] -= size
+                out.append(Log("warning", "hint_dropped", {"target": owner, "reason": "age",
+                                                           "age_ms": now_ms - created_ms}))
+                continue
+            op_id = self._new_op_id()
+            self._replays[op_id] = (owner, hint_id, size, now_ms + self.settings.timeout_ms_write)
+            out.append(Send(owner, m.RepWrite(op_id, key, record)))
+            sent += 1
+        if sent:
+            self._replaying[owner] = sent
+        else:
+            self._replaying.pop(owner, None)
         return out
 
     def on_peer_lost(self, peer: str, reason: str, now_ms: int) -> list:
         out: list = []
         for op in list(self.ops.values()):
             if peer in op.round.outstanding:
-                op.round.add_failure(peer, reason)
+                self._replica_failed(op, peer, reason, now_ms, out)
                 self._progress(op, now_ms, out)
+        for op_id, (owner, *_rest) in list(self._replays.items()):
+            if owner == peer:
+                self._replay_done(op_id, False, now_ms, out)
         return out
 
     def on_send_failed(self, peer: str, msg, reason: str, now_ms: int) -> list:
         out: list = []
-        op = self.ops.get(getattr(msg, "id", None))
-        if op is not None:
-            op.round.add_failure(peer, reason)
-            self._progress(op, now_ms, out)
+        op_id = getattr(msg, "id", None)
+        if op_id in self._replays:
+            self._replay_done(op_id, False, now_ms, out)
+            return out
+        op = self.ops.get(op_id)
+        if op is not None and type(msg) is not m.RepWrite or (op is not None and op.kind == "write"):
+            if peer in op.round.outstanding:
+                self._replica_failed(op, peer, reason, now_ms, out)
+                self._progress(op, now_ms, out)
         return out
 
     def tick(self, now_ms: int) -> list:
@@ -244,17 +431,57 @@ class NodeCore:
             if op is not None:
                 op.round.expire()
                 self._progress(op, now_ms, out)
+                if op.kind == "read" and not op.answered:  # waited for blocking repair in vain
+                    op.answered = True
+                    self._respond(op.conn, op.reply, now_ms, out)
+                self._maybe_finish(op, now_ms, out, expired=True)
+        if self.settings.speculative_retry_ms:
+            self._speculate(now_ms, out)
+        self._membership_tick(now_ms, out)
+        self._hints_tick(now_ms, out)
         return out
 
+    # ------------------------------------------------------------ replica side
+    def _replica_write(self, conn, msg, now_ms: int, out: list) -> None:
+        self.stats["replica_writes"] += 1
+        self.hlc.observe(msg.record.version.ts, now_ms)
+        owner = msg.hint_for
+        if not owner or owner == self.node_id:
+            out.append(StoreWrite(("w", conn, msg.id), msg.key, msg.record))
+            return
+        size = record_size(msg.key, msg.record.value)
+        held = self.hints_held.setdefault(owner, [0, 0])
+        if not admit(self.settings.hints, held[1], size):
+            self.stats["hints_dropped_bytes"] += 1
+            out.append(Log("warning", "hint_dropped", {"target": owner, "reason": "bytes",
+                                                       "held_bytes": held[1]}))
+            self._respond(conn, m.RepWriteAck(msg.id, False, f"hints for {owner} are full "
+                                              f"(bytes_max_per_target={self.settings.hints.bytes_max_per_target})"),
+                          now_ms, out)
+            return
+        held[0] += 1
+        held[1] += size
+        self.stats["hints_stored"] += 1
+        out.append(StoreHint(("w", conn, msg.id), owner, msg.key, msg.record, now_ms))
+
     # ------------------------------------------------------------- coordinator
+    def _new_op_id(self) -> int:
+        op_id = self._next_op
+        self._next_op += 1
+        return op_id
+
     def _coordinate(self, conn, msg, now_ms: int, out: list) -> None:
         key = msg.key
         validate_key(key)
+        if self.ring is None:
+            self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=f"node {self.node_id} is joining "
+                                        "and has no ring yet"), now_ms, out)
+            return
         n = self.ring.n
-        if type(msg) is m.Get:
+        is_get = type(msg) is m.Get
+        if is_get:
             needed = resolve(level_from_wire(msg.r), n, self.default_r, "R")
             warning = weak_warning(needed, self.default_w, n)
-            kind = "read"
             deadline = now_ms + self.settings.timeout_ms_read
         else:
             validate_value(msg.value)
@@ -262,7 +489,6 @@ class NodeCore:
                 raise InvalidRequestError(f"ttl_ms must be >= 0, got {msg.ttl_ms}")
             needed = resolve(level_from_wire(msg.w), n, self.default_w, "W")
             warning = weak_warning(self.default_r, needed, n)
-            kind = "write"
             deadline = now_ms + self.settings.timeout_ms_write
         if len(self.ops) >= ROUNDS_INFLIGHT_MAX:
             self.stats["overloaded"] += 1
@@ -270,60 +496,283 @@ class NodeCore:
                                         message=f"node {self.node_id} has ROUNDS_INFLIGHT_MAX="
                                         f"{ROUNDS_INFLIGHT_MAX} rounds open"), now_ms, out)
             return
-        replicas = self.ring.preference_list(key)
-        op_id = self._next_op
-        self._next_op += 1
-        op = _Op(op_id, QuorumRound(kind, replicas, needed), conn, msg.id, deadline, warning or "")
+        primaries = self.ring.preference_list(key)
+        ring_order = self.ring.extended_list(key)
+        alive = self.membership.is_alive
+        if is_get:
+            candidates = read_targets(primaries, ring_order, alive, self.load, self.node_id, msg.primary_only)
+            fanout = needed
+            if self.settings.read_all_replicas:
+                fanout = max(needed, sum(1 for _, owner in candidates if owner is None))
+            targets, spares = candidates[:fanout], candidates[fanout:]
+        else:
+            targets = write_targets(primaries, ring_order, alive, msg.primary_only)
+            spares = []
+        covered = {owner or node for node, owner in targets} | {owner or node for node, owner in spares}
+        unreachable = [p for p in primaries if p not in covered]
+        op_id = self._new_op_id()
+        kind = "read" if is_get else "write"
+        rnd = QuorumRound(kind, tuple(node for node, _ in targets) + tuple(unreachable), needed)
+        op = _Op(op_id, kind, rnd, conn, msg.id, deadline, warning or "", key)
+        op.spares = spares
         self.ops[op_id] = op
         heapq.heappush(self._deadlines, (deadline, op_id))
-        if kind == "read":
+        for p in unreachable:
+            rnd.add_failure(p, "down")
+        if is_get:
             self.stats["reads"] += 1
-            req = m.RepRead(op_id, key)
+            op.blocking_repair = msg.blocking_repair
+            for node, owner in targets:
+                self._send_read(op, node, owner, now_ms, out)
         else:
             self.stats["writes"] += 1
             expires = now_ms + msg.ttl_ms if msg.ttl_ms and msg.value is not None else 0
             record = Record(Version(self.hlc.now(now_ms), self.node_id), msg.value, expires)
-            req = m.RepWrite(op_id, key, record)
-        for replica in replicas:
-            if replica == self.node_id:
-                out.extend(self.on_request(SELF, req, now_ms))
-            else:
-                out.append(Send(replica, req))
+            for node, owner in targets:
+                if owner:
+                    op.hint_for[node] = owner
+                    self.stats["hinted_writes"] += 1
+                self._send(op, node, m.RepWrite(op_id, key, record, owner or ""), now_ms, out)
+        self._progress(op, now_ms, out)
+
+    def _send(self, op: _Op, node: str, msg, now_ms: int, out: list) -> None:
+        op.sent_ms[node] = now_ms
+        self.load.sent(node)
+        if node == self.node_id:
+            out.extend(self.on_request(SELF, msg, now_ms))
+        else:
+            out.append(Send(node, msg))
+
+    def _send_read(self, op: _Op, node: str, owner: str | None, now_ms: int, out: list) -> None:
+        if owner:
+            op.hint_for[node] = owner
+        op.round.add_replica(node)
+        self._send(op, node, m.RepRead(op.op_id, op.key, owner or ""), now_ms, out)
+
+    def _replica_failed(self, op: _Op, node: str, reason: str, now_ms: int, out: list) -> None:
+        """A read replica failed: bring in a spare first, so the round never gives up early."""
+        if op.kind == "read" and op.spares and op.round.status == PENDING:
+            spare, owner = op.spares.pop(0)
+            self._send_read(op, spare, owner, now_ms, out)
+        op.round.add_failure(node, reason)
+
+    def _speculate(self, now_ms: int, out: list) -> None:
+        delay = self.settings.speculative_retry_ms
+        for op in list(self.ops.values()):
+            if (op.kind == "read" and not op.speculated and op.spares and op.round.status == PENDING
+                    and now_ms - min(op.sent_ms.values(), default=now_ms) >= delay):
+                op.speculated = True
+                self.stats["speculative_retries"] += 1
+                spare, owner = op.spares.pop(0)
+                self._send_read(op, spare, owner, now_ms, out)
 
     def _progress(self, op: _Op, now_ms: int, out: list) -> None:
         rnd = op.round
-        if not op.answered and rnd.status != PENDING:
-            op.answered = True
+        if op.reply is None and rnd.status != PENDING:
+            if op.kind == "inspect":
+                return self._maybe_finish(op, now_ms, out)
             if rnd.status == WON:
                 self.stats["won"] += 1
-                if rnd.kind == "read":
-                    rec = rnd.result()
+                if op.kind == "read":
+                    rec = self._read_result(op)
                     if rec is None or not rec.live_at(now_ms):  # missing, deleted or expired
-                        reply = m.Reply(op.req_id, m.NOT_FOUND, None, rec.version if rec else None,
-                                        "not found", op.warning)
+                        op.reply = m.Reply(op.req_id, m.NOT_FOUND, None, rec.version if rec else None,
+                                           "not found", op.warning)
                     else:
-                        reply = m.Reply(op.req_id, m.OK, rec.value, rec.version, "", op.warning,
-                                        rec.expires_ms)
+                        op.reply = m.Reply(op.req_id, m.OK, rec.value, rec.version, "", op.warning,
+                                           rec.expires_ms)
+                    if op.blocking_repair and self.settings.read_repair:
+                        op.repairs_pending = set(self._repair(op, rec, now_ms, out, reply_id=op.op_id))
                 else:
-                    reply = m.Reply(op.req_id, m.OK, None, None, "", op.warning)
+                    op.reply = m.Reply(op.req_id, m.OK, None, None, "", op.warning)
             else:
                 self.stats["lost"] += 1
                 status = m.TIMEOUT if rnd.timed_out else m.UNAVAILABLE
                 if status == m.TIMEOUT:
                     self.stats["timeouts"] += 1
-                reply = m.Reply(op.req_id, status, message=rnd.error_message(), warning=op.warning)
-            self._respond(op.conn, reply, now_ms, out)
-        if op.answered and (rnd.complete or rnd.status == LOST):
-            # Kept until every replica answered (a later issue's read repair needs the
-            # late replies) or the deadline expired it.
-            self.ops.pop(op.op_id, None)
+                op.reply = m.Reply(op.req_id, status, message=rnd.error_message(), warning=op.warning)
+            if not op.repairs_pending:
+                op.answered = True
+                self._respond(op.conn, op.reply, now_ms, out)
+        self._maybe_finish(op, now_ms, out)
+
+    def _read_result(self, op: _Op) -> Record | None:
+        return newest(op.round.records.values())
+
+    def _maybe_finish(self, op: _Op, now_ms: int, out: list, expired: bool = False) -> None:
+        rnd = op.round
+        if not (rnd.complete or expired or (rnd.status == LOST and op.kind != "inspect")):
+            return
+        if op.repairs_pending and not expired:
+            return
+        if op.op_id not in self.ops:
+            return
+        del self.ops[op.op_id]
+        for node in rnd.outstanding:  # never answered: no longer in flight for load purposes
+            self.load.done(node, None)
+        if op.kind == "inspect":
+            self._respond(op.conn, self._inspect_reply(op, now_ms), now_ms, out)
+        elif op.kind == "read" and rnd.status == WON and not op.blocking_repair and self.settings.read_repair:
+            self._repair(op, self._read_result(op), now_ms, out, reply_id=0)
+
+    def _repair(self, op: _Op, newest_rec: Record | None, now_ms: int, out: list, reply_id: int) -> list[str]:
+        """Read repair: write the newest version back to primaries that answered with less.
+
+        ``reply_id`` 0 is fire-and-forget (acks are ignored); otherwise the acks come
+        back to this op (blocking repair). Fallbacks are not repaired: they only hold
+        hints. Returns the replicas written to.
+        """
+        if newest_rec is None:
+            return []
+        stale = [node for node, rec in op.round.records.items()
+                 if node not in op.hint_for and (rec is None or newest_rec.version.newer_than(rec.version))]
+        for node in stale:
+            self.stats["read_repairs"] += 1
+            msg = m.RepWrite(reply_id, op.key, newest_rec)
+            if node == self.node_id:
+                out.extend(self.on_request(SELF, msg, now_ms))
+            else:
+                out.append(Send(node, msg))
+        return stale
 
     def _respond(self, conn, msg, now_ms: int, out: list) -> None:
         if conn is SELF:
-            out.extend(self.on_response(self.node_id, msg, now_ms))
+            if msg.id:  # id 0: fire-and-forget (read repair); nobody waits for it
+                out.extend(self.on_response(self.node_id, msg, now_ms))
         else:
             out.append(Respond(conn, msg))
 
+    # ----------------------------------------------------------------- inspect
+    def _start_inspect(self, conn, msg, now_ms: int, out: list) -> None:
+        nodes = sorted(set(self.membership.peers()) | {self.node_id})
+        op_id = self._new_op_id()
+        rnd = QuorumRound("inspect", tuple(nodes), len(nodes))
+        deadline = now_ms + self.settings.timeout_ms_inspect
+        op = _Op(op_id, "inspect", rnd, conn, msg.id, deadline, "", msg.key)
+        self.ops[op_id] = op
+        heapq.heappush(self._deadlines, (deadline, op_id))
+        for node in nodes:
+            self._send(op, node, m.RepPeek(op_id, msg.key), now_ms, out)
+
+    def _inspect_reply(self, op: _Op, now_ms: int) -> m.InspectReply:
+        key = op.key
+        state = self.membership.state_of
+        primaries = list(self.ring.preference_list(key)) if self.ring else []
+        planned = {}
+        if self.ring is not None:
+            planned = {node: owner for node, owner in write_targets(
+                tuple(primaries), self.ring.extended_list(key), self.membership.is_alive) if owner}
+        views = []
+        all_records = []
+        for node in primaries:
+            answered = node in op.round.records
+            rec = op.round.records[node][0] if answered else None
+            all_records.append(rec)
+            views.append(_view(node, "primary", state(node), answered, rec,
+                               error=op.round.failures.get(node, "")))
+        for node in sorted(op.round.replicas):
+            if node in primaries:
+                continue
+            hints = op.round.records.get(node, (None, []))[1] if node in op.round.records else []
+            if hints or node in planned:
+                best = newest(rec for _, rec in hints)
+                owner = hints[0][0] if hints else planned.get(node)
+                all_records.append(best)
+                views.append(_view(node, "fallback", state(node), node in op.round.records, best,
+                                   hint_for=owner, error=op.round.failures.get(node, "")))
+        top = newest(all_records)
+        return m.InspectReply(op.req_id, key, self.node_id, primaries, views,
+                              str(top.version) if top else None)
+
+    # -------------------------------------------------------------- membership
+    def _merge(self, endpoints, now_ms: int, out: list) -> None:
+        ring_changed = self.membership.merge(endpoints, now_ms)
+        me = self.membership.me
+        if me.status == JOINING and len(self.membership.endpoints) > 1:
+            # Admitted: we have the cluster's table. (Data streaming to a joining node
+            # before it takes ownership belongs to the ring-change protocol.)
+            self.membership.set_status(UP)
+            ring_changed = True
+            out.append(Log("info", "joined", {"members": len(self.membership.endpoints)}))
+        if ring_changed:
+            self.stats["membership_changes"] += 1
+            self._rebuild_ring()
+            out.append(Log("info", "ring_changed", {"members": list(self.membership.ring_members())}))
+
+    def _membership_tick(self, now_ms: int, out: list) -> None:
+        ms = self.membership
+        if now_ms >= self._next_heartbeat_ms:
+            self._next_heartbeat_ms = now_ms + self.settings.detector.heartbeat_interval_ms
+            hb = m.Heartbeat(0, self.node_id, ms.me.generation)
+            for peer in ms.peers():
+                out.append(Send(peer, hb))
+        if now_ms >= self._next_gossip_ms:
+            self._next_gossip_ms = now_ms + self.settings.gossip_interval_ms
+            table = ms.table()
+            targets = self.rng.sample(ms.peers(), GOSSIP_FANOUT)
+            if ms.me.status == JOINING or not targets:
+                targets += [SEED_PREFIX + s for s in self.settings.seeds if s != ms.me.address]
+            for peer in targets:
+                out.append(Send(peer, m.Gossip(0, table)))
+        for tr in ms.check(now_ms):
+            self._transition(tr, now_ms, out)
+
+    def _transition(self, tr, now_ms: int, out: list) -> None:
+        level = "info" if tr.new == ALIVE else "warning"
+        out.append(Log(level, f"node_{tr.new}", {"peer": tr.node, "was": tr.old}))
+
+    # ------------------------------------------------------------------- hints
+    def _hints_tick(self, now_ms: int, out: list) -> None:
+        for owner, (count, _bytes) in self.hints_held.items():
+            if count <= 0 or owner in self._replaying or not self.membership.is_alive(owner):
+                continue
+            if self.membership.endpoints.get(owner) is None:
+                continue
+            want = min(count, self.settings.hints.replay_batch_max)
+            got = self._replay_bucket.take(want, now_ms)
+            if got:
+                self._replaying[owner] = 0
+                out.append(LoadHints(owner, got))
+        for op_id, (owner, hint_id, size, deadline) in list(self._replays.items()):
+            if deadline <= now_ms:
+                self._replay_done(op_id, False, now_ms, out)
+
+    def _replay_done(self, op_id: int, ok: bool, now_ms: int, out: list) -> None:
+        owner, hint_id, size, _ = self._replays.pop(op_id)
+        if ok:
+            self.stats["hints_replayed"] += 1
+            held = self.hints_held.setdefault(owner, [0, 0])
+            held[0] -= 1
+            held[1] -= size
+            out.append(DeleteHint(hint_id))
+        left = self._replaying.get(owner, 0) - 1
+        if left <= 0 or not ok:
+            self._replaying.pop(owner, None)  # the next tick loads the next batch
+        else:
+            self._replaying[owner] = left
+
     # ------------------------------------------------------------------- info
+    def members(self) -> dict[str, str]:
+        return {e.node: e.address for e in self.membership.table()}
+
+    def status_reply(self, req_id: int, now_ms: int) -> m.StatusReply:
+        ms = self.membership
+        views = []
+        for node, e in sorted(ms.endpoints.items()):
+            det = ms.detectors.get(node)
+            phi = round(det.phi(now_ms), 2) if det is not None else 0.0
+            views.append(m.MemberView(node, e.address, ms.state_of(node), e.status, e.generation,
+                                      e.version, phi))
+        return m.StatusReply(req_id, self.node_id, views, list(ms.ring_members()), self.statistics(),
+                             {o: c for o, (c, _) in self.hints_held.items() if c > 0})
+
     def statistics(self) -> dict:
-        return dict(self.stats, rounds_open=len(self.ops))
+        return dict(self.stats, rounds_open=len(self.ops),
+                    hints_held=sum(c for c, _ in self.hints_held.values()))
+
+
+def _view(node, role, state, answered, rec, hint_for=None, error="") -> m.ReplicaView:
+    if rec is None:
+        return m.ReplicaView(node, role, state, answered, None, False, None, 0, hint_for, error)
+    return m.ReplicaView(node, role, state, answered, str(rec.version), rec.value is None,
+                         None if rec.value is None else len(rec.value), rec.expires_ms, hint_for, error)

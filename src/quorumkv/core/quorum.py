@@ -44,11 +44,16 @@ class QuorumRound:
         if replica not in self.replicas or self._answered(replica):
             return self.status  # unknown or duplicate reply: ignored
         self.oks.append(replica)
-        if self.kind == "read":
+        if self.kind != "write":
             self.records[replica] = record
         if self.status == PENDING and len(self.oks) >= self.needed:
             self.status = WON
         return self.status
+
+    def add_replica(self, replica: str) -> None:
+        """Widen the round (a spare for a speculative retry or a failed replica)."""
+        if replica not in self.replicas:
+            self.replicas = self.replicas + (replica,)
 
     def add_failure(self, replica: str, reason: str) -> str:
         if replica not in self.replicas or self._answered(replica):

@@ -42,8 +42,21 @@ class NodeConfig:
     w: int | str = "QUORUM"
     timeout_ms_read: int = 2_000
     timeout_ms_write: int = 2_000
-    tick_ms: int = 10
+    tick_ms: int = 5
     log_level: str = "info"
+    #: addresses of existing members to join through (a new node lists only itself
+    #: in ``members`` and at least one seed)
+    seeds: list[str] = field(default_factory=list)
+    heartbeat_interval_ms: int = 200
+    phi_suspect: float = 8.0
+    suspect_to_down_ms: int = 1_000
+    gossip_interval_ms: int = 500
+    speculative_retry_ms: int = 20
+    read_repair: bool = True
+    read_all_replicas: bool = False
+    hint_bytes_max_per_target: int = 64 * 1024 * 1024
+    hint_age_ms_max: int = 3 * 3600 * 1000
+    hint_replay_per_s: int = 2_000
     resp_listen: str = ""    # HOST:PORT of the Redis-protocol listener; "" = none
     resp_password: str = ""  # when set, RESP clients must AUTH / HELLO AUTH first
 
@@ -62,7 +75,10 @@ class NodeConfig:
             parse_address(addr)
         if not 1 <= self.n <= REPLICAS_MAX:
             raise ValueError(f"n must be within 1..{REPLICAS_MAX} (REPLICAS_MAX)")
-        for name in ("timeout_ms_read", "timeout_ms_write", "tick_ms"):
+        for addr in self.seeds:
+            parse_address(addr)
+        for name in ("timeout_ms_read", "timeout_ms_write", "tick_ms", "heartbeat_interval_ms",
+                     "suspect_to_down_ms", "gossip_interval_ms", "hint_replay_per_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
 
@@ -93,8 +109,10 @@ class NodeConfig:
 def _toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

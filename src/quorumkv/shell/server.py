@@ -29,7 +29,13 @@ import structlog
 from ..core import messages as m
 from ..core.framing import FrameDecoder, FrameEncoder
 from ..core.limits import CLIENT_PIPELINE_MAX, PEER_QUEUE_BYTES_MAX
-from ..core.node import NodeCore, NodeSettings, Respond, Send, StoreRead, StoreWrite
+from ..core.hints import HintSettings
+from ..core.membership import DetectorSettings
+from ..core.node import (
+    DeleteHint, LoadHints, Log, NodeCore, NodeSettings, Peek, ReadHint, Respond, Send, StoreHint,
+    StoreRead, StoreWrite,
+)
+from ..core.version import newest
 from ..errors import ProtocolError
 from .config import NodeConfig, parse_address
 from .storage import StorageEngine, open_engine
@@ -41,6 +47,10 @@ RECONNECT_MS_MIN = 50
 RECONNECT_MS_MAX = 1_000
 #: Connect attempt to a peer gives up after this long.
 CONNECT_TIMEOUT_MS = 1_000
+
+
+def newest_hint(hints):
+    return newest(rec for _, rec in hints)
 
 
 def now_ms() -> int:
@@ -102,10 +112,12 @@ class _Inbound(_Conn):
             return
         now = now_ms()
         for msg in msgs:
-            if type(msg) not in _REQUEST_TYPES:
-                self.fail(f"unexpected {type(msg).__name__} from a client")
+            t = type(msg)
+            if t not in _REQUEST_TYPES:
+                self.fail(f"unexpected {t.__name__} from a client")
                 return
-            self.open_requests += 1
+            if t not in m.ONE_WAY:
+                self.open_requests += 1
             try:
                 server.run(server.core.on_request(self, msg, now))
             except Exception as exc:  # a bug must not kill the node: drop this connection
@@ -134,8 +146,8 @@ class _Inbound(_Conn):
             self.transport.close()
 
 
-_REQUEST_TYPES = {m.Get, m.Put, m.Ping, m.RepWrite, m.RepRead}
-_RESPONSE_TYPES = {m.RepWriteAck, m.RepReadResp, m.Error}
+_REQUEST_TYPES = set(m.Request.__args__)
+_RESPONSE_TYPES = {m.RepWriteAck, m.RepReadResp, m.RepPeekResp, m.GossipAck, m.Error}
 
 
 class _PeerLink(_Conn):
@@ -242,15 +254,24 @@ class NodeServer:
             config.storage, os.path.join(config.data_dir, "data"), fsync=config.fsync, loop=self.loop,
             redis_url=config.redis_url,
         )
+        c = config
+        now = now_ms()
         settings = NodeSettings(
-            node_id=config.node_id, n=config.n, r=config.r, w=config.w,
-            timeout_ms_read=config.timeout_ms_read, timeout_ms_write=config.timeout_ms_write,
+            node_id=c.node_id, n=c.n, r=c.r, w=c.w,
+            timeout_ms_read=c.timeout_ms_read, timeout_ms_write=c.timeout_ms_write,
+            address=c.listen, generation=now, seeds=tuple(c.seeds),
+            detector=DetectorSettings(heartbeat_interval_ms=c.heartbeat_interval_ms, phi_suspect=c.phi_suspect,
+                                      suspect_to_down_ms=c.suspect_to_down_ms),
+            gossip_interval_ms=c.gossip_interval_ms, speculative_retry_ms=c.speculative_retry_ms,
+            read_repair=c.read_repair, read_all_replicas=c.read_all_replicas,
+            hints=HintSettings(bytes_max_per_target=c.hint_bytes_max_per_target, age_ms_max=c.hint_age_ms_max,
+                               replay_per_s=c.hint_replay_per_s),
+            rng_seed=int.from_bytes(os.urandom(8), "big"),
         )
-        self.core = NodeCore(settings, config.members, hlc_last=self.storage.max_timestamp())
+        self.core = NodeCore(settings, c.members, hlc_last=self.storage.max_timestamp(), now_ms=now,
+                             hints_held=self.storage.hint_summary())
         self.encoder = FrameEncoder()
-        self.links = {
-            peer: _PeerLink(self, peer, addr) for peer, addr in config.members.items() if peer != config.node_id
-        }
+        self.links: dict[str, _PeerLink] = {}
         self.inbound: set[_Inbound] = set()
         self.stats_bad_input = 0
         self._server: asyncio.base_events.Server | None = None
@@ -268,13 +289,51 @@ class NodeServer:
                     msg = msgspec.structs.replace(msg, storage=self.storage.name, keys=self.storage.count())
                 eff.conn.respond(msg)
             elif t is Send:
-                self.links[eff.peer].request(eff.msg)
+                link = self.links.get(eff.peer)
+                if link is None:
+                    link = self._link(eff.peer)
+                    if link is None:
+                        self.loop.call_soon(self._send_failed, eff.peer, eff.msg, "no address known")
+                        continue
+                link.request(eff.msg)
             elif t is StoreWrite:
                 self.storage.write(eff.key, eff.record, self._done_cb(eff.token))
             elif t is StoreRead:
                 self.storage.read(eff.key, self._done_cb(eff.token))
+            elif t is StoreHint:
+                self.storage.write_hint(eff.owner, eff.key, eff.record, eff.created_ms, self._done_cb(eff.token))
+            elif t is ReadHint:
+                self._sync_done(eff.token, lambda key=eff.key: newest_hint(self.storage.peek_hints(key)))
+            elif t is Peek:
+                self._sync_done(eff.token, lambda key=eff.key: (self.storage.get_now(key),
+                                                                 self.storage.peek_hints(key)))
+            elif t is LoadHints:
+                entries = self.storage.load_hints(eff.owner, eff.limit)
+                self.run(self.core.on_hints_loaded(eff.owner, entries, now_ms()))
+            elif t is DeleteHint:
+                self.storage.delete_hint(eff.hint_id)
+            elif t is Log:
+                getattr(log, eff.level, log.info)(eff.event, **eff.fields)
             else:  # pragma: no cover - a core bug, not input
                 raise TypeError(f"unknown effect {eff!r}")
+
+    def _link(self, peer: str) -> "_PeerLink | None":
+        address = self.core.address_of(peer)
+        if address is None:
+            return None
+        link = self.links[peer] = _PeerLink(self, peer, address)
+        return link
+
+    def _send_failed(self, peer: str, msg, reason: str) -> None:
+        self.run(self.core.on_send_failed(peer, msg, reason, now_ms()))
+
+    def _sync_done(self, token, read) -> None:
+        try:
+            result = read()
+        except Exception as exc:  # storage error: the replica answers "failed"
+            self.run(self.core.on_store_done(token, False, f"storage error: {exc}", now_ms()))
+            return
+        self.run(self.core.on_store_done(token, True, result, now_ms()))
 
     def _done_cb(self, token):
         def done(ok, result):
@@ -296,7 +355,8 @@ class NodeServer:
             await self.resp.start()
         self._tick_handle = self.loop.call_later(self.config.tick_ms / 1000, self._tick)
         log.info("node_started", node=self.config.node_id, listen=self.config.listen,
-                 storage=self.storage.name, n=self.core.ring.n, members=len(self.config.members))
+                 storage=self.storage.name, n=self.core.settings.n, members=len(self.config.members),
+                 seeds=list(self.config.seeds))
 
     async def serve_forever(self) -> None:
         await self._stopped.wait()

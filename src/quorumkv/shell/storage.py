@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from ..core.hints import record_size
 from ..core.version import Record, Version
 
 #: Writes queued for the SQLite writer thread before new ones are refused (the
@@ -70,6 +71,50 @@ class StorageEngine:
     def close(self) -> None:
         pass
 
+    # -- hints (hinted handoff) ----------------------------------------------------
+    # The default keeps hints in memory: right for the memory engine; an engine with
+    # durable storage overrides these (SQLite does) so hints survive a restart.
+    hints_durable = False
+
+    def _hint_table(self) -> dict:
+        table = getattr(self, "_hints", None)
+        if table is None:
+            table = self._hints = {}
+            self._next_hint_id = 1
+        return table
+
+    def write_hint(self, owner: str, key: bytes, record: Record, created_ms: int, done: Done) -> None:
+        table = self._hint_table()
+        table[self._next_hint_id] = (owner, key, record, created_ms)
+        self._next_hint_id += 1
+        done(True, None)
+
+    def peek_hints(self, key: bytes) -> list[tuple[str, Record]]:
+        """Every hint held for ``key``: ``[(owner, record)]`` (inspect, fallback reads)."""
+        return [(o, r) for o, k, r, _ in self._hint_table().values() if k == key]
+
+    def load_hints(self, owner: str, limit: int) -> list:
+        """Oldest first: ``[(hint_id, key, record, created_ms)]``."""
+        out = []
+        for hint_id, (o, k, r, created) in self._hint_table().items():
+            if o == owner:
+                out.append((hint_id, k, r, created))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def delete_hint(self, hint_id) -> None:
+        self._hint_table().pop(hint_id, None)
+
+    def hint_summary(self) -> dict[str, tuple[int, int]]:
+        """Per target: (hints, bytes) — seeds the core's bounds after a restart."""
+        out: dict[str, list[int]] = {}
+        for o, k, r, _ in self._hint_table().values():
+            entry = out.setdefault(o, [0, 0])
+            entry[0] += 1
+            entry[1] += record_size(k, r.value)
+        return {o: (c, b) for o, (c, b) in out.items()}
+
 
 class MemoryEngine(StorageEngine):
     name = "memory"
@@ -110,6 +155,20 @@ CREATE TABLE IF NOT EXISTS kv (
     expires INTEGER NOT NULL DEFAULT 0  -- absolute expiry, wall-clock ms (0: never)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hints (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner   TEXT NOT NULL,    -- the primary this write is meant for
+    key     BLOB NOT NULL,
+    ts      INTEGER NOT NULL,
+    node    TEXT NOT NULL,
+    value   BLOB,
+    ctx     BLOB,
+    expires INTEGER NOT NULL DEFAULT 0,
+    created INTEGER NOT NULL, -- wall-clock ms when this fallback stored it
+    size    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hints_by_owner ON hints (owner, id);
+CREATE INDEX IF NOT EXISTS hints_by_key ON hints (key);
 """
 
 # "Write only if newer", atomically inside SQLite: the same (ts, node) order as
@@ -119,6 +178,12 @@ INSERT INTO kv (key, ts, node, value, ctx, expires) VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT(key) DO UPDATE SET ts = excluded.ts, node = excluded.node,
     value = excluded.value, ctx = excluded.ctx, expires = excluded.expires
 WHERE excluded.ts > kv.ts OR (excluded.ts = kv.ts AND excluded.node > kv.node)
+"""
+
+
+_HINT_INSERT = """
+INSERT INTO hints (owner, key, ts, node, value, ctx, expires, created, size)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 
@@ -165,8 +230,11 @@ class SqliteEngine(StorageEngine):
         v = record.version
         row = (key, v.ts, v.node, record.value, _ctx_encode(v.ctx) if v.ctx is not None else None,
                record.expires_ms)
+        self._enqueue(_UPSERT, row, done)
+
+    def _enqueue(self, sql: str, row: tuple, done: Done | None) -> None:
         with self._cond:
-            self._queue.append((row, done))
+            self._queue.append((sql, row, done))
             if len(self._queue) == 1:
                 self._cond.notify()
 
@@ -184,7 +252,14 @@ class SqliteEngine(StorageEngine):
             error = None
             try:
                 conn.execute("BEGIN")
-                conn.executemany(_UPSERT, [row for row, _ in batch])
+                start = 0
+                while start < len(batch):  # runs of the same statement: one executemany each
+                    sql = batch[start][0]
+                    end = start
+                    while end < len(batch) and batch[end][0] == sql:
+                        end += 1
+                    conn.executemany(sql, [row for _, row, _ in batch[start:end]])
+                    start = end
                 conn.execute("COMMIT")
             except Exception as exc:  # disk full, I/O error: fail these writes, keep serving
                 error = f"storage error: {exc}"
@@ -199,8 +274,9 @@ class SqliteEngine(StorageEngine):
 
     def _complete(self, batch, error) -> None:
         def run():
-            for _, done in batch:
-                done(error is None, error)
+            for _, _, done in batch:
+                if done is not None:
+                    done(error is None, error)
 
         loop = self._loop
         if loop is None:
@@ -234,6 +310,38 @@ class SqliteEngine(StorageEngine):
         """Every (key, record) in key order, tombstones included (for anti-entropy)."""
         for key, *row in self._reader.execute("SELECT key, ts, node, value, ctx, expires FROM kv ORDER BY key"):
             yield key, _row_to_record(row)
+
+    # -- hints: durable, in the same database and the same group commit ------------
+    hints_durable = True
+
+    def write_hint(self, owner, key, record, created_ms, done):
+        if self._closing:
+            done(False, "storage engine is closed")
+            return
+        v = record.version
+        row = (owner, key, v.ts, v.node, record.value, _ctx_encode(v.ctx) if v.ctx is not None else None,
+               record.expires_ms, created_ms, record_size(key, record.value))
+        self._enqueue(_HINT_INSERT, row, done)
+
+    def peek_hints(self, key):
+        rows = self._reader.execute(
+            "SELECT owner, ts, node, value, ctx, expires FROM hints WHERE key = ? ORDER BY id", (key,)).fetchall()
+        return [(owner, _row_to_record(rest)) for owner, *rest in rows]
+
+    def load_hints(self, owner, limit):
+        rows = self._reader.execute(
+            "SELECT id, key, ts, node, value, ctx, expires, created FROM hints WHERE owner = ? "
+            "ORDER BY id LIMIT ?", (owner, limit)).fetchall()
+        return [(hid, key, _row_to_record((ts, node, value, ctx, expires)), created)
+                for hid, key, ts, node, value, ctx, expires, created in rows]
+
+    def delete_hint(self, hint_id):
+        if not self._closing:
+            self._enqueue("DELETE FROM hints WHERE id = ?", (hint_id,), None)
+
+    def hint_summary(self):
+        rows = self._reader.execute("SELECT owner, COUNT(*), SUM(size) FROM hints GROUP BY owner").fetchall()
+        return {owner: (count, size or 0) for owner, count, size in rows}
 
     def close(self) -> None:
         with self._cond:

@@ -1,0 +1,51 @@
+"""Hinted-handoff policy: what a fallback keeps, for how long, and how fast it replays.
+
+Decisions only; the shell stores hints durably. Defaults follow Cassandra
+(``max_hint_window``: 3 h; hints throttled on replay) with a byte cap per target
+so one long outage cannot fill the disk.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class HintSettings(NamedTuple):
+    #: Hints for one target past this many bytes are refused (and counted).
+    bytes_max_per_target: int = 64 * 1024 * 1024
+    #: A hint older than this is dropped instead of replayed (Cassandra: 3 h).
+    age_ms_max: int = 3 * 3600 * 1000
+    #: Replay rate towards a recovered node, hints per second (token bucket).
+    replay_per_s: int = 2_000
+    #: Hints loaded from storage and sent in one replay batch.
+    replay_batch_max: int = 256
+
+
+def admit(settings: HintSettings, bytes_held: int, size: int) -> bool:
+    return bytes_held + size <= settings.bytes_max_per_target
+
+
+def expired(settings: HintSettings, created_ms: int, now_ms: int) -> bool:
+    return now_ms - created_ms > settings.age_ms_max
+
+
+class TokenBucket:
+    """Rate limit in tokens per second with a burst of one second's worth."""
+
+    __slots__ = ("rate", "tokens", "last_ms")
+
+    def __init__(self, rate_per_s: int, now_ms: int) -> None:
+        self.rate = rate_per_s
+        self.tokens = float(rate_per_s)
+        self.last_ms = now_ms
+
+    def take(self, want: int, now_ms: int) -> int:
+        self.tokens = min(float(self.rate), self.tokens + (now_ms - self.last_ms) * self.rate / 1000)
+        self.last_ms = now_ms
+        got = min(want, int(self.tokens))
+        self.tokens -= got
+        return got
+
+
+def record_size(key: bytes, value: bytes | None) -> int:
+    return len(key) + (len(value) if value is not None else 0) + 64  # + version/metadata

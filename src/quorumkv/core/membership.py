@@ -1,0 +1,221 @@
+"""Membership by push-pull gossip, and failure detection by phi accrual.
+
+Two kinds of state, kept apart on purpose (as in Cassandra):
+
+* **Gossiped** (``Endpoint``): what a node says about itself — address, status
+  (joining / up / leaving / left), its ``generation`` (set when the process starts:
+  a restart gets a new, larger one) and a ``version`` it bumps whenever it changes
+  something. Merge rule: the entry with the larger ``(generation, version)`` wins,
+  so a rumour from before a restart — or an older rumour in general — always loses.
+  Only the node itself bumps its own entry.
+* **Local** liveness (up / suspect / down): each node's own judgement from the
+  heartbeats it receives directly, through a phi-accrual detector (Hayashibara et
+  al. 2004; Akka's and Cassandra's variant). Never gossiped: a partition should not
+  let one side declare the other dead for everyone.
+
+A node is suspected when phi crosses ``phi_suspect`` and declared down when it has
+stayed suspect for ``suspect_to_down_ms``; one heartbeat makes it up again.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import msgspec
+
+JOINING, UP, LEAVING, LEFT = "joining", "up", "leaving", "left"
+ALIVE, SUSPECT, DOWN = "up", "suspect", "down"
+STATUSES = (JOINING, UP, LEAVING, LEFT)
+#: statuses whose node owns ranges on the ring
+RING_STATUSES = (UP, LEAVING)
+
+#: Gossip tables are sent whole; this bounds their size (and the cluster's).
+MEMBERS_MAX = 256
+#: Heartbeat intervals remembered per peer by the detector (Akka: 1000; fewer
+#: adapts faster after a change of load, 100 is plenty on a LAN).
+PHI_WINDOW = 100
+
+
+class Endpoint(msgspec.Struct, array_like=True, frozen=True):
+    node: str
+    address: str
+    generation: int
+    version: int
+    status: str
+
+    def newer_than(self, other: "Endpoint | None") -> bool:
+        return other is None or (self.generation, self.version) > (other.generation, other.version)
+
+
+class DetectorSettings(NamedTuple):
+    heartbeat_interval_ms: int = 200
+    phi_suspect: float = 8.0
+    #: Floor on the interval deviation, so a perfectly regular peer is not
+    #: suspected after one late beat (Akka min-std-deviation, default 100 ms).
+    min_std_ms: float = 50.0
+    #: Pause tolerated before phi starts rising (GC, scheduling; Akka default 3 s,
+    #: far too slow for a quorum store on a LAN).
+    acceptable_pause_ms: float = 300.0
+    suspect_to_down_ms: int = 1_000
+
+
+class PhiDetector:
+    __slots__ = ("intervals", "last_ms", "settings")
+
+    def __init__(self, settings: DetectorSettings, now_ms: int) -> None:
+        self.settings = settings
+        # Seed with the expected interval so phi is meaningful from the start.
+        self.intervals: list[float] = [float(settings.heartbeat_interval_ms)] * 2
+        self.last_ms = now_ms
+
+    def heartbeat(self, now_ms: int) -> None:
+        interval = now_ms - self.last_ms
+        self.last_ms = now_ms
+        if interval <= 0:
+            return
+        self.intervals.append(float(interval))
+        if len(self.intervals) > PHI_WINDOW:
+            del self.intervals[0]
+
+    def phi(self, now_ms: int) -> float:
+        s = self.settings
+        n = len(self.intervals)
+        mean = sum(self.intervals) / n
+        var = sum((x - mean) ** 2 for x in self.intervals) / n
+        std = max(math.sqrt(var), s.min_std_ms)
+        mean += s.acceptable_pause_ms
+        elapsed = now_ms - self.last_ms
+        # Logistic approximation of the normal CDF (Akka's PhiAccrualFailureDetector):
+        # phi = -log10(1 - F(elapsed)) = softplus(z) / ln 10, computed without overflow.
+        y = (elapsed - mean) / std
+        z = y * (1.5976 + 0.070566 * y * y)
+        softplus = z if z > 30 else math.log1p(math.exp(z))
+        return softplus / math.log(10)
+
+
+class Transition(NamedTuple):
+    node: str
+    old: str
+    new: str
+
+
+class Membership:
+    """One node's view of the cluster: gossiped endpoints plus local liveness."""
+
+    def __init__(self, self_id: str, address: str, generation: int, bootstrap: dict[str, str],
+                 settings: DetectorSettings, now_ms: int, status: str = UP) -> None:
+        self.self_id = self_id
+        self.settings = settings
+        self.endpoints: dict[str, Endpoint] = {}
+        for node, addr in bootstrap.items():
+            if node != self_id:
+                # Configured members are assumed up at generation 0 until they speak.
+                self.endpoints[node] = Endpoint(node, addr, 0, 0, UP)
+        self.endpoints[self_id] = Endpoint(self_id, address, generation, 1, status)
+        self.detectors: dict[str, PhiDetector] = {}
+        self.liveness: dict[str, str] = {}
+        self.suspect_since: dict[str, int] = {}
+        for node in self.endpoints:
+            if node != self_id:
+                self._watch(node, now_ms)
+
+    def _watch(self, node: str, now_ms: int) -> None:
+        self.detectors[node] = PhiDetector(self.settings, now_ms)
+        self.liveness[node] = ALIVE
+
+    # -- own state --------------------------------------------------------------
+    @property
+    def me(self) -> Endpoint:
+        return self.endpoints[self.self_id]
+
+    def set_status(self, status: str) -> None:
+        me = self.me
+        self.endpoints[self.self_id] = msgspec.structs.replace(me, version=me.version + 1, status=status)
+
+    def beat(self) -> Endpoint:
+        """Bump our version (a heartbeat) and return our entry."""
+        me = self.me
+        self.endpoints[self.self_id] = msgspec.structs.replace(me, version=me.version + 1)
+        return self.endpoints[self.self_id]
+
+    # -- gossip -----------------------------------------------------------------
+    def merge(self, entries: list[Endpoint], now_ms: int) -> bool:
+        """Merge a gossiped table. Returns True when the ring membership changed."""
+        before = self.ring_members()
+        for entry in entries[:MEMBERS_MAX]:
+            if entry.node == self.self_id:
+                # Someone holds a newer rumour about us (e.g. from before our restart
+                # with a clock that went back): out-bump it, SWIM's refutation.
+                me = self.me
+                if entry.newer_than(me):
+                    self.endpoints[self.self_id] = Endpoint(
+                        me.node, me.address, max(me.generation, entry.generation),
+                        max(me.version, entry.version) + 1, me.status)
+                continue
+            if entry.status not in STATUSES:
+                continue
+            cur = self.endpoints.get(entry.node)
+            if entry.newer_than(cur):
+                if cur is None and len(self.endpoints) >= MEMBERS_MAX:
+                    continue
+                self.endpoints[entry.node] = entry
+                if entry.node not in self.detectors:
+                    self._watch(entry.node, now_ms)
+        return self.ring_members() != before
+
+    def table(self) -> list[Endpoint]:
+        return list(self.endpoints.values())
+
+    # -- failure detection --------------------------------------------------------
+    def on_heartbeat(self, node: str, generation: int, now_ms: int) -> Transition | None:
+        det = self.detectors.get(node)
+        if det is None:
+            return None  # not a member we know (yet): gossip will introduce it
+        det.heartbeat(now_ms)
+        old = self.liveness.get(node, ALIVE)
+        self.suspect_since.pop(node, None)
+        if old != ALIVE:
+            self.liveness[node] = ALIVE
+            return Transition(node, old, ALIVE)
+        return None
+
+    def check(self, now_ms: int) -> list[Transition]:
+        out = []
+        s = self.settings
+        for node, det in self.detectors.items():
+            if self.endpoints[node].status == LEFT:
+                continue
+            old = self.liveness[node]
+            if old == ALIVE and det.phi(now_ms) >= s.phi_suspect:
+                self.liveness[node] = SUSPECT
+                self.suspect_since[node] = now_ms
+                out.append(Transition(node, old, SUSPECT))
+            elif old == SUSPECT and now_ms - self.suspect_since[node] >= s.suspect_to_down_ms:
+                self.liveness[node] = DOWN
+                out.append(Transition(node, old, DOWN))
+        return out
+
+    # -- views ------------------------------------------------------------------
+    def is_alive(self, node: str) -> bool:
+        return node == self.self_id or self.liveness.get(node) == ALIVE
+
+    def ring_members(self) -> tuple[str, ...]:
+        return tuple(sorted(n for n, e in self.endpoints.items() if e.status in RING_STATUSES))
+
+    def peers(self) -> list[str]:
+        """Everyone we exchange heartbeats with: every known node but us and the departed."""
+        return [n for n, e in self.endpoints.items() if n != self.self_id and e.status != LEFT]
+
+    def state_of(self, node: str) -> str:
+        """What ``cluster status`` shows: joining/leaving/left, else up/suspect/down."""
+        e = self.endpoints.get(node)
+        if e is None:
+            return "unknown"
+        if e.status in (JOINING, LEAVING, LEFT):
+            return e.status
+        return ALIVE if node == self.self_id else self.liveness.get(node, ALIVE)
+
+    def address_of(self, node: str) -> str | None:
+        e = self.endpoints.get(node)
+        return e.address if e else None
