@@ -254,6 +254,7 @@ class FakeTransport:
     def __init__(self):
         self.written = b""
         self.closed = False
+        self.eof = False
         self.reading = True
 
     def write(self, data):
@@ -262,6 +263,12 @@ class FakeTransport:
 
     def close(self):
         self.closed = True
+
+    def can_write_eof(self):
+        return True
+
+    def write_eof(self):
+        self.eof = True
 
     def pause_reading(self):
         self.reading = False
@@ -279,6 +286,9 @@ class FakeLoop:
 
     def call_soon(self, fn, *args):
         self.calls.append((fn, args))
+
+    def call_later(self, delay, fn, *args):
+        self.later = (delay, fn)
 
     def drain(self):
         while self.calls:
@@ -381,7 +391,13 @@ def test_protocol_error_comes_after_owed_replies_then_close():
     (a,) = node.core.requests
     conn.respond(m.Reply(a.id, m.OK, b"A"))
     node.loop.drain()
-    assert t.written == b"$1\r\nA\r\n-ERR Protocol error: invalid multibulk length\r\n" and t.closed
+    assert t.written == b"$1\r\nA\r\n-ERR Protocol error: invalid multibulk length\r\n"
+    assert t.eof and not t.closed  # FIN first: closing with unread input would RST the reply away
+    assert t.reading  # ... and what the client still sends is read and discarded
+    conn.data_received(b"x" * 1000)
+    assert t.written.endswith(b"length\r\n") and not t.closed
+    node.loop.later[1]()  # the linger deadline
+    assert t.closed
     assert node.stats_bad_input == 1
 
 
@@ -389,4 +405,15 @@ def test_quit_answers_then_closes_and_reads_nothing_more():
     conn, node, t = make_conn()
     conn.data_received(b"PING\r\nQUIT\r\nGET k\r\n")
     node.loop.drain()
-    assert t.written == b"+PONG\r\n+OK\r\n" and t.closed and node.core.requests == []
+    assert t.written == b"+PONG\r\n+OK\r\n" and t.eof and node.core.requests == []
+
+
+def test_half_closed_client_gets_its_replies_then_the_close():
+    conn, node, t = make_conn()
+    conn.data_received(b"GET a\r\nPING\r\n")
+    assert conn.eof_received() is True
+    assert not t.closed
+    (a,) = node.core.requests
+    conn.respond(m.Reply(a.id, m.OK, b"A"))
+    node.loop.drain()
+    assert t.written == b"$1\r\nA\r\n+PONG\r\n" and t.closed

@@ -33,6 +33,13 @@ from .server import now_ms
 
 log = structlog.get_logger("quorumkv.resp")
 
+#: After the last reply (QUIT, or the error reply to bad input) the node shuts down its
+#: sending side and keeps reading — and discarding — for this long / this many bytes
+#: before closing. Closing a socket that still has unread input makes the kernel send
+#: RST and drop the reply we just wrote (a "lingering close", as HTTP servers do).
+LINGER_MS = 1_000
+LINGER_BYTES_MAX = 1024 * 1024
+
 
 class _Slot:
     """One command's place in the reply order."""
@@ -63,6 +70,9 @@ class RespConnection(asyncio.Protocol):
         self.input_done = False  # QUIT or a protocol error: read nothing more
         self._reading_paused = False
         self._paused_writing = False
+        self._lingering = False
+        self._linger_bytes = 0
+        self._close_when_idle = False
 
     # -- asyncio callbacks ------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -81,6 +91,15 @@ class RespConnection(asyncio.Protocol):
         self.waiting.clear()
         self._out = []
 
+    def eof_received(self):
+        # The client half-closed (``printf 'GET k\r\n' | nc -N``): answer what it sent,
+        # then close. Returning True keeps the transport open for those replies.
+        self.input_done = True
+        self._close_when_idle = True
+        if not self.slots and not self._out:
+            self._close()
+        return True
+
     def pause_writing(self) -> None:
         self._paused_writing = True
         self._update_reading()
@@ -90,6 +109,11 @@ class RespConnection(asyncio.Protocol):
         self._update_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._linger_bytes += len(data)
+            if self._linger_bytes > LINGER_BYTES_MAX:
+                self._close()
+            return
         if self.input_done or self.closed:
             return
         parser = self.parser
@@ -220,11 +244,27 @@ class RespConnection(asyncio.Protocol):
         if out:
             self.transport.write(b"".join(out))
         if self._close_after_flush:
+            self._linger()
+        elif self._close_when_idle and not self.slots:
+            self._close()
+
+    def _linger(self) -> None:
+        transport = self.transport
+        if not transport.can_write_eof():
+            self._close()
+            return
+        transport.write_eof()  # FIN after the replies; the client sees them, then EOF
+        self._lingering = True
+        transport.resume_reading()
+        self.server.loop.call_later(LINGER_MS / 1000, self._close)
+
+    def _close(self) -> None:
+        if not self.closed and self.transport is not None:
             self.closed = True
             self.transport.close()
 
     def _update_reading(self) -> None:
-        if self.closed or self.transport is None:
+        if self.closed or self.transport is None or self._lingering:
             return
         pending = len(self.slots)
         # Hysteresis as in _Inbound: stop at CLIENT_PIPELINE_MAX, resume below half.
