@@ -175,7 +175,9 @@ def test_peer_loss_with_quorum_still_possible_waits():
     core = make()
     client = Conn("c")
     sw, sends = start_put(core, client)  # W=2
-    assert core.on_peer_lost("n2", "connection reset", NOW) == []
+    # No answer yet; the coordinator keeps a hint for the replica that missed the write.
+    (hint,) = core.on_peer_lost("n2", "connection reset", NOW)
+    assert type(hint) is node_mod.StoreHint and hint.owner == "n2" and hint.record == sw.record
     assert core.on_store_done(sw.token, True, None, NOW) == []
     reply = only_reply(core.on_response("n3", ack(sends, "n3"), NOW), client)
     assert reply.status == m.OK
@@ -187,7 +189,7 @@ def test_send_failed_counts_as_failure():
     sw, sends = start_put(core, client)
     (s2,) = [s for s in sends if s.peer == "n2"]
     (s3,) = [s for s in sends if s.peer == "n3"]
-    assert core.on_send_failed("n2", s2.msg, "queue full", NOW) == []
+    assert [type(e) for e in core.on_send_failed("n2", s2.msg, "queue full", NOW)] == [node_mod.StoreHint]
     reply = only_reply(core.on_send_failed("n3", s3.msg, "queue full", NOW), client)
     assert reply.status == m.UNAVAILABLE
     assert reply.message == "write needed 2 acks, at most 1 possible (n2 queue full, n3 queue full)"

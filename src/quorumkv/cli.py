@@ -118,6 +118,38 @@ def delete(key: str, w: Annotated[Optional[str], typer.Option("--w", help="Write
     _run_client(_addresses(dir, node), lambda c: c.delete(key, w=_level(w)))
 
 
+@app.command()
+def inspect(key: str, dir: DirOpt = None, node: NodeOpt = None, output: OutputOpt = "table") -> None:
+    """Explain KEY: its replicas (primaries and fallbacks) and the version each holds.
+
+    Read without triggering read repair, so it shows divergence as it is.
+    """
+    import msgspec
+
+    reply = _run_client(_addresses(dir, node), lambda c: c.inspect(key))
+    data = {f: msgspec.to_builtins(getattr(reply, f)) for f in reply.__struct_fields__ if f != "id"}
+    data["key"] = key
+    if output == "json":
+        print(json.dumps(data))
+        return
+    out.print(f"key {key!r}: preference list {', '.join(reply.preference_list)} "
+              f"(asked by {reply.coordinator}); newest {reply.newest or '-'}", markup=False, highlight=False)
+    table = Table("node", "role", "state", "answered", "version", "value")
+    for rep_ in reply.replicas:
+        if rep_.version is None:
+            value = "-"
+        elif rep_.tombstone:
+            value = "tombstone"
+        else:
+            value = f"{rep_.value_bytes} bytes"
+        role = rep_.role + (f" for {rep_.hint_for}" if rep_.hint_for else "")
+        stale = reply.newest is not None and rep_.version != reply.newest
+        version = (rep_.version or "-") + (" (stale)" if stale else "")
+        table.add_row(rep_.node, role, rep_.state, "yes" if rep_.answered else f"no {rep_.error}",
+                      version, value)
+    out.print(table)
+
+
 # ---------------------------------------------------------------------- serving
 @app.command()
 def serve(
@@ -126,6 +158,7 @@ def serve(
     listen: Annotated[Optional[str], typer.Option("--listen", help="HOST:PORT to listen on.")] = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir")] = None,
     member: Annotated[Optional[list[str]], typer.Option("--member", help="ID=HOST:PORT of a cluster member (repeatable).")] = None,
+    seed: Annotated[Optional[list[str]], typer.Option("--seed", help="HOST:PORT of a member to join through (repeatable).")] = None,
     storage: Annotated[Optional[str], typer.Option("--storage", help="sqlite (default) or memory.")] = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Replicas per key.")] = None,
     r: Annotated[Optional[str], typer.Option("--r", help="Default read level.")] = None,
@@ -143,7 +176,7 @@ def serve(
             if not sep:
                 raise typer.BadParameter(f"--member {item!r}: expected ID=HOST:PORT")
             members[mid] = addr
-    overrides = dict(node_id=node_id, listen=listen, data_dir=data_dir, members=members,
+    overrides = dict(node_id=node_id, listen=listen, data_dir=data_dir, members=members, seeds=seed,
                      storage=storage, n=n, r=_level(r), w=_level(w))
     try:
         if config:
@@ -195,12 +228,31 @@ def cluster_status(dir: Annotated[str, typer.Option("--dir")], output: OutputOpt
     if output == "json":
         print(json.dumps(rows))
         return
-    table = Table("id", "address", "resp", "pid", "state")
+    seen_by = next((r["seen_by"] for r in rows if r.get("seen_by")), None)
+    table = Table("id", "address", "resp", "pid", "state", "phi",
+                  title=f"as {seen_by} sees it" if seen_by else "no node answered")
+    colors = {"up": "green", "suspect": "yellow", "joining": "cyan", "leaving": "cyan"}
     for row in rows:
-        color = "green" if row["state"] == "up" else "red"
+        color = colors.get(row["state"], "red")
+        phi = "-" if row.get("phi") is None else f"{row['phi']:.1f}"
         table.add_row(row["id"], row["address"], row.get("resp") or "-", str(row["pid"] or "-"),
-                      f"[{color}]{row['state']}[/]")
+                      f"[{color}]{row['state']}[/]", phi)
     out.print(table)
+
+
+@cluster_app.command("add")
+def cluster_add(dir: Annotated[str, typer.Option("--dir")],
+                port: Annotated[Optional[int], typer.Option("--port", help="Port of the new node.")] = None) -> None:
+    """Start one more node that joins the cluster through the others (gossip)."""
+    cl = _cluster(dir)
+    info = cl.add_node(port=port)
+    cl.start(info)
+    try:
+        cl.wait_ready([info])
+    except (RuntimeError, TimeoutError) as exc:
+        _fail(EXIT_UNAVAILABLE, str(exc))
+    out.print(f"{info.id} {info.address} resp={info.resp} pid={info.pid()} (joining via gossip)",
+              markup=False, highlight=False)
 
 
 @cluster_app.command("restart")

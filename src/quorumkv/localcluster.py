@@ -125,13 +125,45 @@ class LocalCluster:
             with open(info.config_file, "w") as fh:
                 fh.write(cfg.to_toml())
             self.nodes.append(info)
+        self._save(replicas, storage)
+
+    def _save(self, replicas: int, storage: str) -> None:
         with open(os.path.join(self.root, "cluster.toml"), "w") as fh:
             fh.write(f"replicas = {replicas}\nstorage = \"{storage}\"\n\n[members]\n")
-            for node_id, addr in members.items():
-                fh.write(f'{node_id} = "{addr}"\n')
+            for node in self.nodes:
+                fh.write(f'{node.id} = "{node.address}"\n')
             fh.write("\n[resp]\n")
-            for node_id, addr in resp.items():
-                fh.write(f'{node_id} = "{addr}"\n')
+            for node in self.nodes:
+                if node.resp:
+                    fh.write(f'{node.id} = "{node.resp}"\n')
+
+    def add_node(self, *, port: int | None = None, resp_port: int | None = None) -> NodeInfo:
+        """Create the next node (``nK``) configured to *join* through the others as seeds.
+
+        It lists only itself as a member; gossip with a seed admits it and spreads
+        the news. Ports default to just above every port the cluster uses.
+        """
+        if not self.nodes:
+            raise ValueError("no cluster to add to")
+        template = NodeConfig.load(self.nodes[0].config_file)
+        used = [int(a.rsplit(":", 1)[1]) for n in self.nodes for a in (n.address, n.resp) if a]
+        host = self.nodes[0].address.rsplit(":", 1)[0]
+        port = port or max(used) + 1
+        resp_port = resp_port or port + 1
+        node_id = f"n{max(int(n.id[1:]) for n in self.nodes if n.id[1:].isdigit()) + 1}"
+        addr, resp = f"{host}:{port}", f"{host}:{resp_port}"
+        info = NodeInfo(node_id, addr, os.path.join(self.root, node_id), resp)
+        os.makedirs(info.dir, exist_ok=True)
+        fields = {k: getattr(template, k) for k in template.__dataclass_fields__}
+        fields.update(node_id=node_id, listen=addr, data_dir=info.dir, members={node_id: addr},
+                      seeds=[n.address for n in self.nodes], resp_listen=resp)
+        with open(info.config_file, "w") as fh:
+            fh.write(NodeConfig(**fields).to_toml())
+        self.nodes.append(info)
+        with open(os.path.join(self.root, "cluster.toml"), "rb") as fh:
+            raw = tomllib.load(fh)
+        self._save(raw.get("replicas", template.n), raw.get("storage", template.storage))
+        return info
 
     # -- processes ------------------------------------------------------------
     def start(self, node: NodeInfo) -> int:
@@ -195,19 +227,41 @@ class LocalCluster:
         for node in self.nodes:
             self.stop(node)
 
+    def view(self):
+        """The membership as the first reachable node sees it (a StatusReply), or None."""
+        for node in self.nodes:
+            if node.running():
+                reply = node_status(node.address, STATUS_PING_TIMEOUT_MS)
+                if reply is not None:
+                    return reply
+        return None
+
     def status(self) -> list[dict]:
+        """One row per node. ``state`` is what one live node (``seen_by``) believes —
+        joining/up/suspect/down/leaving/left — except that a node whose process this
+        machine knows is not running is ``down`` outright."""
+        view = self.view()
+        seen = {m.node: m for m in view.members} if view is not None else {}
         rows = []
         for node in self.nodes:
             pid = node.pid()
             alive = pid is not None and pid_alive(pid)
-            pong = ping(node.address, STATUS_PING_TIMEOUT_MS) if alive else None
+            member = seen.get(node.id)
+            if not alive:
+                state = "down"
+            elif member is not None:
+                state = member.state
+            else:
+                state = "up" if ping(node.address, STATUS_PING_TIMEOUT_MS) is not None else "down"
             rows.append({
                 "id": node.id,
                 "address": node.address,
                 "resp": node.resp,
                 "pid": pid if alive else None,
-                "state": "up" if pong is not None else "down",
+                "state": state,
                 "process": "running" if alive else "stopped",
+                "seen_by": view.node if view is not None else None,
+                "phi": member.phi if member is not None else None,
             })
         return rows
 
@@ -223,6 +277,14 @@ def ping(address: str, timeout_ms: int):
     try:
         with Client([address], timeout_ms=timeout_ms) as c:
             return c.ping()
+    except (QuorumKVError, OSError):
+        return None
+
+
+def node_status(address: str, timeout_ms: int):
+    try:
+        with Client([address], timeout_ms=timeout_ms) as c:
+            return c.status()
     except (QuorumKVError, OSError):
         return None
 

@@ -152,7 +152,7 @@ class _Op:
 
     __slots__ = ("op_id", "kind", "round", "conn", "req_id", "deadline_ms", "warning", "answered",
                  "key", "sent_ms", "spares", "speculated", "hint_for", "blocking_repair",
-                 "repairs_pending", "reply")
+                 "repairs_pending", "reply", "record")
 
     def __init__(self, op_id, kind, rnd, conn, req_id, deadline_ms, warning, key):
         self.op_id = op_id
@@ -171,6 +171,7 @@ class _Op:
         self.blocking_repair = False
         self.repairs_pending: set[str] = set()
         self.reply = None
+        self.record: Record | None = None  # writes: the version being written
 
 
 def level_from_wire(code: int) -> int | str | None:
@@ -255,10 +256,13 @@ class NodeCore:
     def _rebuild_ring(self) -> None:
         members = self.membership.ring_members()
         self.ring = Ring(members, self.settings.n, self.settings.vnodes) if members else None
-        if self.ring is not None:
-            n = self.ring.n
-            self.default_r = resolve(self.settings.r, n, 1, "R")
-            self.default_w = resolve(self.settings.w, n, 1, "W")
+        n = self.replication_factor()
+        self.default_r = resolve(self.settings.r, n, 1, "R")
+        self.default_w = resolve(self.settings.w, n, 1, "W")
+
+    def replication_factor(self) -> int:
+        """N in force: the configured N, clamped to the ring's size once there is a ring."""
+        return self.ring.n if self.ring is not None else self.settings.n
 
     def address_of(self, peer: str) -> str | None:
         if peer.startswith(SEED_PREFIX):
@@ -297,9 +301,8 @@ class NodeCore:
         elif t is m.RepPeek:
             out.append(Peek(("p", conn, msg.id), msg.key))
         elif t is m.Ping:
-            n = self.ring.n if self.ring else 0
-            self._respond(conn, m.Pong(msg.id, self.node_id, n, getattr(self, "default_r", 0),
-                                       getattr(self, "default_w", 0), self.members()), now_ms, out)
+            self._respond(conn, m.Pong(msg.id, self.node_id, self.replication_factor(), self.default_r,
+                                       self.default_w, self.members()), now_ms, out)
         elif t is m.Status:
             self._respond(conn, self.status_reply(msg.id, now_ms), now_ms, out)
         elif t is m.Inspect:
@@ -359,6 +362,10 @@ class NodeCore:
         """``result``: what was read (StoreRead/ReadHint/Peek), or an error string when not ok."""
         out: list = []
         kind, conn, req_id = token
+        if kind == "h":  # a hint this coordinator keeps for itself: nobody waits for it
+            if not ok:
+                out.append(Log("error", "hint_store_failed", {"error": str(result)}))
+            return out
         if kind == "w":
             msg = m.RepWriteAck(req_id, ok, "" if ok else str(result))
         elif kind == "r":
@@ -429,6 +436,9 @@ class NodeCore:
             _, op_id = heapq.heappop(heap)
             op = self.ops.get(op_id)
             if op is not None:
+                if op.kind == "write" and op.record is not None:
+                    for node in op.round.outstanding:  # silent replicas get a hint
+                        self._hint_locally(op.hint_for.get(node, node), op.key, op.record, now_ms, out)
                 op.round.expire()
                 self._progress(op, now_ms, out)
                 if op.kind == "read" and not op.answered:  # waited for blocking repair in vain
@@ -528,6 +538,7 @@ class NodeCore:
             self.stats["writes"] += 1
             expires = now_ms + msg.ttl_ms if msg.ttl_ms and msg.value is not None else 0
             record = Record(Version(self.hlc.now(now_ms), self.node_id), msg.value, expires)
+            op.record = record
             for node, owner in targets:
                 if owner:
                     op.hint_for[node] = owner
@@ -550,11 +561,30 @@ class NodeCore:
         self._send(op, node, m.RepRead(op.op_id, op.key, owner or ""), now_ms, out)
 
     def _replica_failed(self, op: _Op, node: str, reason: str, now_ms: int, out: list) -> None:
-        """A read replica failed: bring in a spare first, so the round never gives up early."""
+        """A replica failed. Reads bring in a spare first, so the round never gives up
+        early. Writes leave a hint here for the replica that missed it (Cassandra's
+        coordinator does the same): a node that died before the detector noticed
+        still gets every write it missed once it is back."""
         if op.kind == "read" and op.spares and op.round.status == PENDING:
             spare, owner = op.spares.pop(0)
             self._send_read(op, spare, owner, now_ms, out)
+        elif op.kind == "write" and op.record is not None and node in op.round.outstanding:
+            self._hint_locally(op.hint_for.get(node, node), op.key, op.record, now_ms, out)
         op.round.add_failure(node, reason)
+
+    def _hint_locally(self, owner: str, key: bytes, record: Record, now_ms: int, out: list) -> None:
+        if owner == self.node_id:
+            return
+        size = record_size(key, record.value)
+        held = self.hints_held.setdefault(owner, [0, 0])
+        if not admit(self.settings.hints, held[1], size):
+            self.stats["hints_dropped_bytes"] += 1
+            out.append(Log("warning", "hint_dropped", {"target": owner, "reason": "bytes", "held_bytes": held[1]}))
+            return
+        held[0] += 1
+        held[1] += size
+        self.stats["hints_stored"] += 1
+        out.append(StoreHint(("h", None, 0), owner, key, record, now_ms))
 
     def _speculate(self, now_ms: int, out: list) -> None:
         delay = self.settings.speculative_retry_ms

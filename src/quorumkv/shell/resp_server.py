@@ -303,7 +303,7 @@ class RespFrontEnd:
         self.node = node
         cfg = node.config
         self.node_id = cfg.node_id
-        self.n = node.core.ring.n
+        self.n = node.core.replication_factor()
         self.default_r = node.core.default_r
         self.default_w = node.core.default_w
         self.members = dict(cfg.members)
