@@ -32,7 +32,9 @@ def _why(result) -> str:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_strict_quorums_survive_every_fault(seed: int) -> None:
-    result = run(SimConfig(seed=seed, ops=800, faults=ALL_FAULTS))
+    # primary_only: a sloppy quorum (fallbacks counting toward R/W, issue 3) does not
+    # promise read-your-acked-writes; see docs/simulator.md.
+    result = run(SimConfig(seed=seed, ops=800, faults=ALL_FAULTS, primary_only=True))
     s = result.summary()
     assert s["lost_acked_writes"] == 0, _why(result)
     assert s["stale_reads"] == 0, _why(result)

@@ -54,6 +54,8 @@ def sim_command(
         help="Latency profile (quorumkv.analysis.pbs): lnkd-ssd, lnkd-disk, ymmr, exponential:L, "
              "pareto:XM,A, constant:MS.")] = "lnkd-ssd",
     bug: Annotated[Optional[str], typer.Option(help=f"Inject a seeded bug: {', '.join(BUGS)}.")] = None,
+    primary_only: Annotated[bool, typer.Option(
+        "--primary-only", help="Requests count only primaries toward R/W (Riak pr/pw), no sloppy quorum.")] = False,
     history: Annotated[Optional[str], typer.Option(help="Write the history (JSON lines) to this file.")] = None,
     pbs_t: Annotated[Optional[float], typer.Option(
         "--pbs-t", help="Measurement mode: stale-read fraction of reads issued this many ms after a "
@@ -73,7 +75,8 @@ def sim_command(
             report = measure_staleness(profile, n, r, w, pbs_t, trials=trials, seed=seed)
         else:
             cfg = SimConfig(seed=seed, nodes=nodes, n=n, r=r, w=w, ops=ops, clients=clients, keys=keys,
-                            faults=parse_faults(faults), profile=profile, bug=bug)
+                            faults=parse_faults(faults), profile=profile, bug=bug,
+                            primary_only=primary_only)
     except ValueError as exc:
         _usage(str(exc))
     if pbs_t is not None:

@@ -27,15 +27,28 @@ seed. Nodes are visited in sorted order and no set of strings is ever iterated
 from __future__ import annotations
 
 import heapq
+import inspect
 import random
 
 from ..core import messages as m
+from ..core import node as core_node
 from ..core.node import NodeCore, NodeSettings, Respond, Send, StoreRead, StoreWrite
+from ..core.version import newest
 from ..core.ring import Ring
 from .config import SimConfig
 from .history import History
 from .network import ClientConn, LatencySampler, Network, PeerConn
 from .storage import SimStorage
+
+# Effects of issue 3 (hinted handoff, inspect, logging); looked up by name so the
+# simulator still runs a core without them.
+StoreHint = getattr(core_node, "StoreHint", None)
+ReadHint = getattr(core_node, "ReadHint", None)
+Peek = getattr(core_node, "Peek", None)
+LoadHints = getattr(core_node, "LoadHints", None)
+DeleteHint = getattr(core_node, "DeleteHint", None)
+Log = getattr(core_node, "Log", None)
+_CORE_INIT = inspect.signature(NodeCore.__init__).parameters
 
 #: Virtual wall clock at time 0 (ms): a plausible epoch, so negative skew stays positive.
 EPOCH_MS = 1_700_000_000_000
@@ -47,7 +60,7 @@ class UnknownEffect(TypeError):
 
 class SimCluster:
     def __init__(self, cfg: SimConfig, rng: random.Random, sampler: LatencySampler,
-                 history: History | None = None) -> None:
+                 history: History | None = None, core_settings: dict | None = None) -> None:
         self.cfg = cfg
         self.rng = rng
         self.history = history if history is not None else History()
@@ -56,18 +69,13 @@ class SimCluster:
         self.names = [f"n{i}" for i in range(1, cfg.nodes + 1)]
         self.members = {name: f"sim://{name}" for name in self.names}
         self.ring = Ring(self.names, cfg.n)
-        self.settings = {
-            name: NodeSettings(node_id=name, n=cfg.n, r=cfg.r, w=cfg.w,
-                               timeout_ms_read=cfg.timeout_ms, timeout_ms_write=cfg.timeout_ms)
-            for name in self.names
-        }
+        self.core_settings = dict(core_settings or {})
         self.storage = {name: SimStorage(name) for name in self.names}
-        self.cores: dict[str, NodeCore | None] = {
-            name: NodeCore(self.settings[name], self.members) for name in self.names
-        }
         self.incarnation = {name: 0 for name in self.names}
         self.skew_ms = {name: 0 for name in self.names}
         self.now_us = 0
+        self.logs: dict[str, int] = {}  # Log effects by event name
+        self.cores: dict[str, NodeCore | None] = {name: self._new_core(name) for name in self.names}
         self._queue: list = []
         self._seq = 0
         self.inflight = 0  # messages and storage operations not yet delivered/done
@@ -82,6 +90,21 @@ class SimCluster:
             for name in self.names:
                 self._periodic(cfg.lazy_sync_us, self._lazy_sync, name)
         self._periodic(cfg.tick_ms * 1000, self._tick)
+
+    def _new_core(self, name: str) -> NodeCore:
+        """A core built the way shell/server.py builds one (fields it lacks are skipped)."""
+        cfg, now = self.cfg, self.clock_ms(name)
+        wanted = dict(node_id=name, n=cfg.n, r=cfg.r, w=cfg.w, timeout_ms_read=cfg.timeout_ms,
+                      timeout_ms_write=cfg.timeout_ms, address=self.members[name], generation=now,
+                      rng_seed=self.rng.getrandbits(64), **self.core_settings)
+        settings = NodeSettings(**{k: v for k, v in wanted.items() if k in NodeSettings._fields})
+        kw = {}
+        if "now_ms" in _CORE_INIT:
+            kw["now_ms"] = now
+        if "hints_held" in _CORE_INIT:
+            from ..core.hints import record_size
+            kw["hints_held"] = self.storage[name].hint_summary(record_size)
+        return NodeCore(settings, self.members, hlc_last=self.storage[name].max_timestamp(), **kw)
 
     # ------------------------------------------------------------ event queue
     def at(self, delay_us: int, fn, *args, inflight: bool = False) -> None:
@@ -134,6 +157,10 @@ class SimCluster:
             elif t is StoreRead:
                 self.at(self.cfg.read_us, self._store_read_done, node, self.incarnation[node], eff,
                         inflight=True)
+            elif t is Log and t is not None:
+                self.logs[eff.event] = self.logs.get(eff.event, 0) + 1
+            elif t in (StoreHint, ReadHint, Peek, LoadHints, DeleteHint) and t is not None:
+                self._hint_effect(node, eff)
             else:
                 raise UnknownEffect(
                     f"node {node} returned {t.__name__} ({eff!r}); teach quorumkv/sim/cluster.py "
@@ -215,6 +242,37 @@ class SimCluster:
             record = self.storage[node].read(eff.key)
             self.run(node, self.cores[node].on_store_done(eff.token, True, record, self.clock_ms(node)))
 
+    def _hint_effect(self, node: str, eff) -> None:
+        t, inc, st = type(eff), self.incarnation[node], self.storage[node]
+        if t is StoreHint:  # durable like a write, then acked
+            self.at(self.cfg.sync_us, self._hint_stored, node, inc, eff, inflight=True)
+        elif t is ReadHint:
+            self.at(self.cfg.read_us, self._store_done_with, node, inc, eff.token,
+                    lambda: newest(r for _, r in st.peek_hints(eff.key)), inflight=True)
+        elif t is Peek:
+            self.at(self.cfg.read_us, self._store_done_with, node, inc, eff.token,
+                    lambda: (st.read(eff.key), st.peek_hints(eff.key)), inflight=True)
+        elif t is LoadHints:
+            self.at(self.cfg.read_us, self._hints_loaded, node, inc, eff, inflight=True)
+        else:  # DeleteHint: no answer expected
+            st.delete_hint(eff.hint_id)
+
+    def _hint_stored(self, node: str, incarnation: int, eff) -> None:
+        if not self._alive(node, incarnation):
+            self.stats["pending_writes_lost"] += 1
+            return
+        self.storage[node].store_hint(eff.owner, eff.key, eff.record, eff.created_ms)
+        self.run(node, self.cores[node].on_store_done(eff.token, True, None, self.clock_ms(node)))
+
+    def _store_done_with(self, node: str, incarnation: int, token, read) -> None:
+        if self._alive(node, incarnation):
+            self.run(node, self.cores[node].on_store_done(token, True, read(), self.clock_ms(node)))
+
+    def _hints_loaded(self, node: str, incarnation: int, eff) -> None:
+        if self._alive(node, incarnation):
+            entries = self.storage[node].load_hints(eff.owner, eff.limit)
+            self.run(node, self.cores[node].on_hints_loaded(eff.owner, entries, self.clock_ms(node)))
+
     def _lazy_sync(self, node: str) -> None:
         self.storage[node].sync()
 
@@ -281,8 +339,7 @@ class SimCluster:
         if self.cores[node] is not None:
             return
         # As the real shell: a fresh core whose HLC starts past everything on disk.
-        self.cores[node] = NodeCore(self.settings[node], self.members,
-                                    hlc_last=self.storage[node].max_timestamp())
+        self.cores[node] = self._new_core(node)
         self.stats["restarts"] += 1
         self.history.nemesis(self.now_us, f"restart {node}")
 

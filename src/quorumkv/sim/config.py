@@ -25,13 +25,17 @@ class SimConfig:
     read_fraction: float = 0.5
     delete_fraction: float = 0.05  # of the writes
     faults: tuple[str, ...] = ()
+    #: Riak's pr/pw on every client request: only primaries count toward R/W. Off
+    #: (the default), a sloppy quorum may count fallbacks holding hints, and then
+    #: R + W > N no longer guarantees that a read meets the last acked write.
+    primary_only: bool = False
     profile: str = "lnkd-ssd"  # a quorumkv.analysis.pbs profile name or spec
     bug: str | None = None
     think_us_max: int = 5_000  # a client waits 0..this between operations
     client_delay: bool = True  # client <-> coordinator links follow the profile too (else 0)
     sync_us: int = 1_000  # storage: time until a write is durable (and acked)
     read_us: int = 100  # storage: time to serve a read
-    lazy_sync_us: int = 100_000  # ack-before-persist: the cache is flushed this often
+    lazy_sync_us: int = 1_000_000  # ack-before-persist: the cache is flushed this often
     timeout_ms: int = 2_000  # the core's read and write round deadlines
     client_timeout_ms: int = 5_000  # no reply by then: the outcome is unknown
     tick_ms: int = 10  # the shell's default tick

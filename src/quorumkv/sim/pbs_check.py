@@ -109,7 +109,9 @@ def measure_staleness(profile: str, n: int, r: int, w: int, t_ms: float, trials:
                     sync_us=0, read_us=0, timeout_ms=NO_TIMEOUT_MS, tick_ms=1_000)
     rng = random.Random(seed)
     prof = pbs.get_profile(profile)
-    cluster = SimCluster(cfg, rng, LatencySampler(prof, rng))
+    # WARS reads go to all N replicas and use the first R answers; no retries, no repair.
+    wars_core = dict(read_all_replicas=True, speculative_retry_ms=0, read_repair=False)
+    cluster = SimCluster(cfg, rng, LatencySampler(prof, rng), core_settings=wars_core)
     driver = _Trials(cluster, r, w, round(t_ms * 1000), trials)
     driver.start()
     if not cluster.run_until(lambda: driver.finished >= trials, 10**15):

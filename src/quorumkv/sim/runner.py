@@ -52,6 +52,7 @@ class SimResult:
             "ok": not self.failed,
             "nodes": cfg.nodes, "n": cfg.effective_n, "r": cfg.r, "w": cfg.w, "strict": cfg.strict,
             "profile": cfg.profile, "faults": list(cfg.faults), "bug": cfg.bug,
+            "primary_only": cfg.primary_only,
             "ops": len(client_ops),
             "writes": len(writes),
             "acked_writes": v.acked_writes,
@@ -87,6 +88,8 @@ def repro_command(cfg: SimConfig) -> str:
              "--faults", ",".join(cfg.faults) or "none", "--profile", cfg.profile]
     if cfg.bug:
         parts += ["--bug", cfg.bug]
+    if cfg.primary_only:
+        parts.append("--primary-only")
     return shlex.join(parts)
 
 

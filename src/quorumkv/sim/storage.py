@@ -35,6 +35,9 @@ class SimStorage:
         self.cache: dict[bytes, Record] = {}  # ack-before-persist: acked, not yet synced
         self.unsynced: list[tuple[bytes, Record]] = []
         self.writes_lost = 0  # writes a crash threw away (acked or not)
+        #: hinted handoff (issue 3): hint id -> (owner, key, record, created_ms), oldest first
+        self.hints: dict[int, tuple[str, bytes, Record, int]] = {}
+        self._next_hint = 1
 
     # A correct write: the caller schedules ``persist`` sync_us later, then acks.
     def persist(self, key: bytes, record: Record) -> None:
@@ -65,6 +68,34 @@ class SimStorage:
         self.unsynced.clear()
         self.cache.clear()
         return lost
+
+    # ---------------------------------------------------------------- hints
+    def store_hint(self, owner: str, key: bytes, record: Record, created_ms: int) -> None:
+        self.hints[self._next_hint] = (owner, key, record, created_ms)
+        self._next_hint += 1
+
+    def peek_hints(self, key: bytes) -> list[tuple[str, Record]]:
+        return [(o, r) for o, k, r, _ in self.hints.values() if k == key]
+
+    def load_hints(self, owner: str, limit: int) -> list:
+        out = []
+        for hint_id, (o, k, r, created) in self.hints.items():
+            if o == owner:
+                out.append((hint_id, k, r, created))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def delete_hint(self, hint_id) -> None:
+        self.hints.pop(hint_id, None)
+
+    def hint_summary(self, record_size) -> dict[str, tuple[int, int]]:
+        out: dict[str, list[int]] = {}
+        for o, k, r, _ in self.hints.values():
+            entry = out.setdefault(o, [0, 0])
+            entry[0] += 1
+            entry[1] += record_size(k, r.value)
+        return {o: (c, b) for o, (c, b) in out.items()}
 
     def max_timestamp(self) -> int:
         """What the real engines report at start-up, to seed the node's HLC."""

@@ -32,6 +32,8 @@ def write_version(effects: list, key: bytes):
             return eff.msg.record.version
         if t is StoreWrite and eff.key == key:
             return eff.record.version
+        if t.__name__ == "StoreHint" and eff.key == key:  # the coordinator is a fallback
+            return eff.record.version
     return None
 
 
@@ -80,11 +82,12 @@ class Workload:
         self._next_op_id += 1
         op = self.history.invoke(Op(op_id, client, kind, key, value, node, self.cluster.now_us, level))
         self.outstanding[client] = op
+        extra = {"primary_only": True} if self.cfg.primary_only else {}
         if kind == "get":
-            msg = m.Get(op_id, key, level)
+            msg = m.Get(op_id, key, level, **extra)
             on_sent = None
         else:
-            msg = m.Put(op_id, key, value, level)
+            msg = m.Put(op_id, key, value, level, **extra)
 
             def on_sent(effects, op=op):
                 op.version = write_version(effects, key)
