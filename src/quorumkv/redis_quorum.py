@@ -236,19 +236,38 @@ class AsyncQuorumRedis:
         return count
 
     async def _round(self, kind: str, needed: int, make):
-        """Send to every server at once; judge replies as they come; stop when decided."""
+        """Send to every server at once; judge replies as they come; stop when decided.
+
+        Each reply is judged in its task's done-callback; the caller wakes once, when
+        the round is decided (won, lost, or the deadline timer fired).
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_ms / 1000
         rnd = QuorumRound(kind, self.names, needed)
-        tasks = {asyncio.ensure_future(make(self._clients[nm])): nm for nm in self.names}
-        pending = set(tasks)
-        while rnd.status == PENDING and pending:
-            done, pending = await asyncio.wait(pending, timeout=deadline - loop.time(),
-                                               return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                break
-            for task in done:
-                self._judge(rnd, tasks[task], task)
+        decided = loop.create_future()
+
+        def judge(task: asyncio.Task, name: str) -> None:
+            if decided.done() or task.cancelled():
+                return  # after the decision: the background finisher looks at it
+            self._judge(rnd, name, task)
+            if rnd.status != PENDING:
+                decided.set_result(None)
+
+        tasks = {}
+        for nm in self.names:
+            task = asyncio.ensure_future(make(self._clients[nm]))
+            task.add_done_callback(lambda t, nm=nm: judge(t, nm))
+            tasks[task] = nm
+        timer = loop.call_at(deadline, lambda: decided.done() or decided.set_result(None))
+        try:
+            await decided
+        finally:
+            timer.cancel()
+            if not decided.done():  # the caller was cancelled
+                decided.cancel()
+                for task in tasks:
+                    task.cancel()
+        pending = {t: nm for t, nm in tasks.items() if not rnd._answered(nm)}
         if rnd.status == PENDING:
             rnd.expire()
         if rnd.status != WON:
@@ -256,7 +275,7 @@ class AsyncQuorumRedis:
                 task.cancel()
             msg = rnd.error_message()
             raise QuorumTimeoutError(msg) if rnd.timed_out else UnavailableError(msg)
-        return rnd, {t: tasks[t] for t in pending}, deadline
+        return rnd, pending, deadline
 
     @staticmethod
     def _judge(rnd: QuorumRound, name: str, task: asyncio.Task) -> None:
@@ -267,38 +286,49 @@ class AsyncQuorumRedis:
             rnd.add_ok(name, task.result())
 
     def _finish_in_background(self, rnd, pending: dict, deadline: float, repair_key: bytes | None) -> None:
-        """Replies still on their way after the decision: await them until the deadline
-        (writes keep replicating to every server), repair late stale readers, then cancel."""
+        """Replies still on their way after the decision: let them run until the deadline
+        (writes keep replicating to every server), then cancel; for reads, once they
+        are all in, repair the servers that turn out stale. Callbacks, not a task per
+        operation: this runs for nearly every write (W < N)."""
         if not pending:
             return
+        loop = asyncio.get_running_loop()
+        left = [len(pending)]
 
-        async def finish():
-            loop = asyncio.get_running_loop()
-            try:
-                done, left = await asyncio.wait(set(pending), timeout=max(0.0, deadline - loop.time()))
-            except asyncio.CancelledError:
-                done, left = set(), set(pending)
-            for task in left:
+        def cancel_late() -> None:
+            for task in pending:
                 task.cancel()
-            if repair_key is None or not done:
-                for task in done:
-                    task.exception()  # retrieved: no "never retrieved" warnings
-                return
-            late = {pending[t]: t.result() for t in done if t.exception() is None}
-            decided = rnd.result()
-            newest = decided
-            for rec in late.values():
-                if rec is not None and (newest is None or rec.version.newer_than(newest.version)):
-                    newest = rec
-            # A late reply newer than the decision: every server that answered is a
-            # candidate; otherwise the decided ones were handled already.
-            candidates = late if newest is decided else {**rnd.records, **late}
-            stale = [nm for nm, rec in candidates.items()
-                     if newest is not None and (rec is None or newest.version.newer_than(rec.version))]
-            if stale:
-                await self._repair(repair_key, newest, stale, loop.time() + self.timeout_ms / 1000)
 
-        self._spawn(finish())
+        timer = loop.call_at(deadline, cancel_late)
+
+        def one_done(task: asyncio.Task) -> None:
+            self._background.discard(task)
+            if not task.cancelled():
+                task.exception()  # retrieved: no "exception never retrieved" log
+            left[0] -= 1
+            if left[0] == 0:
+                timer.cancel()
+                if repair_key is not None:
+                    self._repair_late(rnd, pending, repair_key)
+
+        for task in pending:
+            self._background.add(task)
+            task.add_done_callback(one_done)
+
+    def _repair_late(self, rnd, pending: dict, key: bytes) -> None:
+        late = {nm: t.result() for t, nm in pending.items() if not t.cancelled() and t.exception() is None}
+        decided = rnd.result()
+        newest = decided
+        for rec in late.values():
+            if rec is not None and (newest is None or rec.version.newer_than(newest.version)):
+                newest = rec
+        # A late reply newer than the decision: every server that answered is a
+        # candidate; otherwise the decided ones were handled already.
+        candidates = late if newest is decided else {**rnd.records, **late}
+        stale = [nm for nm, rec in candidates.items()
+                 if newest is not None and (rec is None or newest.version.newer_than(rec.version))]
+        if stale:
+            self._spawn(self._repair(key, newest, stale, asyncio.get_running_loop().time() + self.timeout_ms / 1000))
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
