@@ -13,7 +13,11 @@ def make_cluster(tmp_path):
     """Factory: make_cluster(nodes=5, replicas=3, storage="sqlite") -> running LocalCluster."""
     made: list[LocalCluster] = []
 
-    def factory(nodes: int = 5, replicas: int = 3, storage: str = "sqlite", **kw) -> LocalCluster:
+    def factory(nodes: int = 5, replicas: int = 3, storage: str = "sqlite", *, settings: dict | None = None,
+                **kw) -> LocalCluster:
+        """``settings``: NodeConfig fields applied to every node."""
+        if settings:
+            kw["node_overrides"] = {f"n{i + 1}": dict(settings) for i in range(nodes)}
         cluster = LocalCluster(str(tmp_path / f"cluster{len(made)}"))
         cluster.create(nodes, base_port=free_base_port(2 * nodes), replicas=replicas, storage=storage, **kw)
         made.append(cluster)

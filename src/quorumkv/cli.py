@@ -334,6 +334,10 @@ from .cli_math import math_app  # noqa: E402 - subcommand apps register after th
 
 app.add_typer(math_app, name="math")
 
+from .cli_sim import sim_command  # noqa: E402
+
+app.command("sim")(sim_command)
+
 
 def main() -> None:
     app()
