@@ -71,8 +71,12 @@ class PhiDetector:
 
     def heartbeat(self, now_ms: int) -> None:
         interval = now_ms - self.last_ms
+        # A silence that made the peer suspect (an outage, a long pause) is not a
+        # sample of its rhythm: learning it would blind the detector to the next
+        # failure for minutes (Akka records intervals only while the peer is available).
+        available = self.phi(now_ms) < self.settings.phi_suspect
         self.last_ms = now_ms
-        if interval <= 0:
+        if interval <= 0 or not available:
             return
         self.intervals.append(float(interval))
         if len(self.intervals) > PHI_WINDOW:
