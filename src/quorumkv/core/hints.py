@@ -40,7 +40,10 @@ class TokenBucket:
         self.last_ms = now_ms
 
     def take(self, want: int, now_ms: int) -> int:
-        self.tokens = min(float(self.rate), self.tokens + (now_ms - self.last_ms) * self.rate / 1000)
+        # A wall clock stepped back refills nothing (it must not drain the bucket
+        # below zero and hand out a negative count); refill resumes from the new time.
+        elapsed = max(now_ms - self.last_ms, 0)
+        self.tokens = min(float(self.rate), self.tokens + elapsed * self.rate / 1000)
         self.last_ms = now_ms
         got = min(want, int(self.tokens))
         self.tokens -= got
