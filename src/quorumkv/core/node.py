@@ -242,6 +242,7 @@ class NodeCore:
         # hints held here, per target: [count, bytes]
         self.hints_held: dict[str, list[int]] = {o: [c, b] for o, (c, b) in (hints_held or {}).items()}
         self._replaying: dict[str, int] = {}  # owner -> replay sends outstanding
+        self._hints_unsynced: dict[str, int] = {}  # owner -> StoreHint effects not yet durable
         self._replays: dict[int, tuple[str, object, int, int]] = {}  # op -> (owner, hint_id, size, deadline)
         self._replay_bucket = TokenBucket(settings.hints.replay_per_s, now_ms)
         self.stats = {
@@ -361,11 +362,15 @@ class NodeCore:
     def on_store_done(self, token, ok: bool, result, now_ms: int) -> list:
         """``result``: what was read (StoreRead/ReadHint/Peek), or an error string when not ok."""
         out: list = []
-        kind, conn, req_id = token
-        if kind == "h":  # a hint this coordinator keeps for itself: nobody waits for it
+        kind, conn, req_id = token[:3]
+        if kind == "h" or kind == "hw":
+            owner = token[3]
+            self._hints_unsynced[owner] -= 1
             if not ok:
-                out.append(Log("error", "hint_store_failed", {"error": str(result)}))
-            return out
+                out.append(Log("error", "hint_store_failed", {"target": owner, "error": str(result)}))
+            if kind == "h":  # a hint this coordinator keeps for itself: nobody waits for it
+                return out
+            kind = "w"
         if kind == "w":
             msg = m.RepWriteAck(req_id, ok, "" if ok else str(result))
         elif kind == "r":
@@ -380,12 +385,16 @@ class NodeCore:
         out: list = []
         held = self.hints_held.setdefault(owner, [0, 0])
         if not entries:
-            self.hints_held[owner] = [0, 0]  # storage says nothing is left: resync
+            if not self._hints_unsynced.get(owner):
+                self.hints_held[owner] = [0, 0]  # storage says nothing is left: resync
             self._replaying.pop(owner, None)
             return out
         sent = 0
         hs = self.settings.hints
+        in_flight = {hint_id for _, hint_id, _, _ in self._replays.values()}
         for hint_id, key, record, created_ms in entries:
+            if hint_id in in_flight:  # already being replayed: don't send (or count) it twice
+                continue
             size = record_size(key, record.value)
             if expired(hs, created_ms, now_ms):
                 self.stats["hints_dropped_age"] += 1
@@ -472,7 +481,8 @@ class NodeCore:
         held[0] += 1
         held[1] += size
         self.stats["hints_stored"] += 1
-        out.append(StoreHint(("w", conn, msg.id), owner, msg.key, msg.record, now_ms))
+        self._hints_unsynced[owner] = self._hints_unsynced.get(owner, 0) + 1
+        out.append(StoreHint(("hw", conn, msg.id, owner), owner, msg.key, msg.record, now_ms))
 
     # ------------------------------------------------------------- coordinator
     def _new_op_id(self) -> int:
@@ -584,7 +594,8 @@ class NodeCore:
         held[0] += 1
         held[1] += size
         self.stats["hints_stored"] += 1
-        out.append(StoreHint(("h", None, 0), owner, key, record, now_ms))
+        self._hints_unsynced[owner] = self._hints_unsynced.get(owner, 0) + 1
+        out.append(StoreHint(("h", None, 0, owner), owner, key, record, now_ms))
 
     def _speculate(self, now_ms: int, out: list) -> None:
         delay = self.settings.speculative_retry_ms

@@ -118,6 +118,8 @@ class _Inbound(_Conn):
                 return
             if t not in m.ONE_WAY:
                 self.open_requests += 1
+            elif t is m.Heartbeat:
+                server.peer_heard(msg.node)
             try:
                 server.run(server.core.on_request(self, msg, now))
             except Exception as exc:  # a bug must not kill the node: drop this connection
@@ -316,6 +318,13 @@ class NodeServer:
                 getattr(log, eff.level, log.info)(eff.event, **eff.fields)
             else:  # pragma: no cover - a core bug, not input
                 raise TypeError(f"unknown effect {eff!r}")
+
+    def peer_heard(self, peer: str) -> None:
+        """A peer spoke to us: it is up, so skip any reconnect back-off towards it."""
+        link = self.links.get(peer)
+        if link is not None and link.state == "down":
+            link.retry_at_ms = 0
+            link.backoff_ms = RECONNECT_MS_MIN
 
     def _link(self, peer: str) -> "_PeerLink | None":
         address = self.core.address_of(peer)

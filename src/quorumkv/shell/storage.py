@@ -207,6 +207,7 @@ class SqliteEngine(StorageEngine):
         self._queue: deque = deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._hint_deletes_pending: set[int] = set()
         self.batches = 0
         self.batched_writes = 0
         self._writer = threading.Thread(target=self._writer_main, name="sqlite-writer", daemon=True)
@@ -329,15 +330,20 @@ class SqliteEngine(StorageEngine):
         return [(owner, _row_to_record(rest)) for owner, *rest in rows]
 
     def load_hints(self, owner, limit):
+        # Deletes still queued for the writer are not visible to the reader yet: skip
+        # them, or a replayed hint would be replayed (and counted) twice.
+        pending = self._hint_deletes_pending
         rows = self._reader.execute(
             "SELECT id, key, ts, node, value, ctx, expires, created FROM hints WHERE owner = ? "
-            "ORDER BY id LIMIT ?", (owner, limit)).fetchall()
+            "ORDER BY id LIMIT ?", (owner, limit + len(pending))).fetchall()
         return [(hid, key, _row_to_record((ts, node, value, ctx, expires)), created)
-                for hid, key, ts, node, value, ctx, expires, created in rows]
+                for hid, key, ts, node, value, ctx, expires, created in rows if hid not in pending][:limit]
 
     def delete_hint(self, hint_id):
         if not self._closing:
-            self._enqueue("DELETE FROM hints WHERE id = ?", (hint_id,), None)
+            self._hint_deletes_pending.add(hint_id)
+            self._enqueue("DELETE FROM hints WHERE id = ?", (hint_id,),
+                          lambda ok, err: self._hint_deletes_pending.discard(hint_id))
 
     def hint_summary(self):
         rows = self._reader.execute("SELECT owner, COUNT(*), SUM(size) FROM hints GROUP BY owner").fetchall()
