@@ -1,0 +1,761 @@
+"""NodeCore under failures: sloppy quorums, hinted handoff, read repair, speculative
+retry, coordinator hints, status and inspect. Fake time; peers are declared down by
+letting the detector run without their heartbeats."""
+
+from __future__ import annotations
+
+import pytest
+
+from quorumkv.core import messages as m
+from quorumkv.core.hints import HintSettings, record_size
+from quorumkv.core.membership import ALIVE, DOWN, SUSPECT
+from quorumkv.core.node import (
+    SELF,
+    DeleteHint,
+    LoadHints,
+    Log,
+    NodeCore,
+    NodeSettings,
+    Peek,
+    Respond,
+    Send,
+    StoreHint,
+    StoreRead,
+    StoreWrite,
+)
+from quorumkv.core.ring import Ring
+from quorumkv.core.version import Record, Version
+
+NOW = 1_700_000_000_000
+VNODES = 16
+MEMBERS = {f"n{i}": f"127.0.0.1:{7000 + i}" for i in range(1, 6)}
+KEY = b"user:42"
+_RING = Ring(MEMBERS, 3, VNODES)
+PRIM = _RING.preference_list(KEY)
+EXT = _RING.extended_list(KEY)
+C, P2, P3 = PRIM  # C coordinates: it is the key's first primary
+F1, F2 = [x for x in EXT if x not in PRIM]  # fallbacks in ring order
+MEMBERS3 = {"n1": "127.0.0.1:7001", "n2": "127.0.0.1:7002", "n3": "127.0.0.1:7003"}
+
+
+class Conn:
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"Conn({self.name})"
+
+
+def make(node_id=C, members=MEMBERS, **kw) -> NodeCore:
+    kw.setdefault("vnodes", VNODES)
+    kw.setdefault("read_repair", False)
+    kw.setdefault("speculative_retry_ms", 0)
+    return NodeCore(NodeSettings(node_id, **kw), members, now_ms=NOW)
+
+
+def of(effects, cls):
+    return [e for e in effects if type(e) is cls]
+
+
+def sends(effects, msg_type=None):
+    return [e for e in effects if type(e) is Send and (msg_type is None or type(e.msg) is msg_type)]
+
+
+def replies(effects, conn):
+    return [e.msg for e in effects if type(e) is Respond and e.conn is conn]
+
+
+def only_reply(effects, conn):
+    out = replies(effects, conn)
+    assert len(out) == 1, effects
+    return out[0]
+
+
+def kill(core, dead, t0=NOW, until=NOW + 2_500, step=100):
+    """Advance time, feeding heartbeats from every peer except ``dead``; ticks the core.
+    Returns (time reached, effects)."""
+    out = []
+    t = t0
+    while t < until:
+        t += step
+        if (t - t0) % 200 == 0:
+            beat(core, [p for p in core.membership.peers() if p not in dead], t, out)
+        out += core.tick(t)
+    return t, out
+
+
+def beat(core, peers, t, out=None):
+    out = [] if out is None else out
+    for p in peers:
+        out += core.on_request(Conn(p), m.Heartbeat(0, p, 1), t)
+    return out
+
+
+def rec(ts, node="n9", value=b"v"):
+    return Record(Version(ts, node), value)
+
+
+# ------------------------------------------------------------- detector + NodeCore
+def test_kill_marks_only_the_silent_peer_down():
+    core = make()
+    t, eff = kill(core, {P3})
+    ms = core.membership
+    assert ms.liveness[P3] == DOWN
+    assert all(ms.liveness[p] == ALIVE for p in ms.peers() if p != P3)
+    events = [(e.event, e.fields["peer"]) for e in of(eff, Log) if e.event.startswith("node_")]
+    assert events == [("node_suspect", P3), ("node_down", P3)]
+    # A heartbeat from it brings it back, logged once.
+    eff = core.on_request(Conn(P3), m.Heartbeat(0, P3, 1), t + 1)
+    assert [(e.event, e.fields) for e in eff] == [("node_up", {"peer": P3, "was": DOWN})]
+    assert ms.is_alive(P3)
+
+
+# ---------------------------------------------------------------- sloppy writes
+def test_write_with_a_dead_primary_goes_to_a_fallback_and_wins_with_its_ack():
+    core = make()
+    t, _ = kill(core, {P3})
+    client = Conn("c")
+    eff = core.on_request(client, m.Put(1, KEY, b"v"), t)
+    (sw,) = of(eff, StoreWrite)
+    rw = sends(eff, m.RepWrite)
+    assert sorted((s.peer, s.msg.hint_for) for s in rw) == sorted([(P2, ""), (F1, P3)])
+    assert all(s.msg.record == sw.record for s in rw)
+    assert core.stats["hinted_writes"] == 1
+    assert replies(eff, client) == []
+    assert core.on_store_done(sw.token, True, None, t) == []
+    (fb,) = [s for s in rw if s.peer == F1]
+    reply = only_reply(core.on_response(F1, m.RepWriteAck(fb.msg.id, True), t + 1), client)
+    assert reply.status == m.OK
+
+
+@pytest.mark.parametrize(
+    "dead,w,primary_only,status,message",
+    [
+        # Fallbacks make up for dead primaries.
+        ({P3}, 3, False, None, None),
+        ({P2, P3}, 3, False, None, None),
+        # primary_only: only live primaries count, decided at once.
+        ({P3}, 3, True, m.UNAVAILABLE, f"write needed 3 acks, at most 2 possible ({P3} down)"),
+        ({P2, P3}, 2, True, m.UNAVAILABLE, f"write needed 2 acks, at most 1 possible ({P2} down, {P3} down)"),
+        ({P3}, 2, True, None, None),  # two live primaries can still make W=2
+        # Not enough live nodes at all, fallbacks included.
+        ({P2, P3, F1, F2}, 2, False, m.UNAVAILABLE,
+         f"write needed 2 acks, at most 1 possible ({P2} down, {P3} down)"),
+    ],
+)
+def test_write_availability(dead, w, primary_only, status, message):
+    core = make()
+    t, _ = kill(core, dead)
+    client = Conn("c")
+    eff = core.on_request(client, m.Put(1, KEY, b"v", w, primary_only=primary_only), t)
+    rw = sends(eff, m.RepWrite)
+    assert not {s.peer for s in rw} & dead
+    if primary_only:
+        assert all(s.msg.hint_for == "" for s in rw) and {s.peer for s in rw} <= set(PRIM)
+    if status is None:
+        assert replies(eff, client) == []
+        assert len(rw) + 1 == (3 if not primary_only else 3 - len(dead))
+    else:
+        reply = only_reply(eff, client)
+        assert (reply.status, reply.message) == (status, message)
+
+
+def test_primary_only_write_with_dead_primary_never_hints_a_fallback():
+    core = make()
+    t, _ = kill(core, {P3})
+    eff = core.on_request(Conn("c"), m.Put(1, KEY, b"v", 2, primary_only=True), t)
+    assert {s.peer for s in sends(eff, m.RepWrite)} == {P2}
+    assert core.stats["hinted_writes"] == 0
+
+
+# ------------------------------------------------------------- fallback replica
+def test_fallback_stores_hint_and_acks_after_store_done():
+    core = make(F1)
+    peer = Conn(C)
+    r = rec(5, C, b"hinted")
+    eff = core.on_request(peer, m.RepWrite(11, KEY, r, P3), NOW)
+    assert [type(e) for e in eff] == [StoreHint]
+    assert eff[0][1:] == (P3, KEY, r, NOW)  # the token's shape is the core's business
+    assert core.hints_held == {P3: [1, record_size(KEY, b"hinted")]}
+    assert core.stats["hints_stored"] == 1
+    assert core.on_store_done(eff[0].token, True, None, NOW) == [Respond(peer, m.RepWriteAck(11, True, ""))]
+
+
+def test_rep_write_hinted_for_ourselves_is_a_plain_write():
+    core = make(P3)
+    r = rec(5, C)
+    eff = core.on_request(Conn(C), m.RepWrite(11, KEY, r, P3), NOW)
+    assert [type(e) for e in eff] == [StoreWrite]
+    assert core.hints_held == {}
+
+
+def test_hint_admission_refused_acks_not_ok_and_counts():
+    size = record_size(KEY, b"x" * 36)
+    core = make(F1, hints=HintSettings(bytes_max_per_target=2 * size))
+    peer = Conn(C)
+    for i in (1, 2):  # exactly at the cap: admitted
+        (eff,) = core.on_request(peer, m.RepWrite(i, KEY, rec(i, C, b"x" * 36), P3), NOW)
+        assert type(eff) is StoreHint
+    eff = core.on_request(peer, m.RepWrite(3, KEY, rec(3, C, b"x" * 36), P3), NOW)
+    (resp,) = of(eff, Respond)
+    assert resp.conn is peer and resp.msg.id == 3 and resp.msg.ok is False
+    assert f"hints for {P3} are full" in resp.msg.error
+    assert not of(eff, StoreHint)
+    (log,) = of(eff, Log)
+    assert log.event == "hint_dropped" and log.fields["reason"] == "bytes"
+    assert core.stats["hints_dropped_bytes"] == 1 and core.stats["hints_stored"] == 2
+    assert core.hints_held[P3] == [2, 2 * size]
+    # Hints for another target have their own budget.
+    (eff,) = core.on_request(peer, m.RepWrite(4, KEY, rec(4, C, b"x" * 36), P2), NOW)
+    assert type(eff) is StoreHint
+
+
+def test_coordinator_fails_write_when_fallback_refuses_hint():
+    core = make(w=3)
+    t, _ = kill(core, {P3})
+    client = Conn("c")
+    eff = core.on_request(client, m.Put(1, KEY, b"v"), t)
+    (fb,) = [s for s in sends(eff, m.RepWrite) if s.peer == F1]
+    reply = only_reply(core.on_response(F1, m.RepWriteAck(fb.msg.id, False, "hints full"), t), client)
+    assert reply.status == m.UNAVAILABLE and f"{F1} failed: hints full" in reply.message
+
+
+# ------------------------------------------------------------------ hint replay
+class HintStore:
+    """The shell's side of hints, in memory: LoadHints / DeleteHint / StoreHint."""
+
+    def __init__(self):
+        self.hints = {}  # hint_id -> (owner, key, record, created)
+        self.next = 1
+
+    def run(self, core, effects, now):
+        """Apply storage effects; returns the effects that are not storage's."""
+        out, rest = list(effects), []
+        while out:
+            e = out.pop(0)
+            t = type(e)
+            if t is StoreHint:
+                self.hints[self.next] = (e.owner, e.key, e.record, e.created_ms)
+                self.next += 1
+                out += core.on_store_done(e.token, True, None, now)
+            elif t is LoadHints:
+                rest.append(e)
+                entries = [(hid, k, r, c) for hid, (o, k, r, c) in sorted(self.hints.items())
+                           if o == e.owner][:e.limit]
+                out += core.on_hints_loaded(e.owner, entries, now)
+            elif t is DeleteHint:
+                rest.append(e)
+                self.hints.pop(e.hint_id, None)
+            else:
+                rest.append(e)
+        return rest
+
+    def count(self, owner):
+        return sum(1 for o, *_ in self.hints.values() if o == owner)
+
+
+def test_hint_replay_after_owner_returns():
+    core = make(F1, hints=HintSettings(age_ms_max=60_000))
+    t, eff = kill(core, {P3})
+    assert not of(eff, LoadHints)
+    peer = Conn(C)
+    r_live = rec(7, C, b"live")
+    (sh,) = core.on_request(peer, m.RepWrite(1, KEY, r_live, P3), t)
+    core.on_store_done(sh.token, True, None, t)
+    # While P3 is down, no replay, however long we wait.
+    t2, eff = kill(core, {P3}, t0=t, until=t + 1_000)
+    assert not of(eff, LoadHints)
+    # P3 comes back: the next tick loads its hints.
+    t3 = t2 + 1
+    core.on_request(Conn(P3), m.Heartbeat(0, P3, 2), t3)
+    (lh,) = of(core.tick(t3), LoadHints)
+    assert lh.owner == P3 and lh.limit == 1
+    # Storage returns the live hint and one from long ago (say, from before a restart).
+    r_old = rec(3, C, b"old")
+    core.hints_held[P3][0] += 1  # that one was counted too
+    core.hints_held[P3][1] += record_size(b"k-old", b"old")
+    eff = core.on_hints_loaded(P3, [("h-live", KEY, r_live, t), ("h-old", b"k-old", r_old, t3 - 60_001)], t3)
+    (send,) = sends(eff)
+    assert send.peer == P3 and send.msg == m.RepWrite(send.msg.id, KEY, r_live, "")
+    assert of(eff, DeleteHint) == [DeleteHint("h-old")]
+    assert core.stats["hints_dropped_age"] == 1
+    assert [lg.fields["reason"] for lg in of(eff, Log)] == ["age"]
+    # No second load while the batch is in flight.
+    assert not of(core.tick(t3 + 10), LoadHints)
+    assert core.on_response(P3, m.RepWriteAck(send.msg.id, True), t3 + 20) == [DeleteHint("h-live")]
+    assert core.stats["hints_replayed"] == 1
+    assert core.hints_held[P3] == [0, 0]
+    assert not of(core.tick(t3 + 5_000), LoadHints)
+
+
+def test_hint_not_deleted_when_owner_refuses_and_retried_later():
+    core = make(F1)
+    core.hints_held[P3] = [1, 100]
+    (lh,) = of(core.tick(NOW), LoadHints)
+    (send,) = sends(core.on_hints_loaded(P3, [("h1", KEY, rec(1), NOW)], NOW))
+    assert core.on_response(P3, m.RepWriteAck(send.msg.id, False, "disk full"), NOW) == []
+    assert core.hints_held[P3] == [1, 100]
+    assert of(beat(core, [P3], NOW + 600) + core.tick(NOW + 600), LoadHints) == [LoadHints(P3, 1)]
+
+
+@pytest.mark.parametrize("failure", ["timeout", "send_failed", "peer_lost"])
+def test_hint_replay_failure_does_not_delete(failure):
+    core = make(F1, timeout_ms_write=300)
+    core.hints_held[P3] = [1, 100]
+    of(core.tick(NOW), LoadHints)
+    (send,) = sends(core.on_hints_loaded(P3, [("h1", KEY, rec(1), NOW)], NOW))
+    if failure == "timeout":
+        assert not of(core.tick(NOW + 299), DeleteHint)
+        eff = core.tick(NOW + 300)
+    elif failure == "send_failed":
+        eff = core.on_send_failed(P3, send.msg, "queue full", NOW + 1)
+    else:
+        eff = core.on_peer_lost(P3, "reset", NOW + 1)
+    assert not of(eff, DeleteHint)
+    assert core.hints_held[P3] == [1, 100] and core._replays == {}
+    # A late ack for the abandoned send changes nothing.
+    assert core.on_response(P3, m.RepWriteAck(send.msg.id, True), NOW + 400) == []
+    assert core.hints_held[P3] == [1, 100]
+
+
+def test_empty_load_resyncs_the_count():
+    core = make(F1)
+    core.hints_held[P3] = [5, 500]
+    of(core.tick(NOW), LoadHints)
+    assert core.on_hints_loaded(P3, [], NOW) == []
+    assert core.hints_held[P3] == [0, 0]
+    assert not of(core.tick(NOW + 2_000), LoadHints)
+
+
+@pytest.mark.parametrize("rate,seconds", [(3, 4), (20, 2), (7, 3)])
+def test_replay_rate_bounded_by_token_bucket(rate, seconds):
+    core = make(F1, members=MEMBERS, hints=HintSettings(replay_per_s=rate))
+    store = HintStore()
+    for i in range(200):
+        eff = core.on_request(Conn(C), m.RepWrite(i + 1, b"k%d" % i, rec(i + 1, C), P3), NOW)
+        store.run(core, eff, NOW)
+    assert store.count(P3) == 200 == core.hints_held[P3][0]
+    sent_at = []
+    t = NOW
+    while t < NOW + seconds * 1_000:
+        t += 50
+        eff = store.run(core, beat(core, core.membership.peers(), t) + core.tick(t), t)
+        # The shell loads the hints; the core sends them; P3 acks at once.
+        for s in sends(eff, m.RepWrite):
+            assert s.peer == P3
+            sent_at.append(t)
+            store.run(core, core.on_response(P3, m.RepWriteAck(s.msg.id, True), t), t)
+    # One second's burst, then the rate.
+    allowed = rate + rate * (t - NOW - 50) / 1000  # burst at the first tick, then the rate
+    assert allowed - 1 <= len(sent_at) <= allowed
+    assert len([x for x in sent_at if x <= NOW + 50]) == rate  # the burst
+    assert store.count(P3) == 200 - len(sent_at) == core.hints_held[P3][0]
+    assert core.stats["hints_replayed"] == len(sent_at)
+
+
+def test_replay_batch_limited_by_replay_batch_max():
+    core = make(F1, hints=HintSettings(replay_batch_max=4))
+    core.hints_held[P3] = [100, 10_000]
+    assert of(core.tick(NOW), LoadHints) == [LoadHints(P3, 4)]
+
+
+def test_partial_replay_failure_does_not_reload_while_others_are_in_flight():
+    """One replay send failing must not start a second batch while the rest of the
+    first is still in flight: the duplicates' acks would be counted twice, the held
+    count would go to zero or below with hints still stored, and those hints (and
+    every later one) would never be replayed."""
+    core = make(F1, hints=HintSettings(replay_per_s=1_000))
+    store = HintStore()
+    for i in range(3):
+        eff = core.on_request(Conn(C), m.RepWrite(i + 1, b"k%d" % i, rec(i + 1, C), P3), NOW)
+        store.run(core, eff, NOW)
+    eff = store.run(core, core.tick(NOW), NOW)
+    s1, s2, s3 = sends(eff, m.RepWrite)
+    store.run(core, core.on_send_failed(P3, s1.msg, "queue full", NOW + 1), NOW + 1)
+    t = NOW + 1_000
+    eff = store.run(core, beat(core, core.membership.peers(), t) + core.tick(t), t)
+    again = sends(eff, m.RepWrite)
+    for s in [s2, s3] + again:
+        store.run(core, core.on_response(P3, m.RepWriteAck(s.msg.id, True), t), t)
+    for step in range(1, 6):  # let any remaining hint be replayed
+        t += 200
+        eff = store.run(core, beat(core, core.membership.peers(), t) + core.tick(t), t)
+        for s in sends(eff, m.RepWrite):
+            store.run(core, core.on_response(P3, m.RepWriteAck(s.msg.id, True), t), t)
+    assert store.count(P3) == 0
+    assert core.hints_held[P3] == [0, 0]
+    # A new hint for P3 is replayed too.
+    eff = core.on_request(Conn(C), m.RepWrite(9, b"new", rec(9, C), P3), t)
+    store.run(core, eff, t)
+    t += 200
+    eff = store.run(core, beat(core, core.membership.peers(), t) + core.tick(t), t)
+    assert [s.msg.key for s in sends(eff, m.RepWrite)] == [b"new"]
+
+
+# ------------------------------------------------------------------ read repair
+def test_async_read_repair_waits_for_all_contacted_replies_then_fixes_stale_primary():
+    core = make(read_repair=True, read_all_replicas=True)
+    client = Conn("c")
+    eff = core.on_request(client, m.Get(1, KEY), NOW)
+    (sr,) = of(eff, StoreRead)
+    rr = {s.peer: s.msg for s in sends(eff, m.RepRead)}
+    assert set(rr) == {P2, P3}
+    new, old = rec(20, C, b"new"), rec(10, C, b"old")
+    assert core.on_store_done(sr.token, True, new, NOW) == []
+    eff = core.on_response(P2, m.RepReadResp(rr[P2].id, True, old), NOW + 1)
+    assert only_reply(eff, client).value == b"new"
+    assert sends(eff) == []  # P3 still out: no repair yet
+    eff = core.on_response(P3, m.RepReadResp(rr[P3].id, True, new), NOW + 2)
+    assert eff == [Send(P2, m.RepWrite(0, KEY, new, ""))]
+    assert core.stats["read_repairs"] == 1
+    assert core.statistics()["rounds_open"] == 0
+
+
+@pytest.mark.parametrize(
+    "self_rec,p2_rec,p3_rec,repaired",
+    [
+        (rec(20), rec(20), rec(20), []),  # all agree
+        (rec(20), None, rec(20), [P2]),  # missing copy
+        (rec(20), rec(10), rec(15), [P2, P3]),
+        (rec(10), rec(20), rec(20), [C]),  # the coordinator itself is stale
+        (rec(20), rec(20, value=None), rec(20), []),  # same version (tombstone or not): nothing
+        (rec(10), rec(30, value=None), None, [C, P3]),  # a newer tombstone is repaired too
+    ],
+)
+def test_async_read_repair_targets(self_rec, p2_rec, p3_rec, repaired):
+    core = make(read_repair=True, read_all_replicas=True, r=3)
+    eff = core.on_request(Conn("c"), m.Get(1, KEY), NOW)
+    (sr,) = of(eff, StoreRead)
+    rr = {s.peer: s.msg for s in sends(eff, m.RepRead)}
+    out = core.on_store_done(sr.token, True, self_rec, NOW)
+    out += core.on_response(P2, m.RepReadResp(rr[P2].id, True, p2_rec), NOW)
+    out += core.on_response(P3, m.RepReadResp(rr[P3].id, True, p3_rec), NOW)
+    newest = max((r for r in (self_rec, p2_rec, p3_rec) if r), key=lambda r: r.version.key())
+    got = sorted(s.peer for s in sends(out, m.RepWrite))
+    if C in repaired:
+        (sw,) = of(out, StoreWrite)
+        assert sw.record == newest and sw.token == ("w", SELF, 0)
+        got.append(C)
+    else:
+        assert not of(out, StoreWrite)
+    assert sorted(got) == sorted(repaired)
+    assert all(s.msg == m.RepWrite(0, KEY, newest, "") for s in sends(out, m.RepWrite))
+    assert core.stats["read_repairs"] == len(repaired)
+
+
+def test_read_repair_skips_fallbacks():
+    core = make(read_repair=True, r=3)
+    t, _ = kill(core, {P3})
+    client = Conn("c")
+    eff = core.on_request(client, m.Get(1, KEY), t)
+    (sr,) = of(eff, StoreRead)
+    rr = {s.peer: s.msg for s in sends(eff, m.RepRead)}
+    assert rr[F1].hint_for == P3 and rr[P2].hint_for == ""
+    new = rec(20, C, b"new")
+    out = core.on_store_done(sr.token, True, new, t)
+    out += core.on_response(P2, m.RepReadResp(rr[P2].id, True, new), t)
+    out += core.on_response(F1, m.RepReadResp(rr[F1].id, True, None), t)
+    assert only_reply(out, client).value == b"new"
+    assert sends(out, m.RepWrite) == [] and core.stats["read_repairs"] == 0
+
+
+def test_no_read_repair_when_disabled():
+    core = make(read_repair=False, read_all_replicas=True, r=3)
+    eff = core.on_request(Conn("c"), m.Get(1, KEY), NOW)
+    (sr,) = of(eff, StoreRead)
+    rr = {s.peer: s.msg for s in sends(eff, m.RepRead)}
+    out = core.on_store_done(sr.token, True, rec(20), NOW)
+    out += core.on_response(P2, m.RepReadResp(rr[P2].id, True, None), NOW)
+    out += core.on_response(P3, m.RepReadResp(rr[P3].id, True, rec(1)), NOW)
+    assert sends(out) == [] and not of(out, StoreWrite)
+
+
+def start_blocking_read(core, client, t=NOW):
+    eff = core.on_request(client, m.Get(1, KEY, blocking_repair=True), t)
+    (sr,) = of(eff, StoreRead)
+    (rd,) = sends(eff, m.RepRead)  # R=2 and ties go to self: self plus one peer
+    return sr, rd
+
+
+def test_blocking_read_repair_holds_reply_until_repair_ack():
+    core = make(read_repair=True)
+    client = Conn("c")
+    sr, rd = start_blocking_read(core, client)
+    new, old = rec(20, C, b"new"), rec(10, C, b"old")
+    assert core.on_store_done(sr.token, True, new, NOW) == []
+    eff = core.on_response(rd.peer, m.RepReadResp(rd.msg.id, True, old), NOW + 1)
+    assert replies(eff, client) == []
+    (rep,) = sends(eff, m.RepWrite)
+    assert rep.peer == rd.peer and rep.msg.record == new and rep.msg.id != 0
+    eff = core.on_response(rd.peer, m.RepWriteAck(rep.msg.id, True), NOW + 2)
+    reply = only_reply(eff, client)
+    assert (reply.status, reply.value) == (m.OK, b"new")
+    assert core.statistics()["rounds_open"] == 0
+
+
+def test_blocking_read_repair_waits_for_every_repair_ack():
+    core = make(read_repair=True, r=3)
+    client = Conn("c")
+    eff = core.on_request(client, m.Get(1, KEY, blocking_repair=True), NOW)
+    (sr,) = of(eff, StoreRead)
+    rr = {s.peer: s.msg for s in sends(eff, m.RepRead)}
+    new = rec(20, C, b"new")
+    out = core.on_store_done(sr.token, True, new, NOW)
+    out += core.on_response(P2, m.RepReadResp(rr[P2].id, True, rec(10)), NOW)
+    out += core.on_response(P3, m.RepReadResp(rr[P3].id, True, None), NOW)
+    assert replies(out, client) == []
+    reps = {s.peer: s.msg for s in sends(out, m.RepWrite)}
+    assert set(reps) == {P2, P3} and all(r.record == new for r in reps.values())
+    assert replies(core.on_response(P3, m.RepWriteAck(reps[P3].id, True), NOW + 1), client) == []
+    assert only_reply(core.on_response(P2, m.RepWriteAck(reps[P2].id, True), NOW + 2), client).value == b"new"
+
+
+def test_blocking_read_repair_of_the_coordinator_itself():
+    core = make(read_repair=True)
+    client = Conn("c")
+    sr, rd = start_blocking_read(core, client)
+    new, old = rec(20, C, b"new"), rec(10, C, b"old")
+    core.on_store_done(sr.token, True, old, NOW)
+    eff = core.on_response(rd.peer, m.RepReadResp(rd.msg.id, True, new), NOW)
+    assert replies(eff, client) == []
+    (sw,) = of(eff, StoreWrite)
+    assert sw.record == new
+    reply = only_reply(core.on_store_done(sw.token, True, None, NOW + 1), client)
+    assert reply.value == b"new"
+
+
+def test_blocking_read_repair_without_ack_answers_at_deadline():
+    core = make(read_repair=True, timeout_ms_read=400)
+    client = Conn("c")
+    sr, rd = start_blocking_read(core, client)
+    core.on_store_done(sr.token, True, rec(20, C, b"new"), NOW)
+    eff = core.on_response(rd.peer, m.RepReadResp(rd.msg.id, True, None), NOW)
+    assert replies(eff, client) == [] and len(sends(eff, m.RepWrite)) == 1
+    assert replies(core.tick(NOW + 399), client) == []
+    reply = only_reply(core.tick(NOW + 400), client)
+    assert (reply.status, reply.value) == (m.OK, b"new")
+    assert core.statistics()["rounds_open"] == 0
+
+
+def test_blocking_read_with_nothing_stale_answers_at_once():
+    core = make(read_repair=True)
+    client = Conn("c")
+    sr, rd = start_blocking_read(core, client)
+    core.on_store_done(sr.token, True, rec(20), NOW)
+    eff = core.on_response(rd.peer, m.RepReadResp(rd.msg.id, True, rec(20)), NOW)
+    assert only_reply(eff, client).status == m.OK and sends(eff) == []
+
+
+# ------------------------------------------------------------ speculative retry
+@pytest.mark.parametrize("delay", [5, 20, 100])
+def test_speculative_retry_sends_to_spare_after_delay(delay):
+    core = make(speculative_retry_ms=delay)
+    client = Conn("c")
+    eff = core.on_request(client, m.Get(1, KEY), NOW)
+    (sr,) = of(eff, StoreRead)
+    (first,) = sends(eff, m.RepRead)
+    spare = ({P2, P3} - {first.peer}).pop()
+    core.on_store_done(sr.token, True, rec(5), NOW)
+    assert sends(core.tick(NOW + delay - 1), m.RepRead) == []
+    (retry,) = sends(core.tick(NOW + delay), m.RepRead)
+    assert retry.peer == spare and retry.msg.id == first.msg.id and retry.msg.hint_for == ""
+    assert core.stats["speculative_retries"] == 1
+    assert sends(core.tick(NOW + 2 * delay), m.RepRead) == []  # once only
+    reply = only_reply(core.on_response(spare, m.RepReadResp(retry.msg.id, True, rec(9, value=b"s")), NOW + delay + 1),
+                       client)
+    assert (reply.status, reply.value) == (m.OK, b"s")
+
+
+def test_no_speculative_retry_when_answered_in_time_or_disabled():
+    for kw in ({"speculative_retry_ms": 20}, {"speculative_retry_ms": 0}):
+        core = make(**kw)
+        client = Conn("c")
+        eff = core.on_request(client, m.Get(1, KEY), NOW)
+        (sr,) = of(eff, StoreRead)
+        if kw["speculative_retry_ms"]:
+            core.on_store_done(sr.token, True, None, NOW)
+            (first,) = sends(eff, m.RepRead)
+            only_reply(core.on_response(first.peer, m.RepReadResp(first.msg.id, True, None), NOW + 1), client)
+        assert sends(core.tick(NOW + 50), m.RepRead) == []
+        assert core.stats["speculative_retries"] == 0
+
+
+def test_speculative_retry_to_a_fallback_reads_its_hints():
+    core = make(speculative_retry_ms=20)
+    t, _ = kill(core, {P3})
+    client = Conn("c")
+    eff = core.on_request(client, m.Get(1, KEY), t)
+    (sr,) = of(eff, StoreRead)
+    (first,) = sends(eff, m.RepRead)
+    assert first.peer == P2
+    core.on_store_done(sr.token, True, rec(5, value=b"old"), t)
+    (retry,) = sends(core.tick(t + 20), m.RepRead)
+    assert (retry.peer, retry.msg.hint_for) == (F1, P3)
+    reply = only_reply(core.on_response(F1, m.RepReadResp(retry.msg.id, True, rec(9, value=b"hint")), t + 21),
+                       client)
+    assert reply.value == b"hint"
+
+
+def test_failed_read_replica_replaced_by_spare():
+    core = make()
+    client = Conn("c")
+    eff = core.on_request(client, m.Get(1, KEY), NOW)
+    (sr,) = of(eff, StoreRead)
+    (first,) = sends(eff, m.RepRead)
+    spare = ({P2, P3} - {first.peer}).pop()
+    eff = core.on_peer_lost(first.peer, "reset", NOW + 1)
+    (again,) = sends(eff, m.RepRead)
+    assert again.peer == spare
+    core.on_store_done(sr.token, True, None, NOW)
+    assert only_reply(core.on_response(spare, m.RepReadResp(again.msg.id, True, None), NOW + 2),
+                      client).status == m.NOT_FOUND
+
+
+def test_replica_read_of_hints_uses_read_hint():
+    core = make(F1)
+    peer = Conn(C)
+    (eff,) = core.on_request(peer, m.RepRead(4, KEY, P3), NOW)
+    assert type(eff).__name__ == "ReadHint" and eff.key == KEY
+    r = rec(1)
+    assert core.on_store_done(eff.token, True, r, NOW) == [Respond(peer, m.RepReadResp(4, True, r, ""))]
+
+
+# ------------------------------------------------------------- coordinator hints
+@pytest.mark.parametrize("how", ["send_failed", "peer_lost", "timeout"])
+def test_coordinator_hints_a_replica_that_misses_the_write(how):
+    core = make("n1", members=MEMBERS3, vnodes=VNODES, timeout_ms_write=500)
+    client = Conn("c")
+    eff = core.on_request(client, m.Put(1, KEY, b"v"), NOW)
+    (sw,) = of(eff, StoreWrite)
+    rw = {s.peer: s for s in sends(eff, m.RepWrite)}
+    assert set(rw) == {"n2", "n3"}
+    core.on_store_done(sw.token, True, None, NOW)
+    only_reply(core.on_response("n2", m.RepWriteAck(rw["n2"].msg.id, True), NOW), client)
+    if how == "send_failed":
+        eff = core.on_send_failed("n3", rw["n3"].msg, "queue full", NOW + 1)
+    elif how == "peer_lost":
+        eff = core.on_peer_lost("n3", "reset", NOW + 1)
+    else:
+        assert not of(core.tick(NOW + 499), StoreHint)
+        eff = core.tick(NOW + 500)
+    (hint,) = of(eff, StoreHint)
+    assert (hint.owner, hint.key, hint.record, hint.created_ms) == ("n3", KEY, sw.record, hint.created_ms)
+    assert core.hints_held == {"n3": [1, record_size(KEY, b"v")]}
+    assert replies(eff, client) == []  # the client already has its answer
+    assert core.on_store_done(hint.token, True, None, NOW + 2) == []
+    assert core.statistics()["rounds_open"] == 0
+    # Nothing more for n3 after the round is closed.
+    assert not of(core.on_peer_lost("n3", "again", NOW + 600), StoreHint)
+
+
+def test_coordinator_hint_for_a_failed_fallback_names_the_dead_primary():
+    core = make()
+    t, _ = kill(core, {P3})
+    eff = core.on_request(Conn("c"), m.Put(1, KEY, b"v"), t)
+    (fb,) = [s for s in sends(eff, m.RepWrite) if s.peer == F1]
+    (hint,) = of(core.on_send_failed(F1, fb.msg, "queue full", t), StoreHint)
+    assert hint.owner == P3
+
+
+def test_no_coordinator_hint_for_replicas_that_acked_or_failed_the_write():
+    core = make("n1", members=MEMBERS3, vnodes=VNODES, timeout_ms_write=500)
+    client = Conn("c")
+    eff = core.on_request(client, m.Put(1, KEY, b"v", 3), NOW)
+    (sw,) = of(eff, StoreWrite)
+    rw = {s.peer: s for s in sends(eff, m.RepWrite)}
+    core.on_store_done(sw.token, True, None, NOW)
+    core.on_response("n2", m.RepWriteAck(rw["n2"].msg.id, True), NOW)
+    eff = core.on_response("n3", m.RepWriteAck(rw["n3"].msg.id, False, "disk"), NOW)
+    assert only_reply(eff, client).status == m.UNAVAILABLE
+    assert not of(eff, StoreHint)
+    assert not of(core.on_peer_lost("n2", "reset", NOW + 1), StoreHint)
+    assert not of(core.tick(NOW + 1_000), StoreHint)
+
+
+def test_coordinator_hint_refused_by_byte_cap():
+    core = make("n1", members=MEMBERS3, vnodes=VNODES, hints=HintSettings(bytes_max_per_target=10))
+    eff = core.on_request(Conn("c"), m.Put(1, KEY, b"v"), NOW)
+    n3 = [s for s in sends(eff, m.RepWrite) if s.peer == "n3"][0]
+    eff = core.on_send_failed("n3", n3.msg, "queue full", NOW)
+    assert not of(eff, StoreHint)
+    assert core.stats["hints_dropped_bytes"] == 1
+
+
+# ----------------------------------------------------------------------- status
+def test_status_lists_members_with_states():
+    core = make(read_repair=False)
+    t, _ = kill(core, {P3}, until=NOW + 2_500)
+    t, _ = kill(core, {P3, P2}, t0=t, until=t + 1_000)  # P2 silent for 1 s: suspect, not yet down
+    core.hints_held[P3] = [4, 400]
+    client = Conn("c")
+    (resp,) = core.on_request(client, m.Status(5), t)
+    st = resp.msg
+    assert resp.conn is client and type(st) is m.StatusReply and st.id == 5 and st.node == C
+    views = {v.node: v for v in st.members}
+    assert sorted(views) == sorted(MEMBERS)
+    expected = {n: ALIVE for n in MEMBERS}
+    expected[P3] = DOWN
+    expected[P2] = SUSPECT
+    assert {n: v.state for n, v in views.items()} == expected
+    assert all(v.status == "up" and v.address == MEMBERS[n] for n, v in views.items())
+    assert views[P3].phi > 8 and views[P2].phi >= 8 and views[F1].phi < 1 and views[C].phi == 0.0
+    assert st.ring == sorted(MEMBERS)
+    assert st.hints == {P3: 4}
+    assert st.stats["hints_held"] == 4 and "rounds_open" in st.stats
+
+
+# ---------------------------------------------------------------------- inspect
+def test_inspect_collects_peeks_with_roles_versions_tombstones():
+    core = make()
+    client = Conn("c")
+    eff = core.on_request(client, m.Inspect(3, KEY), NOW)
+    (peek,) = of(eff, Peek)
+    assert peek.key == KEY and peek.token[1] is SELF
+    rp = {s.peer: s.msg for s in sends(eff, m.RepPeek)}
+    assert set(rp) == set(MEMBERS) - {C}
+    v_new, v_tomb, v_hint = rec(30, C, b"abc"), rec(20, P2, None), rec(40, C, b"hinted!")
+    out = core.on_store_done(peek.token, True, (v_new, []), NOW)
+    out += core.on_response(P2, m.RepPeekResp(rp[P2].id, v_tomb, []), NOW)
+    out += core.on_response(P3, m.RepPeekResp(rp[P3].id, None, []), NOW)
+    out += core.on_response(F1, m.RepPeekResp(rp[F1].id, None, [(P3, v_hint)]), NOW)
+    assert replies(out, client) == []
+    out += core.on_response(F2, m.RepPeekResp(rp[F2].id, None, []), NOW)
+    rep = only_reply(out, client)
+    assert type(rep) is m.InspectReply and rep.id == 3 and rep.key == KEY and rep.coordinator == C
+    assert rep.preference_list == list(PRIM)
+    views = {v.node: v for v in rep.replicas}
+    assert [v.node for v in rep.replicas] == [C, P2, P3, F1]  # F2 holds nothing and is not planned
+    assert (views[C].role, views[C].version, views[C].tombstone, views[C].value_bytes) == \
+        ("primary", str(v_new.version), False, 3)
+    assert (views[P2].version, views[P2].tombstone, views[P2].value_bytes) == (str(v_tomb.version), True, None)
+    assert (views[P3].version, views[P3].answered, views[P3].tombstone) == (None, True, False)
+    assert (views[F1].role, views[F1].hint_for, views[F1].version) == ("fallback", P3, str(v_hint.version))
+    assert rep.newest == str(v_hint.version)
+    assert sends(out) == [] and not of(out, StoreWrite)  # inspect never repairs
+
+
+def test_inspect_with_a_dead_primary_answers_at_deadline():
+    core = make(timeout_ms_inspect=300)
+    t, _ = kill(core, {P3})
+    client = Conn("c")
+    eff = core.on_request(client, m.Inspect(3, KEY), t)
+    (peek,) = of(eff, Peek)
+    rp = {s.peer: s.msg for s in sends(eff, m.RepPeek)}
+    assert P3 in rp  # asked anyway: it may be alive after all
+    out = core.on_store_done(peek.token, True, (None, []), t)
+    for p in (P2, F1, F2):
+        out += core.on_response(p, m.RepPeekResp(rp[p].id, None, []), t)
+    assert replies(out, client) == []
+    assert replies(core.tick(t + 299), client) == []
+    rep = only_reply(core.tick(t + 300), client)
+    views = {v.node: v for v in rep.replicas}
+    assert (views[P3].state, views[P3].answered, views[P3].error) == (DOWN, False, "timed out")
+    assert (views[F1].role, views[F1].hint_for, views[F1].version) == ("fallback", P3, None)  # planned
+    assert F2 not in views
+    assert rep.newest is None
+
+
+def test_inspect_rejects_empty_key():
+    core = make()
+    (resp,) = core.on_request(Conn("c"), m.Inspect(3, b""), NOW)
+    assert resp.msg.status == m.INVALID
