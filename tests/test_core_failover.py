@@ -131,9 +131,12 @@ def test_write_with_a_dead_primary_goes_to_a_fallback_and_wins_with_its_ack():
 @pytest.mark.parametrize(
     "dead,w,primary_only,status,message",
     [
-        # Fallbacks make up for dead primaries.
-        ({P3}, 3, False, None, None),
-        ({P2, P3}, 3, False, None, None),
+        # Fallbacks make up for dead primaries (sloppy quorum, the default)...
+        ({P3}, 2, False, None, None),
+        ({P2, P3}, 2, False, None, None),
+        # ...but ALL always means every primary.
+        ({P3}, 3, False, m.UNAVAILABLE, f"write needed 3 acks, at most 2 possible ({P3} down)"),
+        ({P2, P3}, 3, False, m.UNAVAILABLE, f"write needed 3 acks, at most 1 possible ({P2} down, {P3} down)"),
         # primary_only: only live primaries count, decided at once.
         ({P3}, 3, True, m.UNAVAILABLE, f"write needed 3 acks, at most 2 possible ({P3} down)"),
         ({P2, P3}, 2, True, m.UNAVAILABLE, f"write needed 2 acks, at most 1 possible ({P2} down, {P3} down)"),
@@ -152,6 +155,8 @@ def test_write_availability(dead, w, primary_only, status, message):
     assert not {s.peer for s in rw} & dead
     if primary_only:
         assert all(s.msg.hint_for == "" for s in rw) and {s.peer for s in rw} <= set(PRIM)
+    if w == 3:  # ALL: no fallback is even asked
+        assert all(s.msg.hint_for == "" for s in rw)
     if status is None:
         assert replies(eff, client) == []
         assert len(rw) + 1 == (3 if not primary_only else 3 - len(dead))
@@ -211,12 +216,14 @@ def test_hint_admission_refused_acks_not_ok_and_counts():
 
 
 def test_coordinator_fails_write_when_fallback_refuses_hint():
-    core = make(w=3)
-    t, _ = kill(core, {P3})
+    core = make(w=2)
+    t, _ = kill(core, {P2, P3})
     client = Conn("c")
     eff = core.on_request(client, m.Put(1, KEY, b"v"), t)
-    (fb,) = [s for s in sends(eff, m.RepWrite) if s.peer == F1]
-    reply = only_reply(core.on_response(F1, m.RepWriteAck(fb.msg.id, False, "hints full"), t), client)
+    fbs = {s.peer: s for s in sends(eff, m.RepWrite)}
+    assert set(fbs) == {F1, F2}
+    assert replies(core.on_response(F1, m.RepWriteAck(fbs[F1].msg.id, False, "hints full"), t), client) == []
+    reply = only_reply(core.on_response(F2, m.RepWriteAck(fbs[F2].msg.id, False, "hints full"), t), client)
     assert reply.status == m.UNAVAILABLE and f"{F1} failed: hints full" in reply.message
 
 
@@ -444,16 +451,15 @@ def test_async_read_repair_targets(self_rec, p2_rec, p3_rec, repaired):
 
 
 def test_read_repair_skips_fallbacks():
-    core = make(read_repair=True, r=3)
-    t, _ = kill(core, {P3})
+    core = make(read_repair=True, r=2)
+    t, _ = kill(core, {P2, P3})
     client = Conn("c")
     eff = core.on_request(client, m.Get(1, KEY), t)
     (sr,) = of(eff, StoreRead)
     rr = {s.peer: s.msg for s in sends(eff, m.RepRead)}
-    assert rr[F1].hint_for == P3 and rr[P2].hint_for == ""
+    assert set(rr) == {F1} and rr[F1].hint_for == P2
     new = rec(20, C, b"new")
     out = core.on_store_done(sr.token, True, new, t)
-    out += core.on_response(P2, m.RepReadResp(rr[P2].id, True, new), t)
     out += core.on_response(F1, m.RepReadResp(rr[F1].id, True, None), t)
     assert only_reply(out, client).value == b"new"
     assert sends(out, m.RepWrite) == [] and core.stats["read_repairs"] == 0

@@ -138,6 +138,10 @@ class NodeSettings(NamedTuple):
     #: this long (Cassandra's speculative retry); 0 turns it off.
     speculative_retry_ms: int = 20
     read_repair: bool = True
+    #: Sloppy quorum (Dynamo, Riak's default): fallbacks standing in for down primaries
+    #: count towards R and W. False makes every request primaries-only (Riak pr/pw).
+    #: A level of ALL always means every *primary*, whatever this says.
+    sloppy_quorum: bool = True
     #: Send every read to all live primaries, not just the R best (Riak's way: more
     #: load, more read repair; Cassandra's way, the default, sends to R plus a
     #: speculative extra when one is slow).
@@ -519,14 +523,15 @@ class NodeCore:
         primaries = self.ring.preference_list(key)
         ring_order = self.ring.extended_list(key)
         alive = self.membership.is_alive
+        primary_only = msg.primary_only or not self.settings.sloppy_quorum or needed == n
         if is_get:
-            candidates = read_targets(primaries, ring_order, alive, self.load, self.node_id, msg.primary_only)
+            candidates = read_targets(primaries, ring_order, alive, self.load, self.node_id, primary_only)
             fanout = needed
             if self.settings.read_all_replicas:
                 fanout = max(needed, sum(1 for _, owner in candidates if owner is None))
             targets, spares = candidates[:fanout], candidates[fanout:]
         else:
-            targets = write_targets(primaries, ring_order, alive, msg.primary_only)
+            targets = write_targets(primaries, ring_order, alive, primary_only)
             spares = []
         covered = {owner or node for node, owner in targets} | {owner or node for node, owner in spares}
         unreachable = [p for p in primaries if p not in covered]

@@ -53,6 +53,7 @@ class NodeConfig:
     gossip_interval_ms: int = 500
     speculative_retry_ms: int = 20
     read_repair: bool = True
+    sloppy_quorum: bool = True
     read_all_replicas: bool = False
     hint_bytes_max_per_target: int = 64 * 1024 * 1024
     hint_age_ms_max: int = 3 * 3600 * 1000

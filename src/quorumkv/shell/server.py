@@ -265,7 +265,7 @@ class NodeServer:
             detector=DetectorSettings(heartbeat_interval_ms=c.heartbeat_interval_ms, phi_suspect=c.phi_suspect,
                                       suspect_to_down_ms=c.suspect_to_down_ms),
             gossip_interval_ms=c.gossip_interval_ms, speculative_retry_ms=c.speculative_retry_ms,
-            read_repair=c.read_repair, read_all_replicas=c.read_all_replicas,
+            read_repair=c.read_repair, read_all_replicas=c.read_all_replicas, sloppy_quorum=c.sloppy_quorum,
             hints=HintSettings(bytes_max_per_target=c.hint_bytes_max_per_target, age_ms_max=c.hint_age_ms_max,
                                replay_per_s=c.hint_replay_per_s),
             rng_seed=int.from_bytes(os.urandom(8), "big"),
