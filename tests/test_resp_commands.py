@@ -299,6 +299,10 @@ class FakeLoop:
 class FakeCore:
     ring = SimpleNamespace(n=3)
     default_r = 2
+
+    def replication_factor(self):
+        return 3
+
     default_w = 2
 
     def __init__(self):

@@ -317,13 +317,17 @@ def test_auth_with_a_configured_password(tmp_path):
     c.up()
     try:
         port = _port(c.nodes[0].resp)
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        no_retry = Retry(NoBackoff(), 0)  # redis-py retries connection errors (auth ones too) with back-off
         with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=port).get("k")
+            redis.Redis(port=port, retry=no_retry).get("k")
         for protocol in (2, 3):
             r = redis.Redis(port=port, password="s3cret", protocol=protocol)
             assert r.set("k", "v") and r.get("k") == b"v"
             r.close()
         with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=port, password="wrong", protocol=3).ping()
+            redis.Redis(port=port, password="wrong", protocol=3, retry=no_retry).ping()
     finally:
         c.down()
