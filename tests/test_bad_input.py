@@ -22,7 +22,7 @@ def node_cluster(tmp_path_factory):
     from quorumkv.testing import free_base_port
 
     cluster = LocalCluster(str(tmp_path_factory.mktemp("bad") / "c"))
-    cluster.create(3, base_port=free_base_port(3), replicas=3, storage="sqlite")
+    cluster.create(3, base_port=free_base_port(6), replicas=3, storage="sqlite")
     cluster.up()
     yield cluster
     cluster.down()

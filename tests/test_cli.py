@@ -23,7 +23,7 @@ def qkv(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 @pytest.fixture
 def cli_cluster(tmp_path):
     d = str(tmp_path / "c")
-    up = qkv("cluster", "up", "--nodes", "5", "--dir", d, "--base-port", str(free_base_port(5)),
+    up = qkv("cluster", "up", "--nodes", "5", "--dir", d, "--base-port", str(free_base_port(10)),
              "--replicas", "3")
     assert up.returncode == 0, up.stderr
     yield d
@@ -114,7 +114,7 @@ def test_no_reachable_node_exits_4(tmp_path):
 
 
 def test_demo_runs():
-    res = qkv("demo", "--base-port", str(free_base_port(5)), timeout=120)
+    res = qkv("demo", "--base-port", str(free_base_port(10)), timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "UnavailableError: write needed 3 acks" in res.stdout
     assert "200/200" in res.stdout
