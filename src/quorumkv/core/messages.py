@@ -11,6 +11,8 @@ Levels (``r``/``w``) travel as an int, or 0 meaning "the node's default"; string
 
 from __future__ import annotations
 
+from typing import Union
+
 import msgspec
 
 from .membership import Endpoint
@@ -203,11 +205,20 @@ class Error(_Msg, tag=99):
     message: str
 
 
+# Message families defined in their own modules (anti-entropy, ring changes) are
+# imported here, after _Msg exists, so every union below knows them.
+from .messages_ae import AE_REQUESTS, AE_RESPONSES  # noqa: E402
+from .messages_ring import RING_REQUESTS, RING_RESPONSES  # noqa: E402
+
+_BASE_REQUESTS = (Get, Put, Ping, Status, Inspect, RepWrite, RepRead, RepPeek, Heartbeat, Gossip)
+_BASE_RESPONSES = (Reply, Pong, StatusReply, InspectReply, RepWriteAck, RepReadResp, RepPeekResp,
+                   GossipAck, Error)
+REQUEST_TYPES = _BASE_REQUESTS + AE_REQUESTS + RING_REQUESTS
+RESPONSE_TYPES = _BASE_RESPONSES + AE_RESPONSES + RING_RESPONSES
 ClientRequest = Get | Put | Ping | Status | Inspect
-PeerRequest = RepWrite | RepRead | RepPeek | Heartbeat | Gossip
-Request = Get | Put | Ping | Status | Inspect | RepWrite | RepRead | RepPeek | Heartbeat | Gossip
-Response = Reply | Pong | StatusReply | InspectReply | RepWriteAck | RepReadResp | RepPeekResp | GossipAck | Error
-Message = Request | Response
+Request = Union[REQUEST_TYPES]  # noqa: UP007 - built from a tuple
+Response = Union[RESPONSE_TYPES]  # noqa: UP007
+Message = Union[REQUEST_TYPES + RESPONSE_TYPES]  # noqa: UP007
 
 #: Requests that get no answer (they must not count against a connection's
 #: pipeline bound).

@@ -249,6 +249,13 @@ class NodeCore:
         self._hints_unsynced: dict[str, int] = {}  # owner -> StoreHint effects not yet durable
         self._replays: dict[int, tuple[str, object, int, int]] = {}  # op -> (owner, hint_id, size, deadline)
         self._replay_bucket = TokenBucket(settings.hints.replay_per_s, now_ms)
+        # Extension points for protocol families in their own modules (anti-entropy,
+        # ring changes): message type -> handler(conn|peer, msg, now_ms, out), storage
+        # token kind -> handler(token, ok, result, now_ms, out), and tick hooks.
+        self._request_handlers: dict[type, object] = {}
+        self._response_handlers: dict[type, object] = {}
+        self._store_handlers: dict[str, object] = {}
+        self._tickers: list = []
         self.stats = {
             "requests": 0, "reads": 0, "writes": 0, "won": 0, "lost": 0, "timeouts": 0,
             "invalid": 0, "overloaded": 0, "replica_writes": 0, "replica_reads": 0,
@@ -316,6 +323,8 @@ class NodeCore:
                 self._start_inspect(conn, msg, now_ms, out)
             except InvalidRequestError as exc:
                 self._respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
+        elif t in self._request_handlers:
+            self._request_handlers[t](conn, msg, now_ms, out)
         else:
             # A response type arriving as a request: a confused peer. Answer, don't crash.
             self._respond(conn, m.Error(getattr(msg, "id", 0), f"unexpected {t.__name__} as a request"),
@@ -327,6 +336,10 @@ class NodeCore:
         t = type(msg)
         if t is m.GossipAck:
             self._merge(msg.endpoints, now_ms, out)
+            return out
+        handler = self._response_handlers.get(t)
+        if handler is not None:
+            handler(peer, msg, now_ms, out)
             return out
         if msg.id in self._replays:
             self._replay_done(msg.id, t is m.RepWriteAck and msg.ok, now_ms, out)
@@ -367,6 +380,10 @@ class NodeCore:
         """``result``: what was read (StoreRead/ReadHint/Peek), or an error string when not ok."""
         out: list = []
         kind, conn, req_id = token[:3]
+        handler = self._store_handlers.get(kind)
+        if handler is not None:
+            handler(token, ok, result, now_ms, out)
+            return out
         if kind == "h" or kind == "hw":
             owner = token[3]
             self._hints_unsynced[owner] -= 1
@@ -462,6 +479,8 @@ class NodeCore:
             self._speculate(now_ms, out)
         self._membership_tick(now_ms, out)
         self._hints_tick(now_ms, out)
+        for ticker in self._tickers:
+            ticker(now_ms, out)
         return out
 
     # ------------------------------------------------------------ replica side

@@ -148,8 +148,9 @@ class _Inbound(_Conn):
             self.transport.close()
 
 
-_REQUEST_TYPES = set(m.Request.__args__)
-_RESPONSE_TYPES = {m.RepWriteAck, m.RepReadResp, m.RepPeekResp, m.GossipAck, m.Error}
+_REQUEST_TYPES = set(m.REQUEST_TYPES)
+# What a peer may answer on our outbound link (client-facing replies never come back there).
+_RESPONSE_TYPES = set(m.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply}
 
 
 class _PeerLink(_Conn):
