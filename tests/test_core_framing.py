@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quorumkv.core import messages as m
+from quorumkv.core import messages_ring as mr
 from quorumkv.core.framing import FrameDecoder, FrameEncoder
 from quorumkv.core.membership import Endpoint
 from quorumkv.core.version import Record, Version
@@ -54,11 +55,34 @@ ALL_MESSAGES = [
     m.Heartbeat(0, "n1", 1_700_000_000_000),
     m.Gossip(0, [Endpoint("n1", "h:1", 5, 9, "up")]),
     m.GossipAck(0, [Endpoint("n2", "h:2", 5, 1, "joining")]),
+    mr.StreamRequest(40, "n6", ["n1", "n6"], None, 512),
+    mr.StreamRequest(41, "n6", ["n1", "n6"], b"after", 512),
+    mr.StreamBatch(42, [(b"k", REC), (b"t", TOMB)], b"t", 2),
+    mr.StreamBatch(43, [], None),
+    mr.Decommission(44),
+    mr.Decommission(45, True),
+    mr.RingPlan(46, [("n1", "n6", 0.125)]),
 ]
 
 MESSAGE_TYPES = {m.Get, m.Put, m.Ping, m.Reply, m.Pong, m.RepWrite, m.RepWriteAck,
                  m.RepRead, m.RepReadResp, m.Error, m.Status, m.StatusReply, m.Inspect,
-                 m.InspectReply, m.RepPeek, m.RepPeekResp, m.Heartbeat, m.Gossip, m.GossipAck}
+                 m.InspectReply, m.RepPeek, m.RepPeekResp, m.Heartbeat, m.Gossip, m.GossipAck,
+                 mr.StreamRequest, mr.StreamBatch, mr.Decommission, mr.RingPlan}
+
+
+# Live latencies and dynamic quorums (issue 5): new types, appended fields.
+ALL_MESSAGES += [
+    m.Latencies(60),
+    m.LatenciesReply(61, "n1", [0.5, 1.25], [0.25], [], [0.125], {"w": 2, "a": 1, "r": 0, "s": 1},
+                     {"n": 3, "ready": False}),
+    m.Get(62, b"k", 0, False, False, 0.999, 5.0),
+    m.Put(63, b"k", b"v", 0, 0, False, 2.5),
+    m.Reply(64, m.OK, b"v", VER, r_used=2),
+    m.Reply(65, m.OK, w_used=3),
+    m.RepWriteAck(66, True, "", 1_700_000_000_000_123),
+    m.RepReadResp(67, True, REC, "", 1_700_000_000_000_456),
+]
+MESSAGE_TYPES |= {m.Latencies, m.LatenciesReply}
 
 
 def test_sample_covers_every_message_type():
@@ -192,7 +216,9 @@ def test_wire_tags_frozen(enc):
     tags = {m.Get: 1, m.Put: 2, m.Ping: 3, m.Reply: 10, m.Pong: 11, m.RepWrite: 20,
             m.RepWriteAck: 21, m.RepRead: 22, m.RepReadResp: 23, m.Error: 99,
             m.Status: 4, m.Inspect: 5, m.StatusReply: 12, m.InspectReply: 13, m.RepPeek: 24,
-            m.RepPeekResp: 25, m.Heartbeat: 30, m.Gossip: 31, m.GossipAck: 32}
+            m.RepPeekResp: 25, m.Heartbeat: 30, m.Gossip: 31, m.GossipAck: 32,
+            mr.StreamRequest: 50, mr.StreamBatch: 51, mr.Decommission: 52, mr.RingPlan: 53}
+    tags.update({m.Latencies: 6, m.LatenciesReply: 14})
     for msg in ALL_MESSAGES:
         arr = msgspec.msgpack.decode(enc.encode(msg)[4:])
         assert arr[0] == tags[type(msg)]

@@ -314,9 +314,13 @@ def test_state_of_unknown_and_self():
 
 
 # ------------------------------------------------ joining through NodeCore
-def test_joining_node_becomes_up_when_it_merges_a_cluster_table():
-    core = NodeCore(NodeSettings("d", seeds=("10.0.0.1:1",), address="10.0.0.4:1"), {"d": "10.0.0.4:1"},
-                    now_ms=NOW)
+def test_joining_node_streams_then_becomes_up_when_it_merges_a_cluster_table():
+    from quorumkv.core.messages_ring import StreamBatch, StreamRequest
+    from quorumkv.core.node import Send, StoreWrite
+    from quorumkv.core.version import Record, Version
+
+    core = NodeCore(NodeSettings("d", seeds=("10.0.0.1:1",), address="10.0.0.4:1", settle_ms=100),
+                    {"d": "10.0.0.4:1"}, now_ms=NOW)
     assert core.membership.me.status == JOINING
     assert core.ring is None
     # While joining it gossips to its seeds.
@@ -325,17 +329,32 @@ def test_joining_node_becomes_up_when_it_merges_a_cluster_table():
     peer = object()
     table = [E("a", 1, 3), E("b", 1, 3), E("c", 1, 3)]
     eff = core.on_request(peer, m.Gossip(7, table), NOW + 1)
-    me = core.membership.me
-    assert me.status == UP and me.version >= 2
-    assert core.ring is not None and core.ring.nodes == ("a", "b", "c", "d")
-    assert core.membership.state_of("d") == UP
+    # Admitted, but still joining: the ring is the old one, the future ring has us.
+    assert core.membership.me.status == JOINING
+    assert core.ring is not None and core.ring.nodes == ("a", "b", "c")
+    assert core.future_ring is not None and core.future_ring.nodes == ("a", "b", "c", "d")
     logs = [e.event for e in eff if type(e) is Log]
-    assert "joined" in logs and "ring_changed" in logs
+    assert "join_started" in logs and "ring_changed" in logs
     (resp,) = [e for e in eff if type(e) is Respond]
     assert resp.conn is peer and type(resp.msg) is m.GossipAck and resp.msg.id == 7
-    assert E("d", 0, 0).node in {e.node for e in resp.msg.endpoints}
-    ack_me = [e for e in resp.msg.endpoints if e.node == "d"][0]
-    assert ack_me.status == UP  # the answer already carries our new status
+    # After the settle time it pulls from every current member, one after another.
+    t = NOW + 200
+    record = Record(Version(5 << 16, "a"), b"v")
+    eff = core.tick(t)
+    for source in ("a", "b", "c"):
+        # the next request goes out as soon as the previous batch is durable
+        (req,) = [e for e in eff if type(e) is Send and type(e.msg) is StreamRequest]
+        assert req.peer == source and req.msg.target == "d" and sorted(req.msg.members) == ["a", "b", "c", "d"]
+        eff = core.on_response(source, StreamBatch(req.msg.id, [(b"k-" + source.encode(), record)], None, 1), t)
+        (sw,) = [e for e in eff if type(e) is StoreWrite]
+        assert core.membership.me.status == JOINING  # not before the batch is durable
+        eff = core.on_store_done(sw.token, True, None, t)
+        t += 1
+    # All sources streamed: up, and the ring now has us.
+    me = core.membership.me
+    assert me.status == UP and core.ring.nodes == ("a", "b", "c", "d") and core.future_ring is None
+    assert core.stats["stream_keys_received"] == 3 and core.stats["stream_done"] == 1
+    assert "join_completed" in [e.event for e in eff if type(e) is Log]
 
 
 def test_joining_node_stays_joining_when_the_table_has_only_itself():

@@ -24,11 +24,15 @@ from typing import NamedTuple
 
 import msgspec
 
-JOINING, UP, LEAVING, LEFT = "joining", "up", "leaving", "left"
+JOINING, UP, LEAVING, LEFT, REPLACING = "joining", "up", "leaving", "left", "replacing"
 ALIVE, SUSPECT, DOWN = "up", "suspect", "down"
-STATUSES = (JOINING, UP, LEAVING, LEFT)
-#: statuses whose node owns ranges on the ring
-RING_STATUSES = (UP, LEAVING)
+STATUSES = (JOINING, UP, LEAVING, LEFT, REPLACING)
+#: statuses whose node owns ranges on the ring now (a replacement takes over the
+#: dead node's id and so its ranges at once; it receives writes but not reads until
+#: it has streamed the data)
+RING_STATUSES = (UP, LEAVING, REPLACING)
+#: statuses whose node owns ranges once the ring changes in progress complete
+FUTURE_RING_STATUSES = (UP, JOINING, REPLACING)
 
 #: Gossip tables are sent whole; this bounds their size (and the cluster's).
 MEMBERS_MAX = 256
@@ -207,6 +211,15 @@ class Membership:
     def ring_members(self) -> tuple[str, ...]:
         return tuple(sorted(n for n, e in self.endpoints.items() if e.status in RING_STATUSES))
 
+    def future_ring_members(self) -> tuple[str, ...]:
+        """The ring once joins complete and leaving nodes are gone (Cassandra's pending ranges)."""
+        return tuple(sorted(n for n, e in self.endpoints.items() if e.status in FUTURE_RING_STATUSES))
+
+    def serves_reads(self, node: str) -> bool:
+        """Alive and holding its data: a replacement still streaming takes writes only."""
+        e = self.endpoints.get(node)
+        return self.is_alive(node) and (e is None or e.status != REPLACING)
+
     def peers(self) -> list[str]:
         """Everyone we exchange heartbeats with: every known node but us and the departed."""
         return [n for n, e in self.endpoints.items() if n != self.self_id and e.status != LEFT]
@@ -216,7 +229,7 @@ class Membership:
         e = self.endpoints.get(node)
         if e is None:
             return "unknown"
-        if e.status in (JOINING, LEAVING, LEFT):
+        if e.status in (JOINING, LEAVING, LEFT, REPLACING):
             return e.status
         return ALIVE if node == self.self_id else self.liveness.get(node, ALIVE)
 

@@ -51,12 +51,16 @@ from typing import NamedTuple
 from ..errors import InvalidRequestError
 from . import messages as m
 from .consistency import resolve, weak_warning
+from .effects import (  # noqa: F401 - re-exported: the shell and tests import them from here
+    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, ScanRange, Send, StoreHint, StoreRead, StoreWrite,
+)
 from .hints import HintSettings, TokenBucket, admit, expired, record_size
 from .limits import KEY_BYTES_MAX, ROUNDS_INFLIGHT_MAX, VALUE_BYTES_MAX
-from .membership import ALIVE, JOINING, UP, DetectorSettings, Membership
+from .membership import ALIVE, JOINING, REPLACING, UP, DetectorSettings, Membership
 from .quorum import LOST, PENDING, WON, QuorumRound
 from .rand import SplitMix64
 from .ring import Ring
+from .ringchange import RingChange
 from .routing import LoadTracker, read_targets, write_targets
 from .version import HLC, Record, Version, newest
 
@@ -65,60 +69,6 @@ SEED_PREFIX = "seed:"  # peer name of a seed address whose node id we don't know
 
 #: Peers a node gossips its table to per gossip round (memberlist's GossipNodes: 3).
 GOSSIP_FANOUT = 2
-
-
-class Send(NamedTuple):
-    peer: str
-    msg: object
-
-
-class Respond(NamedTuple):
-    conn: object
-    msg: object
-
-
-class StoreWrite(NamedTuple):
-    token: object
-    key: bytes
-    record: Record
-
-
-class StoreRead(NamedTuple):
-    token: object
-    key: bytes
-
-
-class StoreHint(NamedTuple):
-    token: object
-    owner: str
-    key: bytes
-    record: Record
-    created_ms: int
-
-
-class ReadHint(NamedTuple):
-    token: object
-    key: bytes
-
-
-class Peek(NamedTuple):
-    token: object
-    key: bytes
-
-
-class LoadHints(NamedTuple):
-    owner: str
-    limit: int
-
-
-class DeleteHint(NamedTuple):
-    hint_id: object
-
-
-class Log(NamedTuple):
-    level: str
-    event: str
-    fields: dict
 
 
 class NodeSettings(NamedTuple):
@@ -149,6 +99,11 @@ class NodeSettings(NamedTuple):
     hints: HintSettings = HintSettings()
     timeout_ms_inspect: int = 1_000
     rng_seed: int = 0
+    #: Start as the replacement of a dead node with this node's id (``replacing``).
+    replace: bool = False
+    #: How long a node that starts joining, replacing or leaving waits for gossip to
+    #: tell every coordinator before it streams (2 gossip rounds and some).
+    settle_ms: int = 2_000
 
 
 class _Op:
@@ -231,9 +186,11 @@ class NodeCore:
         address = settings.address or members[settings.node_id]
         # A node that knows only itself but has seeds is joining an existing cluster.
         joining = bool(settings.seeds) and len(members) == 1
+        status = REPLACING if settings.replace else JOINING if joining else UP
         self.membership = Membership(self.node_id, address, settings.generation, members,
-                                     settings.detector, now_ms, JOINING if joining else UP)
+                                     settings.detector, now_ms, status)
         self.ring: Ring | None = None
+        self.future_ring: Ring | None = None  # set while a join/leave is in progress
         self._rebuild_ring()
         self.hlc = HLC(hlc_last)
         self.rng = SplitMix64(settings.rng_seed)
@@ -256,18 +213,23 @@ class NodeCore:
         self._response_handlers: dict[type, object] = {}
         self._store_handlers: dict[str, object] = {}
         self._tickers: list = []
-        self.stats = {
+        self.stats: dict[str, int] = {}
+        self.ring_change = RingChange(self, settings.settle_ms)
+        self.stats.update({
             "requests": 0, "reads": 0, "writes": 0, "won": 0, "lost": 0, "timeouts": 0,
             "invalid": 0, "overloaded": 0, "replica_writes": 0, "replica_reads": 0,
             "hinted_writes": 0, "hints_stored": 0, "hints_replayed": 0,
             "hints_dropped_bytes": 0, "hints_dropped_age": 0, "read_repairs": 0,
             "speculative_retries": 0, "membership_changes": 0,
-        }
+        })
 
     # ------------------------------------------------------------------ config
     def _rebuild_ring(self) -> None:
         members = self.membership.ring_members()
         self.ring = Ring(members, self.settings.n, self.settings.vnodes) if members else None
+        future = self.membership.future_ring_members()
+        self.future_ring = (Ring(future, self.settings.n, self.settings.vnodes)
+                            if future and future != members else None)
         n = self.replication_factor()
         self.default_r = resolve(self.settings.r, n, 1, "R")
         self.default_w = resolve(self.settings.w, n, 1, "W")
@@ -343,6 +305,8 @@ class NodeCore:
             return out
         if msg.id in self._replays:
             self._replay_done(msg.id, t is m.RepWriteAck and msg.ok, now_ms, out)
+            return out
+        if t is m.RepWriteAck and self.ring_change.on_push_ack(msg.id, msg.ok, now_ms, out):
             return out
         op = self.ops.get(msg.id)
         if op is None:
@@ -444,6 +408,12 @@ class NodeCore:
         for op_id, (owner, *_rest) in list(self._replays.items()):
             if owner == peer:
                 self._replay_done(op_id, False, now_ms, out)
+        rc = self.ring_change
+        for op_id, entry in list(rc.push_inflight.items()):
+            if entry[0] == peer:
+                rc.on_push_ack(op_id, False, now_ms, out)
+        if rc.request_id and rc.sources and rc.sources[0] == peer:
+            rc.on_request_failed(rc.request_id, now_ms, out, reason)
         return out
 
     def on_send_failed(self, peer: str, msg, reason: str, now_ms: int) -> list:
@@ -451,6 +421,8 @@ class NodeCore:
         op_id = getattr(msg, "id", None)
         if op_id in self._replays:
             self._replay_done(op_id, False, now_ms, out)
+            return out
+        if op_id and op_id not in self.ops and self.ring_change.on_request_failed(op_id, now_ms, out, reason):
             return out
         op = self.ops.get(op_id)
         if op is not None and type(msg) is not m.RepWrite or (op is not None and op.kind == "write"):
@@ -544,7 +516,8 @@ class NodeCore:
         alive = self.membership.is_alive
         primary_only = msg.primary_only or not self.settings.sloppy_quorum or needed == n
         if is_get:
-            candidates = read_targets(primaries, ring_order, alive, self.load, self.node_id, primary_only)
+            candidates = read_targets(primaries, ring_order, self.membership.serves_reads, self.load,
+                                      self.node_id, primary_only)
             fanout = needed
             if self.settings.read_all_replicas:
                 fanout = max(needed, sum(1 for _, owner in candidates if owner is None))
@@ -578,6 +551,13 @@ class NodeCore:
                     op.hint_for[node] = owner
                     self.stats["hinted_writes"] += 1
                 self._send(op, node, m.RepWrite(op_id, key, record, owner or ""), now_ms, out)
+            if self.future_ring is not None:
+                # A ring change is in progress: the nodes that will own the key get the
+                # write too (not counted towards W), so none misses it while data streams.
+                sent = {node for node, _ in targets}
+                for node in self.future_ring.preference_list(key):
+                    if node not in sent and node not in primaries:
+                        self._send(op, node, m.RepWrite(op_id, key, record), now_ms, out)
         self._progress(op, now_ms, out)
 
     def _send(self, op: _Op, node: str, msg, now_ms: int, out: list) -> None:
@@ -751,18 +731,20 @@ class NodeCore:
 
     # -------------------------------------------------------------- membership
     def _merge(self, endpoints, now_ms: int, out: list) -> None:
-        ring_changed = self.membership.merge(endpoints, now_ms)
+        before = (self.membership.ring_members(), self.membership.future_ring_members())
+        self.membership.merge(endpoints, now_ms)
         me = self.membership.me
-        if me.status == JOINING and len(self.membership.endpoints) > 1:
-            # Admitted: we have the cluster's table. (Data streaming to a joining node
-            # before it takes ownership belongs to the ring-change protocol.)
-            self.membership.set_status(UP)
-            ring_changed = True
-            out.append(Log("info", "joined", {"members": len(self.membership.endpoints)}))
-        if ring_changed:
-            self.stats["membership_changes"] += 1
-            self._rebuild_ring()
-            out.append(Log("info", "ring_changed", {"members": list(self.membership.ring_members())}))
+        if me.status in (JOINING, REPLACING) and len(self.membership.endpoints) > 1:
+            # Admitted: we have the cluster's table. Stream our ranges' data, then go up.
+            self.ring_change.start_pull("join" if me.status == JOINING else "replace", now_ms, out)
+        if (self.membership.ring_members(), self.membership.future_ring_members()) != before:
+            self._ring_changed(now_ms, out)
+
+    def _ring_changed(self, now_ms: int, out: list) -> None:
+        self.stats["membership_changes"] += 1
+        self._rebuild_ring()
+        out.append(Log("info", "ring_changed", {"members": list(self.membership.ring_members()),
+                                                "future": list(self.membership.future_ring_members())}))
 
     def _membership_tick(self, now_ms: int, out: list) -> None:
         ms = self.membership

@@ -57,8 +57,18 @@ class Ring:
         return tuple(out)
 
     def _index(self, key: bytes) -> int:
-        i = bisect.bisect_left(self._tokens, token(key))
+        return self._index_of_token(token(key))
+
+    def _index_of_token(self, tok: int) -> int:
+        i = bisect.bisect_left(self._tokens, tok)
         return 0 if i == len(self._tokens) else i
+
+    def preference_list_of_token(self, tok: int) -> tuple[str, ...]:
+        return self._plists[self._index_of_token(tok)]
+
+    @property
+    def tokens(self) -> list[int]:
+        return list(self._tokens)
 
     def preference_list(self, key: bytes) -> tuple[str, ...]:
         """The N distinct replicas of ``key``, primary first."""

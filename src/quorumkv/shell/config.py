@@ -54,6 +54,10 @@ class NodeConfig:
     speculative_retry_ms: int = 20
     read_repair: bool = True
     sloppy_quorum: bool = True
+    #: start as the replacement of a dead node with this node_id (streams its data)
+    replace: bool = False
+    #: wait this long after starting a join/replace/decommission before streaming
+    settle_ms: int = 2_000
     read_all_replicas: bool = False
     hint_bytes_max_per_target: int = 64 * 1024 * 1024
     hint_age_ms_max: int = 3 * 3600 * 1000

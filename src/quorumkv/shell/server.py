@@ -32,7 +32,7 @@ from ..core.limits import CLIENT_PIPELINE_MAX, PEER_QUEUE_BYTES_MAX
 from ..core.hints import HintSettings
 from ..core.membership import DetectorSettings
 from ..core.node import (
-    DeleteHint, LoadHints, Log, NodeCore, NodeSettings, Peek, ReadHint, Respond, Send, StoreHint,
+    DeleteHint, LoadHints, Log, NodeCore, NodeSettings, Peek, ReadHint, Respond, ScanRange, Send, StoreHint,
     StoreRead, StoreWrite,
 )
 from ..core.version import newest
@@ -270,6 +270,7 @@ class NodeServer:
             hints=HintSettings(bytes_max_per_target=c.hint_bytes_max_per_target, age_ms_max=c.hint_age_ms_max,
                                replay_per_s=c.hint_replay_per_s),
             rng_seed=int.from_bytes(os.urandom(8), "big"),
+            replace=c.replace, settle_ms=c.settle_ms,
         )
         self.core = NodeCore(settings, c.members, hlc_last=self.storage.max_timestamp(), now_ms=now,
                              hints_held=self.storage.hint_summary())
@@ -313,6 +314,8 @@ class NodeServer:
             elif t is LoadHints:
                 entries = self.storage.load_hints(eff.owner, eff.limit)
                 self.run(self.core.on_hints_loaded(eff.owner, entries, now_ms()))
+            elif t is ScanRange:
+                self._sync_done(eff.token, lambda e=eff: self.storage.scan_range(e.after, e.limit))
             elif t is DeleteHint:
                 self.storage.delete_hint(eff.hint_id)
             elif t is Log:

@@ -71,6 +71,14 @@ class StorageEngine:
     def close(self) -> None:
         pass
 
+    def scan_range(self, after: bytes | None, limit: int) -> list[tuple[bytes, Record]]:
+        """Up to ``limit`` (key, record) with key > ``after``, in key order (streaming).
+
+        Generic and O(n) per call; engines with ordered storage override it.
+        """
+        items = sorted((k, r) for k, r in self.scan_all() if after is None or k > after)
+        return items[:limit]
+
     # -- hints (hinted handoff) ----------------------------------------------------
     # The default keeps hints in memory: right for the memory engine; an engine with
     # durable storage overrides these (SQLite does) so hints survive a restart.
@@ -323,6 +331,16 @@ class SqliteEngine(StorageEngine):
         row = (owner, key, v.ts, v.node, record.value, _ctx_encode(v.ctx) if v.ctx is not None else None,
                record.expires_ms, created_ms, record_size(key, record.value))
         self._enqueue(_HINT_INSERT, row, done)
+
+    def scan_range(self, after, limit):
+        if after is None:
+            rows = self._reader.execute(
+                "SELECT key, ts, node, value, ctx, expires FROM kv ORDER BY key LIMIT ?", (limit,)).fetchall()
+        else:
+            rows = self._reader.execute(
+                "SELECT key, ts, node, value, ctx, expires FROM kv WHERE key > ? ORDER BY key LIMIT ?",
+                (after, limit)).fetchall()
+        return [(key, _row_to_record(rest)) for key, *rest in rows]
 
     def peek_hints(self, key):
         rows = self._reader.execute(

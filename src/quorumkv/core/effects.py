@@ -1,0 +1,70 @@
+"""Effects: what the core asks the shell to do (see ``node.py`` for the table)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .version import Record
+
+
+class Send(NamedTuple):
+    peer: str
+    msg: object
+
+
+class Respond(NamedTuple):
+    conn: object
+    msg: object
+
+
+class StoreWrite(NamedTuple):
+    token: object
+    key: bytes
+    record: Record
+
+
+class StoreRead(NamedTuple):
+    token: object
+    key: bytes
+
+
+class StoreHint(NamedTuple):
+    token: object
+    owner: str
+    key: bytes
+    record: Record
+    created_ms: int
+
+
+class ReadHint(NamedTuple):
+    token: object
+    key: bytes
+
+
+class Peek(NamedTuple):
+    token: object
+    key: bytes
+
+
+class LoadHints(NamedTuple):
+    owner: str
+    limit: int
+
+
+class DeleteHint(NamedTuple):
+    hint_id: object
+
+
+class Log(NamedTuple):
+    level: str
+    event: str
+    fields: dict
+
+
+class ScanRange(NamedTuple):
+    """Up to ``limit`` records with key > ``after`` (None: from the start), in key
+    order; report ``on_store_done(token, True, [(key, record), ...])``."""
+
+    token: object
+    after: bytes | None
+    limit: int
