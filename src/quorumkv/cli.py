@@ -95,19 +95,52 @@ def _run_client(addresses: list[str], fn):
 
 
 # ----------------------------------------------------------------- data commands
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also print (on stderr) the R/W the node used.")]
+
+
 @app.command()
 def put(key: str, value: str, w: Annotated[Optional[str], typer.Option("--w", help="Write level: integer, ONE, QUORUM or ALL.")] = None,
-        dir: DirOpt = None, node: NodeOpt = None) -> None:
-    """Write VALUE under KEY at write level W."""
-    _run_client(_addresses(dir, node), lambda c: c.put(key, value, w=_level(w)))
+        dir: DirOpt = None, node: NodeOpt = None,
+        target_latency_ms: Annotated[Optional[float], typer.Option(
+            "--target-latency-ms", help="Instead of --w: the largest W whose predicted p99 write latency is within this.")] = None,
+        verbose: VerboseOpt = False) -> None:
+    """Write VALUE under KEY at write level W (or the W a latency target allows)."""
+    if target_latency_ms is not None and w is not None:
+        _fail(EXIT_USAGE, "give either --w or --target-latency-ms, not both")
+    w_used = _run_client(_addresses(dir, node),
+                         lambda c: c.put(key, value, w=_level(w), target_latency_ms=target_latency_ms))
+    if verbose:
+        err.print(f"w_used={w_used}", markup=False, highlight=False)
 
 
 @app.command()
 def get(key: str, r: Annotated[Optional[str], typer.Option("--r", help="Read level: integer, ONE, QUORUM or ALL.")] = None,
-        dir: DirOpt = None, node: NodeOpt = None) -> None:
+        dir: DirOpt = None, node: NodeOpt = None,
+        target_fresh: Annotated[Optional[float], typer.Option(
+            "--target-fresh", help="Instead of --r: the smallest R with P(read sees the last write) >= this.")] = None,
+        within_ms: Annotated[Optional[float], typer.Option(
+            "--within-ms", help="...for a read this long after the write committed (default 0).")] = None,
+        verbose: VerboseOpt = False) -> None:
     """Print the value of KEY (exit 1 when not found)."""
-    value = _run_client(_addresses(dir, node), lambda c: c.get(key, r=_level(r)))
-    sys.stdout.buffer.write(value + b"\n")
+    from .core.dynamic import Target
+
+    target = None
+    if target_fresh is not None or within_ms is not None:
+        if r is not None:
+            _fail(EXIT_USAGE, "give either --r or --target-fresh/--within-ms, not both")
+        if target_fresh is None:
+            _fail(EXIT_USAGE, "--within-ms needs --target-fresh P")
+        try:
+            target = Target(target_fresh, within_ms or 0.0)
+        except errors.InvalidRequestError as exc:
+            _fail(EXIT_USAGE, f"InvalidRequestError: {exc}")
+    item = _run_client(_addresses(dir, node), lambda c: c.get_item(key, r=_level(r), target=target))
+    if verbose:
+        chosen = f" (chosen for P(fresh) >= {target.p_fresh:g} within {target.within_ms:g} ms)" if target else ""
+        err.print(f"r_used={item.r_used}{chosen} version={item.version}", markup=False, highlight=False)
+    if item.version is None or item.value is None:
+        _fail(EXIT_NOT_FOUND, "not found")
+    sys.stdout.buffer.write(item.value + b"\n")
     sys.stdout.flush()
 
 
@@ -148,6 +181,164 @@ def inspect(key: str, dir: DirOpt = None, node: NodeOpt = None, output: OutputOp
         table.add_row(rep_.node, role, rep_.state, "yes" if rep_.answered else f"no {rep_.error}",
                       version, value)
     out.print(table)
+
+
+# ------------------------------------------------------------------ ring changes
+#: How often progress is polled while a ring change streams.
+PROGRESS_POLL_MS = 200
+#: Give up watching a ring change after this long (it goes on in the cluster).
+RING_CHANGE_WATCH_TIMEOUT_MS = 600_000
+
+
+def _print_plan(moves, title: str) -> None:
+    table = Table("from", "to", "share of key space", title=title)
+    for src, dst, share in moves:
+        table.add_row(src, dst, f"{share * 100:.2f}%")
+    out.print(table)
+    total = sum(share for _, _, share in moves)
+    out.print(f"{total * 100:.2f}% of the key space gets a new replica (replica copies, N counted once each)")
+
+
+def _watch_ring_change(address: str, node_id: str, done_state: str, what: str) -> dict:
+    """Poll a node's status with a progress bar until it reaches ``done_state``."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from .localcluster import node_status
+
+    deadline = time.monotonic() + RING_CHANGE_WATCH_TIMEOUT_MS / 1000
+    stats: dict = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+                  console=out, transient=False) as progress:
+        task = progress.add_task(what, total=None, detail="")
+        while time.monotonic() < deadline:
+            st = node_status(address, 2_000)
+            if st is not None:
+                stats = st.stats
+                state = next((mb.state for mb in st.members if mb.node == node_id), "?")
+                total = stats.get("stream_sources_total") or None
+                progress.update(task, total=total, completed=stats.get("stream_sources_done", 0),
+                                detail=f"{state}: scanned {stats.get('stream_keys_scanned', 0)}, "
+                                       f"received {stats.get('stream_keys_received', 0)}, "
+                                       f"sent {stats.get('stream_keys_sent', 0)}")
+                if state == done_state:
+                    progress.update(task, completed=total or 1, total=total or 1)
+                    return stats
+            time.sleep(PROGRESS_POLL_MS / 1000)
+    _fail(EXIT_UNAVAILABLE, f"{what}: not {done_state} after {RING_CHANGE_WATCH_TIMEOUT_MS} ms; "
+          "it may still complete — watch `quorumkv cluster status`")
+    return stats
+
+
+@app.command()
+def join(dir: Annotated[str, typer.Option("--dir", help="Local cluster to add a node to.")],
+         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would move; change nothing.")] = False,
+         port: Annotated[Optional[int], typer.Option("--port")] = None) -> None:
+    """Add a node: it joins through gossip, receives its share of the data while the
+    cluster keeps serving, then takes ownership. (Elsewhere: `quorumkv serve --seed`.)"""
+    from .core.ringchange import plan_moves
+
+    cl = _cluster(dir)
+    view = cl.view()
+    if view is None:
+        _fail(EXIT_UNREACHABLE, "no node of the cluster answers")
+    ring = list(view.ring)
+    new_id = f"n{max(int(n.id[1:]) for n in cl.nodes if n.id[1:].isdigit()) + 1}"
+    pong = _run_client([cl.nodes[0].address], lambda c: c.ping())
+    moves = plan_moves(ring, ring + [new_id], pong.n, 256)
+    _print_plan(moves, f"joining {new_id}: data it would receive")
+    if dry_run:
+        return
+    info = cl.add_node(port=port)
+    cl.start(info)
+    try:
+        cl.wait_ready([info])
+    except (RuntimeError, TimeoutError) as exc:
+        _fail(EXIT_UNAVAILABLE, str(exc))
+    stats = _watch_ring_change(info.address, info.id, "up", f"{info.id} joining")
+    out.print(f"{info.id} {info.address} is up: received {stats.get('stream_keys_received', 0)} records "
+              f"from {stats.get('stream_sources_done', 0)} nodes", markup=False, highlight=False)
+
+
+@app.command()
+def decommission(node_id: str, dir: DirOpt = None, node: NodeOpt = None,
+                 dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would move; change nothing.")] = False) -> None:
+    """Stream NODE_ID's data to the nodes that take over its ranges, then remove it
+    from the ring. Safe to re-run if interrupted."""
+    cl = _cluster(dir) if dir else None
+    address = cl.node(node_id).address if cl else (node[0] if node else None)
+    if address is None:
+        _fail(EXIT_USAGE, "say where NODE_ID runs: --dir DIR or --node HOST:PORT")
+    reply = _run_client([address], lambda c: c.decommission(dry_run=True))
+    _print_plan(reply.moves, f"decommissioning {node_id}: data that moves")
+    if dry_run:
+        return
+    _run_client([address], lambda c: c.decommission())
+    stats = _watch_ring_change(address, node_id, "left", f"{node_id} leaving")
+    out.print(f"{node_id} has left: sent {stats.get('stream_keys_sent', 0)} records to new owners",
+              markup=False, highlight=False)
+    if cl is not None:
+        # Stop it only once the others know it left (gossip), or they keep it in the ring.
+        import time
+
+        from .localcluster import node_status
+
+        others = [n.address for n in cl.nodes if n.id != node_id and n.running()]
+        deadline = time.monotonic() + 10
+        while others and time.monotonic() < deadline:
+            views = [node_status(a, 2_000) for a in others]
+            if all(v is not None and all(mb.state == "left" for mb in v.members if mb.node == node_id)
+                   for v in views):
+                break
+            time.sleep(PROGRESS_POLL_MS / 1000)
+        cl.stop(cl.node(node_id))
+        cl.remove_node(node_id)
+        out.print(f"stopped {node_id} and removed it from {dir}/cluster.toml")
+
+
+@app.command()
+def replace(dead_node_id: str, dir: Annotated[str, typer.Option("--dir")],
+            dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be streamed; change nothing.")] = False,
+            port: Annotated[Optional[int], typer.Option("--port")] = None) -> None:
+    """Start a new node in DEAD_NODE_ID's place (same id, so the same ranges); it
+    receives the dead node's data from the surviving replicas."""
+    from .core.ring import Ring
+
+    cl = _cluster(dir)
+    try:
+        dead = cl.node(dead_node_id)
+    except KeyError as exc:
+        _fail(EXIT_USAGE, str(exc.args[0]))
+    if dead.running():
+        _fail(EXIT_USAGE, f"{dead_node_id} is running (pid {dead.pid()}); replace is for a dead node")
+    view = cl.view()
+    if view is None:
+        _fail(EXIT_UNREACHABLE, "no node of the cluster answers")
+    pong = _run_client([n.address for n in cl.nodes if n.id != dead_node_id], lambda c: c.ping())
+    ring = Ring(view.ring, pong.n)
+    share: dict[str, float] = {}
+    tokens = ring.tokens
+    prev = tokens[-1] - (1 << 64)
+    for tok in tokens:
+        plist = ring.preference_list_of_token(tok)
+        if dead_node_id in plist:
+            src = next((x for x in plist if x != dead_node_id), "-")
+            share[src] = share.get(src, 0.0) + (tok - prev) / float(1 << 64)
+        prev = tok
+    _print_plan(sorted(((s_, dead_node_id, f) for s_, f in share.items()), key=lambda x: -x[2]),
+                f"replacing {dead_node_id}: data it would receive")
+    if dry_run:
+        return
+    info = cl.replace_node(dead_node_id, port=port)
+    cl.start(info)
+    try:
+        cl.wait_ready([info])
+    except (RuntimeError, TimeoutError) as exc:
+        _fail(EXIT_UNAVAILABLE, str(exc))
+    stats = _watch_ring_change(info.address, info.id, "up", f"{info.id} replacing")
+    out.print(f"{info.id} {info.address} replaced the dead node: received "
+              f"{stats.get('stream_keys_received', 0)} records", markup=False, highlight=False)
 
 
 # ---------------------------------------------------------------------- serving
@@ -253,6 +444,12 @@ def cluster_add(dir: Annotated[str, typer.Option("--dir")],
         _fail(EXIT_UNAVAILABLE, str(exc))
     out.print(f"{info.id} {info.address} resp={info.resp} pid={info.pid()} (joining via gossip)",
               markup=False, highlight=False)
+
+
+@cluster_app.command("remove")
+def cluster_remove(node_id: str, dir: Annotated[str, typer.Option("--dir")]) -> None:
+    """Decommission NODE_ID (stream its data away, leave the ring), stop it, forget it."""
+    decommission(node_id, dir=dir, node=None, dry_run=False)
 
 
 @cluster_app.command("restart")

@@ -9,6 +9,18 @@ would have lost to).
 
 ``r``/``w`` accept an integer, ``"ONE"``, ``"QUORUM"`` or ``"ALL"``; leaving them out
 uses the client's default, and a client default of ``None`` uses the node's.
+
+Dynamic quorums: ``get(key, target=Target(p_fresh=0.999, within_ms=5))`` lets the
+coordinator pick the smallest R its live latency model predicts meets the target
+(``get_item(...).r_used`` tells which); ``put(key, v, target_latency_ms=5)`` gets the
+largest W whose predicted p99 write latency is within 5 ms (``put`` returns the W
+used). See docs/math.md, "Dynamic quorums".
+
+Dynamic quorums: ``get(key, target=Target(p_fresh=0.999, within_ms=5))`` lets the
+coordinator pick the smallest R its live latency model predicts meets the target
+(``get_item(...).r_used`` tells which); ``put(key, v, target_latency_ms=5)`` gets the
+largest W whose predicted p99 write latency is within 5 ms (``put`` returns the W
+used). See docs/math.md, "Dynamic quorums".
 """
 
 from __future__ import annotations
@@ -20,6 +32,8 @@ import warnings
 from dataclasses import dataclass
 
 from .core import messages as m
+from .core.dynamic import Target, validate_latency_bound
+from .core.dynamic import Target, validate_latency_bound
 from .core.framing import FrameDecoder, FrameEncoder
 from .core.node import level_to_wire, validate_key, validate_value
 from .core.version import Version
@@ -56,6 +70,8 @@ class Item:
     value: bytes | None
     version: Version | None
     expires_ms: int = 0  # absolute wall-clock expiry, 0 = never
+    r_used: int = 0  # the R the coordinator used (chosen by it for a dynamic read)
+    r_used: int = 0  # the R the coordinator used (chosen by it for a dynamic read)
 
 
 def _to_bytes(data, what: str) -> bytes:
@@ -116,9 +132,16 @@ class _Base:
         self._ids = itertools.count(1)
         self._current = 0
 
-    def _get_msg(self, key, r, primary_only=False, blocking_repair=False) -> m.Get:
+    def _get_msg(self, key, r, primary_only=False, blocking_repair=False, target=None) -> m.Get:
         k = _to_bytes(key, "key")
         validate_key(k)
+        if target is not None:
+            if not isinstance(target, Target):
+                raise InvalidRequestError(f"target must be a quorumkv.Target, not {type(target).__name__}")
+            if r is not DEFAULT and r is not None:
+                raise InvalidRequestError("give either r or target, not both")
+            return m.Get(next(self._ids), k, m.LEVEL_DEFAULT, bool(primary_only), bool(blocking_repair),
+                         float(target.p_fresh), float(target.within_ms))
         return m.Get(next(self._ids), k, level_to_wire(self.r if r is DEFAULT else r),
                      bool(primary_only), bool(blocking_repair))
 
@@ -127,7 +150,12 @@ class _Base:
         validate_key(k)
         return m.Inspect(next(self._ids), k)
 
-    def _put_msg(self, key, value, w, ttl_ms=None, primary_only=False) -> m.Put:
+    def _put_msg(self, key, value, w, ttl_ms=None, primary_only=False, target_latency_ms=None) -> m.Put:
+        if target_latency_ms is not None:
+            validate_latency_bound(target_latency_ms)
+            if w is not DEFAULT and w is not None:
+                raise InvalidRequestError("give either w or target_latency_ms, not both")
+            w = None
         k = _to_bytes(key, "key")
         validate_key(k)
         v = None if value is None else _to_bytes(value, "value")
@@ -135,7 +163,7 @@ class _Base:
         if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0):
             raise InvalidRequestError(f"ttl_ms must be a positive integer, not {ttl_ms!r}")
         return m.Put(next(self._ids), k, v, level_to_wire(self.w if w is DEFAULT else w), ttl_ms or 0,
-                     bool(primary_only))
+                     bool(primary_only), float(target_latency_ms or 0.0))
 
     @staticmethod
     def _value(reply: m.Reply, key, default):
@@ -204,30 +232,39 @@ class Client(_Base):
                 if tried >= len(self.nodes):
                     raise ConnectionFailedError(f"request failed on every node: {exc}") from exc
 
-    def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False) -> None:
+    def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False,
+            target_latency_ms: float | None = None) -> int:
         """Write ``value``; with ``ttl_ms`` it expires that long after the write.
 
         ``primary_only`` (Riak's pw): only the key's own replicas count towards W;
         by default a fallback node standing in for a down replica counts (sloppy quorum).
+        ``target_latency_ms`` instead of ``w``: the coordinator picks the largest W
+        whose predicted p99 write latency is within it. Returns the W used.
         """
         if value is None:
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
-        self._call(self._put_msg(key, value, w, ttl_ms, primary_only))
+        return self._call(self._put_msg(key, value, w, ttl_ms, primary_only, target_latency_ms)).w_used
 
     def delete(self, key, *, w=DEFAULT, primary_only: bool = False) -> None:
         self._call(self._put_msg(key, None, w, None, primary_only))
 
     def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,
-            blocking_repair: bool = False) -> bytes:
+            blocking_repair: bool = False, target: Target | None = None) -> bytes:
         """The value of ``key``. ``blocking_repair``: return only after stale replicas
-        that answered were repaired (default: repair in the background)."""
-        reply = self._call(self._get_msg(key, r, primary_only, blocking_repair))
+        that answered were repaired (default: repair in the background). ``target``
+        instead of ``r``: the coordinator picks the smallest R meeting it."""
+        reply = self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
         return self._value(reply, key, default)
 
-    def get_item(self, key, *, r=DEFAULT, primary_only: bool = False, blocking_repair: bool = False) -> Item:
-        """The value and its version; a missing key gives ``Item(None, None)``."""
-        reply = self._call(self._get_msg(key, r, primary_only, blocking_repair))
-        return Item(reply.value, reply.version, reply.expires_ms)
+    def get_item(self, key, *, r=DEFAULT, primary_only: bool = False, blocking_repair: bool = False,
+                 target: Target | None = None) -> Item:
+        """The value, its version and the R used; a missing key gives ``Item(None, None)``."""
+        reply = self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
+        return Item(reply.value, reply.version, reply.expires_ms, reply.r_used)
+
+    def latencies(self) -> m.LatenciesReply:
+        """The connected node's WARS latency samples (ms) and its dynamic-quorum model."""
+        return self._call(m.Latencies(next(self._ids)))
 
     def ping(self) -> m.Pong:
         return self._call(m.Ping(next(self._ids)))
@@ -239,6 +276,16 @@ class Client(_Base):
     def inspect(self, key) -> m.InspectReply:
         """Where ``key`` lives and which version each replica holds (no read repair)."""
         return _check_inspect(self._call(self._inspect_msg(key)))
+
+    def decommission(self, *, dry_run: bool = False):
+        """Ask the connected node to stream its data to the new owners and leave the ring.
+
+        Returns at once (progress: ``status()``); with ``dry_run`` returns the plan
+        (``RingPlan.moves``: (from, to, share of the key space)) and changes nothing.
+        """
+        from .core.messages_ring import Decommission
+
+        return self._call(Decommission(next(self._ids), dry_run))
 
 
 class _AsyncConn(asyncio.Protocol):
@@ -345,24 +392,29 @@ class AsyncClient(_Base):
                 continue
             return _check_reply(reply) if type(reply) is m.Reply else reply
 
-    async def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False) -> None:
-        """Write ``value``; with ``ttl_ms`` it expires that long after the write."""
+    async def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False,
+                  target_latency_ms: float | None = None) -> int:
+        """Write ``value``; with ``ttl_ms`` it expires that long after the write. Returns the W used."""
         if value is None:
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
-        await self._call(self._put_msg(key, value, w, ttl_ms, primary_only))
+        reply = await self._call(self._put_msg(key, value, w, ttl_ms, primary_only, target_latency_ms))
+        return reply.w_used
 
     async def delete(self, key, *, w=DEFAULT, primary_only: bool = False) -> None:
         await self._call(self._put_msg(key, None, w, None, primary_only))
 
     async def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,
-                  blocking_repair: bool = False) -> bytes:
-        reply = await self._call(self._get_msg(key, r, primary_only, blocking_repair))
+                  blocking_repair: bool = False, target: Target | None = None) -> bytes:
+        reply = await self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
         return self._value(reply, key, default)
 
     async def get_item(self, key, *, r=DEFAULT, primary_only: bool = False,
-                       blocking_repair: bool = False) -> Item:
-        reply = await self._call(self._get_msg(key, r, primary_only, blocking_repair))
-        return Item(reply.value, reply.version, reply.expires_ms)
+                       blocking_repair: bool = False, target: Target | None = None) -> Item:
+        reply = await self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
+        return Item(reply.value, reply.version, reply.expires_ms, reply.r_used)
+
+    async def latencies(self) -> m.LatenciesReply:
+        return await self._call(m.Latencies(next(self._ids)))
 
     async def ping(self) -> m.Pong:
         return await self._call(m.Ping(next(self._ids)))

@@ -165,6 +165,46 @@ class LocalCluster:
         self._save(raw.get("replicas", template.n), raw.get("storage", template.storage))
         return info
 
+    def _cluster_meta(self) -> dict:
+        with open(os.path.join(self.root, "cluster.toml"), "rb") as fh:
+            return tomllib.load(fh)
+
+    def replace_node(self, dead_id: str, *, port: int | None = None) -> NodeInfo:
+        """Set up a replacement for dead node ``dead_id``: same id (so the same ring
+        ranges), new address, fresh data directory; it starts ``replacing`` and pulls
+        its ranges' data from the live replicas. The dead node's directory is kept
+        as ``DIR/ID.replaced-K`` for forensics."""
+        dead = self.node(dead_id)
+        if dead.running():
+            raise ValueError(f"{dead_id} is running (pid {dead.pid()}); a replacement is for a dead node")
+        template = NodeConfig.load(dead.config_file)
+        k = 1
+        while os.path.exists(f"{dead.dir}.replaced-{k}"):
+            k += 1
+        os.rename(dead.dir, f"{dead.dir}.replaced-{k}")
+        used = [int(a.rsplit(":", 1)[1]) for n in self.nodes for a in (n.address, n.resp) if a]
+        host = dead.address.rsplit(":", 1)[0]
+        port = port or max(used) + 1
+        info = NodeInfo(dead_id, f"{host}:{port}", dead.dir, f"{host}:{port + 1}")
+        os.makedirs(info.dir, exist_ok=True)
+        fields = {f: getattr(template, f) for f in template.__dataclass_fields__}
+        fields.update(listen=info.address, data_dir=info.dir, members={dead_id: info.address},
+                      seeds=[n.address for n in self.nodes if n.id != dead_id], resp_listen=info.resp,
+                      replace=True)
+        with open(info.config_file, "w") as fh:
+            fh.write(NodeConfig(**fields).to_toml())
+        self.nodes[self.nodes.index(dead)] = info
+        meta = self._cluster_meta()
+        self._save(meta.get("replicas", template.n), meta.get("storage", template.storage))
+        return info
+
+    def remove_node(self, node_id: str) -> None:
+        """Forget a node that has left (its directory stays on disk)."""
+        node = self.node(node_id)
+        self.nodes.remove(node)
+        meta = self._cluster_meta()
+        self._save(meta.get("replicas", 3), meta.get("storage", "sqlite"))
+
     # -- processes ------------------------------------------------------------
     def start(self, node: NodeInfo) -> int:
         if node.running():

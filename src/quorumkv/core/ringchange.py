@@ -81,6 +81,7 @@ class RingChange:
         self.start_after_ms = 0
         # pull (join / replace)
         self.sources: list[str] = []
+        self.sources_ok = 0
         self.source_retries = 0
         self.after: bytes | None = None
         self.request_id = 0
@@ -153,7 +154,11 @@ class RingChange:
         core = self.core
         ms = core.membership
         me = core.node_id
-        self.sources = [n for n in ms.ring_members() if n != me and ms.is_alive(n)]
+        # Every current member may hold the newest version of some key we will own:
+        # pull from all of them (replicas keep the newest). A source that stays
+        # unreachable is skipped after STREAM_RETRIES_MAX attempts.
+        self.sources = [n for n in ms.ring_members() if n != me]
+        self.sources_ok = 0
         self.stats["stream_sources_total"] = len(self.sources)
         self.stats["stream_sources_done"] = 0
         self.state = "streaming"
@@ -203,6 +208,7 @@ class RingChange:
         """Persist before asking for more: a batch is durable before the cursor moves."""
         if self.batch_last:
             self.sources.pop(0)
+            self.sources_ok += 1
             self.stats["stream_sources_done"] += 1
             self.after = None
             self.source_retries = 0
@@ -225,6 +231,12 @@ class RingChange:
 
     def _finish_pull(self, now_ms, out) -> None:
         core = self.core
+        if not self.sources_ok and [n for n in core.membership.ring_members() if n != core.node_id]:
+            # Nobody could be streamed from: do not take ownership empty-handed.
+            self.state = "settling"
+            self.start_after_ms = now_ms + self.settle_ms
+            out.append(Log("warning", f"{self.mode}_no_source", {"retry_in_ms": self.settle_ms}))
+            return
         self.state = "done"
         self.stats["stream_done"] = 1
         core.membership.set_status(UP)

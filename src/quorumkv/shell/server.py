@@ -19,6 +19,7 @@ Connections:
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -38,6 +39,7 @@ from ..core.node import (
 from ..core.version import newest
 from ..errors import ProtocolError
 from .config import NodeConfig, parse_address
+from .latency import MODEL_REFRESH_MS, LatencyRecorder, PendingStamps, build_table, now_us
 from .storage import StorageEngine, open_engine
 
 log = structlog.get_logger("quorumkv.node")
@@ -150,7 +152,7 @@ class _Inbound(_Conn):
 
 _REQUEST_TYPES = set(m.REQUEST_TYPES)
 # What a peer may answer on our outbound link (client-facing replies never come back there).
-_RESPONSE_TYPES = set(m.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply}
+_RESPONSE_TYPES = set(m.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply}
 
 
 class _PeerLink(_Conn):
@@ -164,9 +166,13 @@ class _PeerLink(_Conn):
         self.retry_at_ms = 0
         self.backoff_ms = RECONNECT_MS_MIN
         self._pending: list = []  # messages queued while connecting
+        self.stamps = PendingStamps()  # send times of RepWrite/RepRead: latency samples
 
     # -- sending --------------------------------------------------------------
     def request(self, msg) -> None:
+        t = type(msg)
+        if (t is m.RepWrite or t is m.RepRead) and msg.id:
+            self.stamps.stamp(msg.id, t is m.RepWrite)
         if self.state == "up":
             if self.buffered_bytes() > PEER_QUEUE_BYTES_MAX:
                 self._failed(msg, f"send queue full (PEER_QUEUE_BYTES_MAX={PEER_QUEUE_BYTES_MAX})")
@@ -217,6 +223,7 @@ class _PeerLink(_Conn):
         self.transport = None
         self._out = []
         self._out_bytes = 0
+        self.stamps.clear()
         self._down("connection lost")
         self.server.run(self.server.core.on_peer_lost(self.peer, "unreachable", now_ms()))
 
@@ -238,8 +245,14 @@ class _PeerLink(_Conn):
             return
         now = now_ms()
         core = server.core
+        t_now = now_us()
         for msg in msgs:
-            if type(msg) in _RESPONSE_TYPES:
+            t = type(msg)
+            if (t is m.RepWriteAck or t is m.RepReadResp) and msg.t_us:
+                t0 = self.stamps.take(msg.id, t is m.RepWriteAck)
+                if t0 is not None:
+                    server.latency.add(t is m.RepWriteAck, t0, msg.t_us, t_now)
+            if t in _RESPONSE_TYPES:
                 server.run(core.on_response(self.peer, msg, now))
             else:
                 log.warning("bad_peer_message", peer=self.peer, type=type(msg).__name__)
@@ -259,6 +272,15 @@ class NodeServer:
         )
         c = config
         now = now_ms()
+        members, replace = dict(c.members), c.replace
+        try:
+            with open(self._state_file()) as fh:
+                saved = json.load(fh)
+            if saved.get("bootstrapped"):
+                members = {**saved.get("members", {}), **members}
+                replace = False
+        except (OSError, ValueError):
+            pass
         settings = NodeSettings(
             node_id=c.node_id, n=c.n, r=c.r, w=c.w,
             timeout_ms_read=c.timeout_ms_read, timeout_ms_write=c.timeout_ms_write,
@@ -270,9 +292,9 @@ class NodeServer:
             hints=HintSettings(bytes_max_per_target=c.hint_bytes_max_per_target, age_ms_max=c.hint_age_ms_max,
                                replay_per_s=c.hint_replay_per_s),
             rng_seed=int.from_bytes(os.urandom(8), "big"),
-            replace=c.replace, settle_ms=c.settle_ms,
+            replace=replace, settle_ms=c.settle_ms,
         )
-        self.core = NodeCore(settings, c.members, hlc_last=self.storage.max_timestamp(), now_ms=now,
+        self.core = NodeCore(settings, members, hlc_last=self.storage.max_timestamp(), now_ms=now,
                              hints_held=self.storage.hint_summary())
         self.encoder = FrameEncoder()
         self.links: dict[str, _PeerLink] = {}
@@ -282,6 +304,14 @@ class NodeServer:
         self.resp = None  # RespFrontEnd when config.resp_listen is set
         self._tick_handle = None
         self._stopped = asyncio.Event()
+        # Live WARS samples of our internode traffic and the dynamic-quorum model
+        # rebuilt from them every MODEL_REFRESH_MS (shell/latency.py, core/dynamic.py).
+        self.latency = LatencyRecorder()
+        self.core.latency_model = build_table({}, self.core.replication_factor(), now)
+        self.core._request_handlers[m.Latencies] = self._on_latencies
+        self._model_handle = None
+        self._model_job = None
+        self._model_seen: tuple = ()
 
     # -- effects --------------------------------------------------------------
     def run(self, effects: list) -> None:
@@ -289,11 +319,17 @@ class NodeServer:
             t = type(eff)
             if t is Respond:
                 msg = eff.msg
-                if type(msg) is m.Pong:  # the shell knows its storage; the core does not
+                if type(msg) is m.RepWriteAck or type(msg) is m.RepReadResp:  # stamp: latency samples
+                    msg = msgspec.structs.replace(msg, t_us=now_us())
+                elif type(msg) is m.Pong:  # the shell knows its storage; the core does not
                     msg = msgspec.structs.replace(msg, storage=self.storage.name, keys=self.storage.count())
                 eff.conn.respond(msg)
             elif t is Send:
                 link = self.links.get(eff.peer)
+                if link is not None and link.address != self.core.address_of(eff.peer):
+                    link.close()  # the peer moved (a replacement took its id): reconnect there
+                    del self.links[eff.peer]
+                    link = None
                 if link is None:
                     link = self._link(eff.peer)
                     if link is None:
@@ -320,8 +356,25 @@ class NodeServer:
                 self.storage.delete_hint(eff.hint_id)
             elif t is Log:
                 getattr(log, eff.level, log.info)(eff.event, **eff.fields)
+                if eff.event in ("join_completed", "replace_completed"):
+                    self._save_bootstrapped()
             else:  # pragma: no cover - a core bug, not input
                 raise TypeError(f"unknown effect {eff!r}")
+
+    def _state_file(self) -> str:
+        return os.path.join(self.config.data_dir, "data", "node-state.json")
+
+    def _save_bootstrapped(self) -> None:
+        """After a join or replace streamed its data, a restart must come back as a
+        member (``up``), not join or replace again: remember the members we know."""
+        state = {"bootstrapped": True, "members": self.core.members()}
+        tmp = self._state_file() + ".tmp"
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        with open(tmp, "w") as fh:
+            json.dump(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._state_file())
 
     def peer_heard(self, peer: str) -> None:
         """A peer spoke to us: it is up, so skip any reconnect back-off towards it."""
@@ -353,6 +406,35 @@ class NodeServer:
             self.run(self.core.on_store_done(token, ok, result, now_ms()))
         return done
 
+    # -- live latencies and the dynamic-quorum model ----------------------------
+    def _on_latencies(self, conn, msg, now: int, out: list) -> None:
+        snap = self.latency.snapshot()
+        model = self.core.latency_model
+        out.append(Respond(conn, m.LatenciesReply(msg.id, self.core.node_id, snap["w"], snap["a"], snap["r"],
+                                                  snap["s"], dict(self.latency.recorded),
+                                                  model.to_dict() if model is not None else {})))
+
+    def _model_tick(self) -> None:
+        """Rebuild the model in a worker thread when new samples arrived (one job at a time)."""
+        self._model_handle = self.loop.call_later(MODEL_REFRESH_MS / 1000, self._model_tick)
+        n = self.core.replication_factor()
+        seen = (n, tuple(self.latency.recorded.values()))
+        if self._model_job is not None or seen == self._model_seen:
+            return
+        self._model_seen = seen
+        job = self._model_job = self.loop.run_in_executor(None, build_table, self.latency.snapshot(), n, now_ms())
+        job.add_done_callback(self._model_built)
+
+    def _model_built(self, job) -> None:
+        self._model_job = None
+        if job.cancelled():
+            return
+        exc = job.exception()
+        if exc is not None:
+            log.error("latency_model_failed", error=repr(exc))
+            return
+        self.core.latency_model = job.result()
+
     def _tick(self) -> None:
         self.run(self.core.tick(now_ms()))
         self._tick_handle = self.loop.call_later(self.config.tick_ms / 1000, self._tick)
@@ -367,6 +449,7 @@ class NodeServer:
             self.resp = RespFrontEnd(self)
             await self.resp.start()
         self._tick_handle = self.loop.call_later(self.config.tick_ms / 1000, self._tick)
+        self._model_handle = self.loop.call_later(MODEL_REFRESH_MS / 1000, self._model_tick)
         log.info("node_started", node=self.config.node_id, listen=self.config.listen,
                  storage=self.storage.name, n=self.core.settings.n, members=len(self.config.members),
                  seeds=list(self.config.seeds))
@@ -380,6 +463,8 @@ class NodeServer:
     async def stop(self) -> None:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
+        if self._model_handle is not None:
+            self._model_handle.cancel()
         if self._server is not None:
             self._server.close()
         if self.resp is not None:
