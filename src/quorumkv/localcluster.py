@@ -148,7 +148,7 @@ class LocalCluster:
         template = NodeConfig.load(self.nodes[0].config_file)
         used = [int(a.rsplit(":", 1)[1]) for n in self.nodes for a in (n.address, n.resp) if a]
         host = self.nodes[0].address.rsplit(":", 1)[0]
-        port = port or max(used) + 1
+        port = port or _free_pair(max(used) + 1)
         resp_port = resp_port or port + 1
         node_id = f"n{max(int(n.id[1:]) for n in self.nodes if n.id[1:].isdigit()) + 1}"
         addr, resp = f"{host}:{port}", f"{host}:{resp_port}"
@@ -184,7 +184,7 @@ class LocalCluster:
         os.rename(dead.dir, f"{dead.dir}.replaced-{k}")
         used = [int(a.rsplit(":", 1)[1]) for n in self.nodes for a in (n.address, n.resp) if a]
         host = dead.address.rsplit(":", 1)[0]
-        port = port or max(used) + 1
+        port = port or _free_pair(max(used) + 1)
         info = NodeInfo(dead_id, f"{host}:{port}", dead.dir, f"{host}:{port + 1}")
         os.makedirs(info.dir, exist_ok=True)
         fields = {f: getattr(template, f) for f in template.__dataclass_fields__}
@@ -304,6 +304,27 @@ class LocalCluster:
                 "phi": member.phi if member is not None else None,
             })
         return rows
+
+
+def _free_pair(start: int) -> int:
+    """The first port P >= start with P and P+1 both free on 127.0.0.1 (node + RESP)."""
+    import socket
+
+    for port in range(start, min(start + 2_000, 65_000)):
+        socks = []
+        try:
+            for p in (port, port + 1):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no free port pair at or above {start}")
 
 
 def _reap(pid: int) -> None:

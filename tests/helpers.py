@@ -1,0 +1,21 @@
+"""Small helpers shared by the real-process tests."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+POLL_S = 0.05
+
+
+def wait_for(cond, timeout_s: float, what: str):
+    """Poll ``cond`` until it returns a truthy value; fail with ``what`` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(POLL_S)
