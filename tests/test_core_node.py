@@ -118,7 +118,7 @@ def test_put_replies_ok_exactly_once_when_w_acks_arrive():
     assert core.on_store_done(sw.token, True, None, NOW + 1) == []  # 1 of 2
     eff = core.on_response("n2", ack(sends, "n2"), NOW + 2)
     reply = only_reply(eff, client)
-    assert reply == m.Reply(77, m.OK, None, None, "", "")
+    assert reply == m.Reply(77, m.OK, None, None, "", "", w_used=2)  # the W used is reported
     assert len(eff) == 1
     # The third ack is late: nothing more is said, and the round is closed.
     assert core.on_response("n3", ack(sends, "n3"), NOW + 3) == []
@@ -363,7 +363,7 @@ def test_get_fans_out_and_returns_newest():
     old, new = rec(10, "n1", b"old"), rec(20, "n3", b"new")
     assert core.on_store_done(sr.token, True, old, NOW) == []
     reply = only_reply(core.on_response("n2", read_resp(sends, "n2", new), NOW), client)
-    assert reply == m.Reply(4, m.OK, b"new", new.version, "", "")
+    assert reply == m.Reply(4, m.OK, b"new", new.version, "", "", r_used=2)
 
 
 def test_get_newest_even_when_it_arrives_first():

@@ -20,6 +20,7 @@ _LAZY = {
     "QuorumKVError": "errors", "InvalidRequestError": "errors", "NotFoundError": "errors",
     "UnavailableError": "errors", "QuorumTimeoutError": "errors", "OverloadedError": "errors",
     "ProtocolError": "errors", "ConnectionFailedError": "errors", "ConsistencyWarning": "errors",
+    "Target": "core.dynamic",
 }
 
 __all__ = ["ALL", "ONE", "QUORUM", *_LAZY]

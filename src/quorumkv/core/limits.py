@@ -30,3 +30,8 @@ REPLICAS_MAX = 16
 #: Virtual nodes per physical node: 256 keeps each node's share within a few per cent
 #: of the mean for small clusters (Cassandra's old default num_tokens was 256).
 VNODES_DEFAULT = 256
+
+#: Latency samples a node keeps per WARS kind (W, A, R, S) for live PBS prediction
+#: and dynamic quorums: a ring buffer, newest kept; 10,000 floats of each is ~0.3 MB
+#: and resamples the tail well enough for a 0.999 target.
+PBS_SAMPLES_MAX = 10_000

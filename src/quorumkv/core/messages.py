@@ -37,6 +37,10 @@ class Get(_Msg, tag=1):
     r: int = LEVEL_DEFAULT
     primary_only: bool = False  # Riak's pr: only primaries may answer (no fallbacks)
     blocking_repair: bool = False  # answer only after stale replicas were repaired
+    # Dynamic quorum (core/dynamic.py): instead of r, the smallest R whose predicted
+    # P(consistent) for a read target_within_ms after commit is >= target_p_fresh.
+    target_p_fresh: float = 0.0  # 0: no target
+    target_within_ms: float = 0.0
 
 
 class Put(_Msg, tag=2):
@@ -46,6 +50,9 @@ class Put(_Msg, tag=2):
     w: int = LEVEL_DEFAULT
     ttl_ms: int = 0  # > 0: the value expires this long after the coordinator accepts it
     primary_only: bool = False  # Riak's pw: fallbacks (hinted writes) don't count
+    # Dynamic quorum: instead of w, the largest W whose predicted p99 write latency
+    # is <= target_latency_ms (0: no target).
+    target_latency_ms: float = 0.0
 
 
 class Status(_Msg, tag=4):
@@ -62,6 +69,12 @@ class Inspect(_Msg, tag=5):
 
 
 class Ping(_Msg, tag=3):
+    id: int
+
+
+class Latencies(_Msg, tag=6):
+    """The WARS latency samples this node measured on its internode traffic."""
+
     id: int
 
 
@@ -84,6 +97,8 @@ class Reply(_Msg, tag=10):
     message: str = ""
     warning: str = ""
     expires_ms: int = 0  # reads: absolute expiry of the value returned (0 = never)
+    r_used: int = 0  # reads: the R the coordinator used (a dynamic read's choice)
+    w_used: int = 0  # writes: the W the coordinator used
 
 
 class Pong(_Msg, tag=11):
@@ -138,6 +153,21 @@ class InspectReply(_Msg, tag=13):
     newest: str | None = None
 
 
+class LatenciesReply(_Msg, tag=14):
+    """One-way delays in ms (newest last, at most PBS_SAMPLES_MAX of each kind):
+    w write request (incl. the replica's durable apply), a write ack, r read request
+    (incl. the replica's read), s read response. ``recorded``: totals ever seen."""
+
+    id: int
+    node: str
+    w: list[float]
+    a: list[float]
+    r: list[float]
+    s: list[float]
+    recorded: dict[str, int] = {}
+    model: dict = {}  # the dynamic-quorum model in force (core/dynamic.py LatencyTable.to_dict)
+
+
 # --- node -> node ---------------------------------------------------------------
 class RepWrite(_Msg, tag=20):
     id: int
@@ -150,6 +180,7 @@ class RepWriteAck(_Msg, tag=21):
     id: int
     ok: bool
     error: str = ""
+    t_us: int = 0  # replica's wall clock (µs) when it sent this ack: latency samples
 
 
 class RepRead(_Msg, tag=22):
@@ -163,6 +194,7 @@ class RepReadResp(_Msg, tag=23):
     ok: bool
     record: Record | None = None
     error: str = ""
+    t_us: int = 0  # replica's wall clock (µs) when it sent this response
 
 
 class RepPeek(_Msg, tag=24):
@@ -210,12 +242,13 @@ class Error(_Msg, tag=99):
 from .messages_ae import AE_REQUESTS, AE_RESPONSES  # noqa: E402
 from .messages_ring import RING_REQUESTS, RING_RESPONSES  # noqa: E402
 
-_BASE_REQUESTS = (Get, Put, Ping, Status, Inspect, RepWrite, RepRead, RepPeek, Heartbeat, Gossip)
+_BASE_REQUESTS = (Get, Put, Ping, Status, Inspect, RepWrite, RepRead, RepPeek, Heartbeat, Gossip,
+                  Latencies)
 _BASE_RESPONSES = (Reply, Pong, StatusReply, InspectReply, RepWriteAck, RepReadResp, RepPeekResp,
-                   GossipAck, Error)
+                   GossipAck, Error, LatenciesReply)
 REQUEST_TYPES = _BASE_REQUESTS + AE_REQUESTS + RING_REQUESTS
 RESPONSE_TYPES = _BASE_RESPONSES + AE_RESPONSES + RING_RESPONSES
-ClientRequest = Get | Put | Ping | Status | Inspect
+ClientRequest = Get | Put | Ping | Status | Inspect | Latencies
 Request = Union[REQUEST_TYPES]  # noqa: UP007 - built from a tuple
 Response = Union[RESPONSE_TYPES]  # noqa: UP007
 Message = Union[REQUEST_TYPES + RESPONSE_TYPES]  # noqa: UP007

@@ -49,6 +49,7 @@ import heapq
 from typing import NamedTuple
 
 from ..errors import InvalidRequestError
+from . import dynamic
 from . import messages as m
 from .consistency import resolve, weak_warning
 from .effects import (  # noqa: F401 - re-exported: the shell and tests import them from here
@@ -213,6 +214,7 @@ class NodeCore:
         self._response_handlers: dict[type, object] = {}
         self._store_handlers: dict[str, object] = {}
         self._tickers: list = []
+        self.latency_model = None  # core/dynamic.py LatencyTable, kept current by the shell
         self.stats: dict[str, int] = {}
         self.ring_change = RingChange(self, settings.settle_ms)
         self.stats.update({
@@ -494,15 +496,23 @@ class NodeCore:
             return
         n = self.ring.n
         is_get = type(msg) is m.Get
+        level = level_from_wire(msg.r if is_get else msg.w)
+        dyn = dynamic.wants_target(msg)
+        if dyn:  # a freshness/latency target instead of R/W: the live model picks (core/dynamic.py)
+            live = sum(map(self.membership.is_alive, self.ring.preference_list(key)))
+            level, why = dynamic.level_for(msg, self.latency_model, n, self.default_w, live)
+            if level is None:
+                self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=why), now_ms, out)
+                return
         if is_get:
-            needed = resolve(level_from_wire(msg.r), n, self.default_r, "R")
-            warning = weak_warning(needed, self.default_w, n)
+            needed = resolve(level, n, self.default_r, "R")
+            warning = None if dyn else weak_warning(needed, self.default_w, n)
             deadline = now_ms + self.settings.timeout_ms_read
         else:
             validate_value(msg.value)
             if msg.ttl_ms < 0:
                 raise InvalidRequestError(f"ttl_ms must be >= 0, got {msg.ttl_ms}")
-            needed = resolve(level_from_wire(msg.w), n, self.default_w, "W")
+            needed = resolve(level, n, self.default_w, "W")
             warning = weak_warning(self.default_r, needed, n)
             deadline = now_ms + self.settings.timeout_ms_write
         if len(self.ops) >= ROUNDS_INFLIGHT_MAX:
@@ -622,14 +632,14 @@ class NodeCore:
                     rec = self._read_result(op)
                     if rec is None or not rec.live_at(now_ms):  # missing, deleted or expired
                         op.reply = m.Reply(op.req_id, m.NOT_FOUND, None, rec.version if rec else None,
-                                           "not found", op.warning)
+                                           "not found", op.warning, r_used=rnd.needed)
                     else:
                         op.reply = m.Reply(op.req_id, m.OK, rec.value, rec.version, "", op.warning,
-                                           rec.expires_ms)
+                                           rec.expires_ms, r_used=rnd.needed)
                     if op.blocking_repair and self.settings.read_repair:
                         op.repairs_pending = set(self._repair(op, rec, now_ms, out, reply_id=op.op_id))
                 else:
-                    op.reply = m.Reply(op.req_id, m.OK, None, None, "", op.warning)
+                    op.reply = m.Reply(op.req_id, m.OK, None, None, "", op.warning, w_used=rnd.needed)
             else:
                 self.stats["lost"] += 1
                 status = m.TIMEOUT if rnd.timed_out else m.UNAVAILABLE
