@@ -148,6 +148,56 @@ def quorum_cmd(
     Console().print(_kv_table(f"N={n} R={r} W={w}", rows))
 
 
+#: Exit codes of `math pbs --dir/--node` (as the main CLI): too few samples, no node reachable.
+EXIT_TOO_FEW = 3
+EXIT_UNREACHABLE = 4
+
+
+def _fail(code: int, message: str) -> None:
+    Console(stderr=True).print(message, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _live_samples(dir_: Optional[str], nodes: Optional[list[str]], min_samples: int) -> tuple[dict, dict]:
+    """Pull every reachable node's WARS samples and merge them: (samples, info)."""
+    from .client import Client  # noqa: PLC0415 - only the live form talks to a cluster
+    from .errors import QuorumKVError  # noqa: PLC0415
+
+    if nodes:
+        addresses = list(nodes)
+    else:
+        from .localcluster import LocalCluster  # noqa: PLC0415
+
+        cluster = LocalCluster(dir_)
+        if not cluster.exists:
+            raise typer.BadParameter(f"no cluster in {dir_}", param_hint="--dir")
+        addresses = cluster.addresses()
+    merged: dict[str, list[float]] = {k: [] for k in pbs_lib.WARS_KINDS}
+    answered, unreachable, n_cluster = [], [], None
+    for addr in addresses:
+        try:
+            with Client([addr], timeout_ms=5_000) as c:
+                rep = c.latencies()
+                if n_cluster is None:
+                    n_cluster = c.ping().n
+        except (QuorumKVError, OSError) as exc:
+            unreachable.append(f"{addr} ({type(exc).__name__}: {exc})")
+            continue
+        answered.append(rep.node)
+        for kind in pbs_lib.WARS_KINDS:
+            merged[kind].extend(getattr(rep, kind))
+    if not answered:
+        _fail(EXIT_UNREACHABLE, "no node answered: " + "; ".join(unreachable))
+    counts = {k: len(v) for k, v in merged.items()}
+    if min(counts.values()) < min_samples:
+        have = ", ".join(f"{k.upper()}={v}" for k, v in counts.items())
+        _fail(EXIT_TOO_FEW, f"too few latency samples to predict from: {have} from {', '.join(answered)}; "
+              f"need --min-samples={min_samples} of each. Send some traffic through the cluster first "
+              "(reads give R/S samples, writes W/A; a node's own replica gives none).")
+    info = {"samples": counts, "nodes": answered, "unreachable": unreachable, "cluster_n": n_cluster}
+    return merged, info
+
+
 def _load_profile(profile: Optional[str], latencies: Optional[Path]) -> pbs_lib.WarsProfile:
     if profile is not None and latencies is not None:
         raise typer.BadParameter("use either --profile or --latencies, not both", param_hint="--latencies")
@@ -164,7 +214,9 @@ def _load_profile(profile: Optional[str], latencies: Optional[Path]) -> pbs_lib.
 
 @math_app.command("pbs")
 def pbs_cmd(
-    n: Annotated[int, typer.Option("--n", help="Replicas per key (N).")] = 3,
+    n: Annotated[
+        Optional[int], typer.Option("--n", help="Replicas per key (N); default 3, or the cluster's N.")
+    ] = None,
     r: Annotated[int, typer.Option("--r", help="Read quorum size (R).")] = 1,
     w: Annotated[int, typer.Option("--w", help="Write quorum size (W).")] = 1,
     profile: Annotated[
@@ -188,8 +240,36 @@ def pbs_cmd(
         Optional[Path],
         typer.Option("--latencies", help='JSON {"w": [...], "a": [...], "r": [...], "s": [...]} in ms.'),
     ] = None,
+    dir: Annotated[
+        Optional[str], typer.Option("--dir", help="Predict from the latencies a running cluster measured.")
+    ] = None,
+    node: Annotated[
+        Optional[list[str]], typer.Option("--node", help="...or from these nodes, HOST:PORT (repeatable).")
+    ] = None,
+    min_samples: Annotated[
+        int, typer.Option("--min-samples", help="With --dir/--node: refuse below this many samples of each kind.")
+    ] = 100,
+    save_latencies: Annotated[
+        Optional[Path], typer.Option("--save-latencies", help="With --dir/--node: also write the samples (--latencies format).")
+    ] = None,
 ) -> None:
-    """PBS t-visibility by Monte Carlo over the WARS latency model."""
+    """PBS t-visibility by Monte Carlo over the WARS latency model (built-in, file or live)."""
+    live = dir is not None or bool(node)
+    live_info: dict = {}
+    if live:
+        if profile is not None or latencies is not None:
+            raise typer.BadParameter("--dir/--node predict from live samples; drop --profile/--latencies",
+                                     param_hint="--dir")
+        if min_samples < 1:
+            raise typer.BadParameter(f"must be >= 1 (got {min_samples})", param_hint="--min-samples")
+        samples, live_info = _live_samples(dir, node, min_samples)
+        if n is None:
+            n = live_info["cluster_n"] or 3
+        if save_latencies is not None:
+            save_latencies.write_text(json.dumps(samples))
+    elif save_latencies is not None:
+        raise typer.BadParameter("only with --dir/--node", param_hint="--save-latencies")
+    n = 3 if n is None else n
     _check_n(n)
     _check_size("r", r, n)
     _check_size("w", w, n)
@@ -200,7 +280,11 @@ def pbs_cmd(
         raise typer.BadParameter(f"must be >= 1 (got {trials})", param_hint="--trials")
     if seed < 0:
         raise typer.BadParameter(f"must be >= 0 (got {seed})", param_hint="--seed")
-    prof = _load_profile(profile, latencies)
+    if live:
+        label = "live:" + ",".join(live_info["nodes"])
+        prof = pbs_lib.profile_from_samples(samples["w"], samples["a"], samples["r"], samples["s"], name=label)
+    else:
+        prof = _load_profile(profile, latencies)
 
     if plot is not None:
         from .analysis.plot import default_plot_pairs, plot_t_visibility
@@ -216,6 +300,10 @@ def pbs_cmd(
     curve = [{"t_ms": tt, "p_consistent": result.p_consistent(tt)} for tt in T_GRID_MS]
     report["p_consistent_by_t"] = curve
     report["latency_model"] = prof.describe()
+    if live:
+        report["samples"] = live_info["samples"]
+        report["nodes"] = live_info["nodes"]
+        report["unreachable"] = live_info["unreachable"]
     if plot is not None:
         report["plot"] = str(plot)
     if output is OutputFormat.json:
@@ -223,6 +311,11 @@ def pbs_cmd(
         return
 
     console = Console()
+    if live:
+        counts = ", ".join(f"{k.upper()}={v:,}" for k, v in live_info["samples"].items())
+        console.print(f"live samples from {', '.join(live_info['nodes'])}: {counts}", markup=False, highlight=False)
+        for miss in live_info["unreachable"]:
+            console.print(f"unreachable (skipped): {miss}", markup=False, highlight=False)
     rows = [
         ("p_consistent", _fmt(report["p_consistent"]), f"P(read {t:g} ms after commit sees the write)"),
         ("t_visibility_ms", _fmt(report["t_visibility_ms"]), f"smallest t with P(consistent) >= {target:g}"),
