@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quorumkv.core import messages as m
+from quorumkv.core import messages_ae as ae
 from quorumkv.core import messages_ring as mr
 from quorumkv.core.framing import FrameDecoder, FrameEncoder
 from quorumkv.core.membership import Endpoint
@@ -83,6 +84,22 @@ ALL_MESSAGES += [
     m.RepReadResp(67, True, REC, "", 1_700_000_000_000_456),
 ]
 MESSAGE_TYPES |= {m.Latencies, m.LatenciesReply}
+
+# Anti-entropy and tombstone GC (issue 4, core/messages_ae.py): tags 40-47.
+ALL_MESSAGES += [
+    ae.AETree(70, "n1", 123456789, 2, b"\x00" * 32),
+    ae.AETreeResp(71, True, "", [1, 3], [(b"k", VER), (b"t", TOMB.version)], True, 7),
+    ae.AETreeResp(72, False, "ring differs"),
+    ae.AEExchange(73, [(b"k", REC), (b"t", TOMB)], [b"want"]),
+    ae.AEExchangeResp(74, True, "", 2, [(b"want", REC)], [b"later"]),
+    ae.AEGc(75, [(b"t", TOMB.version)]),
+    ae.AEGc(76, [(b"t", TOMB.version)], True),
+    ae.AEGcResp(77, [True, False]),
+    ae.Repair(78),
+    ae.RepairReply(79, "n1", False, {"keys_pulled": 3}, ["n2"], {"n4": "down"}, ""),
+]
+MESSAGE_TYPES |= {ae.AETree, ae.AETreeResp, ae.AEExchange, ae.AEExchangeResp, ae.AEGc, ae.AEGcResp,
+                  ae.Repair, ae.RepairReply}
 
 
 def test_sample_covers_every_message_type():
@@ -219,6 +236,8 @@ def test_wire_tags_frozen(enc):
             m.RepPeekResp: 25, m.Heartbeat: 30, m.Gossip: 31, m.GossipAck: 32,
             mr.StreamRequest: 50, mr.StreamBatch: 51, mr.Decommission: 52, mr.RingPlan: 53}
     tags.update({m.Latencies: 6, m.LatenciesReply: 14})
+    tags.update({ae.AETree: 40, ae.AETreeResp: 41, ae.AEExchange: 42, ae.AEExchangeResp: 43, ae.AEGc: 44,
+                 ae.AEGcResp: 45, ae.Repair: 46, ae.RepairReply: 47})
     for msg in ALL_MESSAGES:
         arr = msgspec.msgpack.decode(enc.encode(msg)[4:])
         assert arr[0] == tags[type(msg)]
