@@ -52,6 +52,8 @@ from .errors import (
 #: Client-side limit on one request (the node's own quorum timeouts are shorter, so
 #: this only fires when the node itself hangs).
 TIMEOUT_MS_REQUEST_DEFAULT = 10_000
+#: How long ``repair()`` waits for a node's full anti-entropy pass (it is throttled).
+REPAIR_TIMEOUT_MS_DEFAULT = 3_600_000
 
 
 class _Default:
@@ -287,6 +289,25 @@ class Client(_Base):
 
         return self._call(Decommission(next(self._ids), dry_run))
 
+    def repair(self, *, timeout_ms: int | None = None):
+        """Run a full anti-entropy pass on the connected node now — against every peer
+        it shares ranges with — and return its ``RepairReply`` (``ok``, ``summary``
+        of keys compared/pushed/pulled, ``peers_synced``, ``peers_failed``). Waits up
+        to ``timeout_ms`` (default ``REPAIR_TIMEOUT_MS_DEFAULT``); repair is throttled
+        by the node's ``ae_repair_per_s``."""
+        from .core.messages_ae import Repair
+
+        saved = self.timeout_ms
+        self.timeout_ms = timeout_ms or REPAIR_TIMEOUT_MS_DEFAULT
+        if self._sock is not None:
+            self._sock.settimeout(self.timeout_ms / 1000)
+        try:
+            return self._call(Repair(next(self._ids)))
+        finally:
+            self.timeout_ms = saved
+            if self._sock is not None:
+                self._sock.settimeout(saved / 1000)
+
 
 class _AsyncConn(asyncio.Protocol):
     def __init__(self) -> None:
@@ -424,3 +445,14 @@ class AsyncClient(_Base):
 
     async def inspect(self, key) -> m.InspectReply:
         return _check_inspect(await self._call(self._inspect_msg(key)))
+
+    async def repair(self, *, timeout_ms: int | None = None):
+        """As ``Client.repair``."""
+        from .core.messages_ae import Repair
+
+        saved = self.timeout_ms
+        self.timeout_ms = timeout_ms or REPAIR_TIMEOUT_MS_DEFAULT
+        try:
+            return await self._call(Repair(next(self._ids)))
+        finally:
+            self.timeout_ms = saved

@@ -62,6 +62,12 @@ class NodeConfig:
     hint_bytes_max_per_target: int = 64 * 1024 * 1024
     hint_age_ms_max: int = 3 * 3600 * 1000
     hint_replay_per_s: int = 2_000
+    # anti-entropy and tombstone GC (docs/antientropy.md)
+    ae_interval_ms: int = 60_000    # a Merkle-tree sync with the next live peer this often; 0 = off
+    ae_repair_per_s: int = 5_000    # keys pushed + pulled per second at most
+    ae_keys_per_message: int = 500
+    tombstone_gc: bool = True
+    tombstone_gc_grace_ms: int = 4 * 3600 * 1000  # >= hint_age_ms_max, so no hint can resurrect
     resp_listen: str = ""    # HOST:PORT of the Redis-protocol listener; "" = none
     resp_password: str = ""  # when set, RESP clients must AUTH / HELLO AUTH first
 
@@ -86,6 +92,14 @@ class NodeConfig:
                      "suspect_to_down_ms", "gossip_interval_ms", "hint_replay_per_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        for name in ("ae_repair_per_s", "ae_keys_per_message"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.ae_interval_ms < 0:
+            raise ValueError("ae_interval_ms must be >= 0 (0 turns periodic anti-entropy off)")
+        if self.tombstone_gc and self.tombstone_gc_grace_ms < self.hint_age_ms_max:
+            raise ValueError(f"tombstone_gc_grace_ms={self.tombstone_gc_grace_ms} must be >= hint_age_ms_max="
+                             f"{self.hint_age_ms_max}: a hint older than the grace could bring a purged key back")
 
     @classmethod
     def load(cls, path: str, **overrides) -> "NodeConfig":

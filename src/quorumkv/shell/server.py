@@ -40,6 +40,7 @@ from ..core.version import newest
 from ..errors import ProtocolError
 from .config import NodeConfig, parse_address
 from .latency import MODEL_REFRESH_MS, LatencyRecorder, PendingStamps, build_table, now_us
+from .antientropy import AE_EFFECTS, AntiEntropyShell
 from .storage import StorageEngine, open_engine
 
 log = structlog.get_logger("quorumkv.node")
@@ -304,6 +305,7 @@ class NodeServer:
         self.resp = None  # RespFrontEnd when config.resp_listen is set
         self._tick_handle = None
         self._stopped = asyncio.Event()
+        self.ae = AntiEntropyShell(self, now)  # Merkle anti-entropy + tombstone GC (shell/antientropy.py)
         # Live WARS samples of our internode traffic and the dynamic-quorum model
         # rebuilt from them every MODEL_REFRESH_MS (shell/latency.py, core/dynamic.py).
         self.latency = LatencyRecorder()
@@ -350,6 +352,8 @@ class NodeServer:
             elif t is LoadHints:
                 entries = self.storage.load_hints(eff.owner, eff.limit)
                 self.run(self.core.on_hints_loaded(eff.owner, entries, now_ms()))
+            elif t in AE_EFFECTS:
+                self.ae.execute(eff)
             elif t is ScanRange:
                 self._sync_done(eff.token, lambda e=eff: self.storage.scan_range(e.after, e.limit))
             elif t is DeleteHint:

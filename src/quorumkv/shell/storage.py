@@ -37,6 +37,8 @@ from ..core.version import Record, Version
 WRITE_QUEUE_MAX = 100_000
 #: Writes per SQLite transaction at most: bounds commit latency of one batch.
 WRITE_BATCH_MAX = 2_048
+#: Rows per page of ``scan_all`` (one short SELECT each).
+SCAN_PAGE_ROWS = 1_000
 
 _ctx_encode = msgspec.msgpack.Encoder().encode
 _ctx_decode = msgspec.msgpack.Decoder(dict[str, int]).decode
@@ -67,6 +69,14 @@ class StorageEngine:
     def scan_all(self):
         """Iterate every (key, record), tombstones included (anti-entropy, tools)."""
         raise NotImplementedError
+
+    #: Whether ``purge`` is implemented (tombstone GC is skipped on engines without it).
+    supports_purge = False
+
+    def purge(self, key: bytes, version: Version, done: Done) -> None:
+        """Tombstone GC: delete ``key`` only if its record is exactly the tombstone at
+        ``version`` (compare-and-delete); ``done(ok, purged: bool | error)``."""
+        done(False, f"{self.name} engine cannot purge")
 
     def close(self) -> None:
         pass
@@ -151,6 +161,15 @@ class MemoryEngine(StorageEngine):
     def scan_all(self):
         """Every (key, record), tombstones included (for anti-entropy)."""
         return iter(list(self.data.items()))
+
+    supports_purge = True
+
+    def purge(self, key, version, done):
+        cur = self.data.get(key)
+        hit = cur is not None and cur.value is None and cur.version.key() == version.key()
+        if hit:
+            del self.data[key]
+        done(True, hit)
 
 
 _SCHEMA = """
@@ -316,9 +335,32 @@ class SqliteEngine(StorageEngine):
         return self._reader.execute("SELECT COUNT(*) FROM kv").fetchone()[0]
 
     def scan_all(self):
-        """Every (key, record) in key order, tombstones included (for anti-entropy)."""
-        for key, *row in self._reader.execute("SELECT key, ts, node, value, ctx, expires FROM kv ORDER BY key"):
-            yield key, _row_to_record(row)
+        """Every (key, record) in key order, tombstones included (for anti-entropy).
+
+        Pages of ``SCAN_PAGE_ROWS`` by key (keyset pagination): no statement stays
+        open between pages, so a long scan never pins an old read snapshot on the
+        reader connection that client reads share. Keys written during the scan may
+        or may not appear; each key appears at most once.
+        """
+        sql = "SELECT key, ts, node, value, ctx, expires FROM kv WHERE key > ? ORDER BY key LIMIT ?"
+        after = b""
+        while True:
+            rows = self._reader.execute(sql, (after, SCAN_PAGE_ROWS)).fetchall()
+            for key, *row in rows:
+                yield key, _row_to_record(row)
+            if len(rows) < SCAN_PAGE_ROWS:
+                return
+            after = rows[-1][0]
+
+    supports_purge = True
+
+    def purge(self, key, version, done):
+        if self._closing:
+            done(False, "storage engine is closed")
+            return
+        # Compare-and-delete inside SQLite: only exactly this tombstone goes.
+        self._enqueue("DELETE FROM kv WHERE key = ? AND ts = ? AND node = ? AND value IS NULL",
+                      (key, version.ts, version.node), done)
 
     # -- hints: durable, in the same database and the same group commit ------------
     hints_durable = True

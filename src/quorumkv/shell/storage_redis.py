@@ -106,6 +106,17 @@ if (not m) or newer(ts, m) then redis.call('SET', KEYS[2], ts) end
 return 1
 """
 
+# Tombstone GC: KEYS[1] data key, KEYS[2] count key; ARGV[1] ver. Deletes the record
+# only if it is exactly that tombstone (same version, no value). Returns 1 when deleted.
+PURGE_IF_TOMBSTONE_LUA = """
+if redis.call('HGET', KEYS[1], 'ver') == ARGV[1] and redis.call('HEXISTS', KEYS[1], 'val') == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('DECR', KEYS[2])
+  return 1
+end
+return 0
+"""
+
 _ctx_encode = msgspec.msgpack.Encoder().encode
 _ctx_decode = msgspec.msgpack.Decoder(dict[str, int]).decode
 
@@ -220,6 +231,12 @@ class RedisEngine(StorageEngine):
 
     def read(self, key, done):
         self._submit(("HGETALL", self.layout.data_key(key)), done)
+
+    supports_purge = True
+
+    def purge(self, key, version, done):
+        self._submit(("EVAL", PURGE_IF_TOMBSTONE_LUA, 2, self.layout.data_key(key), self.layout.count_key,
+                      b"%016x" % version.ts + version.node.encode()), done)
 
     def _io_main(self) -> None:
         while True:
