@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from quorumkv import ALL, Client, Target, UnavailableError
+from quorumkv import ALL, AsyncClient, Client, Target, UnavailableError
 from quorumkv.core.limits import PBS_SAMPLES_MAX
 
 pytestmark = pytest.mark.integration
@@ -83,6 +84,17 @@ def test_live_samples_prediction_and_dynamic_quorums(make_cluster):
         cli = qkv("get", "k8", "--target-fresh", "1", "--within-ms", "0", "--node", first, "--verbose")
         assert cli.returncode == 0, cli.stderr
         assert cli.stdout == "v8\n" and "r_used=3" in cli.stderr
+
+        async def async_twin():
+            async with AsyncClient([first]) as ac:
+                got = await ac.get_item("k8", target=Target(1.0, 0.0))
+                samples = await ac.latencies()
+                w_used = await ac.put("k10", "y", target_latency_ms=60_000.0)
+                return got, samples, w_used
+
+        got, samples, w_used = asyncio.run(async_twin())
+        assert (got.value, got.r_used, w_used) == (b"v8", 3, 3)
+        assert samples.node == "n1" and samples.model["ready"]
 
         # One replica down: R=3 is impossible, and a non-strict R cannot promise certainty.
         node3 = cluster.node("n3")
