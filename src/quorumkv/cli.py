@@ -535,6 +535,10 @@ from .cli_sim import sim_command  # noqa: E402
 
 app.command("sim")(sim_command)
 
+from .cli_repair import repair_command  # noqa: E402
+
+app.command("repair")(repair_command)
+
 
 def main() -> None:
     app()
