@@ -165,6 +165,7 @@ class _PeerLink(_Conn):
         self.address = address
         self.state = "down"  # down | connecting | up
         self.retry_at_ms = 0
+        self.last_attempt_ms = 0
         self.backoff_ms = RECONNECT_MS_MIN
         self._pending: list = []  # messages queued while connecting
         self.stamps = PendingStamps()  # send times of RepWrite/RepRead: latency samples
@@ -181,9 +182,15 @@ class _PeerLink(_Conn):
                 self.send(msg)
             return
         if self.state == "down":
-            if now_ms() < self.retry_at_ms:
+            now = now_ms()
+            # In back-off, fail fast — unless the detector still believes the peer is
+            # alive (it just started, or restarted): then try again, at most every
+            # RECONNECT_MS_MIN, rather than fail requests it could serve.
+            if now < self.retry_at_ms and not (
+                    self.server.core.is_alive(self.peer) and now >= self.last_attempt_ms + RECONNECT_MS_MIN):
                 self._failed(msg, "unreachable")
                 return
+            self.last_attempt_ms = now
             self.state = "connecting"
             self.server.loop.create_task(self._connect())
         if len(self._pending) >= CLIENT_PIPELINE_MAX * 10:
