@@ -238,6 +238,21 @@ class LocalCluster:
         for node in self.nodes:
             self.start(node)
         self.wait_ready(self.nodes)
+        self.wait_connected(self.nodes)
+
+    def wait_connected(self, nodes: list[NodeInfo], timeout_ms: int = READY_TIMEOUT_MS) -> None:
+        """Wait until every node has a live link to every other one (heartbeats open
+        them within a few hundred ms), so the first requests do not race the links."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        want = len(self.nodes) - 1
+        for node in nodes:
+            while True:
+                pong = ping(node.address, 500)
+                if pong is not None and pong.peers_connected >= want:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"node {node.id} did not connect to all {want} peers in {timeout_ms} ms")
+                time.sleep(0.05)
 
     def signal(self, node: NodeInfo, sig: int) -> bool:
         pid = node.pid()

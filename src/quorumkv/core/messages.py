@@ -110,6 +110,7 @@ class Pong(_Msg, tag=11):
     members: dict[str, str] = {}
     storage: str = ""
     keys: int = -1  # records (tombstones included) in the node's local storage
+    peers_connected: int = -1  # outbound links to peers that are up (filled by the shell)
 
 
 class MemberView(msgspec.Struct, frozen=True):

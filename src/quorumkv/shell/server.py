@@ -331,7 +331,9 @@ class NodeServer:
                 if type(msg) is m.RepWriteAck or type(msg) is m.RepReadResp:  # stamp: latency samples
                     msg = msgspec.structs.replace(msg, t_us=now_us())
                 elif type(msg) is m.Pong:  # the shell knows its storage; the core does not
-                    msg = msgspec.structs.replace(msg, storage=self.storage.name, keys=self.storage.count())
+                    msg = msgspec.structs.replace(msg, storage=self.storage.name, keys=self.storage.count(),
+                                                  peers_connected=sum(1 for lk in self.links.values()
+                                                                      if lk.state == "up"))
                 eff.conn.respond(msg)
             elif t is Send:
                 link = self.links.get(eff.peer)
