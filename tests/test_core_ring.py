@@ -125,3 +125,26 @@ def test_key_past_last_token_wraps_to_first_vnode():
         pytest.skip("no key past the last token found")
     assert r.primary(k) == r._owners[0]
     assert r.preference_list(k) == r._plists[0]
+
+
+# ------------------------------------------------------------- ring-change plans
+def test_plan_moves_for_a_join_gives_the_new_node_about_n_over_nodes():
+    from quorumkv.core.ringchange import plan_moves
+
+    old = ["n1", "n2", "n3", "n4", "n5"]
+    moves = plan_moves(old, old + ["n6"], 3, 256)
+    assert {to for _, to, _ in moves} == {"n6"}  # only the new node gains replicas
+    assert {src for src, _, _ in moves} <= set(old)
+    total = sum(share for _, _, share in moves)
+    assert abs(total - 3 / 6) < 0.06, total  # it replicates ~N/nodes of the key space
+
+
+def test_plan_moves_for_a_leave_hands_its_share_to_the_others():
+    from quorumkv.core.ringchange import plan_moves
+
+    old = ["n1", "n2", "n3", "n4", "n5", "n6"]
+    moves = plan_moves(old, [n for n in old if n != "n2"], 3, 256)
+    assert "n2" not in {to for _, to, _ in moves}
+    total = sum(share for _, _, share in moves)
+    assert abs(total - 3 / 6) < 0.06, total  # every key n2 replicated gets one new replica
+    assert plan_moves(old, old, 3, 256) == []  # nothing changes, nothing moves
