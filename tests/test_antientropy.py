@@ -17,6 +17,7 @@ import sys
 import time
 
 import pytest
+from helpers import wait_for as _wait_for
 
 from quorumkv import ALL, QUORUM, Client
 from quorumkv.core.ring import Ring
@@ -29,14 +30,7 @@ LAST: list = []
 
 
 def wait_for(cond, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what} (last: {LAST})")
-        time.sleep(POLL_S)
+    return _wait_for(cond, timeout_s, what, detail=lambda: LAST)
 
 
 def warm_up(cluster) -> None:

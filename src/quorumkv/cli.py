@@ -231,6 +231,16 @@ def _watch_ring_change(address: str, node_id: str, done_state: str, what: str) -
     return stats
 
 
+def _start_and_watch(cl, info, what: str) -> dict:
+    """Start a node that streams data in (join / replace) and watch it until it is up."""
+    cl.start(info)
+    try:
+        cl.wait_ready([info])
+    except (RuntimeError, TimeoutError) as exc:
+        _fail(EXIT_UNAVAILABLE, str(exc))
+    return _watch_ring_change(info.address, info.id, "up", what)
+
+
 @app.command()
 def join(dir: Annotated[str, typer.Option("--dir", help="Local cluster to add a node to.")],
          dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would move; change nothing.")] = False,
@@ -251,12 +261,7 @@ def join(dir: Annotated[str, typer.Option("--dir", help="Local cluster to add a 
     if dry_run:
         return
     info = cl.add_node(port=port)
-    cl.start(info)
-    try:
-        cl.wait_ready([info])
-    except (RuntimeError, TimeoutError) as exc:
-        _fail(EXIT_UNAVAILABLE, str(exc))
-    stats = _watch_ring_change(info.address, info.id, "up", f"{info.id} joining")
+    stats = _start_and_watch(cl, info, f"{info.id} joining")
     out.print(f"{info.id} {info.address} is up: received {stats.get('stream_keys_received', 0)} records "
               f"from {stats.get('stream_sources_done', 0)} nodes", markup=False, highlight=False)
 
@@ -331,12 +336,7 @@ def replace(dead_node_id: str, dir: Annotated[str, typer.Option("--dir")],
     if dry_run:
         return
     info = cl.replace_node(dead_node_id, port=port)
-    cl.start(info)
-    try:
-        cl.wait_ready([info])
-    except (RuntimeError, TimeoutError) as exc:
-        _fail(EXIT_UNAVAILABLE, str(exc))
-    stats = _watch_ring_change(info.address, info.id, "up", f"{info.id} replacing")
+    stats = _start_and_watch(cl, info, f"{info.id} replacing")
     out.print(f"{info.id} {info.address} replaced the dead node: received "
               f"{stats.get('stream_keys_received', 0)} records", markup=False, highlight=False)
 

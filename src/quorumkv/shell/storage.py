@@ -24,12 +24,12 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections import deque
 from collections.abc import Callable
 
 import msgspec
 
 from ..core.hints import record_size
+from .batching import BatchQueue
 from ..core.version import Record, Version
 
 #: Writes queued for the SQLite writer thread before new ones are refused (the
@@ -231,9 +231,7 @@ class SqliteEngine(StorageEngine):
         self._reader = self._connect()
         self._reader.executescript(_SCHEMA)
         self._loop = loop
-        self._queue: deque = deque()
-        self._cond = threading.Condition()
-        self._closing = False
+        self._queue = BatchQueue(WRITE_BATCH_MAX)
         self._hint_deletes_pending: set[int] = set()
         self.batches = 0
         self.batched_writes = 0
@@ -249,7 +247,7 @@ class SqliteEngine(StorageEngine):
 
     # -- writes: group commit on a dedicated thread -------------------------------
     def write(self, key, record, done):
-        if self._closing:
+        if self._queue.closing:
             done(False, "storage engine is closed")
             return
         if len(self._queue) >= WRITE_QUEUE_MAX:
@@ -261,22 +259,14 @@ class SqliteEngine(StorageEngine):
         self._enqueue(_UPSERT, row, done)
 
     def _enqueue(self, sql: str, row: tuple, done: Done | None) -> None:
-        with self._cond:
-            self._queue.append((sql, row, done))
-            if len(self._queue) == 1:
-                self._cond.notify()
+        self._queue.put((sql, row, done))
 
     def _writer_main(self) -> None:
         conn = self._connect()
         while True:
-            with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue and self._closing:
-                    break
-                batch = []
-                while self._queue and len(batch) < WRITE_BATCH_MAX:
-                    batch.append(self._queue.popleft())
+            batch = self._queue.take()
+            if batch is None:
+                break
             error = None
             try:
                 conn.execute("BEGIN")
@@ -355,7 +345,7 @@ class SqliteEngine(StorageEngine):
     supports_purge = True
 
     def purge(self, key, version, done):
-        if self._closing:
+        if self._queue.closing:
             done(False, "storage engine is closed")
             return
         # Compare-and-delete inside SQLite: only exactly this tombstone goes.
@@ -366,7 +356,7 @@ class SqliteEngine(StorageEngine):
     hints_durable = True
 
     def write_hint(self, owner, key, record, created_ms, done):
-        if self._closing:
+        if self._queue.closing:
             done(False, "storage engine is closed")
             return
         v = record.version
@@ -400,7 +390,7 @@ class SqliteEngine(StorageEngine):
                 for hid, key, ts, node, value, ctx, expires, created in rows if hid not in pending][:limit]
 
     def delete_hint(self, hint_id):
-        if not self._closing:
+        if not self._queue.closing:
             self._hint_deletes_pending.add(hint_id)
             self._enqueue("DELETE FROM hints WHERE id = ?", (hint_id,),
                           lambda ok, err: self._hint_deletes_pending.discard(hint_id))
@@ -410,9 +400,7 @@ class SqliteEngine(StorageEngine):
         return {owner: (count, size or 0) for owner, count, size in rows}
 
     def close(self) -> None:
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
+        self._queue.close()
         self._writer.join(timeout=10)
         self._reader.close()
 

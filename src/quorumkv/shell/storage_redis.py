@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections import deque
 from collections.abc import Iterator
 
 import msgspec
@@ -58,6 +57,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
+from .batching import BatchQueue
 from ..core.version import Record, Version
 from .storage import Done, StorageEngine
 
@@ -196,9 +196,7 @@ class RedisEngine(StorageEngine):
             _log().warning("redis_not_durable", url=url, durability=self.durability,
                            hint="run redis-server with appendonly yes, appendfsync always")
         self._loop = loop
-        self._queue: deque = deque()
-        self._cond = threading.Condition()
-        self._closing = False
+        self._queue = BatchQueue(REDIS_BATCH_MAX)
         self.batches = 0
         self.batched_ops = 0
         self._io = threading.Thread(target=self._io_main, name="redis-io", daemon=True)
@@ -215,16 +213,13 @@ class RedisEngine(StorageEngine):
 
     # -- asynchronous interface: queued for the I/O thread --------------------------
     def _submit(self, op: tuple, done: Done) -> None:
-        if self._closing:
+        if self._queue.closing:
             done(False, "storage engine is closed")
             return
         if len(self._queue) >= REDIS_QUEUE_MAX:
             done(False, f"storage queue full (REDIS_QUEUE_MAX={REDIS_QUEUE_MAX})")
             return
-        with self._cond:
-            self._queue.append((op, done))
-            if len(self._queue) == 1:
-                self._cond.notify()
+        self._queue.put((op, done))
 
     def write(self, key, record, done):
         self._submit(self.layout.write_command(self.sha, key, record), done)
@@ -240,14 +235,9 @@ class RedisEngine(StorageEngine):
 
     def _io_main(self) -> None:
         while True:
-            with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue and self._closing:
-                    break
-                batch = []
-                while self._queue and len(batch) < REDIS_BATCH_MAX:
-                    batch.append(self._queue.popleft())
+            batch = self._queue.take()
+            if batch is None:
+                break
             results = self._run_batch([op for op, _ in batch])
             self.batches += 1
             self.batched_ops += len(batch)
@@ -331,8 +321,6 @@ class RedisEngine(StorageEngine):
                 return
 
     def close(self) -> None:
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
+        self._queue.close()
         self._io.join(timeout=10)
         self.client.close()
