@@ -321,24 +321,30 @@ class LocalCluster:
         return rows
 
 
-def _free_pair(start: int) -> int:
-    """The first port P >= start with P and P+1 both free on 127.0.0.1 (node + RESP)."""
+def ports_free(base: int, count: int, host: str = "127.0.0.1") -> bool:
+    """True when ``base .. base+count-1`` can all be bound on ``host`` right now."""
     import socket
 
+    socks = []
+    try:
+        for port in range(base, base + count):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+            socks.append(s)
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _free_pair(start: int) -> int:
+    """The first port P >= start with P and P+1 both free (node + RESP)."""
     for port in range(start, min(start + 2_000, 65_000)):
-        socks = []
-        try:
-            for p in (port, port + 1):
-                s = socket.socket()
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("127.0.0.1", p))
-                socks.append(s)
+        if ports_free(port, 2):
             return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
     raise RuntimeError(f"no free port pair at or above {start}")
 
 

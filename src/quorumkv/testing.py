@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
+
+from .localcluster import ports_free
 
 #: Listening ports for test clusters come from below the kernel's ephemeral range
 #: (32768-60999 on Linux): a port in that range can be taken at any moment as the
@@ -16,29 +17,13 @@ TEST_PORT_MAX = 32_000
 _cursor = itertools.count((os.getpid() * 97) % (TEST_PORT_MAX - TEST_PORT_MIN))
 
 
-def _all_free(base: int, count: int) -> bool:
-    socks = []
-    try:
-        for port in range(base, base + count):
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", port))
-            socks.append(s)
-        return True
-    except OSError:
-        return False
-    finally:
-        for s in socks:
-            s.close()
-
-
 def free_base_port(count: int) -> int:
     """A base port P such that P..P+count-1 are all free on 127.0.0.1 right now,
     outside the ephemeral port range."""
     span = TEST_PORT_MAX - TEST_PORT_MIN
     for _ in range(span // 16):
         base = TEST_PORT_MIN + (next(_cursor) * 16) % span
-        if base + count < TEST_PORT_MAX and _all_free(base, count):
+        if base + count < TEST_PORT_MAX and ports_free(base, count):
             # Skip past this block so the next call (and add_node's "max port + 1")
             # does not land on it.
             for _ in range((count + 16) // 16 + 2):

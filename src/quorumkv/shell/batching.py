@@ -41,3 +41,15 @@ class BatchQueue:
         with self._cond:
             self.closing = True
             self._cond.notify()
+
+
+def call_in_loop(loop, fn) -> None:
+    """Run ``fn`` on the event loop's thread (now, when there is no loop: tests and
+    tools drive engines without one). A loop closed during shutdown drops it."""
+    if loop is None:
+        fn()
+        return
+    try:
+        loop.call_soon_threadsafe(fn)
+    except RuntimeError:  # loop closed during shutdown
+        pass

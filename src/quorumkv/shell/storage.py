@@ -29,7 +29,7 @@ from collections.abc import Callable
 import msgspec
 
 from ..core.hints import record_size
-from .batching import BatchQueue
+from .batching import BatchQueue, call_in_loop
 from ..core.version import Record, Version
 
 #: Writes queued for the SQLite writer thread before new ones are refused (the
@@ -296,14 +296,7 @@ class SqliteEngine(StorageEngine):
                 if done is not None:
                     done(error is None, error)
 
-        loop = self._loop
-        if loop is None:
-            run()
-        else:
-            try:
-                loop.call_soon_threadsafe(run)
-            except RuntimeError:  # loop closed during shutdown
-                pass
+        call_in_loop(self._loop, run)
 
     # -- reads: on the caller's thread, own connection -------------------------------
     def read(self, key, done):

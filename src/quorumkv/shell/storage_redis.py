@@ -57,7 +57,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
-from .batching import BatchQueue
+from .batching import BatchQueue, call_in_loop
 from ..core.version import Record, Version
 from .storage import Done, StorageEngine
 
@@ -274,14 +274,7 @@ class RedisEngine(StorageEngine):
                 else:
                     done(True, None)
 
-        loop = self._loop
-        if loop is None:
-            run()
-        else:
-            try:
-                loop.call_soon_threadsafe(run)
-            except RuntimeError:  # loop closed during shutdown
-                pass
+        call_in_loop(self._loop, run)
 
     # -- synchronous interface: caller's thread, its own pooled connection ----------
     def get_now(self, key):
