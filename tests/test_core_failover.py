@@ -765,3 +765,19 @@ def test_inspect_rejects_empty_key():
     core = make()
     (resp,) = core.on_request(Conn("c"), m.Inspect(3, b""), NOW)
     assert resp.msg.status == m.INVALID
+
+
+def test_blocking_repair_answers_at_once_when_the_repair_target_disconnects():
+    core = make(read_repair=True, read_all_replicas=True, r=2)
+    client = Conn("c")
+    eff = core.on_request(client, m.Get(1, KEY, blocking_repair=True), NOW)
+    (sr,) = of(eff, StoreRead)
+    rr = {s.peer: s.msg for s in sends(eff, m.RepRead)}
+    stale_peer = sorted(rr)[0]
+    new = rec(20, C, b"new")
+    out = core.on_store_done(sr.token, True, new, NOW)
+    out += core.on_response(stale_peer, m.RepReadResp(rr[stale_peer].id, True, rec(1, C, b"old")), NOW)
+    assert replies(out, client) == []  # waiting for the repair ack
+    assert [s.peer for s in sends(out, m.RepWrite)] == [stale_peer]
+    out = core.on_peer_lost(stale_peer, "connection reset", NOW + 1)
+    assert only_reply(out, client).value == b"new"  # answered now, not at the deadline

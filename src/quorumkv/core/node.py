@@ -404,6 +404,12 @@ class NodeCore:
     def on_peer_lost(self, peer: str, reason: str, now_ms: int) -> list:
         out: list = []
         for op in list(self.ops.values()):
+            if peer in op.repairs_pending:  # a blocking repair's target is gone: don't wait for it
+                op.repairs_pending.discard(peer)
+                if not op.repairs_pending and op.reply is not None and not op.answered:
+                    op.answered = True
+                    self._respond(op.conn, op.reply, now_ms, out)
+                self._maybe_finish(op, now_ms, out)
             if peer in op.round.outstanding:
                 self._replica_failed(op, peer, reason, now_ms, out)
                 self._progress(op, now_ms, out)
