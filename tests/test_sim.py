@@ -45,6 +45,19 @@ def test_strict_quorums_survive_every_fault(seed: int) -> None:
     assert s["cluster"]["crashes"] > 0 and s["acked_writes"] > 0, _why(result)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_replicas_converge_after_every_fault_heals(seed: int) -> None:
+    # The sloppy default (fallbacks count) may serve stale reads while faults last,
+    # but once they heal, hinted handoff and anti-entropy must bring every replica
+    # to the same newest version, and no acknowledged write may be lost.
+    result = run(SimConfig(seed=seed, ops=600, faults=ALL_FAULTS))
+    s = result.summary()
+    assert s["convergence_expected"], _why(result)
+    assert s["converged"] and s["divergent_keys"] == 0, _why(result)
+    assert s["lost_acked_writes"] == 0, _why(result)
+    assert s["cluster"]["crashes"] > 0, _why(result)
+
+
 @pytest.mark.parametrize("seed", SEEDS[:4] + FRESH_SEEDS[:1])
 @pytest.mark.parametrize("r,w", [(2, 2), (1, 3), (3, 1)])
 def test_fault_free_runs_converge(seed: int, r: int, w: int) -> None:

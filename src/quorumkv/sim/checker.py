@@ -35,9 +35,9 @@ from ..core.version import Version
 from .config import SimConfig
 from .history import OK, History, Op
 
-#: Flip when issue 3's recovery protocols (hinted handoff, read repair,
-#: anti-entropy) land: then replicas must converge after *any* healed fault.
-RECOVERY_PROTOCOLS = False
+#: The recovery protocols (hinted handoff, read repair, anti-entropy) run in the
+#: simulator, so replicas must converge after *any* healed fault.
+RECOVERY_PROTOCOLS = True
 #: Examples of each violation kept in the report (the counts are complete).
 EXAMPLES_MAX = 5
 

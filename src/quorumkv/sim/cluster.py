@@ -32,6 +32,8 @@ import random
 
 from ..core import messages as m
 from ..core import node as core_node
+from ..core.antientropy import AESettings, PurgeMany, ReadMany, ScanLocal
+from ..core.antientropy import install as install_antientropy
 from ..core.node import NodeCore, NodeSettings, Respond, Send, StoreRead, StoreWrite
 from ..core.version import newest
 from ..core.ring import Ring
@@ -52,6 +54,10 @@ _CORE_INIT = inspect.signature(NodeCore.__init__).parameters
 
 #: Virtual wall clock at time 0 (ms): a plausible epoch, so negative skew stays positive.
 EPOCH_MS = 1_700_000_000_000
+
+
+#: Anti-entropy interval inside the simulator (virtual ms).
+SIM_AE_INTERVAL_MS = 1_000
 
 
 class UnknownEffect(TypeError):
@@ -86,6 +92,7 @@ class SimCluster:
         self.client_handlers: dict = {}
         #: (client conn, request id) of requests a coordinator holds (a crash tells the client)
         self.client_waiting: dict[tuple[ClientConn, int], None] = {}
+        self._scans: dict = {}  # (node, incarnation, token) -> records left to hand out
         if cfg.bug == "ack-before-persist":
             for name in self.names:
                 self._periodic(cfg.lazy_sync_us, self._lazy_sync, name)
@@ -104,7 +111,12 @@ class SimCluster:
         if "hints_held" in _CORE_INIT:
             from ..core.hints import record_size
             kw["hints_held"] = self.storage[name].hint_summary(record_size)
-        return NodeCore(settings, self.members, hlc_last=self.storage[name].max_timestamp(), **kw)
+        core = NodeCore(settings, self.members, hlc_last=self.storage[name].max_timestamp(), **kw)
+        # Anti-entropy runs as on a real node (shell/antientropy.py installs it), with a
+        # short interval so replicas converge within the sim's recovery window.
+        # Tombstone GC stays off: the sim's storage has no purge.
+        install_antientropy(core, AESettings(interval_ms=SIM_AE_INTERVAL_MS, gc=False), now)
+        return core
 
     # ------------------------------------------------------------ event queue
     def at(self, delay_us: int, fn, *args, inflight: bool = False) -> None:
@@ -161,6 +173,8 @@ class SimCluster:
                 self.logs[eff.event] = self.logs.get(eff.event, 0) + 1
             elif t in (StoreHint, ReadHint, Peek, LoadHints, DeleteHint) and t is not None:
                 self._hint_effect(node, eff)
+            elif t in (ScanLocal, ReadMany, PurgeMany):
+                self._ae_effect(node, eff)
             else:
                 raise UnknownEffect(
                     f"node {node} returned {t.__name__} ({eff!r}); teach quorumkv/sim/cluster.py "
@@ -256,6 +270,33 @@ class SimCluster:
             self.at(self.cfg.read_us, self._hints_loaded, node, inc, eff, inflight=True)
         else:  # DeleteHint: no answer expected
             st.delete_hint(eff.hint_id)
+
+    def _ae_effect(self, node: str, eff) -> None:
+        t, inc, st = type(eff), self.incarnation[node], self.storage[node]
+        if t is ScanLocal:
+            key = (node, inc, eff.token)
+            if eff.limit <= 0:
+                self._scans.pop(key, None)
+                return
+            if key not in self._scans:
+                self._scans[key] = sorted(st.snapshot().items())
+
+            def chunk():
+                items = self._scans.get(key, [])
+                part, rest = items[:eff.limit], items[eff.limit:]
+                last = len(part) < eff.limit
+                if last:
+                    self._scans.pop(key, None)
+                else:
+                    self._scans[key] = rest
+                return (part, last)
+
+            self.at(self.cfg.read_us, self._store_done_with, node, inc, eff.token, chunk, inflight=True)
+        elif t is ReadMany:
+            self.at(self.cfg.read_us, self._store_done_with, node, inc, eff.token,
+                    lambda: [st.read(k) for k in eff.keys], inflight=True)
+        else:  # PurgeMany: GC is off in the sim (installed with gc=False); nothing purged
+            self.at(self.cfg.read_us, self._store_done_with, node, inc, eff.token, lambda: 0, inflight=True)
 
     def _hint_stored(self, node: str, incarnation: int, eff) -> None:
         if not self._alive(node, incarnation):

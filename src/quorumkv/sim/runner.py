@@ -18,6 +18,9 @@ from .workload import Nemesis, Workload
 #: Upper bound on virtual time for any phase (µs): a run that has not finished by
 #: then is stuck, and says so instead of spinning.
 PHASE_US_MAX = 3_600 * 1_000_000
+#: Virtual time after the faults heal for the recovery protocols to converge the
+#: replicas (hinted handoff, anti-entropy every SIM_AE_INTERVAL_MS per node).
+RECOVERY_WINDOW_US = 12 * 1_000_000
 
 
 @dataclass
@@ -107,6 +110,9 @@ def run(cfg: SimConfig) -> SimResult:
         raise RuntimeError(f"seed {cfg.seed}: workload did not finish within {PHASE_US_MAX} µs")
     # Heal, let the network go quiet, then read every key at ALL and let that settle.
     nemesis.heal_all()
+    # Recovery window: detectors see everyone up again, hints are replayed and
+    # anti-entropy sessions run (virtual time; a few seconds of it).
+    cluster.run_until(lambda: False, cluster.now_us + RECOVERY_WINDOW_US)
     cluster.run_until(cluster.quiet, cluster.now_us + PHASE_US_MAX)
     workload.read_all_keys()
     cluster.run_until(lambda: workload.final_done and cluster.quiet(), cluster.now_us + PHASE_US_MAX)
