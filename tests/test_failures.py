@@ -93,7 +93,7 @@ def test_failure_detector_kill_stop_and_resume(make_cluster):
 
 
 def test_killed_replica_catches_up_through_hinted_handoff_alone(make_cluster):
-    cluster = make_cluster(nodes=5, settings={"read_repair": False})
+    cluster = make_cluster(nodes=5, settings={"read_repair": False, "ae_interval_ms": 0})  # hints alone
     victim = "n3"
     acked: dict[str, bytes | None] = {}  # key -> latest acknowledged value (None: deleted)
     stop = threading.Event()
