@@ -203,7 +203,7 @@ def test_sixth_node_joins_while_traffic_continues(make_cluster):
 
 def test_hints_past_their_age_are_dropped_counted_and_read_repair_catches_up(make_cluster):
     age_ms = 300
-    cluster = make_cluster(nodes=5, settings={"hint_age_ms_max": age_ms})
+    cluster = make_cluster(nodes=5, settings={"hint_age_ms_max": age_ms, "ae_interval_ms": 0})
     victim = "n4"
     ring = Ring([n.id for n in cluster.nodes], 3)
     keys = [f"a{i}" for i in range(400) if victim in ring.preference_list(f"a{i}".encode())][:40]
