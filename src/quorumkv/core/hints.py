@@ -52,3 +52,46 @@ class TokenBucket:
 
 def record_size(key: bytes, value: bytes | None) -> int:
     return len(key) + (len(value) if value is not None else 0) + 64  # + version/metadata
+
+
+class HintTable:
+    """Hints held in memory, oldest first: the memory engine's (and the simulator's)
+    hint store. Durable engines keep the same shape on disk."""
+
+    __slots__ = ("_hints", "_next_id")
+
+    def __init__(self) -> None:
+        self._hints: dict[int, tuple] = {}  # hint id -> (owner, key, record, created_ms)
+        self._next_id = 1
+
+    def add(self, owner: str, key: bytes, record, created_ms: int) -> int:
+        hint_id = self._next_id
+        self._hints[hint_id] = (owner, key, record, created_ms)
+        self._next_id += 1
+        return hint_id
+
+    def peek(self, key: bytes) -> list:
+        """Every hint for ``key``: ``[(owner, record)]``."""
+        return [(o, r) for o, k, r, _ in self._hints.values() if k == key]
+
+    def load(self, owner: str, limit: int) -> list:
+        """Oldest first: ``[(hint_id, key, record, created_ms)]``."""
+        out = []
+        for hint_id, (o, k, r, created) in self._hints.items():
+            if o == owner:
+                out.append((hint_id, k, r, created))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def delete(self, hint_id) -> None:
+        self._hints.pop(hint_id, None)
+
+    def summary(self) -> dict[str, tuple[int, int]]:
+        """Per target: (hints, bytes)."""
+        out: dict[str, list[int]] = {}
+        for o, k, r, _ in self._hints.values():
+            entry = out.setdefault(o, [0, 0])
+            entry[0] += 1
+            entry[1] += record_size(k, r.value)
+        return {o: (c, b) for o, (c, b) in out.items()}

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from ..core.hints import record_size
+from ..core.hints import HintTable, record_size
 from .batching import BatchQueue, call_in_loop
 from ..core.version import Record, Version
 
@@ -94,44 +94,30 @@ class StorageEngine:
     # durable storage overrides these (SQLite does) so hints survive a restart.
     hints_durable = False
 
-    def _hint_table(self) -> dict:
+    def _hint_table(self) -> HintTable:
         table = getattr(self, "_hints", None)
         if table is None:
-            table = self._hints = {}
-            self._next_hint_id = 1
+            table = self._hints = HintTable()
         return table
 
     def write_hint(self, owner: str, key: bytes, record: Record, created_ms: int, done: Done) -> None:
-        table = self._hint_table()
-        table[self._next_hint_id] = (owner, key, record, created_ms)
-        self._next_hint_id += 1
+        self._hint_table().add(owner, key, record, created_ms)
         done(True, None)
 
     def peek_hints(self, key: bytes) -> list[tuple[str, Record]]:
         """Every hint held for ``key``: ``[(owner, record)]`` (inspect, fallback reads)."""
-        return [(o, r) for o, k, r, _ in self._hint_table().values() if k == key]
+        return self._hint_table().peek(key)
 
     def load_hints(self, owner: str, limit: int) -> list:
         """Oldest first: ``[(hint_id, key, record, created_ms)]``."""
-        out = []
-        for hint_id, (o, k, r, created) in self._hint_table().items():
-            if o == owner:
-                out.append((hint_id, k, r, created))
-                if len(out) >= limit:
-                    break
-        return out
+        return self._hint_table().load(owner, limit)
 
     def delete_hint(self, hint_id) -> None:
-        self._hint_table().pop(hint_id, None)
+        self._hint_table().delete(hint_id)
 
     def hint_summary(self) -> dict[str, tuple[int, int]]:
         """Per target: (hints, bytes) — seeds the core's bounds after a restart."""
-        out: dict[str, list[int]] = {}
-        for o, k, r, _ in self._hint_table().values():
-            entry = out.setdefault(o, [0, 0])
-            entry[0] += 1
-            entry[1] += record_size(k, r.value)
-        return {o: (c, b) for o, (c, b) in out.items()}
+        return self._hint_table().summary()
 
 
 class MemoryEngine(StorageEngine):

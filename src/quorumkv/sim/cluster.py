@@ -109,8 +109,7 @@ class SimCluster:
         if "now_ms" in _CORE_INIT:
             kw["now_ms"] = now
         if "hints_held" in _CORE_INIT:
-            from ..core.hints import record_size
-            kw["hints_held"] = self.storage[name].hint_summary(record_size)
+            kw["hints_held"] = self.storage[name].hint_summary()
         core = NodeCore(settings, self.members, hlc_last=self.storage[name].max_timestamp(), **kw)
         # Anti-entropy runs as on a real node (shell/antientropy.py installs it), with a
         # short interval so replicas converge within the sim's recovery window.

@@ -17,6 +17,7 @@ never replaces a newer version with an older one.
 
 from __future__ import annotations
 
+from ..core.hints import HintTable
 from ..core.version import Record
 
 
@@ -36,8 +37,7 @@ class SimStorage:
         self.unsynced: list[tuple[bytes, Record]] = []
         self.writes_lost = 0  # writes a crash threw away (acked or not)
         #: hinted handoff (issue 3): hint id -> (owner, key, record, created_ms), oldest first
-        self.hints: dict[int, tuple[str, bytes, Record, int]] = {}
-        self._next_hint = 1
+        self.hints = HintTable()  # durable as soon as stored (the sim acks after sync_us)
 
     # A correct write: the caller schedules ``persist`` sync_us later, then acks.
     def persist(self, key: bytes, record: Record) -> None:
@@ -71,31 +71,19 @@ class SimStorage:
 
     # ---------------------------------------------------------------- hints
     def store_hint(self, owner: str, key: bytes, record: Record, created_ms: int) -> None:
-        self.hints[self._next_hint] = (owner, key, record, created_ms)
-        self._next_hint += 1
+        self.hints.add(owner, key, record, created_ms)
 
     def peek_hints(self, key: bytes) -> list[tuple[str, Record]]:
-        return [(o, r) for o, k, r, _ in self.hints.values() if k == key]
+        return self.hints.peek(key)
 
     def load_hints(self, owner: str, limit: int) -> list:
-        out = []
-        for hint_id, (o, k, r, created) in self.hints.items():
-            if o == owner:
-                out.append((hint_id, k, r, created))
-                if len(out) >= limit:
-                    break
-        return out
+        return self.hints.load(owner, limit)
 
     def delete_hint(self, hint_id) -> None:
-        self.hints.pop(hint_id, None)
+        self.hints.delete(hint_id)
 
-    def hint_summary(self, record_size) -> dict[str, tuple[int, int]]:
-        out: dict[str, list[int]] = {}
-        for o, k, r, _ in self.hints.values():
-            entry = out.setdefault(o, [0, 0])
-            entry[0] += 1
-            entry[1] += record_size(k, r.value)
-        return {o: (c, b) for o, (c, b) in out.items()}
+    def hint_summary(self) -> dict[str, tuple[int, int]]:
+        return self.hints.summary()
 
     def max_timestamp(self) -> int:
         """What the real engines report at start-up, to seed the node's HLC."""
