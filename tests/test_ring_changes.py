@@ -79,6 +79,16 @@ def node_state(address: str, node_id: str) -> str | None:
         return None
 
 
+def mid_stream(address: str, counter: str) -> bool:
+    """The node's stream has moved some records (``counter``) and is not done yet."""
+    try:
+        with Client([address], timeout_ms=1_000) as c:
+            st = c.status().stats
+        return st[counter] > 0 and not st["stream_done"]
+    except Exception:
+        return False
+
+
 def assert_placed(cluster, expected: dict[str, bytes], ring_nodes: list[str]) -> None:
     """Every key's value is the expected one on every primary of the final ring."""
     ring = Ring(ring_nodes, 3)
@@ -159,15 +169,7 @@ def test_interrupted_join_completes_when_rerun(make_cluster):
     cluster.start(new)
     cluster.wait_ready([new])
 
-    def streaming():
-        try:
-            with Client([new.address], timeout_ms=1_000) as c:
-                st = c.status().stats
-            return st["stream_keys_received"] > 0 and not st["stream_done"]
-        except Exception:
-            return False
-
-    wait_for(streaming, 30, "the join streaming")
+    wait_for(lambda: mid_stream(new.address, "stream_keys_received"), 30, "the join streaming")
     cluster.signal(new, signal.SIGKILL)  # mid-stream
     wait_for(lambda: not new.running(), 10, "the joiner dead")
     cluster.start(new)  # re-run: same config, it joins again and streams what it lacks
@@ -186,15 +188,7 @@ def test_interrupted_decommission_completes_when_rerun(make_cluster):
     with Client([leaving.address]) as c:
         c.decommission()
 
-    def pushing():
-        try:
-            with Client([leaving.address], timeout_ms=1_000) as c:
-                st = c.status().stats
-            return st["stream_keys_sent"] > 0 and not st["stream_done"]
-        except Exception:
-            return False
-
-    wait_for(pushing, 30, "the decommission streaming")
+    wait_for(lambda: mid_stream(leaving.address, "stream_keys_sent"), 30, "the decommission streaming")
     cluster.signal(leaving, signal.SIGKILL)
     wait_for(lambda: not leaving.running(), 10, "n4 dead")
     cluster.start(leaving)  # back as a member (up); the operator runs decommission again
