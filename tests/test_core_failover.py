@@ -781,3 +781,23 @@ def test_blocking_repair_answers_at_once_when_the_repair_target_disconnects():
     assert [s.peer for s in sends(out, m.RepWrite)] == [stale_peer]
     out = core.on_peer_lost(stale_peer, "connection reset", NOW + 1)
     assert only_reply(out, client).value == b"new"  # answered now, not at the deadline
+
+
+def test_blocking_repair_answers_at_once_when_the_repair_send_fails():
+    # Regression (issue 9): a mixed and/or condition in on_send_failed skipped a
+    # read's RepWrite, so a repair that could not be sent held the reply to the deadline.
+    core = make(read_repair=True, read_all_replicas=True, r=2, timeout_ms_read=2_000)
+    client = Conn("c")
+    eff = core.on_request(client, m.Get(1, KEY, blocking_repair=True), NOW)
+    (sr,) = of(eff, StoreRead)
+    rr = {s.peer: s.msg for s in sends(eff, m.RepRead)}
+    stale_peer, other = sorted(rr)
+    new = rec(20, C, b"new")
+    out = core.on_store_done(sr.token, True, new, NOW)
+    out += core.on_response(stale_peer, m.RepReadResp(rr[stale_peer].id, True, rec(1, C, b"old")), NOW)
+    (repair,) = sends(out, m.RepWrite)
+    assert replies(out, client) == []
+    out = core.on_send_failed(stale_peer, repair.msg, "queue full", NOW + 1)
+    assert only_reply(out, client).value == b"new"  # answered now, not at the deadline
+    out = core.on_response(other, m.RepReadResp(rr[other].id, True, new), NOW + 2)
+    assert replies(out, client) == [] and core.statistics()["rounds_open"] == 0

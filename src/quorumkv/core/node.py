@@ -317,11 +317,7 @@ class NodeCore:
         self.load.done(peer, (now_ms - sent) if sent is not None else None)
         rnd = op.round
         if t is m.RepWriteAck and op.kind == "read" and peer in op.repairs_pending:  # blocking repair
-            op.repairs_pending.discard(peer)
-            if not op.repairs_pending and op.reply is not None and not op.answered:
-                op.answered = True
-                self._respond(op.conn, op.reply, now_ms, out)
-            self._maybe_finish(op, now_ms, out)
+            self._repair_settled(op, peer, now_ms, out)
             return out
         if t is m.RepWriteAck and op.kind == "write":
             if msg.ok:
@@ -405,11 +401,7 @@ class NodeCore:
         out: list = []
         for op in list(self.ops.values()):
             if peer in op.repairs_pending:  # a blocking repair's target is gone: don't wait for it
-                op.repairs_pending.discard(peer)
-                if not op.repairs_pending and op.reply is not None and not op.answered:
-                    op.answered = True
-                    self._respond(op.conn, op.reply, now_ms, out)
-                self._maybe_finish(op, now_ms, out)
+                self._repair_settled(op, peer, now_ms, out)
             if peer in op.round.outstanding:
                 self._replica_failed(op, peer, reason, now_ms, out)
                 self._progress(op, now_ms, out)
@@ -433,10 +425,15 @@ class NodeCore:
         if op_id and op_id not in self.ops and self.ring_change.on_request_failed(op_id, now_ms, out, reason):
             return out
         op = self.ops.get(op_id)
-        if op is not None and type(msg) is not m.RepWrite or (op is not None and op.kind == "write"):
-            if peer in op.round.outstanding:
-                self._replica_failed(op, peer, reason, now_ms, out)
-                self._progress(op, now_ms, out)
+        if op is None:
+            return out
+        if type(msg) is m.RepWrite and op.kind == "read":
+            # A read's RepWrite is a blocking repair: it will never be acked, stop waiting.
+            if peer in op.repairs_pending:
+                self._repair_settled(op, peer, now_ms, out)
+        elif peer in op.round.outstanding:
+            self._replica_failed(op, peer, reason, now_ms, out)
+            self._progress(op, now_ms, out)
         return out
 
     def tick(self, now_ms: int) -> list:
@@ -695,6 +692,14 @@ class NodeCore:
             else:
                 out.append(Send(node, msg))
         return stale
+
+    def _repair_settled(self, op: _Op, peer: str, now_ms: int, out: list) -> None:
+        """A blocking repair to ``peer`` was acked, failed or lost: stop waiting for it."""
+        op.repairs_pending.discard(peer)
+        if not op.repairs_pending and op.reply is not None and not op.answered:
+            op.answered = True
+            self._respond(op.conn, op.reply, now_ms, out)
+        self._maybe_finish(op, now_ms, out)
 
     def _respond(self, conn, msg, now_ms: int, out: list) -> None:
         if conn is SELF:
