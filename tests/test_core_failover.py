@@ -801,3 +801,42 @@ def test_blocking_repair_answers_at_once_when_the_repair_send_fails():
     assert only_reply(out, client).value == b"new"  # answered now, not at the deadline
     out = core.on_response(other, m.RepReadResp(rr[other].id, True, new), NOW + 2)
     assert replies(out, client) == [] and core.statistics()["rounds_open"] == 0
+
+
+# ------------------------------------- hints for known-down primaries (issue 10, hole 6)
+def test_known_down_primary_without_fallback_gets_a_coordinator_hint_and_its_writes_on_return():
+    # 3 nodes, N=3: no node is left to stand in for a dead primary. The coordinator
+    # keeps the write for it and replays it once it is back.
+    core = make("n1", members=MEMBERS3, vnodes=VNODES)
+    store = HintStore()
+    t, _ = kill(core, {"n3"})
+    client = Conn("c")
+    keys = [f"k{i}".encode() for i in range(5)]
+    written = {}
+    for i, key in enumerate(keys):
+        eff = core.on_request(client, m.Put(i + 1, key, b"v%d" % i, m.LEVEL_QUORUM), t)
+        assert {s.peer for s in sends(eff, m.RepWrite)} == {"n2"}  # n3 is known down
+        (sw,) = of(eff, StoreWrite)
+        written[key] = sw.record
+        eff = store.run(core, eff, t)
+        eff += core.on_store_done(sw.token, True, None, t)
+        (rw,) = sends(eff, m.RepWrite)
+        assert only_reply(eff + core.on_response("n2", m.RepWriteAck(rw.msg.id, True), t), client).status == m.OK
+    assert store.count("n3") == 5 and core.stats["hints_stored"] == 5
+    # n3 returns: the next tick loads its hints and replays every write it missed.
+    t += 200
+    core.on_request(Conn("n3"), m.Heartbeat(0, "n3", 2), t)
+    eff = store.run(core, core.tick(t), t)
+    replay = {s.msg.key: s for s in sends(eff, m.RepWrite) if s.peer == "n3"}
+    assert {k: s.msg.record for k, s in replay.items()} == written
+    for s in replay.values():
+        store.run(core, core.on_response("n3", m.RepWriteAck(s.msg.id, True), t), t)
+    assert store.count("n3") == 0 and core.stats["hints_replayed"] == 5
+
+
+def test_no_coordinator_hint_when_a_fallback_stands_in():
+    core = make()
+    t, _ = kill(core, {P3})
+    eff = core.on_request(Conn("c"), m.Put(1, KEY, b"v"), t)
+    assert [s.msg.hint_for for s in sends(eff, m.RepWrite) if s.peer == F1] == [P3]
+    assert not of(eff, StoreHint)  # the fallback keeps the hint; one copy is enough

@@ -571,6 +571,8 @@ class NodeCore:
                 for node in self.future_ring.preference_list(key):
                     if node not in sent and node not in primaries:
                         self._send(op, node, m.RepWrite(op_id, key, record), now_ms, out)
+            for p in unreachable:  # known down and no fallback stands in: keep the write for it here
+                self._hint_locally(p, key, record, now_ms, out)
         self._progress(op, now_ms, out)
 
     def _send(self, op: _Op, node: str, msg, now_ms: int, out: list) -> None:
