@@ -48,7 +48,7 @@ from __future__ import annotations
 import heapq
 from typing import NamedTuple
 
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, UnavailableError
 from . import dynamic
 from . import messages as m
 from .consistency import resolve, weak_warning
@@ -192,6 +192,9 @@ class NodeCore:
                                      settings.detector, now_ms, status)
         self.ring: Ring | None = None
         self.future_ring: Ring | None = None  # set while a join/leave is in progress
+        # A bad R or W fails here, at startup; later ring changes never raise (_rebuild_ring).
+        resolve(settings.r, settings.n, 1, "R")
+        resolve(settings.w, settings.n, 1, "W")
         self._rebuild_ring()
         self.hlc = HLC(hlc_last)
         self.rng = SplitMix64(settings.rng_seed)
@@ -233,8 +236,31 @@ class NodeCore:
         self.future_ring = (Ring(future, self.settings.n, self.settings.vnodes)
                             if future and future != members else None)
         n = self.replication_factor()
-        self.default_r = resolve(self.settings.r, n, 1, "R")
-        self.default_w = resolve(self.settings.w, n, 1, "W")
+        self.default_r = self._default_count(self.settings.r, n, "R")
+        self.default_w = self._default_count(self.settings.w, n, "W")
+
+    def _default_count(self, level: int | str, n: int, what: str) -> int:
+        """The configured R or W as a count on an ``n``-replica ring. Never raises: this
+        runs inside gossip handling. An integer larger than a shrunken ring is kept (each
+        request then fails UNAVAILABLE, saying why: ``_count``); the configured N
+        accepts it (checked at startup)."""
+        try:
+            return resolve(level, n, 1, what)
+        except InvalidRequestError:
+            return resolve(level, self.settings.n, 1, what)
+
+    def _count(self, level, n: int, default: int, what: str) -> int:
+        """A request's R or W on an ``n``-replica ring. Impossible even with the
+        configured N: the client's fault (InvalidRequestError). Possible with the
+        configured N but not with the ring as it is now: UnavailableError."""
+        try:
+            return resolve(level, n, default, what)
+        except InvalidRequestError:
+            if n >= self.settings.n:
+                raise
+            count = resolve(level, self.settings.n, default, what)
+            raise UnavailableError(f"{what}={count} needs {count} replicas but the ring has only {n} "
+                                   f"node{'s' if n > 1 else ''} (N={self.settings.n} configured)") from None
 
     def replication_factor(self) -> int:
         """N in force: the configured N, clamped to the ring's size once there is a ring."""
@@ -274,6 +300,9 @@ class NodeCore:
             except InvalidRequestError as exc:
                 self.stats["invalid"] += 1
                 self._respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
+            except UnavailableError as exc:
+                self.stats["lost"] += 1
+                self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=str(exc)), now_ms, out)
         elif t is m.RepPeek:
             out.append(Peek(("p", conn, msg.id), msg.key))
         elif t is m.Ping:
@@ -508,14 +537,14 @@ class NodeCore:
                 self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=why), now_ms, out)
                 return
         if is_get:
-            needed = resolve(level, n, self.default_r, "R")
+            needed = self._count(level, n, self.default_r, "R")
             warning = None if dyn else weak_warning(needed, self.default_w, n)
             deadline = now_ms + self.settings.timeout_ms_read
         else:
             validate_value(msg.value)
             if msg.ttl_ms < 0:
                 raise InvalidRequestError(f"ttl_ms must be >= 0, got {msg.ttl_ms}")
-            needed = resolve(level, n, self.default_w, "W")
+            needed = self._count(level, n, self.default_w, "W")
             warning = weak_warning(self.default_r, needed, n)
             deadline = now_ms + self.settings.timeout_ms_write
         if len(self.ops) >= ROUNDS_INFLIGHT_MAX:
