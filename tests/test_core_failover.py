@@ -840,3 +840,116 @@ def test_no_coordinator_hint_when_a_fallback_stands_in():
     eff = core.on_request(Conn("c"), m.Put(1, KEY, b"v"), t)
     assert [s.msg.hint_for for s in sends(eff, m.RepWrite) if s.peer == F1] == [P3]
     assert not of(eff, StoreHint)  # the fallback keeps the hint; one copy is enough
+
+
+# ------------------------------------------- bounds on peer input (issue 10, hole 7)
+def test_hint_for_an_unknown_or_departed_node_is_refused_and_creates_no_target():
+    from quorumkv.core.membership import LEFT, Endpoint
+
+    core = make(F1)
+    core.on_request(Conn(C), m.Gossip(1, [Endpoint(P2, MEMBERS[P2], 5, 9, LEFT)]), NOW)
+    peer = Conn(C)
+    for i, owner in enumerate(["ghost-%d" % j for j in range(3)] + [P2]):
+        eff = core.on_request(peer, m.RepWrite(i + 1, KEY, rec(1, C), owner), NOW)
+        (resp,) = of(eff, Respond)
+        assert resp.msg.ok is False and f"hint for {owner!r} refused: not a member" in resp.msg.error
+        assert not of(eff, StoreHint)
+    assert core.hints_held == {} and core.stats["hints_refused_target"] == 4
+    (eff,) = core.on_request(peer, m.RepWrite(9, KEY, rec(1, C), P3), NOW)  # a member: accepted
+    assert type(eff) is StoreHint
+
+
+def test_hint_targets_are_bounded(monkeypatch):
+    from quorumkv.core import node as node_mod
+
+    monkeypatch.setattr(node_mod, "HINT_TARGETS_MAX", 2)
+    core = make(F1)
+    peer = Conn(C)
+    assert [type(e) for e in core.on_request(peer, m.RepWrite(1, KEY, rec(1, C), P2), NOW)] == [StoreHint]
+    assert [type(e) for e in core.on_request(peer, m.RepWrite(2, KEY, rec(1, C), P3), NOW)] == [StoreHint]
+    (resp,) = core.on_request(peer, m.RepWrite(3, KEY, rec(1, C), F2), NOW)
+    assert resp.msg.ok is False and "HINT_TARGETS_MAX=2" in resp.msg.error
+    assert [type(e) for e in core.on_request(peer, m.RepWrite(4, KEY, rec(2, C), P3), NOW)] == [StoreHint]
+    assert sorted(core.hints_held) == sorted([P2, P3])
+
+
+def test_inspect_respects_the_rounds_in_flight_bound(monkeypatch):
+    from quorumkv.core import node as node_mod
+
+    monkeypatch.setattr(node_mod, "ROUNDS_INFLIGHT_MAX", 1)
+    core = make()
+    assert of(core.on_request(Conn("a"), m.Inspect(1, KEY), NOW), Peek)
+    c = Conn("c")
+    eff = core.on_request(c, m.Inspect(2, KEY), NOW)
+    assert len(eff) == 1 and only_reply(eff, c).status == m.OVERLOADED
+    assert "ROUNDS_INFLIGHT_MAX=1" in only_reply(eff, c).message
+    assert core.statistics()["rounds_open"] == 1 and core.stats["overloaded"] == 1
+
+
+def test_antientropy_exchanges_served_at_once_are_bounded():
+    from quorumkv.core import messages_ae as ae
+    from quorumkv.core.antientropy import EXCHANGES_SERVING_MAX, AESettings, install
+
+    core = make()
+    install(core, AESettings(interval_ms=0), NOW)
+    peer = Conn(P2)
+    for i in range(EXCHANGES_SERVING_MAX):  # storage never answers: every exchange stays open
+        eff = core.on_request(peer, ae.AEExchange(i + 1, [(b"k%d" % i, rec(1, P2))]), NOW)
+        assert [type(e) for e in eff] == [StoreWrite]
+    eff = core.on_request(peer, ae.AEExchange(99, [(b"over", rec(1, P2))]), NOW)
+    (resp,) = eff
+    assert (resp.conn, resp.msg.id, resp.msg.ok) == (peer, 99, False)
+    assert f"EXCHANGES_SERVING_MAX={EXCHANGES_SERVING_MAX}" in resp.msg.error
+
+
+def test_hints_for_a_departed_node_go_to_the_keys_current_replicas_once():
+    from quorumkv.core.membership import LEFT, Endpoint
+
+    # F1 holds a hint for P3; P3 is decommissioned (LEFT) before it came back for it.
+    core = make(F1, hints=HintSettings(age_ms_max=3_600_000))
+    store = HintStore()
+    hinted = rec(7, C, b"hinted")
+    store.run(core, core.on_request(Conn(C), m.RepWrite(1, KEY, hinted, P3), NOW), NOW)
+    core.on_request(Conn(C), m.Gossip(2, [Endpoint(P3, MEMBERS[P3], 5, 9, LEFT)]), NOW)
+    new_replicas = Ring([x for x in MEMBERS if x != P3], 3, VNODES).preference_list(KEY)
+    assert P3 not in core.ring.nodes and F1 in new_replicas  # F1 now replicates the key itself
+    eff = store.run(core, core.tick(NOW + 1), NOW + 1)
+    assert not [s for s in sends(eff) if s.peer == P3]  # never replayed to the departed node
+    rw = {s.peer: s.msg for s in sends(eff, m.RepWrite)}
+    (sw,) = of(eff, StoreWrite)  # F1's own copy
+    assert sorted(rw) == sorted(x for x in new_replicas if x != F1)
+    assert all(msg.record == hinted and msg.hint_for == "" for msg in rw.values()) and sw.record == hinted
+    out = core.on_store_done(sw.token, True, None, NOW + 2)
+    peers = sorted(rw)
+    out += core.on_response(peers[0], m.RepWriteAck(rw[peers[0]].id, True), NOW + 2)
+    assert not of(store.run(core, out, NOW + 2), DeleteHint) and store.count(P3) == 1  # one ack missing
+    store.run(core, core.on_response(peers[1], m.RepWriteAck(rw[peers[1]].id, True), NOW + 3), NOW + 3)
+    assert store.count(P3) == 0 and core.hints_held[P3] == [0, 0]
+    assert core.stats["hints_handed_over"] == 1 and core.stats["hints_replayed"] == 0
+    # Nothing is left to retry: later ticks send nothing more.
+    for t in range(NOW + 100, NOW + 2_000, 100):
+        assert not sends(store.run(core, core.tick(t), t), m.RepWrite)
+
+
+def test_departed_nodes_hint_for_a_down_replica_becomes_a_hint_for_that_replica():
+    from quorumkv.core.membership import LEFT, Endpoint
+
+    core = make(F1)
+    store = HintStore()
+    hinted = rec(7, C, b"hinted")
+    new_replicas = Ring([x for x in MEMBERS if x != P3], 3, VNODES).preference_list(KEY)
+    down = [x for x in new_replicas if x != F1][0]
+    t, _ = kill(core, {down})
+    store.run(core, core.on_request(Conn(C), m.RepWrite(1, KEY, hinted, P3), t), t)
+    core.on_request(Conn(C), m.Gossip(2, [Endpoint(P3, MEMBERS[P3], 5, 9, LEFT)]), t)
+    eff = store.run(core, core.tick(t + 1), t + 1)
+    assert down not in {s.peer for s in sends(eff)}
+    assert store.count(down) == 1 and store.count(P3) == 1  # a new hint first; the old one stays until acks
+    out = []
+    for s in sends(eff, m.RepWrite):
+        out += core.on_response(s.peer, m.RepWriteAck(s.msg.id, True), t + 2)
+    for sw in of(eff, StoreWrite):
+        out += core.on_store_done(sw.token, True, None, t + 2)
+    assert of(out, DeleteHint)
+    store.run(core, out, t + 2)
+    assert store.count(P3) == 0 and store.count(down) == 1

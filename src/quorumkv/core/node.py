@@ -57,7 +57,7 @@ from .effects import (  # noqa: F401 - re-exported: the shell and tests import t
 )
 from .hints import HintSettings, TokenBucket, admit, expired, record_size
 from .limits import KEY_BYTES_MAX, ROUNDS_INFLIGHT_MAX, VALUE_BYTES_MAX
-from .membership import ALIVE, JOINING, REPLACING, UP, DetectorSettings, Membership
+from .membership import ALIVE, JOINING, LEFT, MEMBERS_MAX, REPLACING, UP, DetectorSettings, Membership
 from .quorum import LOST, PENDING, WON, QuorumRound
 from .rand import SplitMix64
 from .ring import Ring
@@ -70,6 +70,9 @@ SEED_PREFIX = "seed:"  # peer name of a seed address whose node id we don't know
 
 #: Peers a node gossips its table to per gossip round (memberlist's GossipNodes: 3).
 GOSSIP_FANOUT = 2
+#: Nodes a node keeps hints for at most: one per possible member (a peer naming a
+#: node outside the membership is refused anyway; this bounds the table even so).
+HINT_TARGETS_MAX = MEMBERS_MAX
 
 
 class NodeSettings(NamedTuple):
@@ -209,6 +212,9 @@ class NodeCore:
         self._replaying: dict[str, int] = {}  # owner -> replay sends outstanding
         self._hints_unsynced: dict[str, int] = {}  # owner -> StoreHint effects not yet durable
         self._replays: dict[int, tuple[str, object, int, int]] = {}  # op -> (owner, hint_id, size, deadline)
+        # Hints of a departed (LEFT) owner go to the key's current replicas instead:
+        # op -> replicas whose ack is still awaited (the hint is deleted once all acked).
+        self._handovers: dict[int, set[str]] = {}
         self._replay_bucket = TokenBucket(settings.hints.replay_per_s, now_ms)
         # Extension points for protocol families in their own modules (anti-entropy,
         # ring changes): message type -> handler(conn|peer, msg, now_ms, out), storage
@@ -224,7 +230,8 @@ class NodeCore:
             "requests": 0, "reads": 0, "writes": 0, "won": 0, "lost": 0, "timeouts": 0,
             "invalid": 0, "overloaded": 0, "replica_writes": 0, "replica_reads": 0,
             "hinted_writes": 0, "hints_stored": 0, "hints_replayed": 0,
-            "hints_dropped_bytes": 0, "hints_dropped_age": 0, "read_repairs": 0,
+            "hints_dropped_bytes": 0, "hints_dropped_age": 0, "hints_refused_target": 0,
+            "hints_handed_over": 0, "read_repairs": 0,
             "speculative_retries": 0, "membership_changes": 0,
         })
 
@@ -335,7 +342,13 @@ class NodeCore:
             handler(peer, msg, now_ms, out)
             return out
         if msg.id in self._replays:
-            self._replay_done(msg.id, t is m.RepWriteAck and msg.ok, now_ms, out)
+            ok = t is m.RepWriteAck and msg.ok
+            waiting = self._handovers.get(msg.id)
+            if ok and waiting is not None:
+                waiting.discard(peer)
+                if waiting:
+                    return out  # a departed node's hint: every current replica must ack
+            self._replay_done(msg.id, ok, now_ms, out)
             return out
         if t is m.RepWriteAck and self.ring_change.on_push_ack(msg.id, msg.ok, now_ms, out):
             return out
@@ -401,9 +414,9 @@ class NodeCore:
                 self.hints_held[owner] = [0, 0]  # storage says nothing is left: resync
             self._replaying.pop(owner, None)
             return out
-        sent = 0
         hs = self.settings.hints
         in_flight = {hint_id for _, hint_id, _, _ in self._replays.values()}
+        departed = self._departed(owner)
         for hint_id, key, record, created_ms in entries:
             if hint_id in in_flight:  # already being replayed: don't send (or count) it twice
                 continue
@@ -418,8 +431,12 @@ class NodeCore:
                 continue
             op_id = self._new_op_id()
             self._replays[op_id] = (owner, hint_id, size, now_ms + self.settings.timeout_ms_write)
-            out.append(Send(owner, m.RepWrite(op_id, key, record)))
-            sent += 1
+            if departed:
+                self._hand_over(op_id, owner, key, record, now_ms, out)
+            else:
+                out.append(Send(owner, m.RepWrite(op_id, key, record)))
+        # In flight now (a hand-over whose replicas are all down finished at once).
+        sent = sum(1 for o, *_ in self._replays.values() if o == owner)
         if sent:
             self._replaying[owner] = sent
         else:
@@ -435,7 +452,7 @@ class NodeCore:
                 self._replica_failed(op, peer, reason, now_ms, out)
                 self._progress(op, now_ms, out)
         for op_id, (owner, *_rest) in list(self._replays.items()):
-            if owner == peer:
+            if owner == peer or peer in self._handovers.get(op_id, ()):
                 self._replay_done(op_id, False, now_ms, out)
         rc = self.ring_change
         for op_id, entry in list(rc.push_inflight.items()):
@@ -497,6 +514,11 @@ class NodeCore:
         if not owner or owner == self.node_id:
             out.append(StoreWrite(("w", conn, msg.id), msg.key, msg.record))
             return
+        refused = self._hint_target_refused(owner)
+        if refused:
+            self.stats["hints_refused_target"] += 1
+            self._respond(conn, m.RepWriteAck(msg.id, False, refused), now_ms, out)
+            return
         size = record_size(msg.key, msg.record.value)
         held = self.hints_held.setdefault(owner, [0, 0])
         if not admit(self.settings.hints, held[1], size):
@@ -512,6 +534,16 @@ class NodeCore:
         self.stats["hints_stored"] += 1
         self._hints_unsynced[owner] = self._hints_unsynced.get(owner, 0) + 1
         out.append(StoreHint(("hw", conn, msg.id, owner), owner, msg.key, msg.record, now_ms))
+
+    def _hint_target_refused(self, owner: str) -> str:
+        """Why a peer's hint for ``owner`` is refused ("" when it is accepted): only
+        for a current member, and hint targets are bounded (HINT_TARGETS_MAX)."""
+        e = self.membership.endpoints.get(owner)
+        if e is None or e.status == LEFT:
+            return f"hint for {owner!r} refused: not a member of the ring"
+        if owner not in self.hints_held and len(self.hints_held) >= HINT_TARGETS_MAX:
+            return f"hint for {owner!r} refused: HINT_TARGETS_MAX={HINT_TARGETS_MAX} targets held"
+        return ""
 
     # ------------------------------------------------------------- coordinator
     def _new_op_id(self) -> int:
@@ -741,6 +773,11 @@ class NodeCore:
 
     # ----------------------------------------------------------------- inspect
     def _start_inspect(self, conn, msg, now_ms: int, out: list) -> None:
+        if len(self.ops) >= ROUNDS_INFLIGHT_MAX:  # an inspect is a round like any other
+            self.stats["overloaded"] += 1
+            self._respond(conn, m.Reply(msg.id, m.OVERLOADED, message=f"node {self.node_id} has "
+                                        f"ROUNDS_INFLIGHT_MAX={ROUNDS_INFLIGHT_MAX} rounds open"), now_ms, out)
+            return
         nodes = sorted(set(self.membership.peers()) | {self.node_id})
         op_id = self._new_op_id()
         rnd = QuorumRound("inspect", tuple(nodes), len(nodes))
@@ -821,11 +858,19 @@ class NodeCore:
         out.append(Log(level, f"node_{tr.new}", {"peer": tr.node, "was": tr.old}))
 
     # ------------------------------------------------------------------- hints
+    def _departed(self, owner: str) -> bool:
+        e = self.membership.endpoints.get(owner)
+        return e is not None and e.status == LEFT
+
     def _hints_tick(self, now_ms: int, out: list) -> None:
         for owner, (count, _bytes) in self.hints_held.items():
-            if count <= 0 or owner in self._replaying or not self.membership.is_alive(owner):
+            if count <= 0 or owner in self._replaying or self.ring is None:
                 continue
             if self.membership.endpoints.get(owner) is None:
+                continue
+            # A departed owner's hints are handed to the keys' current replicas (below),
+            # at once: it will never come back to take them.
+            if not self._departed(owner) and not self.membership.is_alive(owner):
                 continue
             want = min(count, self.settings.hints.replay_batch_max)
             got = self._replay_bucket.take(want, now_ms)
@@ -836,10 +881,29 @@ class NodeCore:
             if deadline <= now_ms:
                 self._replay_done(op_id, False, now_ms, out)
 
+    def _hand_over(self, op_id: int, owner: str, key: bytes, record: Record, now_ms: int, out: list) -> None:
+        """Replay a departed node's hint to the key's current replicas: live ones get it
+        now (the hint is deleted once they all acked), a down one gets a hint here."""
+        waiting = self._handovers[op_id] = set()
+        for node in self.ring.preference_list(key):
+            if node == owner:
+                continue
+            if node == self.node_id:
+                waiting.add(node)
+                out.extend(self.on_request(SELF, m.RepWrite(op_id, key, record), now_ms))
+            elif self.membership.is_alive(node):
+                waiting.add(node)
+                out.append(Send(node, m.RepWrite(op_id, key, record)))
+            else:
+                self._hint_locally(node, key, record, now_ms, out)
+        if not waiting and op_id in self._replays:
+            self._replay_done(op_id, True, now_ms, out)
+
     def _replay_done(self, op_id: int, ok: bool, now_ms: int, out: list) -> None:
         owner, hint_id, size, _ = self._replays.pop(op_id)
+        handed_over = self._handovers.pop(op_id, None) is not None
         if ok:
-            self.stats["hints_replayed"] += 1
+            self.stats["hints_handed_over" if handed_over else "hints_replayed"] += 1
             held = self.hints_held.setdefault(owner, [0, 0])
             held[0] -= 1
             held[1] -= size
