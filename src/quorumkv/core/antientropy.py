@@ -66,6 +66,11 @@ SESSIONS_PER_PEER_MAX = 1_000
 SESSION_ENTRY_BYTES_MAX = 32 * 1024 * 1024
 #: Per-entry overhead assumed when sizing entries and records against the bounds.
 ENTRY_OVERHEAD_BYTES = 40
+#: Peers' exchanges this node serves at once (each holds one message of records,
+#: <= message_bytes_max, until its storage work is done). A peer's session has one
+#: exchange in flight, so this is 16 peers syncing with us at once; past it the
+#: exchange is refused "busy" and the peer's session ends and retries next pass.
+EXCHANGES_SERVING_MAX = 16
 
 
 class AESettings(NamedTuple):
@@ -548,6 +553,10 @@ class AntiEntropy:
         out.append(Respond(r.conn, reply))
 
     def _on_exchange(self, conn, msg, now_ms: int, out: list) -> None:
+        if len(self.serving) >= EXCHANGES_SERVING_MAX:
+            out.append(Respond(conn, m.AEExchangeResp(msg.id, False, f"busy (EXCHANGES_SERVING_MAX="
+                                                                     f"{EXCHANGES_SERVING_MAX})")))
+            return
         xid = self.core._new_op_id()  # noqa: SLF001
         state = self.serving[xid] = [conn, msg.id, len(msg.records), None, "", not msg.keys, len(msg.records)]
         for key, rec in msg.records:
