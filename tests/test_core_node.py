@@ -118,7 +118,7 @@ def test_put_replies_ok_exactly_once_when_w_acks_arrive():
     assert core.on_store_done(sw.token, True, None, NOW + 1) == []  # 1 of 2
     eff = core.on_response("n2", ack(sends, "n2"), NOW + 2)
     reply = only_reply(eff, client)
-    assert reply == m.Reply(77, m.OK, None, None, "", "", w_used=2)  # the W used is reported
+    assert reply == m.Reply(77, m.OK, None, sw.record.version, "", "", w_used=2)  # W used and version
     assert len(eff) == 1
     # The third ack is late: nothing more is said, and the round is closed.
     assert core.on_response("n3", ack(sends, "n3"), NOW + 3) == []

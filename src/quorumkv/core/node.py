@@ -35,6 +35,9 @@ effect                   what the shell must do
                          created_ms), ...])``
 ``DeleteHint``           forget hint ``hint_id`` (it was delivered or dropped)
 ``Log``                  write a structured log line
+``SaveHlcCeiling``       durably record the HLC ceiling ``ts``, then
+                         ``on_store_done`` (core/clock.py); read back at start
+                         and passed as ``hlc_ceiling``
 =======================  ====================================================
 
 Persist-before-ack: a replica's ack is produced only by ``on_store_done``, which
@@ -53,8 +56,10 @@ from . import dynamic
 from . import messages as m
 from .consistency import resolve, weak_warning
 from .effects import (  # noqa: F401 - re-exported: the shell and tests import them from here
-    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, ScanRange, Send, StoreHint, StoreRead, StoreWrite,
+    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveHlcCeiling, ScanRange, Send, StoreHint, StoreRead,
+    StoreWrite,
 )
+from .clock import MAX_CLOCK_SKEW_MS_DEFAULT, ClockGuard
 from .hints import HintSettings, TokenBucket, admit, expired, record_size
 from .limits import KEY_BYTES_MAX, ROUNDS_INFLIGHT_MAX, VALUE_BYTES_MAX
 from .membership import ALIVE, JOINING, LEFT, MEMBERS_MAX, REPLACING, UP, DetectorSettings, Membership
@@ -108,6 +113,12 @@ class NodeSettings(NamedTuple):
     #: How long a node that starts joining, replacing or leaving waits for gossip to
     #: tell every coordinator before it streams (2 gossip rounds and some).
     settle_ms: int = 2_000
+    #: CockroachDB's max-offset rule: a node whose clock is further than this off
+    #: from most live peers refuses to coordinate writes (core/clock.py); 0: off.
+    max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS_DEFAULT
+    #: The shell's tombstone GC grace (0: GC off). A session floor older than it may
+    #: name a purged tombstone, so a read finding no copy at all honours it.
+    tombstone_gc_grace_ms: int = 0
 
 
 class _Op:
@@ -182,7 +193,11 @@ def validate_value(value: bytes | None) -> None:
 
 class NodeCore:
     def __init__(self, settings: NodeSettings, members: dict[str, str], hlc_last: int = 0,
-                 now_ms: int = 0, hints_held: dict[str, tuple[int, int]] | None = None) -> None:
+                 now_ms: int = 0, hints_held: dict[str, tuple[int, int]] | None = None,
+                 hlc_ceiling: int | None = None) -> None:
+        """``hlc_last``: the largest timestamp in storage; ``hlc_ceiling``: the last
+        ceiling ``SaveHlcCeiling`` made durable (0 on a fresh node; None: the caller
+        keeps none, so the HLC cannot promise anything across restarts)."""
         if settings.node_id not in members:
             raise ValueError(f"node {settings.node_id!r} is not in its own member list")
         self.settings = settings
@@ -234,6 +249,7 @@ class NodeCore:
             "hints_handed_over": 0, "read_repairs": 0,
             "speculative_retries": 0, "membership_changes": 0,
         })
+        self.clock = ClockGuard(self, hlc_ceiling, now_ms)
 
     # ------------------------------------------------------------------ config
     def _rebuild_ring(self) -> None:
@@ -294,22 +310,18 @@ class NodeCore:
             else:
                 out.append(StoreRead(("r", conn, msg.id), msg.key))
         elif t is m.Heartbeat:
+            self.clock.on_heartbeat(msg, now_ms)
             tr = self.membership.on_heartbeat(msg.node, msg.generation, now_ms)
             if tr is not None:
                 self._transition(tr, now_ms, out)
         elif t is m.Gossip:
+            self.clock.observe_remote(msg.hlc, now_ms)
             self._merge(msg.endpoints, now_ms, out)
-            self._respond(conn, m.GossipAck(msg.id, self.membership.table()), now_ms, out)
+            self._respond(conn, m.GossipAck(msg.id, self.membership.table(), self.hlc.last), now_ms, out)
         elif t is m.Get or t is m.Put:
             self.stats["requests"] += 1
-            try:
-                self._coordinate(conn, msg, now_ms, out)
-            except InvalidRequestError as exc:
-                self.stats["invalid"] += 1
-                self._respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
-            except UnavailableError as exc:
-                self.stats["lost"] += 1
-                self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=str(exc)), now_ms, out)
+            if self.clock.admit(conn, msg, now_ms, out):
+                self._coordinate_client(conn, msg, now_ms, out)
         elif t is m.RepPeek:
             out.append(Peek(("p", conn, msg.id), msg.key))
         elif t is m.Ping:
@@ -335,6 +347,7 @@ class NodeCore:
         out: list = []
         t = type(msg)
         if t is m.GossipAck:
+            self.clock.observe_remote(msg.hlc, now_ms)
             self._merge(msg.endpoints, now_ms, out)
             return out
         handler = self._response_handlers.get(t)
@@ -504,6 +517,7 @@ class NodeCore:
         self._hints_tick(now_ms, out)
         for ticker in self._tickers:
             ticker(now_ms, out)
+        self.clock.tick(now_ms, out)
         return out
 
     # ------------------------------------------------------------ replica side
@@ -550,6 +564,21 @@ class NodeCore:
         op_id = self._next_op
         self._next_op += 1
         return op_id
+
+    def _coordinate_client(self, conn, msg, now_ms: int, out: list) -> None:
+        op_id = self._next_op
+        try:
+            self._coordinate(conn, msg, now_ms, out)
+        except InvalidRequestError as exc:
+            self.stats["invalid"] += 1
+            self._respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
+            return
+        except UnavailableError as exc:
+            self.stats["lost"] += 1
+            self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=str(exc)), now_ms, out)
+            return
+        if type(msg) is m.Get and msg.floor is not None and op_id in self.ops:
+            self.clock.note_read(op_id, msg.floor)
 
     def _coordinate(self, conn, msg, now_ms: int, out: list) -> None:
         key = msg.key
@@ -692,6 +721,9 @@ class NodeCore:
         if op.reply is None and rnd.status != PENDING:
             if op.kind == "inspect":
                 return self._maybe_finish(op, now_ms, out)
+            if rnd.status == WON and op.kind == "read" and self.clock.floors and self.clock.read_floor(
+                    op, now_ms, out):
+                return  # the session's floor is not met yet (core/clock.py)
             if rnd.status == WON:
                 self.stats["won"] += 1
                 if op.kind == "read":
@@ -705,13 +737,16 @@ class NodeCore:
                     if op.blocking_repair and self.settings.read_repair:
                         op.repairs_pending = set(self._repair(op, rec, now_ms, out, reply_id=op.op_id))
                 else:
-                    op.reply = m.Reply(op.req_id, m.OK, None, None, "", op.warning, w_used=rnd.needed)
+                    op.reply = m.Reply(op.req_id, m.OK, None, op.record.version, "", op.warning,
+                                       w_used=rnd.needed)
             else:
                 self.stats["lost"] += 1
                 status = m.TIMEOUT if rnd.timed_out else m.UNAVAILABLE
                 if status == m.TIMEOUT:
                     self.stats["timeouts"] += 1
-                op.reply = m.Reply(op.req_id, status, message=rnd.error_message(), warning=op.warning)
+                # A failed write may still land: its version lets a session order after it.
+                op.reply = m.Reply(op.req_id, status, version=op.record.version if op.record else None,
+                                   message=rnd.error_message(), warning=op.warning)
             if not op.repairs_pending:
                 op.answered = True
                 self._respond(op.conn, op.reply, now_ms, out)
@@ -839,7 +874,7 @@ class NodeCore:
         ms = self.membership
         if now_ms >= self._next_heartbeat_ms:
             self._next_heartbeat_ms = now_ms + self.settings.detector.heartbeat_interval_ms
-            hb = m.Heartbeat(0, self.node_id, ms.me.generation)
+            hb = m.Heartbeat(0, self.node_id, ms.me.generation, self.hlc.last, now_ms)
             for peer in ms.peers():
                 out.append(Send(peer, hb))
         if now_ms >= self._next_gossip_ms:
@@ -849,7 +884,7 @@ class NodeCore:
             if ms.me.status == JOINING or not targets:
                 targets += [SEED_PREFIX + s for s in self.settings.seeds if s != ms.me.address]
             for peer in targets:
-                out.append(Send(peer, m.Gossip(0, table)))
+                out.append(Send(peer, m.Gossip(0, table, self.hlc.last)))
         for tr in ms.check(now_ms):
             self._transition(tr, now_ms, out)
 
@@ -925,7 +960,7 @@ class NodeCore:
             det = ms.detectors.get(node)
             phi = round(det.phi(now_ms), 2) if det is not None else 0.0
             views.append(m.MemberView(node, e.address, ms.state_of(node), e.status, e.generation,
-                                      e.version, phi))
+                                      e.version, phi, self.clock.offset_of(node)))
         return m.StatusReply(req_id, self.node_id, views, list(ms.ring_members()), self.statistics(),
                              {o: c for o, (c, _) in self.hints_held.items() if c > 0})
 
