@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 #: Fault kinds ``--faults`` accepts (comma-separated), see docs/simulator.md.
-FAULTS = ("loss", "dup", "reorder", "partition", "crash", "crash-all", "skew")
+#: ``join``/``decommission``/``replace`` are ring changes; ``gc`` turns tombstone GC
+#: on with a short grace; ``skew`` skews every clock and steps them during the run.
+FAULTS = ("loss", "dup", "reorder", "partition", "crash", "crash-all", "skew", "join", "decommission",
+          "replace", "gc")
 #: Seeded bugs the harness can inject, to prove the checkers can fail.
 BUGS = ("ack-before-persist", "phantom-ack")
 #: The default nemesis set when ``--faults all`` is given.
@@ -39,7 +42,10 @@ class SimConfig:
     timeout_ms: int = 2_000  # the core's read and write round deadlines
     client_timeout_ms: int = 5_000  # no reply by then: the outcome is unknown
     tick_ms: int = 10  # the shell's default tick
-    skew_ms_max: int = 500  # skew: each node's clock is off by up to +-this
+    skew_ms_max: int = 500  # skew: each node's clock is off by up to +-this, at any moment
+    gc_grace_ms: tuple[int, int] = (300, 3_000)  # gc: tombstone GC grace drawn from this range
+    #: Swarm testing: each seed draws which of ``faults`` are on (else all of them are).
+    swarm: bool = False
     fault_gap_ms: tuple[int, int] = (100, 800)  # nemesis: pause between actions
     fault_len_ms: tuple[int, int] = (50, 1_500)  # nemesis: how long an action lasts
 
@@ -57,6 +63,8 @@ class SimConfig:
             raise ValueError(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")
         if self.bug is not None and self.bug not in BUGS:
             raise ValueError(f"unknown bug {self.bug!r}; known: {', '.join(BUGS)}")
+        if self.skew_ms_max < 0:
+            raise ValueError(f"--skew-ms-max must be >= 0 (got {self.skew_ms_max})")
         if self.ops < 0 or self.clients < 1 or self.keys < 1:
             raise ValueError("--ops must be >= 0, --clients and --keys >= 1")
 
