@@ -241,6 +241,15 @@ class SimCluster:
                 return True
         return False
 
+    def ring_settled(self) -> bool:
+        """No ring change in progress and every live node agrees on the ring (what an
+        operator checks in ``quorumkv status`` before the next join or decommission)."""
+        if self.ring_change_in_progress():
+            return False
+        views = {(c.membership.ring_members(), c.membership.future_ring_members())
+                 for c in (self.cores[n] for n in self.live()) if c is not None}
+        return len(views) <= 1
+
     def ring_view(self) -> Ring:
         """The ring most live, up nodes agree on (the initial ring while none is up)."""
         votes: dict[tuple, int] = {}

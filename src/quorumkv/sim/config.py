@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 #: on with a short grace; ``skew`` skews every clock and steps them during the run.
 FAULTS = ("loss", "dup", "reorder", "partition", "crash", "crash-all", "skew", "join", "decommission",
           "replace", "gc")
+#: Faults that change the ring.
+RING_FAULTS = ("join", "decommission", "replace")
 #: Seeded bugs the harness can inject, to prove the checkers can fail.
 BUGS = ("ack-before-persist", "phantom-ack")
 #: The default nemesis set when ``--faults all`` is given.
@@ -34,7 +36,11 @@ class SimConfig:
     primary_only: bool = False
     profile: str = "lnkd-ssd"  # a quorumkv.analysis.pbs profile name or spec
     bug: str | None = None
-    think_us_max: int = 5_000  # a client waits 0..this between operations
+    #: A client waits 0..this between operations. None: 5 ms, or 50 ms when ring
+    #: changes are among the faults — a join settles for SIM_SETTLE_MS before it
+    #: streams, so the workload must last long enough for ring changes to start
+    #: *and* finish under load (1,000 ops by 10 clients then span ~3 virtual s).
+    think_us_max: int | None = None
     client_delay: bool = True  # client <-> coordinator links follow the profile too (else 0)
     sync_us: int = 1_000  # storage: time until a write is durable (and acked)
     read_us: int = 100  # storage: time to serve a read
@@ -67,6 +73,12 @@ class SimConfig:
             raise ValueError(f"--skew-ms-max must be >= 0 (got {self.skew_ms_max})")
         if self.ops < 0 or self.clients < 1 or self.keys < 1:
             raise ValueError("--ops must be >= 0, --clients and --keys >= 1")
+
+    @property
+    def think_us(self) -> int:
+        if self.think_us_max is not None:
+            return self.think_us_max
+        return 50_000 if any(f in RING_FAULTS for f in self.faults) else 5_000
 
     @property
     def effective_n(self) -> int:

@@ -86,6 +86,8 @@ class SimResult:
             "faults_injected": dict(sorted(self.faults_injected.items())),
             "ring_changes_unfinished": self.ring_changes_unfinished,
             "ring": list(self.cluster.ring_view().nodes),
+            # decommissioned nodes the final ring still has (a restart forgot they left)
+            "departed_in_ring": [n for n in self.cluster.ring_view().nodes if n in self.cluster.left],
             "core": self.cluster.totals(),
             "final_reads_failed": v.final_reads_failed,
             "virtual_ms": self.cluster.now_us // 1000,

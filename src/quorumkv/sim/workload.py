@@ -72,7 +72,7 @@ class Workload:
     # --------------------------------------------------------------- workload
     def start(self) -> None:
         for client in range(self.cfg.clients):
-            self.cluster.at(self.rng.randrange(self.cfg.think_us_max + 1), self._issue, client)
+            self.cluster.at(self.rng.randrange(self.cfg.think_us + 1), self._issue, client)
 
     @property
     def done(self) -> bool:
@@ -164,7 +164,7 @@ class Workload:
 
     def _after(self, client: int) -> None:
         if client >= 0:
-            self.cluster.at(self.rng.randrange(self.cfg.think_us_max + 1), self._issue, client)
+            self.cluster.at(self.rng.randrange(self.cfg.think_us + 1), self._issue, client)
 
     # ------------------------------------------------------- final reads (ALL)
     def read_all_keys(self) -> None:
@@ -315,14 +315,14 @@ class Nemesis:
 
     def _do_join(self) -> None:
         cl = self.cluster
-        if cl.ring_change_in_progress() or len(cl.names) >= self.cfg.nodes + JOINS_MAX:
+        if not cl.ring_settled() or len(cl.names) >= self.cfg.nodes + JOINS_MAX:
             return
         cl.join()
         self._count("join")
 
     def _do_decommission(self) -> None:
         cl, rng = self.cluster, self.rng
-        if cl.ring_change_in_progress():
+        if not cl.ring_settled():
             return
         ring = cl.ring_view()
         # Never below N ring members (N replicas per key), and only a live, up
@@ -336,7 +336,7 @@ class Nemesis:
     def _do_replace(self) -> None:
         """Replace a dead ring member; if none is dead, kill one now and replace it later."""
         cl, rng = self.cluster, self.rng
-        if cl.ring_change_in_progress():
+        if not cl.ring_settled():
             return
         ring = cl.ring_view()
         dead = [name for name in ring.nodes if not cl.up(name) and cl.last_status.get(name) == UP
