@@ -23,6 +23,8 @@ effect                 what the simulator does
 ``ScanLocal``,         anti-entropy scans and reads; ``PurgeMany`` is the
 ``ReadMany``,          engines' compare-and-delete, durable ``sync_us`` later
 ``PurgeMany``          (tombstone GC runs when the ``gc`` fault is on)
+``SaveHlcCeiling``     the node's durable HLC ceiling, ``sync_us`` later
+                       (kept across crashes; passed back at restart)
 ``Log``                counted; ``join_completed`` / ``replace_completed``
                        persist the node's members (``node-state.json`` in the
                        shell) so a restart comes back as a member;
@@ -40,9 +42,11 @@ seed. Nodes are visited in sorted order and no set of strings is ever iterated
 from __future__ import annotations
 
 import heapq
+import inspect
 import random
 from typing import NamedTuple
 
+from ..core import effects as core_effects
 from ..core import messages as m
 from ..core.antientropy import AESettings, PurgeMany, ReadMany, ScanLocal
 from ..core.antientropy import install as install_antientropy
@@ -86,6 +90,13 @@ CORE_TOTALS = ("stream_keys_received", "stream_keys_sent", "stream_failures", "t
 ADMIN_CLIENT = -2
 
 
+#: The durable HLC ceiling (issue 10, h10clock: ``core/clock.py``) is landing in
+#: parallel with this simulator; executed when the core has it. Remove the lookup
+#: once it is on main.
+SaveHlcCeiling = getattr(core_effects, "SaveHlcCeiling", None)
+_CORE_TAKES_CEILING = "hlc_ceiling" in inspect.signature(NodeCore.__init__).parameters
+
+
 class UnknownEffect(TypeError):
     """The core returned an effect type the simulator does not know how to execute."""
 
@@ -101,7 +112,7 @@ class Boot(NamedTuple):
 class SimCluster:
     def __init__(self, cfg: SimConfig, rng: random.Random, sampler: LatencySampler,
                  history: History | None = None, core_settings: dict | None = None,
-                 gc_grace_ms: int = 0) -> None:
+                 gc_grace_ms: int = 0, ae_interval_ms: int = SIM_AE_INTERVAL_MS) -> None:
         self.cfg = cfg
         self.rng = rng
         self.history = history if history is not None else History()
@@ -119,6 +130,7 @@ class SimCluster:
         #: > 0: tombstone GC on, with this grace (and hints kept at most as long,
         #: the rule shell/config.py enforces)
         self.gc_grace_ms = gc_grace_ms
+        self.ae_interval_ms = ae_interval_ms  # 0: no periodic anti-entropy (scenarios)
         self.storage = {name: SimStorage(name) for name in self.names}
         self.incarnation = {name: 0 for name in self.names}
         self.skew_ms = {name: 0 for name in self.names}
@@ -170,11 +182,12 @@ class SimCluster:
                                 rng_seed=self.rng.getrandbits(64), seeds=boot.seeds, replace=boot.replace,
                                 **extra)
         st = self.storage[name]
+        kw = {"hlc_ceiling": st.hlc_ceiling} if _CORE_TAKES_CEILING else {}
         core = NodeCore(settings, dict(boot.members), hlc_last=st.max_timestamp(), now_ms=now,
-                        hints_held=st.hint_summary())
+                        hints_held=st.hint_summary(), **kw)
         # Anti-entropy runs as on a real node (shell/antientropy.py installs it), with a
         # short interval so replicas converge within the sim's recovery window.
-        install_antientropy(core, AESettings(interval_ms=SIM_AE_INTERVAL_MS, gc=self.gc_grace_ms > 0,
+        install_antientropy(core, AESettings(interval_ms=self.ae_interval_ms, gc=self.gc_grace_ms > 0,
                                              gc_grace_ms=self.gc_grace_ms or AESettings().gc_grace_ms), now)
         return core
 
@@ -287,6 +300,8 @@ class SimCluster:
                 self._hint_effect(node, eff)
             elif t is ScanLocal or t is ReadMany or t is PurgeMany:
                 self._ae_effect(node, eff)
+            elif t is SaveHlcCeiling:  # durable sync_us later, like a write; survives crashes
+                self.at(self.cfg.sync_us, self._ceiling_saved, node, self.incarnation[node], eff, inflight=True)
             elif t is ScanRange:
                 st = self.storage[node]
                 self.at(self.cfg.read_us, self._store_done_with, node, self.incarnation[node], eff.token,
@@ -454,6 +469,11 @@ class SimCluster:
             return
         self.storage[node].store_hint(eff.owner, eff.key, eff.record, eff.created_ms)
         self.run(node, self.cores[node].on_store_done(eff.token, True, None, self.clock_ms(node)))
+
+    def _ceiling_saved(self, node: str, incarnation: int, eff) -> None:
+        if self._alive(node, incarnation):
+            self.storage[node].hlc_ceiling = eff.ts
+            self.run(node, self.cores[node].on_store_done(eff.token, True, None, self.clock_ms(node)))
 
     def _store_done_with(self, node: str, incarnation: int, token, read) -> None:
         if self._alive(node, incarnation):
