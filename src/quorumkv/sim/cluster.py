@@ -48,6 +48,7 @@ StoreHint = getattr(core_node, "StoreHint", None)
 ReadHint = getattr(core_node, "ReadHint", None)
 Peek = getattr(core_node, "Peek", None)
 LoadHints = getattr(core_node, "LoadHints", None)
+SaveHlcCeiling = getattr(core_node, "SaveHlcCeiling", None)
 DeleteHint = getattr(core_node, "DeleteHint", None)
 Log = getattr(core_node, "Log", None)
 _CORE_INIT = inspect.signature(NodeCore.__init__).parameters
@@ -110,6 +111,8 @@ class SimCluster:
             kw["now_ms"] = now
         if "hints_held" in _CORE_INIT:
             kw["hints_held"] = self.storage[name].hint_summary()
+        if "hlc_ceiling" in _CORE_INIT:
+            kw["hlc_ceiling"] = self.storage[name].hlc_ceiling
         core = NodeCore(settings, self.members, hlc_last=self.storage[name].max_timestamp(), **kw)
         # Anti-entropy runs as on a real node (shell/antientropy.py installs it), with a
         # short interval so replicas converge within the sim's recovery window.
@@ -172,6 +175,8 @@ class SimCluster:
                 self.logs[eff.event] = self.logs.get(eff.event, 0) + 1
             elif t in (StoreHint, ReadHint, Peek, LoadHints, DeleteHint) and t is not None:
                 self._hint_effect(node, eff)
+            elif t is SaveHlcCeiling and t is not None:  # durable sync_us later, like a write
+                self.at(self.cfg.sync_us, self._ceiling_saved, node, self.incarnation[node], eff, inflight=True)
             elif t in (ScanLocal, ReadMany, PurgeMany):
                 self._ae_effect(node, eff)
             else:
@@ -303,6 +308,11 @@ class SimCluster:
             return
         self.storage[node].store_hint(eff.owner, eff.key, eff.record, eff.created_ms)
         self.run(node, self.cores[node].on_store_done(eff.token, True, None, self.clock_ms(node)))
+
+    def _ceiling_saved(self, node: str, incarnation: int, eff) -> None:
+        if self._alive(node, incarnation):
+            self.storage[node].hlc_ceiling = eff.ts
+            self.run(node, self.cores[node].on_store_done(eff.token, True, None, self.clock_ms(node)))
 
     def _store_done_with(self, node: str, incarnation: int, token, read) -> None:
         if self._alive(node, incarnation):

@@ -38,6 +38,7 @@ class SimStorage:
         self.writes_lost = 0  # writes a crash threw away (acked or not)
         #: hinted handoff (issue 3): hint id -> (owner, key, record, created_ms), oldest first
         self.hints = HintTable()  # durable as soon as stored (the sim acks after sync_us)
+        self.hlc_ceiling = 0  # the node's saved HLC ceiling (core/clock.py): survives a crash
 
     # A correct write: the caller schedules ``persist`` sync_us later, then acks.
     def persist(self, key: bytes, record: Record) -> None:

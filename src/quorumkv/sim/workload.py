@@ -113,6 +113,8 @@ class Workload:
                 self.history.complete(op, FAIL, now, status=reply.status, message=reply.message)
         else:
             outcome = OK if reply.status == m.OK else FAIL
+            if reply.version is not None:  # the reply names the version written (a held write sent nothing yet)
+                op.version = reply.version
             if reply.status in _NO_EFFECT:
                 op.version = None  # nothing was written
             self.history.complete(op, outcome, now, status=reply.status, message=reply.message)
