@@ -646,3 +646,31 @@ def test_level_wire_round_trip(level):
 def test_level_to_wire_rejects(level):
     with pytest.raises(InvalidRequestError):
         level_to_wire(level)
+
+
+# ------------------------------------- ring smaller than R/W (issue 10, hole 7)
+def test_ring_shrinking_below_integer_r_w_never_raises_in_gossip_and_fails_per_request():
+    from quorumkv.core.membership import LEFT, UP, Endpoint
+
+    core = make(r=2, w=2)  # integers, not QUORUM: they cannot follow the ring down
+    c = Conn("client")
+    gone = [Endpoint(p, MEMBERS[p], 5, 9, LEFT) for p in ("n2", "n3")]
+    eff = core.on_request(c, m.Gossip(1, gone), NOW)  # raised InvalidRequestError before
+    assert [type(e.msg) for e in of(eff, Respond)] == [m.GossipAck]
+    assert core.ring.nodes == ("n1",)
+    for msg in (m.Put(2, KEY, b"v"), m.Get(3, KEY)):
+        reply = only_reply(core.on_request(c, msg, NOW), c)
+        what = "W" if type(msg) is m.Put else "R"
+        assert reply.status == m.UNAVAILABLE, reply  # not INVALID: the request is fine, the ring is small
+        assert reply.message == f"{what}=2 needs 2 replicas but the ring has only 1 node (N=3 configured)"
+    # An explicit level the ring can meet still works...
+    eff = core.on_request(c, m.Put(4, KEY, b"v", m.LEVEL_ONE), NOW)
+    (sw,) = of(eff, StoreWrite)
+    assert only_reply(core.on_store_done(sw.token, True, None, NOW), c).status == m.OK
+    # ...one the configured N forbids is still the client's error...
+    assert only_reply(core.on_request(c, m.Get(5, KEY, 4), NOW), c).status == m.INVALID
+    # ...and the defaults work again once the ring grows back.
+    back = [Endpoint(p, MEMBERS[p], 6, 1, UP) for p in ("n2", "n3")]
+    core.on_request(c, m.Gossip(6, back), NOW)
+    assert core.ring.nodes == ("n1", "n2", "n3") and (core.default_r, core.default_w) == (2, 2)
+    start_put(core, c, req_id=7)

@@ -22,11 +22,15 @@ FIXED_SEEDS = [1, 2, 3, 4, 5, 6, 7, 8]
 FRESH_SEEDS = [random.SystemRandom().randrange(2**32) for _ in range(3)]
 SEEDS = FIXED_SEEDS + FRESH_SEEDS
 ALL_FAULTS = parse_faults("all")
+#: The faults today's core survives (no clock skew, no ring changes, no tombstone GC):
+#: the full set finds issue 10's holes (tests/test_sim_safety.py, test_sim_swarm.py).
+CLASSIC_FAULTS = parse_faults("loss,dup,reorder,partition,crash,crash-all")
 
 
 def _why(result) -> str:
     s = result.summary()
     return (f"seed {s['seed']}: lost={s['lost_acked_writes']} stale={s['stale_reads']} "
+            f"resurrected={s['resurrections']} faults={s['faults_injected']} "
             f"converged={s['converged']} examples={s['examples']}\nreproduce: {result.command()}")
 
 
@@ -34,7 +38,7 @@ def _why(result) -> str:
 def test_strict_quorums_survive_every_fault(seed: int) -> None:
     # primary_only: a sloppy quorum (fallbacks counting toward R/W, issue 3) does not
     # promise read-your-acked-writes; see docs/simulator.md.
-    result = run(SimConfig(seed=seed, ops=800, faults=ALL_FAULTS, primary_only=True))
+    result = run(SimConfig(seed=seed, ops=800, faults=CLASSIC_FAULTS, primary_only=True))
     s = result.summary()
     assert s["lost_acked_writes"] == 0, _why(result)
     assert s["stale_reads"] == 0, _why(result)
@@ -50,7 +54,7 @@ def test_replicas_converge_after_every_fault_heals(seed: int) -> None:
     # The sloppy default (fallbacks count) may serve stale reads while faults last,
     # but once they heal, hinted handoff and anti-entropy must bring every replica
     # to the same newest version, and no acknowledged write may be lost.
-    result = run(SimConfig(seed=seed, ops=600, faults=ALL_FAULTS))
+    result = run(SimConfig(seed=seed, ops=600, faults=CLASSIC_FAULTS))
     s = result.summary()
     assert s["convergence_expected"], _why(result)
     assert s["converged"] and s["divergent_keys"] == 0, _why(result)
@@ -91,8 +95,9 @@ def test_bug_ack_before_persist_loses_acked_writes(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2] + FRESH_SEEDS[:1])
 def test_bug_phantom_ack_gives_stale_reads_under_strict_quorums(seed: int) -> None:
-    result = run(SimConfig(seed=seed, ops=600, bug="phantom-ack"))
+    result = run(SimConfig(seed=seed, ops=600, bug="phantom-ack", primary_only=True))
     assert result.summary()["stale_reads"] > 0, _why(result)
+    assert result.summary()["strict_stale_reads"] > 0, _why(result)
     assert result.failed
 
 

@@ -30,7 +30,8 @@ EXIT_USAGE = 2
 #: Keys of the summary shown without ``-o json`` (json shows everything).
 _TABLE_KEYS = ("seed", "nodes", "n", "r", "w", "strict", "profile", "faults", "bug", "ops", "acked_writes",
                "failed_writes", "unknown_writes", "lost_acked_writes", "reads", "failed_reads",
-               "stale_reads", "converged", "convergence_expected", "skew_superseded", "virtual_ms",
+               "stale_reads", "strict_stale_reads", "resurrections", "converged", "convergence_expected",
+               "faults_injected", "ring_changes_unfinished", "ring", "virtual_ms",
                "wall_s", "ops_per_wall_s", "history_sha256")
 
 
@@ -56,6 +57,10 @@ def sim_command(
     bug: Annotated[Optional[str], typer.Option(help=f"Inject a seeded bug: {', '.join(BUGS)}.")] = None,
     primary_only: Annotated[bool, typer.Option(
         "--primary-only", help="Requests count only primaries toward R/W (Riak pr/pw), no sloppy quorum.")] = False,
+    swarm: Annotated[bool, typer.Option(
+        "--swarm", help="Swarm testing: the seed draws which of --faults are on, and how often each acts.")] = False,
+    skew_ms_max: Annotated[int, typer.Option(
+        "--skew-ms-max", help="skew fault: bound on any node's clock offset (ms).")] = 500,
     history: Annotated[Optional[str], typer.Option(help="Write the history (JSON lines) to this file.")] = None,
     pbs_t: Annotated[Optional[float], typer.Option(
         "--pbs-t", help="Measurement mode: stale-read fraction of reads issued this many ms after a "
@@ -76,7 +81,7 @@ def sim_command(
         else:
             cfg = SimConfig(seed=seed, nodes=nodes, n=n, r=r, w=w, ops=ops, clients=clients, keys=keys,
                             faults=parse_faults(faults), profile=profile, bug=bug,
-                            primary_only=primary_only)
+                            primary_only=primary_only, swarm=swarm, skew_ms_max=skew_ms_max)
     except ValueError as exc:
         _usage(str(exc))
     if pbs_t is not None:

@@ -51,7 +51,7 @@ from __future__ import annotations
 import heapq
 from typing import NamedTuple
 
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, UnavailableError
 from . import dynamic
 from . import messages as m
 from .consistency import resolve, weak_warning
@@ -62,7 +62,7 @@ from .effects import (  # noqa: F401 - re-exported: the shell and tests import t
 from .clock import MAX_CLOCK_SKEW_MS_DEFAULT, ClockGuard
 from .hints import HintSettings, TokenBucket, admit, expired, record_size
 from .limits import KEY_BYTES_MAX, ROUNDS_INFLIGHT_MAX, VALUE_BYTES_MAX
-from .membership import ALIVE, JOINING, REPLACING, UP, DetectorSettings, Membership
+from .membership import ALIVE, JOINING, LEFT, MEMBERS_MAX, REPLACING, UP, DetectorSettings, Membership
 from .quorum import LOST, PENDING, WON, QuorumRound
 from .rand import SplitMix64
 from .ring import Ring
@@ -75,6 +75,9 @@ SEED_PREFIX = "seed:"  # peer name of a seed address whose node id we don't know
 
 #: Peers a node gossips its table to per gossip round (memberlist's GossipNodes: 3).
 GOSSIP_FANOUT = 2
+#: Nodes a node keeps hints for at most: one per possible member (a peer naming a
+#: node outside the membership is refused anyway; this bounds the table even so).
+HINT_TARGETS_MAX = MEMBERS_MAX
 
 
 class NodeSettings(NamedTuple):
@@ -207,6 +210,9 @@ class NodeCore:
                                      settings.detector, now_ms, status)
         self.ring: Ring | None = None
         self.future_ring: Ring | None = None  # set while a join/leave is in progress
+        # A bad R or W fails here, at startup; later ring changes never raise (_rebuild_ring).
+        resolve(settings.r, settings.n, 1, "R")
+        resolve(settings.w, settings.n, 1, "W")
         self._rebuild_ring()
         self.hlc = HLC(hlc_last)
         self.rng = SplitMix64(settings.rng_seed)
@@ -221,6 +227,9 @@ class NodeCore:
         self._replaying: dict[str, int] = {}  # owner -> replay sends outstanding
         self._hints_unsynced: dict[str, int] = {}  # owner -> StoreHint effects not yet durable
         self._replays: dict[int, tuple[str, object, int, int]] = {}  # op -> (owner, hint_id, size, deadline)
+        # Hints of a departed (LEFT) owner go to the key's current replicas instead:
+        # op -> replicas whose ack is still awaited (the hint is deleted once all acked).
+        self._handovers: dict[int, set[str]] = {}
         self._replay_bucket = TokenBucket(settings.hints.replay_per_s, now_ms)
         # Extension points for protocol families in their own modules (anti-entropy,
         # ring changes): message type -> handler(conn|peer, msg, now_ms, out), storage
@@ -236,7 +245,8 @@ class NodeCore:
             "requests": 0, "reads": 0, "writes": 0, "won": 0, "lost": 0, "timeouts": 0,
             "invalid": 0, "overloaded": 0, "replica_writes": 0, "replica_reads": 0,
             "hinted_writes": 0, "hints_stored": 0, "hints_replayed": 0,
-            "hints_dropped_bytes": 0, "hints_dropped_age": 0, "read_repairs": 0,
+            "hints_dropped_bytes": 0, "hints_dropped_age": 0, "hints_refused_target": 0,
+            "hints_handed_over": 0, "read_repairs": 0,
             "speculative_retries": 0, "membership_changes": 0,
         })
         self.clock = ClockGuard(self, hlc_ceiling, now_ms)
@@ -249,8 +259,31 @@ class NodeCore:
         self.future_ring = (Ring(future, self.settings.n, self.settings.vnodes)
                             if future and future != members else None)
         n = self.replication_factor()
-        self.default_r = resolve(self.settings.r, n, 1, "R")
-        self.default_w = resolve(self.settings.w, n, 1, "W")
+        self.default_r = self._default_count(self.settings.r, n, "R")
+        self.default_w = self._default_count(self.settings.w, n, "W")
+
+    def _default_count(self, level: int | str, n: int, what: str) -> int:
+        """The configured R or W as a count on an ``n``-replica ring. Never raises: this
+        runs inside gossip handling. An integer larger than a shrunken ring is kept (each
+        request then fails UNAVAILABLE, saying why: ``_count``); the configured N
+        accepts it (checked at startup)."""
+        try:
+            return resolve(level, n, 1, what)
+        except InvalidRequestError:
+            return resolve(level, self.settings.n, 1, what)
+
+    def _count(self, level, n: int, default: int, what: str) -> int:
+        """A request's R or W on an ``n``-replica ring. Impossible even with the
+        configured N: the client's fault (InvalidRequestError). Possible with the
+        configured N but not with the ring as it is now: UnavailableError."""
+        try:
+            return resolve(level, n, default, what)
+        except InvalidRequestError:
+            if n >= self.settings.n:
+                raise
+            count = resolve(level, self.settings.n, default, what)
+            raise UnavailableError(f"{what}={count} needs {count} replicas but the ring has only {n} "
+                                   f"node{'s' if n > 1 else ''} (N={self.settings.n} configured)") from None
 
     def replication_factor(self) -> int:
         """N in force: the configured N, clamped to the ring's size once there is a ring."""
@@ -322,7 +355,13 @@ class NodeCore:
             handler(peer, msg, now_ms, out)
             return out
         if msg.id in self._replays:
-            self._replay_done(msg.id, t is m.RepWriteAck and msg.ok, now_ms, out)
+            ok = t is m.RepWriteAck and msg.ok
+            waiting = self._handovers.get(msg.id)
+            if ok and waiting is not None:
+                waiting.discard(peer)
+                if waiting:
+                    return out  # a departed node's hint: every current replica must ack
+            self._replay_done(msg.id, ok, now_ms, out)
             return out
         if t is m.RepWriteAck and self.ring_change.on_push_ack(msg.id, msg.ok, now_ms, out):
             return out
@@ -333,11 +372,7 @@ class NodeCore:
         self.load.done(peer, (now_ms - sent) if sent is not None else None)
         rnd = op.round
         if t is m.RepWriteAck and op.kind == "read" and peer in op.repairs_pending:  # blocking repair
-            op.repairs_pending.discard(peer)
-            if not op.repairs_pending and op.reply is not None and not op.answered:
-                op.answered = True
-                self._respond(op.conn, op.reply, now_ms, out)
-            self._maybe_finish(op, now_ms, out)
+            self._repair_settled(op, peer, now_ms, out)
             return out
         if t is m.RepWriteAck and op.kind == "write":
             if msg.ok:
@@ -392,9 +427,9 @@ class NodeCore:
                 self.hints_held[owner] = [0, 0]  # storage says nothing is left: resync
             self._replaying.pop(owner, None)
             return out
-        sent = 0
         hs = self.settings.hints
         in_flight = {hint_id for _, hint_id, _, _ in self._replays.values()}
+        departed = self._departed(owner)
         for hint_id, key, record, created_ms in entries:
             if hint_id in in_flight:  # already being replayed: don't send (or count) it twice
                 continue
@@ -409,8 +444,12 @@ class NodeCore:
                 continue
             op_id = self._new_op_id()
             self._replays[op_id] = (owner, hint_id, size, now_ms + self.settings.timeout_ms_write)
-            out.append(Send(owner, m.RepWrite(op_id, key, record)))
-            sent += 1
+            if departed:
+                self._hand_over(op_id, owner, key, record, now_ms, out)
+            else:
+                out.append(Send(owner, m.RepWrite(op_id, key, record)))
+        # In flight now (a hand-over whose replicas are all down finished at once).
+        sent = sum(1 for o, *_ in self._replays.values() if o == owner)
         if sent:
             self._replaying[owner] = sent
         else:
@@ -421,16 +460,12 @@ class NodeCore:
         out: list = []
         for op in list(self.ops.values()):
             if peer in op.repairs_pending:  # a blocking repair's target is gone: don't wait for it
-                op.repairs_pending.discard(peer)
-                if not op.repairs_pending and op.reply is not None and not op.answered:
-                    op.answered = True
-                    self._respond(op.conn, op.reply, now_ms, out)
-                self._maybe_finish(op, now_ms, out)
+                self._repair_settled(op, peer, now_ms, out)
             if peer in op.round.outstanding:
                 self._replica_failed(op, peer, reason, now_ms, out)
                 self._progress(op, now_ms, out)
         for op_id, (owner, *_rest) in list(self._replays.items()):
-            if owner == peer:
+            if owner == peer or peer in self._handovers.get(op_id, ()):
                 self._replay_done(op_id, False, now_ms, out)
         rc = self.ring_change
         for op_id, entry in list(rc.push_inflight.items()):
@@ -449,10 +484,15 @@ class NodeCore:
         if op_id and op_id not in self.ops and self.ring_change.on_request_failed(op_id, now_ms, out, reason):
             return out
         op = self.ops.get(op_id)
-        if op is not None and type(msg) is not m.RepWrite or (op is not None and op.kind == "write"):
-            if peer in op.round.outstanding:
-                self._replica_failed(op, peer, reason, now_ms, out)
-                self._progress(op, now_ms, out)
+        if op is None:
+            return out
+        if type(msg) is m.RepWrite and op.kind == "read":
+            # A read's RepWrite is a blocking repair: it will never be acked, stop waiting.
+            if peer in op.repairs_pending:
+                self._repair_settled(op, peer, now_ms, out)
+        elif peer in op.round.outstanding:
+            self._replica_failed(op, peer, reason, now_ms, out)
+            self._progress(op, now_ms, out)
         return out
 
     def tick(self, now_ms: int) -> list:
@@ -488,6 +528,11 @@ class NodeCore:
         if not owner or owner == self.node_id:
             out.append(StoreWrite(("w", conn, msg.id), msg.key, msg.record))
             return
+        refused = self._hint_target_refused(owner)
+        if refused:
+            self.stats["hints_refused_target"] += 1
+            self._respond(conn, m.RepWriteAck(msg.id, False, refused), now_ms, out)
+            return
         size = record_size(msg.key, msg.record.value)
         held = self.hints_held.setdefault(owner, [0, 0])
         if not admit(self.settings.hints, held[1], size):
@@ -504,6 +549,16 @@ class NodeCore:
         self._hints_unsynced[owner] = self._hints_unsynced.get(owner, 0) + 1
         out.append(StoreHint(("hw", conn, msg.id, owner), owner, msg.key, msg.record, now_ms))
 
+    def _hint_target_refused(self, owner: str) -> str:
+        """Why a peer's hint for ``owner`` is refused ("" when it is accepted): only
+        for a current member, and hint targets are bounded (HINT_TARGETS_MAX)."""
+        e = self.membership.endpoints.get(owner)
+        if e is None or e.status == LEFT:
+            return f"hint for {owner!r} refused: not a member of the ring"
+        if owner not in self.hints_held and len(self.hints_held) >= HINT_TARGETS_MAX:
+            return f"hint for {owner!r} refused: HINT_TARGETS_MAX={HINT_TARGETS_MAX} targets held"
+        return ""
+
     # ------------------------------------------------------------- coordinator
     def _new_op_id(self) -> int:
         op_id = self._next_op
@@ -517,6 +572,10 @@ class NodeCore:
         except InvalidRequestError as exc:
             self.stats["invalid"] += 1
             self._respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
+            return
+        except UnavailableError as exc:
+            self.stats["lost"] += 1
+            self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=str(exc)), now_ms, out)
             return
         if type(msg) is m.Get and msg.floor is not None and op_id in self.ops:
             self.clock.note_read(op_id, msg.floor)
@@ -539,14 +598,14 @@ class NodeCore:
                 self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=why), now_ms, out)
                 return
         if is_get:
-            needed = resolve(level, n, self.default_r, "R")
+            needed = self._count(level, n, self.default_r, "R")
             warning = None if dyn else weak_warning(needed, self.default_w, n)
             deadline = now_ms + self.settings.timeout_ms_read
         else:
             validate_value(msg.value)
             if msg.ttl_ms < 0:
                 raise InvalidRequestError(f"ttl_ms must be >= 0, got {msg.ttl_ms}")
-            needed = resolve(level, n, self.default_w, "W")
+            needed = self._count(level, n, self.default_w, "W")
             warning = weak_warning(self.default_r, needed, n)
             deadline = now_ms + self.settings.timeout_ms_write
         if len(self.ops) >= ROUNDS_INFLIGHT_MAX:
@@ -602,6 +661,8 @@ class NodeCore:
                 for node in self.future_ring.preference_list(key):
                     if node not in sent and node not in primaries:
                         self._send(op, node, m.RepWrite(op_id, key, record), now_ms, out)
+            for p in unreachable:  # known down and no fallback stands in: keep the write for it here
+                self._hint_locally(p, key, record, now_ms, out)
         self._progress(op, now_ms, out)
 
     def _send(self, op: _Op, node: str, msg, now_ms: int, out: list) -> None:
@@ -730,6 +791,14 @@ class NodeCore:
                 out.append(Send(node, msg))
         return stale
 
+    def _repair_settled(self, op: _Op, peer: str, now_ms: int, out: list) -> None:
+        """A blocking repair to ``peer`` was acked, failed or lost: stop waiting for it."""
+        op.repairs_pending.discard(peer)
+        if not op.repairs_pending and op.reply is not None and not op.answered:
+            op.answered = True
+            self._respond(op.conn, op.reply, now_ms, out)
+        self._maybe_finish(op, now_ms, out)
+
     def _respond(self, conn, msg, now_ms: int, out: list) -> None:
         if conn is SELF:
             if msg.id:  # id 0: fire-and-forget (read repair); nobody waits for it
@@ -739,6 +808,11 @@ class NodeCore:
 
     # ----------------------------------------------------------------- inspect
     def _start_inspect(self, conn, msg, now_ms: int, out: list) -> None:
+        if len(self.ops) >= ROUNDS_INFLIGHT_MAX:  # an inspect is a round like any other
+            self.stats["overloaded"] += 1
+            self._respond(conn, m.Reply(msg.id, m.OVERLOADED, message=f"node {self.node_id} has "
+                                        f"ROUNDS_INFLIGHT_MAX={ROUNDS_INFLIGHT_MAX} rounds open"), now_ms, out)
+            return
         nodes = sorted(set(self.membership.peers()) | {self.node_id})
         op_id = self._new_op_id()
         rnd = QuorumRound("inspect", tuple(nodes), len(nodes))
@@ -819,11 +893,19 @@ class NodeCore:
         out.append(Log(level, f"node_{tr.new}", {"peer": tr.node, "was": tr.old}))
 
     # ------------------------------------------------------------------- hints
+    def _departed(self, owner: str) -> bool:
+        e = self.membership.endpoints.get(owner)
+        return e is not None and e.status == LEFT
+
     def _hints_tick(self, now_ms: int, out: list) -> None:
         for owner, (count, _bytes) in self.hints_held.items():
-            if count <= 0 or owner in self._replaying or not self.membership.is_alive(owner):
+            if count <= 0 or owner in self._replaying or self.ring is None:
                 continue
             if self.membership.endpoints.get(owner) is None:
+                continue
+            # A departed owner's hints are handed to the keys' current replicas (below),
+            # at once: it will never come back to take them.
+            if not self._departed(owner) and not self.membership.is_alive(owner):
                 continue
             want = min(count, self.settings.hints.replay_batch_max)
             got = self._replay_bucket.take(want, now_ms)
@@ -834,10 +916,29 @@ class NodeCore:
             if deadline <= now_ms:
                 self._replay_done(op_id, False, now_ms, out)
 
+    def _hand_over(self, op_id: int, owner: str, key: bytes, record: Record, now_ms: int, out: list) -> None:
+        """Replay a departed node's hint to the key's current replicas: live ones get it
+        now (the hint is deleted once they all acked), a down one gets a hint here."""
+        waiting = self._handovers[op_id] = set()
+        for node in self.ring.preference_list(key):
+            if node == owner:
+                continue
+            if node == self.node_id:
+                waiting.add(node)
+                out.extend(self.on_request(SELF, m.RepWrite(op_id, key, record), now_ms))
+            elif self.membership.is_alive(node):
+                waiting.add(node)
+                out.append(Send(node, m.RepWrite(op_id, key, record)))
+            else:
+                self._hint_locally(node, key, record, now_ms, out)
+        if not waiting and op_id in self._replays:
+            self._replay_done(op_id, True, now_ms, out)
+
     def _replay_done(self, op_id: int, ok: bool, now_ms: int, out: list) -> None:
         owner, hint_id, size, _ = self._replays.pop(op_id)
+        handed_over = self._handovers.pop(op_id, None) is not None
         if ok:
-            self.stats["hints_replayed"] += 1
+            self.stats["hints_handed_over" if handed_over else "hints_replayed"] += 1
             held = self.hints_held.setdefault(owner, [0, 0])
             held[0] -= 1
             held[1] -= size

@@ -90,6 +90,11 @@ class StorageEngine:
         ``version`` (compare-and-delete); ``done(ok, purged: bool | error)``."""
         done(False, f"{self.name} engine cannot purge")
 
+    def drop(self, key: bytes, version: Version, done: Done) -> None:
+        """Cleanup: delete ``key`` only if its record is exactly at ``version`` (value
+        or tombstone; compare-and-delete); ``done(ok, dropped: bool | None | error)``."""
+        done(False, f"{self.name} engine cannot drop records")
+
     def close(self) -> None:
         pass
 
@@ -165,6 +170,13 @@ class MemoryEngine(StorageEngine):
     def purge(self, key, version, done):
         cur = self.data.get(key)
         hit = cur is not None and cur.value is None and cur.version.key() == version.key()
+        if hit:
+            del self.data[key]
+        done(True, hit)
+
+    def drop(self, key, version, done):
+        cur = self.data.get(key)
+        hit = cur is not None and cur.version.key() == version.key()
         if hit:
             del self.data[key]
         done(True, hit)
@@ -353,6 +365,12 @@ class SqliteEngine(StorageEngine):
         # Compare-and-delete inside SQLite: only exactly this tombstone goes.
         self._enqueue("DELETE FROM kv WHERE key = ? AND ts = ? AND node = ? AND value IS NULL",
                       (key, version.ts, version.node), done)
+
+    def drop(self, key, version, done):
+        if self._queue.closing:
+            done(False, "storage engine is closed")
+            return
+        self._enqueue("DELETE FROM kv WHERE key = ? AND ts = ? AND node = ?", (key, version.ts, version.node), done)
 
     # -- hints: durable, in the same database and the same group commit ------------
     hints_durable = True

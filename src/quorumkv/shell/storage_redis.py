@@ -118,6 +118,17 @@ end
 return 0
 """
 
+# Cleanup: KEYS[1] data key, KEYS[2] count key; ARGV[1] ver. Deletes the record only
+# if it is exactly that version (value or tombstone). Returns 1 when deleted.
+DROP_IF_VERSION_LUA = """
+if redis.call('HGET', KEYS[1], 'ver') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('DECR', KEYS[2])
+  return 1
+end
+return 0
+"""
+
 _ctx_encode = msgspec.msgpack.Encoder().encode
 _ctx_decode = msgspec.msgpack.Decoder(dict[str, int]).decode
 
@@ -233,6 +244,10 @@ class RedisEngine(StorageEngine):
 
     def purge(self, key, version, done):
         self._submit(("EVAL", PURGE_IF_TOMBSTONE_LUA, 2, self.layout.data_key(key), self.layout.count_key,
+                      b"%016x" % version.ts + version.node.encode()), done)
+
+    def drop(self, key, version, done):
+        self._submit(("EVAL", DROP_IF_VERSION_LUA, 2, self.layout.data_key(key), self.layout.count_key,
                       b"%016x" % version.ts + version.node.encode()), done)
 
     def _io_main(self) -> None:

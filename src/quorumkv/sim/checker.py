@@ -1,29 +1,45 @@
 """Checkers: judge a finished history (and the replicas' storage) after healing.
 
-(a) **No acknowledged write lost.** Last-writer-wins means a later write may
-    legitimately supersede an acked one, so "lost" is judged by version: after the
-    faults heal, every key is read at R=ALL; the version found must be at least as
-    new as the version of *every* acknowledged write to that key. Whatever else it
-    is — the newest acked write, or a newer write whose outcome was fail/unknown
-    (failed writes are not rolled back) — is fine. An acked write with a newer
-    version than the final one vanished: that is a lost acknowledged write.
+They judge by **real time** — the invoke and completion times the clients saw —
+never by the versions the cluster chose: a version is the system's opinion of the
+order, and the checker exists to catch the system being wrong (clock skew can
+make a later write carry an older version).
 
-    Reported, not failed: ``skew_superseded`` — keys whose final write *completed
-    before* an acked write to the same key was even invoked, yet won because its
-    coordinator's clock was ahead. That is LWW under clock skew (Cassandra has the
-    same property), not lost data; the HLC only orders writes whose timestamps a
-    coordinator has seen.
+Every put writes a value never written before, so a read's value names the write
+that produced it. A read that finds nothing names "some delete (or the key's
+initial absence)". Writes whose outcome is ``fail`` or ``unknown`` may still land
+(quorumkv does not roll back), so their effect may appear any time after their
+invocation; only an *acknowledged* write has a known completion time. A write
+refused outright (``INVALID``/``OVERLOADED``, connection refused) had no effect.
 
-(b) **No stale reads under strict quorums.** A read that returned version ``v``
-    is stale if some write acknowledged *before the read was invoked* has a version
-    newer than ``v`` (or ``v`` is "no record"). Counted for every run; a failure
-    only when R + W > N, where quorum intersection promises it cannot happen.
+Terms, for a write ``W``: ``W`` is *before* ``X`` when ``W`` was acknowledged
+before ``X`` was invoked (Jepsen's real-time order). Anything else is concurrent.
 
-(c) **Convergence.** Every replica of every key holds the same version once the
-    faults have healed and the network is quiet. Reported always; expected (and a
-    failure when false) only where the protocols promise it — see
-    ``convergence_expected``. Until hinted handoff / read repair / anti-entropy
-    exist (issue 3) that is fault-free runs only.
+(a) **No acknowledged write lost.** After the faults heal, every key is read at
+    ALL (``final``). For each acknowledged write ``W`` of the key, the final
+    value must come from ``W`` itself or from a write *not before* ``W`` (a
+    concurrent or later write, acked or not). A final value from a write that was
+    acknowledged before ``W`` was even invoked means ``W`` was lost — whatever
+    the versions say (the old ``skew_superseded`` excuse is gone: a client that
+    writes v1, is told "ok", then writes v2 and is told "ok" must find v2). When
+    ``W`` is a delete, that final value is a **resurrection**.
+
+(b) **No stale strict reads.** A read that returned the value of write ``X`` is
+    stale if some write ``W`` acknowledged before the read was invoked had ``X``
+    before it (``X`` acknowledged before ``W`` was invoked). A read that found
+    nothing is stale if such a ``W`` is a put and every delete that could explain
+    "nothing" was acknowledged before ``W`` was invoked. Counted for every run;
+    a failure only for strict quorums (R + W > N) with ``primary_only`` — a
+    sloppy quorum (fallbacks count) does not promise it (docs/consistency.md).
+
+(c) **No resurrection.** A read invoked after delete ``D`` was acknowledged that
+    returns the value of a write acknowledged before ``D`` was invoked. Judged
+    on the final reads at ALL always, and on strict reads as (b) is.
+
+(d) **Convergence.** Every replica (under the ring *after* all changes) of every
+    key holds the same version once the faults have healed and the network is
+    quiet. Expected after any healed fault (hinted handoff, read repair and
+    anti-entropy run in the simulator); runs with a seeded bug excepted.
 """
 
 from __future__ import annotations
@@ -40,6 +56,7 @@ from .history import OK, History, Op
 RECOVERY_PROTOCOLS = True
 #: Examples of each violation kept in the report (the counts are complete).
 EXAMPLES_MAX = 5
+INF = float("inf")
 
 
 def convergence_expected(cfg: SimConfig) -> bool:
@@ -48,17 +65,23 @@ def convergence_expected(cfg: SimConfig) -> bool:
     return not cfg.faults or RECOVERY_PROTOCOLS
 
 
+def strict_reads_promised(cfg: SimConfig) -> bool:
+    """Reads that must see every write acknowledged before they began: R + W > N
+    and only primaries count (a sloppy quorum's fallbacks break intersection)."""
+    return cfg.strict and cfg.primary_only
+
+
 @dataclass
 class Verdict:
     acked_writes: int = 0
     lost_acked_writes: int = 0
+    resurrections: int = 0  # final reads and judged reads returning a value deleted before
     reads: int = 0
     stale_reads: int = 0
     converged: bool = True
     divergent_keys: int = 0
-    skew_superseded: int = 0
     final_reads_failed: int = 0
-    unversioned_acked_writes: int = 0  # harness could not see the version (should stay 0)
+    unknown_values: int = 0  # a read returned a value no write wrote (should stay 0)
     examples: dict[str, list] = field(default_factory=dict)
 
     def example(self, kind: str, item) -> None:
@@ -71,69 +94,131 @@ def _vkey(v: Version | None):
     return (-1, "") if v is None else v.key()
 
 
-def _describe(op: Op) -> dict:
+def describe(op: Op | None) -> dict | None:
+    if op is None:
+        return None
     return {"op": op.op_id, "client": op.client, "f": op.kind, "key": op.key.decode(errors="replace"),
-            "node": op.node, "invoke_us": op.invoke_us, "complete_us": op.complete_us,
+            "value": op.value.decode(errors="replace") if op.value is not None else None,
+            "node": op.node, "invoke_us": op.invoke_us, "complete_us": op.complete_us, "outcome": op.outcome,
             "version": str(op.version) if op.version else None}
 
 
-def check(history: History, final: dict[bytes, Op], replica_versions) -> Verdict:
-    """``replica_versions(key) -> {replica: Version | None}`` (from the sim storage)."""
+def _acked_at(op: Op) -> float:
+    """When the write was known to have happened: its ack, else never (it may land any time)."""
+    return op.complete_us if op.outcome == OK else INF
+
+
+class _KeyWrites:
+    """One key's writes, indexed for the real-time questions the checkers ask."""
+
+    def __init__(self, writes: list[Op]) -> None:
+        self.by_value = {op.value: op for op in writes if op.kind == "put" and op.value is not None}
+        self.deletes = [op for op in writes if op.kind == "del"]
+        acked = sorted((op for op in writes if op.outcome == OK), key=lambda o: (o.complete_us, o.op_id))
+        self.acked = acked
+        self.acked_times = [op.complete_us for op in acked]
+        # prefix maxima over acked writes in ack order: latest invoke of any write / of any put
+        self.max_invoke: list[tuple[int, Op]] = []
+        self.max_put_invoke: list[tuple[int, Op | None]] = []
+        best = best_put = None
+        for op in acked:
+            if best is None or op.invoke_us > best.invoke_us:
+                best = op
+            if op.kind == "put" and (best_put is None or op.invoke_us > best_put.invoke_us):
+                best_put = op
+            self.max_invoke.append((best.invoke_us, best))
+            self.max_put_invoke.append((best_put.invoke_us if best_put else -1, best_put))
+
+    def acked_before(self, t_us: int) -> int:
+        """How many writes were acknowledged strictly before ``t_us``."""
+        return bisect.bisect_left(self.acked_times, t_us)
+
+    def not_found_explained_after(self, t_us: float, read_complete_us: float) -> bool:
+        """Some delete invoked before the read completed is not before ``t_us``
+        (could have landed after a write invoked at ``t_us``)."""
+        return any(d.invoke_us < read_complete_us and _acked_at(d) >= t_us for d in self.deletes)
+
+
+def check(history: History, final: dict[bytes, Op], replica_versions, judge_reads: bool = True) -> Verdict:
+    """``replica_versions(key) -> {replica: Version | None}`` (storage, ring after changes).
+
+    ``judge_reads``: apply (b) and (c) to the workload's reads (strict runs); the
+    final reads at ALL are always judged.
+    """
     v = Verdict()
-    acked: dict[bytes, list[Op]] = {}
-    writes_by_version: dict[tuple, Op] = {}
+    writes: dict[bytes, list[Op]] = {}
     for op in history.ops:
         if op.is_write:
-            if op.version is not None:
-                writes_by_version[(op.key, op.version.key())] = op
-            if op.outcome == OK:
-                v.acked_writes += 1
-                if op.version is None:
-                    v.unversioned_acked_writes += 1
-                    continue
-                acked.setdefault(op.key, []).append(op)
+            if op.no_effect:
+                continue
+            writes.setdefault(op.key, []).append(op)
+            v.acked_writes += op.outcome == OK
         elif op.client >= 0:
             v.reads += op.outcome == OK
+    index = {key: _KeyWrites(ops) for key, ops in writes.items()}
+    empty = _KeyWrites([])
 
-    # (a) lost acknowledged writes, judged against the final read at ALL
+    # (a) lost acknowledged writes and (c) resurrections, against the final read at ALL
     for key, fin in sorted(final.items()):
         if fin.outcome != OK:
             v.final_reads_failed += 1
-            v.example("final_read_failed", _describe(fin))
+            v.example("final_read_failed", describe(fin))
             continue
-        vf = fin.version
-        winner = writes_by_version.get((key, vf.key())) if vf is not None else None
-        superseded = False
-        for op in acked.get(key, ()):
-            if vf is None or op.version.newer_than(vf):
+        kw = index.get(key, empty)
+        source = kw.by_value.get(fin.value) if fin.value is not None else None
+        if fin.value is not None and source is None:
+            v.unknown_values += 1
+            v.example("unknown_value", describe(fin))
+            continue
+        for w in kw.acked:
+            if w is source:
+                continue
+            if source is not None:
+                ok = _acked_at(source) >= w.invoke_us  # the final write is not before w
+            else:  # nothing found: some delete not before w must explain it
+                ok = w.kind == "del" or kw.not_found_explained_after(w.invoke_us, INF)
+            if ok:
+                continue
+            if w.kind == "del":
+                v.resurrections += 1
+                v.example("resurrection", {"delete": describe(w), "final": describe(fin),
+                                           "came_back": describe(source)})
+            else:
                 v.lost_acked_writes += 1
-                v.example("lost_acked_write", dict(_describe(op), final=str(vf) if vf else None))
-            elif (winner is not None and winner is not op and winner.complete_us is not None
-                  and winner.complete_us < op.invoke_us):
-                superseded = True
-        v.skew_superseded += superseded
+                v.example("lost_acked_write", {"write": describe(w), "final": describe(fin),
+                                               "instead": describe(source)})
 
-    # (b) stale reads: newer than the newest write acked before the read began
-    prefix: dict[bytes, tuple[list[int], list]] = {}
-    for key, ops in acked.items():
-        ops = sorted(ops, key=lambda o: (o.complete_us, o.op_id))
-        times, best, newest = [], [], None
-        for op in ops:
-            if newest is None or op.version.newer_than(newest.version):
-                newest = op
-            times.append(op.complete_us)
-            best.append(newest)
-        prefix[key] = (times, best)
+    # (b) stale reads and (c) resurrections by reads during the run
     for op in history.ops:
-        if op.is_write or op.outcome != OK or op.key not in prefix:
+        if op.is_write or op.outcome != OK or op.client < 0:
             continue
-        times, best = prefix[op.key]
-        i = bisect.bisect_left(times, op.invoke_us)  # acked strictly before the invoke
-        if i and (op.version is None or best[i - 1].version.newer_than(op.version)):
-            v.stale_reads += 1
-            v.example("stale_read", dict(_describe(op), missed=_describe(best[i - 1])))
+        kw = index.get(op.key)
+        if kw is None:
+            continue
+        i = kw.acked_before(op.invoke_us)
+        if not i:
+            continue
+        if op.value is not None:
+            source = kw.by_value.get(op.value)
+            if source is None:
+                v.unknown_values += 1
+                v.example("unknown_value", describe(op))
+                continue
+            latest_invoke, missed = kw.max_invoke[i - 1]
+            if _acked_at(source) < latest_invoke:
+                v.stale_reads += 1
+                v.example("stale_read", {"read": describe(op), "missed": describe(missed),
+                                         "returned": describe(source)})
+                if judge_reads and _resurrected(kw, source, op):
+                    v.resurrections += 1
+                    v.example("resurrection", {"read": describe(op), "came_back": describe(source)})
+        else:
+            latest_put_invoke, missed = kw.max_put_invoke[i - 1]
+            if missed is not None and not kw.not_found_explained_after(latest_put_invoke, op.complete_us):
+                v.stale_reads += 1
+                v.example("stale_read", {"read": describe(op), "missed": describe(missed), "returned": None})
 
-    # (c) convergence of the replicas' storage
+    # (d) convergence of the replicas' storage
     for key in sorted(final):
         versions = replica_versions(key)
         if len({_vkey(x) for x in versions.values()}) > 1:
@@ -142,3 +227,9 @@ def check(history: History, final: dict[bytes, Op], replica_versions) -> Verdict
                                         "replicas": {r: str(x) if x else None for r, x in versions.items()}})
     v.converged = v.divergent_keys == 0
     return v
+
+
+def _resurrected(kw: _KeyWrites, source: Op, read: Op) -> bool:
+    """A delete acknowledged before ``read`` began was invoked after ``source`` was acked."""
+    return any(d.outcome == OK and d.complete_us < read.invoke_us and _acked_at(source) < d.invoke_us
+               for d in kw.deletes)

@@ -4,19 +4,34 @@ The simulator is the shell: it executes the effects the cores return, in order,
 the way ``shell/server.py`` does, except that the network, the disk and time are
 simulated and every random choice follows the run's seed.
 
-===================  =========================================================
-effect               what the simulator does
-===================  =========================================================
-``Send(peer, msg)``  network decides loss/dup/delay; on arrival
-                     ``peer.on_request(PeerConn(...), msg)``; to a crashed peer:
-                     ``on_send_failed`` (connection refused), as the real link
-``Respond(conn, m)`` ``PeerConn``: back to the sender's ``on_response``;
-                     ``ClientConn``: to the simulated client
-``StoreWrite``       durable ``sync_us`` later, *then* ``on_store_done`` (persist
-                     before ack; the ``ack-before-persist`` bug inverts this)
-``StoreRead``        ``on_store_done(token, True, record)`` ``read_us`` later
-anything else        ``UnknownEffect`` — a new core feature the sim must learn
-===================  =========================================================
+=====================  =======================================================
+effect                 what the simulator does
+=====================  =======================================================
+``Send(peer, msg)``    to the address the sender's core knows for ``peer``
+                       (``seed:ADDR`` too); the network decides loss/dup/
+                       delay; on arrival ``peer.on_request(PeerConn(...), msg)``.
+                       To a crashed node, or an address a replacement left:
+                       ``on_send_failed`` (connection refused), as the real link
+``Respond(conn, m)``   ``PeerConn``: back to the sender's ``on_response``;
+                       ``ClientConn``: to the simulated client
+``StoreWrite``         durable ``sync_us`` later, *then* ``on_store_done``
+                       (persist before ack; ``ack-before-persist`` inverts it)
+``StoreRead``          ``on_store_done(token, True, record)`` ``read_us`` later
+``StoreHint`` ...      hint table (``core.hints.HintTable``), as the engines
+``SaveHlcCeiling``     durable ``sync_us`` later (survives a crash), then
+                       ``on_store_done``; a restarted core starts above it
+``ScanRange``          ``read_us`` later: up to ``limit`` records with key >
+                       ``after`` in key order (streaming for ring changes)
+``ScanLocal``,         anti-entropy scans and reads; ``PurgeMany`` is the
+``ReadMany``,          engines' compare-and-delete, durable ``sync_us`` later
+``PurgeMany``          (tombstone GC runs when the ``gc`` fault is on)
+``Log``                counted; ``join_completed`` / ``replace_completed``
+                       persist the node's members (``node-state.json`` in the
+                       shell) so a restart comes back as a member;
+                       ``decommission_completed`` retires the node a little
+                       later (the operator stops the process)
+anything else          ``UnknownEffect`` — a new core feature the sim must learn
+=====================  =======================================================
 
 Events are ``(time µs, sequence, callable, args)`` in a heap; the sequence number
 makes equal times run in scheduling order, so a run is a pure function of its
@@ -27,97 +42,143 @@ seed. Nodes are visited in sorted order and no set of strings is ever iterated
 from __future__ import annotations
 
 import heapq
-import inspect
 import random
+from typing import NamedTuple
 
 from ..core import messages as m
-from ..core import node as core_node
 from ..core.antientropy import AESettings, PurgeMany, ReadMany, ScanLocal
 from ..core.antientropy import install as install_antientropy
-from ..core.node import NodeCore, NodeSettings, Respond, Send, StoreRead, StoreWrite
-from ..core.version import newest
+from ..core.effects import (
+    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveHlcCeiling, ScanRange, Send, StoreHint, StoreRead,
+    StoreWrite,
+)
+from ..core.hints import HintSettings
+from ..core.membership import JOINING, LEAVING, LEFT, REPLACING, UP
+from ..core.messages_ring import Decommission
+from ..core.node import SEED_PREFIX, NodeCore, NodeSettings
 from ..core.ring import Ring
+from ..core.version import newest
 from .config import SimConfig
 from .history import History
 from .network import ClientConn, LatencySampler, Network, PeerConn
 from .storage import SimStorage
 
-# Effects of issue 3 (hinted handoff, inspect, logging); looked up by name so the
-# simulator still runs a core without them.
-StoreHint = getattr(core_node, "StoreHint", None)
-ReadHint = getattr(core_node, "ReadHint", None)
-Peek = getattr(core_node, "Peek", None)
-LoadHints = getattr(core_node, "LoadHints", None)
-SaveHlcCeiling = getattr(core_node, "SaveHlcCeiling", None)
-DeleteHint = getattr(core_node, "DeleteHint", None)
-Log = getattr(core_node, "Log", None)
-_CORE_INIT = inspect.signature(NodeCore.__init__).parameters
-
 #: Virtual wall clock at time 0 (ms): a plausible epoch, so negative skew stays positive.
 EPOCH_MS = 1_700_000_000_000
 
-
 #: Anti-entropy interval inside the simulator (virtual ms).
 SIM_AE_INTERVAL_MS = 1_000
+#: ``settle_ms`` of the simulated nodes: how long a joining/replacing/leaving node
+#: waits for gossip before it streams (production: 2 s; the sim scales it down so a
+#: short workload sees ring changes start *and* finish; still 2 gossip rounds).
+SIM_SETTLE_MS = 1_000
+#: A node that reached ``left`` is stopped this long afterwards (the operator's
+#: ``kill`` after ``decommission`` returns), long enough for its gossip to spread.
+RETIRE_AFTER_US = 1_500_000
+#: Statuses of a node in the middle of a ring change.
+RING_CHANGE_STATUSES = (JOINING, REPLACING, LEAVING)
+#: Core counters summed over every incarnation of every node (the report's
+#: ``core`` section): what ring changes and GC really did.
+CORE_TOTALS = ("stream_keys_received", "stream_keys_sent", "stream_failures", "tombstones_purged",
+               "gc_rounds", "hints_stored", "hints_replayed", "hints_dropped_age", "read_repairs",
+               "ae_keys_pushed", "ae_keys_pulled")
+
+
+#: The client id of operator requests (decommission); workload clients are >= 0,
+#: the final verification reader is -1.
+ADMIN_CLIENT = -2
 
 
 class UnknownEffect(TypeError):
     """The core returned an effect type the simulator does not know how to execute."""
 
 
+class Boot(NamedTuple):
+    """How a node process starts (its config file plus ``node-state.json``)."""
+
+    members: dict
+    seeds: tuple = ()
+    replace: bool = False
+
+
 class SimCluster:
     def __init__(self, cfg: SimConfig, rng: random.Random, sampler: LatencySampler,
-                 history: History | None = None, core_settings: dict | None = None) -> None:
+                 history: History | None = None, core_settings: dict | None = None,
+                 gc_grace_ms: int = 0) -> None:
         self.cfg = cfg
         self.rng = rng
         self.history = history if history is not None else History()
         self.net = Network(sampler, rng)
         self.sampler = sampler
+        #: every node id that ever existed, in creation order (joins append)
         self.names = [f"n{i}" for i in range(1, cfg.nodes + 1)]
-        self.members = {name: f"sim://{name}" for name in self.names}
-        self.ring = Ring(self.names, cfg.n)
+        #: current address of each node id (a replacement gets a new one)
+        self.address = {name: f"sim://{name}" for name in self.names}
+        self._by_address = {addr: name for name, addr in self.address.items()}
+        self.members = dict(self.address)  # the initial cluster's member list
+        self.boot = {name: Boot(dict(self.members)) for name in self.names}
+        self.initial_ring = Ring(self.names, cfg.n)
         self.core_settings = dict(core_settings or {})
+        #: > 0: tombstone GC on, with this grace (and hints kept at most as long,
+        #: the rule shell/config.py enforces)
+        self.gc_grace_ms = gc_grace_ms
         self.storage = {name: SimStorage(name) for name in self.names}
         self.incarnation = {name: 0 for name in self.names}
         self.skew_ms = {name: 0 for name in self.names}
+        #: nodes stopped for good after a decommission (node -> virtual µs)
+        self.retired: dict[str, int] = {}
+        #: nodes whose decommission completed: they never come back (node -> µs)
+        self.left: dict[str, int] = {}
+        #: a crashed node's own status when it crashed (the nemesis replaces only
+        #: members that were up)
+        self.last_status: dict[str, str] = {}
         self.now_us = 0
         self.logs: dict[str, int] = {}  # Log effects by event name
+        self.core_totals = dict.fromkeys(CORE_TOTALS, 0)
         self.cores: dict[str, NodeCore | None] = {name: self._new_core(name) for name in self.names}
         self._queue: list = []
         self._seq = 0
         self.inflight = 0  # messages and storage operations not yet delivered/done
         self.events_run = 0
         self.stats = {"crashes": 0, "restarts": 0, "pending_writes_lost": 0, "acked_cache_lost": 0,
-                      "phantom_acks": 0, "send_failed": 0, "peer_lost": 0}
-        #: client id -> callable(reply | None, now_us); None means the connection died.
+                      "phantom_acks": 0, "send_failed": 0, "peer_lost": 0, "joins": 0, "joins_completed": 0,
+                      "decommissions": 0, "decommissions_completed": 0, "replaces": 0,
+                      "replaces_completed": 0, "skew_changes": 0, "partitions": 0}
+        #: client id -> callable(req id, reply | None, reason); None means the connection died.
         self.client_handlers: dict = {}
         #: (client conn, request id) of requests a coordinator holds (a crash tells the client)
         self.client_waiting: dict[tuple[ClientConn, int], None] = {}
         self._scans: dict = {}  # (node, incarnation, token) -> records left to hand out
+        self._admin_waiting: dict = {}  # admin request id -> on_reply (None: nobody listens)
+        self._admin_next = 0
+        self.client_handlers[ADMIN_CLIENT] = self._on_admin_reply
         if cfg.bug == "ack-before-persist":
             for name in self.names:
                 self._periodic(cfg.lazy_sync_us, self._lazy_sync, name)
         self._periodic(cfg.tick_ms * 1000, self._tick)
 
     def _new_core(self, name: str) -> NodeCore:
-        """A core built the way shell/server.py builds one (fields it lacks are skipped)."""
-        cfg, now = self.cfg, self.clock_ms(name)
-        wanted = dict(node_id=name, n=cfg.n, r=cfg.r, w=cfg.w, timeout_ms_read=cfg.timeout_ms,
-                      timeout_ms_write=cfg.timeout_ms, address=self.members[name], generation=now,
-                      rng_seed=self.rng.getrandbits(64), **self.core_settings)
-        settings = NodeSettings(**{k: v for k, v in wanted.items() if k in NodeSettings._fields})
-        kw = {}
-        if "now_ms" in _CORE_INIT:
-            kw["now_ms"] = now
-        if "hints_held" in _CORE_INIT:
-            kw["hints_held"] = self.storage[name].hint_summary()
-        if "hlc_ceiling" in _CORE_INIT:
-            kw["hlc_ceiling"] = self.storage[name].hlc_ceiling
-        core = NodeCore(settings, self.members, hlc_last=self.storage[name].max_timestamp(), **kw)
+        """A core built the way shell/server.py builds one."""
+        cfg, now, boot = self.cfg, self.clock_ms(name), self.boot[name]
+        extra = dict(self.core_settings)
+        extra.setdefault("settle_ms", SIM_SETTLE_MS)
+        if self.gc_grace_ms and "hints" not in extra:
+            extra["hints"] = HintSettings(age_ms_max=self.gc_grace_ms)
+        # Default levels as the shell's default config (QUORUM): every simulated
+        # request names its level, and an integer default would make a node whose
+        # ring is still smaller than R (a replacement that knows only itself) fail
+        # to start.
+        settings = NodeSettings(node_id=name, n=cfg.n, r="QUORUM", w="QUORUM", timeout_ms_read=cfg.timeout_ms,
+                                timeout_ms_write=cfg.timeout_ms, address=self.address[name], generation=now,
+                                rng_seed=self.rng.getrandbits(64), seeds=boot.seeds, replace=boot.replace,
+                                **extra)
+        st = self.storage[name]
+        core = NodeCore(settings, dict(boot.members), hlc_last=st.max_timestamp(), now_ms=now,
+                        hints_held=st.hint_summary(), hlc_ceiling=st.hlc_ceiling)
         # Anti-entropy runs as on a real node (shell/antientropy.py installs it), with a
         # short interval so replicas converge within the sim's recovery window.
-        # Tombstone GC stays off: the sim's storage has no purge.
-        install_antientropy(core, AESettings(interval_ms=SIM_AE_INTERVAL_MS, gc=False), now)
+        install_antientropy(core, AESettings(interval_ms=SIM_AE_INTERVAL_MS, gc=self.gc_grace_ms > 0,
+                                             gc_grace_ms=self.gc_grace_ms or AESettings().gc_grace_ms), now)
         return core
 
     # ------------------------------------------------------------ event queue
@@ -158,8 +219,60 @@ class SimCluster:
     def up(self, node: str) -> bool:
         return self.cores[node] is not None
 
+    def live(self) -> list[str]:
+        return [name for name in self.names if self.cores[name] is not None]
+
+    def status(self, node: str) -> str | None:
+        """The node's own gossip status (joining/up/leaving/left/replacing); None when down."""
+        core = self.cores[node]
+        return core.membership.me.status if core is not None else None
+
+    def in_service(self) -> list[str]:
+        """Nodes a client may talk to: every node not stopped for good (crashed ones included)."""
+        return [name for name in self.names if name not in self.retired]
+
+    def ring_change_in_progress(self) -> bool:
+        """A join, replace or decommission has started and not finished (a crashed
+        node counts with the status it had: it resumes when it restarts)."""
+        for name in self.in_service():
+            core = self.cores[name]
+            if core is None:
+                boot = self.boot[name]
+                if boot.replace or (boot.seeds and len(boot.members) == 1):
+                    return True
+            elif core.membership.me.status in RING_CHANGE_STATUSES:
+                return True
+        return False
+
+    def ring_settled(self) -> bool:
+        """No ring change in progress and every live node agrees on the ring (what an
+        operator checks in ``quorumkv status`` before the next join or decommission)."""
+        if self.ring_change_in_progress():
+            return False
+        views = {(c.membership.ring_members(), c.membership.future_ring_members())
+                 for c in (self.cores[n] for n in self.live()) if c is not None}
+        return len(views) <= 1
+
+    def ring_view(self) -> Ring:
+        """The ring most live, up nodes agree on (the initial ring while none is up)."""
+        votes: dict[tuple, int] = {}
+        for name in self.live():
+            core = self.cores[name]
+            if core.membership.me.status == UP:
+                members = core.membership.ring_members()
+                votes[members] = votes.get(members, 0) + 1
+        if not votes:
+            return self.initial_ring
+        members = max(sorted(votes), key=lambda k: votes[k])
+        return Ring(members, self.cfg.n)
+
+    @property
+    def ring(self) -> Ring:
+        return self.ring_view()
+
     # ---------------------------------------------------------------- effects
     def run(self, node: str, effects: list) -> None:
+        """Execute one step's effects in the order the core returned them."""
         for eff in effects:
             t = type(eff)
             if t is Send:
@@ -171,25 +284,62 @@ class SimCluster:
             elif t is StoreRead:
                 self.at(self.cfg.read_us, self._store_read_done, node, self.incarnation[node], eff,
                         inflight=True)
-            elif t is Log and t is not None:
-                self.logs[eff.event] = self.logs.get(eff.event, 0) + 1
-            elif t in (StoreHint, ReadHint, Peek, LoadHints, DeleteHint) and t is not None:
+            elif t is Log:
+                self._log(node, eff)
+            elif t is StoreHint or t is ReadHint or t is Peek or t is LoadHints or t is DeleteHint:
                 self._hint_effect(node, eff)
-            elif t is SaveHlcCeiling and t is not None:  # durable sync_us later, like a write
+            elif t is SaveHlcCeiling:  # durable sync_us later, like a write
                 self.at(self.cfg.sync_us, self._ceiling_saved, node, self.incarnation[node], eff, inflight=True)
-            elif t in (ScanLocal, ReadMany, PurgeMany):
+            elif t is ScanLocal or t is ReadMany or t is PurgeMany:
                 self._ae_effect(node, eff)
+            elif t is ScanRange:
+                st = self.storage[node]
+                self.at(self.cfg.read_us, self._store_done_with, node, self.incarnation[node], eff.token,
+                        lambda e=eff: st.scan_range(e.after, e.limit), inflight=True)
             else:
                 raise UnknownEffect(
                     f"node {node} returned {t.__name__} ({eff!r}); teach quorumkv/sim/cluster.py "
                     "how to execute it")
 
-    def _send(self, src: str, dst: str, msg) -> None:
-        if dst not in self.cores:
-            raise UnknownEffect(f"node {src} sent to unknown peer {dst!r}")
-        if not self.up(dst):  # connection refused: the shell's link fails the send at once
+    def _log(self, node: str, eff) -> None:
+        self.logs[eff.event] = self.logs.get(eff.event, 0) + 1
+        event = eff.event
+        if event in ("join_completed", "replace_completed"):
+            # As shell/server.py's node-state.json: a restart comes back as a member.
+            core = self.cores[node]
+            self.boot[node] = Boot(core.members(), self.boot[node].seeds, False)
+            self.stats[event.split("_")[0] + "s_completed"] += 1
+            self.history.nemesis(self.now_us, f"{event.replace('_', ' ')} {node}")
+        elif event == "decommission_completed":
+            self.stats["decommissions_completed"] += 1
+            self.left[node] = self.now_us
+            self.history.nemesis(self.now_us, f"decommission completed {node}")
+            self.at(RETIRE_AFTER_US, self.retire, node, self.incarnation[node])
+
+    def _resolve(self, src: str, dst: str) -> str | None:
+        """The node a ``Send`` from ``src`` to ``dst`` reaches, or None (refused).
+
+        Like the shell's link: it connects to the address the sender's core knows;
+        a node that moved (a replacement) is not at the old address any more.
+        """
+        core = self.cores[src]
+        address = core.address_of(dst) if core is not None else None
+        if address is None:
+            if dst.startswith(SEED_PREFIX) or dst not in self.address:
+                raise UnknownEffect(f"node {src} sent to unknown peer {dst!r}")
+            return None
+        name = self._by_address.get(address)
+        if name is None or self.address[name] != address:
+            return None
+        if not dst.startswith(SEED_PREFIX) and name != dst:
+            return None
+        return name
+
+    def _send(self, src: str, dst_peer: str, msg) -> None:
+        dst = self._resolve(src, dst_peer)
+        if dst is None or not self.up(dst):  # connection refused: the shell's link fails the send at once
             self.stats["send_failed"] += 1
-            self.at(self.sampler.for_message(msg), self._send_failed, src, self.incarnation[src], dst, msg,
+            self.at(self.sampler.for_message(msg), self._send_failed, src, self.incarnation[src], dst_peer, msg,
                     inflight=True)
             return
         if (self.cfg.bug == "phantom-ack" and type(msg) is m.RepWrite and self.net.reachable(src, dst)
@@ -299,8 +449,9 @@ class SimCluster:
         elif t is ReadMany:
             self.at(self.cfg.read_us, self._store_done_with, node, inc, eff.token,
                     lambda: [st.read(k) for k in eff.keys], inflight=True)
-        else:  # PurgeMany: GC is off in the sim (installed with gc=False); nothing purged
-            self.at(self.cfg.read_us, self._store_done_with, node, inc, eff.token, lambda: 0, inflight=True)
+        else:  # PurgeMany: compare-and-delete each (key, version), durable after sync_us
+            self.at(self.cfg.sync_us, self._store_done_with, node, inc, eff.token,
+                    lambda: sum(st.purge(k, v) for k, v in eff.entries), inflight=True)
 
     def _hint_stored(self, node: str, incarnation: int, eff) -> None:
         if not self._alive(node, incarnation):
@@ -360,9 +511,26 @@ class SimCluster:
             self.client_handlers[conn.client](msg.id, msg, "")
 
     # ----------------------------------------------------------------- faults
+    def _bank(self, core: NodeCore) -> None:
+        """Add a core's counters to the run's totals before it goes away."""
+        for name in CORE_TOTALS:
+            self.core_totals[name] += core.stats.get(name, 0)
+
+    def totals(self) -> dict[str, int]:
+        out = dict(self.core_totals)
+        for name in self.names:
+            core = self.cores[name]
+            if core is not None:
+                for stat in CORE_TOTALS:
+                    out[stat] += core.stats.get(stat, 0)
+        return out
+
     def crash(self, node: str) -> None:
-        if self.cores[node] is None:
+        core = self.cores[node]
+        if core is None:
             return
+        self._bank(core)
+        self.last_status[node] = core.membership.me.status
         self.cores[node] = None
         self.incarnation[node] += 1
         self.stats["crashes"] += 1
@@ -385,8 +553,15 @@ class SimCluster:
     def _client_conn_lost(self, client: int, req_id: int) -> None:
         self.client_handlers[client](req_id, None, "connection lost")
 
-    def restart(self, node: str) -> None:
-        if self.cores[node] is not None:
+    def restart(self, node: str, incarnation: int | None = None) -> None:
+        """Start ``node`` again (no-op if it runs, was retired, or — when
+        ``incarnation`` is given — if it has been crashed/replaced since)."""
+        if self.cores[node] is not None or node in self.retired:
+            return
+        if incarnation is not None and incarnation != self.incarnation[node]:
+            return
+        if node in self.left:  # it left the cluster: the operator does not start it again
+            self.retire(node)
             return
         # As the real shell: a fresh core whose HLC starts past everything on disk.
         self.cores[node] = self._new_core(node)
@@ -395,6 +570,7 @@ class SimCluster:
 
     def partition(self, side_of: dict[str, int]) -> None:
         self.net.side = dict(side_of)
+        self.stats["partitions"] += 1
         groups: dict[int, list[str]] = {}
         for name in self.names:
             groups.setdefault(side_of.get(name, 0), []).append(name)
@@ -406,11 +582,82 @@ class SimCluster:
             self.net.side = {}
             self.history.nemesis(self.now_us, "heal partition")
 
+    def set_skew(self, node: str, skew_ms: int) -> None:
+        """Step ``node``'s clock to ``skew_ms`` off true time (NTP stepping it, a VM pause...)."""
+        self.skew_ms[node] = skew_ms
+        self.stats["skew_changes"] += 1
+        self.history.nemesis(self.now_us, f"skew {node} {skew_ms:+d}ms")
+
+    # ---------------------------------------------------------- ring changes
+    def join(self, seeds: list[str] | None = None) -> str:
+        """Start a new node ``nK`` with seeds and no members: it joins (Cassandra's
+        auto-bootstrap; ``localcluster.add_node`` does the same)."""
+        name = f"n{len(self.names) + 1}"
+        address = f"sim://{name}"
+        seed_nodes = seeds if seeds is not None else [n for n in self.in_service() if n != name]
+        self.names.append(name)
+        self.address[name] = address
+        self._by_address[address] = name
+        self.storage[name] = SimStorage(name)
+        self.incarnation[name] = 0
+        self.skew_ms[name] = 0
+        self.boot[name] = Boot({name: address}, tuple(self.address[s] for s in seed_nodes), False)
+        self.cores[name] = self._new_core(name)
+        self.stats["joins"] += 1
+        self.history.nemesis(self.now_us, f"join {name}")
+        return name
+
+    def decommission(self, node: str, on_reply=None) -> None:
+        """An operator's ``quorumkv decommission``: a ``Decommission`` request to ``node``."""
+        self.stats["decommissions"] += 1
+        self.history.nemesis(self.now_us, f"decommission {node}")
+        self.admin(node, on_reply, Decommission)
+
+    def replace(self, node: str) -> None:
+        """Replace dead ``node``: a new process with the same id, an empty disk, a new
+        address and generation, ``replace = true`` (``localcluster.replace_node``)."""
+        if self.cores[node] is not None:
+            raise ValueError(f"{node} is running; a replacement is for a dead node")
+        self.incarnation[node] += 1  # any restart scheduled for the dead one is void
+        gen = sum(1 for a in self._by_address if self._by_address[a] == node)
+        address = f"sim://{node}/r{gen}"
+        self.address[node] = address
+        self._by_address[address] = node
+        self.storage[node] = SimStorage(node)
+        seeds = tuple(self.address[s] for s in self.in_service() if s != node)
+        self.boot[node] = Boot({node: address}, seeds, True)
+        self.cores[node] = self._new_core(node)
+        self.stats["replaces"] += 1
+        self.history.nemesis(self.now_us, f"replace {node}")
+
+    def retire(self, node: str, incarnation: int | None = None) -> None:
+        """Stop a node that has left, for good."""
+        if node in self.retired or (incarnation is not None and incarnation != self.incarnation[node]):
+            return
+        if self.status(node) not in (LEFT, None):
+            return
+        self.crash(node)
+        self.retired[node] = self.now_us
+        self.history.nemesis(self.now_us, f"retire {node}")
+
+    # ------------------------------------------------------------ admin calls
+    def admin(self, node: str, on_reply, make_msg) -> None:
+        """Send an admin request (built by ``make_msg(req_id)``); ``on_reply(reply | None)``."""
+        self._admin_next += 1
+        self._admin_waiting[self._admin_next] = on_reply
+        self.client_send(ADMIN_CLIENT, node, make_msg(self._admin_next))
+
+    def _on_admin_reply(self, req_id: int, reply, reason: str) -> None:
+        on_reply = self._admin_waiting.pop(req_id, None)
+        if on_reply is not None:
+            on_reply(reply)
+
     # ------------------------------------------------------------- inspection
     def replica_versions(self, key: bytes) -> dict[str, object]:
-        """Each replica's newest version of ``key`` (None: no record)."""
+        """Each replica's newest version of ``key`` under the current ring (None: no record)."""
         out = {}
-        for name in self.ring.preference_list(key):
+        for name in self.ring_view().preference_list(key):
             rec = self.storage[name].read(key)
             out[name] = rec.version if rec is not None else None
         return out
+

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 #: Fault kinds ``--faults`` accepts (comma-separated), see docs/simulator.md.
-FAULTS = ("loss", "dup", "reorder", "partition", "crash", "crash-all", "skew")
+#: ``join``/``decommission``/``replace`` are ring changes; ``gc`` turns tombstone GC
+#: on with a short grace; ``skew`` skews every clock and steps them during the run.
+FAULTS = ("loss", "dup", "reorder", "partition", "crash", "crash-all", "skew", "join", "decommission",
+          "replace", "gc")
+#: Faults that change the ring.
+RING_FAULTS = ("join", "decommission", "replace")
 #: Seeded bugs the harness can inject, to prove the checkers can fail.
 BUGS = ("ack-before-persist", "phantom-ack")
 #: The default nemesis set when ``--faults all`` is given.
@@ -31,7 +36,11 @@ class SimConfig:
     primary_only: bool = False
     profile: str = "lnkd-ssd"  # a quorumkv.analysis.pbs profile name or spec
     bug: str | None = None
-    think_us_max: int = 5_000  # a client waits 0..this between operations
+    #: A client waits 0..this between operations. None: 5 ms, or 50 ms when ring
+    #: changes are among the faults — a join settles for SIM_SETTLE_MS before it
+    #: streams, so the workload must last long enough for ring changes to start
+    #: *and* finish under load (1,000 ops by 10 clients then span ~3 virtual s).
+    think_us_max: int | None = None
     client_delay: bool = True  # client <-> coordinator links follow the profile too (else 0)
     sync_us: int = 1_000  # storage: time until a write is durable (and acked)
     read_us: int = 100  # storage: time to serve a read
@@ -39,7 +48,10 @@ class SimConfig:
     timeout_ms: int = 2_000  # the core's read and write round deadlines
     client_timeout_ms: int = 5_000  # no reply by then: the outcome is unknown
     tick_ms: int = 10  # the shell's default tick
-    skew_ms_max: int = 500  # skew: each node's clock is off by up to +-this
+    skew_ms_max: int = 500  # skew: each node's clock is off by up to +-this, at any moment
+    gc_grace_ms: tuple[int, int] = (300, 3_000)  # gc: tombstone GC grace drawn from this range
+    #: Swarm testing: each seed draws which of ``faults`` are on (else all of them are).
+    swarm: bool = False
     fault_gap_ms: tuple[int, int] = (100, 800)  # nemesis: pause between actions
     fault_len_ms: tuple[int, int] = (50, 1_500)  # nemesis: how long an action lasts
 
@@ -57,8 +69,16 @@ class SimConfig:
             raise ValueError(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")
         if self.bug is not None and self.bug not in BUGS:
             raise ValueError(f"unknown bug {self.bug!r}; known: {', '.join(BUGS)}")
+        if self.skew_ms_max < 0:
+            raise ValueError(f"--skew-ms-max must be >= 0 (got {self.skew_ms_max})")
         if self.ops < 0 or self.clients < 1 or self.keys < 1:
             raise ValueError("--ops must be >= 0, --clients and --keys >= 1")
+
+    @property
+    def think_us(self) -> int:
+        if self.think_us_max is not None:
+            return self.think_us_max
+        return 50_000 if any(f in RING_FAULTS for f in self.faults) else 5_000
 
     @property
     def effective_n(self) -> int:

@@ -45,6 +45,9 @@ class Op:
     #: coordinator's effects); gets: the version returned (None: no record at all).
     version: Version | None = None
     status: int | None = None  # the Reply status code, when there was a reply
+    #: a write that certainly did not happen (refused: INVALID, OVERLOADED, or the
+    #: connection was refused before the coordinator saw it)
+    no_effect: bool = False
     message: str = ""
 
     @property

@@ -86,6 +86,25 @@ class SimStorage:
     def hint_summary(self) -> dict[str, tuple[int, int]]:
         return self.hints.summary()
 
+    # ------------------------------------------------- streaming, tombstone GC
+    def scan_range(self, after: bytes | None, limit: int) -> list[tuple[bytes, Record]]:
+        """``ScanRange``: up to ``limit`` records with key > ``after``, in key order
+        (what ``shell/storage.py`` ``scan_range`` returns)."""
+        snap = self.snapshot()
+        keys = sorted(k for k in snap if after is None or k > after)
+        return [(k, snap[k]) for k in keys[:max(limit, 0)]]
+
+    def purge(self, key: bytes, version) -> bool:
+        """Tombstone GC's compare-and-delete (as every real engine's ``purge``):
+        delete ``key`` only if its record is exactly the tombstone at ``version``."""
+        hit = False
+        for data in (self.durable, self.cache):
+            cur = data.get(key)
+            if cur is not None and cur.value is None and cur.version.key() == version.key():
+                del data[key]
+                hit = True
+        return hit
+
     def max_timestamp(self) -> int:
         """What the real engines report at start-up, to seed the node's HLC."""
         return max((rec.version.ts for rec in self.durable.values()), default=0)

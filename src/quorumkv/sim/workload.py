@@ -2,7 +2,10 @@
 
 Clients are Jepsen-style processes: each runs one operation at a time against a
 coordinator picked at random, over a small key space so operations contend. Every
-put writes a value never written before, so a read's value names its write.
+put writes a value never written before, so a read's value names its write. Each
+client is one *session*, as ``quorumkv.Client`` is: when the core offers session
+guarantees (``core.version.SessionContext``: ``Put.after_ts``, ``Get.floor``) the
+client sends what it has seen, as the real client does.
 
 The nemesis draws each enabled fault's knobs from the seed (FoundationDB's
 BUGGIFY: every seed has its own personality), acts during the workload, and heals
@@ -14,7 +17,9 @@ from __future__ import annotations
 import random
 
 from ..core import messages as m
-from ..core.node import Send, StoreWrite
+from ..core import version as core_version
+from ..core.effects import Send, StoreHint, StoreWrite
+from ..core.membership import LEFT, UP
 from .cluster import SimCluster
 from .config import SimConfig
 from .history import FAIL, OK, UNKNOWN, History, Op
@@ -22,6 +27,14 @@ from .network import Faults
 
 #: Reply statuses that say "this definitely did not happen" for a write.
 _NO_EFFECT = (m.INVALID, m.OVERLOADED)
+#: Session guarantees, when the core has them (issue 10; the client's side of them).
+SessionContext = getattr(core_version, "SessionContext", None)
+_PUT_AFTER_TS = "after_ts" in m.Put.__struct_fields__
+_GET_FLOOR = "floor" in m.Get.__struct_fields__
+#: Nodes the nemesis adds at most per run beyond the initial ones (joins).
+JOINS_MAX = 3
+#: Nemesis actions (the faults that act at moments, not all along), in draw order.
+ACTIONS = ("partition", "crash", "crash-all", "skew", "join", "decommission", "replace")
 
 
 def write_version(effects: list, key: bytes):
@@ -32,7 +45,7 @@ def write_version(effects: list, key: bytes):
             return eff.msg.record.version
         if t is StoreWrite and eff.key == key:
             return eff.record.version
-        if t.__name__ == "StoreHint" and eff.key == key:  # the coordinator is a fallback
+        if t is StoreHint and eff.key == key:  # the coordinator is a fallback
             return eff.record.version
     return None
 
@@ -49,6 +62,8 @@ class Workload:
         self.idle_clients = 0
         self._next_op_id = 1
         self.final: dict[bytes, Op] = {}
+        self.sessions = {client: SessionContext() if SessionContext is not None else None
+                         for client in range(cfg.clients)}
         for client in range(cfg.clients):
             cluster.client_handlers[client] = self._on_reply
         self._final_open: dict[int, Op] = {}
@@ -57,7 +72,7 @@ class Workload:
     # --------------------------------------------------------------- workload
     def start(self) -> None:
         for client in range(self.cfg.clients):
-            self.cluster.at(self.rng.randrange(self.cfg.think_us_max + 1), self._issue, client)
+            self.cluster.at(self.rng.randrange(self.cfg.think_us + 1), self._issue, client)
 
     @property
     def done(self) -> bool:
@@ -69,7 +84,8 @@ class Workload:
         self.issued += 1
         rng = self.rng
         key = self.keys[rng.randrange(len(self.keys))]
-        node = self.cluster.names[rng.randrange(len(self.cluster.names))]
+        nodes = self.cluster.in_service()
+        node = nodes[rng.randrange(len(nodes))]
         if rng.random() < self.cfg.read_fraction:
             self._send(client, "get", key, None, node, self.cfg.r)
         elif rng.random() < self.cfg.delete_fraction:
@@ -83,10 +99,15 @@ class Workload:
         op = self.history.invoke(Op(op_id, client, kind, key, value, node, self.cluster.now_us, level))
         self.outstanding[client] = op
         extra = {"primary_only": True} if self.cfg.primary_only else {}
+        session = self.sessions.get(client)
         if kind == "get":
+            if session is not None and _GET_FLOOR:
+                extra["floor"] = session.floor(key)
             msg = m.Get(op_id, key, level, **extra)
             on_sent = None
         else:
+            if session is not None and _PUT_AFTER_TS:
+                extra["after_ts"] = session.floor_ts
             msg = m.Put(op_id, key, value, level, **extra)
 
             def on_sent(effects, op=op):
@@ -101,23 +122,31 @@ class Workload:
             return  # already timed out
         del self.outstanding[op.client]
         now = self.cluster.now_us
+        session = self.sessions.get(op.client)
         if reply is None:
             # Refused before the coordinator saw it: no effect. Lost mid-request: unknown.
-            outcome = FAIL if reason == "connection refused" else UNKNOWN
-            self.history.complete(op, outcome, now, message=reason)
+            refused = reason == "connection refused"
+            self.history.complete(op, FAIL if refused else UNKNOWN, now, message=reason,
+                                  no_effect=op.is_write and refused)
         elif op.kind == "get":
             if reply.status in (m.OK, m.NOT_FOUND):
                 self.history.complete(op, OK, now, status=reply.status, value=reply.value,
                                       version=reply.version)
+                if session is not None:
+                    session.saw(op.key, reply.version)
             else:
                 self.history.complete(op, FAIL, now, status=reply.status, message=reply.message)
         else:
             outcome = OK if reply.status == m.OK else FAIL
-            if reply.version is not None:  # the reply names the version written (a held write sent nothing yet)
-                op.version = reply.version
-            if reply.status in _NO_EFFECT:
+            no_effect = reply.status in _NO_EFFECT
+            if no_effect:
                 op.version = None  # nothing was written
-            self.history.complete(op, outcome, now, status=reply.status, message=reply.message)
+            elif reply.version is not None:  # write replies carry the version (issue 10)
+                op.version = reply.version
+            if session is not None and outcome == OK:
+                session.saw(op.key, reply.version)  # what a real client learns: the reply
+            self.history.complete(op, outcome, now, status=reply.status, message=reply.message,
+                                  no_effect=no_effect)
         self._after(op.client)
 
     def _find(self, req_id: int) -> Op | None:
@@ -135,14 +164,16 @@ class Workload:
 
     def _after(self, client: int) -> None:
         if client >= 0:
-            self.cluster.at(self.rng.randrange(self.cfg.think_us_max + 1), self._issue, client)
+            self.cluster.at(self.rng.randrange(self.cfg.think_us + 1), self._issue, client)
 
     # ------------------------------------------------------- final reads (ALL)
     def read_all_keys(self) -> None:
         """After healing: read every key at R=ALL (what the lost-write checker judges)."""
         n = self.cfg.effective_n
+        ring = self.cluster.ring_view()
+        nodes = [name for name in ring.nodes if self.cluster.status(name) == UP] or self.cluster.live()
         for key in self.keys:
-            node = self.cluster.names[self.rng.randrange(len(self.cluster.names))]
+            node = nodes[self.rng.randrange(len(nodes))]
             self.final[key] = self._send_final(key, node, n)
 
     def _send_final(self, key: bytes, node: str, n: int) -> Op:
@@ -171,25 +202,48 @@ class Workload:
 
 
 class Nemesis:
-    """Turns ``cfg.faults`` into actions on the cluster, all drawn from the seed."""
+    """Turns ``cfg.faults`` into actions on the cluster, all drawn from the seed.
 
-    def __init__(self, cfg: SimConfig, cluster: SimCluster, rng: random.Random) -> None:
+    Swarm testing (TigerBeetle's VOPR, FoundationDB): with ``swarm`` each seed
+    first draws *which* of the enabled faults are on at all, then each one's
+    strength; so one seed hammers joins under packet loss, the next mixes skew
+    and crashes.
+    """
+
+    def __init__(self, cfg: SimConfig, rng: random.Random) -> None:
         self.cfg = cfg
-        self.cluster = cluster
+        self.cluster: SimCluster | None = None  # attach() once the cluster exists
         self.rng = rng
         self.active = True
         self.knobs: dict[str, float] = {}
         faults = set(cfg.faults)
+        if cfg.swarm and len(faults) > 1:
+            # Each fault is on with probability 3/4, and at least one stays on.
+            drawn = [f for f in sorted(faults) if rng.random() < 0.75]
+            faults = set(drawn or [sorted(faults)[rng.randrange(len(faults))]])
+        self.faults = faults
+        self.knobs["on"] = ",".join(sorted(faults))
         # Swarm testing: the strength of each enabled fault is itself random.
         self.knobs["loss"] = round(rng.uniform(0.01, 0.10), 4) if "loss" in faults else 0.0
         self.knobs["dup"] = round(rng.uniform(0.01, 0.10), 4) if "dup" in faults else 0.0
         self.knobs["reorder"] = round(rng.uniform(0.05, 0.30), 4) if "reorder" in faults else 0.0
+        #: tombstone GC's grace (0: GC off); the cluster also caps hint age at it
+        self.gc_grace_ms = rng.randint(*cfg.gc_grace_ms) if "gc" in faults else 0
+        self.knobs["gc_grace_ms"] = self.gc_grace_ms
         self._partition_epoch = 0
-        self.actions = [f for f in ("partition", "crash", "crash-all") if f in faults]
+        self.actions = [f for f in ACTIONS if f in faults]
+        # Relative frequency of each action this seed (swarm: some seeds are all joins).
+        self.weights = [rng.randint(1, 4) for _ in self.actions]
+        for action, weight in zip(self.actions, self.weights):
+            self.knobs[f"w_{action}"] = weight
+        self.injected: dict[str, int] = {}
+
+    def attach(self, cluster: SimCluster) -> None:
+        self.cluster = cluster
 
     def start(self) -> None:
         cl = self.cluster
-        if "skew" in self.cfg.faults:
+        if "skew" in self.faults:
             for name in cl.names:
                 cl.skew_ms[name] = self.rng.randint(-self.cfg.skew_ms_max, self.cfg.skew_ms_max)
             cl.history.nemesis(cl.now_us, "skew " + " ".join(f"{n}:{cl.skew_ms[n]:+d}ms" for n in cl.names))
@@ -209,33 +263,104 @@ class Nemesis:
         lo, hi = self.cfg.fault_len_ms
         return self.rng.randint(lo, hi) * 1000
 
+    def _count(self, kind: str) -> None:
+        self.injected[kind] = self.injected.get(kind, 0) + 1
+
     def _act(self) -> None:
         if not self.active:
             return
+        action = self.rng.choices(self.actions, self.weights)[0]
+        getattr(self, "_do_" + action.replace("-", "_"))()
+        self.cluster.at(self._gap_us(), self._act)
+
+    # ------------------------------------------------------------ the actions
+    def _do_partition(self) -> None:
+        cl, rng = self.cluster, self.rng
+        names = cl.in_service()
+        if len(names) < 2:
+            return
+        shuffled = names[:]
+        rng.shuffle(shuffled)
+        cut = rng.randint(1, len(names) - 1)
+        cl.partition({name: (0 if i < cut else 1) for i, name in enumerate(shuffled)})
+        self._count("partition")
+        self._partition_epoch += 1
+        cl.at(self._len_us(), self._heal_partition, self._partition_epoch)
+
+    def _do_crash(self) -> None:
+        cl, rng = self.cluster, self.rng
+        live = [name for name in cl.live() if cl.status(name) != LEFT]
+        if len(live) > 1:
+            victim = live[rng.randrange(len(live))]
+            cl.crash(victim)
+            self._count("crash")
+            cl.at(self._len_us(), cl.restart, victim, cl.incarnation[victim])
+
+    def _do_crash_all(self) -> None:  # power loss of the whole cluster
         cl = self.cluster
-        rng = self.rng
-        action = self.actions[rng.randrange(len(self.actions))]
-        names = cl.names
-        if action == "partition" and len(names) > 1:
-            shuffled = names[:]
-            rng.shuffle(shuffled)
-            cut = rng.randint(1, len(names) - 1)
-            cl.partition({name: (0 if i < cut else 1) for i, name in enumerate(shuffled)})
-            self._partition_epoch += 1
-            cl.at(self._len_us(), self._heal_partition, self._partition_epoch)
-        elif action == "crash":
-            live = [name for name in names if cl.up(name)]
-            if len(live) > 1:
-                victim = live[rng.randrange(len(live))]
-                cl.crash(victim)
-                cl.at(self._len_us(), cl.restart, victim)
-        elif action == "crash-all":  # power loss of the whole cluster
-            for name in names:
-                cl.crash(name)
-            down_us = rng.randint(10, 300) * 1000
-            for name in names:
-                cl.at(down_us, cl.restart, name)
-        cl.at(self._gap_us(), self._act)
+        for name in cl.live():
+            cl.crash(name)
+        self._count("crash-all")
+        down_us = self.rng.randint(10, 300) * 1000
+        for name in cl.in_service():
+            cl.at(down_us, cl.restart, name, cl.incarnation[name])
+
+    def _do_skew(self) -> None:
+        """Step one node's clock (NTP stepping, a VM pause): within +-skew_ms_max."""
+        cl, rng = self.cluster, self.rng
+        names = cl.in_service()
+        node = names[rng.randrange(len(names))]
+        cl.set_skew(node, rng.randint(-self.cfg.skew_ms_max, self.cfg.skew_ms_max))
+        self._count("skew")
+
+    def _do_join(self) -> None:
+        cl = self.cluster
+        if not cl.ring_settled() or len(cl.names) >= self.cfg.nodes + JOINS_MAX:
+            return
+        cl.join()
+        self._count("join")
+
+    def _do_decommission(self) -> None:
+        cl, rng = self.cluster, self.rng
+        if not cl.ring_settled():
+            return
+        ring = cl.ring_view()
+        # Never below N ring members (N replicas per key), and only a live, up
+        # member can be asked.
+        candidates = [name for name in ring.nodes if cl.status(name) == UP]
+        if len(ring.nodes) <= self.cfg.n or not candidates:
+            return
+        cl.decommission(candidates[rng.randrange(len(candidates))])
+        self._count("decommission")
+
+    def _do_replace(self) -> None:
+        """Replace a dead ring member; if none is dead, kill one now and replace it later."""
+        cl, rng = self.cluster, self.rng
+        if not cl.ring_settled():
+            return
+        ring = cl.ring_view()
+        dead = [name for name in ring.nodes if not cl.up(name) and cl.last_status.get(name) == UP
+                and name not in cl.retired]
+        if dead:
+            cl.replace(dead[rng.randrange(len(dead))])
+            self._count("replace")
+            return
+        live = [name for name in ring.nodes if cl.status(name) == UP]
+        if len(live) > 1:
+            victim = live[rng.randrange(len(live))]
+            cl.crash(victim)
+            self._count("crash")
+            cl.at(self._len_us(), self._replace_dead, victim, cl.incarnation[victim])
+
+    def _replace_dead(self, node: str, incarnation: int) -> None:
+        cl = self.cluster
+        if cl.up(node) or cl.incarnation[node] != incarnation or node in cl.retired:
+            return
+        if cl.ring_change_in_progress():  # one ring change at a time: just restart it
+            cl.restart(node, incarnation)
+            return
+        cl.replace(node)
+        self._count("replace")
 
     def _heal_partition(self, epoch: int) -> None:
         if epoch == self._partition_epoch:  # a newer partition has its own heal
@@ -246,14 +371,15 @@ class Nemesis:
 
         With ``crash-all`` enabled the cluster is power-cycled once more first (as
         Jepsen's durability tests end): every acknowledged write must survive it.
+        Clock skew stays (clocks are not healed by the end of a test).
         """
         self.active = False
         cl = self.cluster
         cl.heal_partition()
-        if "crash-all" in self.cfg.faults:
-            for name in cl.names:
+        if "crash-all" in self.faults:
+            for name in cl.live():
                 cl.crash(name)
-        for name in cl.names:
+        for name in cl.in_service():
             cl.restart(name)
         if cl.net.faults != Faults():
             cl.net.faults = Faults()
