@@ -70,6 +70,12 @@ class NodeConfig:
     tombstone_gc_grace_ms: int = 4 * 3600 * 1000  # >= hint_age_ms_max, so no hint can resurrect
     resp_listen: str = ""    # HOST:PORT of the Redis-protocol listener; "" = none
     resp_password: str = ""  # when set, RESP clients must AUTH / HELLO AUTH first
+    #: refuse to coordinate writes when this node's clock is further than this off
+    #: from most live peers (CockroachDB's max offset; docs/consistency.md); 0 = off
+    max_clock_skew_ms: int = 500
+    #: TEST ONLY: shift the wall clock this node's core sees by this many ms, to run
+    #: a node with a skewed clock on one machine (tests/test_clock_safety.py)
+    clock_offset_ms: int = 0
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -95,6 +101,8 @@ class NodeConfig:
         for name in ("ae_repair_per_s", "ae_keys_per_message"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.max_clock_skew_ms < 0:
+            raise ValueError("max_clock_skew_ms must be >= 0 (0 turns the max-offset rule off)")
         if self.ae_interval_ms < 0:
             raise ValueError("ae_interval_ms must be >= 0 (0 turns periodic anti-entropy off)")
         if self.tombstone_gc and self.tombstone_gc_grace_ms < self.hint_age_ms_max:

@@ -34,8 +34,8 @@ from ..core.limits import CLIENT_PIPELINE_MAX, PEER_QUEUE_BYTES_MAX
 from ..core.hints import HintSettings
 from ..core.membership import DetectorSettings
 from ..core.node import (
-    DeleteHint, LoadHints, Log, NodeCore, NodeSettings, Peek, ReadHint, Respond, ScanRange, Send, StoreHint,
-    StoreRead, StoreWrite,
+    DeleteHint, LoadHints, Log, NodeCore, NodeSettings, Peek, ReadHint, Respond, SaveHlcCeiling, ScanRange, Send,
+    StoreHint, StoreRead, StoreWrite,
 )
 from ..core.version import newest
 from ..errors import ProtocolError
@@ -65,8 +65,13 @@ def newest_hint(hints):
     return newest(rec for _, rec in hints)
 
 
+#: TEST ONLY (config ``clock_offset_ms``): added to the wall clock the core sees, so
+#: one machine can run a node whose clock is off. One node per process, so global.
+_clock_offset_ms = 0
+
+
 def now_ms() -> int:
-    return int(time.time() * 1000)
+    return int(time.time() * 1000) + _clock_offset_ms
 
 
 class _Conn(asyncio.Protocol):
@@ -341,6 +346,8 @@ class _PeerLink(_Conn):
 class NodeServer:
     def __init__(self, config: NodeConfig, storage: StorageEngine | None = None) -> None:
         self.config = config
+        global _clock_offset_ms
+        _clock_offset_ms = config.clock_offset_ms
         self.loop = asyncio.get_running_loop()
         self.storage = storage or open_engine(
             config.storage, os.path.join(config.data_dir, "data"), fsync=config.fsync, loop=self.loop,
@@ -368,10 +375,11 @@ class NodeServer:
             hints=HintSettings(bytes_max_per_target=c.hint_bytes_max_per_target, age_ms_max=c.hint_age_ms_max,
                                replay_per_s=c.hint_replay_per_s),
             rng_seed=int.from_bytes(os.urandom(8), "big"),
-            replace=replace, settle_ms=c.settle_ms,
+            replace=replace, settle_ms=c.settle_ms, max_clock_skew_ms=c.max_clock_skew_ms,
+            tombstone_gc_grace_ms=c.tombstone_gc_grace_ms if c.tombstone_gc and self.storage.supports_purge else 0,
         )
         self.core = NodeCore(settings, members, hlc_last=self.storage.max_timestamp(), now_ms=now,
-                             hints_held=self.storage.hint_summary())
+                             hints_held=self.storage.hint_summary(), hlc_ceiling=self.storage.hlc_ceiling())
         self.encoder = FrameEncoder()
         self.links: dict[str, _PeerLink] = {}
         self.inbound: set[_Inbound] = set()
@@ -446,6 +454,8 @@ class NodeServer:
                 self._sync_done(eff.token, lambda e=eff: self.storage.scan_range(e.after, e.limit))
             elif t is DeleteHint:
                 self.storage.delete_hint(eff.hint_id)
+            elif t is SaveHlcCeiling:
+                self.storage.save_hlc_ceiling(eff.ts, self._done_cb(eff.token))
             elif t is Log:
                 getattr(log, eff.level, log.info)(eff.event, **eff.fields)
                 if eff.event in ("join_completed", "replace_completed"):

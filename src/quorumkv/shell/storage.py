@@ -66,6 +66,18 @@ class StorageEngine:
     def count(self) -> int:
         raise NotImplementedError
 
+    # -- the HLC ceiling (core/clock.py) -------------------------------------------
+    # The default keeps it in memory: right for the memory engine (nothing survives a
+    # restart anyway). Durable engines override both (SQLite: the meta table).
+    def hlc_ceiling(self) -> int:
+        """The last ceiling saved (0: none), read once at start."""
+        return getattr(self, "_hlc_ceiling", 0)
+
+    def save_hlc_ceiling(self, ts: int, done: Done) -> None:
+        """Durably record ``ts``, then ``done(ok, error)``."""
+        self._hlc_ceiling = ts
+        done(True, None)
+
     def scan_all(self):
         """Iterate every (key, record), tombstones included (anti-entropy, tools)."""
         raise NotImplementedError
@@ -311,6 +323,17 @@ class SqliteEngine(StorageEngine):
 
     def max_timestamp(self):
         return self._reader.execute("SELECT COALESCE(MAX(ts), 0) FROM kv").fetchone()[0]
+
+    def hlc_ceiling(self):
+        row = self._reader.execute("SELECT value FROM meta WHERE name = 'hlc_ceiling'").fetchone()
+        return int(row[0]) if row else 0
+
+    def save_hlc_ceiling(self, ts, done):
+        if self._queue.closing:
+            done(False, "storage engine is closed")
+            return
+        # Through the writer's group commit: durable (fsync) before done, like a write.
+        self._enqueue("INSERT OR REPLACE INTO meta (name, value) VALUES ('hlc_ceiling', ?)", (str(ts),), done)
 
     def count(self):
         return self._reader.execute("SELECT COUNT(*) FROM kv").fetchone()[0]
