@@ -67,7 +67,7 @@ from .quorum import LOST, PENDING, WON, QuorumRound
 from .rand import SplitMix64
 from .ring import Ring
 from .ringchange import RingChange
-from .routing import LoadTracker, read_targets, write_targets
+from .routing import LoadTracker, joint_read_targets, read_targets, write_targets
 from .version import HLC, Record, Version, newest
 
 SELF = "<self>"  # the connection token of requests a node sends to itself
@@ -615,16 +615,23 @@ class NodeCore:
                                         f"{ROUNDS_INFLIGHT_MAX} rounds open"), now_ms, out)
             return
         primaries = self.ring.preference_list(key)
+        joint = self._joint_sets(key, primaries, level, needed, is_get)
+        if joint is not None:  # a ring change moves this key: current and future replicas both take part
+            primaries += tuple(x for x in joint[1][1] if x not in primaries)
         ring_order = self.ring.extended_list(key)
         alive = self.membership.is_alive
         primary_only = msg.primary_only or not self.settings.sloppy_quorum or needed == n
         if is_get:
             candidates = read_targets(primaries, ring_order, self.membership.serves_reads, self.load,
                                       self.node_id, primary_only)
-            fanout = needed
-            if self.settings.read_all_replicas:
-                fanout = max(needed, sum(1 for _, owner in candidates if owner is None))
-            targets, spares = candidates[:fanout], candidates[fanout:]
+            if joint is not None:
+                targets, spares = joint_read_targets(candidates, [(set(g), c) for _, g, c in joint],
+                                                     self.settings.read_all_replicas)
+            else:
+                fanout = needed
+                if self.settings.read_all_replicas:
+                    fanout = max(needed, sum(1 for _, owner in candidates if owner is None))
+                targets, spares = candidates[:fanout], candidates[fanout:]
         else:
             targets = write_targets(primaries, ring_order, alive, primary_only)
             spares = []
@@ -632,7 +639,11 @@ class NodeCore:
         unreachable = [p for p in primaries if p not in covered]
         op_id = self._new_op_id()
         kind = "read" if is_get else "write"
-        rnd = QuorumRound(kind, tuple(node for node, _ in targets) + tuple(unreachable), needed)
+        groups = None
+        if joint is not None:  # each set counts the fallbacks standing in for its members
+            stand = {owner: node for node, owner in targets + spares if owner}
+            groups = tuple((name, frozenset(stand.get(x, x) for x in g), c) for name, g, c in joint)
+        rnd = QuorumRound(kind, tuple(node for node, _ in targets) + tuple(unreachable), needed, groups)
         op = _Op(op_id, kind, rnd, conn, msg.id, deadline, warning or "", key)
         op.spares = spares
         self.ops[op_id] = op
@@ -654,16 +665,35 @@ class NodeCore:
                     op.hint_for[node] = owner
                     self.stats["hinted_writes"] += 1
                 self._send(op, node, m.RepWrite(op_id, key, record, owner or ""), now_ms, out)
-            if self.future_ring is not None:
-                # A ring change is in progress: the nodes that will own the key get the
-                # write too (not counted towards W), so none misses it while data streams.
-                sent = {node for node, _ in targets}
-                for node in self.future_ring.preference_list(key):
-                    if node not in sent and node not in primaries:
-                        self._send(op, node, m.RepWrite(op_id, key, record), now_ms, out)
             for p in unreachable:  # known down and no fallback stands in: keep the write for it here
                 self._hint_locally(p, key, record, now_ms, out)
         self._progress(op, now_ms, out)
+
+    def _joint_sets(self, key: bytes, primaries: tuple[str, ...], level, needed: int, is_get: bool):
+        """While a ring change moves ``key``: its current and future replica sets, each
+        with the count it needs, ``(("current", set, R|W), ("future", set, R|W))``;
+        None otherwise. Both sets must reach their count (docs/failures.md, "Ring
+        changes": why that keeps strict quorums intersecting across the change)."""
+        if self.future_ring is None:
+            return None
+        future = self.future_ring.preference_list(key)
+        if set(future) == set(primaries):
+            return None
+        need = needed
+        if len(future) != len(primaries):  # the ring grows past, or shrinks below, N
+            level = level if level is not None else (self.settings.r if is_get else self.settings.w)
+            try:
+                need = resolve(level, len(future), 1, "R" if is_get else "W")
+            except InvalidRequestError:
+                need = min(needed, len(future))
+        return (("current", primaries, needed), ("future", future, need))
+
+    def _next_spare(self, op: _Op) -> tuple[str, str | None]:
+        """The spare to bring in: in a joint round, one of a replica set still short."""
+        for i, (node, _owner) in enumerate(op.spares):
+            if op.round.short_of(node):
+                return op.spares.pop(i)
+        return op.spares.pop(0)
 
     def _send(self, op: _Op, node: str, msg, now_ms: int, out: list) -> None:
         op.sent_ms[node] = now_ms
@@ -685,7 +715,7 @@ class NodeCore:
         coordinator does the same): a node that died before the detector noticed
         still gets every write it missed once it is back."""
         if op.kind == "read" and op.spares and op.round.status == PENDING:
-            spare, owner = op.spares.pop(0)
+            spare, owner = self._next_spare(op)
             self._send_read(op, spare, owner, now_ms, out)
         elif op.kind == "write" and op.record is not None and node in op.round.outstanding:
             self._hint_locally(op.hint_for.get(node, node), op.key, op.record, now_ms, out)
