@@ -65,13 +65,24 @@ class DetectorSettings(NamedTuple):
 
 
 class PhiDetector:
-    __slots__ = ("intervals", "last_ms", "settings")
+    __slots__ = ("intervals", "last_ms", "settings", "_mean_ms", "_std_ms")
 
     def __init__(self, settings: DetectorSettings, now_ms: int) -> None:
         self.settings = settings
         # Seed with the expected interval so phi is meaningful from the start.
         self.intervals: list[float] = [float(settings.heartbeat_interval_ms)] * 2
         self.last_ms = now_ms
+        self._stats()
+
+    def _stats(self) -> None:
+        """Mean and deviation of the window, kept from one heartbeat to the next:
+        phi is evaluated on every tick for every peer, the window changes only when a
+        heartbeat arrives."""
+        n = len(self.intervals)
+        mean = sum(self.intervals) / n
+        var = sum((x - mean) ** 2 for x in self.intervals) / n
+        self._mean_ms = mean + self.settings.acceptable_pause_ms
+        self._std_ms = max(math.sqrt(var), self.settings.min_std_ms)
 
     def heartbeat(self, now_ms: int) -> None:
         interval = now_ms - self.last_ms
@@ -85,14 +96,10 @@ class PhiDetector:
         self.intervals.append(float(interval))
         if len(self.intervals) > PHI_WINDOW:
             del self.intervals[0]
+        self._stats()
 
     def phi(self, now_ms: int) -> float:
-        s = self.settings
-        n = len(self.intervals)
-        mean = sum(self.intervals) / n
-        var = sum((x - mean) ** 2 for x in self.intervals) / n
-        std = max(math.sqrt(var), s.min_std_ms)
-        mean += s.acceptable_pause_ms
+        mean, std = self._mean_ms, self._std_ms
         elapsed = now_ms - self.last_ms
         # Logistic approximation of the normal CDF (Akka's PhiAccrualFailureDetector):
         # phi = -log10(1 - F(elapsed)) = softplus(z) / ln 10, computed without overflow.
