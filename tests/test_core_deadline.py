@@ -51,3 +51,27 @@ def test_hints_held_or_a_busy_protocol_family_keep_the_cadence_up():
     core._busy_probes.append(lambda: bool(flag))
     flag.append(1)
     assert core.next_deadline_ms(NOW + 1) == NOW + 1
+
+
+def test_phi_from_running_sums_matches_the_window_recomputed():
+    import math
+    import random
+
+    from quorumkv.core.membership import PHI_WINDOW, DetectorSettings, PhiDetector
+
+    s = DetectorSettings()
+    rng = random.Random(7)
+    det = PhiDetector(s, 0)
+    now = 0
+    for _ in range(3 * PHI_WINDOW):
+        now += rng.randint(150, 260)
+        det.heartbeat(now)
+    xs = det.intervals
+    assert len(xs) == PHI_WINDOW
+    mean = sum(xs) / len(xs)
+    std = max(math.sqrt(sum((x - mean) ** 2 for x in xs) / len(xs)), s.min_std_ms)
+    for elapsed in (0, 200, 500, 900, 2_000):
+        y = (elapsed - (mean + s.acceptable_pause_ms)) / std
+        z = y * (1.5976 + 0.070566 * y * y)
+        expected = (z if z > 30 else math.log1p(math.exp(z))) / math.log(10)
+        assert math.isclose(det.phi(now + elapsed), expected, rel_tol=1e-9, abs_tol=1e-12)
