@@ -375,4 +375,3 @@ def test_gossip_ack_merged_by_coordinator_rebuilds_ring():
     assert [e.event for e in eff if type(e) is Log] == ["ring_changed"]
     # The same table again changes nothing.
     assert core.on_response("b", m.GossipAck(0, [E("c", 2, 1, UP, ADDR["c"])]), NOW) == []
-
