@@ -241,6 +241,9 @@ class NodeCore:
         self.latency_model = None  # core/dynamic.py LatencyTable, kept current by the shell
         self.stats: dict[str, int] = {}
         self.ring_change = RingChange(self, settings.settle_ms)
+        # Callables that say "a protocol family has work in flight" (next_deadline_ms).
+        rc = self.ring_change
+        self._busy_probes: list = [lambda: rc.state in ("settling", "streaming") or bool(rc.push_inflight)]
         self.stats.update({
             "requests": 0, "reads": 0, "writes": 0, "won": 0, "lost": 0, "timeouts": 0,
             "invalid": 0, "overloaded": 0, "replica_writes": 0, "replica_reads": 0,
@@ -494,6 +497,25 @@ class NodeCore:
             self._replica_failed(op, peer, reason, now_ms, out)
             self._progress(op, now_ms, out)
         return out
+
+    def next_deadline_ms(self, now_ms: int) -> int:
+        """When this core next needs ``tick`` (absolute ms), so an idle shell can sleep.
+
+        Work in flight — quorum rounds (deadlines, speculative retries), hint replay,
+        hints waiting to be replayed, a ring change or anti-entropy exchange (the
+        ``_busy_probes``) — answers ``now_ms``: tick at the shell's normal cadence.
+        Otherwise the next heartbeat or gossip round; the shell still caps its sleep
+        (the failure detector's checks and protocol families' periodic timers run
+        at that cap)."""
+        if self.ops or self._replays or self._replaying:
+            return now_ms
+        for count, _bytes in self.hints_held.values():
+            if count > 0:
+                return now_ms
+        for busy in self._busy_probes:
+            if busy():
+                return now_ms
+        return min(self._next_heartbeat_ms, self._next_gossip_ms)
 
     def tick(self, now_ms: int) -> list:
         out: list = []
