@@ -5,8 +5,9 @@ around it, all pure, keep it from losing writes when wall clocks misbehave:
 
 * **Durable ceiling** (the shell persists it; CockroachDB's
   ``persist_upper_bound_interval`` plays the same role). The node never issues a
-  timestamp above a ceiling it has persisted, and a restarted node starts its HLC at
-  the persisted ceiling, so a restart — even with the wall clock stepped back —
+  timestamp above a ceiling it has persisted, and a restarted node coordinates no
+  write until its wall clock has passed the persisted ceiling (writes wait, as in
+  CockroachDB; the HLC is not jumped ahead, which would skew it), so a restart — even with the wall clock stepped back —
   never issues a timestamp at or below one issued before, and never gives two values
   the same ``(ts, node)``. The ceiling is a lease ``HLC_LEASE_MS`` ahead, renewed
   from ``tick`` once less than half of it is left: ``SaveHlcCeiling`` then
@@ -79,10 +80,16 @@ class ClockGuard:
         #: durable ceiling; None: the caller keeps none (tests, tools): no guarantee
         #: across restarts, and no saves
         self.durable = hlc_ceiling
+        #: every timestamp issued before the restart is <= this; none is issued until
+        #: the wall clock has passed it (0: nothing to wait for)
+        self.restart_floor = 0
         if hlc_ceiling is not None:
-            # Start at the persisted ceiling: every timestamp issued before the
-            # restart is <= it, so every one issued from now on is above them all.
-            self.hlc.last = max(self.hlc.last, hlc_ceiling)
+            # CockroachDB's rule on restart: wait until the wall clock passes the
+            # persisted upper bound rather than jump the HLC up to it. Jumping would
+            # put this node up to HLC_LEASE_MS ahead of every other clock, and a write
+            # coordinated elsewhere after one of ours was acked could then lose to it
+            # (found by the simulator: crash-all, seed 6). Writes wait in ``held``.
+            self.restart_floor = hlc_ceiling
             self.hlc.limit = hlc_ceiling
         self.saving = 0  # ceiling being saved (0: none)
         self.retry_at_ms = 0
@@ -169,7 +176,7 @@ class ClockGuard:
             if not self._remote_ok(msg.after_ts, now_ms):
                 return self._invalid(conn, msg, "after_ts", msg.after_ts, now_ms, out)
             self.hlc.observe(msg.after_ts, now_ms)
-        if self.durable is None or (not self.held and self.hlc.peek(now_ms) <= self.durable):
+        if self.durable is None or (not self.held and self._may_issue(now_ms)):
             return True
         if len(self.held) >= HELD_WRITES_MAX:
             core.stats["overloaded"] += 1
@@ -191,6 +198,16 @@ class ClockGuard:
             "cluster issued (a clock far ahead, or a corrupt session); reset the client's session")),
             now_ms, out)
         return False
+
+    def _may_issue(self, now_ms: int) -> bool:
+        """The next timestamp is above every one issued before a restart and within
+        the durable ceiling."""
+        ts = self.hlc.peek(now_ms)
+        if self.restart_floor:
+            if ts <= self.restart_floor:
+                return False
+            self.restart_floor = 0
+        return ts <= self.durable
 
     def _why_waiting(self) -> str:
         return f" (last save failed: {self.save_error})" if self.save_error else ""
@@ -219,7 +236,7 @@ class ClockGuard:
 
     def _release(self, now_ms: int, out: list) -> None:
         core = self.core
-        while self.held and self.hlc.peek(now_ms) <= self.durable:
+        while self.held and self._may_issue(now_ms):
             conn, msg, _deadline = self.held.popleft()
             core._coordinate_client(conn, msg, now_ms, out)  # noqa: SLF001
         if self.held:
@@ -227,6 +244,8 @@ class ClockGuard:
 
     def tick(self, now_ms: int, out: list) -> None:
         self._judge()
+        if self.held and not self.saving:
+            self._release(now_ms, out)  # the wall clock may have passed the restart floor
         if self.durable is not None and _wall(self.durable) - max(now_ms, _wall(self.hlc.last)) < HLC_RENEW_MS:
             self._save(now_ms, out)
         while self.held and self.held[0][2] <= now_ms:
