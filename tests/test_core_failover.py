@@ -781,3 +781,344 @@ def test_blocking_repair_answers_at_once_when_the_repair_target_disconnects():
     assert [s.peer for s in sends(out, m.RepWrite)] == [stale_peer]
     out = core.on_peer_lost(stale_peer, "connection reset", NOW + 1)
     assert only_reply(out, client).value == b"new"  # answered now, not at the deadline
+
+
+def test_blocking_repair_answers_at_once_when_the_repair_send_fails():
+    # Regression (issue 9): a mixed and/or condition in on_send_failed skipped a
+    # read's RepWrite, so a repair that could not be sent held the reply to the deadline.
+    core = make(read_repair=True, read_all_replicas=True, r=2, timeout_ms_read=2_000)
+    client = Conn("c")
+    eff = core.on_request(client, m.Get(1, KEY, blocking_repair=True), NOW)
+    (sr,) = of(eff, StoreRead)
+    rr = {s.peer: s.msg for s in sends(eff, m.RepRead)}
+    stale_peer, other = sorted(rr)
+    new = rec(20, C, b"new")
+    out = core.on_store_done(sr.token, True, new, NOW)
+    out += core.on_response(stale_peer, m.RepReadResp(rr[stale_peer].id, True, rec(1, C, b"old")), NOW)
+    (repair,) = sends(out, m.RepWrite)
+    assert replies(out, client) == []
+    out = core.on_send_failed(stale_peer, repair.msg, "queue full", NOW + 1)
+    assert only_reply(out, client).value == b"new"  # answered now, not at the deadline
+    out = core.on_response(other, m.RepReadResp(rr[other].id, True, new), NOW + 2)
+    assert replies(out, client) == [] and core.statistics()["rounds_open"] == 0
+
+
+# ------------------------------------- hints for known-down primaries (issue 10, hole 6)
+def test_known_down_primary_without_fallback_gets_a_coordinator_hint_and_its_writes_on_return():
+    # 3 nodes, N=3: no node is left to stand in for a dead primary. The coordinator
+    # keeps the write for it and replays it once it is back.
+    core = make("n1", members=MEMBERS3, vnodes=VNODES)
+    store = HintStore()
+    t, _ = kill(core, {"n3"})
+    client = Conn("c")
+    keys = [f"k{i}".encode() for i in range(5)]
+    written = {}
+    for i, key in enumerate(keys):
+        eff = core.on_request(client, m.Put(i + 1, key, b"v%d" % i, m.LEVEL_QUORUM), t)
+        assert {s.peer for s in sends(eff, m.RepWrite)} == {"n2"}  # n3 is known down
+        (sw,) = of(eff, StoreWrite)
+        written[key] = sw.record
+        eff = store.run(core, eff, t)
+        eff += core.on_store_done(sw.token, True, None, t)
+        (rw,) = sends(eff, m.RepWrite)
+        assert only_reply(eff + core.on_response("n2", m.RepWriteAck(rw.msg.id, True), t), client).status == m.OK
+    assert store.count("n3") == 5 and core.stats["hints_stored"] == 5
+    # n3 returns: the next tick loads its hints and replays every write it missed.
+    t += 200
+    core.on_request(Conn("n3"), m.Heartbeat(0, "n3", 2), t)
+    eff = store.run(core, core.tick(t), t)
+    replay = {s.msg.key: s for s in sends(eff, m.RepWrite) if s.peer == "n3"}
+    assert {k: s.msg.record for k, s in replay.items()} == written
+    for s in replay.values():
+        store.run(core, core.on_response("n3", m.RepWriteAck(s.msg.id, True), t), t)
+    assert store.count("n3") == 0 and core.stats["hints_replayed"] == 5
+
+
+def test_no_coordinator_hint_when_a_fallback_stands_in():
+    core = make()
+    t, _ = kill(core, {P3})
+    eff = core.on_request(Conn("c"), m.Put(1, KEY, b"v"), t)
+    assert [s.msg.hint_for for s in sends(eff, m.RepWrite) if s.peer == F1] == [P3]
+    assert not of(eff, StoreHint)  # the fallback keeps the hint; one copy is enough
+
+
+# ------------------------------------------- bounds on peer input (issue 10, hole 7)
+def test_hint_for_an_unknown_or_departed_node_is_refused_and_creates_no_target():
+    from quorumkv.core.membership import LEFT, Endpoint
+
+    core = make(F1)
+    core.on_request(Conn(C), m.Gossip(1, [Endpoint(P2, MEMBERS[P2], 5, 9, LEFT)]), NOW)
+    peer = Conn(C)
+    for i, owner in enumerate(["ghost-%d" % j for j in range(3)] + [P2]):
+        eff = core.on_request(peer, m.RepWrite(i + 1, KEY, rec(1, C), owner), NOW)
+        (resp,) = of(eff, Respond)
+        assert resp.msg.ok is False and f"hint for {owner!r} refused: not a member" in resp.msg.error
+        assert not of(eff, StoreHint)
+    assert core.hints_held == {} and core.stats["hints_refused_target"] == 4
+    (eff,) = core.on_request(peer, m.RepWrite(9, KEY, rec(1, C), P3), NOW)  # a member: accepted
+    assert type(eff) is StoreHint
+
+
+def test_hint_targets_are_bounded(monkeypatch):
+    from quorumkv.core import node as node_mod
+
+    monkeypatch.setattr(node_mod, "HINT_TARGETS_MAX", 2)
+    core = make(F1)
+    peer = Conn(C)
+    assert [type(e) for e in core.on_request(peer, m.RepWrite(1, KEY, rec(1, C), P2), NOW)] == [StoreHint]
+    assert [type(e) for e in core.on_request(peer, m.RepWrite(2, KEY, rec(1, C), P3), NOW)] == [StoreHint]
+    (resp,) = core.on_request(peer, m.RepWrite(3, KEY, rec(1, C), F2), NOW)
+    assert resp.msg.ok is False and "HINT_TARGETS_MAX=2" in resp.msg.error
+    assert [type(e) for e in core.on_request(peer, m.RepWrite(4, KEY, rec(2, C), P3), NOW)] == [StoreHint]
+    assert sorted(core.hints_held) == sorted([P2, P3])
+
+
+def test_inspect_respects_the_rounds_in_flight_bound(monkeypatch):
+    from quorumkv.core import node as node_mod
+
+    monkeypatch.setattr(node_mod, "ROUNDS_INFLIGHT_MAX", 1)
+    core = make()
+    assert of(core.on_request(Conn("a"), m.Inspect(1, KEY), NOW), Peek)
+    c = Conn("c")
+    eff = core.on_request(c, m.Inspect(2, KEY), NOW)
+    assert len(eff) == 1 and only_reply(eff, c).status == m.OVERLOADED
+    assert "ROUNDS_INFLIGHT_MAX=1" in only_reply(eff, c).message
+    assert core.statistics()["rounds_open"] == 1 and core.stats["overloaded"] == 1
+
+
+def test_antientropy_exchanges_served_at_once_are_bounded():
+    from quorumkv.core import messages_ae as ae
+    from quorumkv.core.antientropy import EXCHANGES_SERVING_MAX, AESettings, install
+
+    core = make()
+    install(core, AESettings(interval_ms=0), NOW)
+    peer = Conn(P2)
+    for i in range(EXCHANGES_SERVING_MAX):  # storage never answers: every exchange stays open
+        eff = core.on_request(peer, ae.AEExchange(i + 1, [(b"k%d" % i, rec(1, P2))]), NOW)
+        assert [type(e) for e in eff] == [StoreWrite]
+    eff = core.on_request(peer, ae.AEExchange(99, [(b"over", rec(1, P2))]), NOW)
+    (resp,) = eff
+    assert (resp.conn, resp.msg.id, resp.msg.ok) == (peer, 99, False)
+    assert f"EXCHANGES_SERVING_MAX={EXCHANGES_SERVING_MAX}" in resp.msg.error
+
+
+def test_hints_for_a_departed_node_go_to_the_keys_current_replicas_once():
+    from quorumkv.core.membership import LEFT, Endpoint
+
+    # F1 holds a hint for P3; P3 is decommissioned (LEFT) before it came back for it.
+    core = make(F1, hints=HintSettings(age_ms_max=3_600_000))
+    store = HintStore()
+    hinted = rec(7, C, b"hinted")
+    store.run(core, core.on_request(Conn(C), m.RepWrite(1, KEY, hinted, P3), NOW), NOW)
+    core.on_request(Conn(C), m.Gossip(2, [Endpoint(P3, MEMBERS[P3], 5, 9, LEFT)]), NOW)
+    new_replicas = Ring([x for x in MEMBERS if x != P3], 3, VNODES).preference_list(KEY)
+    assert P3 not in core.ring.nodes and F1 in new_replicas  # F1 now replicates the key itself
+    eff = store.run(core, core.tick(NOW + 1), NOW + 1)
+    assert not [s for s in sends(eff) if s.peer == P3]  # never replayed to the departed node
+    rw = {s.peer: s.msg for s in sends(eff, m.RepWrite)}
+    (sw,) = of(eff, StoreWrite)  # F1's own copy
+    assert sorted(rw) == sorted(x for x in new_replicas if x != F1)
+    assert all(msg.record == hinted and msg.hint_for == "" for msg in rw.values()) and sw.record == hinted
+    out = core.on_store_done(sw.token, True, None, NOW + 2)
+    peers = sorted(rw)
+    out += core.on_response(peers[0], m.RepWriteAck(rw[peers[0]].id, True), NOW + 2)
+    assert not of(store.run(core, out, NOW + 2), DeleteHint) and store.count(P3) == 1  # one ack missing
+    store.run(core, core.on_response(peers[1], m.RepWriteAck(rw[peers[1]].id, True), NOW + 3), NOW + 3)
+    assert store.count(P3) == 0 and core.hints_held[P3] == [0, 0]
+    assert core.stats["hints_handed_over"] == 1 and core.stats["hints_replayed"] == 0
+    # Nothing is left to retry: later ticks send nothing more.
+    for t in range(NOW + 100, NOW + 2_000, 100):
+        assert not sends(store.run(core, core.tick(t), t), m.RepWrite)
+
+
+def test_departed_nodes_hint_for_a_down_replica_becomes_a_hint_for_that_replica():
+    from quorumkv.core.membership import LEFT, Endpoint
+
+    core = make(F1)
+    store = HintStore()
+    hinted = rec(7, C, b"hinted")
+    new_replicas = Ring([x for x in MEMBERS if x != P3], 3, VNODES).preference_list(KEY)
+    down = [x for x in new_replicas if x != F1][0]
+    t, _ = kill(core, {down})
+    store.run(core, core.on_request(Conn(C), m.RepWrite(1, KEY, hinted, P3), t), t)
+    core.on_request(Conn(C), m.Gossip(2, [Endpoint(P3, MEMBERS[P3], 5, 9, LEFT)]), t)
+    eff = store.run(core, core.tick(t + 1), t + 1)
+    assert down not in {s.peer for s in sends(eff)}
+    assert store.count(down) == 1 and store.count(P3) == 1  # a new hint first; the old one stays until acks
+    out = []
+    for s in sends(eff, m.RepWrite):
+        out += core.on_response(s.peer, m.RepWriteAck(s.msg.id, True), t + 2)
+    for sw in of(eff, StoreWrite):
+        out += core.on_store_done(sw.token, True, None, t + 2)
+    assert of(out, DeleteHint)
+    store.run(core, out, t + 2)
+    assert store.count(P3) == 0 and store.count(down) == 1
+
+
+# --------------------------------- strict quorums across a ring change (issue 10, hole 4)
+class ScriptedNet:
+    """In-process cores and stores, run to quiescence; a ``hold`` predicate keeps
+    chosen messages back (slow links) until ``release``. Deterministic: FIFO."""
+
+    def __init__(self, cores):
+        self.cores = cores
+        self.stores = {nid: {} for nid in cores}
+        self.held = []
+        self.replies = []
+        self.client = Conn("client")
+
+    def request(self, at, msg, now=NOW, hold=lambda at, eff: False):
+        return self.run(at, self.cores[at].on_request(self.client, msg, now), now, hold)
+
+    def run(self, at, effects, now=NOW, hold=lambda at, eff: False):
+        queue = [(at, e) for e in effects]
+        got = []
+        while queue:
+            at, eff = queue.pop(0)
+            core, t = self.cores[at], type(eff)
+            if hold(at, eff):
+                self.held.append((at, eff))
+            elif t is StoreWrite:
+                cur = self.stores[at].get(eff.key)
+                if cur is None or eff.record.version.newer_than(cur.version):
+                    self.stores[at][eff.key] = eff.record
+                queue += [(at, e) for e in core.on_store_done(eff.token, True, None, now)]
+            elif t is StoreRead:
+                queue += [(at, e) for e in core.on_store_done(eff.token, True, self.stores[at].get(eff.key), now)]
+            elif t is Send:
+                queue += [(eff.peer, e) for e in self.cores[eff.peer].on_request(("from", at), eff.msg, now)]
+            elif t is Respond and eff.conn is self.client:
+                got.append(eff.msg)
+            elif t is Respond:
+                queue += [(eff.conn[1], e) for e in self.cores[eff.conn[1]].on_response(at, eff.msg, now)]
+        self.replies += got
+        return got
+
+    def release(self, pred, now=NOW):
+        mine = [(at, e) for at, e in self.held if pred(at, e)]
+        self.held = [x for x in self.held if x not in mine]
+        got = []
+        for at, eff in mine:
+            got += self.run(at, [eff], now)
+        return got
+
+    def holders(self, key):
+        return {nid for nid, store in self.stores.items() if key in store}
+
+
+def _change_views(kind):
+    """(members, status seen by nodes still on the old ring, status seen on the new one,
+    the node whose status changes) for a join of n6 or a decommission of n5."""
+    from quorumkv.core.membership import JOINING, LEAVING, LEFT, UP
+
+    members = {f"n{i}": f"127.0.0.1:{7000 + i}" for i in range(1, 7 if kind == "join" else 6)}
+    if kind == "join":
+        return members, JOINING, UP, "n6"
+    return members, LEAVING, LEFT, "n5"
+
+
+def _ring_change_cores(kind, key_ok):
+    """Cores for a ring change mid-flight: ``mover``'s status is gossiped to everyone
+    as the old-ring status (they route by the old ring plus the future one), except
+    to the new owner of the key, which has already moved on to the new ring."""
+    from quorumkv.core.membership import Endpoint
+
+    members, old_status, new_status, mover = _change_views(kind)
+    before = [x for x in members if x != mover] if kind == "join" else list(members)
+    after = list(members) if kind == "join" else [x for x in members if x != mover]
+    old_ring, new_ring = Ring(before, 3, VNODES), Ring(after, 3, VNODES)
+    for i in range(2_000):
+        key = b"rc%d" % i
+        old, new = old_ring.preference_list(key), new_ring.preference_list(key)
+        if set(old) != set(new) and key_ok(old, new):
+            break
+    else:  # pragma: no cover - the ring has such keys
+        raise AssertionError("no key moves")
+    (newcomer,) = set(new) - set(old)
+    cores = {}
+    for nid in members:
+        core = NodeCore(NodeSettings(nid, vnodes=VNODES, read_repair=False, speculative_retry_ms=0), members,
+                        now_ms=NOW)
+        status = new_status if nid == newcomer else old_status
+        core.on_request(Conn("gossip"), m.Gossip(0, [Endpoint(mover, members[mover], 1, 5, status)]), NOW)
+        cores[nid] = core
+    return ScriptedNet(cores), key, old, new, newcomer
+
+
+@pytest.mark.parametrize("kind", ["join", "decommission"])
+def test_write_on_the_old_ring_is_seen_by_a_strict_read_on_the_new_ring(kind):
+    # The issue's scenario: the new owner has finished (routes by the new ring);
+    # a coordinator still on the old ring writes at W=2 primary_only and the copies
+    # to the new owner and to the replica the reader will pick are slow.
+    net, key, old, new, newcomer = _ring_change_cores(
+        kind, lambda old, new: True)
+    coord = next(x for x in sorted(net.cores) if x not in old and x not in new)
+    reader_peer = next(x for x in new if x != newcomer)  # the new owner reads itself and new[...] first
+    slow = {newcomer, reader_peer}
+    hold = lambda at, eff: type(eff) is Send and type(eff.msg) is m.RepWrite and eff.peer in slow  # noqa: E731
+    got = net.request(coord, m.Put(1, key, b"v1", 2, primary_only=True), hold=hold)
+    assert net.holders(key) == set(old) - slow
+    # Two old replicas acked, but only one of them stays a replica: not acknowledged yet.
+    assert got == [], got
+    got = net.release(lambda at, eff: eff.peer == newcomer)
+    assert [r.status for r in got] == [m.OK]
+    # Any strict read, on either ring, now meets a copy.
+    for ring in (old, new):
+        for pair in [(a, b) for a in ring for b in ring if a < b]:
+            assert set(pair) & net.holders(key), (ring, pair, net.holders(key))
+    (reply,) = net.request(newcomer, m.Get(2, key, 2, primary_only=True))
+    assert (reply.status, reply.value) == (m.OK, b"v1")
+    (reply,) = net.request(coord, m.Get(3, key, 2, primary_only=True))
+    assert (reply.status, reply.value) == (m.OK, b"v1")
+
+
+@pytest.mark.parametrize("kind", ["join", "decommission"])
+def test_write_on_the_new_ring_is_seen_by_a_strict_read_on_the_old_ring(kind):
+    # The other way round: the new owner coordinates a write on the new ring; a
+    # coordinator still on the old ring reads at R=2 and prefers the two old replicas
+    # that are fastest for it — one of which leaves the key — so an old-ring-only
+    # read would miss the write.
+    net, key, old, new, newcomer = _ring_change_cores(kind, lambda old, new: True)
+    coord = next(x for x in sorted(net.cores) if x not in old and x not in new)
+    kept_unread = next(x for x in old if x in new)  # the old replica the reader ranks last
+    net.cores[coord].load.latency_ms[kept_unread] = 100.0
+    slow = set(new) - {newcomer, kept_unread}
+    hold = lambda at, eff: type(eff) is Send and type(eff.msg) is m.RepWrite and eff.peer in slow  # noqa: E731
+    (reply,) = net.request(newcomer, m.Put(1, key, b"v2", 2, primary_only=True), hold=hold)
+    assert reply.status == m.OK and net.holders(key) == {newcomer, kept_unread}
+    (reply,) = net.request(coord, m.Get(2, key, 2, primary_only=True))
+    assert (reply.status, reply.value) == (m.OK, b"v2")
+
+
+def test_failed_copy_to_a_future_owner_gets_a_hint_and_counts_as_a_failure():
+    net, key, old, new, newcomer = _ring_change_cores("join", lambda old, new: True)
+    coord = next(x for x in sorted(net.cores) if x not in old and x not in new)
+    core = net.cores[coord]
+    client = Conn("c")
+    eff = core.on_request(client, m.Put(1, key, b"v", 2, primary_only=True), NOW)
+    rw = {s.peer: s.msg for s in sends(eff, m.RepWrite)}
+    assert sorted(rw) == sorted(set(old) | {newcomer}) and all(x.hint_for == "" for x in rw.values())
+    (hint,) = of(core.on_send_failed(newcomer, rw[newcomer], "queue full", NOW), StoreHint)
+    assert (hint.owner, hint.key) == (newcomer, key)
+    # The future set still needs two acks: its two members that stay.
+    leaving = (set(old) - set(new)).pop()
+    stay = sorted(set(old) & set(new))
+    assert replies(core.on_response(leaving, m.RepWriteAck(rw[leaving].id, True), NOW), client) == []
+    assert replies(core.on_response(stay[0], m.RepWriteAck(rw[stay[0]].id, True), NOW), client) == []
+    reply = only_reply(core.on_response(stay[1], m.RepWriteAck(rw[stay[1]].id, True), NOW), client)
+    assert reply.status == m.OK and reply.w_used == 2
+
+
+def test_joint_write_that_cannot_reach_the_future_set_fails_saying_so():
+    net, key, old, new, newcomer = _ring_change_cores("join", lambda old, new: True)
+    coord = next(x for x in sorted(net.cores) if x not in old and x not in new)
+    core = net.cores[coord]
+    client = Conn("c")
+    eff = core.on_request(client, m.Put(1, key, b"v", 2, primary_only=True), NOW)
+    rw = {s.peer: s.msg for s in sends(eff, m.RepWrite)}
+    stay = sorted(set(old) & set(new))
+    core.on_send_failed(newcomer, rw[newcomer], "queue full", NOW)
+    reply = only_reply(core.on_response(stay[0], m.RepWriteAck(rw[stay[0]].id, False, "disk"), NOW), client)
+    assert reply.status == m.UNAVAILABLE
+    assert reply.message.startswith("write during a ring change needed acks from both replica sets (2 of current")
+    assert f"2 of future replicas {', '.join(sorted(new))}: got 0" in reply.message

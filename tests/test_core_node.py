@@ -118,7 +118,7 @@ def test_put_replies_ok_exactly_once_when_w_acks_arrive():
     assert core.on_store_done(sw.token, True, None, NOW + 1) == []  # 1 of 2
     eff = core.on_response("n2", ack(sends, "n2"), NOW + 2)
     reply = only_reply(eff, client)
-    assert reply == m.Reply(77, m.OK, None, None, "", "", w_used=2)  # the W used is reported
+    assert reply == m.Reply(77, m.OK, None, sw.record.version, "", "", w_used=2)  # W used and version
     assert len(eff) == 1
     # The third ack is late: nothing more is said, and the round is closed.
     assert core.on_response("n3", ack(sends, "n3"), NOW + 3) == []
@@ -646,3 +646,68 @@ def test_level_wire_round_trip(level):
 def test_level_to_wire_rejects(level):
     with pytest.raises(InvalidRequestError):
         level_to_wire(level)
+
+
+# ------------------------------------- ring smaller than R/W (issue 10, hole 7)
+def test_ring_shrinking_below_integer_r_w_never_raises_in_gossip_and_fails_per_request():
+    from quorumkv.core.membership import LEFT, UP, Endpoint
+
+    core = make(r=2, w=2)  # integers, not QUORUM: they cannot follow the ring down
+    c = Conn("client")
+    gone = [Endpoint(p, MEMBERS[p], 5, 9, LEFT) for p in ("n2", "n3")]
+    eff = core.on_request(c, m.Gossip(1, gone), NOW)  # raised InvalidRequestError before
+    assert [type(e.msg) for e in of(eff, Respond)] == [m.GossipAck]
+    assert core.ring.nodes == ("n1",)
+    for msg in (m.Put(2, KEY, b"v"), m.Get(3, KEY)):
+        reply = only_reply(core.on_request(c, msg, NOW), c)
+        what = "W" if type(msg) is m.Put else "R"
+        assert reply.status == m.UNAVAILABLE, reply  # not INVALID: the request is fine, the ring is small
+        assert reply.message == f"{what}=2 needs 2 replicas but the ring has only 1 node (N=3 configured)"
+    # An explicit level the ring can meet still works...
+    eff = core.on_request(c, m.Put(4, KEY, b"v", m.LEVEL_ONE), NOW)
+    (sw,) = of(eff, StoreWrite)
+    assert only_reply(core.on_store_done(sw.token, True, None, NOW), c).status == m.OK
+    # ...one the configured N forbids is still the client's error...
+    assert only_reply(core.on_request(c, m.Get(5, KEY, 4), NOW), c).status == m.INVALID
+    # ...and the defaults work again once the ring grows back.
+    back = [Endpoint(p, MEMBERS[p], 6, 1, UP) for p in ("n2", "n3")]
+    core.on_request(c, m.Gossip(6, back), NOW)
+    assert core.ring.nodes == ("n1", "n2", "n3") and (core.default_r, core.default_w) == (2, 2)
+    start_put(core, c, req_id=7)
+
+
+# ------------------------------------------- joint rounds during a ring change (hole 4)
+def test_joint_round_needs_every_group():
+    from quorumkv.core.quorum import LOST, PENDING, WON, QuorumRound
+
+    groups = (("current", frozenset("abc"), 2), ("future", frozenset("abd"), 2))
+    rnd = QuorumRound("write", tuple("abcd"), 2, groups)
+    assert rnd.add_ok("c") == PENDING and rnd.add_ok("d") == PENDING  # one from each: 2 acks, neither set has 2
+    assert rnd.short_of("a") and rnd.short_of("b")
+    assert rnd.add_ok("a") == WON  # a is in both sets
+    rnd = QuorumRound("write", tuple("abcd"), 2, groups)
+    rnd.add_ok("a")
+    rnd.add_ok("c")  # the current set is met, the future one is not
+    assert rnd.status == PENDING and not rnd.short_of("c") and rnd.short_of("d")
+    assert rnd.add_failure("b", "down") == PENDING  # d can still make the future set
+    assert rnd.add_failure("d", "down") == LOST
+
+
+def test_plain_round_is_unchanged_by_joint_support():
+    from quorumkv.core.quorum import WON, QuorumRound
+
+    rnd = QuorumRound("write", tuple("abc"), 2)
+    rnd.add_ok("c")
+    assert rnd.short_of("a") and rnd.add_ok("b") == WON
+
+
+def test_joint_read_targets_take_the_best_of_each_set():
+    from quorumkv.core.routing import joint_read_targets
+
+    groups = [(frozenset("abc"), 2), (frozenset("abd"), 2)]
+    cands = [("c", None), ("a", None), ("d", None), ("b", None)]  # best first
+    assert joint_read_targets(cands, groups) == ([("c", None), ("a", None), ("d", None)], [("b", None)])
+    assert joint_read_targets(cands, groups, all_primaries=True)[1] == []
+    # A fallback counts for the set of the primary it stands in for.
+    cands = [("f", "c"), ("a", None), ("b", None), ("d", None)]
+    assert joint_read_targets(cands, groups) == ([("f", "c"), ("a", None), ("b", None)], [("d", None)])

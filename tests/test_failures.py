@@ -275,3 +275,27 @@ def test_speculative_retry_routes_around_a_stopped_replica(make_cluster, specula
         # without it, the first read waits for the stopped replica until the timeout
         assert (ok, timeouts) == (0, 1)
         assert stats["speculative_retries"] == 0
+
+
+def test_down_replica_with_no_fallback_gets_its_writes_through_coordinator_hints(make_cluster):
+    # Issue 10, hole 6: 3 nodes, N=3, so no node can stand in for a dead one. The
+    # coordinator keeps a hint for the known-down primary and replays it on return.
+    cluster = make_cluster(nodes=3, settings={"read_repair": False, "ae_interval_ms": 0})  # hints alone
+    victim = "n3"
+    others = [n.address for n in cluster.nodes if n.id != victim]
+    kill(cluster, victim)
+    for addr in others:
+        wait_for(lambda: state_seen_by(addr, victim) == "down", DOWN_BOUND_S, f"{victim} down")
+    keys = [f"nd{i}" for i in range(5)]
+    with Client(others) as c:
+        for k in keys:
+            c.put(k, f"value-{k}", w=QUORUM)
+        stored = sum(Client([a]).status().stats["hints_stored"] for a in others)
+    assert stored == len(keys)  # one coordinator hint per write, for the victim
+    cluster.start(cluster.node(victim))
+    cluster.wait_ready([cluster.node(victim)])
+    with Client([cluster.node(victim).address]) as c:
+        for k in keys:
+            wait_for(lambda: replicas_converged(c, k), HANDOFF_BOUND_S, f"{k} handed off to {victim}")
+        for k in keys:  # the victim's own copy, not just a quorum of the others
+            assert c.get(k, r=ALL) == f"value-{k}".encode()

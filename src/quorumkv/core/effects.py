@@ -68,3 +68,12 @@ class ScanRange(NamedTuple):
     token: object
     after: bytes | None
     limit: int
+
+
+class SaveHlcCeiling(NamedTuple):
+    """Durably record ``ts`` as the HLC ceiling (no timestamp above it has been
+    issued; a restart starts the HLC there), *then* ``on_store_done(token, ok,
+    None)``. The core issues nothing above the last saved ceiling (core/clock.py)."""
+
+    token: object
+    ts: int

@@ -41,6 +41,9 @@ class Get(_Msg, tag=1):
     # P(consistent) for a read target_within_ms after commit is >= target_p_fresh.
     target_p_fresh: float = 0.0  # 0: no target
     target_within_ms: float = 0.0
+    # Session guarantees (version.SessionContext): the newest version of this key the
+    # client's session has seen; the coordinator answers with it or a newer one.
+    floor: Version | None = None
 
 
 class Put(_Msg, tag=2):
@@ -53,6 +56,9 @@ class Put(_Msg, tag=2):
     # Dynamic quorum: instead of w, the largest W whose predicted p99 write latency
     # is <= target_latency_ms (0: no target).
     target_latency_ms: float = 0.0
+    # Session guarantees: the newest HLC timestamp the client's session has seen; the
+    # coordinator stamps this write above it (0: no session).
+    after_ts: int = 0
 
 
 class Status(_Msg, tag=4):
@@ -121,6 +127,9 @@ class MemberView(msgspec.Struct, frozen=True):
     generation: int
     version: int
     phi: float = 0.0
+    #: the member's wall clock minus ours, as its heartbeats measure it (None: not
+    #: measured yet, or ourselves); see core/clock.py
+    clock_offset_ms: int | None = None
 
 
 class StatusReply(_Msg, tag=12):
@@ -217,6 +226,8 @@ class Heartbeat(_Msg, tag=30):
     id: int
     node: str
     generation: int
+    hlc: int = 0  # the sender's HLC (receivers observe it: clocks stay close)
+    wall_ms: int = 0  # the sender's wall clock at send: measures clock offsets (0: unknown)
 
 
 class Gossip(_Msg, tag=31):
@@ -224,11 +235,13 @@ class Gossip(_Msg, tag=31):
 
     id: int
     endpoints: list[Endpoint]
+    hlc: int = 0  # the sender's HLC, observed like a heartbeat's
 
 
 class GossipAck(_Msg, tag=32):
     id: int
     endpoints: list[Endpoint]
+    hlc: int = 0
 
 
 class Error(_Msg, tag=99):

@@ -28,10 +28,16 @@ class StreamBatch(_Msg, tag=51):
 
 
 class Decommission(_Msg, tag=52):
-    """Client -> the node that should leave: stream your data to the new owners, then leave."""
+    """Client -> the node that should leave: stream your data to the new owners, then leave.
+
+    ``force``: leave even if fewer than N live nodes remain, and give each record at
+    most ``ringchange.STREAM_FORCE_ATTEMPTS_MAX`` attempts (the rest are counted in
+    ``stream_undelivered``); sent to a node already leaving, it applies from then on.
+    """
 
     id: int
     dry_run: bool = False
+    force: bool = False
 
 
 class RingPlan(_Msg, tag=53):
@@ -42,5 +48,14 @@ class RingPlan(_Msg, tag=53):
     message: str = ""
 
 
-RING_REQUESTS: tuple = (StreamRequest, Decommission)
+class Cleanup(_Msg, tag=54):
+    """Client -> a node: drop the records you no longer replicate (``core/cleanup.py``).
+    Answered at once with a ``Reply``; progress is in ``Status`` (``cleanup_*``)."""
+
+    id: int
+    dry_run: bool = False
+    keys_per_s: int = 0  # 0: the node's default (cleanup.CLEANUP_KEYS_PER_S)
+
+
+RING_REQUESTS: tuple = (StreamRequest, Decommission, Cleanup)
 RING_RESPONSES: tuple = (StreamBatch, RingPlan)

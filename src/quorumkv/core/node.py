@@ -35,6 +35,9 @@ effect                   what the shell must do
                          created_ms), ...])``
 ``DeleteHint``           forget hint ``hint_id`` (it was delivered or dropped)
 ``Log``                  write a structured log line
+``SaveHlcCeiling``       durably record the HLC ceiling ``ts``, then
+                         ``on_store_done`` (core/clock.py); read back at start
+                         and passed as ``hlc_ceiling``
 =======================  ====================================================
 
 Persist-before-ack: a replica's ack is produced only by ``on_store_done``, which
@@ -48,21 +51,23 @@ from __future__ import annotations
 import heapq
 from typing import NamedTuple
 
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, UnavailableError
 from . import dynamic
 from . import messages as m
 from .consistency import resolve, weak_warning
 from .effects import (  # noqa: F401 - re-exported: the shell and tests import them from here
-    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, ScanRange, Send, StoreHint, StoreRead, StoreWrite,
+    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveHlcCeiling, ScanRange, Send, StoreHint, StoreRead,
+    StoreWrite,
 )
+from .clock import MAX_CLOCK_SKEW_MS_DEFAULT, ClockGuard
 from .hints import HintSettings, TokenBucket, admit, expired, record_size
 from .limits import KEY_BYTES_MAX, ROUNDS_INFLIGHT_MAX, VALUE_BYTES_MAX
-from .membership import ALIVE, JOINING, REPLACING, UP, DetectorSettings, Membership
+from .membership import ALIVE, JOINING, LEFT, MEMBERS_MAX, REPLACING, UP, DetectorSettings, Membership
 from .quorum import LOST, PENDING, WON, QuorumRound
 from .rand import SplitMix64
 from .ring import Ring
 from .ringchange import RingChange
-from .routing import LoadTracker, read_targets, write_targets
+from .routing import LoadTracker, joint_read_targets, read_targets, write_targets
 from .version import HLC, Record, Version, newest
 
 SELF = "<self>"  # the connection token of requests a node sends to itself
@@ -70,6 +75,9 @@ SEED_PREFIX = "seed:"  # peer name of a seed address whose node id we don't know
 
 #: Peers a node gossips its table to per gossip round (memberlist's GossipNodes: 3).
 GOSSIP_FANOUT = 2
+#: Nodes a node keeps hints for at most: one per possible member (a peer naming a
+#: node outside the membership is refused anyway; this bounds the table even so).
+HINT_TARGETS_MAX = MEMBERS_MAX
 
 
 class NodeSettings(NamedTuple):
@@ -105,6 +113,12 @@ class NodeSettings(NamedTuple):
     #: How long a node that starts joining, replacing or leaving waits for gossip to
     #: tell every coordinator before it streams (2 gossip rounds and some).
     settle_ms: int = 2_000
+    #: CockroachDB's max-offset rule: a node whose clock is further than this off
+    #: from most live peers refuses to coordinate writes (core/clock.py); 0: off.
+    max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS_DEFAULT
+    #: The shell's tombstone GC grace (0: GC off). A session floor older than it may
+    #: name a purged tombstone, so a read finding no copy at all honours it.
+    tombstone_gc_grace_ms: int = 0
 
 
 class _Op:
@@ -179,7 +193,11 @@ def validate_value(value: bytes | None) -> None:
 
 class NodeCore:
     def __init__(self, settings: NodeSettings, members: dict[str, str], hlc_last: int = 0,
-                 now_ms: int = 0, hints_held: dict[str, tuple[int, int]] | None = None) -> None:
+                 now_ms: int = 0, hints_held: dict[str, tuple[int, int]] | None = None,
+                 hlc_ceiling: int | None = None) -> None:
+        """``hlc_last``: the largest timestamp in storage; ``hlc_ceiling``: the last
+        ceiling ``SaveHlcCeiling`` made durable (0 on a fresh node; None: the caller
+        keeps none, so the HLC cannot promise anything across restarts)."""
         if settings.node_id not in members:
             raise ValueError(f"node {settings.node_id!r} is not in its own member list")
         self.settings = settings
@@ -192,6 +210,9 @@ class NodeCore:
                                      settings.detector, now_ms, status)
         self.ring: Ring | None = None
         self.future_ring: Ring | None = None  # set while a join/leave is in progress
+        # A bad R or W fails here, at startup; later ring changes never raise (_rebuild_ring).
+        resolve(settings.r, settings.n, 1, "R")
+        resolve(settings.w, settings.n, 1, "W")
         self._rebuild_ring()
         self.hlc = HLC(hlc_last)
         self.rng = SplitMix64(settings.rng_seed)
@@ -206,6 +227,9 @@ class NodeCore:
         self._replaying: dict[str, int] = {}  # owner -> replay sends outstanding
         self._hints_unsynced: dict[str, int] = {}  # owner -> StoreHint effects not yet durable
         self._replays: dict[int, tuple[str, object, int, int]] = {}  # op -> (owner, hint_id, size, deadline)
+        # Hints of a departed (LEFT) owner go to the key's current replicas instead:
+        # op -> replicas whose ack is still awaited (the hint is deleted once all acked).
+        self._handovers: dict[int, set[str]] = {}
         self._replay_bucket = TokenBucket(settings.hints.replay_per_s, now_ms)
         # Extension points for protocol families in their own modules (anti-entropy,
         # ring changes): message type -> handler(conn|peer, msg, now_ms, out), storage
@@ -217,13 +241,18 @@ class NodeCore:
         self.latency_model = None  # core/dynamic.py LatencyTable, kept current by the shell
         self.stats: dict[str, int] = {}
         self.ring_change = RingChange(self, settings.settle_ms)
+        # Callables that say "a protocol family has work in flight" (next_deadline_ms).
+        rc = self.ring_change
+        self._busy_probes: list = [lambda: rc.state in ("settling", "streaming") or bool(rc.push_inflight)]
         self.stats.update({
             "requests": 0, "reads": 0, "writes": 0, "won": 0, "lost": 0, "timeouts": 0,
             "invalid": 0, "overloaded": 0, "replica_writes": 0, "replica_reads": 0,
             "hinted_writes": 0, "hints_stored": 0, "hints_replayed": 0,
-            "hints_dropped_bytes": 0, "hints_dropped_age": 0, "read_repairs": 0,
+            "hints_dropped_bytes": 0, "hints_dropped_age": 0, "hints_refused_target": 0,
+            "hints_handed_over": 0, "read_repairs": 0,
             "speculative_retries": 0, "membership_changes": 0,
         })
+        self.clock = ClockGuard(self, hlc_ceiling, now_ms)
 
     # ------------------------------------------------------------------ config
     def _rebuild_ring(self) -> None:
@@ -233,8 +262,31 @@ class NodeCore:
         self.future_ring = (Ring(future, self.settings.n, self.settings.vnodes)
                             if future and future != members else None)
         n = self.replication_factor()
-        self.default_r = resolve(self.settings.r, n, 1, "R")
-        self.default_w = resolve(self.settings.w, n, 1, "W")
+        self.default_r = self._default_count(self.settings.r, n, "R")
+        self.default_w = self._default_count(self.settings.w, n, "W")
+
+    def _default_count(self, level: int | str, n: int, what: str) -> int:
+        """The configured R or W as a count on an ``n``-replica ring. Never raises: this
+        runs inside gossip handling. An integer larger than a shrunken ring is kept (each
+        request then fails UNAVAILABLE, saying why: ``_count``); the configured N
+        accepts it (checked at startup)."""
+        try:
+            return resolve(level, n, 1, what)
+        except InvalidRequestError:
+            return resolve(level, self.settings.n, 1, what)
+
+    def _count(self, level, n: int, default: int, what: str) -> int:
+        """A request's R or W on an ``n``-replica ring. Impossible even with the
+        configured N: the client's fault (InvalidRequestError). Possible with the
+        configured N but not with the ring as it is now: UnavailableError."""
+        try:
+            return resolve(level, n, default, what)
+        except InvalidRequestError:
+            if n >= self.settings.n:
+                raise
+            count = resolve(level, self.settings.n, default, what)
+            raise UnavailableError(f"{what}={count} needs {count} replicas but the ring has only {n} "
+                                   f"node{'s' if n > 1 else ''} (N={self.settings.n} configured)") from None
 
     def replication_factor(self) -> int:
         """N in force: the configured N, clamped to the ring's size once there is a ring."""
@@ -261,19 +313,18 @@ class NodeCore:
             else:
                 out.append(StoreRead(("r", conn, msg.id), msg.key))
         elif t is m.Heartbeat:
+            self.clock.on_heartbeat(msg, now_ms)
             tr = self.membership.on_heartbeat(msg.node, msg.generation, now_ms)
             if tr is not None:
                 self._transition(tr, now_ms, out)
         elif t is m.Gossip:
+            self.clock.observe_remote(msg.hlc, now_ms)
             self._merge(msg.endpoints, now_ms, out)
-            self._respond(conn, m.GossipAck(msg.id, self.membership.table()), now_ms, out)
+            self._respond(conn, m.GossipAck(msg.id, self.membership.table(), self.hlc.last), now_ms, out)
         elif t is m.Get or t is m.Put:
             self.stats["requests"] += 1
-            try:
-                self._coordinate(conn, msg, now_ms, out)
-            except InvalidRequestError as exc:
-                self.stats["invalid"] += 1
-                self._respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
+            if self.clock.admit(conn, msg, now_ms, out):
+                self._coordinate_client(conn, msg, now_ms, out)
         elif t is m.RepPeek:
             out.append(Peek(("p", conn, msg.id), msg.key))
         elif t is m.Ping:
@@ -299,6 +350,7 @@ class NodeCore:
         out: list = []
         t = type(msg)
         if t is m.GossipAck:
+            self.clock.observe_remote(msg.hlc, now_ms)
             self._merge(msg.endpoints, now_ms, out)
             return out
         handler = self._response_handlers.get(t)
@@ -306,7 +358,13 @@ class NodeCore:
             handler(peer, msg, now_ms, out)
             return out
         if msg.id in self._replays:
-            self._replay_done(msg.id, t is m.RepWriteAck and msg.ok, now_ms, out)
+            ok = t is m.RepWriteAck and msg.ok
+            waiting = self._handovers.get(msg.id)
+            if ok and waiting is not None:
+                waiting.discard(peer)
+                if waiting:
+                    return out  # a departed node's hint: every current replica must ack
+            self._replay_done(msg.id, ok, now_ms, out)
             return out
         if t is m.RepWriteAck and self.ring_change.on_push_ack(msg.id, msg.ok, now_ms, out):
             return out
@@ -317,11 +375,7 @@ class NodeCore:
         self.load.done(peer, (now_ms - sent) if sent is not None else None)
         rnd = op.round
         if t is m.RepWriteAck and op.kind == "read" and peer in op.repairs_pending:  # blocking repair
-            op.repairs_pending.discard(peer)
-            if not op.repairs_pending and op.reply is not None and not op.answered:
-                op.answered = True
-                self._respond(op.conn, op.reply, now_ms, out)
-            self._maybe_finish(op, now_ms, out)
+            self._repair_settled(op, peer, now_ms, out)
             return out
         if t is m.RepWriteAck and op.kind == "write":
             if msg.ok:
@@ -376,9 +430,9 @@ class NodeCore:
                 self.hints_held[owner] = [0, 0]  # storage says nothing is left: resync
             self._replaying.pop(owner, None)
             return out
-        sent = 0
         hs = self.settings.hints
         in_flight = {hint_id for _, hint_id, _, _ in self._replays.values()}
+        departed = self._departed(owner)
         for hint_id, key, record, created_ms in entries:
             if hint_id in in_flight:  # already being replayed: don't send (or count) it twice
                 continue
@@ -393,8 +447,12 @@ class NodeCore:
                 continue
             op_id = self._new_op_id()
             self._replays[op_id] = (owner, hint_id, size, now_ms + self.settings.timeout_ms_write)
-            out.append(Send(owner, m.RepWrite(op_id, key, record)))
-            sent += 1
+            if departed:
+                self._hand_over(op_id, owner, key, record, now_ms, out)
+            else:
+                out.append(Send(owner, m.RepWrite(op_id, key, record)))
+        # In flight now (a hand-over whose replicas are all down finished at once).
+        sent = sum(1 for o, *_ in self._replays.values() if o == owner)
         if sent:
             self._replaying[owner] = sent
         else:
@@ -405,16 +463,12 @@ class NodeCore:
         out: list = []
         for op in list(self.ops.values()):
             if peer in op.repairs_pending:  # a blocking repair's target is gone: don't wait for it
-                op.repairs_pending.discard(peer)
-                if not op.repairs_pending and op.reply is not None and not op.answered:
-                    op.answered = True
-                    self._respond(op.conn, op.reply, now_ms, out)
-                self._maybe_finish(op, now_ms, out)
+                self._repair_settled(op, peer, now_ms, out)
             if peer in op.round.outstanding:
                 self._replica_failed(op, peer, reason, now_ms, out)
                 self._progress(op, now_ms, out)
         for op_id, (owner, *_rest) in list(self._replays.items()):
-            if owner == peer:
+            if owner == peer or peer in self._handovers.get(op_id, ()):
                 self._replay_done(op_id, False, now_ms, out)
         rc = self.ring_change
         for op_id, entry in list(rc.push_inflight.items()):
@@ -433,11 +487,35 @@ class NodeCore:
         if op_id and op_id not in self.ops and self.ring_change.on_request_failed(op_id, now_ms, out, reason):
             return out
         op = self.ops.get(op_id)
-        if op is not None and type(msg) is not m.RepWrite or (op is not None and op.kind == "write"):
-            if peer in op.round.outstanding:
-                self._replica_failed(op, peer, reason, now_ms, out)
-                self._progress(op, now_ms, out)
+        if op is None:
+            return out
+        if type(msg) is m.RepWrite and op.kind == "read":
+            # A read's RepWrite is a blocking repair: it will never be acked, stop waiting.
+            if peer in op.repairs_pending:
+                self._repair_settled(op, peer, now_ms, out)
+        elif peer in op.round.outstanding:
+            self._replica_failed(op, peer, reason, now_ms, out)
+            self._progress(op, now_ms, out)
         return out
+
+    def next_deadline_ms(self, now_ms: int) -> int:
+        """When this core next needs ``tick`` (absolute ms), so an idle shell can sleep.
+
+        Work in flight — quorum rounds (deadlines, speculative retries), hint replay,
+        hints waiting to be replayed, a ring change or anti-entropy exchange (the
+        ``_busy_probes``) — answers ``now_ms``: tick at the shell's normal cadence.
+        Otherwise the next heartbeat or gossip round; the shell still caps its sleep
+        (the failure detector's checks and protocol families' periodic timers run
+        at that cap)."""
+        if self.ops or self._replays or self._replaying:
+            return now_ms
+        for count, _bytes in self.hints_held.values():
+            if count > 0:
+                return now_ms
+        for busy in self._busy_probes:
+            if busy():
+                return now_ms
+        return min(self._next_heartbeat_ms, self._next_gossip_ms)
 
     def tick(self, now_ms: int) -> list:
         out: list = []
@@ -461,6 +539,7 @@ class NodeCore:
         self._hints_tick(now_ms, out)
         for ticker in self._tickers:
             ticker(now_ms, out)
+        self.clock.tick(now_ms, out)
         return out
 
     # ------------------------------------------------------------ replica side
@@ -470,6 +549,11 @@ class NodeCore:
         owner = msg.hint_for
         if not owner or owner == self.node_id:
             out.append(StoreWrite(("w", conn, msg.id), msg.key, msg.record))
+            return
+        refused = self._hint_target_refused(owner)
+        if refused:
+            self.stats["hints_refused_target"] += 1
+            self._respond(conn, m.RepWriteAck(msg.id, False, refused), now_ms, out)
             return
         size = record_size(msg.key, msg.record.value)
         held = self.hints_held.setdefault(owner, [0, 0])
@@ -487,11 +571,36 @@ class NodeCore:
         self._hints_unsynced[owner] = self._hints_unsynced.get(owner, 0) + 1
         out.append(StoreHint(("hw", conn, msg.id, owner), owner, msg.key, msg.record, now_ms))
 
+    def _hint_target_refused(self, owner: str) -> str:
+        """Why a peer's hint for ``owner`` is refused ("" when it is accepted): only
+        for a current member, and hint targets are bounded (HINT_TARGETS_MAX)."""
+        e = self.membership.endpoints.get(owner)
+        if e is None or e.status == LEFT:
+            return f"hint for {owner!r} refused: not a member of the ring"
+        if owner not in self.hints_held and len(self.hints_held) >= HINT_TARGETS_MAX:
+            return f"hint for {owner!r} refused: HINT_TARGETS_MAX={HINT_TARGETS_MAX} targets held"
+        return ""
+
     # ------------------------------------------------------------- coordinator
     def _new_op_id(self) -> int:
         op_id = self._next_op
         self._next_op += 1
         return op_id
+
+    def _coordinate_client(self, conn, msg, now_ms: int, out: list) -> None:
+        op_id = self._next_op
+        try:
+            self._coordinate(conn, msg, now_ms, out)
+        except InvalidRequestError as exc:
+            self.stats["invalid"] += 1
+            self._respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
+            return
+        except UnavailableError as exc:
+            self.stats["lost"] += 1
+            self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=str(exc)), now_ms, out)
+            return
+        if type(msg) is m.Get and msg.floor is not None and op_id in self.ops:
+            self.clock.note_read(op_id, msg.floor)
 
     def _coordinate(self, conn, msg, now_ms: int, out: list) -> None:
         key = msg.key
@@ -511,14 +620,14 @@ class NodeCore:
                 self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=why), now_ms, out)
                 return
         if is_get:
-            needed = resolve(level, n, self.default_r, "R")
+            needed = self._count(level, n, self.default_r, "R")
             warning = None if dyn else weak_warning(needed, self.default_w, n)
             deadline = now_ms + self.settings.timeout_ms_read
         else:
             validate_value(msg.value)
             if msg.ttl_ms < 0:
                 raise InvalidRequestError(f"ttl_ms must be >= 0, got {msg.ttl_ms}")
-            needed = resolve(level, n, self.default_w, "W")
+            needed = self._count(level, n, self.default_w, "W")
             warning = weak_warning(self.default_r, needed, n)
             deadline = now_ms + self.settings.timeout_ms_write
         if len(self.ops) >= ROUNDS_INFLIGHT_MAX:
@@ -528,16 +637,23 @@ class NodeCore:
                                         f"{ROUNDS_INFLIGHT_MAX} rounds open"), now_ms, out)
             return
         primaries = self.ring.preference_list(key)
+        joint = self._joint_sets(key, primaries, level, needed, is_get)
+        if joint is not None:  # a ring change moves this key: current and future replicas both take part
+            primaries += tuple(x for x in joint[1][1] if x not in primaries)
         ring_order = self.ring.extended_list(key)
         alive = self.membership.is_alive
         primary_only = msg.primary_only or not self.settings.sloppy_quorum or needed == n
         if is_get:
             candidates = read_targets(primaries, ring_order, self.membership.serves_reads, self.load,
                                       self.node_id, primary_only)
-            fanout = needed
-            if self.settings.read_all_replicas:
-                fanout = max(needed, sum(1 for _, owner in candidates if owner is None))
-            targets, spares = candidates[:fanout], candidates[fanout:]
+            if joint is not None:
+                targets, spares = joint_read_targets(candidates, [(set(g), c) for _, g, c in joint],
+                                                     self.settings.read_all_replicas)
+            else:
+                fanout = needed
+                if self.settings.read_all_replicas:
+                    fanout = max(needed, sum(1 for _, owner in candidates if owner is None))
+                targets, spares = candidates[:fanout], candidates[fanout:]
         else:
             targets = write_targets(primaries, ring_order, alive, primary_only)
             spares = []
@@ -545,7 +661,11 @@ class NodeCore:
         unreachable = [p for p in primaries if p not in covered]
         op_id = self._new_op_id()
         kind = "read" if is_get else "write"
-        rnd = QuorumRound(kind, tuple(node for node, _ in targets) + tuple(unreachable), needed)
+        groups = None
+        if joint is not None:  # each set counts the fallbacks standing in for its members
+            stand = {owner: node for node, owner in targets + spares if owner}
+            groups = tuple((name, frozenset(stand.get(x, x) for x in g), c) for name, g, c in joint)
+        rnd = QuorumRound(kind, tuple(node for node, _ in targets) + tuple(unreachable), needed, groups)
         op = _Op(op_id, kind, rnd, conn, msg.id, deadline, warning or "", key)
         op.spares = spares
         self.ops[op_id] = op
@@ -567,14 +687,35 @@ class NodeCore:
                     op.hint_for[node] = owner
                     self.stats["hinted_writes"] += 1
                 self._send(op, node, m.RepWrite(op_id, key, record, owner or ""), now_ms, out)
-            if self.future_ring is not None:
-                # A ring change is in progress: the nodes that will own the key get the
-                # write too (not counted towards W), so none misses it while data streams.
-                sent = {node for node, _ in targets}
-                for node in self.future_ring.preference_list(key):
-                    if node not in sent and node not in primaries:
-                        self._send(op, node, m.RepWrite(op_id, key, record), now_ms, out)
+            for p in unreachable:  # known down and no fallback stands in: keep the write for it here
+                self._hint_locally(p, key, record, now_ms, out)
         self._progress(op, now_ms, out)
+
+    def _joint_sets(self, key: bytes, primaries: tuple[str, ...], level, needed: int, is_get: bool):
+        """While a ring change moves ``key``: its current and future replica sets, each
+        with the count it needs, ``(("current", set, R|W), ("future", set, R|W))``;
+        None otherwise. Both sets must reach their count (docs/failures.md, "Ring
+        changes": why that keeps strict quorums intersecting across the change)."""
+        if self.future_ring is None:
+            return None
+        future = self.future_ring.preference_list(key)
+        if set(future) == set(primaries):
+            return None
+        need = needed
+        if len(future) != len(primaries):  # the ring grows past, or shrinks below, N
+            level = level if level is not None else (self.settings.r if is_get else self.settings.w)
+            try:
+                need = resolve(level, len(future), 1, "R" if is_get else "W")
+            except InvalidRequestError:
+                need = min(needed, len(future))
+        return (("current", primaries, needed), ("future", future, need))
+
+    def _next_spare(self, op: _Op) -> tuple[str, str | None]:
+        """The spare to bring in: in a joint round, one of a replica set still short."""
+        for i, (node, _owner) in enumerate(op.spares):
+            if op.round.short_of(node):
+                return op.spares.pop(i)
+        return op.spares.pop(0)
 
     def _send(self, op: _Op, node: str, msg, now_ms: int, out: list) -> None:
         op.sent_ms[node] = now_ms
@@ -596,7 +737,7 @@ class NodeCore:
         coordinator does the same): a node that died before the detector noticed
         still gets every write it missed once it is back."""
         if op.kind == "read" and op.spares and op.round.status == PENDING:
-            spare, owner = op.spares.pop(0)
+            spare, owner = self._next_spare(op)
             self._send_read(op, spare, owner, now_ms, out)
         elif op.kind == "write" and op.record is not None and node in op.round.outstanding:
             self._hint_locally(op.hint_for.get(node, node), op.key, op.record, now_ms, out)
@@ -632,6 +773,9 @@ class NodeCore:
         if op.reply is None and rnd.status != PENDING:
             if op.kind == "inspect":
                 return self._maybe_finish(op, now_ms, out)
+            if rnd.status == WON and op.kind == "read" and self.clock.floors and self.clock.read_floor(
+                    op, now_ms, out):
+                return  # the session's floor is not met yet (core/clock.py)
             if rnd.status == WON:
                 self.stats["won"] += 1
                 if op.kind == "read":
@@ -645,13 +789,16 @@ class NodeCore:
                     if op.blocking_repair and self.settings.read_repair:
                         op.repairs_pending = set(self._repair(op, rec, now_ms, out, reply_id=op.op_id))
                 else:
-                    op.reply = m.Reply(op.req_id, m.OK, None, None, "", op.warning, w_used=rnd.needed)
+                    op.reply = m.Reply(op.req_id, m.OK, None, op.record.version, "", op.warning,
+                                       w_used=rnd.needed)
             else:
                 self.stats["lost"] += 1
                 status = m.TIMEOUT if rnd.timed_out else m.UNAVAILABLE
                 if status == m.TIMEOUT:
                     self.stats["timeouts"] += 1
-                op.reply = m.Reply(op.req_id, status, message=rnd.error_message(), warning=op.warning)
+                # A failed write may still land: its version lets a session order after it.
+                op.reply = m.Reply(op.req_id, status, version=op.record.version if op.record else None,
+                                   message=rnd.error_message(), warning=op.warning)
             if not op.repairs_pending:
                 op.answered = True
                 self._respond(op.conn, op.reply, now_ms, out)
@@ -696,6 +843,14 @@ class NodeCore:
                 out.append(Send(node, msg))
         return stale
 
+    def _repair_settled(self, op: _Op, peer: str, now_ms: int, out: list) -> None:
+        """A blocking repair to ``peer`` was acked, failed or lost: stop waiting for it."""
+        op.repairs_pending.discard(peer)
+        if not op.repairs_pending and op.reply is not None and not op.answered:
+            op.answered = True
+            self._respond(op.conn, op.reply, now_ms, out)
+        self._maybe_finish(op, now_ms, out)
+
     def _respond(self, conn, msg, now_ms: int, out: list) -> None:
         if conn is SELF:
             if msg.id:  # id 0: fire-and-forget (read repair); nobody waits for it
@@ -705,6 +860,11 @@ class NodeCore:
 
     # ----------------------------------------------------------------- inspect
     def _start_inspect(self, conn, msg, now_ms: int, out: list) -> None:
+        if len(self.ops) >= ROUNDS_INFLIGHT_MAX:  # an inspect is a round like any other
+            self.stats["overloaded"] += 1
+            self._respond(conn, m.Reply(msg.id, m.OVERLOADED, message=f"node {self.node_id} has "
+                                        f"ROUNDS_INFLIGHT_MAX={ROUNDS_INFLIGHT_MAX} rounds open"), now_ms, out)
+            return
         nodes = sorted(set(self.membership.peers()) | {self.node_id})
         op_id = self._new_op_id()
         rnd = QuorumRound("inspect", tuple(nodes), len(nodes))
@@ -766,7 +926,7 @@ class NodeCore:
         ms = self.membership
         if now_ms >= self._next_heartbeat_ms:
             self._next_heartbeat_ms = now_ms + self.settings.detector.heartbeat_interval_ms
-            hb = m.Heartbeat(0, self.node_id, ms.me.generation)
+            hb = m.Heartbeat(0, self.node_id, ms.me.generation, self.hlc.last, now_ms)
             for peer in ms.peers():
                 out.append(Send(peer, hb))
         if now_ms >= self._next_gossip_ms:
@@ -776,7 +936,7 @@ class NodeCore:
             if ms.me.status == JOINING or not targets:
                 targets += [SEED_PREFIX + s for s in self.settings.seeds if s != ms.me.address]
             for peer in targets:
-                out.append(Send(peer, m.Gossip(0, table)))
+                out.append(Send(peer, m.Gossip(0, table, self.hlc.last)))
         for tr in ms.check(now_ms):
             self._transition(tr, now_ms, out)
 
@@ -785,11 +945,19 @@ class NodeCore:
         out.append(Log(level, f"node_{tr.new}", {"peer": tr.node, "was": tr.old}))
 
     # ------------------------------------------------------------------- hints
+    def _departed(self, owner: str) -> bool:
+        e = self.membership.endpoints.get(owner)
+        return e is not None and e.status == LEFT
+
     def _hints_tick(self, now_ms: int, out: list) -> None:
         for owner, (count, _bytes) in self.hints_held.items():
-            if count <= 0 or owner in self._replaying or not self.membership.is_alive(owner):
+            if count <= 0 or owner in self._replaying or self.ring is None:
                 continue
             if self.membership.endpoints.get(owner) is None:
+                continue
+            # A departed owner's hints are handed to the keys' current replicas (below),
+            # at once: it will never come back to take them.
+            if not self._departed(owner) and not self.membership.is_alive(owner):
                 continue
             want = min(count, self.settings.hints.replay_batch_max)
             got = self._replay_bucket.take(want, now_ms)
@@ -800,10 +968,29 @@ class NodeCore:
             if deadline <= now_ms:
                 self._replay_done(op_id, False, now_ms, out)
 
+    def _hand_over(self, op_id: int, owner: str, key: bytes, record: Record, now_ms: int, out: list) -> None:
+        """Replay a departed node's hint to the key's current replicas: live ones get it
+        now (the hint is deleted once they all acked), a down one gets a hint here."""
+        waiting = self._handovers[op_id] = set()
+        for node in self.ring.preference_list(key):
+            if node == owner:
+                continue
+            if node == self.node_id:
+                waiting.add(node)
+                out.extend(self.on_request(SELF, m.RepWrite(op_id, key, record), now_ms))
+            elif self.membership.is_alive(node):
+                waiting.add(node)
+                out.append(Send(node, m.RepWrite(op_id, key, record)))
+            else:
+                self._hint_locally(node, key, record, now_ms, out)
+        if not waiting and op_id in self._replays:
+            self._replay_done(op_id, True, now_ms, out)
+
     def _replay_done(self, op_id: int, ok: bool, now_ms: int, out: list) -> None:
         owner, hint_id, size, _ = self._replays.pop(op_id)
+        handed_over = self._handovers.pop(op_id, None) is not None
         if ok:
-            self.stats["hints_replayed"] += 1
+            self.stats["hints_handed_over" if handed_over else "hints_replayed"] += 1
             held = self.hints_held.setdefault(owner, [0, 0])
             held[0] -= 1
             held[1] -= size
@@ -825,7 +1012,7 @@ class NodeCore:
             det = ms.detectors.get(node)
             phi = round(det.phi(now_ms), 2) if det is not None else 0.0
             views.append(m.MemberView(node, e.address, ms.state_of(node), e.status, e.generation,
-                                      e.version, phi))
+                                      e.version, phi, self.clock.offset_of(node)))
         return m.StatusReply(req_id, self.node_id, views, list(ms.ring_members()), self.statistics(),
                              {o: c for o, (c, _) in self.hints_held.items() if c > 0})
 

@@ -6,15 +6,35 @@ Statuses drive everything (see ``membership``):
 * **join** — a node started with seeds and no members is ``joining``. Once gossip
   admitted it, it waits ``settle_ms`` (so every coordinator knows it is joining and
   sends it the writes for its future ranges — Cassandra's pending ranges), then
-  *pulls* from every current ring member the records it will replicate in the
-  future ring, batch by batch; then it turns ``up`` and the ring changes.
+  *pulls*, batch by batch, from every node that replicates some key it will own
+  (``pull_sources``), the records it will replicate in the future ring; then it
+  turns ``up`` and the ring changes.
 * **replace** — a node started with ``replace = true`` takes a dead node's id (so its
   tokens and ranges) with a new generation and address, status ``replacing``: a
   ring member that takes writes but serves no reads. It pulls every record it
-  replicates from the live members, then turns ``up``.
+  replicates from the live members that share its ranges, then turns ``up``.
 * **decommission** — asked by a ``Decommission`` request, a node turns ``leaving``,
-  waits ``settle_ms``, then *pushes* each of its records to the nodes that gain it
-  in the ring without it (acked, a bounded window in flight), then turns ``left``.
+  waits ``settle_ms``, then *pushes* each record it replicates to the nodes that
+  gain it in the ring without it (acked, a bounded window in flight), then turns
+  ``left``.
+
+**Only replicas are sources.** A node streams a record only if *it* replicates the
+key under its current ring *and* the receiver will (``_on_source_scan``,
+``_on_push_scan``). A copy left behind on a node that lost the range (there is no
+automatic cleanup: ``core/cleanup.py`` is the operator's ``quorumkv cleanup``) may be
+older than a tombstone the replicas have since purged; streaming it would bring the
+deleted key back.
+
+**Nothing is skipped.** A join or replace finishes only when every needed source
+streamed to its end and every record was stored: a failed batch is asked for again
+from the same cursor (resume), a failed source is retried with back-off
+(``STREAM_RETRY_MS_MIN`` doubling up to ``STREAM_RETRY_MS_MAX``) while the other
+sources go on. A decommission finishes only when every record was acked by its new
+owner: failed pushes are retried with the same back-off, as often as it takes. The
+operator's way out is ``Decommission(force=True)``: each record then gets at most
+``STREAM_FORCE_ATTEMPTS_MAX`` attempts and the ones that still fail are counted
+(``stream_undelivered``) and left behind. A decommission that would leave fewer
+live nodes than N is refused unless forced.
 
 While a change is in progress every write also goes to the nodes that will own the
 key afterwards, so no acknowledged write misses the new owner. Streaming is
@@ -24,8 +44,13 @@ decommission is simply run again.
 
 from __future__ import annotations
 
+import heapq
+from collections import deque
+
 from . import messages as m
+from .cleanup import Cleanup
 from .effects import Log, ScanRange, Send, StoreWrite
+from .hints import record_size
 from .messages_ring import Decommission, RingPlan, StreamBatch, StreamRequest
 from .membership import LEAVING, LEFT, UP
 from .ring import Ring
@@ -34,12 +59,38 @@ from .ring import Ring
 STREAM_SCAN_KEYS = 512
 #: Records a decommissioning node has in flight to new owners at once.
 STREAM_PUSH_WINDOW = 256
-#: Attempts per source / record before giving up on it (anti-entropy repairs the rest).
-STREAM_RETRIES_MAX = 5
-#: A stream request or push without an answer after this long is retried.
+#: Records a decommissioning node holds waiting for delivery (queued, in flight or
+#: waiting for a retry) before it stops scanning for more: a down new owner makes
+#: the leaving node wait, not grow without bound. One scan adds at most
+#: ``STREAM_SCAN_KEYS`` x N entries, so this leaves room for several scans.
+STREAM_BACKLOG_MAX = 16 * STREAM_SCAN_KEYS
+#: ... and the bytes of their records (keys + values) at most.
+STREAM_BACKLOG_BYTES_MAX = 64 * 1024 * 1024
+#: A stream request or push without an answer after this long has failed.
 STREAM_TIMEOUT_MS = 5_000
-#: Pause before retrying a failed source.
-STREAM_RETRY_MS = 500
+#: Back-off between attempts on a failed source or push: doubles from the minimum up
+#: to the maximum and keeps trying (a down node is waited for, never skipped) — the
+#: bound is on the rate, like Cassandra's hint replay after a node returns.
+STREAM_RETRY_MS_MIN = 500
+STREAM_RETRY_MS_MAX = 30_000
+#: With ``force``, attempts per record before it is given up and counted undelivered.
+STREAM_FORCE_ATTEMPTS_MAX = 3
+
+
+def retry_delay_ms(failures: int) -> int:
+    """Back-off after ``failures`` consecutive failures (>= 1)."""
+    return min(STREAM_RETRY_MS_MIN << min(max(failures - 1, 0), 16), STREAM_RETRY_MS_MAX)
+
+
+def _intervals(old: Ring, new: Ring):
+    """(share of the token space, old preference list, new preference list) per
+    elementary interval of the union of both rings' tokens."""
+    points = sorted(set(old.tokens) | set(new.tokens))
+    space = float(1 << 64)
+    prev = points[-1] - (1 << 64)
+    for tok in points:
+        yield (tok - prev) / space, old.preference_list_of_token(tok), new.preference_list_of_token(tok)
+        prev = tok
 
 
 def plan_moves(old_members, new_members, n: int, vnodes: int) -> list[tuple[str, str, float]]:
@@ -49,17 +100,8 @@ def plan_moves(old_members, new_members, n: int, vnodes: int) -> list[tuple[str,
     tokens. ``from`` is the old replica the new owner would typically stream from
     (the first old replica that is also kept), or "-" when none is kept.
     """
-    old = Ring(old_members, n, vnodes)
-    new = Ring(new_members, n, vnodes)
-    points = sorted(set(old.tokens) | set(new.tokens))
-    space = float(1 << 64)
     moves: dict[tuple[str, str], float] = {}
-    prev = points[-1] - (1 << 64)
-    for tok in points:
-        length = (tok - prev) / space
-        prev = tok
-        before = old.preference_list_of_token(tok)
-        after = new.preference_list_of_token(tok)
+    for length, before, after in _intervals(Ring(old_members, n, vnodes), Ring(new_members, n, vnodes)):
         gained = [x for x in after if x not in before]
         if not gained:
             continue
@@ -68,6 +110,25 @@ def plan_moves(old_members, new_members, n: int, vnodes: int) -> list[tuple[str,
         for g in gained:
             moves[(source, g)] = moves.get((source, g), 0.0) + length
     return sorted(((a, b, round(f, 6)) for (a, b), f in moves.items()), key=lambda x: (-x[2], x[0], x[1]))
+
+
+def under_replicated_share(members, n: int, vnodes: int) -> float:
+    """Share of the key space (0..1) with fewer than ``n`` replicas in the ring of
+    ``members`` (the ring clamps N to its size)."""
+    if not members:
+        return 1.0
+    return 0.0 if len(set(members)) >= n else 1.0
+
+
+def pull_sources(current: Ring, target: Ring, me: str) -> list[str]:
+    """The nodes a joining/replacing ``me`` must stream from: every current replica
+    of every key ``me`` replicates in ``target`` (a source sends only keys it
+    replicates, so any other node would have nothing to send)."""
+    needed: set[str] = set()
+    for _, before, after in _intervals(current, target):
+        if me in after:
+            needed.update(x for x in before if x != me)
+    return sorted(needed)
 
 
 class RingChange:
@@ -79,27 +140,32 @@ class RingChange:
         self.mode: str | None = None  # join | replace | decommission
         self.state = "idle"  # idle | settling | streaming | done
         self.start_after_ms = 0
-        # pull (join / replace)
+        # pull (join / replace). ``sources[0]`` is the source of the request out.
         self.sources: list[str] = []
-        self.sources_ok = 0
-        self.source_retries = 0
-        self.after: bytes | None = None
+        self.cursor: dict[str, bytes | None] = {}  # source -> resume after this key
+        self.failures: dict[str, int] = {}  # source -> consecutive failures
+        self.retry_at: dict[str, int] = {}  # source -> not before this time (ms)
         self.request_id = 0
         self.request_deadline_ms = 0
-        self.retry_at_ms = 0
         self.pending_writes = 0
+        self.batch_failed = False
         self.batch_next: bytes | None = None
         self.batch_last = False
         # push (decommission)
+        self.force = False
         self.push_after: bytes | None = None
         self.push_scanning = False
         self.push_scan_done = False
         self.push_inflight: dict[int, tuple[str, bytes, object, int, int]] = {}  # op -> (peer, key, rec, tries, deadline)
-        self.push_retry: list[tuple[str, bytes, object, int]] = []
+        self.push_ready: deque = deque()  # (peer, key, rec, tries)
+        self.push_waiting: list = []  # heap of (due_ms, seq, (peer, key, rec, tries))
+        self._seq = 0
+        self.backlog_bytes = 0
         self._rings: dict[tuple, Ring] = {}
         self.stats = core.stats
         for name in ("stream_sources_total", "stream_sources_done", "stream_keys_scanned",
-                     "stream_keys_received", "stream_keys_sent", "stream_failures", "stream_done"):
+                     "stream_keys_received", "stream_keys_sent", "stream_failures", "stream_pending",
+                     "stream_undelivered", "stream_done"):
             self.stats.setdefault(name, 0)
         core._request_handlers[StreamRequest] = self._on_stream_request
         core._request_handlers[Decommission] = self._on_decommission
@@ -108,6 +174,7 @@ class RingChange:
         core._store_handlers["sw"] = self._on_stored
         core._store_handlers["ds"] = self._on_push_scan
         core._tickers.append(self.tick)
+        self.cleanup = Cleanup(core, self)
 
     # ------------------------------------------------------------------ helpers
     def _ring(self, members) -> Ring:
@@ -119,8 +186,12 @@ class RingChange:
             ring = self._rings[key] = Ring(key, self.core.settings.n, self.core.settings.vnodes)
         return ring
 
-    def _log(self, out, event, **fields):
-        out.append(Log("info", event, fields))
+    def _log(self, out, event, level="info", **fields):
+        out.append(Log(level, event, fields))
+
+    def in_progress(self) -> bool:
+        """A join, replace or decommission of this node is under way."""
+        return self.state in ("settling", "streaming")
 
     # ------------------------------------------------------------ source side
     def _on_stream_request(self, conn, msg, now_ms, out) -> None:
@@ -135,11 +206,15 @@ class RingChange:
         if not ok:
             self.core._respond(conn, m.Error(req_id, f"scan failed: {result}"), now_ms, out)
             return
-        ring = self._ring(members)
-        records = [(k, r) for k, r in result if target in ring.preference_list(k)]
-        limit = STREAM_SCAN_KEYS
-        next_after = result[-1][0] if len(result) >= limit else None
-        self.core._respond(conn, StreamBatch(req_id, records, next_after, len(result)), now_ms, out)
+        core = self.core
+        target_ring = self._ring(members)
+        mine = core.ring
+        me = core.node_id
+        # Only what we replicate now: a leftover of a range we lost is never a source.
+        records = [(k, r) for k, r in result
+                   if mine is not None and me in mine.preference_list(k) and target in target_ring.preference_list(k)]
+        next_after = result[-1][0] if len(result) >= STREAM_SCAN_KEYS else None
+        core._respond(conn, StreamBatch(req_id, records, next_after, len(result)), now_ms, out)
 
     # --------------------------------------------------- receiving side (pull)
     def start_pull(self, mode: str, now_ms: int, out: list) -> None:
@@ -150,37 +225,43 @@ class RingChange:
         self.start_after_ms = now_ms + self.settle_ms
         self._log(out, f"{mode}_started", settle_ms=self.settle_ms)
 
-    def _begin_streaming(self, now_ms, out) -> None:
-        core = self.core
-        ms = core.membership
-        me = core.node_id
-        # Every current member may hold the newest version of some key we will own:
-        # pull from all of them (replicas keep the newest). A source that stays
-        # unreachable is skipped after STREAM_RETRIES_MAX attempts.
-        self.sources = [n for n in ms.ring_members() if n != me]
-        self.sources_ok = 0
-        self.stats["stream_sources_total"] = len(self.sources)
-        self.stats["stream_sources_done"] = 0
-        self.state = "streaming"
-        self.after = None
-        self.source_retries = 0
-        self._request_next(now_ms, out)
-
     def _target_members(self) -> list[str]:
         ms = self.core.membership
         if self.mode == "join":
             return sorted(set(ms.future_ring_members()) | {self.core.node_id})
         return list(ms.ring_members())
 
+    def _begin_streaming(self, now_ms, out) -> None:
+        core = self.core
+        members = core.membership.ring_members()
+        if members:
+            current = self._ring(members)
+            self.sources = pull_sources(current, self._ring(self._target_members()), core.node_id)
+        else:
+            self.sources = []
+        self.cursor = dict.fromkeys(self.sources)
+        self.failures = {}
+        self.retry_at = {}
+        self.stats["stream_sources_total"] = len(self.sources)
+        self.stats["stream_sources_done"] = 0
+        self.state = "streaming"
+        self._log(out, f"{self.mode}_streaming", sources=list(self.sources))
+        self._request_next(now_ms, out)
+
     def _request_next(self, now_ms, out) -> None:
         if not self.sources:
             self._finish_pull(now_ms, out)
             return
+        ready = next((s for s in self.sources if self.retry_at.get(s, 0) <= now_ms), None)
+        if ready is None:
+            return  # every source left is backing off: the tick asks again
+        self.sources.remove(ready)
+        self.sources.insert(0, ready)
         core = self.core
         self.request_id = core._new_op_id()
         self.request_deadline_ms = now_ms + STREAM_TIMEOUT_MS
-        out.append(Send(self.sources[0], StreamRequest(self.request_id, core.node_id, self._target_members(),
-                                                            self.after, STREAM_SCAN_KEYS)))
+        out.append(Send(ready, StreamRequest(self.request_id, core.node_id, self._target_members(),
+                                             self.cursor.get(ready), STREAM_SCAN_KEYS)))
 
     def _on_batch(self, peer, msg, now_ms, out) -> None:
         if self.state != "streaming" or msg.id != self.request_id or not self.sources or peer != self.sources[0]:
@@ -189,6 +270,7 @@ class RingChange:
         self.stats["stream_keys_scanned"] += msg.scanned
         self.batch_next = msg.next_after
         self.batch_last = msg.next_after is None
+        self.batch_failed = False
         self.pending_writes = len(msg.records)
         for key, record in msg.records:
             out.append(StoreWrite(("sw", None, 0), key, record))
@@ -200,43 +282,40 @@ class RingChange:
             self.stats["stream_keys_received"] += 1
         else:
             self.stats["stream_failures"] += 1
+            self.batch_failed = True
         self.pending_writes -= 1
         if self.pending_writes == 0:
             self._batch_stored(now_ms, out)
 
     def _batch_stored(self, now_ms, out) -> None:
-        """Persist before asking for more: a batch is durable before the cursor moves."""
+        """Persist before asking for more: a batch is durable before the cursor moves.
+        A batch with a failed store is asked for again (resume, never skip)."""
+        source = self.sources[0]
+        if self.batch_failed:
+            self._source_failed(now_ms, out, "storing a streamed record failed")
+            return
+        self.failures.pop(source, None)
         if self.batch_last:
             self.sources.pop(0)
-            self.sources_ok += 1
+            self.cursor.pop(source, None)
             self.stats["stream_sources_done"] += 1
-            self.after = None
-            self.source_retries = 0
         else:
-            self.after = self.batch_next
+            self.cursor[source] = self.batch_next
         self._request_next(now_ms, out)
 
     def _source_failed(self, now_ms, out, reason: str) -> None:
         self.request_id = 0
-        self.source_retries += 1
+        source = self.sources[0]
+        failures = self.failures[source] = self.failures.get(source, 0) + 1
+        delay = retry_delay_ms(failures)
+        self.retry_at[source] = now_ms + delay
         self.stats["stream_failures"] += 1
-        if self.source_retries > STREAM_RETRIES_MAX:
-            source = self.sources.pop(0)
-            self._log(out, "stream_source_skipped", source=source, reason=reason)
-            self.after = None
-            self.source_retries = 0
-            self._request_next(now_ms, out)
-        else:
-            self.retry_at_ms = now_ms + STREAM_RETRY_MS
+        self._log(out, "stream_source_retry", "warning", source=source, reason=reason, failures=failures,
+                  retry_in_ms=delay)
+        self._request_next(now_ms, out)  # another source may be ready meanwhile
 
     def _finish_pull(self, now_ms, out) -> None:
         core = self.core
-        if not self.sources_ok and [n for n in core.membership.ring_members() if n != core.node_id]:
-            # Nobody could be streamed from: do not take ownership empty-handed.
-            self.state = "settling"
-            self.start_after_ms = now_ms + self.settle_ms
-            out.append(Log("warning", f"{self.mode}_no_source", {"retry_in_ms": self.settle_ms}))
-            return
         self.state = "done"
         self.stats["stream_done"] = 1
         core.membership.set_status(UP)
@@ -244,32 +323,89 @@ class RingChange:
         self._log(out, f"{self.mode}_completed", received=self.stats["stream_keys_received"])
 
     # ------------------------------------------------------ decommission (push)
+    def _live_remaining(self) -> tuple[list[str], list[str]]:
+        core = self.core
+        remaining = [x for x in core.membership.ring_members() if x != core.node_id]
+        return remaining, [x for x in remaining if core.membership.is_alive(x)]
+
+    def _under_replication(self, remaining: list[str], live: list[str]) -> str:
+        """What leaving would do to N, or "" when every key keeps N live replicas."""
+        core = self.core
+        n = core.settings.n
+        if len(live) >= n:
+            return ""
+        me = core.node_id
+        if len(remaining) < n:
+            share = under_replicated_share(remaining, n, core.settings.vnodes)
+            return (f"under-replication: after {me} leaves, {len(remaining)} node(s) remain for N={n}: "
+                    f"{share * 100:.2f}% of the key space keeps only {len(remaining)} replica(s)")
+        down = sorted(set(remaining) - set(live))
+        return (f"under-replication: {len(live)} live node(s) would remain for N={n} "
+                f"({', '.join(down)} down): their new replicas wait until they return")
+
     def _on_decommission(self, conn, msg, now_ms, out) -> None:
         core = self.core
         ms = core.membership
-        remaining = [n for n in ms.ring_members() if n != core.node_id]
+        remaining, live = self._live_remaining()
+        warning = self._under_replication(remaining, live)
         if msg.dry_run:
             moves = plan_moves(ms.ring_members(), remaining, core.settings.n, core.settings.vnodes) if remaining else []
-            core._respond(conn, RingPlan(msg.id, moves), now_ms, out)
+            note = warning + ("; decommission refuses this without --force" if warning else "")
+            core._respond(conn, RingPlan(msg.id, moves, note), now_ms, out)
             return
         if not remaining:
             core._respond(conn, m.Reply(msg.id, m.INVALID, message="the last node cannot leave"), now_ms, out)
             return
-        if self.state not in ("idle", "done") and self.mode != "decommission":
+        if self.in_progress() and self.mode != "decommission":
             core._respond(conn, m.Reply(msg.id, m.INVALID,
                                         message=f"a {self.mode} is in progress"), now_ms, out)
             return
-        if self.mode != "decommission" or self.state == "done" and ms.me.status != LEFT:
-            self.mode = "decommission"
-            self.state = "settling"
-            self.start_after_ms = now_ms + self.settle_ms
-            self.push_after = None
-            self.push_scan_done = False
-            self.stats["stream_done"] = 0
-            ms.set_status(LEAVING)
-            core._ring_changed(now_ms, out)
-            self._log(out, "decommission_started", settle_ms=self.settle_ms)
-        core._respond(conn, m.Reply(msg.id, m.OK, message=f"{core.node_id} is {ms.me.status}"), now_ms, out)
+        if self.cleanup.running:
+            core._respond(conn, m.Reply(msg.id, m.INVALID, message="a cleanup is running; wait for it "
+                                        "to finish"), now_ms, out)
+            return
+        if self.mode == "decommission" and self.in_progress():
+            if msg.force and not self.force:
+                self.force = True
+                for _, _, entry in self.push_waiting:  # retry now, within the forced attempts
+                    self.push_ready.append(entry)
+                self.push_waiting = []
+                self._log(out, "decommission_forced", "warning", pending=self._backlog())
+            text = f"{core.node_id} is {ms.me.status}"
+            if self.force:
+                text += (f" (forced: a record still failing after {STREAM_FORCE_ATTEMPTS_MAX} attempts is left "
+                         "undelivered)")
+            core._respond(conn, m.Reply(msg.id, m.OK, message=text), now_ms, out)
+            return
+        if ms.me.status == LEFT:
+            core._respond(conn, m.Reply(msg.id, m.OK, message=f"{core.node_id} is left"), now_ms, out)
+            return
+        if warning and not msg.force:
+            core._respond(conn, m.Reply(msg.id, m.INVALID, message=(
+                f"refusing to decommission {core.node_id}: {warning}; add a node first, or pass "
+                "--force to accept it")), now_ms, out)
+            return
+        self.mode = "decommission"
+        self.state = "settling"
+        self.force = msg.force
+        self.start_after_ms = now_ms + self.settle_ms
+        self.push_after = None
+        self.push_scan_done = False
+        self.push_ready.clear()
+        self.push_waiting = []
+        self.backlog_bytes = 0
+        self.stats["stream_done"] = 0
+        self.stats["stream_undelivered"] = 0
+        ms.set_status(LEAVING)
+        core._ring_changed(now_ms, out)
+        self._log(out, "decommission_started", settle_ms=self.settle_ms, force=self.force)
+        text = f"{core.node_id} is {ms.me.status}"
+        if warning:
+            text += f" (forced: {warning})"
+        core._respond(conn, m.Reply(msg.id, m.OK, message=text), now_ms, out)
+
+    def _backlog(self) -> int:
+        return len(self.push_inflight) + len(self.push_ready) + len(self.push_waiting)
 
     def _push_scan(self, out) -> None:
         self.push_scanning = True
@@ -277,19 +413,25 @@ class RingChange:
 
     def _on_push_scan(self, token, ok, result, now_ms, out) -> None:
         self.push_scanning = False
+        if self.mode != "decommission" or self.state != "streaming":
+            return
         if not ok:
             self.stats["stream_failures"] += 1
-            return
+            return  # the tick scans again from the same cursor
         core = self.core
         ms = core.membership
+        me = core.node_id
         current = self._ring(ms.ring_members())
-        future = self._ring([n for n in ms.future_ring_members() if n != core.node_id])
+        future = self._ring([x for x in ms.future_ring_members() if x != me])
         self.stats["stream_keys_scanned"] += len(result)
         for key, record in result:
             before = current.preference_list(key)
+            if me not in before:
+                continue  # a leftover of a range we lost long ago: not ours to hand over
             for node in future.preference_list(key):
                 if node not in before:
-                    self.push_retry.append((node, key, record, 0))
+                    self.push_ready.append((node, key, record, 0))
+                    self.backlog_bytes += record_size(key, record.value)
         if len(result) < STREAM_SCAN_KEYS:
             self.push_scan_done = True
         else:
@@ -298,11 +440,14 @@ class RingChange:
 
     def _pump(self, now_ms, out) -> None:
         core = self.core
-        while self.push_retry and len(self.push_inflight) < STREAM_PUSH_WINDOW:
-            node, key, record, tries = self.push_retry.pop(0)
+        while self.push_waiting and self.push_waiting[0][0] <= now_ms:
+            self.push_ready.append(heapq.heappop(self.push_waiting)[2])
+        while self.push_ready and len(self.push_inflight) < STREAM_PUSH_WINDOW:
+            node, key, record, tries = self.push_ready.popleft()
             op_id = core._new_op_id()
             self.push_inflight[op_id] = (node, key, record, tries, now_ms + STREAM_TIMEOUT_MS)
             out.append(Send(node, m.RepWrite(op_id, key, record)))
+        self.stats["stream_pending"] = self._backlog()
 
     def on_push_ack(self, op_id, ok, now_ms, out) -> bool:
         """Called by the core for RepWriteAck / send failures of our pushes; True if ours."""
@@ -312,10 +457,18 @@ class RingChange:
         node, key, record, tries, _ = entry
         if ok:
             self.stats["stream_keys_sent"] += 1
-        elif tries + 1 < STREAM_RETRIES_MAX:
-            self.push_retry.append((node, key, record, tries + 1))
+            self.backlog_bytes -= record_size(key, record.value)
         else:
             self.stats["stream_failures"] += 1
+            tries += 1
+            if self.force and tries >= STREAM_FORCE_ATTEMPTS_MAX:
+                self.stats["stream_undelivered"] += 1
+                self.backlog_bytes -= record_size(key, record.value)
+                self._log(out, "stream_record_undelivered", "warning", target=node, attempts=tries)
+            else:
+                self._seq += 1
+                heapq.heappush(self.push_waiting, (now_ms + retry_delay_ms(tries), self._seq,
+                                                   (node, key, record, tries)))
         self._pump(now_ms, out)
         return True
 
@@ -323,9 +476,27 @@ class RingChange:
         core = self.core
         self.state = "done"
         self.stats["stream_done"] = 1
+        self.stats["stream_pending"] = 0
         core.membership.set_status(LEFT)
         core._ring_changed(now_ms, out)
-        self._log(out, "decommission_completed", sent=self.stats["stream_keys_sent"])
+        level = "warning" if self.stats["stream_undelivered"] else "info"
+        self._log(out, "decommission_completed", level, sent=self.stats["stream_keys_sent"],
+                  undelivered=self.stats["stream_undelivered"], forced=self.force)
+
+    def _push_tick(self, now_ms, out) -> None:
+        for op_id, (node, key, rec, tries, deadline) in list(self.push_inflight.items()):
+            if deadline <= now_ms:
+                self.on_push_ack(op_id, False, now_ms, out)
+        self._pump(now_ms, out)
+        if self.push_scanning:
+            return
+        if not self.push_scan_done:
+            room = (self._backlog() + STREAM_SCAN_KEYS * self.core.settings.n <= STREAM_BACKLOG_MAX
+                    and self.backlog_bytes < STREAM_BACKLOG_BYTES_MAX)
+            if room:
+                self._push_scan(out)
+        elif not self._backlog():
+            self._finish_push(now_ms, out)
 
     # ---------------------------------------------------------------- ticking
     def tick(self, now_ms, out) -> None:
@@ -339,21 +510,11 @@ class RingChange:
         if self.state != "streaming":
             return
         if self.mode == "decommission":
-            for op_id, (node, key, rec, tries, deadline) in list(self.push_inflight.items()):
-                if deadline <= now_ms:
-                    self.on_push_ack(op_id, False, now_ms, out)
-            if self.push_retry:
-                self._pump(now_ms, out)
-            elif not self.push_inflight:
-                if self.push_scan_done:
-                    self._finish_push(now_ms, out)
-                elif not self.push_scanning:
-                    self._push_scan(out)
+            self._push_tick(now_ms, out)
             return
         if self.request_id and now_ms >= self.request_deadline_ms:
             self._source_failed(now_ms, out, "timed out")
-        elif not self.request_id and self.pending_writes == 0 and self.retry_at_ms and now_ms >= self.retry_at_ms:
-            self.retry_at_ms = 0
+        elif not self.request_id and self.pending_writes == 0:
             self._request_next(now_ms, out)
 
     def on_request_failed(self, op_id, now_ms, out, reason: str) -> bool:
@@ -366,4 +527,4 @@ class RingChange:
         return f"{self.mode or '-'}:{self.state}"
 
 
-__all__ = ["RingChange", "ScanRange", "plan_moves"]
+__all__ = ["RingChange", "ScanRange", "plan_moves", "pull_sources", "retry_delay_ms"]

@@ -73,3 +73,23 @@ def read_targets(primaries: tuple[str, ...], ring_order: tuple[str, ...], is_ali
     if not primary_only:
         out += [t for t in write_targets(primaries, ring_order, is_alive) if t[1] is not None]
     return out
+
+
+def joint_read_targets(candidates: list[tuple[str, str | None]], groups: list[tuple[frozenset[str], int]],
+                       all_primaries: bool = False) -> tuple[list, list]:
+    """Split read ``candidates`` (best first) into targets and spares for a joint
+    round: take a candidate while some group it belongs to (by the node it stands
+    for) still needs replies, so each group gets its count from its best replicas.
+    ``all_primaries``: every live primary is a target too (``read_all_replicas``)."""
+    counts = [0] * len(groups)
+    targets, spares = [], []
+    for node, owner in candidates:
+        ident = owner or node
+        mine = [i for i, (members, _) in enumerate(groups) if ident in members]
+        if any(counts[i] < groups[i][1] for i in mine) or (all_primaries and owner is None):
+            targets.append((node, owner))
+            for i in mine:
+                counts[i] += 1
+        else:
+            spares.append((node, owner))
+    return targets, spares

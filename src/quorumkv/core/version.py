@@ -7,11 +7,19 @@ milliseconds shifted left by ``LOGICAL_BITS`` plus a logical counter. It never g
 backwards on a node, even when the wall clock does, and it moves past any timestamp
 the node has seen from others, so causally later writes get larger versions.
 
+Two guarantees the clock alone cannot give are added around it: a *durable ceiling*
+(``core/clock.py``: the node never issues a timestamp above one it has persisted, and
+starts above it after a restart, so its clock never runs backwards across restarts)
+and *session floors* (``SessionContext`` below: a client's later write is stamped
+above every version it has seen, whatever the coordinator's wall clock says).
+
 ``Version.ctx`` is reserved for a causal context (vector clock) when siblings are
 enabled; LWW comparison ignores it.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import msgspec
 
@@ -73,12 +81,22 @@ def pack_ts(wall_ms: int, logical: int) -> int:
 
 
 class HLC:
-    """Hybrid logical clock. Pure: the caller passes the wall-clock reading."""
+    """Hybrid logical clock. Pure: the caller passes the wall-clock reading.
 
-    __slots__ = ("last",)
+    ``limit`` (None: none) is the durable ceiling the owner has persisted: ``now``
+    never returns a timestamp above it (the owner checks ``peek`` first and waits
+    for a higher ceiling; reaching past it is a bug, so it is asserted).
+    """
+
+    __slots__ = ("last", "limit")
 
     def __init__(self, last: int = 0) -> None:
         self.last = last
+        self.limit: int | None = None
+
+    def peek(self, wall_ms: int) -> int:
+        """The timestamp ``now(wall_ms)`` would return, without issuing it."""
+        return max(wall_ms << LOGICAL_BITS, self.last + 1)
 
     def now(self, wall_ms: int) -> int:
         """A timestamp for a local event (a write this node coordinates)."""
@@ -89,6 +107,7 @@ class HLC:
             # Wall clock stalled or went back: advance the logical part. When the
             # counter is exhausted the physical part moves on by one ms; still monotonic.
             self.last += 1
+        assert self.limit is None or self.last <= self.limit, (self.last, self.limit)
         return self.last
 
     def observe(self, remote_ts: int, wall_ms: int) -> None:
@@ -98,3 +117,57 @@ class HLC:
         candidate = wall_ms << LOGICAL_BITS
         if candidate > self.last:
             self.last = candidate
+
+
+#: Keys whose floor one session remembers (least recently used forgotten first). A
+#: forgotten key keeps monotonic writes (the session-wide floor) but its reads fall
+#: back to what R + W > N gives. 4,096 keys of 64 bytes is ~0.5 MB per session.
+SESSION_KEYS_MAX = 4_096
+
+
+class SessionContext:
+    """Bayou's session guarantees, client side (Terry et al., 1994).
+
+    A session remembers the newest version it has seen — overall (``floor_ts``)
+    and per key (``floor(key)``) — from its writes' replies and its reads' replies.
+    It sends ``floor_ts`` with every write (``Put.after_ts``): the coordinator moves
+    its HLC past it before stamping, so the write is newer than everything the
+    session saw (monotonic writes, writes-follow-reads), whatever the coordinator's
+    wall clock says. It sends the key's floor with every read (``Get.floor``): the
+    coordinator answers only with that version or a newer one (read-your-writes,
+    monotonic reads). Pure and small: ``Client``, ``AsyncClient`` and the RESP
+    front end (one per connection) each keep one.
+    """
+
+    __slots__ = ("floor_ts", "_keys", "keys_max")
+
+    def __init__(self, keys_max: int = SESSION_KEYS_MAX) -> None:
+        self.floor_ts = 0
+        self._keys: OrderedDict[bytes, Version] = OrderedDict()
+        self.keys_max = keys_max
+
+    def floor(self, key: bytes) -> Version | None:
+        """The newest version of ``key`` this session has seen (None: none remembered)."""
+        return self._keys.get(key)
+
+    def saw(self, key: bytes, version: Version | None) -> None:
+        """A reply named ``version`` for ``key`` (a write's version, or a read's)."""
+        if version is None:
+            return
+        if version.ts > self.floor_ts:
+            self.floor_ts = version.ts
+        cur = self._keys.get(key)
+        if cur is None or version.newer_than(cur):
+            self._keys[key] = Version(version.ts, version.node)
+        if cur is not None or key in self._keys:
+            self._keys.move_to_end(key)
+        while len(self._keys) > self.keys_max:
+            self._keys.popitem(last=False)
+
+    def reset(self) -> None:
+        """Forget everything (a new session)."""
+        self.floor_ts = 0
+        self._keys.clear()
+
+    def __len__(self) -> int:
+        return len(self._keys)

@@ -94,18 +94,70 @@ class RequestParser:
         """``receive_data`` then every complete command. On a protocol error the
         commands completed before it are on the exception as ``.commands``."""
         self.receive_data(data)
+        return self.commands()
+
+    # -- parsing ----------------------------------------------------------------
+    def commands(self) -> list[list[bytes]]:
+        """Every complete command in the buffer (``next_command`` until NEED_DATA).
+
+        The common case — whole multibulk commands of small, well-formed bulks — is
+        parsed by one tight loop; anything else (a partial command, an inline command,
+        a header that breaks a bound or is not plain digits) is left to the careful
+        path, ``next_command``, which gives the exact error. On a protocol error the
+        commands completed before it are on the exception as ``.commands``."""
         out: list[list[bytes]] = []
+        if self._error is None and self._args is None:
+            self._fast(out)
         try:
             while True:
                 cmd = self.next_command()
                 if cmd is NEED_DATA:
                     return out
                 out.append(cmd)
+                if self._args is None:
+                    self._fast(out)
         except RespProtocolError as exc:
             exc.commands = out
             raise
 
-    # -- parsing ----------------------------------------------------------------
+    def _fast(self, out: list) -> None:
+        buf = self._buf
+        size = len(buf)
+        pos = self._pos
+        find = buf.find
+        while pos < size and buf[pos] == 0x2A:  # '*'
+            end = find(b"\r\n", pos, pos + 24)
+            head = buf[pos + 1:end]
+            if end < 0 or not head.isdigit():
+                break
+            count = int(head)
+            if not 0 < count <= ARRAY_LEN_MAX:
+                break
+            p = end + 2
+            args = []
+            total = p - pos
+            for _ in range(count):
+                if p >= size or buf[p] != 0x24:  # '$'
+                    break
+                end = find(b"\r\n", p, p + 24)
+                head = buf[p + 1:end]
+                if end < 0 or not head.isdigit():
+                    break
+                n = int(head)
+                start = end + 2
+                stop = start + n
+                total += stop + 2 - p
+                if n > BULK_BYTES_MAX or total > COMMAND_BYTES_MAX or stop + 2 > size or \
+                        buf[stop] != 0x0D or buf[stop + 1] != 0x0A:
+                    break
+                args.append(bytes(buf[start:stop]))
+                p = stop + 2
+            else:
+                out.append(args)
+                pos = self._pos = p
+                continue
+            break  # not plainly complete and well-formed: the careful path decides
+
     def next_command(self):
         """The next complete command (a non-empty list of bytes) or ``NEED_DATA``."""
         if self._error is not None:

@@ -8,15 +8,21 @@ executes its effects against the storage engine.
   snapshot stays open between chunks.
 * ``ReadMany``: synchronous ``get_now`` per key (as ``Peek`` does).
 * ``PurgeMany``: the engine's compare-and-delete ``purge`` per entry; the count of
-  purges applied goes back to the core once all are durable.
+  purges applied goes back to the core once all are durable. ``DropMany``
+  (``core/cleanup.py``) the same with the engine's ``drop``.
 """
 
 from __future__ import annotations
 
 import itertools
 
-from ..core.antientropy import AE_EFFECTS, AESettings, PurgeMany, ReadMany, ScanLocal, install
+from ..core.antientropy import AE_EFFECTS as _CORE_AE_EFFECTS
+from ..core.antientropy import AESettings, PurgeMany, ReadMany, ScanLocal, install
+from ..core.cleanup import DropMany
 from .config import NodeConfig
+
+#: Storage-scan effects this module executes (cleanup's DropMany shares the purge path).
+AE_EFFECTS = _CORE_AE_EFFECTS + (DropMany,)
 
 __all__ = ["AE_EFFECTS", "AntiEntropyShell", "settings_from"]
 
@@ -43,7 +49,9 @@ class AntiEntropyShell:
         elif t is ReadMany:
             self.server._sync_done(eff.token, lambda keys=eff.keys: [self.storage.get_now(k) for k in keys])
         elif t is PurgeMany:
-            self._purge(eff.token, eff.entries)
+            self._purge(eff.token, eff.entries, self.storage.purge)
+        elif t is DropMany:
+            self._purge(eff.token, eff.entries, self.storage.drop)
 
     def _scan(self, token, limit: int) -> None:
         if limit <= 0:
@@ -68,7 +76,7 @@ class AntiEntropyShell:
 
         self.server.run(self.core.on_store_done(token, ok, result, now_ms()))
 
-    def _purge(self, token, entries: list) -> None:
+    def _purge(self, token, entries: list, delete) -> None:
         left = [len(entries), 0, ""]  # outstanding, purged, first error
 
         def done(ok, result):
@@ -83,4 +91,4 @@ class AntiEntropyShell:
         if not entries:
             self.server.loop.call_soon(self._deliver, token, True, 0)
         for key, version in entries:
-            self.storage.purge(key, version, done)
+            delete(key, version, done)

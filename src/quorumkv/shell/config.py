@@ -42,7 +42,12 @@ class NodeConfig:
     w: int | str = "QUORUM"
     timeout_ms_read: int = 2_000
     timeout_ms_write: int = 2_000
-    tick_ms: int = 5
+    tick_ms: int = 5                # tick cadence while work is in flight (rounds, replay, streaming)
+    #: An idle node sleeps until its core's next deadline (heartbeat, gossip), at most
+    #: this long: the failure detector and periodic timers are checked this often.
+    tick_ms_idle_max: int = 100
+    #: "uvloop" (the default, when installed: faster sockets and timers) or "asyncio".
+    event_loop: str = "uvloop"
     log_level: str = "info"
     #: addresses of existing members to join through (a new node lists only itself
     #: in ``members`` and at least one seed)
@@ -70,6 +75,12 @@ class NodeConfig:
     tombstone_gc_grace_ms: int = 4 * 3600 * 1000  # >= hint_age_ms_max, so no hint can resurrect
     resp_listen: str = ""    # HOST:PORT of the Redis-protocol listener; "" = none
     resp_password: str = ""  # when set, RESP clients must AUTH / HELLO AUTH first
+    #: refuse to coordinate writes when this node's clock is further than this off
+    #: from most live peers (CockroachDB's max offset; docs/consistency.md); 0 = off
+    max_clock_skew_ms: int = 500
+    #: TEST ONLY: shift the wall clock this node's core sees by this many ms, to run
+    #: a node with a skewed clock on one machine (tests/test_clock_safety.py)
+    clock_offset_ms: int = 0
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -88,6 +99,10 @@ class NodeConfig:
             raise ValueError(f"n must be within 1..{REPLICAS_MAX} (REPLICAS_MAX)")
         for addr in self.seeds:
             parse_address(addr)
+        if self.event_loop not in ("uvloop", "asyncio"):
+            raise ValueError(f"event_loop must be 'uvloop' or 'asyncio', got {self.event_loop!r}")
+        if self.tick_ms_idle_max < self.tick_ms:
+            raise ValueError(f"tick_ms_idle_max={self.tick_ms_idle_max} must be >= tick_ms={self.tick_ms}")
         for name in ("timeout_ms_read", "timeout_ms_write", "tick_ms", "heartbeat_interval_ms",
                      "suspect_to_down_ms", "gossip_interval_ms", "hint_replay_per_s"):
             if getattr(self, name) <= 0:
@@ -95,6 +110,8 @@ class NodeConfig:
         for name in ("ae_repair_per_s", "ae_keys_per_message"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.max_clock_skew_ms < 0:
+            raise ValueError("max_clock_skew_ms must be >= 0 (0 turns the max-offset rule off)")
         if self.ae_interval_ms < 0:
             raise ValueError("ae_interval_ms must be >= 0 (0 turns periodic anti-entropy off)")
         if self.tombstone_gc and self.tombstone_gc_grace_ms < self.hint_age_ms_max:

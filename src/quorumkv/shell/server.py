@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 import os
 import signal
 import time
@@ -33,8 +34,8 @@ from ..core.limits import CLIENT_PIPELINE_MAX, PEER_QUEUE_BYTES_MAX
 from ..core.hints import HintSettings
 from ..core.membership import DetectorSettings
 from ..core.node import (
-    DeleteHint, LoadHints, Log, NodeCore, NodeSettings, Peek, ReadHint, Respond, ScanRange, Send, StoreHint,
-    StoreRead, StoreWrite,
+    DeleteHint, LoadHints, Log, NodeCore, NodeSettings, Peek, ReadHint, Respond, SaveHlcCeiling, ScanRange, Send,
+    StoreHint, StoreRead, StoreWrite,
 )
 from ..core.version import newest
 from ..errors import ProtocolError
@@ -50,14 +51,27 @@ RECONNECT_MS_MIN = 50
 RECONNECT_MS_MAX = 1_000
 #: Connect attempt to a peer gives up after this long.
 CONNECT_TIMEOUT_MS = 1_000
+#: Replies queued towards one native-protocol client (our batch plus the socket's send
+#: buffer) above which the node stops reading that client's requests, until they drain
+#: below INBOUND_SEND_BYTES_LOW. A client that pipelines large GETs and never reads
+#: then costs at most this plus the replies of requests already open, not unbounded
+#: memory (the RESP front end pauses the same way; asyncio's default is 64 KiB, a
+#: few MiB keeps a fast reader of large values streaming).
+INBOUND_SEND_BYTES_HIGH = 4 * 1024 * 1024
+INBOUND_SEND_BYTES_LOW = 1024 * 1024
 
 
 def newest_hint(hints):
     return newest(rec for _, rec in hints)
 
 
+#: TEST ONLY (config ``clock_offset_ms``): added to the wall clock the core sees, so
+#: one machine can run a node whose clock is off. One node per process, so global.
+_clock_offset_ms = 0
+
+
 def now_ms() -> int:
-    return int(time.time() * 1000)
+    return int(time.time() * 1000) + _clock_offset_ms
 
 
 class _Conn(asyncio.Protocol):
@@ -90,31 +104,61 @@ class _Conn(asyncio.Protocol):
 
 
 class _Inbound(_Conn):
+    """A client's or a peer's connection to us. Reading pauses (TCP back-pressure) while
+    ``CLIENT_PIPELINE_MAX`` requests are open, while replies above
+    ``INBOUND_SEND_BYTES_HIGH`` wait to be sent, or while decoded requests wait in
+    ``_backlog`` (at most one read's worth: they were decoded before the pause)."""
+
     def __init__(self, server: "NodeServer") -> None:
         super().__init__(server)
         self.open_requests = 0
         self.paused = False
+        self.write_paused = False  # the transport's send buffer is above its high-water mark
+        self._backlog: deque = deque()
         self.peer_name = "?"
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        transport.set_write_buffer_limits(high=INBOUND_SEND_BYTES_HIGH, low=INBOUND_SEND_BYTES_LOW)
         peer = transport.get_extra_info("peername")
         self.peer_name = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.server.inbound.add(self)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
+        self._backlog.clear()
         self.server.inbound.discard(self)
 
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._drain_backlog()
+
     def data_received(self, data: bytes) -> None:
-        server = self.server
         try:
             msgs = self.decoder.feed(data)
         except ProtocolError as exc:
             self.fail(str(exc))
             return
+        if self._backlog:
+            self._backlog.extend(msgs)
+        else:
+            self._handle(msgs)
+        self.server.wake()
+        self._update_reading()
+
+    def _handle(self, msgs) -> None:
+        server = self.server
         now = now_ms()
-        for msg in msgs:
+        for i, msg in enumerate(msgs):
+            if self.closed:
+                return
+            if self.write_paused or self._out_bytes >= INBOUND_SEND_BYTES_HIGH:
+                self._backlog.extend(msgs[i:])  # replies are piling up: the rest waits
+                return
             t = type(msg)
             if t not in _REQUEST_TYPES:
                 self.fail(f"unexpected {t.__name__} from a client")
@@ -129,25 +173,47 @@ class _Inbound(_Conn):
                 log.exception("request_failed", peer=self.peer_name)
                 self.fail(f"internal error: {type(exc).__name__}")
                 return
-        if self.open_requests >= CLIENT_PIPELINE_MAX and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
+
+    def _drain_backlog(self) -> None:
+        if self._backlog and not self.closed:
+            msgs = list(self._backlog)
+            self._backlog.clear()
+            self._handle(msgs)
+        self._update_reading()
+
+    def _flush(self) -> None:
+        super()._flush()
+        if self._backlog and not self.write_paused:
+            self.server.loop.call_soon(self._drain_backlog)  # the batch went out: carry on
+
+    def _update_reading(self) -> None:
+        if self.closed or self.transport is None:
+            return
+        # Hysteresis: stop at CLIENT_PIPELINE_MAX open requests, resume below half.
+        limit = CLIENT_PIPELINE_MAX // 2 if self.paused else CLIENT_PIPELINE_MAX
+        pause = self.write_paused or bool(self._backlog) or self.open_requests >= limit
+        if pause != self.paused:
+            self.paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     def respond(self, msg) -> None:
         if self.closed:
             return  # the client went away mid-request; its answer has nowhere to go
         self.open_requests -= 1
         self.send(msg)
-        if self.paused and self.open_requests < CLIENT_PIPELINE_MAX // 2:
-            self.paused = False
-            self.transport.resume_reading()
+        if self.paused:
+            self._update_reading()
 
     def fail(self, reason: str) -> None:
         log.warning("bad_input", peer=self.peer_name, reason=reason)
-        self.server.stats_bad_input += 1
+        self.server.stats["bad_input"] += 1
         if not self.closed:
             self.transport.write(self.server.encoder.encode(m.Error(0, reason)))
             self.closed = True
+            self._backlog.clear()
             self.transport.close()
 
 
@@ -249,6 +315,7 @@ class _PeerLink(_Conn):
             msgs = self.decoder.feed(data)
         except ProtocolError as exc:
             log.warning("bad_peer_frame", peer=self.peer, reason=str(exc))
+            server.stats["bad_peer_frames"] += 1
             self.transport.close()
             return
         now = now_ms()
@@ -260,10 +327,17 @@ class _PeerLink(_Conn):
                 t0 = self.stamps.take(msg.id, t is m.RepWriteAck)
                 if t0 is not None:
                     server.latency.add(t is m.RepWriteAck, t0, msg.t_us, t_now)
-            if t in _RESPONSE_TYPES:
-                server.run(core.on_response(self.peer, msg, now))
-            else:
+            if t not in _RESPONSE_TYPES:
                 log.warning("bad_peer_message", peer=self.peer, type=type(msg).__name__)
+                continue
+            try:
+                server.run(core.on_response(self.peer, msg, now))
+            except Exception:  # a bug must not kill the node: drop this link (its rounds fail over)
+                log.exception("peer_response_failed", peer=self.peer, type=t.__name__)
+                server.stats["peer_response_errors"] += 1
+                if self.transport is not None:
+                    self.transport.close()
+                return
 
     def close(self) -> None:
         if self.transport is not None:
@@ -273,6 +347,8 @@ class _PeerLink(_Conn):
 class NodeServer:
     def __init__(self, config: NodeConfig, storage: StorageEngine | None = None) -> None:
         self.config = config
+        global _clock_offset_ms
+        _clock_offset_ms = config.clock_offset_ms
         self.loop = asyncio.get_running_loop()
         self.storage = storage or open_engine(
             config.storage, os.path.join(config.data_dir, "data"), fsync=config.fsync, loop=self.loop,
@@ -300,19 +376,25 @@ class NodeServer:
             hints=HintSettings(bytes_max_per_target=c.hint_bytes_max_per_target, age_ms_max=c.hint_age_ms_max,
                                replay_per_s=c.hint_replay_per_s),
             rng_seed=int.from_bytes(os.urandom(8), "big"),
-            replace=replace, settle_ms=c.settle_ms,
+            replace=replace, settle_ms=c.settle_ms, max_clock_skew_ms=c.max_clock_skew_ms,
+            tombstone_gc_grace_ms=c.tombstone_gc_grace_ms if c.tombstone_gc and self.storage.supports_purge else 0,
         )
         self.core = NodeCore(settings, members, hlc_last=self.storage.max_timestamp(), now_ms=now,
-                             hints_held=self.storage.hint_summary())
+                             hints_held=self.storage.hint_summary(), hlc_ceiling=self.storage.hlc_ceiling())
         self.encoder = FrameEncoder()
         self.links: dict[str, _PeerLink] = {}
         self.inbound: set[_Inbound] = set()
-        self.stats_bad_input = 0
+        # Shell counters, merged into the node's Status reply (``quorumkv cluster status``).
+        self.stats = {"bad_input": 0, "bad_peer_frames": 0, "peer_response_errors": 0, "tick_errors": 0}
         self._server: asyncio.base_events.Server | None = None
         self.resp = None  # RespFrontEnd when config.resp_listen is set
         self._tick_handle = None
+        self._tick_idle = False  # the scheduled tick is further away than tick_ms
         self._stopped = asyncio.Event()
         self.ae = AntiEntropyShell(self, now)  # Merkle anti-entropy + tombstone GC (shell/antientropy.py)
+        ae = self.ae.ae
+        self.core._busy_probes.append(  # an exchange in flight keeps the tick cadence up
+            lambda: bool(ae.session or ae.pass_ or ae.repairs or ae.responders or ae.gc_round or ae.serving))
         # Live WARS samples of our internode traffic and the dynamic-quorum model
         # rebuilt from them every MODEL_REFRESH_MS (shell/latency.py, core/dynamic.py).
         self.latency = LatencyRecorder()
@@ -322,6 +404,14 @@ class NodeServer:
         self._model_job = None
         self._model_seen: tuple = ()
 
+    @property
+    def stats_bad_input(self) -> int:
+        return self.stats["bad_input"]
+
+    @stats_bad_input.setter
+    def stats_bad_input(self, value: int) -> None:
+        self.stats["bad_input"] = value
+
     # -- effects --------------------------------------------------------------
     def run(self, effects: list) -> None:
         for eff in effects:
@@ -330,6 +420,8 @@ class NodeServer:
                 msg = eff.msg
                 if type(msg) is m.RepWriteAck or type(msg) is m.RepReadResp:  # stamp: latency samples
                     msg = msgspec.structs.replace(msg, t_us=now_us())
+                elif type(msg) is m.StatusReply:
+                    msg = msgspec.structs.replace(msg, stats={**msg.stats, **self.stats})
                 elif type(msg) is m.Pong:  # the shell knows its storage; the core does not
                     msg = msgspec.structs.replace(msg, storage=self.storage.name, keys=self.storage.count(),
                                                   peers_connected=sum(1 for lk in self.links.values()
@@ -367,6 +459,8 @@ class NodeServer:
                 self._sync_done(eff.token, lambda e=eff: self.storage.scan_range(e.after, e.limit))
             elif t is DeleteHint:
                 self.storage.delete_hint(eff.hint_id)
+            elif t is SaveHlcCeiling:
+                self.storage.save_hlc_ceiling(eff.ts, self._done_cb(eff.token))
             elif t is Log:
                 getattr(log, eff.level, log.info)(eff.event, **eff.fields)
                 if eff.event in ("join_completed", "replace_completed"):
@@ -449,8 +543,46 @@ class NodeServer:
         self.core.latency_model = job.result()
 
     def _tick(self) -> None:
-        self.run(self.core.tick(now_ms()))
-        self._tick_handle = self.loop.call_later(self.config.tick_ms / 1000, self._tick)
+        # The next tick is scheduled whatever this one does: an exception in one step
+        # (a bug) is logged and counted, and the node keeps its timers, heartbeats
+        # and deadlines running instead of going silently deaf.
+        try:
+            self.run(self.core.tick(now_ms()))
+        except Exception:
+            self.stats["tick_errors"] += 1
+            log.exception("tick_failed", node=self.core.node_id)
+        finally:
+            self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        """Tick every ``tick_ms`` while the core has work in flight; when idle, sleep
+        until its next deadline (``NodeCore.next_deadline_ms``), at most
+        ``tick_ms_idle_max``. ``wake`` pulls an idle sleep in when work arrives."""
+        cfg = self.config
+        now = now_ms()
+        try:
+            due = self.core.next_deadline_ms(now)
+        except Exception:
+            self.stats["tick_errors"] += 1
+            log.exception("next_deadline_failed", node=self.core.node_id)
+            due = now
+        delay_ms = min(max(due - now, cfg.tick_ms), cfg.tick_ms_idle_max)
+        self._tick_idle = delay_ms > cfg.tick_ms
+        self._tick_handle = self.loop.call_later(delay_ms / 1000, self._tick)
+
+    def wake(self) -> None:
+        """Events were handled: if the core now has work in flight and the tick loop
+        sleeps long, bring the next tick in to ``tick_ms``."""
+        if self._tick_idle and self._tick_handle is not None:
+            now = now_ms()
+            try:
+                busy = self.core.next_deadline_ms(now) <= now + self.config.tick_ms
+            except Exception:
+                busy = True
+            if busy:
+                self._tick_handle.cancel()
+                self._tick_idle = False
+                self._tick_handle = self.loop.call_later(self.config.tick_ms / 1000, self._tick)
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
@@ -461,7 +593,7 @@ class NodeServer:
 
             self.resp = RespFrontEnd(self)
             await self.resp.start()
-        self._tick_handle = self.loop.call_later(self.config.tick_ms / 1000, self._tick)
+        self._schedule_tick()
         self._model_handle = self.loop.call_later(MODEL_REFRESH_MS / 1000, self._model_tick)
         log.info("node_started", node=self.config.node_id, listen=self.config.listen,
                  storage=self.storage.name, n=self.core.settings.n, members=len(self.config.members),
@@ -505,7 +637,11 @@ def configure_logging(level: str = "info") -> None:
     )
 
 
-def install_event_loop_policy() -> None:
+def install_event_loop_policy(event_loop: str = "uvloop") -> None:
+    """uvloop when asked for and installed (a dependency; measured in
+    docs/performance.md), else asyncio's own loop."""
+    if event_loop != "uvloop":
+        return
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up
 
@@ -517,7 +653,7 @@ def install_event_loop_policy() -> None:
 def serve(config: NodeConfig) -> None:
     """Run one node in the foreground until SIGTERM/SIGINT."""
     configure_logging(config.log_level)
-    install_event_loop_policy()
+    install_event_loop_policy(config.event_loop)
 
     async def main() -> None:
         server = NodeServer(config)

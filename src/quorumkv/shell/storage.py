@@ -66,6 +66,18 @@ class StorageEngine:
     def count(self) -> int:
         raise NotImplementedError
 
+    # -- the HLC ceiling (core/clock.py) -------------------------------------------
+    # The default keeps it in memory: right for the memory engine (nothing survives a
+    # restart anyway). Durable engines override both (SQLite: the meta table).
+    def hlc_ceiling(self) -> int:
+        """The last ceiling saved (0: none), read once at start."""
+        return getattr(self, "_hlc_ceiling", 0)
+
+    def save_hlc_ceiling(self, ts: int, done: Done) -> None:
+        """Durably record ``ts``, then ``done(ok, error)``."""
+        self._hlc_ceiling = ts
+        done(True, None)
+
     def scan_all(self):
         """Iterate every (key, record), tombstones included (anti-entropy, tools)."""
         raise NotImplementedError
@@ -77,6 +89,11 @@ class StorageEngine:
         """Tombstone GC: delete ``key`` only if its record is exactly the tombstone at
         ``version`` (compare-and-delete); ``done(ok, purged: bool | error)``."""
         done(False, f"{self.name} engine cannot purge")
+
+    def drop(self, key: bytes, version: Version, done: Done) -> None:
+        """Cleanup: delete ``key`` only if its record is exactly at ``version`` (value
+        or tombstone; compare-and-delete); ``done(ok, dropped: bool | None | error)``."""
+        done(False, f"{self.name} engine cannot drop records")
 
     def close(self) -> None:
         pass
@@ -153,6 +170,13 @@ class MemoryEngine(StorageEngine):
     def purge(self, key, version, done):
         cur = self.data.get(key)
         hit = cur is not None and cur.value is None and cur.version.key() == version.key()
+        if hit:
+            del self.data[key]
+        done(True, hit)
+
+    def drop(self, key, version, done):
+        cur = self.data.get(key)
+        hit = cur is not None and cur.version.key() == version.key()
         if hit:
             del self.data[key]
         done(True, hit)
@@ -300,6 +324,17 @@ class SqliteEngine(StorageEngine):
     def max_timestamp(self):
         return self._reader.execute("SELECT COALESCE(MAX(ts), 0) FROM kv").fetchone()[0]
 
+    def hlc_ceiling(self):
+        row = self._reader.execute("SELECT value FROM meta WHERE name = 'hlc_ceiling'").fetchone()
+        return int(row[0]) if row else 0
+
+    def save_hlc_ceiling(self, ts, done):
+        if self._queue.closing:
+            done(False, "storage engine is closed")
+            return
+        # Through the writer's group commit: durable (fsync) before done, like a write.
+        self._enqueue("INSERT OR REPLACE INTO meta (name, value) VALUES ('hlc_ceiling', ?)", (str(ts),), done)
+
     def count(self):
         return self._reader.execute("SELECT COUNT(*) FROM kv").fetchone()[0]
 
@@ -330,6 +365,12 @@ class SqliteEngine(StorageEngine):
         # Compare-and-delete inside SQLite: only exactly this tombstone goes.
         self._enqueue("DELETE FROM kv WHERE key = ? AND ts = ? AND node = ? AND value IS NULL",
                       (key, version.ts, version.node), done)
+
+    def drop(self, key, version, done):
+        if self._queue.closing:
+            done(False, "storage engine is closed")
+            return
+        self._enqueue("DELETE FROM kv WHERE key = ? AND ts = ? AND node = ?", (key, version.ts, version.node), done)
 
     # -- hints: durable, in the same database and the same group commit ------------
     hints_durable = True

@@ -8,6 +8,7 @@ Layout (shared with ``quorumkv.redis_quorum``, so the two read each other's data
                          exp = absolute expiry, wall-clock ms (0: never)
     qkv:m:maxts    string, 16 hex digits: the largest ts ever stored (seeds the HLC)
     qkv:m:count    integer: number of data keys (tombstones included)
+    qkv:m:hlcceil  string, 16 hex digits: the node's durable HLC ceiling (core/clock.py)
 
 **Write only if newer, atomically on the Redis side.** Every write is one Lua script
 (``WRITE_IF_NEWER_LUA``, sent as EVALSHA; on NOSCRIPT — a restarted or flushed server —
@@ -117,6 +118,17 @@ end
 return 0
 """
 
+# Cleanup: KEYS[1] data key, KEYS[2] count key; ARGV[1] ver. Deletes the record only
+# if it is exactly that version (value or tombstone). Returns 1 when deleted.
+DROP_IF_VERSION_LUA = """
+if redis.call('HGET', KEYS[1], 'ver') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('DECR', KEYS[2])
+  return 1
+end
+return 0
+"""
+
 _ctx_encode = msgspec.msgpack.Encoder().encode
 _ctx_decode = msgspec.msgpack.Decoder(dict[str, int]).decode
 
@@ -129,6 +141,7 @@ class RedisLayout:
         self.data_prefix = prefix + b"d:"
         self.maxts_key = prefix + b"m:maxts"
         self.count_key = prefix + b"m:count"
+        self.ceiling_key = prefix + b"m:hlcceil"
         # SCAN MATCH is a glob: escape the prefix's special characters.
         escaped = bytearray()
         for byte in self.data_prefix:
@@ -233,6 +246,10 @@ class RedisEngine(StorageEngine):
         self._submit(("EVAL", PURGE_IF_TOMBSTONE_LUA, 2, self.layout.data_key(key), self.layout.count_key,
                       b"%016x" % version.ts + version.node.encode()), done)
 
+    def drop(self, key, version, done):
+        self._submit(("EVAL", DROP_IF_VERSION_LUA, 2, self.layout.data_key(key), self.layout.count_key,
+                      b"%016x" % version.ts + version.node.encode()), done)
+
     def _io_main(self) -> None:
         while True:
             batch = self._queue.take()
@@ -283,6 +300,13 @@ class RedisEngine(StorageEngine):
     def max_timestamp(self):
         raw = self.client.get(self.layout.maxts_key)
         return int(raw, 16) if raw else 0
+
+    def hlc_ceiling(self):
+        raw = self.client.get(self.layout.ceiling_key)
+        return int(raw, 16) if raw else 0
+
+    def save_hlc_ceiling(self, ts, done):
+        self._submit(("SET", self.layout.ceiling_key, b"%016x" % ts), done)
 
     def count(self):
         try:

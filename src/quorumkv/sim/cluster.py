@@ -18,13 +18,13 @@ effect                 what the simulator does
                        (persist before ack; ``ack-before-persist`` inverts it)
 ``StoreRead``          ``on_store_done(token, True, record)`` ``read_us`` later
 ``StoreHint`` ...      hint table (``core.hints.HintTable``), as the engines
+``SaveHlcCeiling``     durable ``sync_us`` later (survives a crash), then
+                       ``on_store_done``; a restarted core starts above it
 ``ScanRange``          ``read_us`` later: up to ``limit`` records with key >
                        ``after`` in key order (streaming for ring changes)
 ``ScanLocal``,         anti-entropy scans and reads; ``PurgeMany`` is the
 ``ReadMany``,          engines' compare-and-delete, durable ``sync_us`` later
 ``PurgeMany``          (tombstone GC runs when the ``gc`` fault is on)
-``SaveHlcCeiling``     the node's durable HLC ceiling, ``sync_us`` later
-                       (kept across crashes; passed back at restart)
 ``Log``                counted; ``join_completed`` / ``replace_completed``
                        persist the node's members (``node-state.json`` in the
                        shell) so a restart comes back as a member;
@@ -42,16 +42,15 @@ seed. Nodes are visited in sorted order and no set of strings is ever iterated
 from __future__ import annotations
 
 import heapq
-import inspect
 import random
 from typing import NamedTuple
 
-from ..core import effects as core_effects
 from ..core import messages as m
 from ..core.antientropy import AESettings, PurgeMany, ReadMany, ScanLocal
 from ..core.antientropy import install as install_antientropy
 from ..core.effects import (
-    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, ScanRange, Send, StoreHint, StoreRead, StoreWrite,
+    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveHlcCeiling, ScanRange, Send, StoreHint, StoreRead,
+    StoreWrite,
 )
 from ..core.hints import HintSettings
 from ..core.membership import JOINING, LEAVING, LEFT, REPLACING, UP
@@ -90,11 +89,6 @@ CORE_TOTALS = ("stream_keys_received", "stream_keys_sent", "stream_failures", "t
 ADMIN_CLIENT = -2
 
 
-#: The durable HLC ceiling (issue 10, h10clock: ``core/clock.py``) is landing in
-#: parallel with this simulator; executed when the core has it. Remove the lookup
-#: once it is on main.
-SaveHlcCeiling = getattr(core_effects, "SaveHlcCeiling", None)
-_CORE_TAKES_CEILING = "hlc_ceiling" in inspect.signature(NodeCore.__init__).parameters
 
 
 class UnknownEffect(TypeError):
@@ -182,9 +176,8 @@ class SimCluster:
                                 rng_seed=self.rng.getrandbits(64), seeds=boot.seeds, replace=boot.replace,
                                 **extra)
         st = self.storage[name]
-        kw = {"hlc_ceiling": st.hlc_ceiling} if _CORE_TAKES_CEILING else {}
         core = NodeCore(settings, dict(boot.members), hlc_last=st.max_timestamp(), now_ms=now,
-                        hints_held=st.hint_summary(), **kw)
+                        hints_held=st.hint_summary(), hlc_ceiling=st.hlc_ceiling)
         # Anti-entropy runs as on a real node (shell/antientropy.py installs it), with a
         # short interval so replicas converge within the sim's recovery window.
         install_antientropy(core, AESettings(interval_ms=self.ae_interval_ms, gc=self.gc_grace_ms > 0,

@@ -86,6 +86,7 @@ class _Trials:
                 self.finished += 1
                 self._next(slot)
             elif phase == "write":
+                version = reply.version or version  # the reply names it (a held write sent nothing yet)
                 self.state[slot] = ("read", key, coordinator, version)
                 get = m.Get(req_id + 1, key, self.r)
                 self.cluster.at(self.t_us, self.cluster.client_send, slot, coordinator, get)

@@ -1,0 +1,459 @@
+"""Clock safety (issue 10, holes 2 and 3): session floors, the durable HLC ceiling,
+clock offsets from heartbeats and the max-offset rule — pure cores, no I/O.
+
+``Mesh`` is a tiny deterministic shell: it delivers the cores' messages in FIFO
+order, runs their storage effects against dicts (the "disks", which survive a
+restart), and lets a test hold back every message towards one node (a slow link)
+and give each node its own clock offset.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from quorumkv.core import clock as clock_mod
+from quorumkv.core import messages as m
+from quorumkv.core.node import (
+    NodeCore, NodeSettings, Respond, SaveHlcCeiling, Send, StoreRead, StoreWrite,
+)
+from quorumkv.core.version import LOGICAL_BITS, Record, SessionContext, Version, pack_ts
+
+T0 = 1_700_000_000_000
+NAMES = ("n1", "n2", "n3", "n4")
+
+
+class Client:
+    def __init__(self, name):
+        self.name = name
+        self.replies: dict[int, m.Reply] = {}
+
+
+class Mesh:
+    def __init__(self, names=NAMES[:3], n=3, r=2, w=2, ceiling=True, **settings):
+        self.names = names
+        self.members = {x: f"mesh://{x}" for x in names}
+        self.kw = dict(n=n, r=r, w=w, read_all_replicas=False, read_repair=False,
+                       speculative_retry_ms=0, **settings)
+        self.ceiling = ceiling
+        self.time_ms = T0
+        self.offset_ms = {x: 0 for x in names}
+        self.disk: dict[str, dict[bytes, Record]] = {x: {} for x in names}
+        self.saved_ceiling: dict[str, int] = {x: 0 for x in names}
+        self.held_to: set[str] = set()  # messages towards these nodes wait in `held`
+        self.held: list = []
+        self.down: set[str] = set()  # sends to these nodes fail at once (connection refused)
+        self.queue: deque = deque()
+        self.cores = {x: self.boot(x) for x in names}
+
+    def clock(self, node):
+        return self.time_ms + self.offset_ms[node]
+
+    def boot(self, node) -> NodeCore:
+        """A core built as the shell builds one: HLC seeded from storage and the ceiling."""
+        hlc_last = max((r.version.ts for r in self.disk[node].values()), default=0)
+        return NodeCore(NodeSettings(node, **self.kw), self.members, hlc_last=hlc_last,
+                        now_ms=self.clock(node),
+                        hlc_ceiling=self.saved_ceiling[node] if self.ceiling else None)
+
+    # -- effects ----------------------------------------------------------------
+    def run(self, node, effects):
+        for eff in effects:
+            self.queue.append((node, eff))
+
+    def settle(self):
+        while self.queue:
+            node, eff = self.queue.popleft()
+            core, now = self.cores[node], self.clock(node)
+            t = type(eff)
+            if t is Send:
+                if eff.peer in self.down:
+                    self.run(node, core.on_send_failed(eff.peer, eff.msg, "unreachable", now))
+                    continue
+                if eff.peer in self.held_to:
+                    self.held.append((node, eff))
+                    continue
+                conn = ("peer", node)
+                self.run(eff.peer, self.cores[eff.peer].on_request(conn, eff.msg, self.clock(eff.peer)))
+            elif t is Respond:
+                if isinstance(eff.conn, Client):
+                    eff.conn.replies[eff.msg.id] = eff.msg
+                elif eff.conn is not None:
+                    src = eff.conn[1]
+                    if node in self.held_to:
+                        self.held.append((node, eff))
+                        continue
+                    self.run(src, self.cores[src].on_response(node, eff.msg, self.clock(src)))
+            elif t is StoreWrite:
+                cur = self.disk[node].get(eff.key)
+                if cur is None or eff.record.version.newer_than(cur.version):
+                    self.disk[node][eff.key] = eff.record
+                self.run(node, core.on_store_done(eff.token, True, None, now))
+            elif t is StoreRead:
+                self.run(node, core.on_store_done(eff.token, True, self.disk[node].get(eff.key), now))
+            elif t is SaveHlcCeiling:
+                self.saved_ceiling[node] = eff.ts
+                self.run(node, core.on_store_done(eff.token, True, None, now))
+            # Log, hints: nothing to do here
+
+    def release(self, node):
+        self.held_to.discard(node)
+        held, self.held = self.held, []
+        self.queue.extend(held)
+        self.settle()
+
+    def tick(self, ms=5):
+        self.time_ms += ms
+        for name in self.names:
+            self.run(name, self.cores[name].tick(self.clock(name)))
+        self.settle()
+
+    # -- clients ----------------------------------------------------------------
+    def request(self, client, node, msg) -> m.Reply:
+        self.run(node, self.cores[node].on_request(client, msg, self.clock(node)))
+        self.settle()
+        return client.replies.get(msg.id)
+
+    def put(self, client, node, key, value, session=None, req_id=None, **kw):
+        req_id = req_id or len(client.replies) + 1
+        after = session.floor_ts if session is not None else 0
+        reply = self.request(client, node, m.Put(req_id, key, value, after_ts=after, **kw))
+        if session is not None and reply is not None:
+            session.saw(key, reply.version)
+        return reply
+
+    def get(self, client, node, key, session=None, req_id=None, **kw):
+        req_id = req_id or len(client.replies) + 1
+        floor = session.floor(key) if session is not None else None
+        reply = self.request(client, node, m.Get(req_id, key, floor=floor, **kw))
+        if session is not None and reply is not None:
+            session.saw(key, reply.version)
+        return reply
+
+    def restart(self, node):
+        self.cores[node] = self.boot(node)
+
+    def newest_everywhere(self, key):
+        return {x: self.disk[x].get(key) for x in self.names}
+
+
+# ----------------------------------------------------------- hole 2: clock skew
+def _hole2(with_session: bool):
+    """n1's clock is 50 ms ahead. v1 via n1 (W=2: n1, n3 ack; the copy to n2 is
+    slow), then 5 ms after the ack the same client writes v2 via n2."""
+    mesh = Mesh(ceiling=True)
+    mesh.offset_ms["n1"] = 50
+    mesh.tick()  # ceilings saved; no heartbeats yet reach anyone's HLC below
+    session = SessionContext() if with_session else None
+    c = Client("c")
+    mesh.held_to.add("n2")
+    r1 = mesh.put(c, "n1", b"k", b"v1", session)
+    assert r1.status == m.OK and r1.version.node == "n1"
+    mesh.held.clear()  # v1's copy to n2 (and its heartbeats) never arrives before v2
+    mesh.held_to.discard("n2")
+    mesh.time_ms += 5
+    r2 = mesh.put(c, "n2", b"k", b"v2", session)
+    assert r2.status == m.OK
+    return mesh, r1, r2
+
+
+def test_hole2_without_session_the_later_write_loses():
+    """The scenario of issue 10 hole 2, reproduced: the control for the fix."""
+    mesh, r1, r2 = _hole2(with_session=False)
+    assert r1.version.newer_than(r2.version)
+    assert mesh.disk["n3"][b"k"].value == b"v1"
+
+
+def test_hole2_session_floor_orders_the_later_write_after_the_acked_one():
+    mesh, r1, r2 = _hole2(with_session=True)
+    assert r2.version.newer_than(r1.version)
+    assert r2.version.node == "n2"
+    for node in ("n2", "n3"):
+        assert mesh.disk[node][b"k"].value == b"v2"
+    # A read at ALL returns v2 from everyone who has it.
+    reply = mesh.get(Client("reader"), "n3", b"k", r=3)
+    assert reply.value == b"v2"
+
+
+def test_write_reply_carries_the_version_written():
+    mesh = Mesh()
+    mesh.tick()
+    c = Client("c")
+    reply = mesh.put(c, "n1", b"k", b"v")
+    assert reply.status == m.OK
+    assert mesh.disk["n1"][b"k"].version == reply.version
+    gone = mesh.put(c, "n2", b"k", None)  # deletes too: the tombstone's version
+    assert gone.version.newer_than(reply.version)
+    assert mesh.disk["n2"][b"k"].version == gone.version
+
+
+def test_session_floor_on_reads_widens_to_the_replica_that_has_it():
+    """R=1: the first replica asked is stale; the coordinator asks further replicas
+    until one has the session's version (read-your-writes at a weak level)."""
+    mesh = Mesh(r=1, w=1)
+    mesh.tick()
+    session = SessionContext()
+    c = Client("c")
+    key = b"k"
+    mesh.held_to.update({"n2", "n3"})
+    r1 = mesh.put(c, "n1", key, b"mine", session, w=1)
+    assert r1.status == m.OK
+    mesh.held.clear()  # the copies to n2 and n3 are lost: only n1 has the write
+    mesh.held_to.clear()
+    # Without the session, a read at R=1 through n2 answers from n2 itself: stale.
+    plain = mesh.get(Client("other"), "n2", key, r=1)
+    assert plain.status == m.NOT_FOUND
+    reply = mesh.get(c, "n2", key, session, r=1)
+    assert reply.status == m.OK and reply.value == b"mine"
+    assert reply.version == r1.version
+    assert mesh.cores["n2"].statistics()["session_reads_widened"] >= 1
+
+
+def test_session_floor_unmet_is_unavailable_not_stale():
+    mesh = Mesh(r=1, w=1)
+    mesh.tick()
+    session = SessionContext()
+    c = Client("c")
+    mesh.held_to.update({"n2", "n3"})
+    mesh.put(c, "n1", b"k", b"mine", session, w=1)
+    mesh.held.clear()
+    mesh.held_to.clear()
+    mesh.down.add("n1")  # the only holder is unreachable
+    reply = mesh.get(c, "n2", b"k", session, r=1)
+    assert reply.status == m.UNAVAILABLE
+    assert "session" in reply.message and str(session.floor(b"k")) in reply.message
+    assert mesh.cores["n2"].statistics()["session_floor_unmet"] == 1
+    mesh.down.clear()  # back: the session reads its write again
+    reply = mesh.get(c, "n2", b"k", session, r=1)
+    assert reply.status == m.OK and reply.value == b"mine"
+
+
+def test_floor_older_than_gc_grace_is_met_by_no_copy():
+    """A floor older than the tombstone GC grace may name a purged tombstone."""
+    mesh = Mesh(r=1, w=1, tombstone_gc_grace_ms=60_000)
+    old = Version(pack_ts(T0 - 120_000, 0), "n1")
+    reply = mesh.request(Client("c"), "n2", m.Get(1, b"k", 1, floor=old))
+    assert reply.status == m.NOT_FOUND
+    recent = Version(pack_ts(T0 - 1_000, 0), "n1")
+    reply = mesh.request(Client("c"), "n2", m.Get(2, b"k", 1, floor=recent))
+    assert reply.status == m.UNAVAILABLE
+
+
+def test_session_floor_far_ahead_is_refused_and_not_observed():
+    mesh = Mesh()
+    core = mesh.cores["n1"]
+    before = core.hlc.last
+    wild = pack_ts(T0 + 3_600_000, 0)
+    reply = mesh.request(Client("c"), "n1", m.Put(1, b"k", b"v", after_ts=wild))
+    assert reply.status == m.INVALID and "ahead" in reply.message
+    reply = mesh.request(Client("c"), "n1", m.Get(2, b"k", floor=Version(wild, "n9")))
+    assert reply.status == m.INVALID
+    assert core.hlc.last == before
+    assert mesh.disk["n1"] == {}
+
+
+def test_session_context_keeps_newest_and_is_bounded():
+    s = SessionContext(keys_max=2)
+    s.saw(b"a", Version(10, "n1"))
+    s.saw(b"a", Version(5, "n2"))  # older: ignored
+    assert s.floor(b"a") == Version(10, "n1") and s.floor_ts == 10
+    s.saw(b"b", Version(3, "n1"))
+    s.saw(b"c", Version(4, "n1"))  # evicts the least recently used key, a
+    assert s.floor(b"a") is None and len(s) == 2
+    assert s.floor_ts == 10  # the session-wide floor is never forgotten
+    s.saw(b"d", None)
+    assert len(s) == 2
+    s.reset()
+    assert s.floor_ts == 0 and len(s) == 0
+
+
+# ------------------------------------------------ hole 3: HLC across a restart
+def _key_not_on(mesh, node):
+    ring = mesh.cores[node].ring
+    for i in range(1000):
+        key = b"key%d" % i
+        if node not in ring.preference_list(key):
+            return key
+    raise AssertionError("no key outside the node's ranges")
+
+
+def _hole3(ceiling: bool):
+    """n1 coordinates writes to keys it does not replicate, then restarts with its
+    clock stepped back 2 s: its storage's max timestamp knows none of them."""
+    mesh = Mesh(names=NAMES, ceiling=ceiling)
+    mesh.tick()
+    c = Client("c")
+    key = _key_not_on(mesh, "n1")
+    issued = []
+    for i in range(5):
+        mesh.tick(1)
+        reply = mesh.put(c, "n1", key, b"v%d" % i)
+        assert reply.status == m.OK
+        issued.append(reply.version)
+    assert mesh.disk["n1"].get(key) is None
+    mesh.offset_ms["n1"] = -2_000
+    mesh.restart("n1")
+    mesh.tick(1)
+    after = mesh.put(c, "n1", key, b"after restart")
+    return mesh, key, issued, after
+
+
+def test_hole3_without_ceiling_the_clock_runs_backwards():
+    """Issue 10 hole 3 reproduced (the old seeding: storage's max timestamp only)."""
+    mesh, key, issued, after = _hole3(ceiling=False)
+    assert after.status == m.OK
+    assert not after.version.newer_than(max(issued, key=Version.key))
+    assert mesh.disk["n2"][key].value != b"after restart"  # the acked write lost
+
+
+def test_hole3_restart_with_clock_stepped_back_issues_newer_versions():
+    mesh, key, issued, after = _hole3(ceiling=True)
+    assert after.status == m.OK
+    for v in issued:
+        assert after.version.newer_than(v)
+    replicas = mesh.cores["n2"].ring.preference_list(key)
+    for node in replicas:
+        assert mesh.disk[node][key].value == b"after restart"
+
+
+def test_no_timestamp_is_issued_above_the_saved_ceiling():
+    """Writes wait for the ceiling: a crash before a save is durable loses no guarantee."""
+    members = {"n1": "x"}
+    core = NodeCore(NodeSettings("n1", n=1, r=1, w=1), members, now_ms=T0, hlc_ceiling=0)
+    c = Client("c")
+    out = core.on_request(c, m.Put(1, b"k", b"v"), T0)
+    saves = [e for e in out if type(e) is SaveHlcCeiling]
+    assert len(saves) == 1 and not [e for e in out if type(e) is StoreWrite]
+    assert saves[0].ts >> LOGICAL_BITS == T0 + clock_mod.HLC_LEASE_MS
+    # A second write while the save is in flight waits too, behind the first.
+    out = core.on_request(c, m.Put(2, b"k", b"w"), T0)
+    assert out == []
+    out = core.on_store_done(saves[0].token, True, None, T0 + 1)
+    writes = [e for e in out if type(e) is StoreWrite]
+    assert [w.record.value for w in writes] == [b"v", b"w"]
+    assert all(w.record.version.ts <= saves[0].ts for w in writes)
+    assert core.statistics()["clock_writes_held"] == 2
+
+
+def test_ceiling_renewed_ahead_of_need_so_writes_do_not_wait():
+    core = NodeCore(NodeSettings("n1", n=1, r=1, w=1), {"n1": "x"}, now_ms=T0, hlc_ceiling=0)
+    out = core.tick(T0)
+    (save,) = [e for e in out if type(e) is SaveHlcCeiling]
+    core.on_store_done(save.token, True, None, T0)
+    now = T0
+    for i in range(20):  # 20 writes over 2 lease periods: never held
+        now += clock_mod.HLC_LEASE_MS // 10
+        for e in core.tick(now):
+            if type(e) is SaveHlcCeiling:
+                core.on_store_done(e.token, True, None, now)
+        out = core.on_request(Client("c"), m.Put(i + 1, b"k", b"v"), now)
+        assert [e for e in out if type(e) is StoreWrite], i
+    assert core.statistics()["clock_writes_held"] == 0
+    assert core.statistics()["hlc_ceiling_saves"] >= 3
+
+
+def test_failed_ceiling_save_retries_and_held_write_times_out():
+    core = NodeCore(NodeSettings("n1", n=1, r=1, w=1, timeout_ms_write=300), {"n1": "x"}, now_ms=T0,
+                    hlc_ceiling=0)
+    c = Client("c")
+    out = core.on_request(c, m.Put(1, b"k", b"v"), T0)
+    (save,) = [e for e in out if type(e) is SaveHlcCeiling]
+    out = core.on_store_done(save.token, False, "disk full", T0 + 1)
+    assert [e.event for e in out if type(e).__name__ == "Log"] == ["hlc_ceiling_save_failed"]
+    assert not [e for e in core.tick(T0 + 2) if type(e) is SaveHlcCeiling]  # not every tick
+    retry = [e for e in core.tick(T0 + 1 + clock_mod.HLC_SAVE_RETRY_MS) if type(e) is SaveHlcCeiling]
+    assert len(retry) == 1
+    core.on_store_done(retry[0].token, False, "disk full", T0 + 150)
+    out = core.tick(T0 + 301)
+    (reply,) = [e.msg for e in out if type(e) is Respond]
+    assert reply.status == m.TIMEOUT and "disk full" in reply.message
+    assert core.statistics()["hlc_ceiling_save_failures"] == 2
+
+
+def test_restart_starts_above_the_ceiling_even_with_empty_storage():
+    ceiling = pack_ts(T0 + 5_000, 0)
+    core = NodeCore(NodeSettings("n1", n=1, r=1, w=1), {"n1": "x"}, now_ms=T0, hlc_ceiling=ceiling)
+    assert core.hlc.last == ceiling
+    assert core.hlc.peek(T0) > ceiling
+
+
+# --------------------------------------------- heartbeats: offsets and refusal
+def _beat(mesh, rounds=3, ms=200):
+    for _ in range(rounds):
+        mesh.tick(ms)
+
+
+def test_heartbeats_measure_offsets_and_export_them():
+    mesh = Mesh()
+    mesh.offset_ms["n1"] = 120
+    _beat(mesh)
+    st = mesh.cores["n2"].status_reply(1, mesh.clock("n2"))
+    view = {v.node: v for v in st.members}
+    assert view["n1"].clock_offset_ms == 120
+    assert view["n3"].clock_offset_ms == 0
+    assert view["n2"].clock_offset_ms is None  # ourselves
+    assert st.stats["clock_offset_ms_max"] == 120
+    assert mesh.cores["n1"].statistics()["clock_offset_ms_max"] == 120
+
+
+def test_heartbeat_hlc_keeps_a_slow_node_stamping_after_a_fast_one():
+    """Without any session: once n1's heartbeat reached n2, n2 stamps above n1's writes."""
+    mesh = Mesh()
+    mesh.offset_ms["n1"] = 300
+    mesh.tick()
+    c = Client("c")
+    r1 = mesh.put(c, "n1", b"k", b"v1")
+    _beat(mesh, rounds=2)
+    key2 = b"other"
+    r2 = mesh.put(c, "n2", key2, b"v2")
+    assert r2.version.ts > r1.version.ts
+
+
+def test_node_far_off_from_the_cluster_refuses_writes_and_says_why():
+    mesh = Mesh(max_clock_skew_ms=500)
+    mesh.offset_ms["n1"] = 1_000
+    _beat(mesh)
+    c = Client("c")
+    reply = mesh.put(c, "n1", b"k", b"v")
+    assert reply.status == m.UNAVAILABLE
+    assert "max_clock_skew_ms=500" in reply.message and "n1" in reply.message
+    assert "+1000 ms" in reply.message or "+999 ms" in reply.message
+    assert mesh.cores["n1"].statistics()["clock_refused_writes"] == 1
+    # Reads are still served, and the other nodes (off from one peer of two) still write.
+    assert mesh.get(c, "n1", b"k").status == m.NOT_FOUND
+    assert mesh.put(c, "n2", b"k", b"v").status == m.OK
+    assert mesh.cores["n2"].statistics()["clock_refusing"] == 0
+    # The fast node's HLC is not adopted by the others: it is beyond the bound.
+    assert mesh.cores["n2"].hlc.last >> LOGICAL_BITS < mesh.clock("n1")
+    # Its clock is fixed: within a few heartbeats it writes again.
+    mesh.offset_ms["n1"] = 0
+    _beat(mesh, rounds=clock_mod.OFFSET_SAMPLES_MAX + 1)
+    assert mesh.put(c, "n1", b"k", b"w").status == m.OK
+
+
+def test_within_the_bound_nobody_refuses():
+    mesh = Mesh(max_clock_skew_ms=500)
+    mesh.offset_ms["n1"] = 400
+    _beat(mesh)
+    for node in mesh.names:
+        assert mesh.put(Client(node), node, b"k", b"v").status == m.OK
+
+
+def test_max_clock_skew_zero_turns_the_rule_off():
+    mesh = Mesh(max_clock_skew_ms=0)
+    mesh.offset_ms["n1"] = 5_000
+    _beat(mesh)
+    assert mesh.put(Client("c"), "n1", b"k", b"v").status == m.OK
+
+
+@pytest.mark.parametrize("msg", [
+    m.Heartbeat(0, "n2", 1),  # an old peer: no clock fields
+    m.Heartbeat(0, "nobody", 1, 123, T0),  # not a member
+])
+def test_heartbeats_without_clock_or_from_strangers_are_harmless(msg):
+    mesh = Mesh()
+    core = mesh.cores["n1"]
+    core.on_request(("peer", "n2"), msg, T0)
+    assert core.clock.offset_of("nobody") is None
+    assert core.statistics()["clock_offset_ms_max"] == 0
