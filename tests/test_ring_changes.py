@@ -301,3 +301,30 @@ def test_decommission_below_n_is_refused_and_the_dry_run_says_why(make_cluster):
     forced = qkv("decommission", "n3", "--dir", cluster.root, "--force")
     assert forced.returncode == 0, forced.stderr
     assert "n3 has left" in forced.stdout
+
+
+def test_engines_drop_only_exactly_the_scanned_version(tmp_path):
+    """Cleanup's storage half: ``drop`` is compare-and-delete on the version (value
+    or tombstone), so a write that lands between the scan and the drop is kept."""
+    from quorumkv.core.version import Record, Version
+    from quorumkv.shell.storage import MemoryEngine, SqliteEngine
+
+    def call(fn, *args):
+        got, ev = [], threading.Event()
+        fn(*args, lambda ok, result: (got.append((ok, result)), ev.set()))
+        assert ev.wait(10)
+        return got[0]
+
+    for eng in (MemoryEngine(), SqliteEngine(str(tmp_path / "kv.sqlite3"), fsync=False)):
+        try:
+            call(eng.write, b"v", Record(Version(100, "n1"), b"value"))
+            call(eng.write, b"t", Record(Version(100, "n1"), None))
+            call(eng.write, b"raced", Record(Version(200, "n2"), b"newer"))
+            for key, version in [(b"v", Version(100, "n2")), (b"v", Version(99, "n1")),
+                                 (b"raced", Version(100, "n1")), (b"missing", Version(1, "n1"))]:
+                assert call(eng.drop, key, version)[0]
+            assert eng.get_now(b"v").value == b"value" and eng.get_now(b"raced").value == b"newer"
+            assert call(eng.drop, b"v", Version(100, "n1"))[0] and call(eng.drop, b"t", Version(100, "n1"))[0]
+            assert eng.get_now(b"v") is None and eng.get_now(b"t") is None and eng.count() == 1
+        finally:
+            eng.close()
