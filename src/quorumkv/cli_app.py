@@ -171,7 +171,8 @@ def _watch_ring_change(address: str, node_id: str, done_state: str, what: str) -
                 progress.update(task, total=total, completed=stats.get("stream_sources_done", 0),
                                 detail=f"{state}: scanned {stats.get('stream_keys_scanned', 0)}, "
                                        f"received {stats.get('stream_keys_received', 0)}, "
-                                       f"sent {stats.get('stream_keys_sent', 0)}")
+                                       f"sent {stats.get('stream_keys_sent', 0)}, "
+                                       f"pending {stats.get('stream_pending', 0)}, failures {stats.get('stream_failures', 0)}")
                 if state == done_state:
                     progress.update(task, completed=total or 1, total=total or 1)
                     return stats
@@ -232,9 +233,10 @@ def join(dir: Annotated[str, typer.Option("--dir", help="Local cluster to add a 
 
 @app.command()
 def decommission(node_id: str, dir: DirOpt = None, node: NodeOpt = None,
-                 dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would move; change nothing.")] = False) -> None:
+                 dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would move; change nothing.")] = False,
+                 force: Annotated[bool, typer.Option("--force", help="Leave even below N live nodes; give up records that keep failing (counted).")] = False) -> None:
     """Stream NODE_ID's data to the nodes that take over its ranges, then remove it
-    from the ring. Safe to re-run if interrupted."""
+    from the ring. Safe to re-run if interrupted; waits for down new owners unless --force."""
     cl = _cluster(dir) if dir else None
     try:
         address = cl.node(node_id).address if cl else (node[0] if node else None)
@@ -244,12 +246,15 @@ def decommission(node_id: str, dir: DirOpt = None, node: NodeOpt = None,
         _fail(EXIT_USAGE, "say where NODE_ID runs: --dir DIR or --node HOST:PORT")
     reply = _run_client([address], lambda c: c.decommission(dry_run=True))
     _print_plan(reply.moves, f"decommissioning {node_id}: data that moves")
+    if reply.message:
+        out.print(reply.message, markup=False, highlight=False)
     if dry_run:
         return
-    _run_client([address], lambda c: c.decommission())
+    _run_client([address], lambda c: c.decommission(force=force))
     stats = _watch_ring_change(address, node_id, "left", f"{node_id} leaving")
-    out.print(f"{node_id} has left: sent {stats.get('stream_keys_sent', 0)} records to new owners",
-              markup=False, highlight=False)
+    undelivered = stats.get("stream_undelivered", 0)
+    out.print(f"{node_id} has left: sent {stats.get('stream_keys_sent', 0)} records to new owners"
+              + (f"; {undelivered} records UNDELIVERED (forced)" if undelivered else ""), markup=False, highlight=False)
     if cl is not None:
         # Stop it only once the others know it left (gossip), or they keep it in the ring.
         import time
@@ -498,6 +503,10 @@ def bench(
 from .cli_repair import repair_command  # noqa: E402 - registers after the commands above
 
 app.command("repair")(repair_command)
+
+from .cli_cleanup import cleanup_command  # noqa: E402
+
+app.command("cleanup")(cleanup_command)
 
 #: Commands whose modules load numpy and the simulator: registered only when the
 #: command line may need them (``quorumkv inspect`` should not pay for numpy).
