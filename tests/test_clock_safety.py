@@ -280,8 +280,9 @@ def _key_not_on(mesh, node):
 
 def _hole3(ceiling: bool):
     """n1 coordinates writes to keys it does not replicate, then restarts with its
-    clock stepped back 2 s: its storage's max timestamp knows none of them."""
-    mesh = Mesh(names=NAMES, ceiling=ceiling)
+    clock stepped back 2 s (every node's: a site-wide correction, so the max-offset
+    rule stays quiet): its storage's max timestamp knows none of those writes."""
+    mesh = Mesh(names=NAMES, ceiling=ceiling, timeout_ms_write=10_000)
     mesh.tick()
     c = Client("c")
     key = _key_not_on(mesh, "n1")
@@ -292,24 +293,32 @@ def _hole3(ceiling: bool):
         assert reply.status == m.OK
         issued.append(reply.version)
     assert mesh.disk["n1"].get(key) is None
-    mesh.offset_ms["n1"] = -2_000
+    mesh.time_ms -= 2_000
     mesh.restart("n1")
     mesh.tick(1)
-    after = mesh.put(c, "n1", key, b"after restart")
-    return mesh, key, issued, after
+    after = mesh.put(c, "n1", key, b"after restart", req_id=99)
+    waited_ms = 0
+    while after is None and waited_ms < 5_000:  # held until n1's clock passes what it issued
+        mesh.tick(50)
+        waited_ms += 50
+        after = c.replies.get(99)
+    return mesh, key, issued, after, waited_ms
 
 
 def test_hole3_without_ceiling_the_clock_runs_backwards():
     """Issue 10 hole 3 reproduced (the old seeding: storage's max timestamp only)."""
-    mesh, key, issued, after = _hole3(ceiling=False)
-    assert after.status == m.OK
+    mesh, key, issued, after, waited_ms = _hole3(ceiling=False)
+    assert after.status == m.OK and waited_ms == 0
     assert not after.version.newer_than(max(issued, key=Version.key))
     assert mesh.disk["n2"][key].value != b"after restart"  # the acked write lost
 
 
 def test_hole3_restart_with_clock_stepped_back_issues_newer_versions():
-    mesh, key, issued, after = _hole3(ceiling=True)
+    mesh, key, issued, after, waited_ms = _hole3(ceiling=True)
     assert after.status == m.OK
+    # It waited (as CockroachDB does at start) rather than stamp ahead of real time.
+    assert 2_000 <= waited_ms <= 2_000 + clock_mod.HLC_LEASE_MS + 100
+    assert after.version.wall_ms <= mesh.clock("n1")
     for v in issued:
         assert after.version.newer_than(v)
     replicas = mesh.cores["n2"].ring.preference_list(key)
@@ -371,11 +380,29 @@ def test_failed_ceiling_save_retries_and_held_write_times_out():
     assert core.statistics()["hlc_ceiling_save_failures"] == 2
 
 
-def test_restart_starts_above_the_ceiling_even_with_empty_storage():
+def test_restart_below_the_ceiling_waits_and_says_why():
+    """Restarted with its clock 5 s behind its saved ceiling: writes wait for the
+    clock, and one that cannot wait that long times out saying why."""
     ceiling = pack_ts(T0 + 5_000, 0)
-    core = NodeCore(NodeSettings("n1", n=1, r=1, w=1), {"n1": "x"}, now_ms=T0, hlc_ceiling=ceiling)
-    assert core.hlc.last == ceiling
-    assert core.hlc.peek(T0) > ceiling
+    core = NodeCore(NodeSettings("n1", n=1, r=1, w=1, timeout_ms_write=1_000), {"n1": "x"}, now_ms=T0,
+                    hlc_ceiling=ceiling)
+    assert core.hlc.last < ceiling  # the HLC is not jumped ahead of real time
+    c = Client("c")
+    assert core.on_request(c, m.Put(1, b"k", b"v"), T0) == []
+    out = core.tick(T0 + 1_001)
+    (reply,) = [e.msg for e in out if type(e) is Respond]
+    assert reply.status == m.TIMEOUT and "behind the timestamps it issued" in reply.message
+    # Once the clock passes the ceiling, writes go through, stamped above it.
+    now = T0 + 5_001
+    for e in core.tick(now):
+        if type(e) is SaveHlcCeiling:
+            core.on_store_done(e.token, True, None, now)
+    out = core.on_request(c, m.Put(2, b"k", b"w"), now)
+    for e in out:
+        if type(e) is SaveHlcCeiling:
+            out += core.on_store_done(e.token, True, None, now)
+    (write,) = [e for e in out if type(e) is StoreWrite]
+    assert write.record.version.ts > ceiling
 
 
 # --------------------------------------------- heartbeats: offsets and refusal
