@@ -1122,3 +1122,13 @@ def test_joint_write_that_cannot_reach_the_future_set_fails_saying_so():
     assert reply.status == m.UNAVAILABLE
     assert reply.message.startswith("write during a ring change needed acks from both replica sets (2 of current")
     assert f"2 of future replicas {', '.join(sorted(new))}: got 0" in reply.message
+
+
+def test_replay_ack_from_a_node_it_was_not_sent_to_is_ignored():
+    core = make(F1)
+    core.hints_held[P3] = [1, 100]
+    of(core.tick(NOW), LoadHints)
+    (send,) = sends(core.on_hints_loaded(P3, [("h1", KEY, rec(1), NOW)], NOW))
+    assert core.on_response(P2, m.RepWriteAck(send.msg.id, True), NOW) == []  # a confused peer
+    assert core.hints_held[P3] == [1, 100] and core.stats["hints_replayed"] == 0
+    assert core.on_response(P3, m.RepWriteAck(send.msg.id, True), NOW) == [DeleteHint("h1")]

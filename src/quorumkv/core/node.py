@@ -342,8 +342,11 @@ class NodeCore:
             handler(peer, msg, now_ms, out)
             return out
         if msg.id in self._replays:
-            ok = t is m.RepWriteAck and msg.ok
             waiting = self._handovers.get(msg.id)
+            sent_to_peer = peer in waiting if waiting is not None else peer == self._replays[msg.id][0]
+            if not sent_to_peer:
+                return out  # an answer from a node this replay did not go to: ignored
+            ok = t is m.RepWriteAck and msg.ok
             if ok and waiting is not None:
                 waiting.discard(peer)
                 if waiting:
