@@ -617,6 +617,7 @@ class NodeCore:
         level = level_from_wire(msg.r if is_get else msg.w)
         dyn = dynamic.wants_target(msg)
         if dyn:  # a freshness/latency target instead of R/W: the live model picks (core/dynamic.py)
+            self.stats["dynamic_requests"] = self.stats.get("dynamic_requests", 0) + 1
             live = sum(map(self.membership.is_alive, self.ring.preference_list(key)))
             level, why = dynamic.level_for(msg, self.latency_model, n, self.default_w, live)
             if level is None:
