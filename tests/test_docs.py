@@ -291,3 +291,59 @@ def test_no_doc_points_outside_the_repository():
     """Paths like shared/PEERS.md belong to the workplace, not the repository."""
     offenders = [f"{p.relative_to(ROOT)}" for p in DOCS if "shared/" in p.read_text()]
     assert not offenders, offenders
+
+
+# ------------------------------------------------------- docs against the code
+def _table_rows(path: Path, header: str) -> list[list[str]]:
+    """The rows of the markdown table whose header row starts with ``header``."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+    return rows
+
+
+def test_operations_lists_every_cli_command():
+    import typer
+
+    from quorumkv.cli import app
+
+    group = typer.main.get_command(app)
+    commands = [f"quorumkv {name}" for name in group.commands if name != "cluster"]
+    commands += [f"quorumkv cluster {name}" for name in group.commands["cluster"].commands]
+    documented = [row[0] for row in _table_rows(ROOT / "docs" / "operations.md", "| command |")]
+    missing = [c for c in commands if not any(re.match(rf"`{re.escape(c)}(?![\w-])", d) for d in documented)]
+    assert not missing, f"docs/operations.md's command table lacks {missing}"
+
+
+def test_operations_config_defaults_are_the_codes():
+    import dataclasses
+
+    from quorumkv.shell.config import NodeConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(NodeConfig) if f.default is not dataclasses.MISSING}
+    checked = 0
+    for keys, default, *_ in _table_rows(ROOT / "docs" / "operations.md", "| key |"):
+        for key in re.findall(r"`(\w+)`", keys):
+            assert key in {f.name for f in dataclasses.fields(NodeConfig)}, f"operations.md documents {key}: no such key"
+            if key in defaults:
+                code = defaults[key]
+                code = str(code).lower() if isinstance(code, bool) else str(code)
+                assert default.strip("`") == code, f"operations.md: {key} defaults to {default}, the code to {code}"
+                checked += 1
+    assert checked >= 8
+
+
+@pytest.mark.integration
+def test_node_log_is_json_lines_but_the_documented_start_line(shared_cluster_box):
+    """docs/operations.md: node.log holds one plain 'listening' line per start, then JSON."""
+    cluster = LocalCluster(str(shared_cluster_box.dir))
+    lines = Path(cluster.nodes[0].log_file).read_text().splitlines()
+    assert lines
+    for line in lines:
+        if re.fullmatch(r"quorumkv node n1 listening on \S+", line):
+            continue
+        assert isinstance(json.loads(line), dict), line
