@@ -454,7 +454,7 @@ def cluster_down(dir: Annotated[str, typer.Option("--dir")]) -> None:
     cl = _cluster(dir)
     stopped = cl.down()
     idle = len(cl.nodes) - stopped
-    out.print(f"stopped {stopped} of {len(cl.nodes)} nodes" + (f" ({idle} were not running)" if idle else ""),
+    out.print(f"stopped {stopped} of {len(cl.nodes)} nodes" + (f" ({idle} not running)" if idle else ""),
               markup=False, highlight=False)
 
 
@@ -525,4 +525,14 @@ def run(argv: list[str]) -> None:
     light = {c.name or c.callback.__name__ for c in app.registered_commands} | {"cluster"}
     if first is None or first not in light:
         register_heavy_commands()
-    app(args=argv, prog_name="quorumkv")
+    try:
+        code = app(args=argv, prog_name="quorumkv", standalone_mode=False)
+    except typer.Abort:
+        _fail(130, "interrupted")
+    except typer.exceptions.TyperException as exc:  # click's usage errors: one line, not a box
+        if not argv or exc.__class__.__name__ == "NoArgsIsHelpError":
+            print(exc.format_message())  # `quorumkv` / `quorumkv cluster` alone: the help
+            raise SystemExit(EXIT_USAGE) from None
+        where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "quorumkv"
+        _fail(getattr(exc, "exit_code", EXIT_USAGE), f"{where}: {exc.format_message()}")
+    raise SystemExit(code if isinstance(code, int) else 0)
