@@ -90,6 +90,8 @@ def test_cluster_up_status_restart_down(cli_cluster, tmp_path):
         res = qkv(*args)
         assert res.returncode == 2, args
         assert "no node 'n9'" in one_line_error(res)
+    res = qkv("decommission", "n9", "--node", LocalCluster(d).node("n1").address)
+    assert res.returncode == 2 and "is n1, not n9" in one_line_error(res)
 
     # down says how many it actually stopped (n5 got SIGTERM above)
     LocalCluster(d).stop(LocalCluster(d).node("n5"))

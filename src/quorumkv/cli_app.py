@@ -242,6 +242,9 @@ def decommission(node_id: str, dir: DirOpt = None, node: NodeOpt = None,
         _fail(EXIT_USAGE, str(exc.args[0]))
     if address is None:
         _fail(EXIT_USAGE, "say where NODE_ID runs: --dir DIR or --node HOST:PORT")
+    actual = _run_client([address], lambda c: c.ping()).node
+    if actual != node_id:  # the node at ADDRESS is the one that would leave
+        _fail(EXIT_USAGE, f"the node at {address} is {actual}, not {node_id}")
     reply = _run_client([address], lambda c: c.decommission(dry_run=True))
     _print_plan(reply.moves, f"decommissioning {node_id}: data that moves")
     if dry_run:
