@@ -491,9 +491,19 @@ def bench(
 ) -> None:
     """Put/get throughput and p50/p99 latency: 3-node cluster (N=3, R=W=2) vs one node (N=1)."""
     from .bench import run_bench
+    from .localcluster import ports_free
 
-    results = run_bench(clients=clients, seconds=seconds, storage=storage, keys=keys,
-                        value_bytes=value_bytes, base_port=base_port, console=None if output == "json" else out)
+    if storage not in ("memory", "sqlite"):
+        raise typer.BadParameter(f"{storage!r} is not one of memory, sqlite", param_hint="--storage")
+    # the baseline node takes base_port, base_port+1; the 3-node cluster base_port+10 .. +15
+    if not (ports_free(base_port, 2) and ports_free(base_port + 10, 6)):
+        _fail(EXIT_USAGE, f"ports {base_port}..{base_port + 1} and {base_port + 10}..{base_port + 15} "
+              "are not all free; choose others with --base-port")
+    try:
+        results = run_bench(clients=clients, seconds=seconds, storage=storage, keys=keys, value_bytes=value_bytes,
+                            base_port=base_port, console=None if output == "json" else out)
+    except (RuntimeError, TimeoutError) as exc:
+        _fail(EXIT_UNAVAILABLE, f"bench: {exc}")
     if output == "json":
         print(json.dumps(results, indent=2))
 
