@@ -23,7 +23,6 @@ other command — goes to the Typer app in ``cli_app``, which declares every com
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
@@ -181,6 +180,8 @@ _STATE_COLOURS = {"up": "32", "suspect": "33", "joining": "36", "leaving": "36",
 def cmd_cluster_status(dir: str, output: str) -> None:
     rows = _cluster(dir).status()
     if output == "json":
+        import json
+
         print(json.dumps(rows))
         return
     seen_by = next((r["seen_by"] for r in rows if r.get("seen_by")), None)

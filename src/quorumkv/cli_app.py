@@ -244,6 +244,9 @@ def decommission(node_id: str, dir: DirOpt = None, node: NodeOpt = None,
         _fail(EXIT_USAGE, str(exc.args[0]))
     if address is None:
         _fail(EXIT_USAGE, "say where NODE_ID runs: --dir DIR or --node HOST:PORT")
+    actual = _run_client([address], lambda c: c.ping()).node
+    if actual != node_id:  # the node at ADDRESS is the one that would leave
+        _fail(EXIT_USAGE, f"the node at {address} is {actual}, not {node_id}")
     reply = _run_client([address], lambda c: c.decommission(dry_run=True))
     _print_plan(reply.moves, f"decommissioning {node_id}: data that moves")
     if reply.message:
@@ -459,7 +462,7 @@ def cluster_down(dir: Annotated[str, typer.Option("--dir")]) -> None:
     cl = _cluster(dir)
     stopped = cl.down()
     idle = len(cl.nodes) - stopped
-    out.print(f"stopped {stopped} of {len(cl.nodes)} nodes" + (f" ({idle} were not running)" if idle else ""),
+    out.print(f"stopped {stopped} of {len(cl.nodes)} nodes" + (f" ({idle} not running)" if idle else ""),
               markup=False, highlight=False)
 
 
@@ -493,9 +496,19 @@ def bench(
 ) -> None:
     """Put/get throughput and p50/p99 latency: 3-node cluster (N=3, R=W=2) vs one node (N=1)."""
     from .bench import run_bench
+    from .localcluster import ports_free
 
-    results = run_bench(clients=clients, seconds=seconds, storage=storage, keys=keys,
-                        value_bytes=value_bytes, base_port=base_port, console=None if output == "json" else out)
+    if storage not in ("memory", "sqlite"):
+        raise typer.BadParameter(f"{storage!r} is not one of memory, sqlite", param_hint="--storage")
+    # the baseline node takes base_port, base_port+1; the 3-node cluster base_port+10 .. +15
+    if not (ports_free(base_port, 2) and ports_free(base_port + 10, 6)):
+        _fail(EXIT_USAGE, f"ports {base_port}..{base_port + 1} and {base_port + 10}..{base_port + 15} "
+              "are not all free; choose others with --base-port")
+    try:
+        results = run_bench(clients=clients, seconds=seconds, storage=storage, keys=keys, value_bytes=value_bytes,
+                            base_port=base_port, console=None if output == "json" else out)
+    except (RuntimeError, TimeoutError) as exc:
+        _fail(EXIT_UNAVAILABLE, f"bench: {exc}")
     if output == "json":
         print(json.dumps(results, indent=2))
 
@@ -534,4 +547,14 @@ def run(argv: list[str]) -> None:
     light = {c.name or c.callback.__name__ for c in app.registered_commands} | {"cluster"}
     if first is None or first not in light:
         register_heavy_commands()
-    app(args=argv, prog_name="quorumkv")
+    try:
+        code = app(args=argv, prog_name="quorumkv", standalone_mode=False)
+    except typer.Abort:
+        _fail(130, "interrupted")
+    except typer.exceptions.TyperException as exc:  # click's usage errors: one line, not a box
+        if not argv or exc.__class__.__name__ == "NoArgsIsHelpError":
+            print(exc.format_message())  # `quorumkv` / `quorumkv cluster` alone: the help
+            raise SystemExit(EXIT_USAGE) from None
+        where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "quorumkv"
+        _fail(getattr(exc, "exit_code", EXIT_USAGE), f"{where}: {exc.format_message()}")
+    raise SystemExit(code if isinstance(code, int) else 0)

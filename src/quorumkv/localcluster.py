@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 import tomllib
@@ -237,6 +236,8 @@ class LocalCluster:
 
     # -- processes ------------------------------------------------------------
     def start(self, node: NodeInfo) -> int:
+        import subprocess  # noqa: PLC0415 - `quorumkv get --dir` reads this module and starts nothing
+
         if node.running():
             return node.pid()
         log = open(node.log_file, "ab")
@@ -258,8 +259,8 @@ class LocalCluster:
                 if ping(node.address, 250) is not None:
                     break
                 if not node.running():
-                    raise RuntimeError(f"node {node.id} exited during startup; see {node.log_file}:\n"
-                                       + tail(node.log_file))
+                    last = (tail(node.log_file, 1).strip() or "no output").splitlines()[-1]
+                    raise RuntimeError(f"node {node.id} exited during startup: {last} (log: {node.log_file})")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"node {node.id} not ready after {timeout_ms} ms; see {node.log_file}")
                 time.sleep(0.05)
