@@ -24,7 +24,6 @@ from collections import deque
 
 import structlog
 
-from ..core import messages as m
 from ..core.limits import CLIENT_PIPELINE_MAX
 from ..resp.commands import CommandError, ReadOp, Session, lookup
 from ..resp.parser import RequestParser, RespProtocolError, encode_error
@@ -198,13 +197,13 @@ class RespConnection(asyncio.Protocol):
         for i, op in enumerate(ops):  # register every id first: answers may be synchronous
             rid = self._next_id
             self._next_id += 1
-            self.waiting[rid] = (slot, i)
+            self.waiting[rid] = (slot, i, op.key)
             ids.append(rid)
         for rid, op in zip(ids, ops):
             if type(op) is ReadOp:
-                msg = m.Get(rid, op.key, session.r_wire)
+                msg = session.get_msg(rid, op.key)
             else:
-                msg = m.Put(rid, op.key, op.value, session.w_wire, op.ttl_ms)
+                msg = session.put_msg(rid, op.key, op.value, op.ttl_ms)
             try:
                 server.run(server.core.on_request(self, msg, now))
             except Exception as exc:  # as _Inbound: a core bug drops this connection, not the node
@@ -221,7 +220,8 @@ class RespConnection(asyncio.Protocol):
         entry = self.waiting.pop(msg.id, None)
         if entry is None:
             return
-        slot, i = entry
+        slot, i, key = entry
+        self.session.saw(key, msg)
         slot.replies[i] = msg
         slot.missing -= 1
         if slot.missing == 0 and slot.gen is not None:

@@ -40,7 +40,9 @@ from ..core.node import (
 from ..core.version import newest
 from ..errors import ProtocolError
 from .config import NodeConfig, parse_address
-from .latency import MODEL_REFRESH_MS, LatencyRecorder, PendingStamps, build_table, now_us
+from .latency import (
+    MODEL_IN_USE_MS, MODEL_REFRESH_MS, MODEL_REFRESH_MS_IDLE, LatencyRecorder, PendingStamps, build_table, now_us,
+)
 from .antientropy import AE_EFFECTS, AntiEntropyShell
 from .storage import StorageEngine, open_engine
 
@@ -403,6 +405,9 @@ class NodeServer:
         self._model_handle = None
         self._model_job = None
         self._model_seen: tuple = ()
+        self._model_built_ms = 0  # when the last build started
+        self._model_used_ms = -MODEL_IN_USE_MS  # when a dynamic request was last seen
+        self._model_dynamic_seen = 0
 
     @property
     def stats_bad_input(self) -> int:
@@ -522,13 +527,25 @@ class NodeServer:
                                                   model.to_dict() if model is not None else {})))
 
     def _model_tick(self) -> None:
-        """Rebuild the model in a worker thread when new samples arrived (one job at a time)."""
+        """Rebuild the model in a worker thread when new samples arrived (one job at a
+        time): every MODEL_REFRESH_MS while the model is in use (not ready yet, or a
+        dynamic request within MODEL_IN_USE_MS), else every MODEL_REFRESH_MS_IDLE."""
         self._model_handle = self.loop.call_later(MODEL_REFRESH_MS / 1000, self._model_tick)
         n = self.core.replication_factor()
         seen = (n, tuple(self.latency.recorded.values()))
         if self._model_job is not None or seen == self._model_seen:
             return
+        now = now_ms()
+        dynamic = self.core.stats.get("dynamic_requests", 0)
+        if dynamic != self._model_dynamic_seen:
+            self._model_dynamic_seen = dynamic
+            self._model_used_ms = now
+        model = self.core.latency_model
+        in_use = model is None or not model.ready or now - self._model_used_ms < MODEL_IN_USE_MS
+        if not in_use and now - self._model_built_ms < MODEL_REFRESH_MS_IDLE:
+            return
         self._model_seen = seen
+        self._model_built_ms = now
         job = self._model_job = self.loop.run_in_executor(None, build_table, self.latency.snapshot(), n, now_ms())
         job.add_done_callback(self._model_built)
 
