@@ -420,14 +420,16 @@ def cluster_status(dir: Annotated[str, typer.Option("--dir")], output: OutputOpt
         print(json.dumps(rows))
         return
     seen_by = next((r["seen_by"] for r in rows if r.get("seen_by")), None)
-    table = Table("id", "address", "resp", "pid", "state", "phi",
+    table = Table("id", "address", "resp", "pid", "state", "phi", "clock",
                   title=f"as {seen_by} sees it" if seen_by else "no node answered")
     colors = {"up": "green", "suspect": "yellow", "joining": "cyan", "leaving": "cyan"}
     for row in rows:
         color = colors.get(row["state"], "red")
         phi = "-" if row.get("phi") is None else f"{row['phi']:.1f}"
+        offset = row.get("clock_offset_ms")
+        clock = "-" if offset is None else f"{offset:+d} ms"
         table.add_row(row["id"], row["address"], row.get("resp") or "-", str(row["pid"] or "-"),
-                      f"[{color}]{row['state']}[/]", phi)
+                      f"[{color}]{row['state']}[/]", phi, clock)
     out.print(table)
 
 
