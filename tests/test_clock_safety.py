@@ -263,12 +263,13 @@ def test_session_context_keeps_newest_and_is_bounded():
     assert s.floor(b"a") == Version(10, "n1") and s.floor_ts == 10
     s.saw(b"b", Version(3, "n1"))
     s.saw(b"c", Version(4, "n1"))  # evicts the least recently used key, a
-    assert s.floor(b"a") is None and len(s) == 2
+    assert s.floor(b"a") is None and s.keys_remembered() == 2
     assert s.floor_ts == 10  # the session-wide floor is never forgotten
     s.saw(b"d", None)
-    assert len(s) == 2
+    assert s.keys_remembered() == 2
     s.reset()
-    assert s.floor_ts == 0 and len(s) == 0
+    assert s.floor_ts == 0 and s.keys_remembered() == 0
+    assert SessionContext()  # an empty session is still a session (truthy)
 
 
 # ------------------------------------------------ hole 3: HLC across a restart
