@@ -953,3 +953,201 @@ def test_departed_nodes_hint_for_a_down_replica_becomes_a_hint_for_that_replica(
     assert of(out, DeleteHint)
     store.run(core, out, t + 2)
     assert store.count(P3) == 0 and store.count(down) == 1
+
+
+# --------------------------------- strict quorums across a ring change (issue 10, hole 4)
+class ScriptedNet:
+    """In-process cores and stores, run to quiescence; a ``hold`` predicate keeps
+    chosen messages back (slow links) until ``release``. Deterministic: FIFO."""
+
+    def __init__(self, cores):
+        self.cores = cores
+        self.stores = {nid: {} for nid in cores}
+        self.held = []
+        self.replies = []
+        self.client = Conn("client")
+
+    def request(self, at, msg, now=NOW, hold=lambda at, eff: False):
+        return self.run(at, self.cores[at].on_request(self.client, msg, now), now, hold)
+
+    def run(self, at, effects, now=NOW, hold=lambda at, eff: False):
+        queue = [(at, e) for e in effects]
+        got = []
+        while queue:
+            at, eff = queue.pop(0)
+            core, t = self.cores[at], type(eff)
+            if hold(at, eff):
+                self.held.append((at, eff))
+            elif t is StoreWrite:
+                cur = self.stores[at].get(eff.key)
+                if cur is None or eff.record.version.newer_than(cur.version):
+                    self.stores[at][eff.key] = eff.record
+                queue += [(at, e) for e in core.on_store_done(eff.token, True, None, now)]
+            elif t is StoreRead:
+                queue += [(at, e) for e in core.on_store_done(eff.token, True, self.stores[at].get(eff.key), now)]
+            elif t is Send:
+                queue += [(eff.peer, e) for e in self.cores[eff.peer].on_request(("from", at), eff.msg, now)]
+            elif t is Respond and eff.conn is self.client:
+                got.append(eff.msg)
+            elif t is Respond:
+                queue += [(eff.conn[1], e) for e in self.cores[eff.conn[1]].on_response(at, eff.msg, now)]
+        self.replies += got
+        return got
+
+    def release(self, pred, now=NOW):
+        mine = [(at, e) for at, e in self.held if pred(at, e)]
+        self.held = [x for x in self.held if x not in mine]
+        got = []
+        for at, eff in mine:
+            got += self.run(at, [eff], now)
+        return got
+
+    def holders(self, key):
+        return {nid for nid, store in self.stores.items() if key in store}
+
+
+def _change_views(kind):
+    """(members, status seen by nodes still on the old ring, status seen on the new one,
+    the node whose status changes) for a join of n6 or a decommission of n5."""
+    from quorumkv.core.membership import JOINING, LEAVING, LEFT, UP
+
+    members = {f"n{i}": f"127.0.0.1:{7000 + i}" for i in range(1, 7 if kind == "join" else 6)}
+    if kind == "join":
+        return members, JOINING, UP, "n6"
+    return members, LEAVING, LEFT, "n5"
+
+
+def _ring_change_cores(kind, key_ok):
+    """Cores for a ring change mid-flight: ``mover``'s status is gossiped to everyone
+    as the old-ring status (they route by the old ring plus the future one), except
+    to the new owner of the key, which has already moved on to the new ring."""
+    from quorumkv.core.membership import Endpoint
+
+    members, old_status, new_status, mover = _change_views(kind)
+    before = [x for x in members if x != mover] if kind == "join" else list(members)
+    after = list(members) if kind == "join" else [x for x in members if x != mover]
+    old_ring, new_ring = Ring(before, 3, VNODES), Ring(after, 3, VNODES)
+    for i in range(2_000):
+        key = b"rc%d" % i
+        old, new = old_ring.preference_list(key), new_ring.preference_list(key)
+        if set(old) != set(new) and key_ok(old, new):
+            break
+    else:  # pragma: no cover - the ring has such keys
+        raise AssertionError("no key moves")
+    (newcomer,) = set(new) - set(old)
+    cores = {}
+    for nid in members:
+        core = NodeCore(NodeSettings(nid, vnodes=VNODES, read_repair=False, speculative_retry_ms=0), members,
+                        now_ms=NOW)
+        status = new_status if nid == newcomer else old_status
+        core.on_request(Conn("gossip"), m.Gossip(0, [Endpoint(mover, members[mover], 1, 5, status)]), NOW)
+        cores[nid] = core
+    return ScriptedNet(cores), key, old, new, newcomer
+
+
+@pytest.mark.parametrize("kind", ["join", "decommission"])
+def test_write_on_the_old_ring_is_seen_by_a_strict_read_on_the_new_ring(kind):
+    # The issue's scenario: the new owner has finished (routes by the new ring);
+    # a coordinator still on the old ring writes at W=2 primary_only and the copies
+    # to the new owner and to the replica the reader will pick are slow.
+    net, key, old, new, newcomer = _ring_change_cores(
+        kind, lambda old, new: True)
+    coord = next(x for x in sorted(net.cores) if x not in old and x not in new)
+    reader_peer = next(x for x in new if x != newcomer)  # the new owner reads itself and new[...] first
+    slow = {newcomer, reader_peer}
+    hold = lambda at, eff: type(eff) is Send and type(eff.msg) is m.RepWrite and eff.peer in slow  # noqa: E731
+    got = net.request(coord, m.Put(1, key, b"v1", 2, primary_only=True), hold=hold)
+    assert net.holders(key) == set(old) - slow
+    # Two old replicas acked, but only one of them stays a replica: not acknowledged yet.
+    assert got == [], got
+    got = net.release(lambda at, eff: eff.peer == newcomer)
+    assert [r.status for r in got] == [m.OK]
+    # Any strict read, on either ring, now meets a copy.
+    for ring in (old, new):
+        for pair in [(a, b) for a in ring for b in ring if a < b]:
+            assert set(pair) & net.holders(key), (ring, pair, net.holders(key))
+    (reply,) = net.request(newcomer, m.Get(2, key, 2, primary_only=True))
+    assert (reply.status, reply.value) == (m.OK, b"v1")
+    (reply,) = net.request(coord, m.Get(3, key, 2, primary_only=True))
+    assert (reply.status, reply.value) == (m.OK, b"v1")
+
+
+@pytest.mark.parametrize("kind", ["join", "decommission"])
+def test_write_on_the_new_ring_is_seen_by_a_strict_read_on_the_old_ring(kind):
+    # The other way round: the new owner coordinates a write on the new ring; a
+    # coordinator still on the old ring reads at R=2 and prefers the two old replicas
+    # that are fastest for it — one of which leaves the key — so an old-ring-only
+    # read would miss the write.
+    net, key, old, new, newcomer = _ring_change_cores(kind, lambda old, new: True)
+    coord = next(x for x in sorted(net.cores) if x not in old and x not in new)
+    kept_unread = next(x for x in old if x in new)  # the old replica the reader ranks last
+    net.cores[coord].load.latency_ms[kept_unread] = 100.0
+    slow = set(new) - {newcomer, kept_unread}
+    hold = lambda at, eff: type(eff) is Send and type(eff.msg) is m.RepWrite and eff.peer in slow  # noqa: E731
+    (reply,) = net.request(newcomer, m.Put(1, key, b"v2", 2, primary_only=True), hold=hold)
+    assert reply.status == m.OK and net.holders(key) == {newcomer, kept_unread}
+    (reply,) = net.request(coord, m.Get(2, key, 2, primary_only=True))
+    assert (reply.status, reply.value) == (m.OK, b"v2")
+
+
+def test_failed_copy_to_a_future_owner_gets_a_hint_and_counts_as_a_failure():
+    net, key, old, new, newcomer = _ring_change_cores("join", lambda old, new: True)
+    coord = next(x for x in sorted(net.cores) if x not in old and x not in new)
+    core = net.cores[coord]
+    client = Conn("c")
+    eff = core.on_request(client, m.Put(1, key, b"v", 2, primary_only=True), NOW)
+    rw = {s.peer: s.msg for s in sends(eff, m.RepWrite)}
+    assert sorted(rw) == sorted(set(old) | {newcomer}) and all(x.hint_for == "" for x in rw.values())
+    (hint,) = of(core.on_send_failed(newcomer, rw[newcomer], "queue full", NOW), StoreHint)
+    assert (hint.owner, hint.key) == (newcomer, key)
+    # The future set still needs two acks: its two members that stay.
+    leaving = (set(old) - set(new)).pop()
+    stay = sorted(set(old) & set(new))
+    assert replies(core.on_response(leaving, m.RepWriteAck(rw[leaving].id, True), NOW), client) == []
+    assert replies(core.on_response(stay[0], m.RepWriteAck(rw[stay[0]].id, True), NOW), client) == []
+    reply = only_reply(core.on_response(stay[1], m.RepWriteAck(rw[stay[1]].id, True), NOW), client)
+    assert reply.status == m.OK and reply.w_used == 2
+
+
+def test_joint_write_that_cannot_reach_the_future_set_fails_saying_so():
+    net, key, old, new, newcomer = _ring_change_cores("join", lambda old, new: True)
+    coord = next(x for x in sorted(net.cores) if x not in old and x not in new)
+    core = net.cores[coord]
+    client = Conn("c")
+    eff = core.on_request(client, m.Put(1, key, b"v", 2, primary_only=True), NOW)
+    rw = {s.peer: s.msg for s in sends(eff, m.RepWrite)}
+    stay = sorted(set(old) & set(new))
+    core.on_send_failed(newcomer, rw[newcomer], "queue full", NOW)
+    reply = only_reply(core.on_response(stay[0], m.RepWriteAck(rw[stay[0]].id, False, "disk"), NOW), client)
+    assert reply.status == m.UNAVAILABLE
+    assert reply.message.startswith("write during a ring change needed acks from both replica sets (2 of current")
+    assert f"2 of future replicas {', '.join(sorted(new))}: got 0" in reply.message
+
+
+def test_replay_ack_from_a_node_it_was_not_sent_to_is_ignored():
+    core = make(F1)
+    core.hints_held[P3] = [1, 100]
+    of(core.tick(NOW), LoadHints)
+    (send,) = sends(core.on_hints_loaded(P3, [("h1", KEY, rec(1), NOW)], NOW))
+    assert core.on_response(P2, m.RepWriteAck(send.msg.id, True), NOW) == []  # a confused peer
+    assert core.hints_held[P3] == [1, 100] and core.stats["hints_replayed"] == 0
+    assert core.on_response(P3, m.RepWriteAck(send.msg.id, True), NOW) == [DeleteHint("h1")]
+
+
+def test_joint_read_brings_in_a_spare_for_each_replica_set_a_failure_leaves_short():
+    # A replica in both sets fails: each set needs one more reply, from different spares.
+    net, key, old, new, newcomer = _ring_change_cores("join", lambda old, new: True)
+    coord = next(x for x in sorted(net.cores) if x not in old and x not in new)
+    core = net.cores[coord]
+    client = Conn("c")
+    eff = core.on_request(client, m.Get(1, key, 2, primary_only=True), NOW)
+    first = {s.peer: s.msg for s in sends(eff, m.RepRead)}
+    both = sorted(set(first) & set(old) & set(new))
+    assert len(first) == 2 and len(both) == 2  # the two replicas that stay serve both sets
+    eff = core.on_send_failed(both[0], first[both[0]], "queue full", NOW)
+    extra = {s.peer: s.msg for s in sends(eff, m.RepRead)}
+    assert sorted(extra) == sorted((set(old) | set(new)) - set(first))  # the leaver and the newcomer
+    out = core.on_response(both[1], m.RepReadResp(first[both[1]].id, True, rec(5, "n1", b"x")), NOW)
+    for peer, msg in extra.items():
+        out += core.on_response(peer, m.RepReadResp(msg.id, True, None), NOW)
+    assert only_reply(out, client).value == b"x"

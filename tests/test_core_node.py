@@ -674,3 +674,40 @@ def test_ring_shrinking_below_integer_r_w_never_raises_in_gossip_and_fails_per_r
     core.on_request(c, m.Gossip(6, back), NOW)
     assert core.ring.nodes == ("n1", "n2", "n3") and (core.default_r, core.default_w) == (2, 2)
     start_put(core, c, req_id=7)
+
+
+# ------------------------------------------- joint rounds during a ring change (hole 4)
+def test_joint_round_needs_every_group():
+    from quorumkv.core.quorum import LOST, PENDING, WON, QuorumRound
+
+    groups = (("current", frozenset("abc"), 2), ("future", frozenset("abd"), 2))
+    rnd = QuorumRound("write", tuple("abcd"), 2, groups)
+    assert rnd.add_ok("c") == PENDING and rnd.add_ok("d") == PENDING  # one from each: 2 acks, neither set has 2
+    assert rnd.short_of("a") and rnd.short_of("b")
+    assert rnd.add_ok("a") == WON  # a is in both sets
+    rnd = QuorumRound("write", tuple("abcd"), 2, groups)
+    rnd.add_ok("a")
+    rnd.add_ok("c")  # the current set is met, the future one is not
+    assert rnd.status == PENDING and not rnd.short_of("c") and rnd.short_of("d")
+    assert rnd.add_failure("b", "down") == PENDING  # d can still make the future set
+    assert rnd.add_failure("d", "down") == LOST
+
+
+def test_plain_round_is_unchanged_by_joint_support():
+    from quorumkv.core.quorum import WON, QuorumRound
+
+    rnd = QuorumRound("write", tuple("abc"), 2)
+    rnd.add_ok("c")
+    assert rnd.short_of("a") and rnd.add_ok("b") == WON
+
+
+def test_joint_read_targets_take_the_best_of_each_set():
+    from quorumkv.core.routing import joint_read_targets
+
+    groups = [(frozenset("abc"), 2), (frozenset("abd"), 2)]
+    cands = [("c", None), ("a", None), ("d", None), ("b", None)]  # best first
+    assert joint_read_targets(cands, groups) == ([("c", None), ("a", None), ("d", None)], [("b", None)])
+    assert joint_read_targets(cands, groups, all_primaries=True)[1] == []
+    # A fallback counts for the set of the primary it stands in for.
+    cands = [("f", "c"), ("a", None), ("b", None), ("d", None)]
+    assert joint_read_targets(cands, groups) == ([("f", "c"), ("a", None), ("b", None)], [("d", None)])

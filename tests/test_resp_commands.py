@@ -321,7 +321,7 @@ def make_conn():
 
     node = SimpleNamespace(
         config=SimpleNamespace(node_id="n1", members={"n1": "h:1"}, resp_password="", resp_listen="h:2"),
-        core=FakeCore(), loop=FakeLoop(), stats_bad_input=0, run=lambda effects: None,
+        core=FakeCore(), loop=FakeLoop(), stats_bad_input=0, run=lambda effects: None, wake=lambda: None,
         storage=SimpleNamespace(count=lambda: 0, name="memory"),
     )
     conn = RespConnection(RespFrontEnd(node))

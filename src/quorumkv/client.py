@@ -306,15 +306,24 @@ class Client(_Base):
         """Where ``key`` lives and which version each replica holds (no read repair)."""
         return _check_inspect(self._call(self._inspect_msg(key)))
 
-    def decommission(self, *, dry_run: bool = False):
+    def decommission(self, *, dry_run: bool = False, force: bool = False):
         """Ask the connected node to stream its data to the new owners and leave the ring.
 
         Returns at once (progress: ``status()``); with ``dry_run`` returns the plan
         (``RingPlan.moves``: (from, to, share of the key space)) and changes nothing.
+        ``force``: leave even below N live nodes, and give up records that still fail
+        after a few attempts (counted in ``stream_undelivered``).
         """
         from .core.messages_ring import Decommission
 
-        return self._call(Decommission(next(self._ids), dry_run))
+        return self._call(Decommission(next(self._ids), dry_run, force))
+
+    def cleanup(self, *, dry_run: bool = False, keys_per_s: int = 0):
+        """Ask the connected node to drop the records it no longer replicates
+        (``core/cleanup.py``); returns at once, progress in ``status()`` (``cleanup_*``)."""
+        from .core.messages_ring import Cleanup
+
+        return self._call(Cleanup(next(self._ids), dry_run, keys_per_s))
 
     def repair(self, *, timeout_ms: int | None = None):
         """Run a full anti-entropy pass on the connected node now — against every peer

@@ -65,13 +65,26 @@ class DetectorSettings(NamedTuple):
 
 
 class PhiDetector:
-    __slots__ = ("intervals", "last_ms", "settings")
+    __slots__ = ("intervals", "last_ms", "settings", "_mean_ms", "_std_ms", "_sum", "_sumsq")
 
     def __init__(self, settings: DetectorSettings, now_ms: int) -> None:
         self.settings = settings
         # Seed with the expected interval so phi is meaningful from the start.
         self.intervals: list[float] = [float(settings.heartbeat_interval_ms)] * 2
         self.last_ms = now_ms
+        self._sum = sum(self.intervals)
+        self._sumsq = sum(x * x for x in self.intervals)
+        self._stats()
+
+    def _stats(self) -> None:
+        """Mean and deviation of the window from running sums, kept from one heartbeat
+        to the next: phi is evaluated on every tick for every peer, the window changes
+        only when a heartbeat arrives."""
+        n = len(self.intervals)
+        mean = self._sum / n
+        var = max(self._sumsq / n - mean * mean, 0.0)  # intervals are ~1e2..1e4 ms: no cancellation trouble
+        self._mean_ms = mean + self.settings.acceptable_pause_ms
+        self._std_ms = max(math.sqrt(var), self.settings.min_std_ms)
 
     def heartbeat(self, now_ms: int) -> None:
         interval = now_ms - self.last_ms
@@ -82,17 +95,18 @@ class PhiDetector:
         self.last_ms = now_ms
         if interval <= 0 or not available:
             return
-        self.intervals.append(float(interval))
+        x = float(interval)
+        self.intervals.append(x)
+        self._sum += x
+        self._sumsq += x * x
         if len(self.intervals) > PHI_WINDOW:
-            del self.intervals[0]
+            old = self.intervals.pop(0)
+            self._sum -= old
+            self._sumsq -= old * old
+        self._stats()
 
     def phi(self, now_ms: int) -> float:
-        s = self.settings
-        n = len(self.intervals)
-        mean = sum(self.intervals) / n
-        var = sum((x - mean) ** 2 for x in self.intervals) / n
-        std = max(math.sqrt(var), s.min_std_ms)
-        mean += s.acceptable_pause_ms
+        mean, std = self._mean_ms, self._std_ms
         elapsed = now_ms - self.last_ms
         # Logistic approximation of the normal CDF (Akka's PhiAccrualFailureDetector):
         # phi = -log10(1 - F(elapsed)) = softplus(z) / ln 10, computed without overflow.

@@ -67,7 +67,7 @@ from .quorum import LOST, PENDING, WON, QuorumRound
 from .rand import SplitMix64
 from .ring import Ring
 from .ringchange import RingChange
-from .routing import LoadTracker, read_targets, write_targets
+from .routing import LoadTracker, joint_read_targets, read_targets, write_targets
 from .version import HLC, Record, Version, newest
 
 SELF = "<self>"  # the connection token of requests a node sends to itself
@@ -241,6 +241,9 @@ class NodeCore:
         self.latency_model = None  # core/dynamic.py LatencyTable, kept current by the shell
         self.stats: dict[str, int] = {}
         self.ring_change = RingChange(self, settings.settle_ms)
+        # Callables that say "a protocol family has work in flight" (next_deadline_ms).
+        rc = self.ring_change
+        self._busy_probes: list = [lambda: rc.state in ("settling", "streaming") or bool(rc.push_inflight)]
         self.stats.update({
             "requests": 0, "reads": 0, "writes": 0, "won": 0, "lost": 0, "timeouts": 0,
             "invalid": 0, "overloaded": 0, "replica_writes": 0, "replica_reads": 0,
@@ -355,8 +358,11 @@ class NodeCore:
             handler(peer, msg, now_ms, out)
             return out
         if msg.id in self._replays:
-            ok = t is m.RepWriteAck and msg.ok
             waiting = self._handovers.get(msg.id)
+            sent_to_peer = peer in waiting if waiting is not None else peer == self._replays[msg.id][0]
+            if not sent_to_peer:
+                return out  # an answer from a node this replay did not go to: ignored
+            ok = t is m.RepWriteAck and msg.ok
             if ok and waiting is not None:
                 waiting.discard(peer)
                 if waiting:
@@ -495,6 +501,25 @@ class NodeCore:
             self._progress(op, now_ms, out)
         return out
 
+    def next_deadline_ms(self, now_ms: int) -> int:
+        """When this core next needs ``tick`` (absolute ms), so an idle shell can sleep.
+
+        Work in flight — quorum rounds (deadlines, speculative retries), hint replay,
+        hints waiting to be replayed, a ring change or anti-entropy exchange (the
+        ``_busy_probes``) — answers ``now_ms``: tick at the shell's normal cadence.
+        Otherwise the next heartbeat or gossip round; the shell still caps its sleep
+        (the failure detector's checks and protocol families' periodic timers run
+        at that cap)."""
+        if self.ops or self._replays or self._replaying:
+            return now_ms
+        for count, _bytes in self.hints_held.values():
+            if count > 0:
+                return now_ms
+        for busy in self._busy_probes:
+            if busy():
+                return now_ms
+        return min(self._next_heartbeat_ms, self._next_gossip_ms)
+
     def tick(self, now_ms: int) -> list:
         out: list = []
         heap = self._deadlines
@@ -592,6 +617,7 @@ class NodeCore:
         level = level_from_wire(msg.r if is_get else msg.w)
         dyn = dynamic.wants_target(msg)
         if dyn:  # a freshness/latency target instead of R/W: the live model picks (core/dynamic.py)
+            self.stats["dynamic_requests"] = self.stats.get("dynamic_requests", 0) + 1
             live = sum(map(self.membership.is_alive, self.ring.preference_list(key)))
             level, why = dynamic.level_for(msg, self.latency_model, n, self.default_w, live)
             if level is None:
@@ -615,16 +641,23 @@ class NodeCore:
                                         f"{ROUNDS_INFLIGHT_MAX} rounds open"), now_ms, out)
             return
         primaries = self.ring.preference_list(key)
+        joint = self._joint_sets(key, primaries, level, needed, is_get)
+        if joint is not None:  # a ring change moves this key: current and future replicas both take part
+            primaries += tuple(x for x in joint[1][1] if x not in primaries)
         ring_order = self.ring.extended_list(key)
         alive = self.membership.is_alive
         primary_only = msg.primary_only or not self.settings.sloppy_quorum or needed == n
         if is_get:
             candidates = read_targets(primaries, ring_order, self.membership.serves_reads, self.load,
                                       self.node_id, primary_only)
-            fanout = needed
-            if self.settings.read_all_replicas:
-                fanout = max(needed, sum(1 for _, owner in candidates if owner is None))
-            targets, spares = candidates[:fanout], candidates[fanout:]
+            if joint is not None:
+                targets, spares = joint_read_targets(candidates, [(set(g), c) for _, g, c in joint],
+                                                     self.settings.read_all_replicas)
+            else:
+                fanout = needed
+                if self.settings.read_all_replicas:
+                    fanout = max(needed, sum(1 for _, owner in candidates if owner is None))
+                targets, spares = candidates[:fanout], candidates[fanout:]
         else:
             targets = write_targets(primaries, ring_order, alive, primary_only)
             spares = []
@@ -632,7 +665,11 @@ class NodeCore:
         unreachable = [p for p in primaries if p not in covered]
         op_id = self._new_op_id()
         kind = "read" if is_get else "write"
-        rnd = QuorumRound(kind, tuple(node for node, _ in targets) + tuple(unreachable), needed)
+        groups = None
+        if joint is not None:  # each set counts the fallbacks standing in for its members
+            stand = {owner: node for node, owner in targets + spares if owner}
+            groups = tuple((name, frozenset(stand.get(x, x) for x in g), c) for name, g, c in joint)
+        rnd = QuorumRound(kind, tuple(node for node, _ in targets) + tuple(unreachable), needed, groups)
         op = _Op(op_id, kind, rnd, conn, msg.id, deadline, warning or "", key)
         op.spares = spares
         self.ops[op_id] = op
@@ -654,16 +691,46 @@ class NodeCore:
                     op.hint_for[node] = owner
                     self.stats["hinted_writes"] += 1
                 self._send(op, node, m.RepWrite(op_id, key, record, owner or ""), now_ms, out)
-            if self.future_ring is not None:
-                # A ring change is in progress: the nodes that will own the key get the
-                # write too (not counted towards W), so none misses it while data streams.
-                sent = {node for node, _ in targets}
-                for node in self.future_ring.preference_list(key):
-                    if node not in sent and node not in primaries:
-                        self._send(op, node, m.RepWrite(op_id, key, record), now_ms, out)
             for p in unreachable:  # known down and no fallback stands in: keep the write for it here
                 self._hint_locally(p, key, record, now_ms, out)
         self._progress(op, now_ms, out)
+
+    def _joint_sets(self, key: bytes, primaries: tuple[str, ...], level, needed: int, is_get: bool):
+        """While a ring change moves ``key``: its current and future replica sets, each
+        with the count it needs, ``(("current", set, R|W), ("future", set, R|W))``;
+        None otherwise. Both sets must reach their count (docs/failures.md, "Ring
+        changes": why that keeps strict quorums intersecting across the change)."""
+        if self.future_ring is None:
+            return None
+        future = self.future_ring.preference_list(key)
+        if set(future) == set(primaries):
+            return None
+        need = needed
+        if len(future) != len(primaries):  # the ring grows past, or shrinks below, N
+            level = level if level is not None else (self.settings.r if is_get else self.settings.w)
+            try:
+                need = resolve(level, len(future), 1, "R" if is_get else "W")
+            except InvalidRequestError:
+                need = min(needed, len(future))
+        return (("current", primaries, needed), ("future", future, need))
+
+    def _top_up(self, op: _Op, failing: str, now_ms: int, out: list) -> None:
+        """Joint read losing ``failing``: bring in spares until each replica set can
+        still reach its count (the set ``failing`` was in, or both)."""
+        while op.spares:
+            short = op.round.wanting(exclude=failing)
+            i = next((i for i, (node, _) in enumerate(op.spares) if any(node in g for g in short)), None)
+            if i is None:
+                return
+            spare, owner = op.spares.pop(i)
+            self._send_read(op, spare, owner, now_ms, out)
+
+    def _next_spare(self, op: _Op) -> tuple[str, str | None]:
+        """The spare to bring in: in a joint round, one of a replica set still short."""
+        for i, (node, _owner) in enumerate(op.spares):
+            if op.round.short_of(node):
+                return op.spares.pop(i)
+        return op.spares.pop(0)
 
     def _send(self, op: _Op, node: str, msg, now_ms: int, out: list) -> None:
         op.sent_ms[node] = now_ms
@@ -685,8 +752,11 @@ class NodeCore:
         coordinator does the same): a node that died before the detector noticed
         still gets every write it missed once it is back."""
         if op.kind == "read" and op.spares and op.round.status == PENDING:
-            spare, owner = op.spares.pop(0)
-            self._send_read(op, spare, owner, now_ms, out)
+            if op.round.groups is None:
+                spare, owner = op.spares.pop(0)
+                self._send_read(op, spare, owner, now_ms, out)
+            else:
+                self._top_up(op, node, now_ms, out)
         elif op.kind == "write" and op.record is not None and node in op.round.outstanding:
             self._hint_locally(op.hint_for.get(node, node), op.key, op.record, now_ms, out)
         op.round.add_failure(node, reason)
@@ -713,7 +783,7 @@ class NodeCore:
                     and now_ms - min(op.sent_ms.values(), default=now_ms) >= delay):
                 op.speculated = True
                 self.stats["speculative_retries"] += 1
-                spare, owner = op.spares.pop(0)
+                spare, owner = self._next_spare(op)
                 self._send_read(op, spare, owner, now_ms, out)
 
     def _progress(self, op: _Op, now_ms: int, out: list) -> None:

@@ -48,11 +48,14 @@ class LoadTracker:
 def write_targets(primaries: tuple[str, ...], ring_order: tuple[str, ...],
                   is_alive: Callable[[str], bool], primary_only: bool = False) -> list[tuple[str, str | None]]:
     """``[(node, hint_for)]``: live primaries (hint_for None) then fallbacks for the dead."""
-    targets: list[tuple[str, str | None]] = [(p, None) for p in primaries if is_alive(p)]
-    if primary_only:
-        return targets
-    dead = [p for p in primaries if not is_alive(p)]
-    if dead:
+    targets: list[tuple[str, str | None]] = []
+    dead: list[str] = []
+    for p in primaries:  # one liveness check per primary: this runs for every write
+        if is_alive(p):
+            targets.append((p, None))
+        else:
+            dead.append(p)
+    if dead and not primary_only:
         taken = set(primaries)
         candidates = [n for n in ring_order if n not in taken and is_alive(n)]
         for owner, fallback in zip(dead, candidates):
@@ -66,10 +69,30 @@ def read_targets(primaries: tuple[str, ...], ring_order: tuple[str, ...], is_ali
 
     The coordinator sends to the first R and keeps the rest as spares.
     """
-    live = [p for p in primaries if is_alive(p)]
+    score = load.score
     # Ties (common on loopback) go to this node itself, then ring order.
-    live.sort(key=lambda n: (load.score(n), n != self_id, primaries.index(n)))
-    out: list[tuple[str, str | None]] = [(p, None) for p in live]
-    if not primary_only:
+    ranked = sorted((score(p), p != self_id, i, p) for i, p in enumerate(primaries) if is_alive(p))
+    out: list[tuple[str, str | None]] = [(p, None) for _, _, _, p in ranked]
+    if not primary_only and len(ranked) < len(primaries):
         out += [t for t in write_targets(primaries, ring_order, is_alive) if t[1] is not None]
     return out
+
+
+def joint_read_targets(candidates: list[tuple[str, str | None]], groups: list[tuple[frozenset[str], int]],
+                       all_primaries: bool = False) -> tuple[list, list]:
+    """Split read ``candidates`` (best first) into targets and spares for a joint
+    round: take a candidate while some group it belongs to (by the node it stands
+    for) still needs replies, so each group gets its count from its best replicas.
+    ``all_primaries``: every live primary is a target too (``read_all_replicas``)."""
+    counts = [0] * len(groups)
+    targets, spares = [], []
+    for node, owner in candidates:
+        ident = owner or node
+        mine = [i for i, (members, _) in enumerate(groups) if ident in members]
+        if any(counts[i] < groups[i][1] for i in mine) or (all_primaries and owner is None):
+            targets.append((node, owner))
+            for i in mine:
+                counts[i] += 1
+        else:
+            spares.append((node, owner))
+    return targets, spares

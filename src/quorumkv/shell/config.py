@@ -42,7 +42,12 @@ class NodeConfig:
     w: int | str = "QUORUM"
     timeout_ms_read: int = 2_000
     timeout_ms_write: int = 2_000
-    tick_ms: int = 5
+    tick_ms: int = 5                # tick cadence while work is in flight (rounds, replay, streaming)
+    #: An idle node sleeps until its core's next deadline (heartbeat, gossip), at most
+    #: this long: the failure detector and periodic timers are checked this often.
+    tick_ms_idle_max: int = 100
+    #: "uvloop" (the default, when installed: faster sockets and timers) or "asyncio".
+    event_loop: str = "uvloop"
     log_level: str = "info"
     #: addresses of existing members to join through (a new node lists only itself
     #: in ``members`` and at least one seed)
@@ -94,6 +99,10 @@ class NodeConfig:
             raise ValueError(f"n must be within 1..{REPLICAS_MAX} (REPLICAS_MAX)")
         for addr in self.seeds:
             parse_address(addr)
+        if self.event_loop not in ("uvloop", "asyncio"):
+            raise ValueError(f"event_loop must be 'uvloop' or 'asyncio', got {self.event_loop!r}")
+        if self.tick_ms_idle_max < self.tick_ms:
+            raise ValueError(f"tick_ms_idle_max={self.tick_ms_idle_max} must be >= tick_ms={self.tick_ms}")
         for name in ("timeout_ms_read", "timeout_ms_write", "tick_ms", "heartbeat_interval_ms",
                      "suspect_to_down_ms", "gossip_interval_ms", "hint_replay_per_s"):
             if getattr(self, name) <= 0:

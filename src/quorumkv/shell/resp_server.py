@@ -132,6 +132,7 @@ class RespConnection(asyncio.Protocol):
             execute(cmd)
         if error is not None and not self.input_done:
             self._protocol_error(error)
+        self.server.wake()
         self._update_reading()
 
     # -- commands ---------------------------------------------------------------

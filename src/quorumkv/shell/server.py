@@ -40,7 +40,9 @@ from ..core.node import (
 from ..core.version import newest
 from ..errors import ProtocolError
 from .config import NodeConfig, parse_address
-from .latency import MODEL_REFRESH_MS, LatencyRecorder, PendingStamps, build_table, now_us
+from .latency import (
+    MODEL_IN_USE_MS, MODEL_REFRESH_MS, MODEL_REFRESH_MS_IDLE, LatencyRecorder, PendingStamps, build_table, now_us,
+)
 from .antientropy import AE_EFFECTS, AntiEntropyShell
 from .storage import StorageEngine, open_engine
 
@@ -147,6 +149,7 @@ class _Inbound(_Conn):
             self._backlog.extend(msgs)
         else:
             self._handle(msgs)
+        self.server.wake()
         self._update_reading()
 
     def _handle(self, msgs) -> None:
@@ -388,8 +391,12 @@ class NodeServer:
         self._server: asyncio.base_events.Server | None = None
         self.resp = None  # RespFrontEnd when config.resp_listen is set
         self._tick_handle = None
+        self._tick_idle = False  # the scheduled tick is further away than tick_ms
         self._stopped = asyncio.Event()
         self.ae = AntiEntropyShell(self, now)  # Merkle anti-entropy + tombstone GC (shell/antientropy.py)
+        ae = self.ae.ae
+        self.core._busy_probes.append(  # an exchange in flight keeps the tick cadence up
+            lambda: bool(ae.session or ae.pass_ or ae.repairs or ae.responders or ae.gc_round or ae.serving))
         # Live WARS samples of our internode traffic and the dynamic-quorum model
         # rebuilt from them every MODEL_REFRESH_MS (shell/latency.py, core/dynamic.py).
         self.latency = LatencyRecorder()
@@ -398,6 +405,9 @@ class NodeServer:
         self._model_handle = None
         self._model_job = None
         self._model_seen: tuple = ()
+        self._model_built_ms = 0  # when the last build started
+        self._model_used_ms = -MODEL_IN_USE_MS  # when a dynamic request was last seen
+        self._model_dynamic_seen = 0
 
     @property
     def stats_bad_input(self) -> int:
@@ -517,13 +527,25 @@ class NodeServer:
                                                   model.to_dict() if model is not None else {})))
 
     def _model_tick(self) -> None:
-        """Rebuild the model in a worker thread when new samples arrived (one job at a time)."""
+        """Rebuild the model in a worker thread when new samples arrived (one job at a
+        time): every MODEL_REFRESH_MS while the model is in use (not ready yet, or a
+        dynamic request within MODEL_IN_USE_MS), else every MODEL_REFRESH_MS_IDLE."""
         self._model_handle = self.loop.call_later(MODEL_REFRESH_MS / 1000, self._model_tick)
         n = self.core.replication_factor()
         seen = (n, tuple(self.latency.recorded.values()))
         if self._model_job is not None or seen == self._model_seen:
             return
+        now = now_ms()
+        dynamic = self.core.stats.get("dynamic_requests", 0)
+        if dynamic != self._model_dynamic_seen:
+            self._model_dynamic_seen = dynamic
+            self._model_used_ms = now
+        model = self.core.latency_model
+        in_use = model is None or not model.ready or now - self._model_used_ms < MODEL_IN_USE_MS
+        if not in_use and now - self._model_built_ms < MODEL_REFRESH_MS_IDLE:
+            return
         self._model_seen = seen
+        self._model_built_ms = now
         job = self._model_job = self.loop.run_in_executor(None, build_table, self.latency.snapshot(), n, now_ms())
         job.add_done_callback(self._model_built)
 
@@ -547,7 +569,37 @@ class NodeServer:
             self.stats["tick_errors"] += 1
             log.exception("tick_failed", node=self.core.node_id)
         finally:
-            self._tick_handle = self.loop.call_later(self.config.tick_ms / 1000, self._tick)
+            self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        """Tick every ``tick_ms`` while the core has work in flight; when idle, sleep
+        until its next deadline (``NodeCore.next_deadline_ms``), at most
+        ``tick_ms_idle_max``. ``wake`` pulls an idle sleep in when work arrives."""
+        cfg = self.config
+        now = now_ms()
+        try:
+            due = self.core.next_deadline_ms(now)
+        except Exception:
+            self.stats["tick_errors"] += 1
+            log.exception("next_deadline_failed", node=self.core.node_id)
+            due = now
+        delay_ms = min(max(due - now, cfg.tick_ms), cfg.tick_ms_idle_max)
+        self._tick_idle = delay_ms > cfg.tick_ms
+        self._tick_handle = self.loop.call_later(delay_ms / 1000, self._tick)
+
+    def wake(self) -> None:
+        """Events were handled: if the core now has work in flight and the tick loop
+        sleeps long, bring the next tick in to ``tick_ms``."""
+        if self._tick_idle and self._tick_handle is not None:
+            now = now_ms()
+            try:
+                busy = self.core.next_deadline_ms(now) <= now + self.config.tick_ms
+            except Exception:
+                busy = True
+            if busy:
+                self._tick_handle.cancel()
+                self._tick_idle = False
+                self._tick_handle = self.loop.call_later(self.config.tick_ms / 1000, self._tick)
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
@@ -558,7 +610,7 @@ class NodeServer:
 
             self.resp = RespFrontEnd(self)
             await self.resp.start()
-        self._tick_handle = self.loop.call_later(self.config.tick_ms / 1000, self._tick)
+        self._schedule_tick()
         self._model_handle = self.loop.call_later(MODEL_REFRESH_MS / 1000, self._model_tick)
         log.info("node_started", node=self.config.node_id, listen=self.config.listen,
                  storage=self.storage.name, n=self.core.settings.n, members=len(self.config.members),
@@ -602,7 +654,11 @@ def configure_logging(level: str = "info") -> None:
     )
 
 
-def install_event_loop_policy() -> None:
+def install_event_loop_policy(event_loop: str = "uvloop") -> None:
+    """uvloop when asked for and installed (a dependency; measured in
+    docs/performance.md), else asyncio's own loop."""
+    if event_loop != "uvloop":
+        return
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up
 
@@ -614,7 +670,7 @@ def install_event_loop_policy() -> None:
 def serve(config: NodeConfig) -> None:
     """Run one node in the foreground until SIGTERM/SIGINT."""
     configure_logging(config.log_level)
-    install_event_loop_policy()
+    install_event_loop_policy(config.event_loop)
 
     async def main() -> None:
         server = NodeServer(config)

@@ -89,6 +89,8 @@ CORE_TOTALS = ("stream_keys_received", "stream_keys_sent", "stream_failures", "t
 ADMIN_CLIENT = -2
 
 
+
+
 class UnknownEffect(TypeError):
     """The core returned an effect type the simulator does not know how to execute."""
 
@@ -104,7 +106,7 @@ class Boot(NamedTuple):
 class SimCluster:
     def __init__(self, cfg: SimConfig, rng: random.Random, sampler: LatencySampler,
                  history: History | None = None, core_settings: dict | None = None,
-                 gc_grace_ms: int = 0) -> None:
+                 gc_grace_ms: int = 0, ae_interval_ms: int = SIM_AE_INTERVAL_MS) -> None:
         self.cfg = cfg
         self.rng = rng
         self.history = history if history is not None else History()
@@ -122,6 +124,7 @@ class SimCluster:
         #: > 0: tombstone GC on, with this grace (and hints kept at most as long,
         #: the rule shell/config.py enforces)
         self.gc_grace_ms = gc_grace_ms
+        self.ae_interval_ms = ae_interval_ms  # 0: no periodic anti-entropy (scenarios)
         self.storage = {name: SimStorage(name) for name in self.names}
         self.incarnation = {name: 0 for name in self.names}
         self.skew_ms = {name: 0 for name in self.names}
@@ -177,7 +180,7 @@ class SimCluster:
                         hints_held=st.hint_summary(), hlc_ceiling=st.hlc_ceiling)
         # Anti-entropy runs as on a real node (shell/antientropy.py installs it), with a
         # short interval so replicas converge within the sim's recovery window.
-        install_antientropy(core, AESettings(interval_ms=SIM_AE_INTERVAL_MS, gc=self.gc_grace_ms > 0,
+        install_antientropy(core, AESettings(interval_ms=self.ae_interval_ms, gc=self.gc_grace_ms > 0,
                                              gc_grace_ms=self.gc_grace_ms or AESettings().gc_grace_ms), now)
         return core
 
@@ -288,10 +291,10 @@ class SimCluster:
                 self._log(node, eff)
             elif t is StoreHint or t is ReadHint or t is Peek or t is LoadHints or t is DeleteHint:
                 self._hint_effect(node, eff)
-            elif t is SaveHlcCeiling:  # durable sync_us later, like a write
-                self.at(self.cfg.sync_us, self._ceiling_saved, node, self.incarnation[node], eff, inflight=True)
             elif t is ScanLocal or t is ReadMany or t is PurgeMany:
                 self._ae_effect(node, eff)
+            elif t is SaveHlcCeiling:  # durable sync_us later, like a write; survives crashes
+                self.at(self.cfg.sync_us, self._ceiling_saved, node, self.incarnation[node], eff, inflight=True)
             elif t is ScanRange:
                 st = self.storage[node]
                 self.at(self.cfg.read_us, self._store_done_with, node, self.incarnation[node], eff.token,

@@ -88,11 +88,19 @@ class Faults(NamedTuple):
     reorder: float = 0.0
 
 
+#: What a link rule returns to drop a message (else extra delay in µs, or None).
+DROP = -1
+
+
 class Network:
     def __init__(self, sampler: LatencySampler, rng: random.Random) -> None:
         self.sampler = sampler
         self.rng = rng
         self.faults = Faults()
+        #: Scripted scenarios' per-link control: ``rule(src, dst, msg)`` returns
+        #: extra delay in µs, ``DROP``, or None (no opinion). Applied in order; the
+        #: first that answers decides. Requests and replies both pass through.
+        self.rules: list = []
         #: node -> partition side; nodes on different sides cannot talk. Empty: whole.
         self.side: dict[str, int] = {}
         self.stats = {"sent": 0, "lost": 0, "duplicated": 0, "reordered": 0, "partitioned": 0}
@@ -107,6 +115,15 @@ class Network:
         if not self.reachable(src, dst):
             self.stats["partitioned"] += 1
             return []
+        extra = 0
+        for rule in self.rules:
+            decided = rule(src, dst, msg)
+            if decided is not None:
+                if decided == DROP:
+                    self.stats["lost"] += 1
+                    return []
+                extra = decided
+                break
         f = self.faults
         rng = self.rng
         if f.loss and rng.random() < f.loss:
@@ -121,5 +138,5 @@ class Network:
             if f.reorder and rng.random() < f.reorder:
                 self.stats["reordered"] += 1
                 delay += rng.randrange(REORDER_US_MAX)
-            out.append(delay)
+            out.append(delay + extra)
         return out

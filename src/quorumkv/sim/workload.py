@@ -93,6 +93,13 @@ class Workload:
         else:
             self._send(client, "put", key, b"c%d-op%d" % (client, self._next_op_id), node, self.cfg.w)
 
+    def request(self, client: int, kind: str, key: bytes, value: bytes | None, node: str, level: int) -> Op:
+        """One scripted operation (scenarios): recorded in the history like any other."""
+        self.cluster.client_handlers.setdefault(client, self._on_reply)
+        if client not in self.sessions:
+            self.sessions[client] = SessionContext() if SessionContext is not None else None
+        return self._send(client, kind, key, value, node, level)
+
     def _send(self, client: int, kind: str, key: bytes, value, node: str, level: int) -> Op:
         op_id = self._next_op_id
         self._next_op_id += 1
