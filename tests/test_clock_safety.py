@@ -263,12 +263,13 @@ def test_session_context_keeps_newest_and_is_bounded():
     assert s.floor(b"a") == Version(10, "n1") and s.floor_ts == 10
     s.saw(b"b", Version(3, "n1"))
     s.saw(b"c", Version(4, "n1"))  # evicts the least recently used key, a
-    assert s.floor(b"a") is None and len(s) == 2
+    assert s.floor(b"a") is None and s.keys_remembered() == 2
     assert s.floor_ts == 10  # the session-wide floor is never forgotten
     s.saw(b"d", None)
-    assert len(s) == 2
+    assert s.keys_remembered() == 2
     s.reset()
-    assert s.floor_ts == 0 and len(s) == 0
+    assert s.floor_ts == 0 and s.keys_remembered() == 0
+    assert SessionContext()  # an empty session is still a session (truthy)
 
 
 # ------------------------------------------------ hole 3: HLC across a restart
@@ -620,3 +621,59 @@ def test_real_restart_with_clock_stepped_back_never_reissues(make_cluster):
         item = c.get_item(key)
         assert item.value == b"after restart"
         assert all(item.version.newer_than(v) for v in issued)
+
+
+# ------------------------------------------------ clients and RESP connections
+def test_client_session_sends_floors_and_learns_from_replies():
+    from quorumkv.client import AsyncClient, Client
+    from quorumkv.errors import InvalidRequestError
+
+    c = Client(["127.0.0.1:1"])
+    assert c.session is not None
+    put = c._put_msg("k", "v", w=None)
+    assert put.after_ts == 0
+    v1 = Version(pack_ts(T0, 0), "n1")
+    c._saw(put, m.Reply(put.id, m.OK, version=v1))
+    assert c._put_msg("other", "v", w=None).after_ts == v1.ts  # session-wide floor
+    assert c._get_msg("k", r=None).floor == v1  # per-key floor
+    assert c._get_msg("other", r=None).floor is None
+    # A failed write's version counts too (it may still land).
+    v2 = Version(pack_ts(T0 + 1, 0), "n2")
+    c._saw(c._put_msg("k", "w", w=None), m.Reply(9, m.TIMEOUT, version=v2))
+    assert c._get_msg("k", r=None).floor == v2
+    off = Client(["127.0.0.1:1"], session=False)
+    assert off.session is None and off._put_msg("k", "v", w=None).after_ts == 0
+    shared = SessionContext()
+    a, b = Client(["127.0.0.1:1"], session=shared), AsyncClient(["127.0.0.1:1"], session=shared)
+    a._saw(a._put_msg("k", "v", w=None), m.Reply(1, m.OK, version=v1))
+    assert b._get_msg("k", r=None).floor == v1
+    with pytest.raises(InvalidRequestError):
+        Client(["127.0.0.1:1"], session="yes")
+
+
+def test_resp_connection_is_a_session():
+    from quorumkv.resp.commands import RESP_SESSION_KEYS_MAX, Session
+
+    s = Session(1)
+    assert s.causal.keys_max == RESP_SESSION_KEYS_MAX
+    assert s.get_msg(1, b"k").floor is None and s.put_msg(2, b"k", b"v", 0).after_ts == 0
+    v = Version(pack_ts(T0, 3), "n2")
+    s.saw(b"k", m.Reply(2, m.OK, version=v))
+    assert s.get_msg(3, b"k").floor == v
+    assert s.put_msg(4, b"x", b"v", 0).after_ts == v.ts
+    s.saw(b"k", m.Error(5, "bad"))  # not a Reply: ignored
+    assert s.get_msg(6, b"k").floor == v
+
+
+def test_gossip_carries_the_hlc_both_ways():
+    mesh = Mesh()
+    n1, n2 = mesh.cores["n1"], mesh.cores["n2"]
+    ahead = n1.hlc.last + (300 << LOGICAL_BITS) + pack_ts(T0, 0)
+    n1.hlc.observe(ahead, T0)
+    out = n2.on_request(("peer", "n1"), m.Gossip(5, n1.membership.table(), n1.hlc.last), T0)
+    assert n2.hlc.last >= ahead
+    (ack,) = [e.msg for e in out if type(e) is Respond]
+    assert ack.hlc == n2.hlc.last
+    n3 = mesh.cores["n3"]
+    n3.on_response("n2", ack, T0)
+    assert n3.hlc.last >= ahead

@@ -187,12 +187,13 @@ def cmd_cluster_status(dir: str, output: str) -> None:
     seen_by = next((r["seen_by"] for r in rows if r.get("seen_by")), None)
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     cells = [[r["id"], r["address"], r.get("resp") or "-", str(r["pid"] or "-"), r["state"],
-              "-" if r.get("phi") is None else f"{r['phi']:.1f}"] for r in rows]
+              "-" if r.get("phi") is None else f"{r['phi']:.1f}",
+              "-" if r.get("clock_offset_ms") is None else f"{r['clock_offset_ms']:+d} ms"] for r in rows]
 
     def paint(text: str, state: str) -> str:
         return f"\x1b[{_STATE_COLOURS.get(state, '31')}m{text}\x1b[0m" if colour else text
 
-    print(format_table(("id", "address", "resp", "pid", "state", "phi"), cells,
+    print(format_table(("id", "address", "resp", "pid", "state", "phi", "clock"), cells,
                        f"as {seen_by} sees it" if seen_by else "no node answered",
                        paint={4: paint}))
 

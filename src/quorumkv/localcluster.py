@@ -409,6 +409,8 @@ class LocalCluster:
                 "process": "running" if alive else "stopped",
                 "seen_by": view.node if view is not None else None,
                 "phi": member.phi if member is not None else None,
+                # its clock minus the viewing node's (None: not measured, or the viewer)
+                "clock_offset_ms": getattr(member, "clock_offset_ms", None),
             })
         return rows
 
