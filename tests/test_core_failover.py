@@ -1151,3 +1151,23 @@ def test_joint_read_brings_in_a_spare_for_each_replica_set_a_failure_leaves_shor
     for peer, msg in extra.items():
         out += core.on_response(peer, m.RepReadResp(msg.id, True, None), NOW)
     assert only_reply(out, client).value == b"x"
+
+
+def test_sloppy_write_during_a_join_puts_a_fallback_in_for_a_dead_joiner():
+    net, key, old, new, newcomer = _ring_change_cores("join", lambda old, new: True)
+    coord = next(x for x in sorted(net.cores) if x not in old and x not in new)
+    core = net.cores[coord]
+    t, _ = kill(core, {newcomer})
+    client = Conn("c")
+    eff = core.on_request(client, m.Put(1, key, b"v", 2), t)
+    rw = {s.peer: s.msg for s in sends(eff, m.RepWrite)}
+    (fallback,) = [p for p, msg in rw.items() if msg.hint_for == newcomer]
+    assert newcomer not in rw and fallback not in set(old) | set(new)
+    assert not of(eff, StoreHint)  # the fallback keeps the hint
+    stay = sorted(set(old) & set(new))
+    (leaving,) = set(old) - set(new)
+    out = core.on_response(stay[0], m.RepWriteAck(rw[stay[0]].id, True), t)
+    out += core.on_response(leaving, m.RepWriteAck(rw[leaving].id, True), t)
+    assert replies(out, client) == []  # the current set has 2, the future set 1
+    reply = only_reply(core.on_response(fallback, m.RepWriteAck(rw[fallback].id, True), t), client)
+    assert reply.status == m.OK  # the fallback counts for the joiner it stands in for
