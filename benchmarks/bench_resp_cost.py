@@ -12,7 +12,10 @@ interleaved (A B A B ...) so that a change of background load hits all alike.
         [--clients 50] [--pipeline 1] [--ratio 1:1] [--respload PATH]
 
 Clusters are started beforehand (``quorumkv cluster up --storage memory ...``); each
-is addressed through its first node's RESP port. Linux only.
+is addressed through its first node's RESP port. Any other RESP server can join the
+same interleaved run with ``--endpoint HOST:PORT PID[,PID...] LABEL`` — e.g. the shared
+kit's reference server (``python ../shared/bench/pyresp_server.py --port 27190 &``),
+whose CPU per op is the yardstick the issue's ratios are about. Linux only.
 """
 
 from __future__ import annotations
@@ -49,9 +52,9 @@ def respload_path(given: str | None) -> str:
     return out
 
 
-def one_run(tool: str, cluster: LocalCluster, args) -> dict:
-    host, port = cluster.nodes[0].resp.rsplit(":", 1)
-    pids = [n.pid() for n in cluster.nodes]
+def one_run(tool: str, target: tuple[str, list[int]], args) -> dict:
+    address, pids = target
+    host, port = address.rsplit(":", 1)
     before = sum(cpu_s(p) for p in pids)
     out = subprocess.run([tool, "-H", host, "-p", port, "-c", str(args.clients), "-P", str(args.pipeline),
                           "-r", "10000", "-d", "100", "--ratio", args.ratio, "-t", str(args.seconds)],
@@ -64,7 +67,8 @@ def one_run(tool: str, cluster: LocalCluster, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cluster", nargs=2, action="append", metavar=("DIR", "LABEL"), required=True)
+    ap.add_argument("--cluster", nargs=2, action="append", metavar=("DIR", "LABEL"), default=[])
+    ap.add_argument("--endpoint", nargs=3, action="append", metavar=("HOST:PORT", "PIDS", "LABEL"), default=[])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--clients", type=int, default=50)
@@ -73,7 +77,12 @@ def main() -> None:
     ap.add_argument("--respload")
     args = ap.parse_args()
     tool = respload_path(args.respload)
-    clusters = [(LocalCluster(d), label) for d, label in args.cluster]
+    clusters = []
+    for d, label in args.cluster:
+        c = LocalCluster(d)
+        clusters.append(((c.nodes[0].resp, [n.pid() for n in c.nodes]), label))
+    for address, pids, label in args.endpoint:
+        clusters.append(((address, [int(p) for p in pids.split(",")]), label))
     rows: dict[str, list[dict]] = {label: [] for _, label in clusters}
     for rep in range(args.reps):
         for cluster, label in clusters:

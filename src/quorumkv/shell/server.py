@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import deque
 import os
 import signal
 import time
+from collections import deque
 
 import msgspec
 import structlog
