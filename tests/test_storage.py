@@ -39,9 +39,12 @@ class Waiter:
 
 
 def write(engine, key, record):
+    """Write; returns the engine's result: None (applied), or the newer version kept."""
     w = Waiter()
     engine.write(key, record, w)
-    assert w.wait() == [(True, None)]
+    ((ok, result),) = w.wait()
+    assert ok, result
+    return result
 
 
 def read(engine, key):
@@ -105,6 +108,27 @@ def test_identical_version_does_not_overwrite(engine):
     write(engine, b"k", rec(10, "n1", b"first"))
     write(engine, b"k", rec(10, "n1", b"second"))
     assert read(engine, b"k").value == b"first"
+
+
+def test_write_reports_the_newer_version_that_kept_it_out(engine):
+    """``RepWriteAck.newer`` (issue 10): an older write is acked ok but names the
+    stored version; a newer one, a first one and a retransmit report None."""
+    new = rec(20, "n2", b"new")
+    assert write(engine, b"k", new) is None
+    assert write(engine, b"k", rec(10, "n1", b"old")) == new.version
+    assert write(engine, b"k", rec(20, "n1", b"tie-lost")) == new.version  # "n1" < "n2"
+    assert write(engine, b"k", new) is None  # the same version again: applied
+    newest = rec(30, "n1", b"newest")
+    assert write(engine, b"k", newest) is None
+    assert write(engine, b"k", rec(25, "n9", None)) == newest.version  # a tombstone kept out too
+    assert read(engine, b"k") == newest
+    assert write(engine, b"other", rec(1, "n1", b"x")) is None
+
+
+def test_write_reports_newer_for_a_big_hlc_timestamp(engine):
+    big = rec((1_700_000_000_000 << 16) + 7, "n3", b"big")
+    assert write(engine, b"k", big) is None
+    assert write(engine, b"k", rec(big.version.ts - 1, "n9", b"older")) == big.version
 
 
 def test_older_write_never_overwrites_newer_many(engine):
@@ -230,6 +254,30 @@ def test_sqlite_same_key_in_one_batch_keeps_newest(tmp_path):
         top = max(stamps)
         assert top == 999
         assert eng.get_now(b"k") == rec(top, "n1", b"%d" % top)
+    finally:
+        eng.close()
+
+
+def test_sqlite_newer_reported_per_write_within_one_batch(tmp_path):
+    """Group commit: only the writes of a batch that lost to a stored newer version
+    report it, each with the version that kept it out."""
+    eng = SqliteEngine(str(tmp_path / "kv.sqlite3"))
+    try:
+        write(eng, b"a", rec(50, "n1", b"a50"))
+        writes = [(b"a", rec(40, "n1", b"a40")), (b"b", rec(5, "n1", b"b5")), (b"a", rec(60, "n1", b"a60")),
+                  (b"b", rec(4, "n1", b"b4")), (b"c", rec(1, "n1", b"c1")), (b"a", rec(55, "n1", b"a55"))]
+        waiters = [Waiter() for _ in writes]
+        for (key, r), w in zip(writes, waiters):
+            eng.write(key, r, w)
+        results = [w.wait()[0] for w in waiters]
+        assert all(ok for ok, _ in results)
+        # a40 lost to a50 or to a60 (whichever the batch held when it was judged:
+        # the version stored now), b4 to b5, a55 to a60; the others were applied.
+        got = [res for _, res in results]
+        assert got[1] is None and got[2] is None and got[4] is None
+        assert got[0] in (Version(50, "n1"), Version(60, "n1"))
+        assert got[3] == Version(5, "n1") and got[5] == Version(60, "n1")
+        assert eng.get_now(b"a").value == b"a60"
     finally:
         eng.close()
 

@@ -191,6 +191,10 @@ class RepWriteAck(_Msg, tag=21):
     ok: bool
     error: str = ""
     t_us: int = 0  # replica's wall clock (µs) when it sent this ack: latency samples
+    #: ok but NOT applied: the replica already holds this newer version of the key
+    #: (None: applied, or the same version was there already). A coordinator of a
+    #: client write does not count such an ack towards W (core/node.py, RESTAMPS_MAX).
+    newer: Version | None = None
 
 
 class RepRead(_Msg, tag=22):

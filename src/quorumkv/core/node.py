@@ -78,6 +78,15 @@ GOSSIP_FANOUT = 2
 #: Nodes a node keeps hints for at most: one per possible member (a peer naming a
 #: node outside the membership is refused anyway; this bounds the table even so).
 HINT_TARGETS_MAX = MEMBERS_MAX
+#: Times a client write is re-stamped at most (docs/consistency.md, "Acked writes
+#: in real-time order"): a replica that holds a newer version of the key does not
+#: apply ours and says so (``RepWriteAck.newer``); such acks do not count towards W,
+#: and a round they lose is sent again under a fresh timestamp above the newer one.
+#: One re-stamp passes every version stored when the write began, unless the
+#: replicas hold different newer ones; N=3 replicas can hold at most 3. Past the
+#: bound — only when other writes to the key keep landing newer versions, i.e.
+#: writes concurrent with this one — newer acks count as today's acks did.
+RESTAMPS_MAX = 3
 
 
 class NodeSettings(NamedTuple):
@@ -126,7 +135,7 @@ class _Op:
 
     __slots__ = ("op_id", "kind", "round", "conn", "req_id", "deadline_ms", "warning", "answered",
                  "key", "sent_ms", "spares", "speculated", "hint_for", "blocking_repair",
-                 "repairs_pending", "reply", "record")
+                 "repairs_pending", "reply", "record", "targets", "restamps", "newer")
 
     def __init__(self, op_id, kind, rnd, conn, req_id, deadline_ms, warning, key):
         self.op_id = op_id
@@ -146,6 +155,9 @@ class _Op:
         self.repairs_pending: set[str] = set()
         self.reply = None
         self.record: Record | None = None  # writes: the version being written
+        self.targets = None  # writes: ([(node, hint_for)], unreachable primaries), for a re-stamp
+        self.restamps = 0  # writes: times re-stamped above a replica's newer version
+        self.newer: Version | None = None  # writes: a newer version a replica holds (this attempt)
 
 
 def level_from_wire(code: int) -> int | str | None:
@@ -238,6 +250,8 @@ class NodeCore:
         self._response_handlers: dict[type, object] = {}
         self._store_handlers: dict[str, object] = {}
         self._tickers: list = []
+        self._restamps_waiting: set[int] = set()  # write op ids waiting for the HLC ceiling (_restamp)
+        self._tickers.append(self._restamp_tick)
         self.latency_model = None  # core/dynamic.py LatencyTable, kept current by the shell
         self.stats: dict[str, int] = {}
         self.ring_change = RingChange(self, settings.settle_ms)
@@ -250,7 +264,7 @@ class NodeCore:
             "hinted_writes": 0, "hints_stored": 0, "hints_replayed": 0,
             "hints_dropped_bytes": 0, "hints_dropped_age": 0, "hints_refused_target": 0,
             "hints_handed_over": 0, "read_repairs": 0,
-            "speculative_retries": 0, "membership_changes": 0,
+            "speculative_retries": 0, "membership_changes": 0, "write_restamps": 0,
         })
         self.clock = ClockGuard(self, hlc_ceiling, now_ms)
 
@@ -381,8 +395,14 @@ class NodeCore:
             self._repair_settled(op, peer, now_ms, out)
             return out
         if t is m.RepWriteAck and op.kind == "write":
-            if msg.ok:
+            if msg.ok and msg.newer is not None:  # not applied: the replica holds a newer version
+                self.clock.observe_remote(msg.newer.ts, now_ms)
+            if msg.ok and (msg.newer is None or op.restamps >= RESTAMPS_MAX):
                 rnd.add_ok(peer)
+            elif msg.ok:  # not counted towards W: a round lost this way is re-stamped (_restamp)
+                if op.newer is None or msg.newer.newer_than(op.newer):
+                    op.newer = msg.newer
+                rnd.add_failure(peer, f"holds newer version {msg.newer}")
             else:
                 rnd.add_failure(peer, f"failed: {msg.error}")
         elif t is m.RepReadResp and op.kind == "read":
@@ -415,8 +435,9 @@ class NodeCore:
             if kind == "h":  # a hint this coordinator keeps for itself: nobody waits for it
                 return out
             kind = "w"
-        if kind == "w":
-            msg = m.RepWriteAck(req_id, ok, "" if ok else str(result))
+        if kind == "w":  # ok: result is None, or the newer version that kept this one out
+            msg = m.RepWriteAck(req_id, ok, "" if ok else str(result),
+                                newer=result if ok and type(result) is Version else None)
         elif kind == "r":
             msg = m.RepReadResp(req_id, ok, result if ok else None, "" if ok else str(result))
         else:  # "p": inspect peek
@@ -686,6 +707,7 @@ class NodeCore:
             expires = now_ms + msg.ttl_ms if msg.ttl_ms and msg.value is not None else 0
             record = Record(Version(self.hlc.now(now_ms), self.node_id), msg.value, expires)
             op.record = record
+            op.targets = (targets, unreachable)
             for node, owner in targets:
                 if owner:
                     op.hint_for[node] = owner
@@ -761,6 +783,55 @@ class NodeCore:
             self._hint_locally(op.hint_for.get(node, node), op.key, op.record, now_ms, out)
         op.round.add_failure(node, reason)
 
+    def _restamp(self, op: _Op, now_ms: int, out: list) -> bool:
+        """A write round lost because replicas hold a newer version (``op.newer``):
+        send the write again, as a new attempt (a new op id: the old attempt's acks
+        are ignored), stamped above it. Strict quorums intersect, so a write acked
+        with W applied copies is newer than every write acked before it began
+        (docs/consistency.md, "Acked writes in real-time order"). A timestamp beyond
+        the durable ceiling waits for the next save, as a new write would
+        (core/clock.py). False: not possible (bound reached, deadline passed)."""
+        waiting = self._restamps_waiting
+        if op.restamps >= RESTAMPS_MAX or op.round.timed_out or now_ms >= op.deadline_ms:
+            waiting.discard(op.op_id)
+            return False
+        clock = self.clock
+        if clock.durable is not None and not clock._may_issue(now_ms):  # noqa: SLF001
+            clock._save(now_ms, out)  # noqa: SLF001
+            waiting.add(op.op_id)  # _restamp_tick tries again
+            return True
+        waiting.discard(op.op_id)
+        old = op.round
+        for node in old.outstanding:  # the old attempt's acks will be ignored
+            self.load.done(node, None)
+        del self.ops[op.op_id]
+        op.op_id = self._new_op_id()
+        self.ops[op.op_id] = op
+        heapq.heappush(self._deadlines, (op.deadline_ms, op.op_id))
+        op.restamps += 1
+        op.newer = None
+        self.stats["write_restamps"] += 1
+        rec = op.record
+        op.record = Record(Version(self.hlc.now(now_ms), self.node_id), rec.value, rec.expires_ms)
+        op.round = QuorumRound(old.kind, old.replicas, old.needed, old.groups)
+        targets, unreachable = op.targets
+        for p in unreachable:
+            op.round.add_failure(p, "down")
+        for node, owner in targets:
+            self._send(op, node, m.RepWrite(op.op_id, op.key, op.record, owner or ""), now_ms, out)
+        for p in unreachable:
+            self._hint_locally(p, op.key, op.record, now_ms, out)
+        self._progress(op, now_ms, out)
+        return True
+
+    def _restamp_tick(self, now_ms: int, out: list) -> None:
+        for op_id in list(self._restamps_waiting):
+            op = self.ops.get(op_id)
+            if op is None:
+                self._restamps_waiting.discard(op_id)
+            else:
+                self._progress(op, now_ms, out)
+
     def _hint_locally(self, owner: str, key: bytes, record: Record, now_ms: int, out: list) -> None:
         if owner == self.node_id:
             return
@@ -791,6 +862,8 @@ class NodeCore:
         if op.reply is None and rnd.status != PENDING:
             if op.kind == "inspect":
                 return self._maybe_finish(op, now_ms, out)
+            if rnd.status == LOST and op.newer is not None and self._restamp(op, now_ms, out):
+                return  # sent again above the newer version, or waiting to (RESTAMPS_MAX)
             if rnd.status == WON and op.kind == "read" and self.clock.floors and self.clock.read_floor(
                     op, now_ms, out):
                 return  # the session's floor is not met yet (core/clock.py)

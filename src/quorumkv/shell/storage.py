@@ -3,7 +3,11 @@
 ``write(key, record, done)`` applies ``record`` only if it is newer than what the
 engine holds (never overwrite a newer version with an older one) and calls
 ``done(ok, error)`` once the write is *durable* — the node acks a replica write only
-from that callback (persist before ack). ``read(key, done)`` calls
+from that callback (persist before ack). On success the second argument is
+``None`` when the record was applied (or that very version was there already: a
+retransmit), else the stored *newer* version that kept it out: the replica reports
+it (``RepWriteAck.newer``) so the coordinator of a client write can re-stamp it
+(core/node.py, ``RESTAMPS_MAX``). ``read(key, done)`` calls
 ``done(ok, record_or_error)``. Callbacks run on the event loop thread; an engine may
 call them synchronously (memory) or later (SQLite group commit, Redis).
 
@@ -147,7 +151,9 @@ class MemoryEngine(StorageEngine):
         cur = self.data.get(key)
         if cur is None or record.version.newer_than(cur.version):
             self.data[key] = record
-        done(True, None)
+            done(True, None)
+        else:  # the same version again (a retransmit) counts as applied
+            done(True, None if cur.version.key() == record.version.key() else cur.version)
 
     def read(self, key, done):
         done(True, self.data.get(key))
@@ -278,6 +284,7 @@ class SqliteEngine(StorageEngine):
             if batch is None:
                 break
             error = None
+            newer: dict[int, Version] = {}  # batch index -> the stored newer version that kept it out
             try:
                 conn.execute("BEGIN")
                 start = 0
@@ -286,7 +293,9 @@ class SqliteEngine(StorageEngine):
                     end = start
                     while end < len(batch) and batch[end][0] == sql:
                         end += 1
-                    conn.executemany(sql, [row for _, row, _ in batch[start:end]])
+                    cur = conn.executemany(sql, [row for _, row, _ in batch[start:end]])
+                    if sql is _UPSERT and cur.rowcount < end - start:  # some were not newer
+                        self._find_newer(conn, batch, start, end, newer)
                     start = end
                 conn.execute("COMMIT")
             except Exception as exc:  # disk full, I/O error: fail these writes, keep serving
@@ -297,14 +306,24 @@ class SqliteEngine(StorageEngine):
                     pass
             self.batches += 1
             self.batched_writes += len(batch)
-            self._complete(batch, error)
+            self._complete(batch, error, newer)
         conn.close()
 
-    def _complete(self, batch, error) -> None:
+    @staticmethod
+    def _find_newer(conn, batch, start: int, end: int, newer: dict) -> None:
+        """Some upserts of ``batch[start:end]`` changed no row: find which, by the
+        version stored now (rare: a write older than the replica's copy)."""
+        for i in range(start, end):
+            key, ts, node = batch[i][1][:3]
+            row = conn.execute("SELECT ts, node FROM kv WHERE key = ?", (key,)).fetchone()
+            if row is not None and (row[0], row[1]) > (ts, node):
+                newer[i] = Version(row[0], row[1])
+
+    def _complete(self, batch, error, newer=None) -> None:
         def run():
-            for _, _, done in batch:
+            for i, (_, _, done) in enumerate(batch):
                 if done is not None:
-                    done(error is None, error)
+                    done(error is None, error if error is not None or not newer else newer.get(i))
 
         call_in_loop(self._loop, run)
 

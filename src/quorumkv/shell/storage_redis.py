@@ -80,7 +80,9 @@ SCAN_BATCH_KEYS = 512
 
 # KEYS[1] data key, KEYS[2] max-ts key, KEYS[3] count key
 # ARGV[1] ver (16 hex ts .. node), ARGV[2] exp, ARGV[3] "1" value / "0" tombstone,
-# ARGV[4] value, ARGV[5] ctx ("" = none).  Returns 1 when applied, 0 when not newer.
+# ARGV[4] value, ARGV[5] ctx ("" = none).  Returns 1 when applied, 0 when that very
+# version is there already (a retransmit), else the stored newer ``ver`` that kept
+# it out (the replica reports it: RepWriteAck.newer).
 WRITE_IF_NEWER_LUA = """
 local function newer(a, b)
   if a == b then return false end
@@ -93,7 +95,8 @@ local function newer(a, b)
 end
 local cur = redis.call('HGET', KEYS[1], 'ver')
 if cur then
-  if not newer(ARGV[1], cur) then return 0 end
+  if cur == ARGV[1] then return 0 end
+  if not newer(ARGV[1], cur) then return cur end
   redis.call('DEL', KEYS[1])
 else
   redis.call('INCR', KEYS[3])
@@ -172,6 +175,11 @@ def decode_record(fields: dict | list | None) -> Record | None:
     ctx = fields.get(b"ctx")
     return Record(Version(int(ver[:16], 16), ver[16:].decode(), _ctx_decode(ctx) if ctx is not None else None),
                   fields.get(b"val"), int(fields.get(b"exp", b"0")))
+
+
+def decode_version(ver: bytes) -> Version:
+    """A stored ``ver`` field (16 hex digits of the ts, then the node id) to a Version."""
+    return Version(int(ver[:16], 16), ver[16:].decode())
 
 
 def script_sha(lua: str = WRITE_IF_NEWER_LUA) -> str:
@@ -288,6 +296,8 @@ class RedisEngine(StorageEngine):
                         done(True, decode_record(res))
                     except (KeyError, ValueError, msgspec.DecodeError) as exc:
                         done(False, f"storage error: bad record in redis: {exc!r}")
+                elif type(res) is bytes and op[0] == "EVALSHA":  # a write kept out by this newer ver
+                    done(True, decode_version(res))
                 else:
                     done(True, None)
 

@@ -407,9 +407,9 @@ class SimCluster:
             if persist:
                 self.stats["pending_writes_lost"] += 1  # never acked: allowed to vanish
             return
-        if persist:
-            self.storage[node].persist(eff.key, eff.record)
-        self.run(node, self.cores[node].on_store_done(eff.token, True, None, self.clock_ms(node)))
+        st = self.storage[node]  # the result: the newer version that kept the write out, or None
+        newer = st.persist(eff.key, eff.record) if persist else st.newer_than(eff.key, eff.record)
+        self.run(node, self.cores[node].on_store_done(eff.token, True, newer, self.clock_ms(node)))
 
     def _store_read_done(self, node: str, incarnation: int, eff: StoreRead) -> None:
         if self._alive(node, incarnation):

@@ -12,21 +12,29 @@ makes the write visible from a volatile cache, and syncs lazily every
 the lost-write checker must catch.
 
 The apply rule is the real engines' newer-wins (``Version.newer_than``): a replica
-never replaces a newer version with an older one.
+never replaces a newer version with an older one, and reports the newer version
+that kept a write out (``RepWriteAck.newer``; the same version again is "applied").
 """
 
 from __future__ import annotations
 
 from ..core.hints import HintTable
-from ..core.version import Record
+from ..core.version import Record, Version
 
 
-def _apply(data: dict[bytes, Record], key: bytes, record: Record) -> bool:
-    old = data.get(key)
-    if old is None or record.version.newer_than(old.version):
+def _newer(cur: Record | None, record: Record) -> Version | None:
+    """The stored version that keeps ``record`` out (None: it is newer, or the same)."""
+    if cur is None or not cur.version.newer_than(record.version):
+        return None
+    return cur.version
+
+
+def _apply(data: dict[bytes, Record], key: bytes, record: Record) -> Version | None:
+    """Newer wins; returns the stored version that kept ``record`` out (None: applied)."""
+    newer = _newer(data.get(key), record)
+    if newer is None:
         data[key] = record
-        return True
-    return False
+    return newer
 
 
 class SimStorage:
@@ -41,8 +49,12 @@ class SimStorage:
         self.hlc_ceiling = 0  # the node's saved HLC ceiling (core/clock.py): survives a crash
 
     # A correct write: the caller schedules ``persist`` sync_us later, then acks.
-    def persist(self, key: bytes, record: Record) -> None:
-        _apply(self.durable, key, record)
+    def persist(self, key: bytes, record: Record) -> Version | None:
+        return _apply(self.durable, key, record)
+
+    def newer_than(self, key: bytes, record: Record) -> Version | None:
+        """A version newer than ``record`` this node serves for ``key`` (None: none)."""
+        return _newer(self.read(key), record)
 
     # ack-before-persist: visible and acked now, durable at the next lazy sync.
     def write_cached(self, key: bytes, record: Record) -> None:

@@ -1,0 +1,246 @@
+"""Acked writes in real-time order across coordinators (issue 10: "a write that
+started after another's ack and lost is a lost write") — pure cores, no I/O.
+
+Two *different* clients (no session floor links them) write one key through two
+coordinators whose HLCs have not seen each other's writes. A replica that holds a
+newer version than an incoming client write does not apply it and says so
+(``RepWriteAck.newer``); the coordinator does not count that ack towards W and
+sends the write again above the newer version (``RESTAMPS_MAX``). Strict quorums
+intersect, so the later write ends up newer than the acked one at every replica.
+
+``Mesh`` delivers messages FIFO, keeps each node's "disk" in a dict with the real
+engines' newer-wins rule (and their ``newer`` report), and gives each node its own
+clock offset; messages towards a node in ``held_to`` wait until released.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from quorumkv.core import messages as m
+from quorumkv.core import node as node_mod
+from quorumkv.core.node import NodeCore, NodeSettings, Respond, SaveHlcCeiling, Send, StoreRead, StoreWrite
+from quorumkv.core.version import LOGICAL_BITS, Record, Version
+
+T0 = 1_700_000_000_000
+NAMES = ("n1", "n2", "n3", "n4")
+KEY = b"k"
+
+
+class Client:
+    def __init__(self, name):
+        self.name = name
+        self.replies: dict[int, m.Reply] = {}
+
+
+def store(disk: dict, key: bytes, record: Record) -> Version | None:
+    """The engines' contract: apply if newer; report the stored version that kept it out."""
+    cur = disk.get(key)
+    if cur is None or record.version.newer_than(cur.version):
+        disk[key] = record
+        return None
+    return None if cur.version.key() == record.version.key() else cur.version
+
+
+class Mesh:
+    def __init__(self, names=NAMES, n=3, w=2, r=2, ceiling=True, **settings):
+        self.names = names
+        members = {x: f"mesh://{x}" for x in names}
+        self.time_ms = T0
+        self.offset_ms = {x: 0 for x in names}
+        self.disk: dict[str, dict[bytes, Record]] = {x: {} for x in names}
+        self.held_to: set[str] = set()
+        self.held: list = []
+        self.queue: deque = deque()
+        self.acks: list[m.RepWriteAck] = []
+        kw = dict(n=n, r=r, w=w, read_repair=False, speculative_retry_ms=0, **settings)
+        self.cores = {x: NodeCore(NodeSettings(x, **kw), members, now_ms=self.clock(x),
+                                  hlc_ceiling=0 if ceiling else None) for x in names}
+
+    def clock(self, node):
+        return self.time_ms + self.offset_ms[node]
+
+    def run(self, node, effects):
+        self.queue.extend((node, eff) for eff in effects)
+
+    def settle(self):
+        while self.queue:
+            node, eff = self.queue.popleft()
+            core, now = self.cores[node], self.clock(node)
+            t = type(eff)
+            if t is Send:
+                if eff.peer in self.held_to:
+                    self.held.append((node, eff))
+                    continue
+                self.run(eff.peer, self.cores[eff.peer].on_request(("peer", node), eff.msg, self.clock(eff.peer)))
+            elif t is Respond:
+                if isinstance(eff.conn, Client):
+                    eff.conn.replies[eff.msg.id] = eff.msg
+                    continue
+                if type(eff.msg) is m.RepWriteAck:
+                    self.acks.append(eff.msg)
+                if eff.conn is not None:
+                    src = eff.conn[1]
+                    self.run(src, self.cores[src].on_response(node, eff.msg, self.clock(src)))
+            elif t is StoreWrite:
+                newer = store(self.disk[node], eff.key, eff.record)
+                self.run(node, core.on_store_done(eff.token, True, newer, now))
+            elif t is StoreRead:
+                self.run(node, core.on_store_done(eff.token, True, self.disk[node].get(eff.key), now))
+            elif t is SaveHlcCeiling:
+                self.run(node, core.on_store_done(eff.token, True, None, now))
+
+    def tick(self, ms=5):
+        self.time_ms += ms
+        for name in self.names:
+            self.run(name, self.cores[name].tick(self.clock(name)))
+        self.settle()
+
+    def request(self, client, node, msg) -> m.Reply | None:
+        self.run(node, self.cores[node].on_request(client, msg, self.clock(node)))
+        self.settle()
+        return client.replies.get(msg.id)
+
+    def put(self, client, node, value, req_id=None, **kw):
+        req_id = req_id or len(client.replies) + 1
+        return self.request(client, node, m.Put(req_id, KEY, value, **kw))
+
+    def get(self, client, node, req_id=None, **kw):
+        req_id = req_id or len(client.replies) + 1
+        return self.request(client, node, m.Get(req_id, KEY, **kw))
+
+    def replicas(self):
+        ring = self.cores["n1"].ring
+        return ring.preference_list(KEY)
+
+
+def _two_coordinators(skew_ms: int):
+    """Client A writes v1 through the coordinator whose clock is ``skew_ms`` ahead
+    (0: the same millisecond, and that coordinator's logical counter is ahead);
+    after A's ack client B writes v2 through the other one, whose HLC never saw v1."""
+    mesh = Mesh()
+    mesh.tick()  # ceilings saved
+    prefs = mesh.replicas()
+    ahead, behind = prefs[0], prefs[1]  # both replicas of the key: each stores its own write
+    mesh.offset_ms[ahead] = skew_ms
+    if skew_ms == 0:
+        for _ in range(5):  # same ms: the ahead node's logical counter runs ahead
+            mesh.cores[ahead].hlc.now(mesh.clock(ahead))
+    a, b = Client("a"), Client("b")
+    mesh.held_to.add(behind)  # v1's copy to the other coordinator is slow...
+    r1 = mesh.put(a, ahead, b"v1", primary_only=True)
+    assert r1 is not None and r1.status == m.OK
+    mesh.held.clear()  # ...and never arrives
+    mesh.held_to.clear()
+    assert mesh.cores[behind].hlc.last < r1.version.ts  # its HLC has not seen v1
+    r2 = mesh.put(b, behind, b"v2", primary_only=True)
+    assert r2 is not None and r2.status == m.OK
+    return mesh, prefs, r1, r2
+
+
+@pytest.mark.parametrize("skew_ms", [0, 50])
+def test_later_write_via_a_node_behind_wins_everywhere(skew_ms):
+    mesh, prefs, r1, r2 = _two_coordinators(skew_ms)
+    assert r2.version.newer_than(r1.version)
+    for node in prefs:
+        assert mesh.disk[node][KEY].value == b"v2", node
+        assert mesh.disk[node][KEY].version == r2.version  # the reply names the version kept
+    behind = prefs[1]
+    assert mesh.cores[behind].stats["write_restamps"] == 1
+    # A strict read after B's ack returns v2, through any node.
+    for via in mesh.names:
+        assert mesh.get(Client("reader"), via, primary_only=True).value == b"v2"
+
+
+def test_without_restamps_the_later_write_is_lost(monkeypatch):
+    """The control: with no re-stamp the replicas keep v1 and B's acked write is lost."""
+    monkeypatch.setattr(node_mod, "RESTAMPS_MAX", 0)
+    mesh, prefs, r1, r2 = _two_coordinators(50)
+    assert r1.version.newer_than(r2.version)
+    assert mesh.disk[prefs[2]][KEY].value == b"v1"
+
+
+def test_newer_acks_do_not_count_towards_w_and_old_attempt_acks_are_ignored():
+    mesh, prefs, r1, r2 = _two_coordinators(50)
+    newer = [a for a in mesh.acks if a.newer is not None]
+    assert newer and all(a.newer == r1.version for a in newer)
+    # Every replica took part in the second attempt: its acks all said "applied".
+    behind = mesh.cores[prefs[1]]
+    assert not behind.ops  # nothing left open: the first attempt's round is gone
+    assert behind.statistics()["rounds_open"] == 0
+    assert all(v == 0 for v in behind.load.inflight.values())
+
+
+def test_equal_version_counts_as_applied():
+    disk: dict = {}
+    rec = Record(Version(5 << LOGICAL_BITS, "n1"), b"x")
+    assert store(disk, KEY, rec) is None
+    assert store(disk, KEY, rec) is None  # a retransmit
+    older = Record(Version(4 << LOGICAL_BITS, "n9"), b"y")
+    assert store(disk, KEY, older) == rec.version
+
+
+def test_restamps_are_bounded_and_then_answered_as_before(monkeypatch):
+    """Replicas that keep holding something newer (here: a version far in the
+    future that this coordinator's clock guard refuses to adopt): RESTAMPS_MAX new
+    attempts, then newer acks count, the write is acked with its last version."""
+    mesh = Mesh(max_clock_skew_ms=100)
+    mesh.tick()
+    prefs = mesh.replicas()
+    far = Record(Version((T0 + 3_600_000) << LOGICAL_BITS, "zz"), b"future")
+    for node in prefs:
+        mesh.disk[node][KEY] = far
+    reply = mesh.put(Client("a"), prefs[0], b"v", primary_only=True)
+    assert reply.status == m.OK
+    core = mesh.cores[prefs[0]]
+    assert core.stats["write_restamps"] == node_mod.RESTAMPS_MAX
+    assert far.version.newer_than(reply.version)
+    assert mesh.disk[prefs[1]][KEY] == far
+
+
+def test_restamp_waits_for_the_hlc_ceiling_like_a_new_write():
+    """A newer version beyond the durable ceiling: the re-stamp waits for the next
+    ceiling save (no timestamp above a saved ceiling is ever issued), then goes."""
+    mesh = Mesh()
+    mesh.tick()
+    prefs = mesh.replicas()
+    coord = mesh.cores[prefs[0]]
+    ceiling = coord.clock.durable
+    # A version at the ceiling: observing it leaves no room to stamp above it without
+    # a new save (it is within max_clock_skew_ms + HLC_LEASE_MS, so it is adopted).
+    near = Record(Version(ceiling, "zz"), b"near")
+    for node in prefs:
+        mesh.disk[node][KEY] = near
+    saves: list = []
+    real_run = mesh.run
+
+    def run(node, effects):
+        effects = list(effects)
+        if node == prefs[0]:
+            saves.extend(e for e in effects if type(e) is SaveHlcCeiling)
+        real_run(node, effects)
+    mesh.run = run
+    client = Client("a")
+    assert mesh.put(client, prefs[0], b"v", primary_only=True, req_id=1) is None  # waiting
+    assert coord.stats["write_restamps"] == 0 and saves
+    mesh.tick()  # the ceiling was saved: the next tick sends the re-stamped write
+    reply = client.replies[1]
+    assert reply.status == m.OK and coord.stats["write_restamps"] == 1
+    assert reply.version.newer_than(near.version)
+    assert reply.version.ts <= coord.clock.durable
+    assert saves, "the re-stamp asked for a new ceiling"
+    for node in prefs:
+        assert mesh.disk[node][KEY].value == b"v"
+
+
+def test_old_frames_without_newer_still_decode():
+    import msgspec
+
+    old_frame = msgspec.msgpack.encode([21, 7, True, "", 0])  # tag, id, ok, error, t_us
+    ack = msgspec.msgpack.decode(old_frame, type=m.Response)
+    assert type(ack) is m.RepWriteAck and ack.newer is None
+    v = Version(42, "n3")
+    again = msgspec.msgpack.decode(msgspec.msgpack.encode(m.RepWriteAck(7, True, newer=v)), type=m.Response)
+    assert again.newer == v
