@@ -22,7 +22,7 @@ from quorumkv import cli
 from quorumkv.localcluster import LocalCluster
 
 HEAVY = ("typer", "click", "rich", "numpy", "matplotlib", "asyncio", "redis", "structlog", "quorumkv.cli_app",
-         "quorumkv.sim", "quorumkv.analysis", "quorumkv.shell")
+         "quorumkv.sim", "quorumkv.analysis", "quorumkv.shell", "quorumkv.core.node")
 
 
 def _click_command(words: tuple[str, ...]):

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from .core import messages as m
 from .core.dynamic import Target, validate_latency_bound
 from .core.framing import FrameDecoder, FrameEncoder
-from .core.node import level_to_wire, validate_key, validate_value
+from .core.validation import level_to_wire, validate_key, validate_value
 from .core.version import SessionContext, Version
 from .errors import (
     ConnectionFailedError,
