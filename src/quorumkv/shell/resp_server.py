@@ -26,7 +26,7 @@ import structlog
 
 from ..core.limits import CLIENT_PIPELINE_MAX
 from ..resp.commands import CommandError, ReadOp, Session, lookup
-from ..resp.parser import RequestParser, RespProtocolError, encode_error
+from ..resp.parser import NEED_DATA, RequestParser, RespProtocolError, encode_error
 from .config import parse_address
 from .server import now_ms
 
@@ -117,21 +117,15 @@ class RespConnection(asyncio.Protocol):
             return
         parser = self.parser
         parser.receive_data(data)
-        # Every complete command in the buffer, executed in order; their replies go
-        # out together in one transport.write at the end of this loop turn (_write).
-        try:
-            cmds = parser.commands()
-        except RespProtocolError as exc:
-            cmds, error = exc.commands, str(exc)
-        else:
-            error = None
-        execute = self._execute
-        for cmd in cmds:
-            if self.input_done or self.closed:
+        while not self.input_done:
+            try:
+                cmd = parser.next_command()
+            except RespProtocolError as exc:
+                self._protocol_error(str(exc))
                 break
-            execute(cmd)
-        if error is not None and not self.input_done:
-            self._protocol_error(error)
+            if cmd is NEED_DATA:
+                break
+            self._execute(cmd)
         self.server.wake()
         self._update_reading()
 

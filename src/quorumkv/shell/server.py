@@ -117,6 +117,11 @@ class _Inbound(_Conn):
         self.paused = False
         self.write_paused = False  # the transport's send buffer is above its high-water mark
         self._backlog: deque = deque()
+        # A peer's link (it sent replica traffic or heartbeats) is exempt from the
+        # send-buffer pause: its heartbeats travel on it, and a coordinator that is
+        # slow to read its acks must not look dead to us (its own PEER_QUEUE_BYTES_MAX
+        # bounds what it has in flight). Only clients are paused for not reading.
+        self.is_peer = False
         self.peer_name = "?"
 
     def connection_made(self, transport) -> None:
@@ -158,10 +163,12 @@ class _Inbound(_Conn):
         for i, msg in enumerate(msgs):
             if self.closed:
                 return
-            if self.write_paused or self._out_bytes >= INBOUND_SEND_BYTES_HIGH:
+            t = type(msg)
+            if t in _PEER_REQUEST_TYPES:
+                self.is_peer = True
+            elif not self.is_peer and (self.write_paused or self._out_bytes >= INBOUND_SEND_BYTES_HIGH):
                 self._backlog.extend(msgs[i:])  # replies are piling up: the rest waits
                 return
-            t = type(msg)
             if t not in _REQUEST_TYPES:
                 self.fail(f"unexpected {t.__name__} from a client")
                 return
@@ -193,7 +200,7 @@ class _Inbound(_Conn):
             return
         # Hysteresis: stop at CLIENT_PIPELINE_MAX open requests, resume below half.
         limit = CLIENT_PIPELINE_MAX // 2 if self.paused else CLIENT_PIPELINE_MAX
-        pause = self.write_paused or bool(self._backlog) or self.open_requests >= limit
+        pause = (not self.is_peer and (self.write_paused or bool(self._backlog))) or self.open_requests >= limit
         if pause != self.paused:
             self.paused = pause
             if pause:
@@ -220,6 +227,8 @@ class _Inbound(_Conn):
 
 
 _REQUEST_TYPES = set(m.REQUEST_TYPES)
+#: What only a peer sends (marks an inbound connection as a peer's link).
+_PEER_REQUEST_TYPES = {m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip}
 # What a peer may answer on our outbound link (client-facing replies never come back there).
 _RESPONSE_TYPES = set(m.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply}
 
