@@ -9,6 +9,7 @@ reads, and the seeds that failed (each with its reproducing command)::
     python benchmarks/soak_sim.py                      # 1,000 seeds from 0
     python benchmarks/soak_sim.py --seeds 200 --start 5000 --json /tmp/soak.json
     python benchmarks/soak_sim.py --faults skew --seeds 100   # one fault family
+    python benchmarks/soak_sim.py --merge /tmp/soak_*.json     # add up chunks run separately
 
 Exit status 1 when any seed failed.
 """
@@ -36,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-swarm", action="store_true", help="every fault on in every seed")
     ap.add_argument("--json", help="also write the report as JSON to this file")
     ap.add_argument("--quiet", action="store_true", help="no line per failing seed while running")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="add up reports written by --json, run nothing")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge)
 
     faults = parse_faults(args.faults)
     totals: Counter = Counter()
@@ -91,6 +95,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=1, sort_keys=True)
+    return 1 if failed else 0
+
+
+def merge(paths: list[str]) -> int:
+    totals: Counter = Counter()
+    injected: Counter = Counter()
+    failed: list = []
+    seeds: list[str] = []
+    for path in paths:
+        with open(path) as fh:
+            part = json.load(fh)
+        totals.update(part["totals"])
+        injected.update(part["faults_injected"])
+        failed += part["failed"]
+        seeds.append(part["seeds"])
+    print(json.dumps({"seeds": seeds, "totals": dict(sorted(totals.items())),
+                      "faults_injected": dict(sorted(injected.items())),
+                      "failed_seeds": len(failed)}, indent=1))
+    print("failed seeds:", " ".join(str(row["seed"]) for row in sorted(failed, key=lambda r: r["seed"])))
     return 1 if failed else 0
 
 

@@ -123,6 +123,7 @@ class SimCluster:
         self.members = dict(self.address)  # the initial cluster's member list
         self.boot = {name: Boot(dict(self.members)) for name in self.names}
         self.initial_ring = Ring(self.names, cfg.n)
+        self._rings: dict[tuple, Ring] = {tuple(sorted(self.names)): self.initial_ring}
         self.core_settings = dict(core_settings or {})
         #: > 0: tombstone GC on, with this grace (and hints kept at most as long,
         #: the rule shell/config.py enforces)
@@ -270,7 +271,10 @@ class SimCluster:
         if not votes:
             return self.initial_ring
         members = max(sorted(votes), key=lambda k: votes[k])
-        return Ring(members, self.cfg.n)
+        ring = self._rings.get(members)
+        if ring is None:  # building a ring hashes every vnode: keep the few a run sees
+            ring = self._rings[members] = Ring(members, self.cfg.n)
+        return ring
 
     @property
     def ring(self) -> Ring:
