@@ -1,8 +1,11 @@
-"""Idle cost: CPU burnt per node of a local memory cluster at rest.
+"""Idle cost and scale: CPU burnt per node of a local memory cluster at rest.
 
-Starts NODES memory nodes (no traffic), lets them settle, then reads each process's
-user+system CPU time from /proc before and after a window and prints the mean and
-max per node as a percentage of one core. Linux only (reads /proc/PID/stat).
+Starts NODES memory nodes, times how long until every node sees every other one up
+(``converged_s``: membership agreement, measured from the start of ``cluster up``)
+and a write and a read through every node succeed (``serving``), lets the cluster
+settle, then reads each process's user+system CPU time from /proc before and after
+a window and prints the mean and max per node as a percentage of one core. Linux
+only (reads /proc/PID/stat).
 
     PYTHONPATH=src python benchmarks/bench_idle.py [--nodes 12] [--window-s 10]
         [--settle-s 3] [--base-port 0]
@@ -20,6 +23,7 @@ import shutil
 import tempfile
 import time
 
+from quorumkv import Client
 from quorumkv.localcluster import LocalCluster
 from quorumkv.testing import free_base_port
 
@@ -30,6 +34,25 @@ def cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime + stime
+
+
+def all_agree(cluster) -> bool:
+    want = {n.id for n in cluster.nodes}
+    for node in cluster.nodes:
+        with Client([node.address]) as c:
+            st = c.status()
+        if {v.node for v in st.members if v.state == "up"} != want:
+            return False
+    return True
+
+
+def serves(cluster) -> bool:
+    for node in cluster.nodes:
+        with Client([node.address]) as c:
+            c.put(f"idle-probe-{node.id}", node.id)
+            if c.get(f"idle-probe-{node.id}") != node.id.encode():
+                return False
+    return True
 
 
 def main() -> None:
@@ -48,6 +71,12 @@ def main() -> None:
         t0 = time.monotonic()
         cluster.up()
         up_s = time.monotonic() - t0
+        while not all_agree(cluster):
+            if time.monotonic() - t0 > 120:
+                raise SystemExit("membership did not converge within 120 s")
+            time.sleep(0.05)
+        converged_s = time.monotonic() - t0
+        serving = serves(cluster)
         time.sleep(args.settle_s)
         pids = [n.pid() for n in cluster.nodes]
         before = [cpu_s(p) for p in pids]
@@ -58,6 +87,7 @@ def main() -> None:
         per_node = [100 * (a - b) / elapsed for a, b in zip(after, before)]
         print(json.dumps({"bench": "idle", "label": args.label, "nodes": args.nodes,
                           "window_s": round(elapsed, 2), "up_s": round(up_s, 2),
+                          "converged_s": round(converged_s, 2), "serving": serving,
                           "cpu_pct_per_node_mean": round(sum(per_node) / len(per_node), 2),
                           "cpu_pct_per_node_max": round(max(per_node), 2),
                           "cpu_pct_total": round(sum(per_node), 1)}))

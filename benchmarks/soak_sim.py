@@ -53,9 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         totals["acked_writes"] += s["acked_writes"]
         totals["reads"] += s["reads"]
         for name in ("lost_acked_writes", "resurrections", "strict_stale_reads", "stale_reads",
-                     "final_reads_failed", "unknown_values"):
+                     "final_reads_failed", "unknown_values", "lost_cross_session",
+                     "resurrections_cross_session", "stale_cross_session"):
             totals[name] += s[name]
         totals["diverged_seeds"] += not s["converged"]
+        totals["strict_stale_cross_session"] += s["stale_cross_session"] if s["strict_stale_reads"] else 0
+        skewed = "skew" in s["knobs"].get("on", "")
+        for name in ("lost_acked_writes", "resurrections", "strict_stale_reads"):
+            totals[name + ("_with_skew" if skewed else "_without_skew")] += s[name]
         totals["ring_changes_unfinished"] += s["ring_changes_unfinished"]
         totals["departed_in_ring_seeds"] += bool(s["departed_in_ring"])
         injected.update(s["faults_injected"])
@@ -64,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                    "strict_stale": s["strict_stale_reads"], "converged": s["converged"],
                    "final_reads_failed": s["final_reads_failed"],
                    "ring_changes_unfinished": s["ring_changes_unfinished"],
-                   "departed_in_ring": s["departed_in_ring"],
+                   "departed_in_ring": s["departed_in_ring"], "skew": "skew" in s["knobs"].get("on", ""),
+                   "lost_cross_session": s["lost_cross_session"],
+                   "resurrections_cross_session": s["resurrections_cross_session"],
                    "faults": s["faults_injected"], "command": s["command"]}
             failed.append(row)
             if not args.quiet:

@@ -126,3 +126,14 @@ def test_pbs_plot(tmp_path: Path) -> None:
     assert path.stat().st_size > 1000
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert data["plot"] == str(path)
+
+
+def test_pbs_output_files_in_a_missing_directory_are_refused_up_front(tmp_path: Path) -> None:
+    # Usage errors (exit 2) before any simulation, not an OSError traceback after it.
+    # (The one-line wording is checked through the real command in test_cli.py.)
+    for args in (["--plot", str(tmp_path / "missing" / "p.png")],
+                 ["--save-latencies", str(tmp_path / "missing" / "s.json"), "--node", "127.0.0.1:1"],
+                 ["--plot", str(tmp_path)]):  # a directory, not a file
+        result = runner.invoke(math_app, ["pbs", *args, *SMALL])
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit), (args, result.output)
+    assert list(tmp_path.iterdir()) == []

@@ -1122,3 +1122,52 @@ def test_joint_write_that_cannot_reach_the_future_set_fails_saying_so():
     assert reply.status == m.UNAVAILABLE
     assert reply.message.startswith("write during a ring change needed acks from both replica sets (2 of current")
     assert f"2 of future replicas {', '.join(sorted(new))}: got 0" in reply.message
+
+
+def test_replay_ack_from_a_node_it_was_not_sent_to_is_ignored():
+    core = make(F1)
+    core.hints_held[P3] = [1, 100]
+    of(core.tick(NOW), LoadHints)
+    (send,) = sends(core.on_hints_loaded(P3, [("h1", KEY, rec(1), NOW)], NOW))
+    assert core.on_response(P2, m.RepWriteAck(send.msg.id, True), NOW) == []  # a confused peer
+    assert core.hints_held[P3] == [1, 100] and core.stats["hints_replayed"] == 0
+    assert core.on_response(P3, m.RepWriteAck(send.msg.id, True), NOW) == [DeleteHint("h1")]
+
+
+def test_joint_read_brings_in_a_spare_for_each_replica_set_a_failure_leaves_short():
+    # A replica in both sets fails: each set needs one more reply, from different spares.
+    net, key, old, new, newcomer = _ring_change_cores("join", lambda old, new: True)
+    coord = next(x for x in sorted(net.cores) if x not in old and x not in new)
+    core = net.cores[coord]
+    client = Conn("c")
+    eff = core.on_request(client, m.Get(1, key, 2, primary_only=True), NOW)
+    first = {s.peer: s.msg for s in sends(eff, m.RepRead)}
+    both = sorted(set(first) & set(old) & set(new))
+    assert len(first) == 2 and len(both) == 2  # the two replicas that stay serve both sets
+    eff = core.on_send_failed(both[0], first[both[0]], "queue full", NOW)
+    extra = {s.peer: s.msg for s in sends(eff, m.RepRead)}
+    assert sorted(extra) == sorted((set(old) | set(new)) - set(first))  # the leaver and the newcomer
+    out = core.on_response(both[1], m.RepReadResp(first[both[1]].id, True, rec(5, "n1", b"x")), NOW)
+    for peer, msg in extra.items():
+        out += core.on_response(peer, m.RepReadResp(msg.id, True, None), NOW)
+    assert only_reply(out, client).value == b"x"
+
+
+def test_sloppy_write_during_a_join_puts_a_fallback_in_for_a_dead_joiner():
+    net, key, old, new, newcomer = _ring_change_cores("join", lambda old, new: True)
+    coord = next(x for x in sorted(net.cores) if x not in old and x not in new)
+    core = net.cores[coord]
+    t, _ = kill(core, {newcomer})
+    client = Conn("c")
+    eff = core.on_request(client, m.Put(1, key, b"v", 2), t)
+    rw = {s.peer: s.msg for s in sends(eff, m.RepWrite)}
+    (fallback,) = [p for p, msg in rw.items() if msg.hint_for == newcomer]
+    assert newcomer not in rw and fallback not in set(old) | set(new)
+    assert not of(eff, StoreHint)  # the fallback keeps the hint
+    stay = sorted(set(old) & set(new))
+    (leaving,) = set(old) - set(new)
+    out = core.on_response(stay[0], m.RepWriteAck(rw[stay[0]].id, True), t)
+    out += core.on_response(leaving, m.RepWriteAck(rw[leaving].id, True), t)
+    assert replies(out, client) == []  # the current set has 2, the future set 1
+    reply = only_reply(core.on_response(fallback, m.RepWriteAck(rw[fallback].id, True), t), client)
+    assert reply.status == m.OK  # the fallback counts for the joiner it stands in for

@@ -100,6 +100,9 @@ ALL_MESSAGES += [
 ]
 MESSAGE_TYPES |= {ae.AETree, ae.AETreeResp, ae.AEExchange, ae.AEExchangeResp, ae.AEGc, ae.AEGcResp,
                   ae.Repair, ae.RepairReply}
+# Issue 10: decommission --force (appended field), cleanup (tag 54).
+ALL_MESSAGES += [mr.Decommission(80, False, True), mr.Cleanup(81), mr.Cleanup(82, True, 1_000)]
+MESSAGE_TYPES |= {mr.Cleanup}
 
 
 def test_sample_covers_every_message_type():
@@ -238,6 +241,7 @@ def test_wire_tags_frozen(enc):
     tags.update({m.Latencies: 6, m.LatenciesReply: 14})
     tags.update({ae.AETree: 40, ae.AETreeResp: 41, ae.AEExchange: 42, ae.AEExchangeResp: 43, ae.AEGc: 44,
                  ae.AEGcResp: 45, ae.Repair: 46, ae.RepairReply: 47})
+    tags[mr.Cleanup] = 54
     for msg in ALL_MESSAGES:
         arr = msgspec.msgpack.decode(enc.encode(msg)[4:])
         assert arr[0] == tags[type(msg)]

@@ -711,3 +711,72 @@ def test_joint_read_targets_take_the_best_of_each_set():
     # A fallback counts for the set of the primary it stands in for.
     cands = [("f", "c"), ("a", None), ("b", None), ("d", None)]
     assert joint_read_targets(cands, groups) == ([("f", "c"), ("a", None), ("b", None)], [("d", None)])
+
+
+# ------------------------------------------------ peer input never raises (hole 7)
+def _random_message(rng, cls, next_op):
+    """A wire-valid instance of ``cls`` with adversarial field values: unknown node
+    names, negative and huge numbers, ids of rounds that are open right now."""
+    from msgspec import inspect as mi
+
+    def gen(t, depth=0):
+        if isinstance(t, mi.IntType):
+            return rng.choice([0, 1, 2, 3, -1, -2, -3, -4, 2**62, -2**62, rng.randrange(-100, 100)])
+        if isinstance(t, mi.FloatType):
+            return rng.choice([0.0, 1.0, -1.0, 0.5, 1e300])
+        if isinstance(t, mi.BoolType):
+            return rng.random() < 0.5
+        if isinstance(t, mi.StrType):
+            return rng.choice(["n1", "n2", "n3", "ghost", "", "up", "left", "joining", "x" * 50])
+        if isinstance(t, mi.BytesType):
+            return rng.choice([b"", b"k", KEY, bytes(rng.randrange(256) for _ in range(rng.randrange(8)))])
+        if isinstance(t, (mi.NoneType, mi.AnyType)):
+            return None
+        if isinstance(t, mi.UnionType):
+            return gen(rng.choice(t.types), depth)
+        if isinstance(t, mi.ListType):
+            return [gen(t.item_type, depth + 1) for _ in range(rng.randrange(0 if depth > 2 else 4))]
+        if isinstance(t, mi.TupleType):
+            return tuple(gen(x, depth + 1) for x in t.item_types)
+        if isinstance(t, mi.DictType):
+            return {gen(t.key_type, depth + 1): gen(t.value_type, depth + 1) for _ in range(rng.randrange(3))}
+        if isinstance(t, mi.StructType):
+            return t.cls(**{f.name: max(next_op - rng.randrange(1, 30), 0) if f.name == "id" and rng.random() < 0.8
+                            else gen(f.type, depth + 1) for f in t.fields})
+        raise TypeError(t)
+
+    return gen(mi.type_info(cls))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_no_peer_message_makes_the_core_raise(seed):
+    import random
+
+    import msgspec
+
+    from quorumkv.core.antientropy import AESettings, install
+
+    rng = random.Random(seed)
+    members = {f"n{i}": f"127.0.0.1:{7000 + i}" for i in range(1, 6)}
+    core = NodeCore(NodeSettings("n1", vnodes=16, r=2, w=2), members, now_ms=NOW)
+    install(core, AESettings(interval_ms=1_000), NOW)
+    types = m.REQUEST_TYPES + m.RESPONSE_TYPES
+    t = NOW
+    for i in range(3_000):
+        cls = rng.choice(types)
+        try:  # only what can arrive: a message that survives the wire codec
+            msg = msgspec.msgpack.decode(msgspec.msgpack.encode(_random_message(rng, cls, core._next_op)), type=cls)
+        except (msgspec.ValidationError, ValueError, TypeError, OverflowError):
+            continue
+        t += rng.randrange(50)
+        # inbound connections carry requests (and confused peers' responses); outbound links answers
+        if type(msg) in m.REQUEST_TYPES if rng.random() < 0.9 else rng.random() < 0.5:
+            eff = core.on_request(Conn(i), msg, t)
+        else:
+            eff = core.on_response(rng.choice(["n2", "n3", "n4", "ghost"]), msg, t)
+        for e in eff:
+            if type(e) in (StoreWrite, StoreRead) and rng.random() < 0.7:
+                core.on_store_done(e.token, rng.random() < 0.9, None, t)
+        if rng.random() < 0.1:
+            core.tick(t)
+    assert all(v >= 0 for k, v in core.statistics().items() if not k.startswith("ae_")), core.statistics()

@@ -158,3 +158,47 @@ def test_hlc_now_strictly_increasing_and_past_observed(evts):
             _, wall, remote = ev
             c.observe(remote, wall)
             max_seen = max(max_seen, remote)
+
+
+def test_hlc_peek_is_what_now_returns_without_issuing():
+    c = HLC()
+    for wall in (100, 100, 50, 200, 199):
+        p = c.peek(wall)
+        assert c.last < p  # nothing issued by peeking
+        assert c.now(wall) == p
+
+
+def test_hlc_limit_is_never_passed():
+    c = HLC()
+    c.limit = pack_ts(100, 1)
+    assert c.now(100) == pack_ts(100, 0)
+    assert c.now(100) == pack_ts(100, 1)
+    with pytest.raises(AssertionError):
+        c.now(100)  # the owner must wait for a higher ceiling (core/clock.py)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["now", "save", "restart"]), st.integers(-3_000, 3_000)),
+                min_size=1, max_size=80))
+def test_ceiling_discipline_never_reissues_across_restarts(steps):
+    """The rule core/clock.py follows, on HLC alone: issue only within (floor, ceiling];
+    save ceilings ahead; a restart (from storage that knows none of the issued
+    timestamps) takes the saved ceiling as its floor. Every timestamp ever issued is
+    then larger than every one issued before, whatever the wall clock does."""
+    wall = 1_000_000
+    saved = 0
+    c, floor = HLC(), 0
+    c.limit = saved
+    issued = []
+    for kind, jump in steps:
+        wall = max(0, wall + jump)
+        if kind == "save":
+            saved = max(saved, (max(wall, c.last >> LOGICAL_BITS) + 1_000) << LOGICAL_BITS)
+            c.limit = saved
+        elif kind == "restart":
+            c, floor = HLC(0), saved
+            c.limit = saved
+        elif floor < c.peek(wall) <= saved:
+            t = c.now(wall)
+            assert not issued or t > issued[-1]
+            issued.append(t)

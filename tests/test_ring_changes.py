@@ -4,7 +4,10 @@ replace under write load, and interrupted changes completing when re-run."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -203,3 +206,125 @@ def test_interrupted_decommission_completes_when_rerun(make_cluster):
     cluster.remove_node("n4")
     sample = dict(list(data.items())[::20])
     assert_placed(cluster, sample, [n.id for n in cluster.nodes])
+
+
+# ----------------------------------------------- issue 10: cleanup, decommission
+def qkv(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "quorumkv", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def stats_of(address: str) -> dict:
+    with Client([address], timeout_ms=2_000) as c:
+        return dict(c.status().stats)
+
+
+def test_cleanup_drops_exactly_the_leftovers_of_a_join(make_cluster):
+    cluster = make_cluster(nodes=4, settings=SETTINGS)
+    data = preload(cluster, n_keys=400, value_bytes=16)
+    new = cluster.add_node()
+    cluster.start(new)
+    cluster.wait_ready([new])
+    wait_for(lambda: node_state(new.address, new.id) == "up", 60, "the new node up")
+    wait_for(lambda: all(node_state(n.address, new.id) == "up" for n in cluster.nodes), 10, "everyone sees it")
+    ring = Ring([n.id for n in cluster.nodes], 3)
+    replicated = {n.id: sum(1 for k in data if n.id in ring.preference_list(k.encode())) for n in cluster.nodes}
+    before = {}
+    for n in cluster.nodes:
+        with Client([n.address]) as c:
+            before[n.id] = c.ping().keys
+    leftovers = {nid: before[nid] - replicated[nid] for nid in before}
+    assert sum(leftovers.values()) > 0 and leftovers[new.id] == 0, (before, replicated)
+
+    dry = qkv("cleanup", "--dir", cluster.root, "--dry-run", "-o", "json")
+    assert dry.returncode == 0, dry.stderr
+    rows = {r["node"]: r for r in json.loads(dry.stdout)}
+    assert {nid: r["not_replicated"] for nid, r in rows.items()} == leftovers
+    assert all(r["dropped"] == 0 for r in rows.values())
+    with Client([cluster.node("n1").address]) as c:
+        assert c.ping().keys == before["n1"]  # a dry run drops nothing
+
+    run = qkv("cleanup", "--dir", cluster.root, "-o", "json", "--keys-per-s", "20000")
+    assert run.returncode == 0, run.stderr
+    rows = {r["node"]: r for r in json.loads(run.stdout)}
+    assert {nid: r["dropped"] for nid, r in rows.items()} == leftovers
+    for n in cluster.nodes:
+        with Client([n.address]) as c:
+            assert c.ping().keys == replicated[n.id], n.id
+    assert_placed(cluster, dict(list(data.items())[::10]), [n.id for n in cluster.nodes])
+
+
+def test_decommission_waits_for_a_down_new_owner_then_delivers_everything(make_cluster):
+    """Issue 10 hole 5 against real processes: n2 down while n4 leaves. The old code
+    reached "left, stream_failures 49" with n2 holding none of the keys it gained."""
+    cluster = make_cluster(nodes=5, settings=SETTINGS)
+    data = preload(cluster, n_keys=300, value_bytes=16)
+    after = ["n1", "n2", "n3", "n5"]
+    gains = [k for k in data if "n2" in Ring(after, 3).preference_list(k.encode())
+             and "n2" not in Ring([n.id for n in cluster.nodes], 3).preference_list(k.encode())]
+    assert gains
+    down, leaving = cluster.node("n2"), cluster.node("n4")
+    cluster.stop(down)
+    wait_for(lambda: node_state(leaving.address, "n2") == "down", 20, "n4 sees n2 down")
+    with Client([leaving.address]) as c:
+        c.decommission()
+    # every record for n2 failed at least twice, and n4 has not left
+    wait_for(lambda: stats_of(leaving.address)["stream_failures"] >= 2 * len(gains), 60, "pushes to n2 failing")
+    st = stats_of(leaving.address)
+    assert node_state(leaving.address, "n4") == "leaving", st
+    assert st["stream_pending"] == len(gains) and st["stream_undelivered"] == 0, st
+    cluster.start(down)
+    cluster.wait_ready([down])
+    wait_for(lambda: node_state(leaving.address, "n4") == "left", 90, "n4 left once n2 is back")
+    st = stats_of(leaving.address)
+    assert st["stream_undelivered"] == 0 and st["stream_pending"] == 0
+    others = [n for n in cluster.nodes if n.id != "n4"]
+    wait_for(lambda: all(node_state(n.address, "n4") == "left" for n in others), 10, "everyone knows")
+    with Client([down.address]) as c:
+        for key in gains:  # n2's own copy, read without repair
+            mine = [r for r in c.inspect(key).replicas if r.node == "n2"][0]
+            assert mine.answered and mine.value_bytes == len(data[key]), (key, mine)
+    cluster.stop(leaving)
+    cluster.remove_node("n4")
+    assert_placed(cluster, {k: data[k] for k in gains}, after)
+
+
+def test_decommission_below_n_is_refused_and_the_dry_run_says_why(make_cluster):
+    cluster = make_cluster(nodes=3, settings=SETTINGS)
+    dry = qkv("decommission", "n3", "--dir", cluster.root, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "under-replication" in dry.stdout and "N=3" in dry.stdout and "100.00%" in dry.stdout, dry.stdout
+    refused = qkv("decommission", "n3", "--dir", cluster.root)
+    assert refused.returncode == 2, (refused.stdout, refused.stderr)
+    assert "refusing to decommission n3" in refused.stderr and "--force" in refused.stderr
+    assert node_state(cluster.node("n3").address, "n3") == "up"
+    forced = qkv("decommission", "n3", "--dir", cluster.root, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "n3 has left" in forced.stdout
+
+
+def test_engines_drop_only_exactly_the_scanned_version(tmp_path):
+    """Cleanup's storage half: ``drop`` is compare-and-delete on the version (value
+    or tombstone), so a write that lands between the scan and the drop is kept."""
+    from quorumkv.core.version import Record, Version
+    from quorumkv.shell.storage import MemoryEngine, SqliteEngine
+
+    def call(fn, *args):
+        got, ev = [], threading.Event()
+        fn(*args, lambda ok, result: (got.append((ok, result)), ev.set()))
+        assert ev.wait(10)
+        return got[0]
+
+    for eng in (MemoryEngine(), SqliteEngine(str(tmp_path / "kv.sqlite3"), fsync=False)):
+        try:
+            call(eng.write, b"v", Record(Version(100, "n1"), b"value"))
+            call(eng.write, b"t", Record(Version(100, "n1"), None))
+            call(eng.write, b"raced", Record(Version(200, "n2"), b"newer"))
+            for key, version in [(b"v", Version(100, "n2")), (b"v", Version(99, "n1")),
+                                 (b"raced", Version(100, "n1")), (b"missing", Version(1, "n1"))]:
+                assert call(eng.drop, key, version)[0]
+            assert eng.get_now(b"v").value == b"value" and eng.get_now(b"raced").value == b"newer"
+            assert call(eng.drop, b"v", Version(100, "n1"))[0] and call(eng.drop, b"t", Version(100, "n1"))[0]
+            assert eng.get_now(b"v") is None and eng.get_now(b"t") is None and eng.count() == 1
+        finally:
+            eng.close()

@@ -135,3 +135,30 @@ def test_a_client_that_pipelines_large_gets_and_never_reads_is_paused_and_loses_
             await server.stop()
 
     asyncio.run(main())
+
+
+def test_a_peer_link_is_not_paused_for_slow_reading(tmp_path):
+    # Heartbeats travel on the same connection as replica traffic: pausing a slow
+    # peer's link would make it look dead. Only clients are paused for not reading.
+    value_bytes = 512 * 1024
+    gets = 3 * INBOUND_SEND_BYTES_HIGH // value_bytes
+
+    async def main():
+        base = free_base_port(2)
+        members = {"n1": f"127.0.0.1:{base}", "n2": f"127.0.0.1:{base + 1}"}
+        server = NodeServer(config(tmp_path, members))
+        await server.start()
+        server.storage.write(b"big", Record(Version(1, "n1"), b"v" * value_bytes), lambda ok, r: None)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", base, limit=2**16)
+            writer.transport.pause_reading()
+            writer.write(ENC.encode(m.Heartbeat(0, "n2", 1)) +
+                         b"".join(ENC.encode(m.RepRead(i + 1, b"big")) for i in range(gets)))
+            conn = await until(lambda: next((c for c in server.inbound if c.is_peer), None), "the peer link")
+            await until(lambda: conn.open_requests == 0, "every read answered")
+            assert not conn._backlog and not conn.paused
+            writer.close()
+        finally:
+            await server.stop()
+
+    asyncio.run(main())

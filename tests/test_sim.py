@@ -18,8 +18,10 @@ from quorumkv.sim.history import INVOKE
 from quorumkv.sim.network import LatencySampler
 from quorumkv.analysis import pbs
 
-FIXED_SEEDS = [1, 2, 3, 4, 5, 6, 7, 8]
-FRESH_SEEDS = [random.SystemRandom().randrange(2**32) for _ in range(3)]
+# Kept small so every tests/test_sim*.py file together stays within a minute of CPU;
+# benchmarks/soak_sim.py is where many seeds run.
+FIXED_SEEDS = [1, 2, 3]
+FRESH_SEEDS = [random.SystemRandom().randrange(2**32) for _ in range(2)]
 SEEDS = FIXED_SEEDS + FRESH_SEEDS
 ALL_FAULTS = parse_faults("all")
 #: The faults today's core survives (no clock skew, no ring changes, no tombstone GC):
@@ -38,13 +40,13 @@ def _why(result) -> str:
 def test_strict_quorums_survive_every_fault(seed: int) -> None:
     # primary_only: a sloppy quorum (fallbacks counting toward R/W, issue 3) does not
     # promise read-your-acked-writes; see docs/simulator.md.
-    result = run(SimConfig(seed=seed, ops=800, faults=CLASSIC_FAULTS, primary_only=True))
+    result = run(SimConfig(seed=seed, ops=500, faults=CLASSIC_FAULTS, primary_only=True))
     s = result.summary()
     assert s["lost_acked_writes"] == 0, _why(result)
     assert s["stale_reads"] == 0, _why(result)
     assert s["final_reads_failed"] == 0, _why(result)
     assert not result.failed, _why(result)
-    assert s["ops"] == 800
+    assert s["ops"] == 500
     # the run really exercised faults, and some operations still succeeded
     assert s["cluster"]["crashes"] > 0 and s["acked_writes"] > 0, _why(result)
 
@@ -54,7 +56,7 @@ def test_replicas_converge_after_every_fault_heals(seed: int) -> None:
     # The sloppy default (fallbacks count) may serve stale reads while faults last,
     # but once they heal, hinted handoff and anti-entropy must bring every replica
     # to the same newest version, and no acknowledged write may be lost.
-    result = run(SimConfig(seed=seed, ops=600, faults=CLASSIC_FAULTS))
+    result = run(SimConfig(seed=seed, ops=400, faults=CLASSIC_FAULTS))
     s = result.summary()
     assert s["convergence_expected"], _why(result)
     assert s["converged"] and s["divergent_keys"] == 0, _why(result)
@@ -62,7 +64,7 @@ def test_replicas_converge_after_every_fault_heals(seed: int) -> None:
     assert s["cluster"]["crashes"] > 0, _why(result)
 
 
-@pytest.mark.parametrize("seed", SEEDS[:4] + FRESH_SEEDS[:1])
+@pytest.mark.parametrize("seed", SEEDS[:1] + FRESH_SEEDS[:1])
 @pytest.mark.parametrize("r,w", [(2, 2), (1, 3), (3, 1)])
 def test_fault_free_runs_converge(seed: int, r: int, w: int) -> None:
     result = run(SimConfig(seed=seed, ops=400, r=r, w=w, profile="lnkd-disk"))
@@ -72,7 +74,7 @@ def test_fault_free_runs_converge(seed: int, r: int, w: int) -> None:
     assert not result.failed, _why(result)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3] + FRESH_SEEDS[:1])
+@pytest.mark.parametrize("seed", [1] + FRESH_SEEDS[:1])
 def test_weak_quorum_under_latency_reads_stale(seed: int) -> None:
     result = run(SimConfig(seed=seed, ops=1000, r=1, w=1, profile="lnkd-disk"))
     s = result.summary()
@@ -82,7 +84,7 @@ def test_weak_quorum_under_latency_reads_stale(seed: int) -> None:
     assert not result.failed  # stale reads are not a violation of a partial quorum's promise
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3] + FRESH_SEEDS[:1])
+@pytest.mark.parametrize("seed", [1] + FRESH_SEEDS[:1])
 def test_bug_ack_before_persist_loses_acked_writes(seed: int) -> None:
     cfg = SimConfig(seed=seed, ops=600, faults=("crash-all",), bug="ack-before-persist")
     buggy = run(cfg)
@@ -93,7 +95,7 @@ def test_bug_ack_before_persist_loses_acked_writes(seed: int) -> None:
     assert not sound.failed, _why(sound)
 
 
-@pytest.mark.parametrize("seed", [1, 2] + FRESH_SEEDS[:1])
+@pytest.mark.parametrize("seed", [1] + FRESH_SEEDS[:1])
 def test_bug_phantom_ack_gives_stale_reads_under_strict_quorums(seed: int) -> None:
     result = run(SimConfig(seed=seed, ops=600, bug="phantom-ack", primary_only=True))
     assert result.summary()["stale_reads"] > 0, _why(result)
@@ -103,7 +105,7 @@ def test_bug_phantom_ack_gives_stale_reads_under_strict_quorums(seed: int) -> No
 
 @pytest.mark.parametrize("seed", [11, FRESH_SEEDS[0]])
 def test_same_seed_same_history(seed: int) -> None:
-    cfg = SimConfig(seed=seed, ops=500, faults=ALL_FAULTS)
+    cfg = SimConfig(seed=seed, ops=300, faults=ALL_FAULTS, swarm=True)
     a, b = run(cfg), run(cfg)
     assert a.history.dumps() == b.history.dumps(), f"seed {seed} is not reproducible"
     assert run(cfg.with_(seed=seed + 1)).history.sha256() != a.history.sha256()

@@ -292,3 +292,15 @@ def test_open_engine(tmp_path):
         eng.close()
     with pytest.raises(ValueError):
         open_engine("redis-ish", str(tmp_path))
+
+
+def test_hlc_ceiling_saved_then_read_back(engine):
+    """The HLC ceiling (core/clock.py): 0 on a fresh engine; a save is done only once
+    durable, and the last one is what a restarted node reads."""
+    assert engine.hlc_ceiling() == 0
+    big = (1_700_000_000_000 << 16) + 7  # HLC-sized: beyond 2**53
+    w = Waiter(2)
+    engine.save_hlc_ceiling(big - 7, w)
+    engine.save_hlc_ceiling(big, w)
+    assert w.wait() == [(True, None), (True, None)]
+    assert engine.hlc_ceiling() == big

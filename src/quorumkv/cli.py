@@ -1,47 +1,60 @@
-"""The ``quorumkv`` command line.
+"""The ``quorumkv`` command line: the entry point, and the commands that must start fast.
 
-Exit codes (the contract scripts rely on): 0 success; 1 key not found; 2 bad usage
-or an invalid request (impossible R/W, empty or oversized key/value); 3 the quorum
-could not be met (unavailable or timed out); 4 no node could be reached.
+Exit codes (the contract scripts rely on; docs/operations.md, "Exit codes"):
+
+    0  success
+    1  key not found (``get``); a simulation checker failed (``sim``)
+    2  bad usage: unknown option or value, invalid request (impossible R/W, empty or
+       oversized key/value), bad configuration, a path or port the command cannot use
+    3  the quorum could not be met (unavailable, timed out); the cluster did not become
+       ready in time; a repair could not reach every replica
+    4  no node could be reached
+    5  an unexpected internal error (a bug: the one-line message names it)
+
+Start-up: ``get``, ``put``, ``delete``, ``cluster status`` and ``--version`` are
+parsed here with argparse and run without importing Typer, Rich or anything the
+other commands need (``python -X importtime -c 'import quorumkv.cli'`` shows what
+is left). Anything this fast path does not fully understand — ``--help``, a typo, any
+other command — goes to the Typer app in ``cli_app``, which declares every command
+(these included, for help and error messages) and calls the same functions. A test
+(tests/test_cli_startup.py) checks that both parsers know the same options.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import sys
 import warnings
-from typing import Annotated, Optional
+from enum import Enum
 
-import typer
-from rich.console import Console
-from rich.table import Table
+from . import __version__, errors
+from .core.limits import VALUE_BYTES_MAX
 
-from . import errors
-from .client import Client
-
-app = typer.Typer(help="quorumkv: a leaderless, quorum-replicated key-value store.",
-                  no_args_is_help=True, add_completion=False)
-cluster_app = typer.Typer(help="Run a local cluster of node processes under one directory.",
-                          no_args_is_help=True)
-app.add_typer(cluster_app, name="cluster")
-
-out = Console()
-err = Console(stderr=True)
-
+EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_UNREACHABLE = 4
+EXIT_INTERNAL = 5
 
-DirOpt = Annotated[Optional[str], typer.Option("--dir", help="Cluster directory (from `cluster up`).")]
-NodeOpt = Annotated[Optional[list[str]], typer.Option("--node", help="Node HOST:PORT (repeatable).")]
-OutputOpt = Annotated[str, typer.Option("-o", "--output", help="Output format: table or json.")]
+class OutputFormat(str, Enum):
+    """``-o/--output``: the formats every command implements (anything else is exit 2)."""
+
+    table = "table"
+    json = "json"
 
 
-def _fail(code: int, message: str) -> None:
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+OUTPUT_FORMATS = tuple(f.value for f in OutputFormat)
+#: ``put KEY -`` / ``put KEY --file F`` read at most this much (the value limit, plus
+#: one byte to tell "exactly at the limit" from "over it") — never an unbounded read.
+VALUE_READ_BYTES_MAX = VALUE_BYTES_MAX + 1
+
+
+def _fail(code: int, message: str):
+    """Print one line on stderr and exit with ``code``."""
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(code)
 
 
 def _cluster(dir_: str):
@@ -71,7 +84,22 @@ def _level(value: str | None) -> int | str | None:
     return int(value) if value.isdigit() else value
 
 
+def exit_code_of(exc: BaseException) -> int:
+    """The documented exit code for a quorumkv error."""
+    if isinstance(exc, errors.NotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, errors.InvalidRequestError):
+        return EXIT_USAGE
+    if isinstance(exc, errors.ConnectionFailedError):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, errors.QuorumKVError):
+        return EXIT_UNAVAILABLE
+    return EXIT_INTERNAL
+
+
 def _run_client(addresses: list[str], fn):
+    from .client import Client
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", errors.ConsistencyWarning)
         try:
@@ -79,53 +107,50 @@ def _run_client(addresses: list[str], fn):
                 result = fn(c)
         except errors.NotFoundError:
             _fail(EXIT_NOT_FOUND, "not found")
-        except errors.InvalidRequestError as exc:
-            _fail(EXIT_USAGE, f"InvalidRequestError: {exc}")
-        except errors.UnavailableError as exc:
-            _fail(EXIT_UNAVAILABLE, f"{type(exc).__name__}: {exc}")
-        except errors.ConnectionFailedError as exc:
-            _fail(EXIT_UNREACHABLE, f"ConnectionFailedError: {exc}")
         except errors.QuorumKVError as exc:
-            _fail(EXIT_UNAVAILABLE, f"{type(exc).__name__}: {exc}")
+            _fail(exit_code_of(exc), f"{type(exc).__name__}: {exc}")
         finally:
             for w in caught:
                 if issubclass(w.category, errors.ConsistencyWarning):
-                    err.print(f"warning: {w.message}", markup=False, highlight=False, soft_wrap=True)
+                    print(f"warning: {w.message}", file=sys.stderr)
     return result
 
 
-# ----------------------------------------------------------------- data commands
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also print (on stderr) the R/W the node used.")]
+def read_value(value: str | None, file: str | None) -> bytes | str:
+    """The value of ``put``: VALUE itself, stdin when VALUE is ``-``, or the file."""
+    if file is not None:
+        if value is not None:
+            _fail(EXIT_USAGE, "give either VALUE or --file, not both")
+        try:
+            with open(file, "rb") as fh:
+                return fh.read(VALUE_READ_BYTES_MAX)
+        except OSError as exc:
+            _fail(EXIT_USAGE, f"cannot read --file {file}: {exc.strerror or exc}")
+    if value is None:
+        _fail(EXIT_USAGE, "missing VALUE: give VALUE, - (read standard input) or --file F")
+    if value == "-":
+        return sys.stdin.buffer.read(VALUE_READ_BYTES_MAX)
+    return value
 
 
-@app.command()
-def put(key: str, value: str, w: Annotated[Optional[str], typer.Option("--w", help="Write level: integer, ONE, QUORUM or ALL.")] = None,
-        dir: DirOpt = None, node: NodeOpt = None,
-        target_latency_ms: Annotated[Optional[float], typer.Option(
-            "--target-latency-ms", help="Instead of --w: the largest W whose predicted p99 write latency is within this.")] = None,
-        verbose: VerboseOpt = False) -> None:
-    """Write VALUE under KEY at write level W (or the W a latency target allows)."""
+# ---------------------------------------------------------------- the commands
+def cmd_put(key: str, value: str | None, w: str | None, dir: str | None, node: list[str] | None,
+            target_latency_ms: float | None, verbose: bool, file: str | None) -> None:
     if target_latency_ms is not None and w is not None:
         _fail(EXIT_USAGE, "give either --w or --target-latency-ms, not both")
+    data = read_value(value, file)
     w_used = _run_client(_addresses(dir, node),
-                         lambda c: c.put(key, value, w=_level(w), target_latency_ms=target_latency_ms))
+                         lambda c: c.put(key, data, w=_level(w), target_latency_ms=target_latency_ms))
     if verbose:
-        err.print(f"w_used={w_used}", markup=False, highlight=False)
+        print(f"w_used={w_used}", file=sys.stderr)
 
 
-@app.command()
-def get(key: str, r: Annotated[Optional[str], typer.Option("--r", help="Read level: integer, ONE, QUORUM or ALL.")] = None,
-        dir: DirOpt = None, node: NodeOpt = None,
-        target_fresh: Annotated[Optional[float], typer.Option(
-            "--target-fresh", help="Instead of --r: the smallest R with P(read sees the last write) >= this.")] = None,
-        within_ms: Annotated[Optional[float], typer.Option(
-            "--within-ms", help="...for a read this long after the write committed (default 0).")] = None,
-        verbose: VerboseOpt = False) -> None:
-    """Print the value of KEY (exit 1 when not found)."""
-    from .core.dynamic import Target
-
+def cmd_get(key: str, r: str | None, dir: str | None, node: list[str] | None, target_fresh: float | None,
+            within_ms: float | None, verbose: bool) -> None:
     target = None
     if target_fresh is not None or within_ms is not None:
+        from .core.dynamic import Target
+
         if r is not None:
             _fail(EXIT_USAGE, "give either --r or --target-fresh/--within-ms, not both")
         if target_fresh is None:
@@ -137,408 +162,152 @@ def get(key: str, r: Annotated[Optional[str], typer.Option("--r", help="Read lev
     item = _run_client(_addresses(dir, node), lambda c: c.get_item(key, r=_level(r), target=target))
     if verbose:
         chosen = f" (chosen for P(fresh) >= {target.p_fresh:g} within {target.within_ms:g} ms)" if target else ""
-        err.print(f"r_used={item.r_used}{chosen} version={item.version}", markup=False, highlight=False)
+        print(f"r_used={item.r_used}{chosen} version={item.version}", file=sys.stderr)
     if item.version is None or item.value is None:
         _fail(EXIT_NOT_FOUND, "not found")
     sys.stdout.buffer.write(item.value + b"\n")
     sys.stdout.flush()
 
 
-@app.command()
-def delete(key: str, w: Annotated[Optional[str], typer.Option("--w", help="Write level: integer, ONE, QUORUM or ALL.")] = None,
-           dir: DirOpt = None, node: NodeOpt = None) -> None:
-    """Delete KEY (writes a tombstone) at write level W."""
+def cmd_delete(key: str, w: str | None, dir: str | None, node: list[str] | None) -> None:
     _run_client(_addresses(dir, node), lambda c: c.delete(key, w=_level(w)))
 
 
-@app.command()
-def inspect(key: str, dir: DirOpt = None, node: NodeOpt = None, output: OutputOpt = "table") -> None:
-    """Explain KEY: its replicas (primaries and fallbacks) and the version each holds.
-
-    Read without triggering read repair, so it shows divergence as it is.
-    """
-    import msgspec
-
-    reply = _run_client(_addresses(dir, node), lambda c: c.inspect(key))
-    data = {f: msgspec.to_builtins(getattr(reply, f)) for f in reply.__struct_fields__ if f != "id"}
-    data["key"] = key
-    if output == "json":
-        print(json.dumps(data))
-        return
-    out.print(f"key {key!r}: preference list {', '.join(reply.preference_list)} "
-              f"(asked by {reply.coordinator}); newest {reply.newest or '-'}", markup=False, highlight=False)
-    table = Table("node", "role", "state", "answered", "version", "value")
-    for rep_ in reply.replicas:
-        if rep_.version is None:
-            value = "-"
-        elif rep_.tombstone:
-            value = "tombstone"
-        else:
-            value = f"{rep_.value_bytes} bytes"
-        role = rep_.role + (f" for {rep_.hint_for}" if rep_.hint_for else "")
-        stale = reply.newest is not None and rep_.version != reply.newest
-        version = (rep_.version or "-") + (" (stale)" if stale else "")
-        table.add_row(rep_.node, role, rep_.state, "yes" if rep_.answered else f"no {rep_.error}",
-                      version, value)
-    out.print(table)
+#: ``cluster status`` colours per state (ANSI, only on a terminal and without NO_COLOR).
+_STATE_COLOURS = {"up": "32", "suspect": "33", "joining": "36", "leaving": "36", "replacing": "36"}
 
 
-# ------------------------------------------------------------------ ring changes
-#: How often progress is polled while a ring change streams.
-PROGRESS_POLL_MS = 200
-#: Give up watching a ring change after this long (it goes on in the cluster).
-RING_CHANGE_WATCH_TIMEOUT_MS = 600_000
-
-
-def _print_plan(moves, title: str) -> None:
-    table = Table("from", "to", "share of key space", title=title)
-    for src, dst, share in moves:
-        table.add_row(src, dst, f"{share * 100:.2f}%")
-    out.print(table)
-    total = sum(share for _, _, share in moves)
-    out.print(f"{total * 100:.2f}% of the key space gets a new replica (replica copies, N counted once each)")
-
-
-def _watch_ring_change(address: str, node_id: str, done_state: str, what: str) -> dict:
-    """Poll a node's status with a progress bar until it reaches ``done_state``."""
-    import time
-
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    from .localcluster import node_status
-
-    deadline = time.monotonic() + RING_CHANGE_WATCH_TIMEOUT_MS / 1000
-    stats: dict = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
-                  console=out, transient=False) as progress:
-        task = progress.add_task(what, total=None, detail="")
-        while time.monotonic() < deadline:
-            st = node_status(address, 2_000)
-            if st is not None:
-                stats = st.stats
-                state = next((mb.state for mb in st.members if mb.node == node_id), "?")
-                total = stats.get("stream_sources_total") or None
-                progress.update(task, total=total, completed=stats.get("stream_sources_done", 0),
-                                detail=f"{state}: scanned {stats.get('stream_keys_scanned', 0)}, "
-                                       f"received {stats.get('stream_keys_received', 0)}, "
-                                       f"sent {stats.get('stream_keys_sent', 0)}")
-                if state == done_state:
-                    progress.update(task, completed=total or 1, total=total or 1)
-                    return stats
-            time.sleep(PROGRESS_POLL_MS / 1000)
-    _fail(EXIT_UNAVAILABLE, f"{what}: not {done_state} after {RING_CHANGE_WATCH_TIMEOUT_MS} ms; "
-          "it may still complete — watch `quorumkv cluster status`")
-    return stats
-
-
-def _start_and_watch(cl, info, what: str) -> dict:
-    """Start a node that streams data in (join / replace) and watch it until it is up."""
-    cl.start(info)
-    try:
-        cl.wait_ready([info])
-    except (RuntimeError, TimeoutError) as exc:
-        _fail(EXIT_UNAVAILABLE, str(exc))
-    return _watch_ring_change(info.address, info.id, "up", what)
-
-
-@app.command()
-def join(dir: Annotated[str, typer.Option("--dir", help="Local cluster to add a node to.")],
-         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would move; change nothing.")] = False,
-         port: Annotated[Optional[int], typer.Option("--port")] = None) -> None:
-    """Add a node: it joins through gossip, receives its share of the data while the
-    cluster keeps serving, then takes ownership. (Elsewhere: `quorumkv serve --seed`.)"""
-    from .core.ringchange import plan_moves
-
-    cl = _cluster(dir)
-    view = cl.view()
-    if view is None:
-        _fail(EXIT_UNREACHABLE, "no node of the cluster answers")
-    ring = list(view.ring)
-    new_id = f"n{max(int(n.id[1:]) for n in cl.nodes if n.id[1:].isdigit()) + 1}"
-    pong = _run_client([cl.nodes[0].address], lambda c: c.ping())
-    moves = plan_moves(ring, ring + [new_id], pong.n, 256)
-    _print_plan(moves, f"joining {new_id}: data it would receive")
-    if dry_run:
-        return
-    info = cl.add_node(port=port)
-    stats = _start_and_watch(cl, info, f"{info.id} joining")
-    out.print(f"{info.id} {info.address} is up: received {stats.get('stream_keys_received', 0)} records "
-              f"from {stats.get('stream_sources_done', 0)} nodes", markup=False, highlight=False)
-
-
-@app.command()
-def decommission(node_id: str, dir: DirOpt = None, node: NodeOpt = None,
-                 dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would move; change nothing.")] = False) -> None:
-    """Stream NODE_ID's data to the nodes that take over its ranges, then remove it
-    from the ring. Safe to re-run if interrupted."""
-    cl = _cluster(dir) if dir else None
-    address = cl.node(node_id).address if cl else (node[0] if node else None)
-    if address is None:
-        _fail(EXIT_USAGE, "say where NODE_ID runs: --dir DIR or --node HOST:PORT")
-    reply = _run_client([address], lambda c: c.decommission(dry_run=True))
-    _print_plan(reply.moves, f"decommissioning {node_id}: data that moves")
-    if dry_run:
-        return
-    _run_client([address], lambda c: c.decommission())
-    stats = _watch_ring_change(address, node_id, "left", f"{node_id} leaving")
-    out.print(f"{node_id} has left: sent {stats.get('stream_keys_sent', 0)} records to new owners",
-              markup=False, highlight=False)
-    if cl is not None:
-        # Stop it only once the others know it left (gossip), or they keep it in the ring.
-        import time
-
-        from .localcluster import node_status
-
-        others = [n.address for n in cl.nodes if n.id != node_id and n.running()]
-        deadline = time.monotonic() + 10
-        while others and time.monotonic() < deadline:
-            views = [node_status(a, 2_000) for a in others]
-            if all(v is not None and all(mb.state == "left" for mb in v.members if mb.node == node_id)
-                   for v in views):
-                break
-            time.sleep(PROGRESS_POLL_MS / 1000)
-        cl.stop(cl.node(node_id))
-        cl.remove_node(node_id)
-        out.print(f"stopped {node_id} and removed it from {dir}/cluster.toml")
-
-
-@app.command()
-def replace(dead_node_id: str, dir: Annotated[str, typer.Option("--dir")],
-            dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be streamed; change nothing.")] = False,
-            port: Annotated[Optional[int], typer.Option("--port")] = None) -> None:
-    """Start a new node in DEAD_NODE_ID's place (same id, so the same ranges); it
-    receives the dead node's data from the surviving replicas."""
-    from .core.ring import Ring
-
-    cl = _cluster(dir)
-    try:
-        dead = cl.node(dead_node_id)
-    except KeyError as exc:
-        _fail(EXIT_USAGE, str(exc.args[0]))
-    if dead.running():
-        _fail(EXIT_USAGE, f"{dead_node_id} is running (pid {dead.pid()}); replace is for a dead node")
-    view = cl.view()
-    if view is None:
-        _fail(EXIT_UNREACHABLE, "no node of the cluster answers")
-    pong = _run_client([n.address for n in cl.nodes if n.id != dead_node_id], lambda c: c.ping())
-    ring = Ring(view.ring, pong.n)
-    share: dict[str, float] = {}
-    tokens = ring.tokens
-    prev = tokens[-1] - (1 << 64)
-    for tok in tokens:
-        plist = ring.preference_list_of_token(tok)
-        if dead_node_id in plist:
-            src = next((x for x in plist if x != dead_node_id), "-")
-            share[src] = share.get(src, 0.0) + (tok - prev) / float(1 << 64)
-        prev = tok
-    _print_plan(sorted(((s_, dead_node_id, f) for s_, f in share.items()), key=lambda x: -x[2]),
-                f"replacing {dead_node_id}: data it would receive")
-    if dry_run:
-        return
-    info = cl.replace_node(dead_node_id, port=port)
-    stats = _start_and_watch(cl, info, f"{info.id} replacing")
-    out.print(f"{info.id} {info.address} replaced the dead node: received "
-              f"{stats.get('stream_keys_received', 0)} records", markup=False, highlight=False)
-
-
-# ---------------------------------------------------------------------- serving
-@app.command()
-def serve(
-    config: Annotated[Optional[str], typer.Option("--config", help="Node config file (TOML).")] = None,
-    node_id: Annotated[Optional[str], typer.Option("--node-id")] = None,
-    listen: Annotated[Optional[str], typer.Option("--listen", help="HOST:PORT to listen on.")] = None,
-    data_dir: Annotated[Optional[str], typer.Option("--data-dir")] = None,
-    member: Annotated[Optional[list[str]], typer.Option("--member", help="ID=HOST:PORT of a cluster member (repeatable).")] = None,
-    seed: Annotated[Optional[list[str]], typer.Option("--seed", help="HOST:PORT of a member to join through (repeatable).")] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", help="sqlite (default) or memory.")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="Replicas per key.")] = None,
-    r: Annotated[Optional[str], typer.Option("--r", help="Default read level.")] = None,
-    w: Annotated[Optional[str], typer.Option("--w", help="Default write level.")] = None,
-) -> None:
-    """Run one node in the foreground (config file and/or flags; flags win)."""
-    from .shell.config import NodeConfig
-    from .shell.server import serve as run_node
-
-    members = None
-    if member:
-        members = {}
-        for item in member:
-            mid, sep, addr = item.partition("=")
-            if not sep:
-                raise typer.BadParameter(f"--member {item!r}: expected ID=HOST:PORT")
-            members[mid] = addr
-    overrides = dict(node_id=node_id, listen=listen, data_dir=data_dir, members=members, seeds=seed,
-                     storage=storage, n=n, r=_level(r), w=_level(w))
-    try:
-        if config:
-            cfg = NodeConfig.load(config, **overrides)
-        else:
-            missing = [f"--{k.replace('_', '-')}" for k in ("node_id", "listen", "data_dir") if overrides[k] is None]
-            if missing:
-                raise typer.BadParameter(f"without --config, give {', '.join(missing)}")
-            cfg = NodeConfig(**{k: v for k, v in overrides.items() if v is not None})
-    except (OSError, ValueError) as exc:
-        _fail(EXIT_USAGE, f"bad configuration: {exc}")
-    try:
-        run_node(cfg)
-    except errors.InvalidRequestError as exc:
-        _fail(EXIT_USAGE, f"bad configuration: {exc}")
-
-
-# ---------------------------------------------------------------------- cluster
-@cluster_app.command("up")
-def cluster_up(
-    dir: Annotated[str, typer.Option("--dir", help="Directory for the cluster's nodes.")],
-    nodes: Annotated[int, typer.Option("--nodes", min=1, max=64, help="Number of nodes.")] = 5,
-    base_port: Annotated[int, typer.Option("--base-port", min=1024, max=65000)] = 7100,
-    replicas: Annotated[int, typer.Option("--replicas", min=1, max=16, help="N: replicas per key.")] = 3,
-    storage: Annotated[str, typer.Option("--storage", help="sqlite (durable default) or memory.")] = "sqlite",
-    r: Annotated[str, typer.Option("--r", help="Default read level.")] = "QUORUM",
-    w: Annotated[str, typer.Option("--w", help="Default write level.")] = "QUORUM",
-) -> None:
-    """Start NODES node processes in the background under DIR; return once all are ready."""
-    from .localcluster import LocalCluster
-
-    if storage not in ("sqlite", "memory"):
-        raise typer.BadParameter("--storage must be sqlite or memory")
-    cl = LocalCluster(dir)
-    if not cl.exists:
-        cl.create(nodes, base_port=base_port, replicas=replicas, storage=storage, r=r, w=w)
-    try:
-        cl.up()
-    except (RuntimeError, TimeoutError) as exc:
-        _fail(EXIT_UNAVAILABLE, str(exc))
-    for node in cl.nodes:
-        out.print(f"{node.id} {node.address} resp={node.resp or '-'} pid={node.pid()}", markup=False, highlight=False)
-
-
-@cluster_app.command("status")
-def cluster_status(dir: Annotated[str, typer.Option("--dir")], output: OutputOpt = "table") -> None:
-    """One row per node: id, address, pid, state."""
+def cmd_cluster_status(dir: str, output: str) -> None:
     rows = _cluster(dir).status()
     if output == "json":
+        import json
+
         print(json.dumps(rows))
         return
     seen_by = next((r["seen_by"] for r in rows if r.get("seen_by")), None)
-    table = Table("id", "address", "resp", "pid", "state", "phi",
-                  title=f"as {seen_by} sees it" if seen_by else "no node answered")
-    colors = {"up": "green", "suspect": "yellow", "joining": "cyan", "leaving": "cyan"}
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    cells = [[r["id"], r["address"], r.get("resp") or "-", str(r["pid"] or "-"), r["state"],
+              "-" if r.get("phi") is None else f"{r['phi']:.1f}",
+              "-" if r.get("clock_offset_ms") is None else f"{r['clock_offset_ms']:+d} ms"] for r in rows]
+
+    def paint(text: str, state: str) -> str:
+        return f"\x1b[{_STATE_COLOURS.get(state, '31')}m{text}\x1b[0m" if colour else text
+
+    print(format_table(("id", "address", "resp", "pid", "state", "phi", "clock"), cells,
+                       f"as {seen_by} sees it" if seen_by else "no node answered",
+                       paint={4: paint}))
+
+
+def format_table(headers, rows, title: str = "", paint=None) -> str:
+    """A plain aligned text table (``paint``: column index -> fn(text, cell) for colour)."""
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    lines = [title] if title else []
+    lines.append("  ".join(h.ljust(wd) for h, wd in zip(headers, widths)).rstrip())
     for row in rows:
-        color = colors.get(row["state"], "red")
-        phi = "-" if row.get("phi") is None else f"{row['phi']:.1f}"
-        table.add_row(row["id"], row["address"], row.get("resp") or "-", str(row["pid"] or "-"),
-                      f"[{color}]{row['state']}[/]", phi)
-    out.print(table)
+        out = []
+        for i, (cell, wd) in enumerate(zip(row, widths)):
+            text = str(cell).ljust(wd)
+            if paint and i in paint:
+                text = paint[i](text, cell)
+            out.append(text)
+        lines.append("  ".join(out).rstrip())
+    return "\n".join(lines)
 
 
-@cluster_app.command("add")
-def cluster_add(dir: Annotated[str, typer.Option("--dir")],
-                port: Annotated[Optional[int], typer.Option("--port", help="Port of the new node.")] = None) -> None:
-    """Start one more node that joins the cluster through the others (gossip)."""
-    cl = _cluster(dir)
-    info = cl.add_node(port=port)
-    cl.start(info)
+# ------------------------------------------------------------------- fast path
+class _NotFast(Exception):
+    """The fast parser does not take this command line: hand it to Typer."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # noqa: D102 - never print or exit: Typer reports usage errors
+        raise _NotFast(message)
+
+    def exit(self, status=0, message=None):  # noqa: D102
+        raise _NotFast(message)
+
+
+def _parser(prog: str) -> _Parser:
+    return _Parser(prog=prog, add_help=False, allow_abbrev=False)
+
+
+def _cluster_opts(p: _Parser) -> None:
+    p.add_argument("--dir")
+    p.add_argument("--node", action="append")
+
+
+def fast_parsers() -> dict[tuple[str, ...], _Parser]:
+    """The commands the fast path takes, by their words. tests/test_cli_startup.py
+    checks these options against the Typer declarations in ``cli_app``."""
+    put = _parser("put")
+    put.add_argument("key")
+    put.add_argument("value", nargs="?")
+    put.add_argument("--w")
+    _cluster_opts(put)
+    put.add_argument("--target-latency-ms", type=float)
+    put.add_argument("--verbose", "-v", action="store_true")
+    put.add_argument("--file")
+    get = _parser("get")
+    get.add_argument("key")
+    get.add_argument("--r")
+    _cluster_opts(get)
+    get.add_argument("--target-fresh", type=float)
+    get.add_argument("--within-ms", type=float)
+    get.add_argument("--verbose", "-v", action="store_true")
+    delete = _parser("delete")
+    delete.add_argument("key")
+    delete.add_argument("--w")
+    _cluster_opts(delete)
+    status = _parser("cluster status")
+    status.add_argument("--dir", required=True)
+    status.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
+    return {("put",): put, ("get",): get, ("delete",): delete, ("cluster", "status"): status}
+
+
+_FAST_COMMANDS = {("put",): cmd_put, ("get",): cmd_get, ("delete",): cmd_delete,
+                  ("cluster", "status"): cmd_cluster_status}
+
+
+def _fast(argv: list[str]):
+    """A callable running ``argv`` without Typer, or None when Typer must take it."""
+    if argv in (["--version"], ["-V"]):
+        return lambda: print(f"quorumkv {__version__}")
+    words = tuple(argv[:2]) if argv[:1] == ["cluster"] else tuple(argv[:1])
+    fn = _FAST_COMMANDS.get(words)
+    if fn is None:
+        return None
     try:
-        cl.wait_ready([info])
-    except (RuntimeError, TimeoutError) as exc:
-        _fail(EXIT_UNAVAILABLE, str(exc))
-    out.print(f"{info.id} {info.address} resp={info.resp} pid={info.pid()} (joining via gossip)",
-              markup=False, highlight=False)
+        ns = fast_parsers()[words].parse_args(argv[len(words):])
+    except _NotFast:
+        return None
+    return lambda: fn(**vars(ns))
 
 
-@cluster_app.command("remove")
-def cluster_remove(node_id: str, dir: Annotated[str, typer.Option("--dir")]) -> None:
-    """Decommission NODE_ID (stream its data away, leave the ring), stop it, forget it."""
-    decommission(node_id, dir=dir, node=None, dry_run=False)
-
-
-@cluster_app.command("restart")
-def cluster_restart(node_id: str, dir: Annotated[str, typer.Option("--dir")]) -> None:
-    """Start a stopped or killed node again with the same data."""
-    cl = _cluster(dir)
-    try:
-        info = cl.node(node_id)
-    except KeyError as exc:
-        _fail(EXIT_USAGE, str(exc.args[0]))
-    if info.running():
-        out.print(f"{node_id} already running (pid {info.pid()})")
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    run = _fast(argv)
+    if run is not None:
+        try:
+            run()
+        except KeyboardInterrupt:
+            _fail(130, "interrupted")
+        except BrokenPipeError:
+            # The reader went away (`quorumkv get k | head -c1`): not our error. Point
+            # stdout at /dev/null so the interpreter's final flush does not complain.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(EXIT_OK) from None
         return
-    cl.start(info)
-    try:
-        cl.wait_ready([info])
-    except (RuntimeError, TimeoutError) as exc:
-        _fail(EXIT_UNAVAILABLE, str(exc))
-    out.print(f"{node_id} {info.address} pid={info.pid()}", markup=False, highlight=False)
+    from .cli_app import run as run_app
+
+    run_app(argv)
 
 
-@cluster_app.command("kill")
-def cluster_kill(node_id: str, dir: Annotated[str, typer.Option("--dir")],
-                 signal_name: Annotated[str, typer.Option("--signal", help="KILL, TERM, STOP or CONT.")] = "KILL") -> None:
-    """Send a signal to one node (default SIGKILL) — for failure drills."""
-    import signal as sigmod
+def __getattr__(name: str):
+    """``quorumkv.cli.app`` (every command registered) and ``cluster_app`` load
+    ``cli_app`` on demand."""
+    if name in ("app", "cluster_app"):
+        from . import cli_app
 
-    cl = _cluster(dir)
-    try:
-        info = cl.node(node_id)
-    except KeyError as exc:
-        _fail(EXIT_USAGE, str(exc.args[0]))
-    sig = getattr(sigmod, "SIG" + signal_name.upper().removeprefix("SIG"), None)
-    if sig is None:
-        raise typer.BadParameter(f"unknown signal {signal_name!r}")
-    if not cl.signal(info, sig):
-        _fail(EXIT_USAGE, f"{node_id} is not running")
-    out.print(f"sent SIG{signal_name.upper().removeprefix('SIG')} to {node_id} (pid {info.pid()})")
-
-
-@cluster_app.command("down")
-def cluster_down(dir: Annotated[str, typer.Option("--dir")]) -> None:
-    """Stop every node of the cluster (SIGTERM, then SIGKILL after a grace period)."""
-    cl = _cluster(dir)
-    cl.down()
-    out.print(f"stopped {len(cl.nodes)} nodes")
-
-
-# ------------------------------------------------------------------ demo, bench
-@app.command()
-def demo(base_port: Annotated[int, typer.Option("--base-port")] = 7300,
-         keep: Annotated[bool, typer.Option("--keep", help="Leave the cluster directory behind.")] = False) -> None:
-    """Start a local 5-node cluster, write/read at QUORUM, lose a node, carry on."""
-    from .demo import run_demo
-
-    raise typer.Exit(run_demo(out, base_port=base_port, keep=keep))
-
-
-@app.command()
-def bench(
-    clients: Annotated[int, typer.Option("--clients", min=1, max=1000, help="Concurrent clients.")] = 50,
-    seconds: Annotated[float, typer.Option("--seconds", min=0.5, help="Duration of each phase.")] = 5.0,
-    storage: Annotated[str, typer.Option("--storage", help="memory or sqlite.")] = "memory",
-    keys: Annotated[int, typer.Option("--keys", help="Key space size.")] = 10_000,
-    value_bytes: Annotated[int, typer.Option("--value-bytes")] = 100,
-    base_port: Annotated[int, typer.Option("--base-port")] = 7500,
-    output: OutputOpt = "table",
-) -> None:
-    """Put/get throughput and p50/p99 latency: 3-node cluster (N=3, R=W=2) vs one node (N=1)."""
-    from .bench import run_bench
-
-    results = run_bench(clients=clients, seconds=seconds, storage=storage, keys=keys,
-                        value_bytes=value_bytes, base_port=base_port, console=None if output == "json" else out)
-    if output == "json":
-        print(json.dumps(results, indent=2))
-
-
-from .cli_math import math_app  # noqa: E402 - subcommand apps register after the root app
-
-app.add_typer(math_app, name="math")
-
-from .cli_sim import sim_command  # noqa: E402
-
-app.command("sim")(sim_command)
-
-from .cli_repair import repair_command  # noqa: E402
-
-app.command("repair")(repair_command)
-
-
-def main() -> None:
-    app()
+        cli_app.register_heavy_commands()
+        return getattr(cli_app, name)
+    raise AttributeError(f"module 'quorumkv.cli' has no attribute {name!r}")

@@ -148,9 +148,26 @@ def quorum_cmd(
     Console().print(_kv_table(f"N={n} R={r} W={w}", rows))
 
 
-#: Exit codes of `math pbs --dir/--node` (as the main CLI): too few samples, no node reachable.
+#: Exit codes of `math pbs` (as the main CLI): a file it cannot write, too few
+#: samples, no node reachable.
+EXIT_USAGE = 2
 EXIT_TOO_FEW = 3
 EXIT_UNREACHABLE = 4
+
+
+def _check_writable(path: Optional[Path], hint: str) -> None:
+    """Refuse, before any work, an output file whose directory does not exist."""
+    if path is None:
+        return
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise typer.BadParameter(f"directory {parent} does not exist", param_hint=hint)
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a directory; give a file name", param_hint=hint)
+
+
+def _write_failed(path: Path, exc: OSError) -> None:
+    _fail(EXIT_USAGE, f"cannot write {path}: {exc.strerror or exc}")
 
 
 def _fail(code: int, message: str) -> None:
@@ -254,6 +271,8 @@ def pbs_cmd(
     ] = None,
 ) -> None:
     """PBS t-visibility by Monte Carlo over the WARS latency model (built-in, file or live)."""
+    _check_writable(plot, "--plot")
+    _check_writable(save_latencies, "--save-latencies")
     live = dir is not None or bool(node)
     live_info: dict = {}
     if live:
@@ -266,7 +285,10 @@ def pbs_cmd(
         if n is None:
             n = live_info["cluster_n"] or 3
         if save_latencies is not None:
-            save_latencies.write_text(json.dumps(samples))
+            try:
+                save_latencies.write_text(json.dumps(samples))
+            except OSError as exc:
+                _write_failed(save_latencies, exc)
     elif save_latencies is not None:
         raise typer.BadParameter("only with --dir/--node", param_hint="--save-latencies")
     n = 3 if n is None else n
@@ -292,7 +314,10 @@ def pbs_cmd(
         pairs = default_plot_pairs(n, r, w)
         results = pbs_lib.simulate_many(prof, n, pairs, trials=trials, seed=seed)
         result = results[pairs.index((r, w))]
-        plot_t_visibility(results, plot, target)
+        try:
+            plot_t_visibility(results, plot, target)
+        except OSError as exc:
+            _write_failed(plot, exc)
     else:
         result = pbs_lib.simulate(prof, n, r, w, trials=trials, seed=seed)
 

@@ -6,8 +6,15 @@ trees compared, differing keys pushed and pulled, tombstones that every replica
 holds past the grace purged (docs/antientropy.md). While a node works, its
 ``Status`` counters drive the progress bar.
 
+Before it starts, ``repair`` waits (at most ``REPAIR_READY_TIMEOUT_MS``) until the
+nodes it repairs see every peer they share ranges with as up — with ``--dir``, until
+every node of the cluster runs and sees every other up with a working link — since
+a pass skips a peer it believes down. It never reports success for a pass that
+skipped or failed a peer: the exit code is then 3 and one line on stderr names the
+nodes and why.
+
 Exit codes: 0 every node synced with every peer; 3 some peer could not be synced
-(down, timed out); 4 a node could not be reached; 2 bad usage.
+(not running, seen down, timed out); 4 a node could not be reached; 2 bad usage.
 """
 
 from __future__ import annotations
@@ -22,15 +29,20 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .cli import EXIT_UNAVAILABLE, EXIT_UNREACHABLE, OutputFormat, _addresses, _cluster, _fail
 from .client import Client
 from .errors import QuorumKVError
-
-EXIT_UNAVAILABLE = 3
-EXIT_UNREACHABLE = 4
 #: How often the progress bar polls the repairing node's counters.
 PROGRESS_POLL_MS = 200
 #: One node's pass may take this long at most before the CLI gives up on it.
 REPAIR_NODE_TIMEOUT_MS = 3_600_000
+#: Before the passes start, wait at most this long for the nodes to see their peers
+#: up (a node restarted a moment ago is still "down" to the others for a while).
+REPAIR_READY_TIMEOUT_MS = 30_000
+#: How often that wait asks the nodes for their view.
+READY_POLL_MS = 100
+#: Problems named on the one error line at most (the rest are counted).
+PROBLEMS_SHOWN_MAX = 4
 COUNTERS = ("ae_sessions", "ae_keys_compared", "ae_buckets_differing", "ae_keys_pushed", "ae_keys_pulled",
             "tombstones_purged")
 
@@ -80,19 +92,72 @@ def repair_node(address: str, on_progress=None) -> dict:
     return row
 
 
+def _one_line(problems: list[str]) -> str:
+    shown = "; ".join(problems[:PROBLEMS_SHOWN_MAX])
+    more = len(problems) - PROBLEMS_SHOWN_MAX
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def _peer_problems(address: str) -> list[str]:
+    """Why the node at ``address`` would skip a peer now: the peers it shares ranges
+    with (those its pass syncs with) that it does not see up."""
+    from .core.antientropy import shares_ranges
+    from .core.ring import Ring
+
+    try:
+        with Client([address], timeout_ms=2_000) as c:
+            st, n = c.status(), c.ping().n
+    except (QuorumKVError, OSError):
+        return [f"{address} does not answer"]
+    states = {mv.node: mv for mv in st.members}
+    ring = Ring(st.ring, n) if st.node in st.ring else None
+    peers = [p for p in st.ring if p != st.node and ring is not None and shares_ranges(ring, st.node, p)]
+    return [f"{st.node} sees {p} as {states[p].state} (phi {states[p].phi:.1f})" if p in states
+            else f"{st.node} does not know {p}"
+            for p in peers if p not in states or states[p].state != "up"]
+
+
+def wait_until_ready(dir: str | None, addresses: list[str], timeout_ms: int = REPAIR_READY_TIMEOUT_MS) -> None:
+    """Return once a pass would not skip a peer; else exit 3 naming who and why."""
+    if dir:
+        from .localcluster import NotReadyError
+
+        cl = _cluster(dir)
+        live = {n.id for n in cl.live_nodes()}
+        stopped = [n.id for n in cl.nodes if n.id not in live]
+        if stopped:
+            _fail(EXIT_UNAVAILABLE, f"repair not started: {', '.join(stopped)} not running "
+                  f"(start with `quorumkv cluster restart NODE_ID --dir {dir}`)")
+        try:
+            cl.wait_converged(cl.nodes, timeout_ms)
+        except NotReadyError as exc:
+            _fail(EXIT_UNAVAILABLE, f"repair not started: {exc}")
+        return
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        problems = [p for a in addresses for p in _peer_problems(a)]
+        if not problems:
+            return
+        if time.monotonic() > deadline:
+            _fail(EXIT_UNAVAILABLE, f"repair not started: not ready after {timeout_ms} ms: {_one_line(problems)}")
+        time.sleep(READY_POLL_MS / 1000)
+
+
 def repair_command(
     dir: Annotated[Optional[str], typer.Option("--dir", help="Cluster directory (from `cluster up`).")] = None,
     node: Annotated[Optional[list[str]], typer.Option("--node", help="Repair only this node HOST:PORT (repeatable).")] = None,
-    output: Annotated[str, typer.Option("-o", "--output", help="Output format: table or json.")] = "table",
+    output: Annotated[OutputFormat, typer.Option("-o", "--output", help="Output format: table or json.")] = OutputFormat.table,
+    ready_timeout_ms: Annotated[int, typer.Option(
+        "--ready-timeout-ms", min=0, help="Wait at most this long for the nodes to see their peers up.")] = REPAIR_READY_TIMEOUT_MS,
 ) -> None:
     """Run a full anti-entropy pass now: each node against every peer it shares ranges with.
 
     Prints what was compared and repaired. With --node, only those nodes run a pass
     (e.g. the one whose disk was replaced); with --dir, every node of the cluster.
+    Waits first (bounded) until those nodes see their peers up.
     """
-    from .cli import _addresses  # noqa: PLC0415 - the main CLI registers this module
-
     addresses = _addresses(dir, node)
+    wait_until_ready(None if node else dir, addresses, ready_timeout_ms)
     console = Console(stderr=output == "json")
     rows = []
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} peers"),
@@ -114,10 +179,16 @@ def repair_command(
         print(json.dumps(rows))
     else:
         _print_summary(console, rows)
-    if any(r.get("error") == "unreachable" for r in rows):
-        raise typer.Exit(EXIT_UNREACHABLE)
-    if not all(r["ok"] for r in rows):
-        raise typer.Exit(EXIT_UNAVAILABLE)
+    unreachable = [r["address"] for r in rows if r.get("error") == "unreachable"]
+    if unreachable:
+        _fail(EXIT_UNREACHABLE, f"repair incomplete: {', '.join(unreachable)} could not be reached")
+    failed = [f"{r['node']} could not sync with {p} ({why})" for r in rows for p, why in r.get("peers_failed", {}).items()]
+    failed += [f"{r['node']} ({r['address']}): {r['error']}" for r in rows
+               if not r["ok"] and not r.get("peers_failed") and r.get("error")]
+    failed += [f"{r['node']} ({r['address']}) failed" for r in rows
+               if not r["ok"] and not r.get("peers_failed") and not r.get("error")]
+    if failed:
+        _fail(EXIT_UNAVAILABLE, f"repair incomplete: {_one_line(failed)}")
 
 
 def _print_summary(console: Console, rows: list[dict]) -> None:

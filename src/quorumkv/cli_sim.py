@@ -16,6 +16,7 @@ with ``-o json``); 2 bad usage.
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from typing import Annotated, Optional
@@ -75,6 +76,8 @@ def sim_command(
         seed = random.SystemRandom().randrange(2**32)
     if seed < 0:
         _usage(f"--seed must be >= 0 (got {seed})")
+    if history and not os.path.isdir(os.path.dirname(history) or "."):
+        _usage(f"--history {history}: directory {os.path.dirname(history)} does not exist")
     try:
         if pbs_t is not None:
             report = measure_staleness(profile, n, r, w, pbs_t, trials=trials, seed=seed)
@@ -97,11 +100,17 @@ def sim_command(
             raise typer.Exit(EXIT_FAILED)
         return
 
-    result = run(cfg)
+    try:
+        result = run(cfg)
+    except ValueError as exc:  # e.g. an unknown --profile, found when the run builds its model
+        _usage(str(exc))
     summary = result.summary()
     if history:
-        with open(history, "w") as fh:
-            fh.write(result.history.dumps())
+        try:
+            with open(history, "w") as fh:
+                fh.write(result.history.dumps())
+        except OSError as exc:
+            _usage(f"cannot write --history {history}: {exc.strerror or exc}")
     if output == "json":
         print(json.dumps(summary, sort_keys=True))
     else:

@@ -12,23 +12,42 @@ from rich.console import Console
 from .client import Client
 from .core.ring import Ring
 from .errors import UnavailableError
-from .localcluster import LocalCluster
+from .localcluster import LocalCluster, ports_free
 
 DEMO_NODES = 5
 DEMO_REPLICAS = 3
 DEMO_KEYS = 200
+#: How long the demo waits for the killed node's process to be gone.
+DEAD_TIMEOUT_MS = 5_000
+
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERNAL = 5
+
+
+class DemoError(Exception):
+    """The demo could not go on; ``code`` is the CLI exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def run_demo(console: Console, *, base_port: int = 7300, keep: bool = False) -> int:
+    ports = 2 * DEMO_NODES  # each node listens twice: internode protocol and RESP
+    if not ports_free(base_port, ports):
+        raise DemoError(f"ports {base_port}..{base_port + ports - 1} are not all free; "
+                        "choose others with --base-port", EXIT_USAGE)
     root = tempfile.mkdtemp(prefix="quorumkv-demo-")
     cluster = LocalCluster(root)
     say = console.print
     t0 = time.monotonic()
+    ok = False
     try:
         say(f"[bold]1. Starting {DEMO_NODES} node processes[/] (N={DEMO_REPLICAS}, R=W=QUORUM=2, "
             f"durable SQLite storage) in {root}")
         cluster.create(DEMO_NODES, base_port=base_port, replicas=DEMO_REPLICAS, storage="sqlite")
-        cluster.up()
+        _ready(cluster, cluster.nodes, start=True)
         for node in cluster.nodes:
             say(f"   {node.id}  {node.address}  pid {node.pid()}")
 
@@ -59,14 +78,16 @@ def run_demo(console: Console, *, base_port: int = 7300, keep: bool = False) -> 
             t = time.monotonic()
             try:
                 c.put("user:7", "needs-all", w="ALL")
-                say("   [red]unexpected: the ALL write succeeded[/]")
-                return 1
+                raise DemoError("unexpected: a write at ALL succeeded with a replica down", EXIT_INTERNAL)
             except UnavailableError as exc:
                 say(f"   [yellow]UnavailableError: {exc}[/]  ({(time.monotonic() - t) * 1000:.0f} ms)")
 
             say(f"\n[bold]5. Restarting {victim.id}[/] with the same data directory")
             cluster.start(victim)
-            cluster.wait_ready([victim])
+            # Wait until every node sees the new process up with a working link:
+            # the reads at ALL below go through a coordinator that must not still
+            # believe the victim down.
+            _ready(cluster, [victim])
             with Client([victim.address]) as direct:
                 pong = direct.ping()
             mark = "green" if pong.keys == keys_before else "red"
@@ -82,16 +103,30 @@ def run_demo(console: Console, *, base_port: int = 7300, keep: bool = False) -> 
                 "2 live replicas. A failed write is not rolled back (as in Cassandra and Riak); the error "
                 "only means the requested level was not confirmed.")
         say(f"\n[bold]6. Shutting down[/] — done in {time.monotonic() - t0:.1f} s")
+        ok = True
         return 0
     finally:
         cluster.down()
-        if keep:
+        if keep or not ok:
+            # On failure the node logs (DIR/nK/node.log) are what explains it.
             say(f"   cluster directory kept: {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _wait_dead(node, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
+def _ready(cluster: LocalCluster, nodes, start: bool = False) -> None:
+    try:
+        if start:
+            for node in nodes:
+                cluster.start(node)
+        cluster.wait_ready(nodes)
+        cluster.wait_converged(nodes)
+    except (RuntimeError, TimeoutError) as exc:
+        first_line = str(exc).splitlines()[0]
+        raise DemoError(f"{first_line} (node logs under {cluster.root})", EXIT_UNAVAILABLE) from exc
+
+
+def _wait_dead(node, timeout_ms: int = DEAD_TIMEOUT_MS) -> None:
+    deadline = time.monotonic() + timeout_ms / 1000
     while node.running() and time.monotonic() < deadline:
         time.sleep(0.01)

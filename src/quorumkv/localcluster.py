@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 import tomllib
@@ -21,10 +20,20 @@ from dataclasses import dataclass
 
 from .client import Client
 from .errors import QuorumKVError
-from .shell.config import NodeConfig
 
 #: How long ``cluster up`` waits for every node to answer a ping.
 READY_TIMEOUT_MS = 20_000
+#: How long ``wait_converged`` waits for every live node to see the nodes concerned
+#: as up, from their current process, with a working link to them. Heartbeats
+#: (every 200 ms) and gossip (every 500 ms) settle this in about a second on an idle
+#: machine; the bound leaves room for a loaded one.
+CONVERGE_TIMEOUT_MS = 30_000
+#: How often ``wait_converged`` asks every live node for its view.
+CONVERGE_POLL_MS = 100
+#: How long one node may take to answer one readiness probe.
+CONVERGE_PROBE_TIMEOUT_MS = 1_000
+#: Problems named in a time-out message at most (the rest are counted).
+PROBLEMS_SHOWN_MAX = 4
 #: A ping that takes longer than this counts the node as down in ``status``.
 STATUS_PING_TIMEOUT_MS = 1_000
 #: ``cluster down`` waits this long for a clean exit before SIGKILL.
@@ -62,6 +71,24 @@ class NodeInfo:
         return pid is not None and pid_alive(pid)
 
 
+class NotReadyError(TimeoutError):
+    """The cluster did not reach the state asked for within the bound."""
+
+
+def _proc_state(pid: int) -> str:
+    """The process state letter from /proc (R, S, D, Z, T, ...), "" if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def pid_paused(pid: int) -> bool:
+    """Stopped by SIGSTOP (``cluster kill --signal STOP``): alive but not serving."""
+    return _proc_state(pid) in ("T", "t")
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -70,11 +97,7 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     # A zombie (killed child not yet reaped) is not alive.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+    return _proc_state(pid) != "Z"
 
 
 class LocalCluster:
@@ -107,6 +130,8 @@ class LocalCluster:
                host: str = "127.0.0.1", r: str = "QUORUM", w: str = "QUORUM", fsync: bool = True,
                timeout_ms: int = 2_000, node_overrides: dict[str, dict] | None = None) -> None:
         """``node_overrides``: per node id, extra NodeConfig fields (e.g. ``redis_url``)."""
+        from .shell.config import NodeConfig  # noqa: PLC0415 - keeps `quorumkv get` start-up light
+
         if count < 1:
             raise ValueError("a cluster needs at least one node")
         members = {f"n{i + 1}": f"{host}:{base_port + i}" for i in range(count)}
@@ -143,6 +168,8 @@ class LocalCluster:
         It lists only itself as a member; gossip with a seed admits it and spreads
         the news. Ports default to just above every port the cluster uses.
         """
+        from .shell.config import NodeConfig  # noqa: PLC0415
+
         if not self.nodes:
             raise ValueError("no cluster to add to")
         template = NodeConfig.load(self.nodes[0].config_file)
@@ -174,6 +201,8 @@ class LocalCluster:
         ranges), new address, fresh data directory; it starts ``replacing`` and pulls
         its ranges' data from the live replicas. The dead node's directory is kept
         as ``DIR/ID.replaced-K`` for forensics."""
+        from .shell.config import NodeConfig  # noqa: PLC0415
+
         dead = self.node(dead_id)
         if dead.running():
             raise ValueError(f"{dead_id} is running (pid {dead.pid()}); a replacement is for a dead node")
@@ -207,6 +236,8 @@ class LocalCluster:
 
     # -- processes ------------------------------------------------------------
     def start(self, node: NodeInfo) -> int:
+        import subprocess  # noqa: PLC0415 - `quorumkv get --dir` reads this module and starts nothing
+
         if node.running():
             return node.pid()
         log = open(node.log_file, "ab")
@@ -228,31 +259,90 @@ class LocalCluster:
                 if ping(node.address, 250) is not None:
                     break
                 if not node.running():
-                    raise RuntimeError(f"node {node.id} exited during startup; see {node.log_file}:\n"
-                                       + tail(node.log_file))
+                    last = (tail(node.log_file, 1).strip() or "no output").splitlines()[-1]
+                    raise RuntimeError(f"node {node.id} exited during startup: {last} (log: {node.log_file})")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"node {node.id} not ready after {timeout_ms} ms; see {node.log_file}")
                 time.sleep(0.05)
 
     def up(self) -> None:
+        """Start every node that is not running; return once each answers and every
+        one sees every other as up with a working link (``wait_converged``)."""
         for node in self.nodes:
             self.start(node)
         self.wait_ready(self.nodes)
-        self.wait_connected(self.nodes)
+        self.wait_converged(self.nodes)
 
-    def wait_connected(self, nodes: list[NodeInfo], timeout_ms: int = READY_TIMEOUT_MS) -> None:
-        """Wait until every node has a live link to every other one (heartbeats open
-        them within a few hundred ms), so the first requests do not race the links."""
+    def live_nodes(self) -> list[NodeInfo]:
+        """Nodes whose process runs and is not paused (SIGSTOP)."""
+        live = []
+        for node in self.nodes:
+            pid = node.pid()
+            if pid is not None and pid_alive(pid) and not pid_paused(pid):
+                live.append(node)
+        return live
+
+    def readiness_problems(self, concerned: list[NodeInfo]) -> list[str]:
+        """What stands between the cluster and "ready" for the nodes ``concerned``:
+        one sentence per problem, empty when ready.
+
+        Ready means, asked of every live node Y (see ``live_nodes``): Y answers; for
+        each concerned node X, Y sees X ``up`` (not joining/replacing/suspect/down)
+        and X sees Y as up; if Y has heard of an X process at all, it is the current
+        one (the generation X reports for itself: a view of X from before a restart,
+        whose phi has not yet risen, does not count; generation 0 is the start-up
+        assumption of a Y that never heard of an older X); and Y has an open link to
+        every other live node (``Pong.peers_connected``), so heartbeats flow.
+        """
+        live = self.live_nodes()
+        live_ids = {n.id for n in live}
+        problems = [f"{x.id} is not running" for x in concerned if x.id not in live_ids]
+        views: dict[str, dict] = {}
+        pongs = {}
+        for node in live:
+            status, pong = probe(node.address, CONVERGE_PROBE_TIMEOUT_MS)
+            if status is None or pong is None:
+                problems.append(f"{node.id} ({node.address}) does not answer")
+                continue
+            views[node.id] = {mv.node: mv for mv in status.members}
+            pongs[node.id] = pong
+        for x in concerned:
+            own = views.get(x.id, {}).get(x.id)
+            for y in live:
+                if y.id == x.id or y.id not in views:
+                    continue
+                seen = views[y.id].get(x.id)
+                if seen is None:
+                    problems.append(f"{y.id} does not know {x.id} yet")
+                elif seen.state != "up":
+                    problems.append(f"{y.id} sees {x.id} as {seen.state} (phi {seen.phi:.1f})")
+                elif own is not None and seen.generation not in (0, own.generation):
+                    problems.append(f"{y.id} has not heard from {x.id}'s current process yet")
+                if x.id in views:
+                    back = views[x.id].get(y.id)
+                    if back is None:
+                        problems.append(f"{x.id} does not know {y.id} yet")
+                    elif back.state != "up":
+                        problems.append(f"{x.id} sees {y.id} as {back.state} (phi {back.phi:.1f})")
+        want = len(live) - 1
+        for node_id, pong in pongs.items():
+            if pong.peers_connected < want:
+                problems.append(f"{node_id} has a working link to {pong.peers_connected} of {want} live peers")
+        return problems
+
+    def wait_converged(self, concerned: list[NodeInfo], timeout_ms: int = CONVERGE_TIMEOUT_MS) -> None:
+        """Return once ``readiness_problems(concerned)`` is empty; raise
+        ``NotReadyError`` naming who does not see whom after ``timeout_ms``."""
         deadline = time.monotonic() + timeout_ms / 1000
-        want = len(self.nodes) - 1
-        for node in nodes:
-            while True:
-                pong = ping(node.address, 500)
-                if pong is not None and pong.peers_connected >= want:
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"node {node.id} did not connect to all {want} peers in {timeout_ms} ms")
-                time.sleep(0.05)
+        while True:
+            problems = self.readiness_problems(concerned)
+            if not problems:
+                return
+            if time.monotonic() > deadline:
+                shown = "; ".join(problems[:PROBLEMS_SHOWN_MAX])
+                more = f" (and {len(problems) - PROBLEMS_SHOWN_MAX} more)" if len(problems) > PROBLEMS_SHOWN_MAX else ""
+                raise NotReadyError(f"not ready after {timeout_ms} ms: {shown}{more}")
+            time.sleep(CONVERGE_POLL_MS / 1000)
 
     def signal(self, node: NodeInfo, sig: int) -> bool:
         pid = node.pid()
@@ -261,15 +351,16 @@ class LocalCluster:
         os.kill(pid, sig)
         return True
 
-    def stop(self, node: NodeInfo, timeout_ms: int = STOP_TIMEOUT_MS) -> None:
+    def stop(self, node: NodeInfo, timeout_ms: int = STOP_TIMEOUT_MS) -> bool:
+        """Stop the node's process; True if one was running."""
         pid = node.pid()
         if pid is None or not pid_alive(pid):
-            return
+            return False
         try:
             os.kill(pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
-            return
+            return False
         deadline = time.monotonic() + timeout_ms / 1000
         while pid_alive(pid) and time.monotonic() < deadline:
             _reap(pid)
@@ -277,10 +368,11 @@ class LocalCluster:
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
         _reap(pid)
+        return True
 
-    def down(self) -> None:
-        for node in self.nodes:
-            self.stop(node)
+    def down(self) -> int:
+        """Stop every node; returns how many were running."""
+        return sum(self.stop(node) for node in self.nodes)
 
     def view(self):
         """The membership as the first reachable node sees it (a StatusReply), or None."""
@@ -317,6 +409,8 @@ class LocalCluster:
                 "process": "running" if alive else "stopped",
                 "seen_by": view.node if view is not None else None,
                 "phi": member.phi if member is not None else None,
+                # its clock minus the viewing node's (None: not measured, or the viewer)
+                "clock_offset_ms": getattr(member, "clock_offset_ms", None),
             })
         return rows
 
@@ -361,6 +455,16 @@ def ping(address: str, timeout_ms: int):
             return c.ping()
     except (QuorumKVError, OSError):
         return None
+
+
+def probe(address: str, timeout_ms: int):
+    """(StatusReply, Pong) from one node over one connection; (None, None) if it
+    does not answer."""
+    try:
+        with Client([address], timeout_ms=timeout_ms) as c:
+            return c.status(), c.ping()
+    except (QuorumKVError, OSError):
+        return None, None
 
 
 def node_status(address: str, timeout_ms: int):

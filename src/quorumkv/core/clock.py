@@ -5,15 +5,20 @@ around it, all pure, keep it from losing writes when wall clocks misbehave:
 
 * **Durable ceiling** (the shell persists it; CockroachDB's
   ``persist_upper_bound_interval`` plays the same role). The node never issues a
-  timestamp above a ceiling it has persisted, and a restarted node coordinates no
-  write until its wall clock has passed the persisted ceiling (writes wait, as in
-  CockroachDB; the HLC is not jumped ahead, which would skew it), so a restart — even with the wall clock stepped back —
-  never issues a timestamp at or below one issued before, and never gives two values
-  the same ``(ts, node)``. The ceiling is a lease ``HLC_LEASE_MS`` ahead, renewed
-  from ``tick`` once less than half of it is left: ``SaveHlcCeiling`` then
-  ``on_store_done`` makes it durable. A write that would need a timestamp above the
-  durable ceiling waits (at most ``HELD_WRITES_MAX`` of them, each until its write
-  timeout) for the next save; in steady state none waits.
+  timestamp above a ceiling it has persisted, and a restarted node issues none at or
+  below the ceiling it finds (its *start floor*), so a restart — even with the wall
+  clock stepped back — never issues a timestamp at or below one issued before, and
+  never gives two values the same ``(ts, node)``. The ceiling is a lease
+  ``HLC_LEASE_MS`` ahead, renewed from ``tick`` once less than half of it is left:
+  ``SaveHlcCeiling`` then ``on_store_done`` makes it durable. A write that would need
+  a timestamp above the durable ceiling, or one at or below the start floor, waits
+  (at most ``HELD_WRITES_MAX`` of them, each until its write timeout) for the next
+  save or for the wall clock to pass the floor. Like CockroachDB, a restarted node
+  *waits* for its clock rather than jumping its HLC to the floor: a jump would stamp
+  its writes up to a lease ahead of real time, and a write another coordinator
+  stamps just after (by the real clock) would lose to them. In steady state no
+  write waits; after a restart faster than the lease, writes through this node wait
+  the rest of it.
 * **Clock offsets**: heartbeats carry the sender's wall clock and HLC. The receiver
   keeps the last ``OFFSET_SAMPLES_MAX`` readings of ``their wall - our wall`` per
   peer; a one-way reading is the true offset minus the network delay, so the
@@ -80,18 +85,13 @@ class ClockGuard:
         #: durable ceiling; None: the caller keeps none (tests, tools): no guarantee
         #: across restarts, and no saves
         self.durable = hlc_ceiling
-        #: every timestamp issued before the restart is <= this; none is issued until
-        #: the wall clock has passed it (0: nothing to wait for)
-        self.restart_floor = 0
+        #: every timestamp issued before the restart is <= this; none issued from now
+        #: on may be (writes wait for the wall clock, or a peer's HLC, to pass it)
+        self.start_floor = hlc_ceiling or 0
         if hlc_ceiling is not None:
-            # CockroachDB's rule on restart: wait until the wall clock passes the
-            # persisted upper bound rather than jump the HLC up to it. Jumping would
-            # put this node up to HLC_LEASE_MS ahead of every other clock, and a write
-            # coordinated elsewhere after one of ours was acked could then lose to it
-            # (found by the simulator: crash-all, seed 6). Writes wait in ``held``.
-            self.restart_floor = hlc_ceiling
             self.hlc.limit = hlc_ceiling
         self.saving = 0  # ceiling being saved (0: none)
+        self._now_seen = now_ms  # the last wall-clock reading (for messages)
         self.retry_at_ms = 0
         self.save_error = ""
         self.held: deque = deque()  # (conn, msg, deadline_ms), oldest first
@@ -186,7 +186,7 @@ class ClockGuard:
             return False
         core.stats["clock_writes_held"] += 1
         self.held.append((conn, msg, now_ms + core.settings.timeout_ms_write))
-        self._save(now_ms, out)
+        self._save_if_needed(now_ms, out)
         return False
 
     def _invalid(self, conn, msg, field: str, ts: int, now_ms: int, out: list) -> bool:
@@ -200,17 +200,15 @@ class ClockGuard:
         return False
 
     def _may_issue(self, now_ms: int) -> bool:
-        """The next timestamp is above every one issued before a restart and within
-        the durable ceiling."""
-        ts = self.hlc.peek(now_ms)
-        if self.restart_floor:
-            if ts <= self.restart_floor:
-                return False
-            self.restart_floor = 0
-        return ts <= self.durable
+        return self.start_floor < self.hlc.peek(now_ms) <= self.durable
 
     def _why_waiting(self) -> str:
-        return f" (last save failed: {self.save_error})" if self.save_error else ""
+        if self.save_error:
+            return f" (last save failed: {self.save_error})"
+        if self.hlc.peek(self._now_seen) <= self.start_floor:
+            return (f" (restarted with its clock {_wall(self.start_floor) - self._now_seen} ms behind the "
+                    "timestamps it issued before; it waits for its clock to pass them)")
+        return ""
 
     # --------------------------------------------------------- durable ceiling
     def _save(self, now_ms: int, out: list) -> None:
@@ -239,13 +237,17 @@ class ClockGuard:
         while self.held and self._may_issue(now_ms):
             conn, msg, _deadline = self.held.popleft()
             core._coordinate_client(conn, msg, now_ms, out)  # noqa: SLF001
-        if self.held:
+        self._save_if_needed(now_ms, out)
+
+    def _save_if_needed(self, now_ms: int, out: list) -> None:
+        if self.held and self.hlc.peek(now_ms) > self.durable:
             self._save(now_ms, out)
 
     def tick(self, now_ms: int, out: list) -> None:
+        self._now_seen = now_ms
         self._judge()
-        if self.held and not self.saving:
-            self._release(now_ms, out)  # the wall clock may have passed the restart floor
+        if self.held:
+            self._release(now_ms, out)
         if self.durable is not None and _wall(self.durable) - max(now_ms, _wall(self.hlc.last)) < HLC_RENEW_MS:
             self._save(now_ms, out)
         while self.held and self.held[0][2] <= now_ms:

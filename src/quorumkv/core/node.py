@@ -171,36 +171,10 @@ def level_from_wire(code: int) -> int | str | None:
     return code
 
 
-def level_to_wire(level: int | str | None) -> int:
-    if level is None:
-        return m.LEVEL_DEFAULT
-    if isinstance(level, str):
-        name = level.strip().upper()
-        for code, known in m.LEVEL_NAMES.items():
-            if known == name:
-                return code
-        if name.isdigit():
-            return int(name)
-        raise InvalidRequestError(f"{level!r} is not a consistency level (integer, ONE, QUORUM or ALL)")
-    if isinstance(level, bool) or not isinstance(level, int):
-        raise InvalidRequestError(f"{level!r} is not a consistency level (integer, ONE, QUORUM or ALL)")
-    if level < 1:
-        raise InvalidRequestError(f"consistency level must be >= 1, got {level}")
-    return level
-
-
-def validate_key(key: bytes) -> None:
-    if not key:
-        raise InvalidRequestError("empty key")
-    if len(key) > KEY_BYTES_MAX:
-        raise InvalidRequestError(f"key of {len(key)} bytes exceeds KEY_BYTES_MAX={KEY_BYTES_MAX}")
-
-
-def validate_value(value: bytes | None) -> None:
-    if value is not None and len(value) > VALUE_BYTES_MAX:
-        raise InvalidRequestError(
-            f"value of {len(value)} bytes exceeds VALUE_BYTES_MAX={VALUE_BYTES_MAX}"
-        )
+# Checks every request gets, on the client before sending and here on receipt; they
+# live in .validation so that the client (and the CLI's start-up) need not import
+# this module.
+from .validation import level_to_wire, validate_key, validate_value  # noqa: E402,F401
 
 
 class NodeCore:
@@ -372,8 +346,11 @@ class NodeCore:
             handler(peer, msg, now_ms, out)
             return out
         if msg.id in self._replays:
-            ok = t is m.RepWriteAck and msg.ok
             waiting = self._handovers.get(msg.id)
+            sent_to_peer = peer in waiting if waiting is not None else peer == self._replays[msg.id][0]
+            if not sent_to_peer:
+                return out  # an answer from a node this replay did not go to: ignored
+            ok = t is m.RepWriteAck and msg.ok
             if ok and waiting is not None:
                 waiting.discard(peer)
                 if waiting:
@@ -635,6 +612,7 @@ class NodeCore:
         level = level_from_wire(msg.r if is_get else msg.w)
         dyn = dynamic.wants_target(msg)
         if dyn:  # a freshness/latency target instead of R/W: the live model picks (core/dynamic.py)
+            self.stats["dynamic_requests"] = self.stats.get("dynamic_requests", 0) + 1
             live = sum(map(self.membership.is_alive, self.ring.preference_list(key)))
             level, why = dynamic.level_for(msg, self.latency_model, n, self.default_w, live)
             if level is None:
@@ -732,6 +710,17 @@ class NodeCore:
                 need = min(needed, len(future))
         return (("current", primaries, needed), ("future", future, need))
 
+    def _top_up(self, op: _Op, failing: str, now_ms: int, out: list) -> None:
+        """Joint read losing ``failing``: bring in spares until each replica set can
+        still reach its count (the set ``failing`` was in, or both)."""
+        while op.spares:
+            short = op.round.wanting(exclude=failing)
+            i = next((i for i, (node, _) in enumerate(op.spares) if any(node in g for g in short)), None)
+            if i is None:
+                return
+            spare, owner = op.spares.pop(i)
+            self._send_read(op, spare, owner, now_ms, out)
+
     def _next_spare(self, op: _Op) -> tuple[str, str | None]:
         """The spare to bring in: in a joint round, one of a replica set still short."""
         for i, (node, _owner) in enumerate(op.spares):
@@ -759,8 +748,11 @@ class NodeCore:
         coordinator does the same): a node that died before the detector noticed
         still gets every write it missed once it is back."""
         if op.kind == "read" and op.spares and op.round.status == PENDING:
-            spare, owner = self._next_spare(op)
-            self._send_read(op, spare, owner, now_ms, out)
+            if op.round.groups is None:
+                spare, owner = op.spares.pop(0)
+                self._send_read(op, spare, owner, now_ms, out)
+            else:
+                self._top_up(op, node, now_ms, out)
         elif op.kind == "write" and op.record is not None and node in op.round.outstanding:
             self._hint_locally(op.hint_for.get(node, node), op.key, op.record, now_ms, out)
         op.round.add_failure(node, reason)
@@ -836,7 +828,7 @@ class NodeCore:
                     and now_ms - min(op.sent_ms.values(), default=now_ms) >= delay):
                 op.speculated = True
                 self.stats["speculative_retries"] += 1
-                spare, owner = op.spares.pop(0)
+                spare, owner = self._next_spare(op)
                 self._send_read(op, spare, owner, now_ms, out)
 
     def _progress(self, op: _Op, now_ms: int, out: list) -> None:

@@ -66,6 +66,15 @@ class QuorumRound:
     def _possible(self, members: frozenset[str]) -> int:
         return sum(1 for r in members if r not in self.failures)
 
+    def wanting(self, exclude: str | None = None) -> list[frozenset[str]]:
+        """Joint rounds: the groups that cannot reach their count from the replicas
+        that succeeded or are still outstanding (not counting ``exclude``, one that
+        is failing): a spare from one of them must be brought in."""
+        if self.groups is None:
+            return []
+        live = [r for r in self.replicas if r != exclude and r not in self.failures]
+        return [members for _, members, n in self.groups if sum(1 for r in live if r in members) < n]
+
     def short_of(self, replica: str) -> bool:
         """Joint rounds: ``replica`` belongs to a group still short of successes
         (what a spare should help with). Plain rounds: always True."""

@@ -198,11 +198,11 @@ class RingChange:
         if not msg.members or msg.limit <= 0:
             self.core._respond(conn, StreamBatch(msg.id, [], None, 0), now_ms, out)
             return
-        out.append(ScanRange(("sr", conn, msg.id, msg.target, tuple(msg.members)), msg.after,
-                             min(msg.limit, STREAM_SCAN_KEYS)))
+        limit = min(msg.limit, STREAM_SCAN_KEYS)
+        out.append(ScanRange(("sr", conn, msg.id, msg.target, tuple(msg.members), limit), msg.after, limit))
 
     def _on_source_scan(self, token, ok, result, now_ms, out) -> None:
-        _, conn, req_id, target, members = token
+        _, conn, req_id, target, members, limit = token
         if not ok:
             self.core._respond(conn, m.Error(req_id, f"scan failed: {result}"), now_ms, out)
             return
@@ -213,7 +213,7 @@ class RingChange:
         # Only what we replicate now: a leftover of a range we lost is never a source.
         records = [(k, r) for k, r in result
                    if mine is not None and me in mine.preference_list(k) and target in target_ring.preference_list(k)]
-        next_after = result[-1][0] if len(result) >= STREAM_SCAN_KEYS else None
+        next_after = result[-1][0] if len(result) >= limit else None
         core._respond(conn, StreamBatch(req_id, records, next_after, len(result)), now_ms, out)
 
     # --------------------------------------------------- receiving side (pull)

@@ -48,11 +48,14 @@ class LoadTracker:
 def write_targets(primaries: tuple[str, ...], ring_order: tuple[str, ...],
                   is_alive: Callable[[str], bool], primary_only: bool = False) -> list[tuple[str, str | None]]:
     """``[(node, hint_for)]``: live primaries (hint_for None) then fallbacks for the dead."""
-    targets: list[tuple[str, str | None]] = [(p, None) for p in primaries if is_alive(p)]
-    if primary_only:
-        return targets
-    dead = [p for p in primaries if not is_alive(p)]
-    if dead:
+    targets: list[tuple[str, str | None]] = []
+    dead: list[str] = []
+    for p in primaries:  # one liveness check per primary: this runs for every write
+        if is_alive(p):
+            targets.append((p, None))
+        else:
+            dead.append(p)
+    if dead and not primary_only:
         taken = set(primaries)
         candidates = [n for n in ring_order if n not in taken and is_alive(n)]
         for owner, fallback in zip(dead, candidates):
@@ -66,11 +69,11 @@ def read_targets(primaries: tuple[str, ...], ring_order: tuple[str, ...], is_ali
 
     The coordinator sends to the first R and keeps the rest as spares.
     """
-    live = [p for p in primaries if is_alive(p)]
+    score = load.score
     # Ties (common on loopback) go to this node itself, then ring order.
-    live.sort(key=lambda n: (load.score(n), n != self_id, primaries.index(n)))
-    out: list[tuple[str, str | None]] = [(p, None) for p in live]
-    if not primary_only:
+    ranked = sorted((score(p), p != self_id, i, p) for i, p in enumerate(primaries) if is_alive(p))
+    out: list[tuple[str, str | None]] = [(p, None) for _, _, _, p in ranked]
+    if not primary_only and len(ranked) < len(primaries):
         out += [t for t in write_targets(primaries, ring_order, is_alive) if t[1] is not None]
     return out
 

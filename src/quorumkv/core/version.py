@@ -169,5 +169,6 @@ class SessionContext:
         self.floor_ts = 0
         self._keys.clear()
 
-    def __len__(self) -> int:
+    def keys_remembered(self) -> int:
+        """Keys whose floor is remembered (no ``__len__``: an empty session must not be falsy)."""
         return len(self._keys)

@@ -31,6 +31,7 @@ from typing import NamedTuple, Protocol
 from ..core import messages as m
 from ..core.consistency import resolve, weak_warning
 from ..core.node import level_to_wire
+from ..core.version import SessionContext
 from ..errors import InvalidRequestError
 from .parser import (
     EMPTY_ARRAY,
@@ -52,6 +53,11 @@ REDIS_COMPAT_VERSION = "7.2.0"
 
 #: Longest text quoted back in "unknown command" errors (redis-server: 128).
 ERROR_ARGS_CHARS_MAX = 128
+
+#: Keys whose session floor one RESP connection remembers (core.version.
+#: SessionContext; least recently used forgotten first). Per connection, so kept
+#: small: 10,000 connections x 256 keys of ~100 bytes is ~256 MB at worst.
+RESP_SESSION_KEYS_MAX = 256
 
 
 class ReadOp(NamedTuple):
@@ -97,7 +103,7 @@ class Session:
     """Per-connection state."""
 
     __slots__ = ("id", "proto", "name", "lib_name", "lib_ver", "authenticated", "r_level",
-                 "w_level", "r_wire", "w_wire", "closing", "addr", "created_ms", "last_cmd")
+                 "w_level", "r_wire", "w_wire", "closing", "addr", "created_ms", "last_cmd", "causal")
 
     def __init__(self, client_id: int, addr: str = "?", *, needs_auth: bool = False, now_ms: int = 0) -> None:
         self.id = client_id
@@ -114,6 +120,21 @@ class Session:
         self.closing = False  # QUIT: close once this reply is written
         self.created_ms = now_ms
         self.last_cmd = "NULL"
+        # Session guarantees per connection (docs/consistency.md, "Sessions"): each
+        # write is stamped above every version this connection has seen, and each read
+        # returns this connection's version of the key or a newer one.
+        self.causal = SessionContext(RESP_SESSION_KEYS_MAX)
+
+    def get_msg(self, rid: int, key: bytes) -> m.Get:
+        return m.Get(rid, key, self.r_wire, floor=self.causal.floor(key))
+
+    def put_msg(self, rid: int, key: bytes, value: bytes | None, ttl_ms: int) -> m.Put:
+        return m.Put(rid, key, value, self.w_wire, ttl_ms, after_ts=self.causal.floor_ts)
+
+    def saw(self, key: bytes, reply) -> None:
+        """A Get/Put of ``key`` finished: remember the version its reply names."""
+        if type(reply) is m.Reply:
+            self.causal.saw(key, reply.version)
 
     def info_line(self, now_ms: int) -> str:
         name = (self.name or b"").decode("utf-8", "replace")

@@ -31,8 +31,15 @@ from ..core.limits import PBS_SAMPLES_MAX
 
 #: Outstanding RepWrite/RepRead stamps kept per peer link.
 PENDING_MAX = 65_536
-#: How often a node rebuilds its dynamic-quorum model (when new samples arrived).
+#: How often a node rebuilds its dynamic-quorum model (when new samples arrived)
+#: while it is in use: until it is first ready, and for MODEL_IN_USE_MS after the
+#: last request with a dynamic target.
 MODEL_REFRESH_MS = 2_000
+MODEL_IN_USE_MS = 60_000
+#: How often otherwise: the build is a Monte Carlo run in a worker thread that takes
+#: the GIL from the request path (~3% of a loaded node's CPU at 2 s); a model nobody
+#: asks for is kept roughly current for ``latencies`` / ``math pbs --dir`` only.
+MODEL_REFRESH_MS_IDLE = 30_000
 KINDS = ("w", "a", "r", "s")
 
 

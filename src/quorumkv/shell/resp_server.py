@@ -24,10 +24,9 @@ from collections import deque
 
 import structlog
 
-from ..core import messages as m
 from ..core.limits import CLIENT_PIPELINE_MAX
 from ..resp.commands import CommandError, ReadOp, Session, lookup
-from ..resp.parser import RequestParser, RespProtocolError, encode_error
+from ..resp.parser import NEED_DATA, RequestParser, RespProtocolError, encode_error
 from .config import parse_address
 from .server import now_ms
 
@@ -118,21 +117,15 @@ class RespConnection(asyncio.Protocol):
             return
         parser = self.parser
         parser.receive_data(data)
-        # Every complete command in the buffer, executed in order; their replies go
-        # out together in one transport.write at the end of this loop turn (_write).
-        try:
-            cmds = parser.commands()
-        except RespProtocolError as exc:
-            cmds, error = exc.commands, str(exc)
-        else:
-            error = None
-        execute = self._execute
-        for cmd in cmds:
-            if self.input_done or self.closed:
+        while not self.input_done:
+            try:
+                cmd = parser.next_command()
+            except RespProtocolError as exc:
+                self._protocol_error(str(exc))
                 break
-            execute(cmd)
-        if error is not None and not self.input_done:
-            self._protocol_error(error)
+            if cmd is NEED_DATA:
+                break
+            self._execute(cmd)
         self.server.wake()
         self._update_reading()
 
@@ -198,13 +191,13 @@ class RespConnection(asyncio.Protocol):
         for i, op in enumerate(ops):  # register every id first: answers may be synchronous
             rid = self._next_id
             self._next_id += 1
-            self.waiting[rid] = (slot, i)
+            self.waiting[rid] = (slot, i, op.key)
             ids.append(rid)
         for rid, op in zip(ids, ops):
             if type(op) is ReadOp:
-                msg = m.Get(rid, op.key, session.r_wire)
+                msg = session.get_msg(rid, op.key)
             else:
-                msg = m.Put(rid, op.key, op.value, session.w_wire, op.ttl_ms)
+                msg = session.put_msg(rid, op.key, op.value, op.ttl_ms)
             try:
                 server.run(server.core.on_request(self, msg, now))
             except Exception as exc:  # as _Inbound: a core bug drops this connection, not the node
@@ -221,7 +214,8 @@ class RespConnection(asyncio.Protocol):
         entry = self.waiting.pop(msg.id, None)
         if entry is None:
             return
-        slot, i = entry
+        slot, i, key = entry
+        self.session.saw(key, msg)
         slot.replies[i] = msg
         slot.missing -= 1
         if slot.missing == 0 and slot.gen is not None:

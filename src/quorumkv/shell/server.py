@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import deque
 import os
 import signal
 import time
+from collections import deque
 
 import msgspec
 import structlog
@@ -40,7 +40,9 @@ from ..core.node import (
 from ..core.version import newest
 from ..errors import ProtocolError
 from .config import NodeConfig, parse_address
-from .latency import MODEL_REFRESH_MS, LatencyRecorder, PendingStamps, build_table, now_us
+from .latency import (
+    MODEL_IN_USE_MS, MODEL_REFRESH_MS, MODEL_REFRESH_MS_IDLE, LatencyRecorder, PendingStamps, build_table, now_us,
+)
 from .antientropy import AE_EFFECTS, AntiEntropyShell
 from .storage import StorageEngine, open_engine
 
@@ -115,6 +117,11 @@ class _Inbound(_Conn):
         self.paused = False
         self.write_paused = False  # the transport's send buffer is above its high-water mark
         self._backlog: deque = deque()
+        # A peer's link (it sent replica traffic or heartbeats) is exempt from the
+        # send-buffer pause: its heartbeats travel on it, and a coordinator that is
+        # slow to read its acks must not look dead to us (its own PEER_QUEUE_BYTES_MAX
+        # bounds what it has in flight). Only clients are paused for not reading.
+        self.is_peer = False
         self.peer_name = "?"
 
     def connection_made(self, transport) -> None:
@@ -156,10 +163,12 @@ class _Inbound(_Conn):
         for i, msg in enumerate(msgs):
             if self.closed:
                 return
-            if self.write_paused or self._out_bytes >= INBOUND_SEND_BYTES_HIGH:
+            t = type(msg)
+            if t in _PEER_REQUEST_TYPES:
+                self.is_peer = True
+            elif not self.is_peer and (self.write_paused or self._out_bytes >= INBOUND_SEND_BYTES_HIGH):
                 self._backlog.extend(msgs[i:])  # replies are piling up: the rest waits
                 return
-            t = type(msg)
             if t not in _REQUEST_TYPES:
                 self.fail(f"unexpected {t.__name__} from a client")
                 return
@@ -191,7 +200,7 @@ class _Inbound(_Conn):
             return
         # Hysteresis: stop at CLIENT_PIPELINE_MAX open requests, resume below half.
         limit = CLIENT_PIPELINE_MAX // 2 if self.paused else CLIENT_PIPELINE_MAX
-        pause = self.write_paused or bool(self._backlog) or self.open_requests >= limit
+        pause = (not self.is_peer and (self.write_paused or bool(self._backlog))) or self.open_requests >= limit
         if pause != self.paused:
             self.paused = pause
             if pause:
@@ -218,6 +227,8 @@ class _Inbound(_Conn):
 
 
 _REQUEST_TYPES = set(m.REQUEST_TYPES)
+#: What only a peer sends (marks an inbound connection as a peer's link).
+_PEER_REQUEST_TYPES = {m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip}
 # What a peer may answer on our outbound link (client-facing replies never come back there).
 _RESPONSE_TYPES = set(m.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply}
 
@@ -403,6 +414,9 @@ class NodeServer:
         self._model_handle = None
         self._model_job = None
         self._model_seen: tuple = ()
+        self._model_built_ms = 0  # when the last build started
+        self._model_used_ms = -MODEL_IN_USE_MS  # when a dynamic request was last seen
+        self._model_dynamic_seen = 0
 
     @property
     def stats_bad_input(self) -> int:
@@ -522,13 +536,25 @@ class NodeServer:
                                                   model.to_dict() if model is not None else {})))
 
     def _model_tick(self) -> None:
-        """Rebuild the model in a worker thread when new samples arrived (one job at a time)."""
+        """Rebuild the model in a worker thread when new samples arrived (one job at a
+        time): every MODEL_REFRESH_MS while the model is in use (not ready yet, or a
+        dynamic request within MODEL_IN_USE_MS), else every MODEL_REFRESH_MS_IDLE."""
         self._model_handle = self.loop.call_later(MODEL_REFRESH_MS / 1000, self._model_tick)
         n = self.core.replication_factor()
         seen = (n, tuple(self.latency.recorded.values()))
         if self._model_job is not None or seen == self._model_seen:
             return
+        now = now_ms()
+        dynamic = self.core.stats.get("dynamic_requests", 0)
+        if dynamic != self._model_dynamic_seen:
+            self._model_dynamic_seen = dynamic
+            self._model_used_ms = now
+        model = self.core.latency_model
+        in_use = model is None or not model.ready or now - self._model_used_ms < MODEL_IN_USE_MS
+        if not in_use and now - self._model_built_ms < MODEL_REFRESH_MS_IDLE:
+            return
         self._model_seen = seen
+        self._model_built_ms = now
         job = self._model_job = self.loop.run_in_executor(None, build_table, self.latency.snapshot(), n, now_ms())
         job.add_done_callback(self._model_built)
 

@@ -81,6 +81,12 @@ class Verdict:
     converged: bool = True
     divergent_keys: int = 0
     final_reads_failed: int = 0
+    #: of lost_acked_writes / resurrections / stale_reads: those where the two
+    #: operations came from *different* clients (no session links them; only real
+    #: time orders them — what clock skew within the bound can still break)
+    lost_cross_session: int = 0
+    resurrections_cross_session: int = 0
+    stale_cross_session: int = 0
     unknown_values: int = 0  # a read returned a value no write wrote (should stay 0)
     examples: dict[str, list] = field(default_factory=dict)
 
@@ -179,12 +185,15 @@ def check(history: History, final: dict[bytes, Op], replica_versions, judge_read
                 ok = w.kind == "del" or kw.not_found_explained_after(w.invoke_us, INF)
             if ok:
                 continue
+            cross = source is None or source.client != w.client
             if w.kind == "del":
                 v.resurrections += 1
+                v.resurrections_cross_session += cross
                 v.example("resurrection", {"delete": describe(w), "final": describe(fin),
                                            "came_back": describe(source)})
             else:
                 v.lost_acked_writes += 1
+                v.lost_cross_session += cross
                 v.example("lost_acked_write", {"write": describe(w), "final": describe(fin),
                                                "instead": describe(source)})
 
@@ -207,15 +216,18 @@ def check(history: History, final: dict[bytes, Op], replica_versions, judge_read
             latest_invoke, missed = kw.max_invoke[i - 1]
             if _acked_at(source) < latest_invoke:
                 v.stale_reads += 1
+                v.stale_cross_session += missed.client != op.client
                 v.example("stale_read", {"read": describe(op), "missed": describe(missed),
                                          "returned": describe(source)})
                 if judge_reads and _resurrected(kw, source, op):
                     v.resurrections += 1
+                    v.resurrections_cross_session += 1
                     v.example("resurrection", {"read": describe(op), "came_back": describe(source)})
         else:
             latest_put_invoke, missed = kw.max_put_invoke[i - 1]
             if missed is not None and not kw.not_found_explained_after(latest_put_invoke, op.complete_us):
                 v.stale_reads += 1
+                v.stale_cross_session += missed.client != op.client
                 v.example("stale_read", {"read": describe(op), "missed": describe(missed), "returned": None})
 
     # (d) convergence of the replicas' storage

@@ -25,6 +25,7 @@ effect                 what the simulator does
 ``ScanLocal``,         anti-entropy scans and reads; ``PurgeMany`` is the
 ``ReadMany``,          engines' compare-and-delete, durable ``sync_us`` later
 ``PurgeMany``          (tombstone GC runs when the ``gc`` fault is on)
+``DropMany``           cleanup's compare-and-delete of leftovers, ``sync_us``
 ``Log``                counted; ``join_completed`` / ``replace_completed``
                        persist the node's members (``node-state.json`` in the
                        shell) so a restart comes back as a member;
@@ -48,13 +49,14 @@ from typing import NamedTuple
 from ..core import messages as m
 from ..core.antientropy import AESettings, PurgeMany, ReadMany, ScanLocal
 from ..core.antientropy import install as install_antientropy
+from ..core.cleanup import DropMany
 from ..core.effects import (
     DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveHlcCeiling, ScanRange, Send, StoreHint, StoreRead,
     StoreWrite,
 )
 from ..core.hints import HintSettings
 from ..core.membership import JOINING, LEAVING, LEFT, REPLACING, UP
-from ..core.messages_ring import Decommission
+from ..core.messages_ring import Cleanup, Decommission
 from ..core.node import SEED_PREFIX, NodeCore, NodeSettings
 from ..core.ring import Ring
 from ..core.version import newest
@@ -80,6 +82,7 @@ RING_CHANGE_STATUSES = (JOINING, REPLACING, LEAVING)
 #: Core counters summed over every incarnation of every node (the report's
 #: ``core`` section): what ring changes and GC really did.
 CORE_TOTALS = ("stream_keys_received", "stream_keys_sent", "stream_failures", "tombstones_purged",
+               "cleanup_keys_dropped",
                "gc_rounds", "hints_stored", "hints_replayed", "hints_dropped_age", "read_repairs",
                "ae_keys_pushed", "ae_keys_pulled")
 
@@ -146,7 +149,7 @@ class SimCluster:
         self.stats = {"crashes": 0, "restarts": 0, "pending_writes_lost": 0, "acked_cache_lost": 0,
                       "phantom_acks": 0, "send_failed": 0, "peer_lost": 0, "joins": 0, "joins_completed": 0,
                       "decommissions": 0, "decommissions_completed": 0, "replaces": 0,
-                      "replaces_completed": 0, "skew_changes": 0, "partitions": 0}
+                      "replaces_completed": 0, "skew_changes": 0, "partitions": 0, "cleanups": 0}
         #: client id -> callable(req id, reply | None, reason); None means the connection died.
         self.client_handlers: dict = {}
         #: (client conn, request id) of requests a coordinator holds (a crash tells the client)
@@ -291,7 +294,7 @@ class SimCluster:
                 self._log(node, eff)
             elif t is StoreHint or t is ReadHint or t is Peek or t is LoadHints or t is DeleteHint:
                 self._hint_effect(node, eff)
-            elif t is ScanLocal or t is ReadMany or t is PurgeMany:
+            elif t is ScanLocal or t is ReadMany or t is PurgeMany or t is DropMany:
                 self._ae_effect(node, eff)
             elif t is SaveHlcCeiling:  # durable sync_us later, like a write; survives crashes
                 self.at(self.cfg.sync_us, self._ceiling_saved, node, self.incarnation[node], eff, inflight=True)
@@ -452,9 +455,12 @@ class SimCluster:
         elif t is ReadMany:
             self.at(self.cfg.read_us, self._store_done_with, node, inc, eff.token,
                     lambda: [st.read(k) for k in eff.keys], inflight=True)
-        else:  # PurgeMany: compare-and-delete each (key, version), durable after sync_us
+        elif t is PurgeMany:  # compare-and-delete each tombstone (key, version), durable after sync_us
             self.at(self.cfg.sync_us, self._store_done_with, node, inc, eff.token,
                     lambda: sum(st.purge(k, v) for k, v in eff.entries), inflight=True)
+        else:  # DropMany (cleanup): compare-and-delete each record (key, version)
+            self.at(self.cfg.sync_us, self._store_done_with, node, inc, eff.token,
+                    lambda: sum(st.drop(k, v) for k, v in eff.entries), inflight=True)
 
     def _hint_stored(self, node: str, incarnation: int, eff) -> None:
         if not self._alive(node, incarnation):
@@ -615,6 +621,12 @@ class SimCluster:
         self.stats["decommissions"] += 1
         self.history.nemesis(self.now_us, f"decommission {node}")
         self.admin(node, on_reply, Decommission)
+
+    def cleanup(self, node: str, on_reply=None) -> None:
+        """An operator's ``quorumkv cleanup``: drop what ``node`` no longer replicates."""
+        self.stats["cleanups"] += 1
+        self.history.nemesis(self.now_us, f"cleanup {node}")
+        self.admin(node, on_reply, Cleanup)
 
     def replace(self, node: str) -> None:
         """Replace dead ``node``: a new process with the same id, an empty disk, a new

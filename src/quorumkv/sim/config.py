@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 #: Fault kinds ``--faults`` accepts (comma-separated), see docs/simulator.md.
-#: ``join``/``decommission``/``replace`` are ring changes; ``gc`` turns tombstone GC
+#: ``join``/``decommission``/``replace`` are ring changes, ``cleanup`` drops leftovers
+#: (``quorumkv cleanup``); ``gc`` turns tombstone GC
 #: on with a short grace; ``skew`` skews every clock and steps them during the run.
 FAULTS = ("loss", "dup", "reorder", "partition", "crash", "crash-all", "skew", "join", "decommission",
-          "replace", "gc")
+          "replace", "cleanup", "gc")
 #: Faults that change the ring.
 RING_FAULTS = ("join", "decommission", "replace")
 #: Seeded bugs the harness can inject, to prove the checkers can fail.

@@ -117,6 +117,17 @@ class SimStorage:
                 hit = True
         return hit
 
+    def drop(self, key: bytes, version) -> bool:
+        """Cleanup's compare-and-delete (``DropMany``): delete ``key`` only if its
+        record is exactly at ``version``, value or tombstone."""
+        hit = False
+        for data in (self.durable, self.cache):
+            cur = data.get(key)
+            if cur is not None and cur.version.key() == version.key():
+                del data[key]
+                hit = True
+        return hit
+
     def max_timestamp(self) -> int:
         """What the real engines report at start-up, to seed the node's HLC."""
         return max((rec.version.ts for rec in self.durable.values()), default=0)

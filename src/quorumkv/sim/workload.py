@@ -3,9 +3,9 @@
 Clients are Jepsen-style processes: each runs one operation at a time against a
 coordinator picked at random, over a small key space so operations contend. Every
 put writes a value never written before, so a read's value names its write. Each
-client is one *session*, as ``quorumkv.Client`` is: when the core offers session
-guarantees (``core.version.SessionContext``: ``Put.after_ts``, ``Get.floor``) the
-client sends what it has seen, as the real client does.
+client is one *session*, as ``quorumkv.Client`` is (``core.version.SessionContext``):
+it sends the newest version it has seen (``Put.after_ts``, ``Get.floor``), as the
+real client does.
 
 The nemesis draws each enabled fault's knobs from the seed (FoundationDB's
 BUGGIFY: every seed has its own personality), acts during the workload, and heals
@@ -17,9 +17,9 @@ from __future__ import annotations
 import random
 
 from ..core import messages as m
-from ..core import version as core_version
 from ..core.effects import Send, StoreHint, StoreWrite
 from ..core.membership import LEFT, UP
+from ..core.version import SessionContext
 from .cluster import SimCluster
 from .config import SimConfig
 from .history import FAIL, OK, UNKNOWN, History, Op
@@ -28,13 +28,10 @@ from .network import Faults
 #: Reply statuses that say "this definitely did not happen" for a write.
 _NO_EFFECT = (m.INVALID, m.OVERLOADED)
 #: Session guarantees, when the core has them (issue 10; the client's side of them).
-SessionContext = getattr(core_version, "SessionContext", None)
-_PUT_AFTER_TS = "after_ts" in m.Put.__struct_fields__
-_GET_FLOOR = "floor" in m.Get.__struct_fields__
 #: Nodes the nemesis adds at most per run beyond the initial ones (joins).
 JOINS_MAX = 3
 #: Nemesis actions (the faults that act at moments, not all along), in draw order.
-ACTIONS = ("partition", "crash", "crash-all", "skew", "join", "decommission", "replace")
+ACTIONS = ("partition", "crash", "crash-all", "skew", "join", "decommission", "replace", "cleanup")
 
 
 def write_version(effects: list, key: bytes):
@@ -62,7 +59,7 @@ class Workload:
         self.idle_clients = 0
         self._next_op_id = 1
         self.final: dict[bytes, Op] = {}
-        self.sessions = {client: SessionContext() if SessionContext is not None else None
+        self.sessions = {client: SessionContext()
                          for client in range(cfg.clients)}
         for client in range(cfg.clients):
             cluster.client_handlers[client] = self._on_reply
@@ -97,7 +94,7 @@ class Workload:
         """One scripted operation (scenarios): recorded in the history like any other."""
         self.cluster.client_handlers.setdefault(client, self._on_reply)
         if client not in self.sessions:
-            self.sessions[client] = SessionContext() if SessionContext is not None else None
+            self.sessions[client] = SessionContext()
         return self._send(client, kind, key, value, node, level)
 
     def _send(self, client: int, kind: str, key: bytes, value, node: str, level: int) -> Op:
@@ -108,12 +105,12 @@ class Workload:
         extra = {"primary_only": True} if self.cfg.primary_only else {}
         session = self.sessions.get(client)
         if kind == "get":
-            if session is not None and _GET_FLOOR:
+            if session is not None:
                 extra["floor"] = session.floor(key)
             msg = m.Get(op_id, key, level, **extra)
             on_sent = None
         else:
-            if session is not None and _PUT_AFTER_TS:
+            if session is not None:
                 extra["after_ts"] = session.floor_ts
             msg = m.Put(op_id, key, value, level, **extra)
 
@@ -339,6 +336,17 @@ class Nemesis:
             return
         cl.decommission(candidates[rng.randrange(len(candidates))])
         self._count("decommission")
+
+    def _do_cleanup(self) -> None:
+        """``quorumkv cleanup`` on a live member once the ring is settled (the node
+        refuses while a ring change is in progress)."""
+        cl, rng = self.cluster, self.rng
+        if not cl.ring_settled():
+            return
+        live = [name for name in cl.ring_view().nodes if cl.status(name) == UP]
+        if live:
+            cl.cleanup(live[rng.randrange(len(live))])
+            self._count("cleanup")
 
     def _do_replace(self) -> None:
         """Replace a dead ring member; if none is dead, kill one now and replace it later."""
