@@ -81,11 +81,11 @@ HINT_TARGETS_MAX = MEMBERS_MAX
 #: Times a client write is re-stamped at most (docs/consistency.md, "Acked writes
 #: in real-time order"): a replica that holds a newer version of the key does not
 #: apply ours and says so (``RepWriteAck.newer``); such acks do not count towards W,
-#: and a round they lose is sent again under a fresh timestamp above the newer one.
-#: One re-stamp passes every version stored when the write began, unless the
-#: replicas hold different newer ones; N=3 replicas can hold at most 3. Past the
-#: bound — only when other writes to the key keep landing newer versions, i.e.
-#: writes concurrent with this one — newer acks count as today's acks did.
+#: and once the round cannot be won without them the write is sent again under a
+#: fresh timestamp above the newest version they named. One re-stamp usually
+#: suffices; the replicas of a key (N=3) can hold at most 3 different newer ones.
+#: Past the bound (other writes to the key keep landing newer versions: writes
+#: concurrent with this one) newer acks count towards W, as acks did before.
 RESTAMPS_MAX = 3
 
 
