@@ -285,9 +285,6 @@ def test_departed_scenario_decommissions_then_power_cycles() -> None:
     assert "n5" in sc.cluster.retired and sc.cluster.stats["restarts"] >= 4
 
 
-@pytest.mark.xfail(strict=True, reason="found by the simulator: after a decommission, a whole-cluster restart "
-                   "puts the departed node back in the ring (only the config's members are known at start; "
-                   "'left' is not persisted), so reads at ALL fail")
 def test_departed_node_stays_out_of_the_ring_after_full_restart() -> None:
     sc = _scenario_departed_restart()
     rings = {name: sc.cluster.cores[name].membership.ring_members() for name in sc.cluster.live()}
