@@ -436,17 +436,17 @@ class NodeCore:
         hs = self.settings.hints
         in_flight = {hint_id for _, hint_id, _, _ in self._replays.values()}
         departed = self._departed(owner)
-        for hint_id, key, record, created_ms in entries:
+        for hint_id, key, record, _created_ms in entries:
             if hint_id in in_flight:  # already being replayed: don't send (or count) it twice
                 continue
             size = record_size(key, record.value)
-            if expired(hs, created_ms, now_ms):
+            if expired(hs, record, now_ms):
                 self.stats["hints_dropped_age"] += 1
                 out.append(DeleteHint(hint_id))
                 held[0] -= 1
                 held[1] -= size
                 out.append(Log("warning", "hint_dropped", {"target": owner, "reason": "age",
-                                                           "age_ms": now_ms - created_ms}))
+                                                           "age_ms": now_ms - record.version.wall_ms}))
                 continue
             op_id = self._new_op_id()
             self._replays[op_id] = (owner, hint_id, size, now_ms + self.settings.timeout_ms_write)

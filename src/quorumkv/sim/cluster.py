@@ -56,6 +56,7 @@ from ..core.effects import (
     DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveDepartures, SaveHlcCeiling, ScanRange, Send, StoreHint,
     StoreRead, StoreWrite,
 )
+from ..core.clock import MAX_CLOCK_SKEW_MS_DEFAULT
 from ..core.hints import HintSettings
 from ..core.membership import JOINING, LEAVING, LEFT, REPLACING, UP
 from ..core.messages_ring import Cleanup, Decommission
@@ -172,7 +173,7 @@ class SimCluster:
         extra = dict(self.core_settings)
         extra.setdefault("settle_ms", SIM_SETTLE_MS)
         if self.gc_grace_ms and "hints" not in extra:
-            extra["hints"] = HintSettings(age_ms_max=self.gc_grace_ms)
+            extra["hints"] = HintSettings(age_ms_max=self.hint_age_ms_max())
         # Default levels as the shell's default config (QUORUM): every simulated
         # request names its level, and an integer default would make a node whose
         # ring is still smaller than R (a replacement that knows only itself) fail
@@ -189,6 +190,17 @@ class SimCluster:
         install_antientropy(core, AESettings(interval_ms=self.ae_interval_ms, gc=self.gc_grace_ms > 0,
                                              gc_grace_ms=self.gc_grace_ms or AESettings().gc_grace_ms), now)
         return core
+
+    def hint_age_ms_max(self) -> int:
+        """With tombstone GC on: the longest hint age that is safe with the grace
+        (``core.hints.safe_with_gc``, the rule shell/config.py enforces), against the
+        larger of the cores' max clock skew and the skew the sim's clocks really
+        have (each node up to ``skew_ms_max`` off true time: twice that apart). A
+        grace too short for any leaves 0: hints are dropped, anti-entropy repairs."""
+        skew_ms = self.core_settings.get("max_clock_skew_ms", MAX_CLOCK_SKEW_MS_DEFAULT)
+        if "skew" in self.cfg.faults:
+            skew_ms = max(skew_ms, 2 * self.cfg.skew_ms_max)
+        return max(self.gc_grace_ms - skew_ms - 1, 0)
 
     # ------------------------------------------------------------ event queue
     def at(self, delay_us: int, fn, *args, inflight: bool = False) -> None:
