@@ -402,3 +402,14 @@ def test_departures_are_saved_when_learned_and_a_restarted_core_keeps_them_out_o
     eff = restarted.on_response("b", m.GossipAck(0, [E("c", 9, 1, JOINING)]), NOW + 3)
     assert [e.departed for e in eff if type(e) is SaveDepartures] == [{}]
     assert restarted.membership.state_of("c") == JOINING
+
+
+def test_a_departure_known_only_from_the_table_is_saved_too():
+    """A node that joins after a departure learns the departed member from the table
+    (its ring never held it) — and still lists it among its members, so it must
+    remember it as left."""
+    core = NodeCore(NodeSettings("a", n=2, vnodes=8), {"a": ADDR["a"], "b": ADDR["b"]}, now_ms=NOW)
+    eff = core.on_response("b", m.GossipAck(0, [E("c", 7, 41, LEFT)]), NOW)
+    assert core.ring.nodes == ("a", "b") and not [e for e in eff if type(e) is Log]  # no ring change
+    assert [e.departed for e in eff if type(e) is SaveDepartures] == [{"c": (ADDR["c"], 7, 41)}]
+    assert "c" in core.members()

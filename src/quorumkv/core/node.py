@@ -985,13 +985,14 @@ class NodeCore:
             self.ring_change.start_pull("join" if me.status == JOINING else "replace", now_ms, out)
         if (self.membership.ring_members(), self.membership.future_ring_members()) != before:
             self._ring_changed(now_ms, out)
-            # A member leaving (or a departed one rejoining) changes the ring: persist
-            # who has left, so a restart never puts a departed node back in the ring.
-            departed = self.membership.departures()
-            generations = {n: g for n, (_, g, _) in departed.items()}
-            if generations != self._departed_saved:
-                self._departed_saved = generations
-                out.append(SaveDepartures(departed))
+        # Persist who has left (learned now, or known from a table: a node that joined
+        # after a departure still lists the departed one among its members), so a
+        # restart never puts a departed node back in the ring.
+        departed = self.membership.departures()
+        generations = {n: g for n, (_, g, _) in departed.items()}
+        if generations != self._departed_saved:
+            self._departed_saved = generations
+            out.append(SaveDepartures(departed))
 
     def _ring_changed(self, now_ms: int, out: list) -> None:
         self.stats["membership_changes"] += 1
