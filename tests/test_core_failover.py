@@ -24,7 +24,7 @@ from quorumkv.core.node import (
     StoreWrite,
 )
 from quorumkv.core.ring import Ring
-from quorumkv.core.version import Record, Version
+from quorumkv.core.version import Record, Version, pack_ts
 
 NOW = 1_700_000_000_000
 VNODES = 16
@@ -92,7 +92,9 @@ def beat(core, peers, t, out=None):
 
 
 def rec(ts, node="n9", value=b"v"):
-    return Record(Version(ts, node), value)
+    """A record stamped at NOW (wall), ``ts`` its logical part: ordered by ``ts``, and
+    as old as NOW says (hints expire by their record's age)."""
+    return Record(Version(pack_ts(NOW, ts), node), value)
 
 
 # ------------------------------------------------------------- detector + NodeCore
@@ -277,11 +279,13 @@ def test_hint_replay_after_owner_returns():
     core.on_request(Conn(P3), m.Heartbeat(0, P3, 2), t3)
     (lh,) = of(core.tick(t3), LoadHints)
     assert lh.owner == P3 and lh.limit == 1
-    # Storage returns the live hint and one from long ago (say, from before a restart).
-    r_old = rec(3, C, b"old")
+    # Storage returns the live hint and one whose *record* is from long ago, though
+    # the hint was stored just now (a coordinator hints at its write deadline): the
+    # record's age counts (issue 10: tombstone GC's grace must outlast it).
+    r_old = Record(Version(pack_ts(t3 - 60_001, 0), C), b"old")
     core.hints_held[P3][0] += 1  # that one was counted too
     core.hints_held[P3][1] += record_size(b"k-old", b"old")
-    eff = core.on_hints_loaded(P3, [("h-live", KEY, r_live, t), ("h-old", b"k-old", r_old, t3 - 60_001)], t3)
+    eff = core.on_hints_loaded(P3, [("h-live", KEY, r_live, t), ("h-old", b"k-old", r_old, t3 - 1)], t3)
     (send,) = sends(eff)
     assert send.peer == P3 and send.msg == m.RepWrite(send.msg.id, KEY, r_live, "")
     assert of(eff, DeleteHint) == [DeleteHint("h-old")]

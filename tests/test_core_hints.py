@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quorumkv.core.hints import HintSettings, TokenBucket, admit, expired, record_size
+from quorumkv.core.hints import HintSettings, TokenBucket, admit, expired, record_size, safe_with_gc
+from quorumkv.core.version import Record, Version, pack_ts
 
 HS = HintSettings(bytes_max_per_target=1_000, age_ms_max=60_000, replay_per_s=10)
 
@@ -33,8 +34,23 @@ def test_admit_boundary(held, size, ok):
     [(0, False), (59_999, False), (60_000, False), (60_001, True), (10**9, True), (-5, False)],
 )
 def test_expired_boundary(age, is_expired):
-    created = 1_700_000_000_000
-    assert expired(HS, created, created + age) is is_expired
+    written = 1_700_000_000_000
+    record = Record(Version(pack_ts(written, 7), "n1"), b"v")
+    assert expired(HS, record, written + age) is is_expired
+
+
+@pytest.mark.parametrize(
+    "grace,age,skew,ok",
+    [
+        (4 * 3600_000, 3 * 3600_000, 500, True),  # the defaults
+        (1_000, 499, 500, True),  # grace = age + skew + 1: the smallest safe grace
+        (1_000, 500, 500, False),  # grace = age + skew: a replay may land just as GC purges
+        (1_000, 1_000, 0, False),  # grace == age (what config allowed before issue 10's fix)
+        (1_000, 999, 0, True),  # max-offset rule off: clocks assumed synchronised
+    ],
+)
+def test_safe_with_gc_boundary(grace, age, skew, ok):
+    assert safe_with_gc(grace, age, skew) is ok
 
 
 def test_defaults_follow_cassandra():

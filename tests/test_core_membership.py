@@ -24,7 +24,7 @@ from quorumkv.core.membership import (
     PhiDetector,
     Transition,
 )
-from quorumkv.core.node import Log, NodeCore, NodeSettings, Respond
+from quorumkv.core.node import Log, NodeCore, NodeSettings, Respond, SaveDepartures
 
 NOW = 1_700_000_000_000
 DS = DetectorSettings()  # 200 ms beats, phi 8, min std 50, pause 300, suspect->down 1 s
@@ -375,3 +375,41 @@ def test_gossip_ack_merged_by_coordinator_rebuilds_ring():
     assert [e.event for e in eff if type(e) is Log] == ["ring_changed"]
     # The same table again changes nothing.
     assert core.on_response("b", m.GossipAck(0, [E("c", 2, 1, UP, ADDR["c"])]), NOW) == []
+
+
+# ------------------------------------------------- departures survive a restart
+def test_departures_are_saved_when_learned_and_a_restarted_core_keeps_them_out_of_the_ring():
+    """Issue 10 (found by the simulator): 'left' was not persisted, so a node whose
+    configured members still list a departed node put it back in its ring at a
+    whole-cluster restart. The core now asks the shell to save its departures and
+    starts from them."""
+    members = {"a": ADDR["a"], "b": ADDR["b"], "c": ADDR["c"]}
+    core = NodeCore(NodeSettings("a", n=2, vnodes=8), members, now_ms=NOW)
+    eff = core.on_response("b", m.GossipAck(0, [E("c", 7, 40, LEAVING)]), NOW)
+    assert not [e for e in eff if type(e) is SaveDepartures]  # leaving is not gone yet
+    eff = core.on_response("b", m.GossipAck(0, [E("c", 7, 41, LEFT)]), NOW)
+    (saved,) = [e for e in eff if type(e) is SaveDepartures]
+    assert saved.departed == {"c": (ADDR["c"], 7, 41)}
+    assert core.on_response("b", m.GossipAck(0, [E("c", 7, 41, LEFT)]), NOW) == []  # nothing new: no save
+
+    restarted = NodeCore(NodeSettings("a", n=2, vnodes=8, generation=NOW + 1), members, now_ms=NOW + 1,
+                         departed=saved.departed)
+    assert restarted.ring.nodes == ("a", "b")
+    assert restarted.membership.state_of("c") == LEFT and "c" not in restarted.membership.peers()
+    # A stale rumour from before the departure loses; the departed node started
+    # again (a new generation: it joins afresh) wins, and the saved set follows.
+    assert restarted.on_response("b", m.GossipAck(0, [E("c", 7, 30, UP)]), NOW + 2) == []
+    eff = restarted.on_response("b", m.GossipAck(0, [E("c", 9, 1, JOINING)]), NOW + 3)
+    assert [e.departed for e in eff if type(e) is SaveDepartures] == [{}]
+    assert restarted.membership.state_of("c") == JOINING
+
+
+def test_a_departure_known_only_from_the_table_is_saved_too():
+    """A node that joins after a departure learns the departed member from the table
+    (its ring never held it) — and still lists it among its members, so it must
+    remember it as left."""
+    core = NodeCore(NodeSettings("a", n=2, vnodes=8), {"a": ADDR["a"], "b": ADDR["b"]}, now_ms=NOW)
+    eff = core.on_response("b", m.GossipAck(0, [E("c", 7, 41, LEFT)]), NOW)
+    assert core.ring.nodes == ("a", "b") and not [e for e in eff if type(e) is Log]  # no ring change
+    assert [e.departed for e in eff if type(e) is SaveDepartures] == [{"c": (ADDR["c"], 7, 41)}]
+    assert "c" in core.members()

@@ -289,6 +289,34 @@ def test_decommission_waits_for_a_down_new_owner_then_delivers_everything(make_c
     assert_placed(cluster, {k: data[k] for k in gains}, after)
 
 
+def test_whole_cluster_restart_keeps_a_decommissioned_node_out_of_the_ring(make_cluster):
+    """Found by the simulator (issue 10): 'left' was not persisted, so when every node
+    restarted at once — their configs still listing the departed node, nobody left
+    to gossip that it had gone — it was back in every ring and reads at ALL failed.
+    Now each node keeps its departures in node-state.json (``SaveDepartures``)."""
+    cluster = make_cluster(nodes=4, settings=SETTINGS)
+    data = preload(cluster, n_keys=60, value_bytes=8)
+    leaving = cluster.node("n4")
+    others = [n for n in cluster.nodes if n.id != "n4"]
+    with Client([leaving.address]) as c:
+        c.decommission()
+    wait_for(lambda: all(node_state(n.address, "n4") == "left" for n in others), 60, "everyone knows n4 left")
+    cluster.stop(leaving)
+    for n in others:
+        cluster.stop(n)
+    for n in others:
+        cluster.start(n)
+    cluster.wait_ready(others)
+    for n in others:
+        with Client([n.address]) as c:
+            st = c.status()
+        assert "n4" not in st.ring and len(st.ring) == 3, (n.id, st.ring)
+        assert next(mb.state for mb in st.members if mb.node == "n4") == "left", n.id
+    with Client([n.address for n in others]) as c:
+        for key, value in data.items():
+            assert c.get(key, r=ALL) == value, key
+
+
 def test_decommission_below_n_is_refused_and_the_dry_run_says_why(make_cluster):
     cluster = make_cluster(nodes=3, settings=SETTINGS)
     dry = qkv("decommission", "n3", "--dir", cluster.root, "--dry-run")

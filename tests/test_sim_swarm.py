@@ -49,11 +49,10 @@ def test_ring_changes_under_crashes_partitions_and_loss(seed: int) -> None:
     assert changes["joins"] + changes["decommissions"] + changes["replaces"] > 0, _why(result)
 
 
-# Fixed seeds only: with the grace equal to the hint age (the boundary the shell
-# allows) a fresh seed can hit the hint-outlives-grace resurrection that
+# Seed 1328494741 of this test found the hint-outlives-grace resurrection that
 # test_sim_safety.py::test_hint_replayed_after_tombstone_gc_does_not_resurrect pins
-# down (seed 1328494741 of this test found it). Add FRESH[1:] once that is fixed.
-@pytest.mark.parametrize("seed", [1])
+# down (fixed: hints age by their record's version, and the grace outlasts it).
+@pytest.mark.parametrize("seed", [1, 1328494741] + FRESH[1:])
 def test_tombstone_gc_under_faults_never_resurrects(seed: int) -> None:
     result = run(SimConfig(seed=seed, ops=500, faults=GC, primary_only=True, delete_fraction=0.3))
     _safe(result)

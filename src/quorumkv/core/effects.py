@@ -55,6 +55,15 @@ class DeleteHint(NamedTuple):
     hint_id: object
 
 
+class SaveDepartures(NamedTuple):
+    """Durably record the members this node knows as left, node -> (address,
+    generation, version), replacing the previous set; read back at start and passed
+    to ``NodeCore(departed=...)``. A restarted node keeps a departed member out of
+    its ring (nothing to acknowledge: the node acts on it at once either way)."""
+
+    departed: dict
+
+
 class Log(NamedTuple):
     level: str
     event: str

@@ -13,7 +13,8 @@ from typing import NamedTuple
 class HintSettings(NamedTuple):
     #: Hints for one target past this many bytes are refused (and counted).
     bytes_max_per_target: int = 64 * 1024 * 1024
-    #: A hint older than this is dropped instead of replayed (Cassandra: 3 h).
+    #: A hint whose record is older than this (by its version's wall time, not by
+    #: when the hint was stored) is dropped instead of replayed (Cassandra: 3 h).
     age_ms_max: int = 3 * 3600 * 1000
     #: Replay rate towards a recovered node, hints per second (token bucket).
     replay_per_s: int = 2_000
@@ -25,8 +26,24 @@ def admit(settings: HintSettings, bytes_held: int, size: int) -> bool:
     return bytes_held + size <= settings.bytes_max_per_target
 
 
-def expired(settings: HintSettings, created_ms: int, now_ms: int) -> bool:
-    return now_ms - created_ms > settings.age_ms_max
+def expired(settings: HintSettings, record, now_ms: int) -> bool:
+    """Too old to replay: the hinted record's version (its HLC wall time) is older
+    than ``age_ms_max``. Not the hint's creation time: a coordinator stores a hint at
+    its write deadline, a departed node's hint is re-hinted when handed over, so a
+    hint can be much younger than the value it carries — and it is the value's age
+    that tombstone GC's grace must outlast (``safe_with_gc``)."""
+    return now_ms - record.version.wall_ms > settings.age_ms_max
+
+
+def safe_with_gc(gc_grace_ms: int, hint_age_ms_max: int, max_clock_skew_ms: int) -> bool:
+    """No hint can bring back a key whose tombstone GC purged (docs/antientropy.md,
+    "Tombstone GC"). A hint replays a record R older than the tombstone T only while
+    the holder's clock reads at most ``wall(R) + age <= wall(T) + age``; GC purges T
+    only once the driver's clock reads at least ``wall(T) + grace``. With any two
+    clocks within ``max_clock_skew_ms``, ``grace > age + skew`` puts every such replay
+    strictly before the purge (by ``grace - age - skew``, which must also cover the
+    replay's time in flight)."""
+    return gc_grace_ms > hint_age_ms_max + max_clock_skew_ms
 
 
 class TokenBucket:

@@ -126,7 +126,12 @@ class Membership:
     """One node's view of the cluster: gossiped endpoints plus local liveness."""
 
     def __init__(self, self_id: str, address: str, generation: int, bootstrap: dict[str, str],
-                 settings: DetectorSettings, now_ms: int, status: str = UP) -> None:
+                 settings: DetectorSettings, now_ms: int, status: str = UP,
+                 departed: dict[str, tuple[str, int, int]] | None = None) -> None:
+        """``departed``: the members this node knew as left before it restarted
+        (``departures()``, persisted by the shell), node -> (address, generation,
+        version). They start as left, never as configured members: after a
+        whole-cluster restart nobody else is left to gossip it."""
         self.self_id = self_id
         self.settings = settings
         self.endpoints: dict[str, Endpoint] = {}
@@ -134,6 +139,9 @@ class Membership:
             if node != self_id:
                 # Configured members are assumed up at generation 0 until they speak.
                 self.endpoints[node] = Endpoint(node, addr, 0, 0, UP)
+        for node, (addr, gen, ver) in (departed or {}).items():
+            if node != self_id:
+                self.endpoints[node] = Endpoint(node, addr, gen, ver, LEFT)
         self.endpoints[self_id] = Endpoint(self_id, address, generation, 1, status)
         self.detectors: dict[str, PhiDetector] = {}
         self.liveness: dict[str, str] = {}
@@ -188,6 +196,11 @@ class Membership:
 
     def table(self) -> list[Endpoint]:
         return list(self.endpoints.values())
+
+    def departures(self) -> dict[str, tuple[str, int, int]]:
+        """Members known to have left: node -> (address, generation, version)."""
+        return {n: (e.address, e.generation, e.version) for n, e in self.endpoints.items()
+                if e.status == LEFT and n != self.self_id}
 
     # -- failure detection --------------------------------------------------------
     def on_heartbeat(self, node: str, generation: int, now_ms: int) -> Transition | None:

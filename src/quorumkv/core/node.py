@@ -38,6 +38,9 @@ effect                   what the shell must do
 ``SaveHlcCeiling``       durably record the HLC ceiling ``ts``, then
                          ``on_store_done`` (core/clock.py); read back at start
                          and passed as ``hlc_ceiling``
+``SaveDepartures``       durably record the members known as left (replacing
+                         the last set); read back at start and passed as
+                         ``departed``
 =======================  ====================================================
 
 Persist-before-ack: a replica's ack is produced only by ``on_store_done``, which
@@ -56,8 +59,8 @@ from . import dynamic
 from . import messages as m
 from .consistency import resolve, weak_warning
 from .effects import (  # noqa: F401 - re-exported: the shell and tests import them from here
-    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveHlcCeiling, ScanRange, Send, StoreHint, StoreRead,
-    StoreWrite,
+    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveDepartures, SaveHlcCeiling, ScanRange, Send, StoreHint,
+    StoreRead, StoreWrite,
 )
 from .clock import MAX_CLOCK_SKEW_MS_DEFAULT, ClockGuard
 from .hints import HintSettings, TokenBucket, admit, expired, record_size
@@ -180,10 +183,11 @@ from .validation import level_to_wire, validate_key, validate_value  # noqa: E40
 class NodeCore:
     def __init__(self, settings: NodeSettings, members: dict[str, str], hlc_last: int = 0,
                  now_ms: int = 0, hints_held: dict[str, tuple[int, int]] | None = None,
-                 hlc_ceiling: int | None = None) -> None:
+                 hlc_ceiling: int | None = None, departed: dict[str, tuple[str, int, int]] | None = None) -> None:
         """``hlc_last``: the largest timestamp in storage; ``hlc_ceiling``: the last
         ceiling ``SaveHlcCeiling`` made durable (0 on a fresh node; None: the caller
-        keeps none, so the HLC cannot promise anything across restarts)."""
+        keeps none, so the HLC cannot promise anything across restarts);
+        ``departed``: the last set ``SaveDepartures`` made durable."""
         if settings.node_id not in members:
             raise ValueError(f"node {settings.node_id!r} is not in its own member list")
         self.settings = settings
@@ -193,7 +197,8 @@ class NodeCore:
         joining = bool(settings.seeds) and len(members) == 1
         status = REPLACING if settings.replace else JOINING if joining else UP
         self.membership = Membership(self.node_id, address, settings.generation, members,
-                                     settings.detector, now_ms, status)
+                                     settings.detector, now_ms, status, departed)
+        self._departed_saved = {n: g for n, (_, g, _) in self.membership.departures().items()}
         self.ring: Ring | None = None
         self.future_ring: Ring | None = None  # set while a join/leave is in progress
         # A bad R or W fails here, at startup; later ring changes never raise (_rebuild_ring).
@@ -431,17 +436,17 @@ class NodeCore:
         hs = self.settings.hints
         in_flight = {hint_id for _, hint_id, _, _ in self._replays.values()}
         departed = self._departed(owner)
-        for hint_id, key, record, created_ms in entries:
+        for hint_id, key, record, _created_ms in entries:
             if hint_id in in_flight:  # already being replayed: don't send (or count) it twice
                 continue
             size = record_size(key, record.value)
-            if expired(hs, created_ms, now_ms):
+            if expired(hs, record, now_ms):
                 self.stats["hints_dropped_age"] += 1
                 out.append(DeleteHint(hint_id))
                 held[0] -= 1
                 held[1] -= size
                 out.append(Log("warning", "hint_dropped", {"target": owner, "reason": "age",
-                                                           "age_ms": now_ms - created_ms}))
+                                                           "age_ms": now_ms - record.version.wall_ms}))
                 continue
             op_id = self._new_op_id()
             self._replays[op_id] = (owner, hint_id, size, now_ms + self.settings.timeout_ms_write)
@@ -980,6 +985,14 @@ class NodeCore:
             self.ring_change.start_pull("join" if me.status == JOINING else "replace", now_ms, out)
         if (self.membership.ring_members(), self.membership.future_ring_members()) != before:
             self._ring_changed(now_ms, out)
+        # Persist who has left (learned now, or known from a table: a node that joined
+        # after a departure still lists the departed one among its members), so a
+        # restart never puts a departed node back in the ring.
+        departed = self.membership.departures()
+        generations = {n: g for n, (_, g, _) in departed.items()}
+        if generations != self._departed_saved:
+            self._departed_saved = generations
+            out.append(SaveDepartures(departed))
 
     def _ring_changed(self, now_ms: int, out: list) -> None:
         self.stats["membership_changes"] += 1

@@ -25,6 +25,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 
 from ..core.consistency import quorum_of
+from ..core.hints import safe_with_gc
 from ..core.limits import REPLICAS_MAX
 
 
@@ -72,7 +73,8 @@ class NodeConfig:
     ae_repair_per_s: int = 5_000    # keys pushed + pulled per second at most
     ae_keys_per_message: int = 500
     tombstone_gc: bool = True
-    tombstone_gc_grace_ms: int = 4 * 3600 * 1000  # >= hint_age_ms_max, so no hint can resurrect
+    #: > hint_age_ms_max + max_clock_skew_ms, so no hint can resurrect (core.hints.safe_with_gc)
+    tombstone_gc_grace_ms: int = 4 * 3600 * 1000
     resp_listen: str = ""    # HOST:PORT of the Redis-protocol listener; "" = none
     resp_password: str = ""  # when set, RESP clients must AUTH / HELLO AUTH first
     #: refuse to coordinate writes when this node's clock is further than this off
@@ -114,9 +116,13 @@ class NodeConfig:
             raise ValueError("max_clock_skew_ms must be >= 0 (0 turns the max-offset rule off)")
         if self.ae_interval_ms < 0:
             raise ValueError("ae_interval_ms must be >= 0 (0 turns periodic anti-entropy off)")
-        if self.tombstone_gc and self.tombstone_gc_grace_ms < self.hint_age_ms_max:
-            raise ValueError(f"tombstone_gc_grace_ms={self.tombstone_gc_grace_ms} must be >= hint_age_ms_max="
-                             f"{self.hint_age_ms_max}: a hint older than the grace could bring a purged key back")
+        if self.hint_age_ms_max <= 0:
+            raise ValueError("hint_age_ms_max must be > 0")
+        if self.tombstone_gc and not safe_with_gc(self.tombstone_gc_grace_ms, self.hint_age_ms_max,
+                                                  self.max_clock_skew_ms):
+            raise ValueError(f"tombstone_gc_grace_ms={self.tombstone_gc_grace_ms} must be > hint_age_ms_max + "
+                             f"max_clock_skew_ms = {self.hint_age_ms_max + self.max_clock_skew_ms}: a hint could "
+                             "bring a purged key back")
 
     @classmethod
     def load(cls, path: str, **overrides) -> "NodeConfig":

@@ -34,7 +34,8 @@ from ..core.limits import CLIENT_PIPELINE_MAX, PEER_QUEUE_BYTES_MAX
 from ..core.hints import HintSettings
 from ..core.membership import DetectorSettings
 from ..core.node import (
-    DeleteHint, LoadHints, Log, NodeCore, NodeSettings, Peek, ReadHint, Respond, SaveHlcCeiling, ScanRange, Send,
+    DeleteHint, LoadHints, Log, NodeCore, NodeSettings, Peek, ReadHint, Respond, SaveDepartures, SaveHlcCeiling,
+    ScanRange, Send,
     StoreHint, StoreRead, StoreWrite,
 )
 from ..core.version import newest
@@ -368,14 +369,11 @@ class NodeServer:
         c = config
         now = now_ms()
         members, replace = dict(c.members), c.replace
-        try:
-            with open(self._state_file()) as fh:
-                saved = json.load(fh)
-            if saved.get("bootstrapped"):
-                members = {**saved.get("members", {}), **members}
-                replace = False
-        except (OSError, ValueError):
-            pass
+        saved = self._load_state()
+        if saved.get("bootstrapped"):
+            members = {**saved.get("members", {}), **members}
+            replace = False
+        departed = {n: tuple(e) for n, e in saved.get("departed", {}).items()}  # SaveDepartures
         settings = NodeSettings(
             node_id=c.node_id, n=c.n, r=c.r, w=c.w,
             timeout_ms_read=c.timeout_ms_read, timeout_ms_write=c.timeout_ms_write,
@@ -391,7 +389,8 @@ class NodeServer:
             tombstone_gc_grace_ms=c.tombstone_gc_grace_ms if c.tombstone_gc and self.storage.supports_purge else 0,
         )
         self.core = NodeCore(settings, members, hlc_last=self.storage.max_timestamp(), now_ms=now,
-                             hints_held=self.storage.hint_summary(), hlc_ceiling=self.storage.hlc_ceiling())
+                             hints_held=self.storage.hint_summary(), hlc_ceiling=self.storage.hlc_ceiling(),
+                             departed=departed)
         self.encoder = FrameEncoder()
         self.links: dict[str, _PeerLink] = {}
         self.inbound: set[_Inbound] = set()
@@ -473,6 +472,8 @@ class NodeServer:
                 self._sync_done(eff.token, lambda e=eff: self.storage.scan_range(e.after, e.limit))
             elif t is DeleteHint:
                 self.storage.delete_hint(eff.hint_id)
+            elif t is SaveDepartures:
+                self._save_state(departed=eff.departed)
             elif t is SaveHlcCeiling:
                 self.storage.save_hlc_ceiling(eff.ts, self._done_cb(eff.token))
             elif t is Log:
@@ -485,10 +486,22 @@ class NodeServer:
     def _state_file(self) -> str:
         return os.path.join(self.config.data_dir, "data", "node-state.json")
 
+    def _load_state(self) -> dict:
+        try:
+            with open(self._state_file()) as fh:
+                saved = json.load(fh)
+            return saved if isinstance(saved, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
     def _save_bootstrapped(self) -> None:
         """After a join or replace streamed its data, a restart must come back as a
         member (``up``), not join or replace again: remember the members we know."""
-        state = {"bootstrapped": True, "members": self.core.members()}
+        self._save_state(bootstrapped=True, members=self.core.members())
+
+    def _save_state(self, **fields) -> None:
+        """Update ``node-state.json`` (durably: fsync, then rename over the old one)."""
+        state = {**self._load_state(), **fields}
         tmp = self._state_file() + ".tmp"
         os.makedirs(os.path.dirname(tmp), exist_ok=True)
         with open(tmp, "w") as fh:

@@ -20,6 +20,8 @@ effect                 what the simulator does
 ``StoreHint`` ...      hint table (``core.hints.HintTable``), as the engines
 ``SaveHlcCeiling``     durable ``sync_us`` later (survives a crash), then
                        ``on_store_done``; a restarted core starts above it
+``SaveDepartures``     kept in the node's ``Boot`` (``node-state.json`` in the
+                       shell): a restarted core knows departed members as left
 ``ScanRange``          ``read_us`` later: up to ``limit`` records with key >
                        ``after`` in key order (streaming for ring changes)
 ``ScanLocal``,         anti-entropy scans and reads; ``PurgeMany`` is the
@@ -51,9 +53,10 @@ from ..core.antientropy import AESettings, PurgeMany, ReadMany, ScanLocal
 from ..core.antientropy import install as install_antientropy
 from ..core.cleanup import DropMany
 from ..core.effects import (
-    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveHlcCeiling, ScanRange, Send, StoreHint, StoreRead,
-    StoreWrite,
+    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveDepartures, SaveHlcCeiling, ScanRange, Send, StoreHint,
+    StoreRead, StoreWrite,
 )
+from ..core.clock import MAX_CLOCK_SKEW_MS_DEFAULT
 from ..core.hints import HintSettings
 from ..core.membership import JOINING, LEAVING, LEFT, REPLACING, UP
 from ..core.messages_ring import Cleanup, Decommission
@@ -104,6 +107,7 @@ class Boot(NamedTuple):
     members: dict
     seeds: tuple = ()
     replace: bool = False
+    departed: dict = {}  # SaveDepartures: members known as left (never mutated, only replaced)
 
 
 class SimCluster:
@@ -170,7 +174,7 @@ class SimCluster:
         extra = dict(self.core_settings)
         extra.setdefault("settle_ms", SIM_SETTLE_MS)
         if self.gc_grace_ms and "hints" not in extra:
-            extra["hints"] = HintSettings(age_ms_max=self.gc_grace_ms)
+            extra["hints"] = HintSettings(age_ms_max=self.hint_age_ms_max())
         # Default levels as the shell's default config (QUORUM): every simulated
         # request names its level, and an integer default would make a node whose
         # ring is still smaller than R (a replacement that knows only itself) fail
@@ -181,12 +185,23 @@ class SimCluster:
                                 **extra)
         st = self.storage[name]
         core = NodeCore(settings, dict(boot.members), hlc_last=st.max_timestamp(), now_ms=now,
-                        hints_held=st.hint_summary(), hlc_ceiling=st.hlc_ceiling)
+                        hints_held=st.hint_summary(), hlc_ceiling=st.hlc_ceiling, departed=boot.departed)
         # Anti-entropy runs as on a real node (shell/antientropy.py installs it), with a
         # short interval so replicas converge within the sim's recovery window.
         install_antientropy(core, AESettings(interval_ms=self.ae_interval_ms, gc=self.gc_grace_ms > 0,
                                              gc_grace_ms=self.gc_grace_ms or AESettings().gc_grace_ms), now)
         return core
+
+    def hint_age_ms_max(self) -> int:
+        """With tombstone GC on: the longest hint age that is safe with the grace
+        (``core.hints.safe_with_gc``, the rule shell/config.py enforces), against the
+        larger of the cores' max clock skew and the skew the sim's clocks really
+        have (each node up to ``skew_ms_max`` off true time: twice that apart). A
+        grace too short for any leaves 0: hints are dropped, anti-entropy repairs."""
+        skew_ms = self.core_settings.get("max_clock_skew_ms", MAX_CLOCK_SKEW_MS_DEFAULT)
+        if "skew" in self.cfg.faults:
+            skew_ms = max(skew_ms, 2 * self.cfg.skew_ms_max)
+        return max(self.gc_grace_ms - skew_ms - 1, 0)
 
     # ------------------------------------------------------------ event queue
     def at(self, delay_us: int, fn, *args, inflight: bool = False) -> None:
@@ -302,6 +317,8 @@ class SimCluster:
                 self._ae_effect(node, eff)
             elif t is SaveHlcCeiling:  # durable sync_us later, like a write; survives crashes
                 self.at(self.cfg.sync_us, self._ceiling_saved, node, self.incarnation[node], eff, inflight=True)
+            elif t is SaveDepartures:  # synchronous in the shell too (node-state.json)
+                self.boot[node] = self.boot[node]._replace(departed=dict(eff.departed))
             elif t is ScanRange:
                 st = self.storage[node]
                 self.at(self.cfg.read_us, self._store_done_with, node, self.incarnation[node], eff.token,
@@ -317,7 +334,7 @@ class SimCluster:
         if event in ("join_completed", "replace_completed"):
             # As shell/server.py's node-state.json: a restart comes back as a member.
             core = self.cores[node]
-            self.boot[node] = Boot(core.members(), self.boot[node].seeds, False)
+            self.boot[node] = self.boot[node]._replace(members=core.members(), replace=False)
             self.stats[event.split("_")[0] + "s_completed"] += 1
             self.history.nemesis(self.now_us, f"{event.replace('_', ' ')} {node}")
         elif event == "decommission_completed":
