@@ -14,7 +14,8 @@ from quorumkv.core import messages_ae as mae
 from quorumkv.core.antientropy import AESettings, PurgeMany, ReadMany, ScanLocal, install, purge_applies
 from quorumkv.core.cleanup import CLEANUP_SCAN_KEYS, DropMany
 from quorumkv.core.effects import (
-    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, ScanRange, Send, StoreHint, StoreRead, StoreWrite,
+    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveDepartures, ScanRange, Send, StoreHint, StoreRead,
+    StoreWrite,
 )
 from quorumkv.core.hints import HintTable
 from quorumkv.core.membership import JOINING, LEAVING, LEFT, UP
@@ -54,6 +55,7 @@ class Net:
         self.queue: list = []
         self.replies: dict[object, object] = {}
         self.logs: list[tuple[str, str, dict]] = []
+        self.departed: dict[str, dict] = {}  # node -> its last SaveDepartures
         self._scans: dict = {}
         members = {x: addr(x) for x in names}
         for x in names:
@@ -126,6 +128,8 @@ class Net:
                 self.run(nid, core.on_hints_loaded(eff.owner, self.hints[nid].load(eff.owner, eff.limit), now))
             elif t is DeleteHint:
                 self.hints[nid].delete(eff.hint_id)
+            elif t is SaveDepartures:
+                self.departed[nid] = eff.departed
             elif t is ScanRange:
                 items = sorted((k, r) for k, r in self.store[nid].items() if eff.after is None or k > eff.after)
                 self.run(nid, core.on_store_done(eff.token, True, items[:eff.limit], now))
@@ -521,3 +525,26 @@ def test_decommission_of_a_node_pushes_only_what_it_replicates(force):
     assert net.request("n4", Decommission(1, force=force)).status == m.OK
     net.until(lambda: net.status("n4", "n4") == LEFT, 30_000, "n4 left")
     assert all(k not in net.store[p] for p in r4.preference_list(k))
+
+
+def test_a_node_that_left_tells_every_member_at_once():
+    """Found by the simulator (issue 10, soak seeds 118 and 140): a whole-cluster
+    restart a few ms after a decommission completed, before gossip rounds had told
+    the others, put the departed node back in their rings — nobody had persisted the
+    departure. The node that left now sends its table to every member with it."""
+    net = Net(FIVE)
+    batches = []
+    run = net.run
+
+    def spy(nid, effects):
+        if nid == "n4":
+            batches.append(list(effects))
+        run(nid, effects)
+    net.run = spy
+    assert net.request("n4", Decommission(1)).status == m.OK
+    net.until(lambda: net.status("n4", "n4") == LEFT, 30_000, "n4 left")
+    (batch,) = [b for b in batches if any(type(e) is Log and e.event == "decommission_completed" for e in b)]
+    told = sorted(e.peer for e in batch if type(e) is Send and type(e.msg) is m.Gossip
+                  and any(x.node == "n4" and x.status == LEFT for x in e.msg.endpoints))
+    assert told == ["n1", "n2", "n3", "n5"]
+    assert sorted(x for x, d in net.departed.items() if "n4" in d) == ["n1", "n2", "n3", "n5"]

@@ -479,6 +479,12 @@ class RingChange:
         self.stats["stream_pending"] = 0
         core.membership.set_status(LEFT)
         core._ring_changed(now_ms, out)
+        # Tell every member at once, not by gossip rounds: the others persist our
+        # departure (SaveDepartures) when they learn it, and until then a whole-cluster
+        # restart would put us back in their rings (the operator stops us now).
+        table = core.membership.table()
+        for peer in core.membership.peers():
+            out.append(Send(peer, m.Gossip(0, table, core.hlc.last)))
         level = "warning" if self.stats["stream_undelivered"] else "info"
         self._log(out, "decommission_completed", level, sent=self.stats["stream_keys_sent"],
                   undelivered=self.stats["stream_undelivered"], forced=self.force)

@@ -97,6 +97,16 @@ ADMIN_CLIENT = -2
 
 
 
+def gc_clock_skew_ms(cfg: SimConfig, core_settings: dict | None = None) -> int:
+    """The clock spread tombstone GC's grace must cover beyond the hint age: the
+    larger of the cores' ``max_clock_skew_ms`` and the spread the sim's clocks really
+    have (``skew``: each node up to ``skew_ms_max`` off true time, twice that apart)."""
+    skew_ms = (core_settings or {}).get("max_clock_skew_ms", MAX_CLOCK_SKEW_MS_DEFAULT)
+    if "skew" in cfg.faults:
+        skew_ms = max(skew_ms, 2 * cfg.skew_ms_max)
+    return skew_ms
+
+
 class UnknownEffect(TypeError):
     """The core returned an effect type the simulator does not know how to execute."""
 
@@ -194,14 +204,9 @@ class SimCluster:
 
     def hint_age_ms_max(self) -> int:
         """With tombstone GC on: the longest hint age that is safe with the grace
-        (``core.hints.safe_with_gc``, the rule shell/config.py enforces), against the
-        larger of the cores' max clock skew and the skew the sim's clocks really
-        have (each node up to ``skew_ms_max`` off true time: twice that apart). A
-        grace too short for any leaves 0: hints are dropped, anti-entropy repairs."""
-        skew_ms = self.core_settings.get("max_clock_skew_ms", MAX_CLOCK_SKEW_MS_DEFAULT)
-        if "skew" in self.cfg.faults:
-            skew_ms = max(skew_ms, 2 * self.cfg.skew_ms_max)
-        return max(self.gc_grace_ms - skew_ms - 1, 0)
+        (``core.hints.safe_with_gc``, the rule shell/config.py enforces). A grace too
+        short for any leaves 0: hints are dropped, anti-entropy repairs."""
+        return max(self.gc_grace_ms - gc_clock_skew_ms(self.cfg, self.core_settings) - 1, 0)
 
     # ------------------------------------------------------------ event queue
     def at(self, delay_us: int, fn, *args, inflight: bool = False) -> None:

@@ -50,7 +50,7 @@ class SimConfig:
     client_timeout_ms: int = 5_000  # no reply by then: the outcome is unknown
     tick_ms: int = 10  # the shell's default tick
     skew_ms_max: int = 500  # skew: each node's clock is off by up to +-this, at any moment
-    gc_grace_ms: tuple[int, int] = (300, 3_000)  # gc: tombstone GC grace drawn from this range
+    gc_grace_ms: tuple[int, int] = (300, 3_000)  # gc: hint age drawn from this range (grace: + clock spread)
     #: Swarm testing: each seed draws which of ``faults`` are on (else all of them are).
     swarm: bool = False
     fault_gap_ms: tuple[int, int] = (100, 800)  # nemesis: pause between actions

@@ -20,7 +20,7 @@ from ..core import messages as m
 from ..core.effects import Send, StoreHint, StoreWrite
 from ..core.membership import LEFT, UP
 from ..core.version import SessionContext
-from .cluster import SimCluster
+from .cluster import SimCluster, gc_clock_skew_ms
 from .config import SimConfig
 from .history import FAIL, OK, UNKNOWN, History, Op
 from .network import Faults
@@ -231,8 +231,9 @@ class Nemesis:
         self.knobs["loss"] = round(rng.uniform(0.01, 0.10), 4) if "loss" in faults else 0.0
         self.knobs["dup"] = round(rng.uniform(0.01, 0.10), 4) if "dup" in faults else 0.0
         self.knobs["reorder"] = round(rng.uniform(0.05, 0.30), 4) if "reorder" in faults else 0.0
-        #: tombstone GC's grace (0: GC off); the cluster also caps hint age at it
-        self.gc_grace_ms = rng.randint(*cfg.gc_grace_ms) if "gc" in faults else 0
+        #: tombstone GC's grace (0: GC off): the drawn value is the hint age, and the
+        #: grace exceeds it by the clock spread (core.hints.safe_with_gc)
+        self.gc_grace_ms = rng.randint(*cfg.gc_grace_ms) + gc_clock_skew_ms(cfg) + 1 if "gc" in faults else 0
         self.knobs["gc_grace_ms"] = self.gc_grace_ms
         self._partition_epoch = 0
         self.actions = [f for f in ACTIONS if f in faults]
