@@ -15,6 +15,7 @@ import pytest
 
 from quorumkv import ALL, QUORUM, AsyncClient, Client
 from quorumkv.core.ring import Ring
+from quorumkv.core.ringchange import plan_moves
 
 from helpers import wait_for
 
@@ -188,12 +189,22 @@ def test_interrupted_decommission_completes_when_rerun(make_cluster):
     cluster = make_cluster(nodes=5, settings=SETTINGS)
     data = preload(cluster, n_keys=2_000, value_bytes=256)
     leaving = cluster.node("n4")
+    # Freeze one new owner so the stream cannot finish before it is interrupted (on an
+    # idle machine 2,000 records stream between two polls): its pushes stay unacked,
+    # the others' are acked, so the stream is certainly caught mid-way.
+    frozen = cluster.node("n5")
+    moves = [(src, dst) for src, dst, _ in plan_moves(["n1", "n2", "n3", "n4", "n5"],
+                                                      ["n1", "n2", "n3", "n5"], 3, 256)]
+    assert any(dst == "n5" for _, dst in moves), moves
     with Client([leaving.address]) as c:
         c.decommission()
-
-    wait_for(lambda: mid_stream(leaving.address, "stream_keys_sent"), 30, "the decommission streaming")
-    cluster.signal(leaving, signal.SIGKILL)
-    wait_for(lambda: not leaving.running(), 10, "n4 dead")
+    assert cluster.signal(frozen, signal.SIGSTOP)
+    try:
+        wait_for(lambda: mid_stream(leaving.address, "stream_keys_sent"), 30, "the decommission streaming")
+        cluster.signal(leaving, signal.SIGKILL)
+        wait_for(lambda: not leaving.running(), 10, "n4 dead")
+    finally:
+        cluster.signal(frozen, signal.SIGCONT)
     cluster.start(leaving)  # back as a member (up); the operator runs decommission again
     cluster.wait_ready([leaving])
     wait_for(lambda: node_state(leaving.address, "n4") == "up", 10, "n4 back up")
