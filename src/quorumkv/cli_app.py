@@ -149,6 +149,14 @@ def _print_plan(moves, title: str) -> None:
     out.print(f"{total * 100:.2f}% of the key space gets a new replica (replica copies, N counted once each)")
 
 
+def _node(cl, node_id: str):
+    """The node ``node_id`` of local cluster ``cl``; an unknown id is a usage error."""
+    try:
+        return cl.node(node_id)
+    except KeyError as exc:
+        _fail(EXIT_USAGE, str(exc.args[0]))
+
+
 def _watch_ring_change(address: str, node_id: str, done_state: str, what: str) -> dict:
     """Poll a node's status with a progress bar until it reaches ``done_state``."""
     import time
@@ -238,10 +246,7 @@ def decommission(node_id: str, dir: DirOpt = None, node: NodeOpt = None,
     """Stream NODE_ID's data to the nodes that take over its ranges, then remove it
     from the ring. Safe to re-run if interrupted; waits for down new owners unless --force."""
     cl = _cluster(dir) if dir else None
-    try:
-        address = cl.node(node_id).address if cl else (node[0] if node else None)
-    except KeyError as exc:
-        _fail(EXIT_USAGE, str(exc.args[0]))
+    address = _node(cl, node_id).address if cl else (node[0] if node else None)
     if address is None:
         _fail(EXIT_USAGE, "say where NODE_ID runs: --dir DIR or --node HOST:PORT")
     actual = _run_client([address], lambda c: c.ping()).node
@@ -286,10 +291,7 @@ def replace(dead_node_id: str, dir: Annotated[str, typer.Option("--dir")],
     from .core.ring import Ring
 
     cl = _cluster(dir)
-    try:
-        dead = cl.node(dead_node_id)
-    except KeyError as exc:
-        _fail(EXIT_USAGE, str(exc.args[0]))
+    dead = _node(cl, dead_node_id)
     if dead.running():
         _fail(EXIT_USAGE, f"{dead_node_id} is running (pid {dead.pid()}); replace is for a dead node")
     view = cl.view()
@@ -421,10 +423,7 @@ def cluster_remove(node_id: str, dir: Annotated[str, typer.Option("--dir")]) -> 
 def cluster_restart(node_id: str, dir: Annotated[str, typer.Option("--dir")]) -> None:
     """Start a stopped or killed node again with the same data."""
     cl = _cluster(dir)
-    try:
-        info = cl.node(node_id)
-    except KeyError as exc:
-        _fail(EXIT_USAGE, str(exc.args[0]))
+    info = _node(cl, node_id)
     if info.running():
         out.print(f"{node_id} already running (pid {info.pid()})")
         return
@@ -447,10 +446,7 @@ def cluster_kill(node_id: str, dir: Annotated[str, typer.Option("--dir")],
     if name not in KILL_SIGNALS:
         raise typer.BadParameter(f"{signal_name!r} is not one of {', '.join(KILL_SIGNALS)}", param_hint="--signal")
     cl = _cluster(dir)
-    try:
-        info = cl.node(node_id)
-    except KeyError as exc:
-        _fail(EXIT_USAGE, str(exc.args[0]))
+    info = _node(cl, node_id)
     if not cl.signal(info, getattr(sigmod, "SIG" + name)):
         _fail(EXIT_USAGE, f"{node_id} is not running")
     out.print(f"sent SIG{name} to {node_id} (pid {info.pid()})")
