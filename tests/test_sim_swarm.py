@@ -56,7 +56,11 @@ def test_ring_changes_under_crashes_partitions_and_loss(seed: int) -> None:
 def test_tombstone_gc_under_faults_never_resurrects(seed: int) -> None:
     result = run(SimConfig(seed=seed, ops=500, faults=GC, primary_only=True, delete_fraction=0.3))
     _safe(result)
-    assert result.summary()["core"]["tombstones_purged"] > 0, _why(result)
+    if seed not in FRESH:
+        # GC rightly pauses while any member is down or cut off, so a fresh seed heavy in
+        # partitions may purge nothing (seed 1276286687: 23 partitions, 0 purged); the
+        # fixed seeds are known to reach a purge and keep the probe honest.
+        assert result.summary()["core"]["tombstones_purged"] > 0, _why(result)
 
 
 def test_streaming_and_gc_effects_really_run() -> None:
