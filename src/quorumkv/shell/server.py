@@ -34,7 +34,7 @@ from ..core.limits import CLIENT_PIPELINE_MAX, PEER_QUEUE_BYTES_MAX
 from ..core.hints import HintSettings
 from ..core.membership import DetectorSettings
 from ..core.node import (
-    DeleteHint, LoadHints, Log, NodeCore, NodeSettings, Peek, ReadHint, Respond, SaveDepartures, SaveHlcCeiling,
+    DeleteHint, LoadHints, Log, NodeCore, NodeSettings, Peek, ReadHint, Respond, SaveHlcCeiling, SaveMembers,
     ScanRange, Send,
     StoreHint, StoreRead, StoreWrite,
 )
@@ -373,7 +373,8 @@ class NodeServer:
         if saved.get("bootstrapped"):
             members = {**saved.get("members", {}), **members}
             replace = False
-        departed = {n: tuple(e) for n, e in saved.get("departed", {}).items()}  # SaveDepartures
+        departed = {n: tuple(e) for n, e in saved.get("departed", {}).items()}  # an older state file
+        known = {n: tuple(e) for n, e in saved.get("known", {}).items()}  # SaveMembers
         settings = NodeSettings(
             node_id=c.node_id, n=c.n, r=c.r, w=c.w,
             timeout_ms_read=c.timeout_ms_read, timeout_ms_write=c.timeout_ms_write,
@@ -390,7 +391,7 @@ class NodeServer:
         )
         self.core = NodeCore(settings, members, hlc_last=self.storage.max_timestamp(), now_ms=now,
                              hints_held=self.storage.hint_summary(), hlc_ceiling=self.storage.hlc_ceiling(),
-                             departed=departed)
+                             departed=departed, known=known)
         self.encoder = FrameEncoder()
         self.links: dict[str, _PeerLink] = {}
         self.inbound: set[_Inbound] = set()
@@ -472,8 +473,8 @@ class NodeServer:
                 self._sync_done(eff.token, lambda e=eff: self.storage.scan_range(e.after, e.limit))
             elif t is DeleteHint:
                 self.storage.delete_hint(eff.hint_id)
-            elif t is SaveDepartures:
-                self._save_state(departed=eff.departed)
+            elif t is SaveMembers:
+                self._save_state(known=eff.members)
             elif t is SaveHlcCeiling:
                 self.storage.save_hlc_ceiling(eff.ts, self._done_cb(eff.token))
             elif t is Log:
