@@ -25,7 +25,7 @@ from collections import deque
 import structlog
 
 from ..core.limits import CLIENT_PIPELINE_MAX
-from ..resp.commands import CommandError, ReadOp, Session, lookup
+from ..resp.commands import CommandError, ReadOp, Session, WriteOp, lookup
 from ..resp.parser import NEED_DATA, RequestParser, RespProtocolError, encode_error
 from .config import parse_address
 from .server import now_ms
@@ -196,8 +196,10 @@ class RespConnection(asyncio.Protocol):
         for rid, op in zip(ids, ops):
             if type(op) is ReadOp:
                 msg = session.get_msg(rid, op.key)
-            else:
+            elif type(op) is WriteOp:
                 msg = session.put_msg(rid, op.key, op.value, op.ttl_ms)
+            else:  # an op that builds its own request (resp/commands_scan.py ScanOp)
+                msg = op.request(rid)
             try:
                 server.run(server.core.on_request(self, msg, now))
             except Exception as exc:  # as _Inbound: a core bug drops this connection, not the node

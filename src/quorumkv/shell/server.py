@@ -38,6 +38,7 @@ from ..core.node import (
     ScanRange, Send,
     StoreHint, StoreRead, StoreWrite,
 )
+from ..core.scan import ScanCoordinator, ScanKeys
 from ..core.version import newest
 from ..errors import ProtocolError
 from .config import NodeConfig, parse_address
@@ -410,6 +411,7 @@ class NodeServer:
         self.latency = LatencyRecorder()
         self.core.latency_model = build_table({}, self.core.replication_factor(), now)
         self.core._request_handlers[m.Latencies] = self._on_latencies
+        self.scan = ScanCoordinator(self.core)  # SCAN/KEYS across the cluster (core/scan.py)
         self._model_handle = None
         self._model_job = None
         self._model_seen: tuple = ()
@@ -470,6 +472,8 @@ class NodeServer:
                 self.ae.execute(eff)
             elif t is ScanRange:
                 self._sync_done(eff.token, lambda e=eff: self.storage.scan_range(e.after, e.limit))
+            elif t is ScanKeys:
+                self._sync_done(eff.token, lambda e=eff: self.storage.scan_keys(e.after, e.limit))
             elif t is DeleteHint:
                 self.storage.delete_hint(eff.hint_id)
             elif t is SaveDepartures:
