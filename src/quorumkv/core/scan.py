@@ -89,35 +89,45 @@ def glob_to_regex(pattern: bytes) -> bytes:
             i += 1
             out.append(re.escape(pattern[i:i + 1]))
         elif c == b"[":
-            j = pattern.find(b"]", i + 2 if pattern[i + 1:i + 2] in (b"^", b"]") else i + 1)
-            if j < 0:
-                out.append(re.escape(c))
+            cls, j = _char_class(pattern, i + 1)
+            if cls is None:
+                out.append(re.escape(c))  # no closing bracket: a literal "["
             else:
-                body = pattern[i + 1:j]
-                neg = body.startswith(b"^")
-                if neg:
-                    body = body[1:]
-                parts = []
-                k = 0
-                while k < len(body):
-                    if body[k:k + 1] == b"\\" and k + 1 < len(body):
-                        k += 1
-                    if body[k + 1:k + 2] == b"-" and k + 2 < len(body):
-                        lo, hi = body[k:k + 1], body[k + 2:k + 3]
-                        if lo > hi:
-                            lo, hi = hi, lo
-                        parts.append(re.escape(lo) + b"-" + re.escape(hi))
-                        k += 3
-                    else:
-                        parts.append(re.escape(body[k:k + 1]))
-                        k += 1
-                out.append(b"[" + (b"^" if neg else b"") + b"".join(parts) + b"]" if parts
-                           else (b"[^\\s\\S]" if not neg else b"[\\s\\S]"))
+                out.append(cls)
                 i = j
         else:
             out.append(re.escape(c))
         i += 1
     return b"".join(out)
+
+
+def _char_class(pattern: bytes, i: int) -> tuple[bytes | None, int]:
+    """The regex of a ``[...]`` class whose body starts at ``i``, and the index of
+    its ``]``; (None, i) when it is never closed."""
+    n = len(pattern)
+    neg = pattern[i:i + 1] == b"^"
+    if neg:
+        i += 1
+    parts = []
+    while i < n:
+        c = pattern[i:i + 1]
+        if c == b"]":
+            if not parts:  # "[]": matches nothing ("[^]": any byte)
+                return (b"[\\s\\S]" if neg else b"[^\\s\\S]"), i
+            return b"[" + (b"^" if neg else b"") + b"".join(parts) + b"]", i
+        if c == b"\\" and i + 1 < n:
+            i += 1
+            c = pattern[i:i + 1]
+        if pattern[i + 1:i + 2] == b"-" and i + 2 < n and pattern[i + 2:i + 3] != b"]":
+            lo, hi = c, pattern[i + 2:i + 3]
+            if lo > hi:
+                lo, hi = hi, lo
+            parts.append(re.escape(lo) + b"-" + re.escape(hi))
+            i += 3
+        else:
+            parts.append(re.escape(c))
+            i += 1
+    return None, i
 
 
 class _Page:
