@@ -34,6 +34,7 @@ import msgspec
 
 from ..core.hints import HintTable, record_size
 from .batching import BatchQueue, call_in_loop
+from .metrics_hist import BATCH_SIZE_BUCKETS, Buckets
 from ..core.version import Record, Version
 
 #: Writes queued for the SQLite writer thread before new ones are refused (the
@@ -257,6 +258,7 @@ class SqliteEngine(StorageEngine):
         self._hint_deletes_pending: set[int] = set()
         self.batches = 0
         self.batched_writes = 0
+        self.batch_sizes = Buckets(BATCH_SIZE_BUCKETS)  # writes per transaction (metrics)
         self._writer = threading.Thread(target=self._writer_main, name="sqlite-writer", daemon=True)
         self._writer.start()
 
@@ -312,6 +314,7 @@ class SqliteEngine(StorageEngine):
                     pass
             self.batches += 1
             self.batched_writes += len(batch)
+            self.batch_sizes.observe(len(batch))
             self._complete(batch, error, newer)
         conn.close()
 
