@@ -54,6 +54,11 @@ from .errors import (
 #: Client-side limit on one request (the node's own quorum timeouts are shorter, so
 #: this only fires when the node itself hangs).
 TIMEOUT_MS_REQUEST_DEFAULT = 10_000
+#: Keys each member scans per ``scan()`` page by default (Redis's SCAN default is
+#: 10; a larger page costs fewer round trips and the same total work).
+SCAN_COUNT_DEFAULT = 100
+#: Page size of ``keys()``, which wants everything anyway.
+SCAN_COUNT_KEYS = 1_000
 #: How long ``repair()`` waits for a node's full anti-entropy pass (it is throttled).
 REPAIR_TIMEOUT_MS_DEFAULT = 3_600_000
 
@@ -191,6 +196,15 @@ class _Base:
                      bool(primary_only), float(target_latency_ms or 0.0),
                      self.session.floor_ts if self.session is not None else 0)
 
+    def _scan_msg(self, cursor, match, count):
+        from .core.messages_scan import Scan
+
+        after = _to_bytes(cursor, "cursor")
+        pattern = None if match is None else _to_bytes(match, "match")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidRequestError(f"count must be a positive integer, not {count!r}")
+        return Scan(next(self._ids), after, pattern, count)
+
     @staticmethod
     def _value(reply: m.Reply, key, default):
         if reply.status == m.NOT_FOUND:
@@ -304,6 +318,27 @@ class Client(_Base):
     def inspect(self, key) -> m.InspectReply:
         """Where ``key`` lives and which version each replica holds (no read repair)."""
         return _check_inspect(self._call(self._inspect_msg(key)))
+
+    def scan_page(self, cursor=b"", *, match=None, count: int = SCAN_COUNT_DEFAULT) -> tuple[bytes, list[bytes]]:
+        """One page of the cluster-wide key scan: ``(next_cursor, keys)``; start with
+        ``b""``, stop when ``next_cursor == b""``. The cursor is the last key returned,
+        so any node can continue it (docs/operations.md, "Listing keys"). ``match``: a
+        Redis glob; ``count``: keys each member scans for this page (a hint)."""
+        reply = self._call(self._scan_msg(cursor, match, count))
+        return reply.after, reply.keys
+
+    def scan(self, *, match=None, count: int = SCAN_COUNT_DEFAULT):
+        """Every live key of the cluster once, in key order (an iterator of bytes)."""
+        cursor = b""
+        while True:
+            cursor, keys = self.scan_page(cursor, match=match, count=count)
+            yield from keys
+            if not cursor:
+                return
+
+    def keys(self, pattern="*") -> list[bytes]:
+        """Every live key matching the Redis glob ``pattern``, in key order."""
+        return list(self.scan(match=pattern, count=SCAN_COUNT_KEYS))
 
     def decommission(self, *, dry_run: bool = False, force: bool = False):
         """Ask the connected node to stream its data to the new owners and leave the ring.

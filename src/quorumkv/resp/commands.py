@@ -685,7 +685,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     _c("config", cmd_config, -2, ["admin"], _NOKEY, "server",
        "CONFIG GET matches nothing; a node is configured by its node.toml.", "2.0.0"),
     _c("dbsize", cmd_dbsize, 1, ["readonly", "fast"], _NOKEY, "server",
-       "Records in this node's local storage (tombstones included), not the cluster's key count."),
+       "An estimate: records in this node's local storage (tombstones included); KEYS or SCAN count exactly."),
     _c("get", cmd_get, 2, ["readonly", "fast"], (1, 1, 1), "string", "Reads a key at the connection's R."),
     _c("set", cmd_set, -3, ["write"], (1, 1, 1), "string",
        "Writes a key at W. NX/XX/GET/KEEPTTL read at R first (not atomic)."),
@@ -740,3 +740,10 @@ def lookup(args: list[bytes], session: Session):
         return None, encode_error(f"ERR wrong number of arguments for '{name}' command")
     session.last_cmd = name
     return cmd.handler, None
+
+
+# Command families in their own modules register here (they import this module's
+# helpers, so they are imported last).
+from .commands_scan import SCAN_COMMANDS  # noqa: E402
+
+COMMANDS.update({c.name: c for c in SCAN_COMMANDS})
