@@ -103,6 +103,13 @@ MESSAGE_TYPES |= {ae.AETree, ae.AETreeResp, ae.AEExchange, ae.AEExchangeResp, ae
 # Issue 10: decommission --force (appended field), cleanup (tag 54).
 ALL_MESSAGES += [mr.Decommission(80, False, True), mr.Cleanup(81), mr.Cleanup(82, True, 1_000)]
 MESSAGE_TYPES |= {mr.Cleanup}
+# Issue 13: authentication and snapshots (core/messages_admin.py): tags 80-82.
+from quorumkv.core import messages_admin as ma  # noqa: E402
+
+ALL_MESSAGES += [ma.Auth(90, "alice", "pw"), ma.Snapshot(91, "nightly"),
+                 ma.SnapshotReply(92, True, "", "n1", "/d/snapshots/nightly", 3, 8192, 1_700_000_000_000),
+                 ma.SnapshotReply(93, False, "a snapshot is already running")]
+MESSAGE_TYPES |= {ma.Auth, ma.Snapshot, ma.SnapshotReply}
 
 
 def test_sample_covers_every_message_type():
@@ -242,7 +249,20 @@ def test_wire_tags_frozen(enc):
     tags.update({ae.AETree: 40, ae.AETreeResp: 41, ae.AEExchange: 42, ae.AEExchangeResp: 43, ae.AEGc: 44,
                  ae.AEGcResp: 45, ae.Repair: 46, ae.RepairReply: 47})
     tags[mr.Cleanup] = 54
+    tags.update({ma.Auth: 80, ma.Snapshot: 81, ma.SnapshotReply: 82})
     for msg in ALL_MESSAGES:
         arr = msgspec.msgpack.decode(enc.encode(msg)[4:])
         assert arr[0] == tags[type(msg)]
         assert arr[1] == msg.id
+
+
+def test_wire_tags_unique():
+    """Every message type has its own tag: two modules that picked the same number would
+    decode each other's frames as the wrong type (msgspec's tagged union refuses it only
+    when the union is built, so check the whole table)."""
+    types = m.REQUEST_TYPES + m.RESPONSE_TYPES
+    seen: dict[int, str] = {}
+    for t in types:
+        tag = t.__struct_config__.tag
+        assert tag not in seen, f"tag {tag} used by {seen[tag]} and {t.__name__}"
+        seen[tag] = t.__name__

@@ -61,6 +61,8 @@ SCAN_COUNT_DEFAULT = 100
 SCAN_COUNT_KEYS = 1_000
 #: How long ``repair()`` waits for a node's full anti-entropy pass (it is throttled).
 REPAIR_TIMEOUT_MS_DEFAULT = 3_600_000
+#: How long ``snapshot()`` waits for a node to finish copying its storage.
+SNAPSHOT_TIMEOUT_MS_DEFAULT = 3_600_000
 
 
 class _Default:
@@ -373,6 +375,24 @@ class Client(_Base):
             self._sock.settimeout(self.timeout_ms / 1000)
         try:
             return self._call(Repair(next(self._ids)))
+        finally:
+            self.timeout_ms = saved
+            if self._sock is not None:
+                self._sock.settimeout(saved / 1000)
+
+    def snapshot(self, tag: str, *, timeout_ms: int | None = None):
+        """Ask the connected node for a consistent snapshot of its storage under
+        ``<data_dir>/snapshots/<tag>/`` on its host; returns its ``SnapshotReply``
+        (``ok``, ``message``, ``path``, ``keys``, ``bytes``, ``taken_ms``). Progress:
+        ``status().stats`` (``snapshot_done`` / ``snapshot_total``)."""
+        from .core.messages_admin import Snapshot
+
+        saved = self.timeout_ms
+        self.timeout_ms = timeout_ms or SNAPSHOT_TIMEOUT_MS_DEFAULT
+        if self._sock is not None:
+            self._sock.settimeout(self.timeout_ms / 1000)
+        try:
+            return self._call(Snapshot(next(self._ids), tag))
         finally:
             self.timeout_ms = saved
             if self._sock is not None:

@@ -48,6 +48,8 @@ from .latency import (
 from .antientropy import AE_EFFECTS, AntiEntropyShell
 from .metrics_hist import RequestLatency
 from .storage import StorageEngine, open_engine
+from .snapshot import SnapshotShell
+from ..core.messages_admin import Snapshot, SnapshotReply
 
 log = structlog.get_logger("quorumkv.node")
 
@@ -239,7 +241,8 @@ _REQUEST_TYPES = set(m.REQUEST_TYPES)
 #: What only a peer sends (marks an inbound connection as a peer's link).
 _PEER_REQUEST_TYPES = {m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip}
 # What a peer may answer on our outbound link (client-facing replies never come back there).
-_RESPONSE_TYPES = set(m.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply}
+_RESPONSE_TYPES = set(m.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply,
+                                           SnapshotReply}
 
 
 class _PeerLink(_Conn):
@@ -423,6 +426,8 @@ class NodeServer:
         self.core.latency_model = build_table({}, self.core.replication_factor(), now)
         self.core._request_handlers[m.Latencies] = self._on_latencies
         self.scan = ScanCoordinator(self.core)  # SCAN/KEYS across the cluster (core/scan.py)
+        self.snapshots = SnapshotShell(self)  # backups (shell/snapshot.py)
+        self.core._request_handlers[Snapshot] = self.snapshots.on_request
         self._model_handle = None
         self._model_job = None
         self._model_seen: tuple = ()
