@@ -110,6 +110,14 @@ ALL_MESSAGES += [ma.Auth(90, "alice", "pw"), ma.Snapshot(91, "nightly"),
                  ma.SnapshotReply(92, True, "", "n1", "/d/snapshots/nightly", 3, 8192, 1_700_000_000_000),
                  ma.SnapshotReply(93, False, "a snapshot is already running")]
 MESSAGE_TYPES |= {ma.Auth, ma.Snapshot, ma.SnapshotReply}
+# Issue 13: the cluster-wide key scan (core/messages_scan.py): tags 70-73.
+from quorumkv.core import messages_scan as ms  # noqa: E402
+
+ALL_MESSAGES += [ms.Scan(94, b"a", b"user:*", 100), ms.ScanReply(95, [b"k1", b"k2"], b"k2", ["n1", "n2"]),
+                 ms.ScanPeek(96, b"", None, 10),
+                 ms.ScanPeekResp(97, True, [(b"k", VER, False, 0), (b"t", TOMB.version, True, 0)], b"t"),
+                 ms.ScanPeekResp(98, False, error="busy")]
+MESSAGE_TYPES |= {ms.Scan, ms.ScanReply, ms.ScanPeek, ms.ScanPeekResp}
 
 
 def test_sample_covers_every_message_type():
@@ -250,6 +258,7 @@ def test_wire_tags_frozen(enc):
                  ae.AEGcResp: 45, ae.Repair: 46, ae.RepairReply: 47})
     tags[mr.Cleanup] = 54
     tags.update({ma.Auth: 80, ma.Snapshot: 81, ma.SnapshotReply: 82})
+    tags.update({ms.Scan: 70, ms.ScanReply: 71, ms.ScanPeek: 72, ms.ScanPeekResp: 73})
     for msg in ALL_MESSAGES:
         arr = msgspec.msgpack.decode(enc.encode(msg)[4:])
         assert arr[0] == tags[type(msg)]
