@@ -139,7 +139,7 @@ def resolve(stored: Record | None, incoming: Record) -> tuple[Record | None, Ver
         return incoming, None
     if stored.version.key() == incoming.version.key():
         return None, None  # the same version again (a retransmit) counts as applied
-    return None, stored.version
+    return None, Version(stored.version.ts, stored.version.node)  # as every engine reports it
 
 
 def read_result(records) -> Record | None:
@@ -169,3 +169,52 @@ def needs_repair(result: Record, rec: Record | None) -> bool:
     if result.version.ctx is not None and kind_of(rec) == kind_of(result) and rec.value is not None:
         return rec.version.ctx.get("h") != result.version.ctx.get("h")
     return result.version.newer_than(rec.version)
+
+
+# ------------------------------------------------------------------ updates
+#: The operations each kind accepts (``Update.action``) and what their ``args`` are.
+ACTIONS = {
+    CAUSAL: {"put": "one value", "del": "nothing"},
+    COUNTER: {"incr": "nothing (the amount is delta)"},
+    SET: {"add": "one or more members", "rem": "one or more members"},
+    MAP: {"hset": "field, value pairs", "hdel": "one or more fields"},
+}
+#: Members, fields or values one update may carry (Redis has no such limit; ours keeps
+#: one update's work on the coordinator bounded — the state itself is bounded by
+#: VALUE_BYTES_MAX).
+UPDATE_ARGS_MAX = 1_024
+
+
+def check_update(kind: int, action: str, args: list[bytes], ctx: bytes | None) -> dict[str, int]:
+    """Validate an update; returns its decoded causal context. ValueError saying why."""
+    if kind not in ACTIONS:
+        raise ValueError(f"unknown type {kind} (causal=1, counter=2, set=3, map=4)")
+    if action not in ACTIONS[kind]:
+        raise ValueError(f"a {KIND_NAMES[kind]} takes {', '.join(sorted(ACTIONS[kind]))}, not {action!r}")
+    if len(args) > UPDATE_ARGS_MAX:
+        raise ValueError(f"{len(args)} arguments in one update (UPDATE_ARGS_MAX={UPDATE_ARGS_MAX})")
+    need = {"put": len(args) == 1, "del": not args, "incr": not args, "add": bool(args), "rem": bool(args),
+            "hset": bool(args) and len(args) % 2 == 0, "hdel": bool(args)}[action]
+    if not need:
+        raise ValueError(f"{KIND_NAMES[kind]} {action} takes {ACTIONS[kind][action]}")
+    if ctx and kind != CAUSAL:
+        raise ValueError("only causal-mode writes take a context")
+    return dvv.decode_context(ctx) if kind == CAUSAL else {}
+
+
+def apply_update(kind: int, state, action: str, args: list[bytes], delta: int, ctx: dict[str, int],
+                 node: str, ts_floor: int):
+    """The new state after ``node`` applies an update to its own local ``state``.
+
+    ``ts_floor`` (the node's clock, an HLC reading) stamps map fields. Raises
+    ValueError (SiblingLimitError, counter overflow) when refused."""
+    if kind == CAUSAL:
+        return dvv.update(state, ctx, args[0] if action == "put" else None, node)
+    if kind == COUNTER:
+        return crdt.counter_incr(state, node, delta)
+    if kind == SET:
+        return crdt.set_add(state, node, args) if action == "add" else crdt.set_remove(state, args)
+    ts = crdt.map_next_ts(state, ts_floor)
+    if action == "hset":
+        return crdt.map_set(state, ts, node, dict(zip(args[::2], args[1::2])))
+    return crdt.map_set(state, ts, node, dict.fromkeys(args))
