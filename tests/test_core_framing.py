@@ -118,6 +118,13 @@ ALL_MESSAGES += [ms.Scan(94, b"a", b"user:*", 100), ms.ScanReply(95, [b"k1", b"k
                  ms.ScanPeekResp(97, True, [(b"k", VER, False, 0), (b"t", TOMB.version, True, 0)], b"t"),
                  ms.ScanPeekResp(98, False, error="busy")]
 MESSAGE_TYPES |= {ms.Scan, ms.ScanReply, ms.ScanPeek, ms.ScanPeekResp}
+# Issue 15: typed writes (counters, sets, maps, siblings; core/messages_typed.py): tags 100-109.
+from quorumkv.core import messages_typed as mt  # noqa: E402
+
+ALL_MESSAGES += [mt.Update(99, b"cart", 3, "sadd", [b"apple"]), mt.Update(100, b"c", 2, "incr", delta=-5),
+                 mt.TypedApply(101, b"k", 1, "put", [b"v"], ctx=b"\x01"),
+                 mt.TypedApplied(102, True, REC), mt.TypedApplied(103, False, None, 3, "overloaded")]
+MESSAGE_TYPES |= {mt.Update, mt.TypedApply, mt.TypedApplied}
 
 
 def test_sample_covers_every_message_type():
@@ -259,6 +266,7 @@ def test_wire_tags_frozen(enc):
     tags[mr.Cleanup] = 54
     tags.update({ma.Auth: 80, ma.Snapshot: 81, ma.SnapshotReply: 82})
     tags.update({ms.Scan: 70, ms.ScanReply: 71, ms.ScanPeek: 72, ms.ScanPeekResp: 73})
+    tags.update({mt.Update: 100, mt.TypedApply: 101, mt.TypedApplied: 102})
     for msg in ALL_MESSAGES:
         arr = msgspec.msgpack.decode(enc.encode(msg)[4:])
         assert arr[0] == tags[type(msg)]

@@ -39,6 +39,7 @@ from .core.dynamic import Target, validate_latency_bound
 from .core.framing import FrameDecoder, FrameEncoder
 from .core.validation import level_to_wire, validate_key, validate_value
 from .core.version import SessionContext, Version
+from .client_typed import Siblings, SiblingsError, TypedMethods, plain_value  # noqa: F401 - re-exported
 from .errors import (
     ConnectionFailedError,
     ConsistencyWarning,
@@ -209,14 +210,18 @@ class _Base:
 
     @staticmethod
     def _value(reply: m.Reply, key, default):
-        if reply.status == m.NOT_FOUND:
-            if default is not _MISSING:
-                return default
-            raise NotFoundError(f"not found: {key!r}")
-        return reply.value
+        if reply.status == m.OK and reply.version is not None and reply.version.ctx:
+            value = plain_value(reply)  # a typed key: a causal key's only sibling, else an error
+            if value is not None:
+                return value
+        elif reply.status != m.NOT_FOUND:
+            return reply.value
+        if default is not _MISSING:
+            return default
+        raise NotFoundError(f"not found: {key!r}")
 
 
-class Client(_Base):
+class Client(TypedMethods, _Base):
     """Blocking client. ``with Client(["127.0.0.1:7101"]) as c: c.put("k", "v")``."""
 
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
@@ -253,7 +258,7 @@ class Client(_Base):
             return sock
         raise ConnectionFailedError("no node reachable: " + "; ".join(errors))
 
-    def _call(self, msg):
+    def _call(self, msg, retry: bool = True):
         tried = 0
         while True:
             sock = self._sock or self._connect()
@@ -273,23 +278,35 @@ class Client(_Base):
                     raise
                 tried += 1
                 self._current = (self._current + 1) % len(self.nodes)
+                if not retry:  # a typed update: it may have been applied, resending could apply it twice
+                    raise ConnectionFailedError(f"connection lost during a typed update (maybe applied): {exc}") \
+                        from exc
                 if tried >= len(self.nodes):
                     raise ConnectionFailedError(f"request failed on every node: {exc}") from exc
 
     def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False,
-            target_latency_ms: float | None = None) -> int:
+            target_latency_ms: float | None = None, context=_MISSING) -> int:
         """Write ``value``; with ``ttl_ms`` it expires that long after the write.
 
         ``primary_only`` (Riak's pw): only the key's own replicas count towards W;
         by default a fallback node standing in for a down replica counts (sloppy quorum).
         ``target_latency_ms`` instead of ``w``: the coordinator picks the largest W
         whose predicted p99 write latency is within it. Returns the W used.
+
+        ``context`` (causal mode, docs/consistency.md "Siblings and CRDTs"): the
+        context ``get_siblings`` returned — this write supersedes exactly those
+        siblings; ``context=None`` writes without one and adds a sibling.
         """
         if value is None:
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
+        if context is not _MISSING:  # causal mode (client_typed.py): None adds a sibling
+            return self._causal_write(key, value, context, self.w if w is DEFAULT else w)
         return self._call(self._put_msg(key, value, w, ttl_ms, primary_only, target_latency_ms)).w_used
 
-    def delete(self, key, *, w=DEFAULT, primary_only: bool = False) -> None:
+    def delete(self, key, *, w=DEFAULT, primary_only: bool = False, context=_MISSING) -> None:
+        """Delete ``key``; with ``context`` (causal mode) only the siblings it saw."""
+        if context is not _MISSING:
+            return self._causal_write(key, None, context, self.w if w is DEFAULT else w)
         self._call(self._put_msg(key, None, w, None, primary_only))
 
     def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,

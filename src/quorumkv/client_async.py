@@ -18,6 +18,7 @@ from .client import (
     _check_inspect,
     _check_reply,
 )
+from .client_typed import AsyncTypedMethods
 from .core import messages as m
 from .core.dynamic import Target
 from .core.framing import FrameDecoder, FrameEncoder
@@ -61,7 +62,7 @@ class _AsyncConn(asyncio.Protocol):
                 fut.set_exception(exc)
 
 
-class AsyncClient(_Base):
+class AsyncClient(AsyncTypedMethods, _Base):
     """asyncio client with the same methods as ``Client``; requests pipeline on one
     connection, so many coroutines can share a client."""
 
@@ -109,7 +110,7 @@ class AsyncClient(_Base):
                 return conn
             raise ConnectionFailedError("no node reachable: " + "; ".join(errors))
 
-    async def _call(self, msg):
+    async def _call(self, msg, retry: bool = True):
         tried = 0
         while True:
             conn = await self._connection()
@@ -125,6 +126,9 @@ class AsyncClient(_Base):
                     self._conn = None
                 tried += 1
                 self._current = (self._current + 1) % len(self.nodes)
+                if not retry:  # a typed update: it may have been applied, resending could apply it twice
+                    raise ConnectionFailedError(f"connection lost during a typed update (maybe applied): {exc!r}") \
+                        from exc
                 if tried >= len(self.nodes):
                     raise ConnectionFailedError(f"request failed on every node: {exc!r}") from exc
                 continue
@@ -132,14 +136,19 @@ class AsyncClient(_Base):
             return _check_reply(reply) if type(reply) is m.Reply else reply
 
     async def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False,
-                  target_latency_ms: float | None = None) -> int:
-        """Write ``value``; with ``ttl_ms`` it expires that long after the write. Returns the W used."""
+                  target_latency_ms: float | None = None, context=_MISSING) -> int:
+        """Write ``value``; with ``ttl_ms`` it expires that long after the write. Returns the W used.
+        ``context`` (causal mode): as ``Client.put``."""
         if value is None:
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
+        if context is not _MISSING:
+            return await self._causal_write(key, value, context, self.w if w is DEFAULT else w)
         reply = await self._call(self._put_msg(key, value, w, ttl_ms, primary_only, target_latency_ms))
         return reply.w_used
 
-    async def delete(self, key, *, w=DEFAULT, primary_only: bool = False) -> None:
+    async def delete(self, key, *, w=DEFAULT, primary_only: bool = False, context=_MISSING) -> None:
+        if context is not _MISSING:
+            return await self._causal_write(key, None, context, self.w if w is DEFAULT else w)
         await self._call(self._put_msg(key, None, w, None, primary_only))
 
     async def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,

@@ -71,6 +71,8 @@ from .rand import SplitMix64
 from .ring import Ring
 from .ringchange import RingChange
 from .routing import LoadTracker, joint_read_targets, read_targets, write_targets
+from .typed import needs_repair, read_result
+from .typed_coord import TypedCoordinator
 from .version import HLC, Record, Version, newest
 
 SELF = "<self>"  # the connection token of requests a node sends to itself
@@ -250,6 +252,7 @@ class NodeCore:
             "speculative_retries": 0, "membership_changes": 0, "write_restamps": 0,
         })
         self.clock = ClockGuard(self, hlc_ceiling, now_ms)
+        self.typed = TypedCoordinator(self)  # counters, sets, maps, causal writes (core/typed_coord.py)
 
     # ------------------------------------------------------------------ config
     def _rebuild_ring(self) -> None:
@@ -688,7 +691,9 @@ class NodeCore:
         else:
             self.stats["writes"] += 1
             expires = now_ms + msg.ttl_ms if msg.ttl_ms and msg.value is not None else 0
-            record = Record(Version(self.hlc.now(now_ms), self.node_id), msg.value, expires)
+            # A typed write (core/typed_coord.py) arrives with the record its primary made.
+            record = getattr(msg, "record", None) or Record(Version(self.hlc.now(now_ms), self.node_id),
+                                                            msg.value, expires)
             op.record = record
             op.targets = (targets, unreachable)
             for node, owner in targets:
@@ -795,7 +800,7 @@ class NodeCore:
         op.newer = None
         self.stats["write_restamps"] += 1
         rec = op.record
-        op.record = Record(Version(self.hlc.now(now_ms), self.node_id), rec.value, rec.expires_ms)
+        op.record = Record(Version(self.hlc.now(now_ms), self.node_id, rec.version.ctx), rec.value, rec.expires_ms)
         op.round = QuorumRound(old.kind, old.replicas, old.needed, old.groups)
         targets, unreachable = op.targets
         for p in unreachable:
@@ -863,8 +868,8 @@ class NodeCore:
                     if op.blocking_repair and self.settings.read_repair:
                         op.repairs_pending = set(self._repair(op, rec, now_ms, out, reply_id=op.op_id))
                 else:
-                    op.reply = m.Reply(op.req_id, m.OK, None, op.record.version, "", op.warning,
-                                       w_used=rnd.needed)
+                    op.reply = m.Reply(op.req_id, m.OK, op.record.value if op.record.version.ctx else None,
+                                       op.record.version, "", op.warning, w_used=rnd.needed)  # typed: new state
             else:
                 self.stats["lost"] += 1
                 status = m.TIMEOUT if rnd.timed_out else m.UNAVAILABLE
@@ -879,7 +884,7 @@ class NodeCore:
         self._maybe_finish(op, now_ms, out)
 
     def _read_result(self, op: _Op) -> Record | None:
-        return newest(op.round.records.values())
+        return read_result(op.round.records.values())  # typed records: the merge (core/typed.py)
 
     def _maybe_finish(self, op: _Op, now_ms: int, out: list, expired: bool = False) -> None:
         rnd = op.round
@@ -907,7 +912,7 @@ class NodeCore:
         if newest_rec is None:
             return []
         stale = [node for node, rec in op.round.records.items()
-                 if node not in op.hint_for and (rec is None or newest_rec.version.newer_than(rec.version))]
+                 if node not in op.hint_for and needs_repair(newest_rec, rec)]
         for node in stale:
             self.stats["read_repairs"] += 1
             msg = m.RepWrite(reply_id, op.key, newest_rec)
