@@ -317,12 +317,13 @@ class FakeCore:
 
 
 def make_conn():
+    from quorumkv.shell.metrics_hist import RequestLatency
     from quorumkv.shell.resp_server import RespConnection, RespFrontEnd
 
     node = SimpleNamespace(
         config=SimpleNamespace(node_id="n1", members={"n1": "h:1"}, resp_password="", resp_listen="h:2"),
         core=FakeCore(), loop=FakeLoop(), stats_bad_input=0, run=lambda effects: None, wake=lambda: None,
-        storage=SimpleNamespace(count=lambda: 0, name="memory"),
+        storage=SimpleNamespace(count=lambda: 0, name="memory"), request_latency=RequestLatency(),
     )
     conn = RespConnection(RespFrontEnd(node))
     transport = FakeTransport()

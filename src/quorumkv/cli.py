@@ -177,25 +177,11 @@ def cmd_delete(key: str, w: str | None, dir: str | None, node: list[str] | None)
 _STATE_COLOURS = {"up": "32", "suspect": "33", "joining": "36", "leaving": "36", "replacing": "36"}
 
 
-def cmd_cluster_status(dir: str, output: str) -> None:
-    rows = _cluster(dir).status()
-    if output == "json":
-        import json
+def cmd_cluster_status(dir: str | None = None, node: list[str] | None = None, output: str = "table") -> None:
+    """Every node's view of the cluster (``cli_status``)."""
+    from .cli_status import cmd_cluster_status as run
 
-        print(json.dumps(rows))
-        return
-    seen_by = next((r["seen_by"] for r in rows if r.get("seen_by")), None)
-    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    cells = [[r["id"], r["address"], r.get("resp") or "-", str(r["pid"] or "-"), r["state"],
-              "-" if r.get("phi") is None else f"{r['phi']:.1f}",
-              "-" if r.get("clock_offset_ms") is None else f"{r['clock_offset_ms']:+d} ms"] for r in rows]
-
-    def paint(text: str, state: str) -> str:
-        return f"\x1b[{_STATE_COLOURS.get(state, '31')}m{text}\x1b[0m" if colour else text
-
-    print(format_table(("id", "address", "resp", "pid", "state", "phi", "clock"), cells,
-                       f"as {seen_by} sees it" if seen_by else "no node answered",
-                       paint={4: paint}))
+    run(dir, node, output)
 
 
 def format_table(headers, rows, title: str = "", paint=None) -> str:
@@ -259,7 +245,7 @@ def fast_parsers() -> dict[tuple[str, ...], _Parser]:
     delete.add_argument("--w")
     _cluster_opts(delete)
     status = _parser("cluster status")
-    status.add_argument("--dir", required=True)
+    _cluster_opts(status)
     status.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
     return {("put",): put, ("get",): get, ("delete",): delete, ("cluster", "status"): status}
 

@@ -376,18 +376,31 @@ def cluster_up(
     storage: Annotated[str, typer.Option("--storage", help="sqlite (durable default) or memory.")] = "sqlite",
     r: Annotated[str, typer.Option("--r", help="Default read level.")] = "QUORUM",
     w: Annotated[str, typer.Option("--w", help="Default write level.")] = "QUORUM",
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="KEY=VALUE: a node.toml key for every node (repeatable), e.g. --set resp_password=s3cret.")]
+    = None,
 ) -> None:
     """Start NODES node processes in the background under DIR; return once all are ready."""
-    from .localcluster import LocalCluster
+    from .localcluster import LocalCluster, parse_settings
 
     if storage not in ("sqlite", "memory"):
         raise typer.BadParameter("--storage must be sqlite or memory")
+    try:
+        settings = parse_settings(set_ or [])
+    except ValueError as exc:
+        _fail(EXIT_USAGE, str(exc))
     cl = LocalCluster(dir)
     if not cl.exists:
         try:
-            cl.create(nodes, base_port=base_port, replicas=replicas, storage=storage, r=r, w=w)
+            cl.create(nodes, base_port=base_port, replicas=replicas, storage=storage, r=r, w=w,
+                      node_overrides={f"n{i + 1}": dict(settings) for i in range(nodes)})
         except (OSError, ValueError) as exc:
             _fail(EXIT_USAGE, f"cannot create a cluster in {dir}: {exc}")
+    elif settings:
+        try:
+            cl.apply_settings(settings)
+        except (OSError, ValueError) as exc:
+            _fail(EXIT_USAGE, f"cannot apply --set to {dir}: {exc}")
     for node in cl.nodes:
         cl.start(node)
     _wait_ready(cl, cl.nodes)
@@ -396,9 +409,20 @@ def cluster_up(
 
 
 @cluster_app.command("status")
-def cluster_status(dir: Annotated[str, typer.Option("--dir")], output: OutputOpt = OutputFormat.table) -> None:
-    """One row per node: id, address, pid, state (as one live node sees it)."""
-    cmd_cluster_status(dir, output.value)
+def cluster_status(dir: DirOpt = None, node: NodeOpt = None, output: OutputOpt = OutputFormat.table) -> None:
+    """Every node's view (run it from anywhere with --node): state, load, ownership,
+    hints, pending streams, clock offset, and where the views disagree."""
+    cmd_cluster_status(dir, node, output.value)
+
+
+@app.command()
+def ring(dir: DirOpt = None, node: NodeOpt = None, output: OutputOpt = OutputFormat.table,
+         tokens: Annotated[bool, typer.Option("--tokens", help="Also list every token range and its replicas.")]
+         = False) -> None:
+    """Token ownership: each node's tokens, primary share and effective share (sums to N)."""
+    from .cli_status import cmd_ring
+
+    cmd_ring(dir, node, output.value, tokens)
 
 
 @cluster_app.command("add")

@@ -241,6 +241,19 @@ class LocalCluster:
         self._save(meta.get("replicas", template.n), meta.get("storage", template.storage))
         return info
 
+    def apply_settings(self, settings: dict) -> None:
+        """Write ``settings`` (``parse_settings``) into every node's config file; a
+        node picks them up at its next start."""
+        from .shell.config import NodeConfig  # noqa: PLC0415
+
+        for info in self.nodes:
+            cfg = NodeConfig.load(info.config_file)
+            for key, value in settings.items():
+                setattr(cfg, key, value)
+            cfg.__post_init__()
+            with open(info.config_file, "w") as fh:
+                fh.write(cfg.to_toml())
+
     def remove_node(self, node_id: str) -> None:
         """Forget a node that has left (its directory stays on disk)."""
         node = self.node(node_id)
@@ -428,6 +441,57 @@ class LocalCluster:
                 "clock_offset_ms": getattr(member, "clock_offset_ms", None),
             })
         return rows
+
+
+#: Config keys that differ per node by nature: ``cluster up --set`` refuses them.
+PER_NODE_KEYS = ("node_id", "listen", "data_dir", "members", "seeds", "replace", "resp_listen", "metrics_listen")
+
+
+def parse_settings(items: list[str]) -> dict:
+    """``["KEY=VALUE", ...]`` (``cluster up --set``) -> NodeConfig fields, validated:
+    VALUE is read as TOML (``true``, ``500``, ``"x"``, ``["a"]``) or else as a plain
+    string; an unknown key, a per-node key, a wrong type or a value the node would
+    refuse raises ValueError with one line saying which."""
+    import dataclasses  # noqa: PLC0415
+    import difflib  # noqa: PLC0415
+
+    from .shell.config import NodeConfig  # noqa: PLC0415
+
+    fields = {f.name: f for f in dataclasses.fields(NodeConfig)}
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            raise ValueError(f"--set {key}: unknown config key" + (f" (did you mean {close[0]}?)" if close else ""))
+        if key in PER_NODE_KEYS:
+            raise ValueError(f"--set {key}: set per node, not for the whole cluster")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        default = fields[key].default
+        if default is dataclasses.MISSING:
+            default = fields[key].default_factory()
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(value, bool) and isinstance(default, bool)
+        elif key in ("r", "w"):
+            ok = isinstance(value, (int, str))
+        elif isinstance(default, str) and not isinstance(value, str):
+            value, ok = raw, True  # e.g. a password of digits
+        else:
+            ok = isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int))
+        if not ok:
+            raise ValueError(f"--set {key}={raw}: expected {type(default).__name__}, got {type(value).__name__}")
+        out[key] = value
+    try:
+        NodeConfig(node_id="n1", listen="127.0.0.1:1", data_dir=".", **out)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--set: {exc}") from None
+    return out
 
 
 def ports_free(base: int, count: int, host: str = "127.0.0.1") -> bool:

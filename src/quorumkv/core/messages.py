@@ -139,6 +139,9 @@ class StatusReply(_Msg, tag=12):
     ring: list[str]
     stats: dict[str, int]
     hints: dict[str, int] = {}  # target node -> hints held for it
+    #: what the shell knows about itself (filled by it): resp, metrics (HOST:PORT or
+    #: ""), storage, version — for ``quorumkv cluster status --node``
+    info: dict[str, str] = {}
 
 
 class ReplicaView(msgspec.Struct, frozen=True):

@@ -297,7 +297,10 @@ class MetricsServer:
 
     def start(self, listen: str) -> None:
         host, port = parse_address(listen)
-        self._httpd = make_server(host, port, self.app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        try:
+            self._httpd = make_server(host, port, self.app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        except OSError as exc:  # say which listener: the node has three
+            raise OSError(exc.errno, f"metrics_listen {listen}: {exc.strerror or exc}") from None
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics-http", daemon=True)
         self._thread.start()
         log.info("metrics_listening", listen=listen)

@@ -40,7 +40,7 @@ from ..core.node import (
 )
 from ..core.scan import ScanCoordinator, ScanKeys
 from ..core.version import newest
-from ..errors import ProtocolError
+from ..errors import InvalidRequestError, ProtocolError
 from .config import NodeConfig, parse_address
 from .latency import (
     MODEL_IN_USE_MS, MODEL_REFRESH_MS, MODEL_REFRESH_MS_IDLE, LatencyRecorder, PendingStamps, build_table, now_us,
@@ -452,7 +452,8 @@ class NodeServer:
                 if type(msg) is m.RepWriteAck or type(msg) is m.RepReadResp:  # stamp: latency samples
                     msg = msgspec.structs.replace(msg, t_us=now_us())
                 elif type(msg) is m.StatusReply:
-                    msg = msgspec.structs.replace(msg, stats={**msg.stats, **self.stats})
+                    msg = msgspec.structs.replace(msg, stats={**msg.stats, **self.stats, **self._status_stats()},
+                                                  info=self._status_info())
                 elif type(msg) is m.Pong:  # the shell knows its storage; the core does not
                     msg = msgspec.structs.replace(msg, storage=self.storage.name, keys=self.storage.count(),
                                                   peers_connected=sum(1 for lk in self.links.values()
@@ -502,6 +503,20 @@ class NodeServer:
                     self._save_bootstrapped()
             else:  # pragma: no cover - a core bug, not input
                 raise TypeError(f"unknown effect {eff!r}")
+
+    def _status_stats(self) -> dict[str, int]:
+        """Shell facts for ``cluster status``: local storage, ring shape."""
+        from .metrics import storage_bytes  # noqa: PLC0415 - prometheus_client only when asked
+
+        return {"storage_keys": self.storage.count(), "storage_bytes": storage_bytes(self.storage),
+                "vnodes": self.core.settings.vnodes, "n_configured": self.core.settings.n}
+
+    def _status_info(self) -> dict[str, str]:
+        from .. import __version__  # noqa: PLC0415
+
+        c = self.config
+        return {"resp": c.resp_listen, "metrics": c.metrics_listen, "storage": self.storage.name,
+                "version": __version__}
 
     def _state_file(self) -> str:
         return os.path.join(self.config.data_dir, "data", "node-state.json")
@@ -692,16 +707,10 @@ class NodeServer:
 
 
 def configure_logging(level: str = "info") -> None:
-    import logging
+    """JSON lines only, repeated events rate-limited (shell/logsetup.py)."""
+    from .logsetup import configure  # noqa: PLC0415
 
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
-    )
+    configure(level)
 
 
 def install_event_loop_policy(event_loop: str = "uvloop") -> None:
@@ -728,8 +737,18 @@ def serve(config: NodeConfig) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.request_stop)
-        print(f"quorumkv node {config.node_id} listening on {config.listen}", flush=True)
+        log.info("node_listening", node=config.node_id, listen=config.listen, resp=config.resp_listen,
+                 metrics=config.metrics_listen)
         await server.serve_forever()
         await server.stop()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except (OSError, InvalidRequestError) as exc:  # port in use, bad config: the CLI says it in one line
+        log.error("node_failed", node=config.node_id, error=str(exc))
+        raise
+    except Exception:
+        log.exception("node_crashed", node=config.node_id)
+        raise
