@@ -522,6 +522,10 @@ from .cli_snapshot import restore_command, snapshot_command  # noqa: E402
 app.command("snapshot")(snapshot_command)
 app.command("restore")(restore_command)
 
+from .cli_certs import certs_command  # noqa: E402
+
+app.command("certs")(certs_command)
+
 #: Commands whose modules load numpy and the simulator: registered only when the
 #: command line may need them (``quorumkv inspect`` should not pay for numpy).
 _HEAVY_COMMANDS = ("math", "sim")
