@@ -331,6 +331,8 @@ def serve(
     n: Annotated[Optional[int], typer.Option("--n", help="Replicas per key.")] = None,
     r: Annotated[Optional[str], typer.Option("--r", help="Default read level.")] = None,
     w: Annotated[Optional[str], typer.Option("--w", help="Default write level.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Validate the configuration, print it (TOML) and exit "
+                                                        "without serving (deployment manifests are tested so).")] = False,
 ) -> None:
     """Run one node in the foreground (config file and/or flags; flags win)."""
     from .shell.config import NodeConfig
@@ -356,6 +358,9 @@ def serve(
             cfg = NodeConfig(**{k: v for k, v in overrides.items() if v is not None})
     except (OSError, ValueError) as exc:
         _fail(EXIT_USAGE, f"bad configuration: {exc}")
+    if check:
+        print(cfg.to_toml(), end="")
+        return
     try:
         run_node(cfg)
     except errors.InvalidRequestError as exc:
