@@ -83,13 +83,16 @@ def test_native_client_over_tls_with_roles(tls_cluster, monkeypatch):
         with pytest.raises(ProtocolError, match="NOPERM user 'reader' has no permission to send Put"):
             c.put("k", "x")
         assert c.get("k") == b"v"  # the connection carries on after a refusal
+    with Client(cl.addresses()[:1], user="writer", password="wr1te", tls_ca=ca) as c:
+        with pytest.raises(ProtocolError, match="NOPERM user 'writer' has no permission to send Snapshot"):
+            c.snapshot("by-writer")  # backups are for admins
     with pytest.raises(ProtocolError, match="WRONGPASS"):
         Client(cl.addresses()[:1], user="writer", password="nope", tls_ca=ca).get("k")
     monkeypatch.delenv("QUORUMKV_PASSWORD")
     with pytest.raises(ProtocolError, match="NOAUTH authentication required"):
         Client(cl.addresses()[:1], user=None, password=None, tls_ca=ca, session=False)._call(m.Ping(1))
     after = stats(cl)
-    assert after["auth_denied"] == before["auth_denied"] + 1
+    assert after["auth_denied"] == before["auth_denied"] + 2
     assert after["auth_failed"] == before["auth_failed"] + 1
     assert after["auth_missing"] == before["auth_missing"] + 1
 
