@@ -9,6 +9,7 @@ in the node's statistics.
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import socket
 import ssl
@@ -19,6 +20,7 @@ import pytest
 import redis
 
 from quorumkv.client import Client
+from quorumkv.client_async import AsyncClient
 from quorumkv.core import messages as m
 from quorumkv.core.framing import FrameDecoder, FrameEncoder
 from quorumkv.core.messages_admin import Auth
@@ -95,6 +97,25 @@ def test_native_client_over_tls_with_roles(tls_cluster, monkeypatch):
     assert after["auth_denied"] == before["auth_denied"] + 2
     assert after["auth_failed"] == before["auth_failed"] + 1
     assert after["auth_missing"] == before["auth_missing"] + 1
+
+
+def test_async_client_over_tls_with_roles(tls_cluster):
+    cl, ca_dir, _ = tls_cluster
+    ca = str(ca_dir / "ca.pem")
+
+    async def run():
+        async with AsyncClient(cl.addresses(), user="writer", password="wr1te", tls_ca=ca) as c:
+            await c.put("ak", "av")
+            assert await c.get("ak") == b"av"
+        async with AsyncClient(cl.addresses()[:1], user="reader", password="r3ad", tls_ca=ca) as c:
+            got, refused = await asyncio.gather(c.get("ak"), c.put("ak", "x"), return_exceptions=True)
+            assert got == b"av"  # the refusal of one pipelined request leaves the other alone
+            assert isinstance(refused, ProtocolError) and "NOPERM" in str(refused)
+        with pytest.raises(ProtocolError, match="WRONGPASS"):
+            async with AsyncClient(cl.addresses()[:1], user="reader", password="bad", tls_ca=ca) as c:
+                await c.get("ak")
+
+    asyncio.run(run())
 
 
 def test_plaintext_client_on_tls_port_is_refused_and_counted(tls_cluster, monkeypatch):
