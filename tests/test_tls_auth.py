@@ -218,3 +218,33 @@ def test_internode_user_without_tls(tmp_path, monkeypatch):
             assert c.status().stats["peer_refused"] >= 1
     finally:
         cl.down()
+
+
+def test_security_counters_are_exported_as_metrics(tls_cluster):
+    """Refusals reach Prometheus as quorumkv_auth_total / quorumkv_tls_refused_total."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cl, ca_dir, _ = tls_cluster
+    node = cl.nodes[0]
+    assert node.metrics, "local clusters serve metrics"
+
+    def scrape() -> dict:
+        text = urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=10).read().decode()
+        return {(s.name, tuple(s.labels.values())): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+    before = scrape()
+    with pytest.raises(ProtocolError, match="WRONGPASS"):
+        Client([node.address], user="writer", password="nope", tls_ca=str(ca_dir / "ca.pem")).ping()
+    with pytest.raises(ProtocolError, match="this port requires TLS"):
+        Client([node.address], password=ADMIN_PW, ssl_context=None, tls_ca="").ping()
+    with Client([node.address], user="reader", password="r3ad", tls_ca=str(ca_dir / "ca.pem")) as c:
+        with pytest.raises(ProtocolError, match="NOPERM"):
+            c.put("m", "x")
+    after = scrape()
+    for key in [("quorumkv_auth_total", ("bad_credentials",)), ("quorumkv_auth_total", ("permission_denied",)),
+                ("quorumkv_tls_refused_total", ("plaintext",))]:
+        assert after[key] == before[key] + 1, key
+    assert after[("quorumkv_auth_total", ("ok",))] >= before[("quorumkv_auth_total", ("ok",))] + 1

@@ -522,6 +522,9 @@ from .cli_cleanup import cleanup_command  # noqa: E402
 
 app.command("cleanup")(cleanup_command)
 
+from .cli_ops import scan_command  # noqa: E402
+
+app.command("scan")(scan_command)
 from .cli_snapshot import restore_command, snapshot_command  # noqa: E402
 
 app.command("snapshot")(snapshot_command)

@@ -39,6 +39,7 @@ from .core.dynamic import Target, validate_latency_bound
 from .core.framing import FrameDecoder, FrameEncoder
 from .core.validation import level_to_wire, validate_key, validate_value
 from .core.version import SessionContext, Version
+from .client_typed import Siblings, SiblingsError, TypedMethods, plain_value  # noqa: F401 - re-exported
 from .errors import (
     ConnectionFailedError,
     ConsistencyWarning,
@@ -54,6 +55,11 @@ from .errors import (
 #: Client-side limit on one request (the node's own quorum timeouts are shorter, so
 #: this only fires when the node itself hangs).
 TIMEOUT_MS_REQUEST_DEFAULT = 10_000
+#: Keys each member scans per ``scan()`` page by default (Redis's SCAN default is
+#: 10; a larger page costs fewer round trips and the same total work).
+SCAN_COUNT_DEFAULT = 100
+#: Page size of ``keys()``, which wants everything anyway.
+SCAN_COUNT_KEYS = 1_000
 #: How long ``repair()`` waits for a node's full anti-entropy pass (it is throttled).
 REPAIR_TIMEOUT_MS_DEFAULT = 3_600_000
 #: How long ``snapshot()`` waits for a node to finish copying its storage.
@@ -193,13 +199,26 @@ class _Base:
                      bool(primary_only), float(target_latency_ms or 0.0),
                      self.session.floor_ts if self.session is not None else 0)
 
+    def _scan_msg(self, cursor, match, count):
+        from .core.messages_scan import Scan
+
+        after = _to_bytes(cursor, "cursor")
+        pattern = None if match is None else _to_bytes(match, "match")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidRequestError(f"count must be a positive integer, not {count!r}")
+        return Scan(next(self._ids), after, pattern, count)
+
     @staticmethod
     def _value(reply: m.Reply, key, default):
-        if reply.status == m.NOT_FOUND:
-            if default is not _MISSING:
-                return default
-            raise NotFoundError(f"not found: {key!r}")
-        return reply.value
+        if reply.status == m.OK and reply.version is not None and reply.version.ctx:
+            value = plain_value(reply)  # a typed key: a causal key's only sibling, else an error
+            if value is not None:
+                return value
+        elif reply.status != m.NOT_FOUND:
+            return reply.value
+        if default is not _MISSING:
+            return default
+        raise NotFoundError(f"not found: {key!r}")
 
 
 def _security(user, password, tls_ca, ssl_context):
@@ -220,7 +239,7 @@ def _security(user, password, tls_ca, ssl_context):
     return user, password, ssl_context
 
 
-class Client(_Base):
+class Client(TypedMethods, _Base):
     """Blocking client. ``with Client(["127.0.0.1:7101"]) as c: c.put("k", "v")``.
 
     Security: ``user``/``password`` authenticate each connection (``Auth``) before
@@ -292,7 +311,7 @@ class Client(_Base):
                 if reply.id == msg.id:
                     return
 
-    def _call(self, msg):
+    def _call(self, msg, retry: bool = True):
         tried = 0
         while True:
             sock = self._sock or self._connect()
@@ -312,23 +331,35 @@ class Client(_Base):
                     raise
                 tried += 1
                 self._current = (self._current + 1) % len(self.nodes)
+                if not retry:  # a typed update: it may have been applied, resending could apply it twice
+                    raise ConnectionFailedError(f"connection lost during a typed update (maybe applied): {exc}") \
+                        from exc
                 if tried >= len(self.nodes):
                     raise ConnectionFailedError(f"request failed on every node: {exc}") from exc
 
     def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False,
-            target_latency_ms: float | None = None) -> int:
+            target_latency_ms: float | None = None, context=_MISSING) -> int:
         """Write ``value``; with ``ttl_ms`` it expires that long after the write.
 
         ``primary_only`` (Riak's pw): only the key's own replicas count towards W;
         by default a fallback node standing in for a down replica counts (sloppy quorum).
         ``target_latency_ms`` instead of ``w``: the coordinator picks the largest W
         whose predicted p99 write latency is within it. Returns the W used.
+
+        ``context`` (causal mode, docs/consistency.md "Siblings and CRDTs"): the
+        context ``get_siblings`` returned — this write supersedes exactly those
+        siblings; ``context=None`` writes without one and adds a sibling.
         """
         if value is None:
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
+        if context is not _MISSING:  # causal mode (client_typed.py): None adds a sibling
+            return self._causal_write(key, value, context, self.w if w is DEFAULT else w)
         return self._call(self._put_msg(key, value, w, ttl_ms, primary_only, target_latency_ms)).w_used
 
-    def delete(self, key, *, w=DEFAULT, primary_only: bool = False) -> None:
+    def delete(self, key, *, w=DEFAULT, primary_only: bool = False, context=_MISSING) -> None:
+        """Delete ``key``; with ``context`` (causal mode) only the siblings it saw."""
+        if context is not _MISSING:
+            return self._causal_write(key, None, context, self.w if w is DEFAULT else w)
         self._call(self._put_msg(key, None, w, None, primary_only))
 
     def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,
@@ -359,6 +390,27 @@ class Client(_Base):
     def inspect(self, key) -> m.InspectReply:
         """Where ``key`` lives and which version each replica holds (no read repair)."""
         return _check_inspect(self._call(self._inspect_msg(key)))
+
+    def scan_page(self, cursor=b"", *, match=None, count: int = SCAN_COUNT_DEFAULT) -> tuple[bytes, list[bytes]]:
+        """One page of the cluster-wide key scan: ``(next_cursor, keys)``; start with
+        ``b""``, stop when ``next_cursor == b""``. The cursor is the last key returned,
+        so any node can continue it (docs/operations.md, "Listing keys"). ``match``: a
+        Redis glob; ``count``: keys each member scans for this page (a hint)."""
+        reply = self._call(self._scan_msg(cursor, match, count))
+        return reply.after, reply.keys
+
+    def scan(self, *, match=None, count: int = SCAN_COUNT_DEFAULT):
+        """Every live key of the cluster once, in key order (an iterator of bytes)."""
+        cursor = b""
+        while True:
+            cursor, keys = self.scan_page(cursor, match=match, count=count)
+            yield from keys
+            if not cursor:
+                return
+
+    def keys(self, pattern="*") -> list[bytes]:
+        """Every live key matching the Redis glob ``pattern``, in key order."""
+        return list(self.scan(match=pattern, count=SCAN_COUNT_KEYS))
 
     def decommission(self, *, dry_run: bool = False, force: bool = False):
         """Ask the connected node to stream its data to the new owners and leave the ring.

@@ -10,6 +10,8 @@ from .client import (
     _MISSING,
     DEFAULT,
     REPAIR_TIMEOUT_MS_DEFAULT,
+    SCAN_COUNT_DEFAULT,
+    SCAN_COUNT_KEYS,
     TIMEOUT_MS_REQUEST_DEFAULT,
     Item,
     _Base,
@@ -17,6 +19,7 @@ from .client import (
     _check_reply,
     _security,
 )
+from .client_typed import AsyncTypedMethods
 from .core import messages as m
 from .core.dynamic import Target
 from .core.framing import FrameDecoder, FrameEncoder
@@ -65,7 +68,7 @@ class _AsyncConn(asyncio.Protocol):
                 fut.set_exception(exc)
 
 
-class AsyncClient(_Base):
+class AsyncClient(AsyncTypedMethods, _Base):
     """asyncio client with the same methods as ``Client``; requests pipeline on one
     connection, so many coroutines can share a client. ``user``/``password``/
     ``tls_ca``/``ssl_context`` as for ``Client`` (same environment fallbacks)."""
@@ -129,7 +132,7 @@ class AsyncClient(_Base):
         conn.transport.write(self._encoder.encode(msg))
         await asyncio.wait_for(fut, self.timeout_ms / 1000)
 
-    async def _call(self, msg):
+    async def _call(self, msg, retry: bool = True):
         tried = 0
         while True:
             conn = await self._connection()
@@ -145,6 +148,9 @@ class AsyncClient(_Base):
                     self._conn = None
                 tried += 1
                 self._current = (self._current + 1) % len(self.nodes)
+                if not retry:  # a typed update: it may have been applied, resending could apply it twice
+                    raise ConnectionFailedError(f"connection lost during a typed update (maybe applied): {exc!r}") \
+                        from exc
                 if tried >= len(self.nodes):
                     raise ConnectionFailedError(f"request failed on every node: {exc!r}") from exc
                 continue
@@ -152,14 +158,19 @@ class AsyncClient(_Base):
             return _check_reply(reply) if type(reply) is m.Reply else reply
 
     async def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False,
-                  target_latency_ms: float | None = None) -> int:
-        """Write ``value``; with ``ttl_ms`` it expires that long after the write. Returns the W used."""
+                  target_latency_ms: float | None = None, context=_MISSING) -> int:
+        """Write ``value``; with ``ttl_ms`` it expires that long after the write. Returns the W used.
+        ``context`` (causal mode): as ``Client.put``."""
         if value is None:
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
+        if context is not _MISSING:
+            return await self._causal_write(key, value, context, self.w if w is DEFAULT else w)
         reply = await self._call(self._put_msg(key, value, w, ttl_ms, primary_only, target_latency_ms))
         return reply.w_used
 
-    async def delete(self, key, *, w=DEFAULT, primary_only: bool = False) -> None:
+    async def delete(self, key, *, w=DEFAULT, primary_only: bool = False, context=_MISSING) -> None:
+        if context is not _MISSING:
+            return await self._causal_write(key, None, context, self.w if w is DEFAULT else w)
         await self._call(self._put_msg(key, None, w, None, primary_only))
 
     async def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,
@@ -183,6 +194,25 @@ class AsyncClient(_Base):
 
     async def inspect(self, key) -> m.InspectReply:
         return _check_inspect(await self._call(self._inspect_msg(key)))
+
+    async def scan_page(self, cursor=b"", *, match=None, count: int = SCAN_COUNT_DEFAULT):
+        """One page of the cluster-wide key scan: ``(next_cursor, keys)`` (see ``Client.scan_page``)."""
+        reply = await self._call(self._scan_msg(cursor, match, count))
+        return reply.after, reply.keys
+
+    async def scan(self, *, match=None, count: int = SCAN_COUNT_DEFAULT):
+        """Every live key of the cluster once, in key order (``async for key in c.scan()``)."""
+        cursor = b""
+        while True:
+            cursor, keys = await self.scan_page(cursor, match=match, count=count)
+            for key in keys:
+                yield key
+            if not cursor:
+                return
+
+    async def keys(self, pattern="*") -> list[bytes]:
+        """Every live key matching the Redis glob ``pattern``, in key order."""
+        return [key async for key in self.scan(match=pattern, count=SCAN_COUNT_KEYS)]
 
     async def repair(self, *, timeout_ms: int | None = None):
         """As ``Client.repair``."""

@@ -10,6 +10,12 @@ their two children with BLAKE2b-64; the root is level ``leaf_bits``.
 Tombstones take part through their version; expiry travels with the version, so
 an expired value is compared like any other. Two replicas whose leaves are equal
 hold the same (key, version) pairs there, up to a 64-bit hash collision.
+
+Typed records (counters, sets, maps, causal sibling sets: core/typed.py) merge
+instead of replacing, so two replicas can hold different states under the same
+version. Their version's ``ctx`` carries a digest of the state (``"h"``), which the
+entry hash covers; ``compare_entries`` moves such a key both ways when the digests
+differ, whichever version is newer (each side then merges the other's state).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ def leaf_of(token: int, leaf_bits: int) -> int:
 
 def entry_hash(key: bytes, version: Version) -> int:
     data = key + b"\x00" + version.ts.to_bytes(8, "big") + version.node.encode()
+    if version.ctx and "h" in version.ctx:  # a typed record: its state's digest too
+        data += b"\x00" + version.ctx["h"].to_bytes(8, "big")
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
@@ -117,9 +125,16 @@ def compare_entries(mine: dict[bytes, Version], theirs: dict[bytes, Version]) ->
     leaves: ``(push, pull)`` — push where ours is newer or they lack it, pull where
     theirs is newer or we lack it. Equal versions move nothing. Sorted, for
     determinism."""
-    push = [k for k, v in mine.items() if v.newer_than(theirs.get(k))]
-    pull = [k for k, v in theirs.items() if v.newer_than(mine.get(k))]
+    push = [k for k, v in mine.items() if v.newer_than(theirs.get(k)) or _states_differ(v, theirs.get(k))]
+    pull = [k for k, v in theirs.items() if v.newer_than(mine.get(k)) or _states_differ(v, mine.get(k))]
     return sorted(push), sorted(pull)
+
+
+def _states_differ(a: Version, b: Version | None) -> bool:
+    """Typed records whose state digests differ: move them both ways, whichever
+    version is newer (the newer side's state may still lack what the other holds)."""
+    return (b is not None and a.ctx is not None and b.ctx is not None and "h" in a.ctx and "h" in b.ctx
+            and a.ctx["h"] != b.ctx["h"])
 
 
 class BucketCollector:

@@ -1,6 +1,6 @@
 """Operator messages: authentication and snapshots (backup).
 
-Tags 70-79 (frozen once released).
+Tags 80-89 (frozen once released).
 
 * ``Auth`` authenticates the connection it arrives on (native port): a client as one
   of the node's users, a peer as its internode user when mutual TLS is not in use.
@@ -16,18 +16,18 @@ from __future__ import annotations
 from .messages import _Msg
 
 
-class Auth(_Msg, tag=70):
+class Auth(_Msg, tag=80):
     id: int
     user: str
     password: str
 
 
-class Snapshot(_Msg, tag=71):
+class Snapshot(_Msg, tag=81):
     id: int
     tag: str
 
 
-class SnapshotReply(_Msg, tag=72):
+class SnapshotReply(_Msg, tag=82):
     id: int
     ok: bool
     message: str = ""

@@ -38,9 +38,9 @@ effect                   what the shell must do
 ``SaveHlcCeiling``       durably record the HLC ceiling ``ts``, then
                          ``on_store_done`` (core/clock.py); read back at start
                          and passed as ``hlc_ceiling``
-``SaveDepartures``       durably record the members known as left (replacing
-                         the last set); read back at start and passed as
-                         ``departed``
+``SaveMembers``          durably record what this node knows of every other
+                         node (replacing the last table); read back at start
+                         and passed as ``known``
 =======================  ====================================================
 
 Persist-before-ack: a replica's ack is produced only by ``on_store_done``, which
@@ -59,7 +59,7 @@ from . import dynamic
 from . import messages as m
 from .consistency import resolve, weak_warning
 from .effects import (  # noqa: F401 - re-exported: the shell and tests import them from here
-    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveDepartures, SaveHlcCeiling, ScanRange, Send, StoreHint,
+    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveHlcCeiling, SaveMembers, ScanRange, Send, StoreHint,
     StoreRead, StoreWrite,
 )
 from .clock import MAX_CLOCK_SKEW_MS_DEFAULT, ClockGuard
@@ -71,6 +71,8 @@ from .rand import SplitMix64
 from .ring import Ring
 from .ringchange import RingChange
 from .routing import LoadTracker, joint_read_targets, read_targets, write_targets
+from .typed import needs_repair, read_result
+from .typed_coord import TypedCoordinator
 from .version import HLC, Record, Version, newest
 
 SELF = "<self>"  # the connection token of requests a node sends to itself
@@ -183,11 +185,14 @@ from .validation import level_to_wire, validate_key, validate_value  # noqa: E40
 class NodeCore:
     def __init__(self, settings: NodeSettings, members: dict[str, str], hlc_last: int = 0,
                  now_ms: int = 0, hints_held: dict[str, tuple[int, int]] | None = None,
-                 hlc_ceiling: int | None = None, departed: dict[str, tuple[str, int, int]] | None = None) -> None:
+                 hlc_ceiling: int | None = None, departed: dict[str, tuple[str, int, int]] | None = None,
+                 known: dict[str, tuple[str, int, int, str]] | None = None) -> None:
         """``hlc_last``: the largest timestamp in storage; ``hlc_ceiling``: the last
         ceiling ``SaveHlcCeiling`` made durable (0 on a fresh node; None: the caller
         keeps none, so the HLC cannot promise anything across restarts);
-        ``departed``: the last set ``SaveDepartures`` made durable."""
+        ``known``: the last table ``SaveMembers`` made durable; ``departed``: node ->
+        (address, generation, version) of members known as left (an older state
+        file's form of the same, merged into ``known``)."""
         if settings.node_id not in members:
             raise ValueError(f"node {settings.node_id!r} is not in its own member list")
         self.settings = settings
@@ -197,8 +202,9 @@ class NodeCore:
         joining = bool(settings.seeds) and len(members) == 1
         status = REPLACING if settings.replace else JOINING if joining else UP
         self.membership = Membership(self.node_id, address, settings.generation, members,
-                                     settings.detector, now_ms, status, departed)
-        self._departed_saved = {n: g for n, (_, g, _) in self.membership.departures().items()}
+                                     settings.detector, now_ms, status,
+                                     {**{n: (*e, LEFT) for n, e in (departed or {}).items()}, **(known or {})})
+        self._known_saved = self.membership.known_key()
         self.ring: Ring | None = None
         self.future_ring: Ring | None = None  # set while a join/leave is in progress
         # A bad R or W fails here, at startup; later ring changes never raise (_rebuild_ring).
@@ -246,6 +252,7 @@ class NodeCore:
             "speculative_retries": 0, "membership_changes": 0, "write_restamps": 0,
         })
         self.clock = ClockGuard(self, hlc_ceiling, now_ms)
+        self.typed = TypedCoordinator(self)  # counters, sets, maps, causal writes (core/typed_coord.py)
 
     # ------------------------------------------------------------------ config
     def _rebuild_ring(self) -> None:
@@ -684,7 +691,9 @@ class NodeCore:
         else:
             self.stats["writes"] += 1
             expires = now_ms + msg.ttl_ms if msg.ttl_ms and msg.value is not None else 0
-            record = Record(Version(self.hlc.now(now_ms), self.node_id), msg.value, expires)
+            # A typed write (core/typed_coord.py) arrives with the record its primary made.
+            record = getattr(msg, "record", None) or Record(Version(self.hlc.now(now_ms), self.node_id),
+                                                            msg.value, expires)
             op.record = record
             op.targets = (targets, unreachable)
             for node, owner in targets:
@@ -791,7 +800,7 @@ class NodeCore:
         op.newer = None
         self.stats["write_restamps"] += 1
         rec = op.record
-        op.record = Record(Version(self.hlc.now(now_ms), self.node_id), rec.value, rec.expires_ms)
+        op.record = Record(Version(self.hlc.now(now_ms), self.node_id, rec.version.ctx), rec.value, rec.expires_ms)
         op.round = QuorumRound(old.kind, old.replicas, old.needed, old.groups)
         targets, unreachable = op.targets
         for p in unreachable:
@@ -859,8 +868,8 @@ class NodeCore:
                     if op.blocking_repair and self.settings.read_repair:
                         op.repairs_pending = set(self._repair(op, rec, now_ms, out, reply_id=op.op_id))
                 else:
-                    op.reply = m.Reply(op.req_id, m.OK, None, op.record.version, "", op.warning,
-                                       w_used=rnd.needed)
+                    op.reply = m.Reply(op.req_id, m.OK, op.record.value if op.record.version.ctx else None,
+                                       op.record.version, "", op.warning, w_used=rnd.needed)  # typed: new state
             else:
                 self.stats["lost"] += 1
                 status = m.TIMEOUT if rnd.timed_out else m.UNAVAILABLE
@@ -875,7 +884,7 @@ class NodeCore:
         self._maybe_finish(op, now_ms, out)
 
     def _read_result(self, op: _Op) -> Record | None:
-        return newest(op.round.records.values())
+        return read_result(op.round.records.values())  # typed records: the merge (core/typed.py)
 
     def _maybe_finish(self, op: _Op, now_ms: int, out: list, expired: bool = False) -> None:
         rnd = op.round
@@ -903,7 +912,7 @@ class NodeCore:
         if newest_rec is None:
             return []
         stale = [node for node, rec in op.round.records.items()
-                 if node not in op.hint_for and (rec is None or newest_rec.version.newer_than(rec.version))]
+                 if node not in op.hint_for and needs_repair(newest_rec, rec)]
         for node in stale:
             self.stats["read_repairs"] += 1
             msg = m.RepWrite(reply_id, op.key, newest_rec)
@@ -985,14 +994,16 @@ class NodeCore:
             self.ring_change.start_pull("join" if me.status == JOINING else "replace", now_ms, out)
         if (self.membership.ring_members(), self.membership.future_ring_members()) != before:
             self._ring_changed(now_ms, out)
-        # Persist who has left (learned now, or known from a table: a node that joined
-        # after a departure still lists the departed one among its members), so a
-        # restart never puts a departed node back in the ring.
-        departed = self.membership.departures()
-        generations = {n: g for n, (_, g, _) in departed.items()}
-        if generations != self._departed_saved:
-            self._departed_saved = generations
-            out.append(SaveDepartures(departed))
+        # Persist what we know of the others — who joined, is joining, was replaced,
+        # is leaving or has left — so a restart (even of the whole cluster, with
+        # config files that list the initial members) routes by the ring we knew,
+        # never by an older one: coordinators that disagree on a key's replicas
+        # without a joint round break quorum intersection (docs/ring-changes.md,
+        # "Restarts"; simulator seeds 72, 218 and 906).
+        key = self.membership.known_key()
+        if key != self._known_saved:
+            self._known_saved = key
+            out.append(SaveMembers(self.membership.known()))
 
     def _ring_changed(self, now_ms: int, out: list) -> None:
         self.stats["membership_changes"] += 1

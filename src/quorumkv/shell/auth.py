@@ -17,9 +17,9 @@ Configuration (``node.toml``)::
 
 Roles, ACL-style (Redis's ``+@read``/``+@write`` categories, Cassandra's roles):
 
-* ``readonly``  — reads: Get, Ping, Status, Inspect, Latencies; RESP commands not
-  flagged ``write``;
-* ``readwrite`` — also Put/Delete; every RESP command;
+* ``readonly``  — reads: Get, Scan, Ping, Status, Inspect, Latencies; RESP commands
+  not flagged ``write``;
+* ``readwrite`` — also Put/Delete and typed updates; every RESP command;
 * ``admin``     — also repair, cleanup, decommission, snapshot;
 * ``node``      — also the internode messages (replica reads/writes, heartbeats,
   gossip, anti-entropy, streaming): the role of a peer.
@@ -46,17 +46,19 @@ from ..core import messages as m
 from ..core.messages_admin import Auth, Snapshot
 from ..core.messages_ae import AEExchange, AEGc, AETree, Repair
 from ..core.messages_ring import Cleanup, Decommission, StreamRequest
+from ..core.messages_scan import Scan, ScanPeek
+from ..core.messages_typed import TypedApply, Update
 
 log = structlog.get_logger("quorumkv.auth")
 
 ROLES = ("readonly", "readwrite", "admin", "node")
 
-READ_TYPES = frozenset({m.Get, m.Ping, m.Status, m.Inspect, m.Latencies})
-WRITE_TYPES = frozenset({m.Put})
+READ_TYPES = frozenset({m.Get, m.Ping, m.Status, m.Inspect, m.Latencies, Scan})
+WRITE_TYPES = frozenset({m.Put, Update})
 ADMIN_TYPES = frozenset({Repair, Cleanup, Decommission, Snapshot})
 #: What only a peer sends.
 PEER_TYPES = frozenset({m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip, AETree, AEExchange, AEGc,
-                        StreamRequest})
+                        StreamRequest, ScanPeek, TypedApply})
 #: Every request type a node serves, Auth aside (it is handled before these).
 ALL_TYPES = frozenset(m.REQUEST_TYPES) - {Auth}
 

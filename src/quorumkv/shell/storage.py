@@ -1,7 +1,10 @@
 """Storage engines behind one callback interface.
 
 ``write(key, record, done)`` applies ``record`` only if it is newer than what the
-engine holds (never overwrite a newer version with an older one) and calls
+engine holds (never overwrite a newer version with an older one) — or, for a typed
+record (counter, set, map, causal siblings) of the same type as the stored one,
+stores the *merge* of both (``core.typed.resolve``, the one rule all engines
+call) — and calls
 ``done(ok, error)`` once the write is *durable* — the node acks a replica write only
 from that callback (persist before ack). On success the second argument is
 ``None`` when the record was applied (or that very version was there already: a
@@ -33,7 +36,9 @@ from collections.abc import Callable
 import msgspec
 
 from ..core.hints import HintTable, record_size
+from ..core.typed import resolve
 from .batching import BatchQueue, call_in_loop
+from .metrics_hist import BATCH_SIZE_BUCKETS, Buckets
 from ..core.version import Record, Version
 
 #: Writes queued for the SQLite writer thread before new ones are refused (the
@@ -110,6 +115,12 @@ class StorageEngine:
         items = sorted((k, r) for k, r in self.scan_all() if after is None or k > after)
         return items[:limit]
 
+    def scan_keys(self, after: bytes | None, limit: int) -> list[tuple[bytes, Record]]:
+        """As ``scan_range`` but without values (a live record's value is b""): the
+        cluster-wide key scan (core/scan.py) needs keys and versions only."""
+        return [(k, Record(r.version, None if r.value is None else b"", r.expires_ms))
+                for k, r in self.scan_range(after, limit)]
+
     # -- hints (hinted handoff) ----------------------------------------------------
     # The default keeps hints in memory: right for the memory engine; an engine with
     # durable storage overrides these (SQLite does) so hints survive a restart.
@@ -148,12 +159,14 @@ class MemoryEngine(StorageEngine):
         self.data: dict[bytes, Record] = {}
 
     def write(self, key, record, done):
-        cur = self.data.get(key)
-        if cur is None or record.version.newer_than(cur.version):
-            self.data[key] = record
-            done(True, None)
-        else:  # the same version again (a retransmit) counts as applied
-            done(True, None if cur.version.key() == record.version.key() else cur.version)
+        try:
+            keep, newer = resolve(self.data.get(key), record)
+        except ValueError as exc:  # a corrupt typed state: refuse it, keep what we have
+            done(False, f"storage error: {exc}")
+            return
+        if keep is not None:
+            self.data[key] = keep
+        done(True, newer)
 
     def read(self, key, done):
         done(True, self.data.get(key))
@@ -224,6 +237,13 @@ WHERE excluded.ts > kv.ts OR (excluded.ts = kv.ts AND excluded.node > kv.node)
 """
 
 
+# Typed records (record.version.ctx set: core/typed.py) are merged, not compared: the
+# writer thread reads the stored row, calls ``resolve`` and writes the result, inside
+# the same transaction as the rest of the batch (it is the only writer, so nothing
+# can slip in between). ``_MERGE`` marks such rows in the queue.
+_MERGE = "-- merge typed record"
+_REPLACE = "INSERT OR REPLACE INTO kv (key, ts, node, value, ctx, expires) VALUES (?, ?, ?, ?, ?, ?)"
+
 _HINT_INSERT = """
 INSERT INTO hints (owner, key, ts, node, value, ctx, expires, created, size)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -251,6 +271,7 @@ class SqliteEngine(StorageEngine):
         self._hint_deletes_pending: set[int] = set()
         self.batches = 0
         self.batched_writes = 0
+        self.batch_sizes = Buckets(BATCH_SIZE_BUCKETS)  # writes per transaction (metrics)
         self._writer = threading.Thread(target=self._writer_main, name="sqlite-writer", daemon=True)
         self._writer.start()
 
@@ -272,7 +293,7 @@ class SqliteEngine(StorageEngine):
         v = record.version
         row = (key, v.ts, v.node, record.value, _ctx_encode(v.ctx) if v.ctx is not None else None,
                record.expires_ms)
-        self._enqueue(_UPSERT, row, done)
+        self._enqueue(_UPSERT if v.ctx is None else _MERGE, row, done)
 
     def _enqueue(self, sql: str, row: tuple, done: Done | None) -> None:
         self._queue.put((sql, row, done))
@@ -293,6 +314,10 @@ class SqliteEngine(StorageEngine):
                     end = start
                     while end < len(batch) and batch[end][0] == sql:
                         end += 1
+                    if sql is _MERGE:
+                        self._merge_rows(conn, batch, start, end, newer)
+                        start = end
+                        continue
                     cur = conn.executemany(sql, [row for _, row, _ in batch[start:end]])
                     if sql is _UPSERT and cur.rowcount < end - start:  # some were not newer
                         self._find_newer(conn, batch, start, end, newer)
@@ -306,6 +331,7 @@ class SqliteEngine(StorageEngine):
                     pass
             self.batches += 1
             self.batched_writes += len(batch)
+            self.batch_sizes.observe(len(batch))
             self._complete(batch, error, newer)
         conn.close()
 
@@ -318,6 +344,23 @@ class SqliteEngine(StorageEngine):
             row = conn.execute("SELECT ts, node FROM kv WHERE key = ?", (key,)).fetchone()
             if row is not None and (row[0], row[1]) > (ts, node):
                 newer[i] = Version(row[0], row[1])
+
+    @staticmethod
+    def _merge_rows(conn, batch, start: int, end: int, newer: dict) -> None:
+        """Typed records: stored row + incoming merged by ``resolve`` (writer thread).
+        A corrupt state raises: the batch fails and is retried by its senders."""
+        for i in range(start, end):
+            key, ts, node, value, ctx, expires = batch[i][1]
+            incoming = _row_to_record((ts, node, value, ctx, expires))
+            stored = _row_to_record(conn.execute(
+                "SELECT ts, node, value, ctx, expires FROM kv WHERE key = ?", (key,)).fetchone())
+            keep, kept_out_by = resolve(stored, incoming)
+            if keep is not None:
+                v = keep.version
+                conn.execute(_REPLACE, (key, v.ts, v.node, keep.value,
+                                        _ctx_encode(v.ctx) if v.ctx is not None else None, keep.expires_ms))
+            if kept_out_by is not None:
+                newer[i] = kept_out_by
 
     def _complete(self, batch, error, newer=None) -> None:
         def run():
@@ -411,6 +454,16 @@ class SqliteEngine(StorageEngine):
             rows = self._reader.execute(
                 "SELECT key, ts, node, value, ctx, expires FROM kv WHERE key > ? ORDER BY key LIMIT ?",
                 (after, limit)).fetchall()
+        return [(key, _row_to_record(rest)) for key, *rest in rows]
+
+    def scan_keys(self, after, limit):
+        # The value column stays on disk: only whether it is NULL (a tombstone) is read.
+        cols = "key, ts, node, CASE WHEN value IS NULL THEN NULL ELSE x'' END, ctx, expires"
+        if after is None:
+            rows = self._reader.execute(f"SELECT {cols} FROM kv ORDER BY key LIMIT ?", (limit,)).fetchall()
+        else:
+            rows = self._reader.execute(f"SELECT {cols} FROM kv WHERE key > ? ORDER BY key LIMIT ?",
+                                        (after, limit)).fetchall()
         return [(key, _row_to_record(rest)) for key, *rest in rows]
 
     def peek_hints(self, key):

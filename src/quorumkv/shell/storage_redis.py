@@ -20,6 +20,13 @@ than Lua's ``<`` because Redis calls ``setlocale(LC_COLLATE, "")`` and Lua's str
 ``<`` goes through ``strcoll``. Timestamps are never turned into Lua numbers
 (doubles: HLC values exceed 2^53).
 
+**Typed records** (counters, sets, maps, causal siblings: ``core/typed.py``) are
+merged, not compared, which Lua cannot do: the I/O thread reads the stored record
+under ``WATCH``, calls ``core.typed.resolve`` and writes the result in a
+``MULTI``/``EXEC`` (``REPLACE_LUA``); when another writer changed the key in between,
+it tries again, at most ``TYPED_CAS_ATTEMPTS`` times, then fails the write (the
+coordinator's round decides, nothing is half-written).
+
 **TTL.** ``exp`` is kept as data, not as a Redis ``PEXPIREAT``: an expired record
 must keep outranking older versions on other replicas (otherwise read repair would
 resurrect them), so liveness is judged by the reader (``Record.live_at``), exactly as
@@ -59,6 +66,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from .batching import BatchQueue, call_in_loop
+from ..core.typed import resolve
 from ..core.version import Record, Version
 from .storage import Done, StorageEngine
 
@@ -75,6 +83,9 @@ REDIS_SOCKET_TIMEOUT_MS = 5_000
 REDIS_CONNECT_TIMEOUT_MS = 2_000
 #: Reconnect-and-resend attempts after a connection error (a restarted server).
 REDIS_RETRIES = 1
+#: Optimistic read-merge-write attempts for one typed record before the write fails:
+#: only another writer of the same key (another node sharing this Redis) retries it.
+TYPED_CAS_ATTEMPTS = 8
 #: Keys per SCAN step (and per HGETALL pipeline) in ``scan_all``.
 SCAN_BATCH_KEYS = 512
 
@@ -101,6 +112,28 @@ if cur then
 else
   redis.call('INCR', KEYS[3])
 end
+redis.call('HSET', KEYS[1], 'ver', ARGV[1], 'exp', ARGV[2])
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'val', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'ctx', ARGV[5]) end
+local ts = string.sub(ARGV[1], 1, 16)
+local m = redis.call('GET', KEYS[2])
+if (not m) or newer(ts, m) then redis.call('SET', KEYS[2], ts) end
+return 1
+"""
+
+# Typed records: replace the stored record unconditionally (the caller merged it under
+# WATCH). KEYS/ARGV as WRITE_IF_NEWER_LUA. Returns 1.
+REPLACE_LUA = """
+local function newer(a, b)
+  if a == b then return false end
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DEL', KEYS[1]) else redis.call('INCR', KEYS[3]) end
 redis.call('HSET', KEYS[1], 'ver', ARGV[1], 'exp', ARGV[2])
 if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'val', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'ctx', ARGV[5]) end
@@ -243,7 +276,35 @@ class RedisEngine(StorageEngine):
         self._queue.put((op, done))
 
     def write(self, key, record, done):
+        if record.version.ctx is not None:  # typed: merged on the I/O thread (_typed_write)
+            self._submit(("TYPED", key, record), done)
+            return
         self._submit(self.layout.write_command(self.sha, key, record), done)
+
+    def _typed_write(self, key: bytes, record: Record):
+        """Read, ``resolve``, write under WATCH: the stored newer version that kept an
+        incoming record of another type out, 1 when written or nothing to do, or an
+        exception."""
+        dkey = self.layout.data_key(key)
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                for _ in range(TYPED_CAS_ATTEMPTS):
+                    try:
+                        pipe.watch(dkey)
+                        keep, newer = resolve(decode_record(pipe.hgetall(dkey)), record)
+                        if keep is None:
+                            pipe.unwatch()
+                            return newer if newer is not None else 1
+                        pipe.multi()
+                        args = self.layout.write_command("", key, keep)[2:]
+                        pipe.execute_command("EVAL", REPLACE_LUA, *args)
+                        pipe.execute()
+                        return 1
+                    except redis.WatchError:
+                        continue
+            return RedisError(f"typed write of {key!r} raced TYPED_CAS_ATTEMPTS={TYPED_CAS_ATTEMPTS} times")
+        except (RedisError, ValueError, KeyError, msgspec.DecodeError) as exc:
+            return exc
 
     def read(self, key, done):
         self._submit(("HGETALL", self.layout.data_key(key)), done)
@@ -275,6 +336,15 @@ class RedisEngine(StorageEngine):
         return pipe.execute(raise_on_error=False)
 
     def _run_batch(self, ops: list[tuple]) -> list:
+        typed = [i for i, op in enumerate(ops) if op[0] == "TYPED"]
+        if typed:  # rare next to plain writes: each is its own WATCH/MULTI round trip
+            plain = [i for i, op in enumerate(ops) if op[0] != "TYPED"]
+            results: list = [None] * len(ops)
+            for i, res in zip(plain, self._run_batch([ops[i] for i in plain]) if plain else []):
+                results[i] = res
+            for i in typed:
+                results[i] = self._typed_write(ops[i][1], ops[i][2])
+            return results
         try:
             results = self._pipeline(ops)
             missing = [i for i, res in enumerate(results) if isinstance(res, NoScriptError)]
@@ -298,6 +368,8 @@ class RedisEngine(StorageEngine):
                         done(False, f"storage error: bad record in redis: {exc!r}")
                 elif type(res) is bytes and op[0] == "EVALSHA":  # a write kept out by this newer ver
                     done(True, decode_version(res))
+                elif type(res) is Version:  # a typed write kept out by a newer record of another type
+                    done(True, res)
                 else:
                     done(True, None)
 

@@ -19,6 +19,7 @@ that kept a write out (``RepWriteAck.newer``; the same version again is "applied
 from __future__ import annotations
 
 from ..core.hints import HintTable
+from ..core.typed import resolve
 from ..core.version import Record, Version
 
 
@@ -30,10 +31,11 @@ def _newer(cur: Record | None, record: Record) -> Version | None:
 
 
 def _apply(data: dict[bytes, Record], key: bytes, record: Record) -> Version | None:
-    """Newer wins; returns the stored version that kept ``record`` out (None: applied)."""
-    newer = _newer(data.get(key), record)
-    if newer is None:
-        data[key] = record
+    """Newer wins (typed records merge: ``core.typed.resolve``, as in the real engines);
+    returns the stored version that kept ``record`` out (None: applied)."""
+    keep, newer = resolve(data.get(key), record)
+    if keep is not None:
+        data[key] = keep
     return newer
 
 

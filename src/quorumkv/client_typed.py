@@ -1,0 +1,215 @@
+"""Client methods for typed keys: causal siblings, counters, sets, maps.
+
+Mixed into ``Client`` (blocking) and ``AsyncClient`` (asyncio) with the same names.
+Message building and reply decoding live in ``_TypedBase`` and are shared; the two
+mixins only differ in ``await``.
+
+* Causal mode: ``get_siblings(key)`` -> ``Siblings(values, context)``;
+  ``put(key, value, context=ctx)`` supersedes exactly the siblings ``ctx`` saw
+  (``context=None``: no context, adds a sibling); ``delete(key, context=ctx)``.
+  A plain ``get`` of a causal key returns its value when it has exactly one
+  sibling and raises ``SiblingsError`` (naming ``get_siblings``) when it has more.
+* ``counter_incr(key, delta)`` returns the counter's value as the applying replica
+  saw it right after the increment; ``counter_value(key)`` reads it at R.
+* ``sadd/srem/smembers``; ``hset/hget/hdel/hgetall``.
+
+Typed updates are **not idempotent**: when the connection drops mid-request the
+client does not resend them (a counter would count twice); it raises
+``ConnectionFailedError`` and the update may or may not have been applied. See
+docs/consistency.md, "Siblings and CRDTs".
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .core import crdt, dvv, typed
+from .core import messages as m
+from .core.messages_typed import Update
+from .core.validation import level_to_wire, validate_key, validate_value
+from .core.version import Record
+from .errors import InvalidRequestError, QuorumKVError
+
+
+#: "the client's default R or W" (``None`` passed explicitly means the node's default)
+_CLIENT_DEFAULT = object()
+
+
+class SiblingsError(QuorumKVError):
+    """A plain read of a causal key that holds several concurrent values: read them all
+    with ``get_siblings`` and write a resolution with its context."""
+
+
+class Siblings(NamedTuple):
+    values: list[bytes]  # every concurrent value (empty: missing or deleted)
+    context: bytes  # opaque: pass it to put(..., context=) to supersede these values
+
+
+def _b(data, what: str) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise InvalidRequestError(f"{what} must be bytes or str, not {type(data).__name__}")
+
+
+def state_from_reply(reply: m.Reply, kind: int):
+    """The ``kind`` state a read reply carries (empty when not found); WRONGTYPE as an
+    InvalidRequestError when the key holds another type."""
+    if reply.status == m.NOT_FOUND or reply.value is None:
+        return typed.empty(kind)
+    try:
+        return typed.state_of(Record(reply.version, reply.value), kind, now_ms=0)
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc)) from None
+
+
+def plain_value(reply: m.Reply):
+    """A plain ``get``'s answer for a typed key: a causal key's only value (None: none)."""
+    kind = typed.kind_of(Record(reply.version, reply.value))
+    if kind == typed.CAUSAL:
+        values = dvv.values(state_from_reply(reply, kind))
+        if len(values) > 1:
+            raise SiblingsError(f"key has {len(values)} sibling values: read them with get_siblings "
+                                "(RESP: QKV.SIBLINGS) and write a resolution with their context")
+        return values[0] if values else None
+    raise InvalidRequestError(f"WRONGTYPE key holds a {typed.KIND_NAMES[kind]}; use its own methods")
+
+
+class _TypedBase:
+    def _read(self, key, r) -> m.Get:
+        return self._get_msg(key, self.r if r is _CLIENT_DEFAULT else r)  # type: ignore[attr-defined]
+
+    def _update(self, key, kind: int, action: str, args=(), delta: int = 0, ctx: bytes | None = None,
+                w=_CLIENT_DEFAULT) -> Update:
+        k = _b(key, "key")
+        validate_key(k)
+        a = [_b(x, "member, field or value") for x in args]
+        if kind == typed.CAUSAL and a:
+            validate_value(a[0])
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise InvalidRequestError(f"delta must be an integer, not {delta!r}")
+        if ctx is not None and not isinstance(ctx, bytes):
+            raise InvalidRequestError(f"context must be the bytes get_siblings returned, not {type(ctx).__name__}")
+        try:
+            typed.check_update(kind, action, a, ctx)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from None
+        level = level_to_wire(self.w if w is _CLIENT_DEFAULT else w)  # type: ignore[attr-defined]
+        return Update(next(self._ids), k, kind, action, a, delta, ctx, level)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _siblings(reply) -> Siblings:
+        state = state_from_reply(reply, typed.CAUSAL)
+        return Siblings(dvv.values(state), dvv.encode_context(dvv.context(state)))
+
+    @staticmethod
+    def _counter(reply) -> int:
+        return crdt.counter_value(state_from_reply(reply, typed.COUNTER))
+
+    @staticmethod
+    def _members(reply) -> set[bytes]:
+        return set(crdt.set_members(state_from_reply(reply, typed.SET)))
+
+    @staticmethod
+    def _fields(reply) -> dict[bytes, bytes]:
+        return dict(crdt.map_items(state_from_reply(reply, typed.MAP)))
+
+    @staticmethod
+    def _hset_args(mapping, field, value) -> list:
+        if mapping is not None:
+            if field is not None or value is not None:
+                raise InvalidRequestError("give a mapping or a field and a value, not both")
+            return [x for kv in dict(mapping).items() for x in kv]
+        if field is None or value is None:
+            raise InvalidRequestError("hset needs a field and a value (or a mapping)")
+        return [field, value]
+
+
+class TypedMethods(_TypedBase):
+    """The blocking client's typed methods (``self._call`` sends one request)."""
+
+    def _once(self, msg: Update):
+        return self._call(msg, retry=False)  # type: ignore[attr-defined] - not idempotent: never resent
+
+    def get_siblings(self, key, *, r=_CLIENT_DEFAULT) -> Siblings:
+        """Every concurrent value of a causal key, and the context to resolve them with."""
+        return self._siblings(self._call(self._read(key, r)))
+
+    def _causal_write(self, key, value, context, w) -> int:
+        args = [] if value is None else [value]
+        return self._once(self._update(key, typed.CAUSAL, "del" if value is None else "put", args, ctx=context or None,
+                                     w=w)).w_used
+
+    def counter_incr(self, key, delta: int = 1, *, w=_CLIENT_DEFAULT) -> int:
+        """Add ``delta`` (negative: subtract); the value right after, as the applying replica saw it."""
+        return self._counter(self._once(self._update(key, typed.COUNTER, "incr", delta=delta, w=w)))
+
+    def counter_value(self, key, *, r=_CLIENT_DEFAULT) -> int:
+        return self._counter(self._call(self._read(key, r)))
+
+    def sadd(self, key, *members, w=_CLIENT_DEFAULT) -> None:
+        self._once(self._update(key, typed.SET, "add", members, w=w))
+
+    def srem(self, key, *members, w=_CLIENT_DEFAULT) -> None:
+        self._once(self._update(key, typed.SET, "rem", members, w=w))
+
+    def smembers(self, key, *, r=_CLIENT_DEFAULT) -> set[bytes]:
+        return self._members(self._call(self._read(key, r)))
+
+    def hset(self, key, mapping=None, *, field=None, value=None, w=_CLIENT_DEFAULT) -> None:
+        self._once(self._update(key, typed.MAP, "hset", self._hset_args(mapping, field, value), w=w))
+
+    def hdel(self, key, *fields, w=_CLIENT_DEFAULT) -> None:
+        self._once(self._update(key, typed.MAP, "hdel", fields, w=w))
+
+    def hget(self, key, field, *, r=_CLIENT_DEFAULT) -> bytes | None:
+        return self.hgetall(key, r=r).get(_b(field, "field"))
+
+    def hgetall(self, key, *, r=_CLIENT_DEFAULT) -> dict[bytes, bytes]:
+        return self._fields(self._call(self._read(key, r)))
+
+
+class AsyncTypedMethods(_TypedBase):
+    """``TypedMethods`` for ``AsyncClient``: the same names, awaited."""
+
+    async def _once(self, msg: Update):
+        return await self._call(msg, retry=False)  # type: ignore[attr-defined]
+
+    async def get_siblings(self, key, *, r=_CLIENT_DEFAULT) -> Siblings:
+        return self._siblings(await self._call(self._read(key, r)))
+
+    async def _causal_write(self, key, value, context, w) -> int:
+        args = [] if value is None else [value]
+        reply = await self._once(self._update(key, typed.CAUSAL, "del" if value is None else "put", args,
+                                              ctx=context or None, w=w))
+        return reply.w_used
+
+    async def counter_incr(self, key, delta: int = 1, *, w=_CLIENT_DEFAULT) -> int:
+        return self._counter(await self._once(self._update(key, typed.COUNTER, "incr", delta=delta, w=w)))
+
+    async def counter_value(self, key, *, r=_CLIENT_DEFAULT) -> int:
+        return self._counter(await self._call(self._read(key, r)))
+
+    async def sadd(self, key, *members, w=_CLIENT_DEFAULT) -> None:
+        await self._once(self._update(key, typed.SET, "add", members, w=w))
+
+    async def srem(self, key, *members, w=_CLIENT_DEFAULT) -> None:
+        await self._once(self._update(key, typed.SET, "rem", members, w=w))
+
+    async def smembers(self, key, *, r=_CLIENT_DEFAULT) -> set[bytes]:
+        return self._members(await self._call(self._read(key, r)))
+
+    async def hset(self, key, mapping=None, *, field=None, value=None, w=_CLIENT_DEFAULT) -> None:
+        await self._once(self._update(key, typed.MAP, "hset", self._hset_args(mapping, field, value), w=w))
+
+    async def hdel(self, key, *fields, w=_CLIENT_DEFAULT) -> None:
+        await self._once(self._update(key, typed.MAP, "hdel", fields, w=w))
+
+    async def hget(self, key, field, *, r=_CLIENT_DEFAULT) -> bytes | None:
+        return (await self.hgetall(key, r=r)).get(_b(field, "field"))
+
+    async def hgetall(self, key, *, r=_CLIENT_DEFAULT) -> dict[bytes, bytes]:
+        return self._fields(await self._call(self._read(key, r)))
