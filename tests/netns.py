@@ -149,3 +149,18 @@ class NetnsHosts:
         elif how == "route":
             for half in ("0/25", "128/25"):
                 _run("ip", "-n", ns, "route", "del", "blackhole", f"{self.subnet}.{half}")
+
+
+def compose_command(service: dict, compose_dir, named_volume_dir) -> list[str]:
+    """A compose service's command with the container paths of its volumes mapped to
+    host paths: a bind mount (``./quorumkv.toml:/etc/...``) to the file next to the
+    compose file, a named volume (``n1-data:/data``) to ``named_volume_dir``. Nothing
+    else is changed."""
+    mapping = {}
+    for vol in service.get("volumes", []):
+        src, dst = vol.split(":")[:2]
+        if src.startswith((".", "/")):
+            mapping[dst] = str((compose_dir / src).resolve())
+        else:
+            mapping[dst] = str(named_volume_dir)
+    return [mapping.get(arg, arg) for arg in service["command"]]

@@ -24,6 +24,8 @@ import yaml
 
 from quorumkv.shell.config import NodeConfig
 
+from netns import compose_command
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 #: Config keys the manifests use that another part of issue 13 adds (the metrics
@@ -47,10 +49,12 @@ def test_compose_runs_five_members_and_a_joiner():
     for name, svc in services.items():
         cmd = svc["command"]
         assert cmd[0] == "serve"
-        cfg = check(cmd)
+        cfg = check(compose_command(svc, DEPLOY, "/data"))  # the config file as mounted
         assert cfg["node_id"] == name and cfg["listen"] == f"{svc['hostname']}:7100"
-        assert svc["volumes"] == [f"{name}-data:/data"] and cfg["data_dir"] == "/data"
+        assert svc["volumes"][0] == f"{name}-data:/data" and cfg["data_dir"] == "/data"
         assert svc["volumes"][0].split(":")[0] in doc["volumes"]
+        assert cfg["n"] == 3 and cfg["metrics_listen"] == "0.0.0.0:9100" and cfg["resp_listen"] == "0.0.0.0:6379"
+        assert "9100/ready" in " ".join(svc["healthcheck"]["test"])
         if name == "n6":  # the joiner: only itself, and seeds that are services
             assert cfg["members"] == {"n6": "n6:7100"} and "join" in svc["profiles"]
             assert cfg["seeds"] and all(s.split(":")[0] in services for s in cfg["seeds"])

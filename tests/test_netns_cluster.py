@@ -1,7 +1,8 @@
 """Five hosts for real (issue 13 part 3): each node in its own network namespace with
 its own IP, started with the exact `quorumkv serve` commands and environment of
 deploy/compose.yaml (hostnames n1..n6 resolve through per-namespace /etc/hosts; only
-``/data`` is mapped to a directory per host, the namespaces sharing one filesystem).
+the volumes' paths are mapped — ``/data`` to a directory per host, the shared
+``quorumkv.toml`` to deploy/'s — since the namespaces share one filesystem).
 
 The story: put/get; SIGKILL one node and restart it; partition another (nftables drop
 rules, or blackhole routes where nft is missing) and heal it; a sixth host joins with
@@ -29,6 +30,7 @@ import netns
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "deploy" / "compose.yaml"
 PORT = 7100
+METRICS_PORT = 9100  # metrics_listen in deploy/quorumkv.toml
 #: The whole story must finish within this (CI time; each wait takes its share).
 TEST_BUDGET_S = 55
 #: Writes per phase (before the kill, while one node is down, during the partition).
@@ -46,9 +48,9 @@ def compose_services() -> dict:
 
 
 def node_argv(service: dict, data_dir: Path) -> list[str]:
-    """The service's exact command, run by this Python with /data mapped to data_dir."""
-    cmd = [str(data_dir) if a == "/data" else a for a in service["command"]]
-    return [sys.executable, "-m", "quorumkv", *cmd]
+    """The service's exact command, run by this Python, its volumes' paths mapped
+    (/data to data_dir, the shared quorumkv.toml to deploy/'s)."""
+    return [sys.executable, "-m", "quorumkv", *netns.compose_command(service, COMPOSE.parent, data_dir)]
 
 
 def node_env(service: dict) -> dict[str, str]:
@@ -90,6 +92,16 @@ def views(hosts, names):
 def all_up(hosts, names, among):
     v = views(hosts, among)
     return all(v[a] is not None and all(v[a].get(n) == "up" for n in names) for a in among)
+
+
+def ready(ip: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(f"http://{ip}:{METRICS_PORT}/ready", timeout=2).status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def write_phase(client, acked: dict, start: int, count: int) -> int:
@@ -152,6 +164,10 @@ def test_five_hosts_kill_partition_join_every_acked_write_back(tmp_path):
         start("n6")
         deadline.wait(lambda: all_up(hosts, names, names), "n6 joined and up in every view", 20,
                       lambda: (views(hosts, names), logs().get("n6")))
+
+        # every host's /ready answers 200 (compose's healthcheck, the Kubernetes readinessProbe)
+        for n in names:
+            assert ready(hosts.ip[n]), f"{n}: /ready is not 200"
 
         everyone = [f"{hosts.ip[n]}:{PORT}" for n in names]
         with Client(everyone, r="QUORUM", timeout_ms=3_000) as c:
