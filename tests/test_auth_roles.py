@@ -33,7 +33,7 @@ def test_users_check_plain_and_hashed_passwords():
                   resp_password="dflt")
     assert users.check("a", "pw") == "readonly" and users.check("a", "PW") is None
     assert users.check("b", "secret") == "admin" and users.check("nobody", "pw") is None
-    assert users.check("default", "dflt") == "admin"
+    assert users.check("default", "dflt") == "node"  # Redis's default user: every permission
     assert not Users({}).enabled
 
 
@@ -47,3 +47,22 @@ def test_users_check_plain_and_hashed_passwords():
 def test_bad_users_are_refused_with_a_clear_error(bad, message):
     with pytest.raises(ValueError, match=message):
         validate_users(bad)
+
+
+def test_what_a_connection_may_send_before_auth():
+    from quorumkv.shell.auth import NOTHING, open_types
+
+    assert open_types(users=False, tls=False) == ALL_TYPES  # no security: as before
+    assert open_types(users=True, tls=False) == NOTHING == open_types(users=True, tls=True)
+    assert open_types(users=False, tls=True) == ALL_TYPES - PEER_TYPES  # TLS alone: peers need a certificate
+
+
+def test_users_without_a_way_for_peers_to_authenticate_are_refused():
+    from quorumkv.shell.config import NodeConfig
+
+    users = {"a": {"password": "x", "role": "readwrite"}}
+    with pytest.raises(ValueError, match="peers must authenticate"):
+        NodeConfig(node_id="n1", listen="127.0.0.1:1", data_dir="/tmp/x", users=users)
+    NodeConfig(node_id="n1", listen="127.0.0.1:1", data_dir="/tmp/x", users=users, resp_password="p")
+    NodeConfig(node_id="n1", listen="127.0.0.1:1", data_dir="/tmp/x", users=users,
+               internode_user="a", internode_password="x")

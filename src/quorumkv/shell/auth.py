@@ -2,7 +2,7 @@
 
 Configuration (``node.toml``)::
 
-    resp_password = "s3cret"          # the "default" user's password (role admin)
+    resp_password = "s3cret"          # the "default" user's password (every permission)
 
     [users.reader]
     password = "r3ad"
@@ -14,6 +14,7 @@ Configuration (``node.toml``)::
 
     internode_user = "cluster"        # what this node's links to its peers present
     internode_password = "..."        # when mutual TLS does not identify them
+                                      # (default: the default user, when resp_password is set)
 
 Roles, ACL-style (Redis's ``+@read``/``+@write`` categories, Cassandra's roles):
 
@@ -103,8 +104,8 @@ class Users:
     def __init__(self, users: dict, resp_password: str = "") -> None:
         validate_users(users)
         self._entries: dict[str, tuple[bytes, str]] = {}
-        if resp_password:
-            self._entries["default"] = (_digest(resp_password), "admin")
+        if resp_password:  # Redis's default user: every permission (internode too)
+            self._entries["default"] = (_digest(resp_password), "node")
         for name, entry in users.items():
             pw = entry["password"]
             digest = bytes.fromhex(pw[7:]) if pw.startswith("sha256:") else _digest(pw)
@@ -131,6 +132,26 @@ SECURITY_COUNTERS = ("auth_ok", "auth_failed", "auth_missing", "auth_denied", "p
                      "tls_plaintext_refused", "tls_handshake_failed")
 
 
+def open_types(users: bool, tls: bool) -> frozenset:
+    """What a new native connection may send before ``Auth``: nothing when the node
+    has users; with TLS alone, everything but internode messages (those need a
+    peer's certificate); with no security, everything."""
+    if users:
+        return NOTHING
+    return ALL_TYPES - PEER_TYPES if tls else ALL_TYPES
+
+
+def internode_credentials(config) -> tuple[str, str] | None:
+    """What a node's links present to its peers: ``internode_user``, else the default
+    user when ``resp_password`` is set (a cluster secured by that password alone
+    keeps working), else nothing (mutual TLS, or no security)."""
+    if config.internode_user:
+        return config.internode_user, config.internode_password
+    if config.resp_password:
+        return "default", config.resp_password
+    return None
+
+
 def not_allowed(server, conn, msg, t) -> bool:
     """The slow path of a native connection's request check: ``msg`` (type ``t``) is
     not in ``conn.allowed``. Handles ``Auth``; refuses the rest — answered with an
@@ -151,7 +172,7 @@ def not_allowed(server, conn, msg, t) -> bool:
         else:
             conn.send(m.Reply(msg.id, m.OK))
         return True
-    if conn.user is None and t not in PEER_TYPES:
+    if conn.user is None and t not in PEER_TYPES and server.users.enabled:
         stats["auth_missing"] += 1
         _refuse(conn, msg, "auth_missing", f"NOAUTH authentication required before {t.__name__} "
                 "(the client's user= and password=, or QUORUMKV_USER / QUORUMKV_PASSWORD)")

@@ -109,6 +109,9 @@ class NodeConfig:
             raise ValueError(f"TLS needs tls_cert, tls_key and tls_ca together (only {', '.join(tls)} given)")
         if bool(self.internode_user) != bool(self.internode_password):
             raise ValueError("internode_user and internode_password go together")
+        if self.users and not self.tls and not self.resp_password and not self.internode_user:
+            raise ValueError("with users and without TLS, peers must authenticate: set internode_user and "
+                             "internode_password (a user of role node), or TLS (mutual TLS identifies peers)")
         if not self.members:
             self.members = {self.node_id: self.listen}
         if self.members.get(self.node_id) not in (None, self.listen):

@@ -329,9 +329,9 @@ class _PeerLink(_Conn):
         self.state = "up"
         self.backoff_ms = RECONNECT_MS_MIN
         log.info("peer_connected", peer=self.peer)
-        cfg = self.server.config
-        if cfg.internode_user:  # peers that require authentication see this first
-            self.send(Auth(auth.PEER_AUTH_ID, cfg.internode_user, cfg.internode_password))
+        creds = auth.internode_credentials(self.server.config)
+        if creds is not None:  # peers that require authentication see this first
+            self.send(Auth(auth.PEER_AUTH_ID, *creds))
         pending, self._pending = self._pending, []
         for msg in pending:
             self.send(msg)
@@ -438,7 +438,7 @@ class NodeServer:
         # Security (shell/auth.py, shell/tls.py): users of both ports, TLS contexts.
         self.users = auth.Users(config.users, config.resp_password)
         self.secure = self.users.enabled or config.tls
-        self.open_types = auth.NOTHING if self.secure else auth.ALL_TYPES
+        self.open_types = auth.open_types(self.users.enabled, config.tls)
         self.tls_server_ctx = tls.server_context(config.tls_cert, config.tls_key, config.tls_ca) if config.tls else None
         self.tls_client_ctx = (tls.client_context(config.tls_ca, config.tls_cert, config.tls_key)
                                if config.tls else None)
