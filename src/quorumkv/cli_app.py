@@ -331,6 +331,8 @@ def serve(
     n: Annotated[Optional[int], typer.Option("--n", help="Replicas per key.")] = None,
     r: Annotated[Optional[str], typer.Option("--r", help="Default read level.")] = None,
     w: Annotated[Optional[str], typer.Option("--w", help="Default write level.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Validate the configuration, print it (TOML) and exit "
+                                                        "without serving (deployment manifests are tested so).")] = False,
 ) -> None:
     """Run one node in the foreground (config file and/or flags; flags win)."""
     from .shell.config import NodeConfig
@@ -356,6 +358,9 @@ def serve(
             cfg = NodeConfig(**{k: v for k, v in overrides.items() if v is not None})
     except (OSError, ValueError) as exc:
         _fail(EXIT_USAGE, f"bad configuration: {exc}")
+    if check:
+        print(cfg.to_toml(), end="")
+        return
     try:
         run_node(cfg)
     except errors.InvalidRequestError as exc:
@@ -548,6 +553,10 @@ from .cli_snapshot import restore_command, snapshot_command  # noqa: E402
 
 app.command("snapshot")(snapshot_command)
 app.command("restore")(restore_command)
+
+from .cli_certs import certs_command  # noqa: E402
+
+app.command("certs")(certs_command)
 
 #: Commands whose modules load numpy and the simulator: registered only when the
 #: command line may need them (``quorumkv inspect`` should not pay for numpy).

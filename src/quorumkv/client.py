@@ -221,12 +221,38 @@ class _Base:
         raise NotFoundError(f"not found: {key!r}")
 
 
+def _security(user, password, tls_ca, ssl_context):
+    """Credentials and TLS context, from the arguments or the environment
+    (``QUORUMKV_USER``, ``QUORUMKV_PASSWORD``, ``QUORUMKV_TLS_CA`` — as libpq reads
+    ``PGPASSWORD``), so the CLI and scripts reach a secured cluster unchanged."""
+    import os
+
+    user = user if user is not None else os.environ.get("QUORUMKV_USER") or None
+    password = password if password is not None else os.environ.get("QUORUMKV_PASSWORD") or None
+    if password is not None and user is None:
+        user = "default"  # Redis's AUTH <password>
+    tls_ca = tls_ca if tls_ca is not None else os.environ.get("QUORUMKV_TLS_CA") or None
+    if ssl_context is None and tls_ca:
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=tls_ca)
+    return user, password, ssl_context
+
+
 class Client(TypedMethods, _Base):
-    """Blocking client. ``with Client(["127.0.0.1:7101"]) as c: c.put("k", "v")``."""
+    """Blocking client. ``with Client(["127.0.0.1:7101"]) as c: c.put("k", "v")``.
+
+    Security: ``user``/``password`` authenticate each connection (``Auth``) before
+    its first request; ``tls_ca`` (the cluster CA's PEM file) or ``ssl_context``
+    turns TLS on, checking the node's certificate and address. Each falls back to
+    ``QUORUMKV_USER`` / ``QUORUMKV_PASSWORD`` / ``QUORUMKV_TLS_CA``.
+    """
 
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
-                 session: bool | SessionContext = True):
+                 session: bool | SessionContext = True, user: str | None = None, password: str | None = None,
+                 tls_ca: str | None = None, ssl_context=None):
         super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session)
+        self._user, self._password, self._ssl = _security(user, password, tls_ca, ssl_context)
         self._sock: socket.socket | None = None
         self._decoder = FrameDecoder()
         self._encoder = FrameEncoder()
@@ -252,11 +278,38 @@ class Client(TypedMethods, _Base):
                 errors.append(f"{host}:{port}: {exc.strerror or exc}")
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._decoder = FrameDecoder()
+            try:
+                if self._ssl is not None:
+                    sock = self._ssl.wrap_socket(sock, server_hostname=host)
+                if self._user is not None:
+                    self._authenticate(sock)
+            except OSError as exc:  # TLS handshake failed (ssl.SSLError is an OSError)
+                sock.close()
+                errors.append(f"{host}:{port}: {exc}")
+                continue
+            except ProtocolError:
+                sock.close()
+                raise
             self._current = (self._current + attempt) % len(self.nodes)
             self._sock = sock
-            self._decoder = FrameDecoder()
             return sock
         raise ConnectionFailedError("no node reachable: " + "; ".join(errors))
+
+    def _authenticate(self, sock) -> None:
+        from .core.messages_admin import Auth
+
+        msg = Auth(next(self._ids), self._user, self._password or "")
+        sock.sendall(self._encoder.encode(msg))
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionResetError("node closed the connection during authentication")
+            for reply in self._decoder.feed(data):
+                if type(reply) is m.Error:
+                    raise ProtocolError(f"node refused the request: {reply.message}")
+                if reply.id == msg.id:
+                    return
 
     def _call(self, msg, retry: bool = True):
         tried = 0

@@ -17,6 +17,7 @@ from .client import (
     _Base,
     _check_inspect,
     _check_reply,
+    _security,
 )
 from .client_typed import AsyncTypedMethods
 from .core import messages as m
@@ -45,7 +46,12 @@ class _AsyncConn(asyncio.Protocol):
             return
         for reply in replies:
             if type(reply) is m.Error:
-                self._fail_all(ProtocolError(f"node refused the request: {reply.message}"))
+                exc = ProtocolError(f"node refused the request: {reply.message}")
+                fut = self.waiters.pop(reply.id, None) if reply.id else None
+                if fut is None:  # not about one request (id 0): the connection is done
+                    self._fail_all(exc)
+                elif not fut.done():  # one request refused (NOPERM): the others carry on
+                    fut.set_exception(exc)
                 continue
             fut = self.waiters.pop(reply.id, None)
             if fut is not None and not fut.done():
@@ -64,11 +70,14 @@ class _AsyncConn(asyncio.Protocol):
 
 class AsyncClient(AsyncTypedMethods, _Base):
     """asyncio client with the same methods as ``Client``; requests pipeline on one
-    connection, so many coroutines can share a client."""
+    connection, so many coroutines can share a client. ``user``/``password``/
+    ``tls_ca``/``ssl_context`` as for ``Client`` (same environment fallbacks)."""
 
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
-                 session: bool | SessionContext = True):
+                 session: bool | SessionContext = True, user: str | None = None, password: str | None = None,
+                 tls_ca: str | None = None, ssl_context=None):
         super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session)
+        self._user, self._password, self._ssl = _security(user, password, tls_ca, ssl_context)
         self._conn: _AsyncConn | None = None
         self._connecting: asyncio.Lock | None = None
         self._encoder = FrameEncoder()
@@ -100,8 +109,11 @@ class AsyncClient(AsyncTypedMethods, _Base):
                 host, port = self.nodes[idx]
                 try:
                     _, conn = await asyncio.wait_for(
-                        loop.create_connection(_AsyncConn, host, port), self.timeout_ms / 1000
-                    )
+                        loop.create_connection(_AsyncConn, host, port, ssl=self._ssl,
+                                               server_hostname=host if self._ssl is not None else None),
+                        self.timeout_ms / 1000)
+                    if self._user is not None:
+                        await self._authenticate(conn)
                 except (OSError, asyncio.TimeoutError) as exc:
                     errors.append(f"{host}:{port}: {exc}")
                     continue
@@ -109,6 +121,16 @@ class AsyncClient(AsyncTypedMethods, _Base):
                 self._conn = conn
                 return conn
             raise ConnectionFailedError("no node reachable: " + "; ".join(errors))
+
+    async def _authenticate(self, conn: _AsyncConn) -> None:
+        """``Auth`` first on a new connection; a refusal is a ProtocolError."""
+        from .core.messages_admin import Auth
+
+        msg = Auth(next(self._ids), self._user, self._password or "")
+        fut = asyncio.get_running_loop().create_future()
+        conn.waiters[msg.id] = fut
+        conn.transport.write(self._encoder.encode(msg))
+        await asyncio.wait_for(fut, self.timeout_ms / 1000)
 
     async def _call(self, msg, retry: bool = True):
         tried = 0

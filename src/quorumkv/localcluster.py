@@ -279,11 +279,30 @@ class LocalCluster:
             fh.write(str(proc.pid))
         return proc.pid
 
+    def client_options(self) -> dict:
+        """How this cluster's own checks (readiness, status) reach its nodes when they
+        are secured (docs/operations.md, Security): the default user's password
+        (``resp_password``) and the CA (``tls_ca``) from the first node's config —
+        the directory is the operator's. Explicit ``QUORUMKV_*`` variables win."""
+        if not self.nodes:
+            return {}
+        try:
+            with open(self.nodes[0].config_file, "rb") as fh:
+                raw = tomllib.load(fh)
+        except (OSError, ValueError):
+            return {}
+        opts = {}
+        if raw.get("resp_password") and not os.environ.get("QUORUMKV_PASSWORD"):
+            opts.update(user="default", password=raw["resp_password"])
+        if raw.get("tls_ca") and not os.environ.get("QUORUMKV_TLS_CA"):
+            opts["tls_ca"] = raw["tls_ca"]
+        return opts
+
     def wait_ready(self, nodes: list[NodeInfo], timeout_ms: int = READY_TIMEOUT_MS) -> None:
         deadline = time.monotonic() + timeout_ms / 1000
         for node in nodes:
             while True:
-                if ping(node.address, 250) is not None:
+                if ping(node.address, 250, **self.client_options()) is not None:
                     break
                 if not node.running():
                     last = (tail(node.log_file, 1).strip() or "no output").splitlines()[-1]
@@ -327,7 +346,7 @@ class LocalCluster:
         views: dict[str, dict] = {}
         pongs = {}
         for node in live:
-            status, pong = probe(node.address, CONVERGE_PROBE_TIMEOUT_MS)
+            status, pong = probe(node.address, CONVERGE_PROBE_TIMEOUT_MS, **self.client_options())
             if status is None or pong is None:
                 problems.append(f"{node.id} ({node.address}) does not answer")
                 continue
@@ -405,7 +424,7 @@ class LocalCluster:
         """The membership as the first reachable node sees it (a StatusReply), or None."""
         for node in self.nodes:
             if node.running():
-                reply = node_status(node.address, STATUS_PING_TIMEOUT_MS)
+                reply = node_status(node.address, STATUS_PING_TIMEOUT_MS, **self.client_options())
                 if reply is not None:
                     return reply
         return None
@@ -426,7 +445,7 @@ class LocalCluster:
             elif member is not None:
                 state = member.state
             else:
-                state = "up" if ping(node.address, STATUS_PING_TIMEOUT_MS) is not None else "down"
+                state = "up" if ping(node.address, STATUS_PING_TIMEOUT_MS, **self.client_options()) is not None else "down"
             rows.append({
                 "id": node.id,
                 "address": node.address,
@@ -539,27 +558,28 @@ def _reap(pid: int) -> None:
         pass
 
 
-def ping(address: str, timeout_ms: int):
+def ping(address: str, timeout_ms: int, **opts):
+    """``opts``: Client security options (``LocalCluster.client_options``)."""
     try:
-        with Client([address], timeout_ms=timeout_ms) as c:
+        with Client([address], timeout_ms=timeout_ms, **opts) as c:
             return c.ping()
     except (QuorumKVError, OSError):
         return None
 
 
-def probe(address: str, timeout_ms: int):
+def probe(address: str, timeout_ms: int, **opts):
     """(StatusReply, Pong) from one node over one connection; (None, None) if it
     does not answer."""
     try:
-        with Client([address], timeout_ms=timeout_ms) as c:
+        with Client([address], timeout_ms=timeout_ms, **opts) as c:
             return c.status(), c.ping()
     except (QuorumKVError, OSError):
         return None, None
 
 
-def node_status(address: str, timeout_ms: int):
+def node_status(address: str, timeout_ms: int, **opts):
     try:
-        with Client([address], timeout_ms=timeout_ms) as c:
+        with Client([address], timeout_ms=timeout_ms, **opts) as c:
             return c.status()
     except (QuorumKVError, OSError):
         return None

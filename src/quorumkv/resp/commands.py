@@ -102,7 +102,7 @@ class NodeView(Protocol):
 class Session:
     """Per-connection state."""
 
-    __slots__ = ("id", "proto", "name", "lib_name", "lib_ver", "authenticated", "r_level",
+    __slots__ = ("id", "proto", "name", "lib_name", "lib_ver", "authenticated", "role", "r_level",
                  "w_level", "r_wire", "w_wire", "closing", "addr", "created_ms", "last_cmd", "causal",
                  "multi_refused", "linearizable")
 
@@ -114,6 +114,9 @@ class Session:
         self.lib_name = b""
         self.lib_ver = b""
         self.authenticated = not needs_auth
+        #: the user's role once authenticated (shell/auth.py): "readonly" may not run
+        #: commands flagged "write" (NOPERM); without users every session is "admin"
+        self.role = "admin"
         self.r_level: int | str | None = None  # None: the node's default
         self.w_level: int | str | None = None
         self.r_wire = m.LEVEL_DEFAULT
@@ -211,6 +214,21 @@ def _password_ok(node, user: bytes, password: bytes) -> bool:
     return hmac.compare_digest(password, node.password.encode("utf-8"))
 
 
+def _login(s, node, user: bytes, password: bytes) -> None:
+    """Authenticate the session as ``user`` and take on its role: the node's users
+    (shell/auth.py) when it has any, else Redis's password-less default user."""
+    authenticate = getattr(node, "authenticate", None)
+    if authenticate is None or not getattr(node, "has_users", False):
+        if not _password_ok(node, user, password):
+            raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
+    else:
+        role = authenticate(user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
+        if role is None:
+            raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
+        s.role = role
+    s.authenticated = True
+
+
 def cmd_hello(s, node, args):
     proto = s.proto
     if len(args) > 1:
@@ -232,9 +250,7 @@ def cmd_hello(s, node, args):
         else:
             raise CommandError(f"ERR Syntax error in HELLO option '{args[i].decode('utf-8', 'replace')}'")
     if auth is not None:
-        if not _password_ok(node, *auth):
-            raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
-        s.authenticated = True
+        _login(s, node, *auth)
     if not s.authenticated:
         raise CommandError("NOAUTH HELLO must be called with the client already authenticated, otherwise the "
                            "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
@@ -252,15 +268,13 @@ def cmd_hello(s, node, args):
 
 def cmd_auth(s, node, args):
     if len(args) == 2:
-        if not node.password:
+        if not node.password and not getattr(node, "has_users", False):
             raise CommandError("ERR AUTH <password> called without any password configured for the default "
                                "user. Are you sure your configuration is correct?")
         user, password = b"default", args[1]
     else:
         user, password = args[1], args[2]
-    if not _password_ok(node, user, password):
-        raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
-    s.authenticated = True
+    _login(s, node, user, password)
     return OK
 
 
@@ -748,6 +762,8 @@ def lookup(args: list[bytes], session: Session):
         return None, encode_error(unknown_command_error(args))
     if not session.authenticated and cmd.needs_auth:
         return None, encode_error("NOAUTH Authentication required.")
+    if session.role == "readonly" and "write" in cmd.flags:
+        return None, encode_error(f"NOPERM User has no permissions to run the '{name}' command")
     arity = cmd.arity
     if (arity > 0 and len(args) != arity) or len(args) < -arity:
         return None, encode_error(f"ERR wrong number of arguments for '{name}' command")

@@ -27,6 +27,7 @@ import structlog
 from ..core.limits import CLIENT_PIPELINE_MAX
 from ..resp.commands import CommandError, ReadOp, Session, WriteOp, lookup
 from ..resp.parser import NEED_DATA, RequestParser, RespProtocolError, encode_error
+from .auth import SECURITY_COUNTERS, Users
 from .config import parse_address
 from .server import now_ms
 
@@ -141,6 +142,8 @@ class RespConnection(asyncio.Protocol):
         handler, error = lookup(args, session)
         if error is not None:
             front.stats["total_error_replies"] += 1
+            if error.startswith((b"-NOAUTH", b"-NOPERM")):  # security counters (shell/auth.py)
+                front.security_refused(error, session)
             slot.data = error
         else:
             try:
@@ -148,6 +151,8 @@ class RespConnection(asyncio.Protocol):
             except CommandError as exc:
                 front.stats["total_error_replies"] += 1
                 slot.data = encode_error(exc.message)
+                if exc.message.startswith("NOAUTH"):  # HELLO before authenticating
+                    front.security_refused(slot.data, session)
             except Exception as exc:  # a handler bug must not kill the node
                 log.exception("resp_command_failed", command=args[0][:32])
                 slot.data = encode_error(f"ERR internal error: {type(exc).__name__}")
@@ -325,6 +330,13 @@ class RespFrontEnd:
                       "total_error_replies": 0, "protocol_errors": 0, "connected_clients": 0}
         self._next_client_id = 1
         self._server: asyncio.base_events.Server | None = None
+        self._tls_listener = None
+        # The node's users (shell/auth.py) and the stats its security counters live in.
+        users = getattr(node, "users", None)
+        self.users = users if users is not None else Users({}, cfg.resp_password)
+        self.node_stats = getattr(node, "stats", None)
+        if self.node_stats is None:
+            self.node_stats = dict.fromkeys(SECURITY_COUNTERS, 0)
 
     # -- NodeView -----------------------------------------------------------------
     def now_ms(self) -> int:
@@ -346,20 +358,52 @@ class RespFrontEnd:
 
     def new_session(self, addr: str) -> Session:
         self.stats["total_connections_received"] += 1
-        session = Session(self._next_client_id, addr, needs_auth=bool(self.password), now_ms=now_ms())
+        session = Session(self._next_client_id, addr, needs_auth=self.users.enabled, now_ms=now_ms())
         self._next_client_id += 1
         return session
+
+    # -- security (shell/auth.py): the node's users, counted in the node's stats -------
+    @property
+    def has_users(self) -> bool:
+        return self.users.enabled
+
+    def authenticate(self, user: str, password: str) -> str | None:
+        """The role of ``user`` when ``password`` is right, else None (counted)."""
+        role = self.users.check(user, password)
+        stats = self.node_stats
+        if role is None:
+            stats["auth_failed"] += 1
+            log.warning("auth_failed", listener="resp", user=user)
+        else:
+            stats["auth_ok"] += 1
+        return role
+
+    def security_refused(self, error: bytes, session: Session) -> None:
+        kind = "auth_missing" if error.startswith(b"-NOAUTH") else "auth_denied"
+        self.node_stats[kind] += 1
+        log.warning(kind, listener="resp", peer=session.addr, command=session.last_cmd)
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         host, port = parse_address(self.resp_listen)
-        self._server = await self.node.loop.create_server(lambda: RespConnection(self), host, port,
-                                                          reuse_address=True)
+        node = self.node
+        if getattr(node, "tls_server_ctx", None) is not None:
+            from .tls import TlsListener  # noqa: PLC0415
+
+            self._tls_listener = TlsListener(node.loop, lambda: RespConnection(self), node.tls_server_ctx, node.stats,
+                                             b"-ERR this port requires TLS (redis-cli --tls, redis-py ssl=True)\r\n",
+                                             "resp")
+            await self._tls_listener.start(host, port)
+        else:
+            self._server = await node.loop.create_server(lambda: RespConnection(self), host, port,
+                                                         reuse_address=True)
         log.info("resp_listening", node=self.node_id, listen=self.resp_listen)
 
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._tls_listener is not None:
+            self._tls_listener.close()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()

@@ -49,7 +49,8 @@ from .antientropy import AE_EFFECTS, AntiEntropyShell
 from .metrics_hist import RequestLatency
 from .storage import StorageEngine, open_engine
 from .snapshot import SnapshotShell
-from ..core.messages_admin import Snapshot, SnapshotReply
+from . import auth, tls
+from ..core.messages_admin import Auth, Snapshot, SnapshotReply
 
 log = structlog.get_logger("quorumkv.node")
 
@@ -128,6 +129,10 @@ class _Inbound(_Conn):
         # bounds what it has in flight). Only clients are paused for not reading.
         self.is_peer = False
         self.peer_name = "?"
+        # What this connection may send (shell/auth.py): everything while security is
+        # off; else nothing until Auth, or everything for a peer's TLS certificate.
+        self.allowed = server.open_types
+        self.user: str | None = None
         self.timing: dict[int, tuple] = {}  # Get/Put id -> (label, start): the latency histogram
 
     def connection_made(self, transport) -> None:
@@ -136,6 +141,8 @@ class _Inbound(_Conn):
         peer = transport.get_extra_info("peername")
         self.peer_name = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.server.inbound.add(self)
+        if self.server.secure and tls.peer_verified(transport):
+            self.allowed, self.user = auth.ALL_TYPES, "peer-certificate"  # mutual TLS: a peer
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -175,8 +182,12 @@ class _Inbound(_Conn):
             elif not self.is_peer and (self.write_paused or self._out_bytes >= INBOUND_SEND_BYTES_HIGH):
                 self._backlog.extend(msgs[i:])  # replies are piling up: the rest waits
                 return
-            if t not in _REQUEST_TYPES:
-                self.fail(f"unexpected {t.__name__} from a client")
+            if t not in self.allowed:  # security (shell/auth.py); also every non-request
+                if t not in _REQUEST_TYPES:
+                    self.fail(f"unexpected {t.__name__} from a client")
+                    return
+                if auth.not_allowed(server, self, msg, t):
+                    continue
                 return
             if t not in m.ONE_WAY:
                 self.open_requests += 1
@@ -230,8 +241,13 @@ class _Inbound(_Conn):
     def fail(self, reason: str) -> None:
         log.warning("bad_input", peer=self.peer_name, reason=reason)
         self.server.stats["bad_input"] += 1
+        self.refuse(m.Error(0, reason))
+
+    def refuse(self, error) -> None:
+        """Send ``error`` after the replies already queued, then close."""
         if not self.closed:
-            self.transport.write(self.server.encoder.encode(m.Error(0, reason)))
+            self._flush()
+            self.transport.write(self.server.encoder.encode(error))
             self.closed = True
             self._backlog.clear()
             self.transport.close()
@@ -293,9 +309,11 @@ class _PeerLink(_Conn):
 
     async def _connect(self) -> None:
         host, port = parse_address(self.address)
+        ctx = self.server.tls_client_ctx
         try:
             await asyncio.wait_for(
-                self.server.loop.create_connection(lambda: self, host, port),
+                self.server.loop.create_connection(lambda: self, host, port, ssl=ctx,
+                                                   server_hostname=host if ctx is not None else None),
                 CONNECT_TIMEOUT_MS / 1000,
             )
         except (OSError, asyncio.TimeoutError) as exc:
@@ -311,6 +329,9 @@ class _PeerLink(_Conn):
         self.state = "up"
         self.backoff_ms = RECONNECT_MS_MIN
         log.info("peer_connected", peer=self.peer)
+        creds = auth.internode_credentials(self.server.config)
+        if creds is not None:  # peers that require authentication see this first
+            self.send(Auth(auth.PEER_AUTH_ID, *creds))
         pending, self._pending = self._pending, []
         for msg in pending:
             self.send(msg)
@@ -351,6 +372,11 @@ class _PeerLink(_Conn):
                 if t0 is not None:
                     server.latency.add(t is m.RepWriteAck, t0, msg.t_us, t_now)
             if t not in _RESPONSE_TYPES:
+                if t is m.Reply and msg.id == auth.PEER_AUTH_ID:
+                    continue  # the peer accepted our Auth
+                if t is m.Error:
+                    log.warning("peer_refused_us", peer=self.peer, reason=msg.message)
+                    continue
                 log.warning("bad_peer_message", peer=self.peer, type=type(msg).__name__)
                 continue
             try:
@@ -407,7 +433,16 @@ class NodeServer:
         self.links: dict[str, _PeerLink] = {}
         self.inbound: set[_Inbound] = set()
         # Shell counters, merged into the node's Status reply (``quorumkv cluster status``).
-        self.stats = {"bad_input": 0, "bad_peer_frames": 0, "peer_response_errors": 0, "tick_errors": 0}
+        self.stats = {"bad_input": 0, "bad_peer_frames": 0, "peer_response_errors": 0, "tick_errors": 0,
+                      **dict.fromkeys(auth.SECURITY_COUNTERS, 0)}
+        # Security (shell/auth.py, shell/tls.py): users of both ports, TLS contexts.
+        self.users = auth.Users(config.users, config.resp_password)
+        self.secure = self.users.enabled or config.tls
+        self.open_types = auth.open_types(self.users.enabled, config.tls)
+        self.tls_server_ctx = tls.server_context(config.tls_cert, config.tls_key, config.tls_ca) if config.tls else None
+        self.tls_client_ctx = (tls.client_context(config.tls_ca, config.tls_cert, config.tls_key)
+                               if config.tls else None)
+        self._tls_listener = None
         self._server: asyncio.base_events.Server | None = None
         self.resp = None  # RespFrontEnd when config.resp_listen is set
         self.metrics = None  # MetricsServer when config.metrics_listen is set (shell/metrics.py)
@@ -661,7 +696,14 @@ class NodeServer:
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
         host, port = parse_address(self.config.listen)
-        self._server = await self.loop.create_server(lambda: _Inbound(self), host, port, reuse_address=True)
+        if self.tls_server_ctx is not None:
+            self._tls_listener = tls.TlsListener(
+                self.loop, lambda: _Inbound(self), self.tls_server_ctx, self.stats,
+                self.encoder.encode(m.Error(0, "this port requires TLS (the client's tls_ca=, or QUORUMKV_TLS_CA)")),
+                "native")
+            await self._tls_listener.start(host, port)
+        else:
+            self._server = await self.loop.create_server(lambda: _Inbound(self), host, port, reuse_address=True)
         if self.config.resp_listen:
             from .resp_server import RespFrontEnd  # noqa: PLC0415 - only nodes that speak RESP load it
 
@@ -692,6 +734,8 @@ class NodeServer:
             self._model_handle.cancel()
         if self._server is not None:
             self._server.close()
+        if self._tls_listener is not None:
+            self._tls_listener.close()
         if self.resp is not None:
             self.resp.close()
         if self.metrics is not None:
