@@ -196,6 +196,8 @@ class RespConnection(asyncio.Protocol):
         for rid, op in zip(ids, ops):
             if type(op) is ReadOp:
                 msg = session.get_msg(rid, op.key)
+            elif hasattr(op, "to_msg"):  # a typed update (resp/commands_crdt.py UpdateOp)
+                msg = op.to_msg(rid, session)
             else:
                 msg = session.put_msg(rid, op.key, op.value, op.ttl_ms)
             try:
