@@ -41,6 +41,16 @@ def test_two_clients_write_concurrently_both_are_siblings_and_a_resolution_super
         assert c3.get_siblings("cart", r="ALL").values == [b"late"]
 
 
+def test_a_resolver_merges_siblings_on_get_and_writes_the_resolution_back(cluster):
+    addrs = cluster.addresses()
+    with Client([addrs[0]]) as c1, Client([addrs[1]]) as c2, \
+            Client(addrs, resolver=lambda values: b"+".join(sorted(values))) as resolving:
+        c1.put("doc", b"x", context=None)
+        c2.put("doc", b"y", context=None)  # no context: a sibling, whichever landed first
+        assert resolving.get("doc", r="ALL") == b"x+y"
+        assert c1.get_siblings("doc", r="ALL").values == [b"x+y"]  # written back, superseding both
+
+
 def test_counter_set_map_and_wrong_type(cluster):
     with Client(cluster.addresses()) as c:
         assert c.counter_incr("views", 5) == 5

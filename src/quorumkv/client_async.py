@@ -16,7 +16,7 @@ from .client import (
     _check_inspect,
     _check_reply,
 )
-from .client_typed import AsyncTypedMethods
+from .client_typed import AsyncTypedMethods, SiblingsError
 from .core import messages as m
 from .core.dynamic import Target
 from .core.framing import FrameDecoder, FrameEncoder
@@ -65,8 +65,8 @@ class AsyncClient(AsyncTypedMethods, _Base):
     connection, so many coroutines can share a client."""
 
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
-                 session: bool | SessionContext = True):
-        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session)
+                 session: bool | SessionContext = True, resolver=None):
+        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session, resolver=resolver)
         self._conn: _AsyncConn | None = None
         self._connecting: asyncio.Lock | None = None
         self._encoder = FrameEncoder()
@@ -152,7 +152,12 @@ class AsyncClient(AsyncTypedMethods, _Base):
     async def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,
                   blocking_repair: bool = False, target: Target | None = None) -> bytes:
         reply = await self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
-        return self._value(reply, key, default)
+        try:
+            return self._value(reply, key, default)
+        except SiblingsError:
+            if self.resolver is None:
+                raise
+            return await self._resolve(key, reply)
 
     async def get_item(self, key, *, r=DEFAULT, primary_only: bool = False,
                        blocking_repair: bool = False, target: Target | None = None) -> Item:
