@@ -26,6 +26,8 @@ from quorumkv.sim import SimConfig, parse_faults, run
 
 #: Failing seeds listed in full (the counts are always complete).
 FAILED_LISTED_MAX = 50
+#: A progress line on stderr every this many seeds (a soak runs for many minutes).
+PROGRESS_EVERY_SEEDS = 50
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(row)
             if not args.quiet:
                 print(f"FAILED seed {seed}: {json.dumps(row, sort_keys=True)}", file=sys.stderr, flush=True)
+        if not args.quiet and totals["seeds"] % PROGRESS_EVERY_SEEDS == 0:
+            print(f"{totals['seeds']}/{args.seeds} seeds, {len(failed)} failed, "
+                  f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     wall_s = time.perf_counter() - started
     report = {
         "command": "python benchmarks/soak_sim.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -1,10 +1,10 @@
 """Clock safety (issue 10, holes 2 and 3): session floors, the durable HLC ceiling,
 clock offsets from heartbeats and the max-offset rule — pure cores, no I/O.
 
-``Mesh`` is a tiny deterministic shell: it delivers the cores' messages in FIFO
-order, runs their storage effects against dicts (the "disks", which survive a
-restart), and lets a test hold back every message towards one node (a slow link)
-and give each node its own clock offset.
+``Mesh`` is the shared deterministic executor ``quorumkv.sim.scenario.CoreMesh``:
+it delivers the cores' messages in FIFO order, runs their storage effects against
+dicts (the "disks", which survive a restart), and lets a test hold back every
+message towards one node (a slow link) and give each node its own clock offset.
 """
 
 from __future__ import annotations
@@ -12,111 +12,28 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections import deque
 
 import pytest
 
 from quorumkv.core import clock as clock_mod
 from quorumkv.core import messages as m
-from quorumkv.core.node import (
-    NodeCore, NodeSettings, Respond, SaveHlcCeiling, Send, StoreRead, StoreWrite,
-)
+from quorumkv.core.node import NodeCore, NodeSettings, Respond, SaveHlcCeiling, StoreWrite
 from quorumkv.core.version import LOGICAL_BITS, Record, SessionContext, Version, pack_ts
+from quorumkv.sim.scenario import MESH_T0_MS, CoreMesh, MeshClient
 
-T0 = 1_700_000_000_000
+T0 = MESH_T0_MS
 NAMES = ("n1", "n2", "n3", "n4")
 
 
-class Client:
-    def __init__(self, name):
-        self.name = name
-        self.replies: dict[int, m.Reply] = {}
+Client = MeshClient
 
 
-class Mesh:
-    def __init__(self, names=NAMES[:3], n=3, r=2, w=2, ceiling=True, **settings):
-        self.names = names
-        self.members = {x: f"mesh://{x}" for x in names}
-        self.kw = dict(n=n, r=r, w=w, read_all_replicas=False, read_repair=False,
-                       speculative_retry_ms=0, **settings)
-        self.ceiling = ceiling
-        self.time_ms = T0
-        self.offset_ms = {x: 0 for x in names}
-        self.disk: dict[str, dict[bytes, Record]] = {x: {} for x in names}
-        self.saved_ceiling: dict[str, int] = {x: 0 for x in names}
-        self.held_to: set[str] = set()  # messages towards these nodes wait in `held`
-        self.held: list = []
-        self.down: set[str] = set()  # sends to these nodes fail at once (connection refused)
-        self.queue: deque = deque()
-        self.cores = {x: self.boot(x) for x in names}
+class Mesh(CoreMesh):
+    """The shared executor (``quorumkv.sim.scenario.CoreMesh``) with this file's
+    defaults (three nodes) and per-key client helpers that carry a session."""
 
-    def clock(self, node):
-        return self.time_ms + self.offset_ms[node]
-
-    def boot(self, node) -> NodeCore:
-        """A core built as the shell builds one: HLC seeded from storage and the ceiling."""
-        hlc_last = max((r.version.ts for r in self.disk[node].values()), default=0)
-        return NodeCore(NodeSettings(node, **self.kw), self.members, hlc_last=hlc_last,
-                        now_ms=self.clock(node),
-                        hlc_ceiling=self.saved_ceiling[node] if self.ceiling else None)
-
-    # -- effects ----------------------------------------------------------------
-    def run(self, node, effects):
-        for eff in effects:
-            self.queue.append((node, eff))
-
-    def settle(self):
-        while self.queue:
-            node, eff = self.queue.popleft()
-            core, now = self.cores[node], self.clock(node)
-            t = type(eff)
-            if t is Send:
-                if eff.peer in self.down:
-                    self.run(node, core.on_send_failed(eff.peer, eff.msg, "unreachable", now))
-                    continue
-                if eff.peer in self.held_to:
-                    self.held.append((node, eff))
-                    continue
-                conn = ("peer", node)
-                self.run(eff.peer, self.cores[eff.peer].on_request(conn, eff.msg, self.clock(eff.peer)))
-            elif t is Respond:
-                if isinstance(eff.conn, Client):
-                    eff.conn.replies[eff.msg.id] = eff.msg
-                elif eff.conn is not None:
-                    src = eff.conn[1]
-                    if node in self.held_to:
-                        self.held.append((node, eff))
-                        continue
-                    self.run(src, self.cores[src].on_response(node, eff.msg, self.clock(src)))
-            elif t is StoreWrite:
-                cur = self.disk[node].get(eff.key)
-                if cur is None or eff.record.version.newer_than(cur.version):
-                    self.disk[node][eff.key] = eff.record
-                self.run(node, core.on_store_done(eff.token, True, None, now))
-            elif t is StoreRead:
-                self.run(node, core.on_store_done(eff.token, True, self.disk[node].get(eff.key), now))
-            elif t is SaveHlcCeiling:
-                self.saved_ceiling[node] = eff.ts
-                self.run(node, core.on_store_done(eff.token, True, None, now))
-            # Log, hints: nothing to do here
-
-    def release(self, node):
-        self.held_to.discard(node)
-        held, self.held = self.held, []
-        self.queue.extend(held)
-        self.settle()
-
-    def tick(self, ms=5):
-        self.time_ms += ms
-        for name in self.names:
-            self.run(name, self.cores[name].tick(self.clock(name)))
-        self.settle()
-
-    # -- clients ----------------------------------------------------------------
-    def request(self, client, node, msg) -> m.Reply:
-        self.run(node, self.cores[node].on_request(client, msg, self.clock(node)))
-        self.settle()
-        return client.replies.get(msg.id)
+    def __init__(self, names=NAMES[:3], **kw):
+        super().__init__(names, **kw)
 
     def put(self, client, node, key, value, session=None, req_id=None, **kw):
         req_id = req_id or len(client.replies) + 1
@@ -134,9 +51,6 @@ class Mesh:
             session.saw(key, reply.version)
         return reply
 
-    def restart(self, node):
-        self.cores[node] = self.boot(node)
-
     def newest_everywhere(self, key):
         return {x: self.disk[x].get(key) for x in self.names}
 
@@ -144,8 +58,11 @@ class Mesh:
 # ----------------------------------------------------------- hole 2: clock skew
 def _hole2(with_session: bool):
     """n1's clock is 50 ms ahead. v1 via n1 (W=2: n1, n3 ack; the copy to n2 is
-    slow), then 5 ms after the ack the same client writes v2 via n2."""
-    mesh = Mesh(ceiling=True)
+    slow), then 5 ms after the ack the same client writes v2 via n2. The replicas'
+    storage does not report the newer version that keeps a write out
+    (``report_newer=False``), so the coordinator's re-stamp (test_write_order.py)
+    cannot order v2 after v1: this isolates what the session floor does."""
+    mesh = Mesh(ceiling=True, report_newer=False)
     mesh.offset_ms["n1"] = 50
     mesh.tick()  # ceilings saved; no heartbeats yet reach anyone's HLC below
     session = SessionContext() if with_session else None

@@ -103,6 +103,28 @@ MESSAGE_TYPES |= {ae.AETree, ae.AETreeResp, ae.AEExchange, ae.AEExchangeResp, ae
 # Issue 10: decommission --force (appended field), cleanup (tag 54).
 ALL_MESSAGES += [mr.Decommission(80, False, True), mr.Cleanup(81), mr.Cleanup(82, True, 1_000)]
 MESSAGE_TYPES |= {mr.Cleanup}
+# Issue 13: authentication and snapshots (core/messages_admin.py): tags 80-82.
+from quorumkv.core import messages_admin as ma  # noqa: E402
+
+ALL_MESSAGES += [ma.Auth(90, "alice", "pw"), ma.Snapshot(91, "nightly"),
+                 ma.SnapshotReply(92, True, "", "n1", "/d/snapshots/nightly", 3, 8192, 1_700_000_000_000),
+                 ma.SnapshotReply(93, False, "a snapshot is already running")]
+MESSAGE_TYPES |= {ma.Auth, ma.Snapshot, ma.SnapshotReply}
+# Issue 13: the cluster-wide key scan (core/messages_scan.py): tags 70-73.
+from quorumkv.core import messages_scan as ms  # noqa: E402
+
+ALL_MESSAGES += [ms.Scan(94, b"a", b"user:*", 100), ms.ScanReply(95, [b"k1", b"k2"], b"k2", ["n1", "n2"]),
+                 ms.ScanPeek(96, b"", None, 10),
+                 ms.ScanPeekResp(97, True, [(b"k", VER, False, 0), (b"t", TOMB.version, True, 0)], b"t"),
+                 ms.ScanPeekResp(98, False, error="busy")]
+MESSAGE_TYPES |= {ms.Scan, ms.ScanReply, ms.ScanPeek, ms.ScanPeekResp}
+# Issue 15: typed writes (counters, sets, maps, siblings; core/messages_typed.py): tags 100-109.
+from quorumkv.core import messages_typed as mt  # noqa: E402
+
+ALL_MESSAGES += [mt.Update(99, b"cart", 3, "sadd", [b"apple"]), mt.Update(100, b"c", 2, "incr", delta=-5),
+                 mt.TypedApply(101, b"k", 1, "put", [b"v"], ctx=b"\x01"),
+                 mt.TypedApplied(102, True, REC), mt.TypedApplied(103, False, None, 3, "overloaded")]
+MESSAGE_TYPES |= {mt.Update, mt.TypedApply, mt.TypedApplied}
 
 
 def test_sample_covers_every_message_type():
@@ -242,7 +264,22 @@ def test_wire_tags_frozen(enc):
     tags.update({ae.AETree: 40, ae.AETreeResp: 41, ae.AEExchange: 42, ae.AEExchangeResp: 43, ae.AEGc: 44,
                  ae.AEGcResp: 45, ae.Repair: 46, ae.RepairReply: 47})
     tags[mr.Cleanup] = 54
+    tags.update({ma.Auth: 80, ma.Snapshot: 81, ma.SnapshotReply: 82})
+    tags.update({ms.Scan: 70, ms.ScanReply: 71, ms.ScanPeek: 72, ms.ScanPeekResp: 73})
+    tags.update({mt.Update: 100, mt.TypedApply: 101, mt.TypedApplied: 102})
     for msg in ALL_MESSAGES:
         arr = msgspec.msgpack.decode(enc.encode(msg)[4:])
         assert arr[0] == tags[type(msg)]
         assert arr[1] == msg.id
+
+
+def test_wire_tags_unique():
+    """Every message type has its own tag: two modules that picked the same number would
+    decode each other's frames as the wrong type (msgspec's tagged union refuses it only
+    when the union is built, so check the whole table)."""
+    types = m.REQUEST_TYPES + m.RESPONSE_TYPES
+    seen: dict[int, str] = {}
+    for t in types:
+        tag = t.__struct_config__.tag
+        assert tag not in seen, f"tag {tag} used by {seen[tag]} and {t.__name__}"
+        seen[tag] = t.__name__

@@ -16,6 +16,7 @@ from quorumkv.core.membership import (
     LEAVING,
     LEFT,
     MEMBERS_MAX,
+    REPLACING,
     SUSPECT,
     UP,
     DetectorSettings,
@@ -24,7 +25,7 @@ from quorumkv.core.membership import (
     PhiDetector,
     Transition,
 )
-from quorumkv.core.node import Log, NodeCore, NodeSettings, Respond, SaveDepartures
+from quorumkv.core.node import Log, NodeCore, NodeSettings, Respond, SaveMembers
 
 NOW = 1_700_000_000_000
 DS = DetectorSettings()  # 200 ms beats, phi 8, min std 50, pause 300, suspect->down 1 s
@@ -377,31 +378,45 @@ def test_gossip_ack_merged_by_coordinator_rebuilds_ring():
     assert core.on_response("b", m.GossipAck(0, [E("c", 2, 1, UP, ADDR["c"])]), NOW) == []
 
 
-# ------------------------------------------------- departures survive a restart
+# ------------------------------------------- the known table survives a restart
+def _saved(eff) -> list[dict]:
+    return [e.members for e in eff if type(e) is SaveMembers]
+
+
 def test_departures_are_saved_when_learned_and_a_restarted_core_keeps_them_out_of_the_ring():
     """Issue 10 (found by the simulator): 'left' was not persisted, so a node whose
     configured members still list a departed node put it back in its ring at a
-    whole-cluster restart. The core now asks the shell to save its departures and
-    starts from them."""
+    whole-cluster restart. The core now asks the shell to save what it knows of
+    every member (``SaveMembers``) and starts from it."""
     members = {"a": ADDR["a"], "b": ADDR["b"], "c": ADDR["c"]}
     core = NodeCore(NodeSettings("a", n=2, vnodes=8), members, now_ms=NOW)
     eff = core.on_response("b", m.GossipAck(0, [E("c", 7, 40, LEAVING)]), NOW)
-    assert not [e for e in eff if type(e) is SaveDepartures]  # leaving is not gone yet
-    eff = core.on_response("b", m.GossipAck(0, [E("c", 7, 41, LEFT)]), NOW)
-    (saved,) = [e for e in eff if type(e) is SaveDepartures]
-    assert saved.departed == {"c": (ADDR["c"], 7, 41)}
-    assert core.on_response("b", m.GossipAck(0, [E("c", 7, 41, LEFT)]), NOW) == []  # nothing new: no save
+    assert _saved(eff) == [{"b": (ADDR["b"], 0, 0, UP), "c": (ADDR["c"], 7, 40, LEAVING)}]
+    assert core.on_response("b", m.GossipAck(0, [E("c", 7, 41, LEAVING)]), NOW) == []  # a heartbeat: no save
+    eff = core.on_response("b", m.GossipAck(0, [E("c", 7, 42, LEFT)]), NOW)
+    (saved,) = _saved(eff)
+    assert saved["c"] == (ADDR["c"], 7, 42, LEFT)
+    assert core.on_response("b", m.GossipAck(0, [E("c", 7, 42, LEFT)]), NOW) == []  # nothing new: no save
 
     restarted = NodeCore(NodeSettings("a", n=2, vnodes=8, generation=NOW + 1), members, now_ms=NOW + 1,
-                         departed=saved.departed)
+                         known=saved)
     assert restarted.ring.nodes == ("a", "b")
     assert restarted.membership.state_of("c") == LEFT and "c" not in restarted.membership.peers()
     # A stale rumour from before the departure loses; the departed node started
-    # again (a new generation: it joins afresh) wins, and the saved set follows.
+    # again (a new generation: it joins afresh) wins, and the saved table follows.
     assert restarted.on_response("b", m.GossipAck(0, [E("c", 7, 30, UP)]), NOW + 2) == []
     eff = restarted.on_response("b", m.GossipAck(0, [E("c", 9, 1, JOINING)]), NOW + 3)
-    assert [e.departed for e in eff if type(e) is SaveDepartures] == [{}]
+    assert [s["c"][3] for s in _saved(eff)] == [JOINING]
     assert restarted.membership.state_of("c") == JOINING
+
+
+def test_an_older_state_files_departures_still_keep_a_departed_node_out():
+    """``departed`` (node -> address, generation, version: what node-state.json
+    held before ``SaveMembers``) is read as members known as left."""
+    members = {"a": ADDR["a"], "b": ADDR["b"], "c": ADDR["c"]}
+    core = NodeCore(NodeSettings("a", n=2, vnodes=8, generation=NOW), members, now_ms=NOW,
+                    departed={"c": (ADDR["c"], 7, 41)})
+    assert core.ring.nodes == ("a", "b") and core.membership.state_of("c") == LEFT
 
 
 def test_a_departure_known_only_from_the_table_is_saved_too():
@@ -411,5 +426,32 @@ def test_a_departure_known_only_from_the_table_is_saved_too():
     core = NodeCore(NodeSettings("a", n=2, vnodes=8), {"a": ADDR["a"], "b": ADDR["b"]}, now_ms=NOW)
     eff = core.on_response("b", m.GossipAck(0, [E("c", 7, 41, LEFT)]), NOW)
     assert core.ring.nodes == ("a", "b") and not [e for e in eff if type(e) is Log]  # no ring change
-    assert [e.departed for e in eff if type(e) is SaveDepartures] == [{"c": (ADDR["c"], 7, 41)}]
+    assert [s["c"] for s in _saved(eff)] == [(ADDR["c"], 7, 41, LEFT)]
     assert "c" in core.members()
+
+
+def test_a_restarted_core_routes_by_the_ring_it_knew_not_by_its_config():
+    """Soak seeds 72, 218 and 906 (issue 10's known gap): a member that joined after
+    the config files were written, or a replacement's new address, was forgotten at
+    a restart until gossip brought it back; meanwhile the restarted coordinator
+    routed by the older ring, and its quorums missed writes acked under the newer
+    one. Now the restarted core starts from the saved table: the joined member is in
+    its ring, the replacement at its new address, a joining or leaving member still
+    makes its rounds joint."""
+    members = {x: ADDR[x] for x in "abc"}
+    core = NodeCore(NodeSettings("a", n=2, vnodes=8), members, now_ms=NOW)
+    eff = core.on_response("b", m.GossipAck(0, [E("d", 5, 3, UP, "10.0.0.4:1"),
+                                                E("c", 6, 2, REPLACING, "10.0.0.33:1"),
+                                                E("e", 8, 1, JOINING, "10.0.0.5:1")]), NOW)
+    saved = _saved(eff)[-1]
+    assert core.ring.nodes == ("a", "b", "c", "d") and core.future_ring.nodes == ("a", "b", "c", "d", "e")
+
+    restarted = NodeCore(NodeSettings("a", n=2, vnodes=8, generation=NOW + 1), members, now_ms=NOW + 1,
+                         known=saved)
+    assert restarted.ring.nodes == core.ring.nodes
+    assert restarted.future_ring is not None and restarted.future_ring.nodes == core.future_ring.nodes
+    assert restarted.address_of("c") == "10.0.0.33:1" and restarted.address_of("d") == "10.0.0.4:1"
+    assert restarted.membership.state_of("c") == REPLACING and restarted.membership.me.status == UP
+    # The control: the config alone (what a restart used before) routes by another ring.
+    forgetful = NodeCore(NodeSettings("a", n=2, vnodes=8, generation=NOW + 1), members, now_ms=NOW + 1)
+    assert forgetful.ring.nodes == ("a", "b", "c") and forgetful.future_ring is None

@@ -14,7 +14,7 @@ from quorumkv.core import messages_ae as mae
 from quorumkv.core.antientropy import AESettings, PurgeMany, ReadMany, ScanLocal, install, purge_applies
 from quorumkv.core.cleanup import CLEANUP_SCAN_KEYS, DropMany
 from quorumkv.core.effects import (
-    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveDepartures, ScanRange, Send, StoreHint, StoreRead,
+    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveMembers, ScanRange, Send, StoreHint, StoreRead,
     StoreWrite,
 )
 from quorumkv.core.hints import HintTable
@@ -55,7 +55,7 @@ class Net:
         self.queue: list = []
         self.replies: dict[object, object] = {}
         self.logs: list[tuple[str, str, dict]] = []
-        self.departed: dict[str, dict] = {}  # node -> its last SaveDepartures
+        self.known: dict[str, dict] = {}  # node -> its last SaveMembers
         self._scans: dict = {}
         members = {x: addr(x) for x in names}
         for x in names:
@@ -128,8 +128,8 @@ class Net:
                 self.run(nid, core.on_hints_loaded(eff.owner, self.hints[nid].load(eff.owner, eff.limit), now))
             elif t is DeleteHint:
                 self.hints[nid].delete(eff.hint_id)
-            elif t is SaveDepartures:
-                self.departed[nid] = eff.departed
+            elif t is SaveMembers:
+                self.known[nid] = eff.members
             elif t is ScanRange:
                 items = sorted((k, r) for k, r in self.store[nid].items() if eff.after is None or k > eff.after)
                 self.run(nid, core.on_store_done(eff.token, True, items[:eff.limit], now))
@@ -547,4 +547,4 @@ def test_a_node_that_left_tells_every_member_at_once():
     told = sorted(e.peer for e in batch if type(e) is Send and type(e.msg) is m.Gossip
                   and any(x.node == "n4" and x.status == LEFT for x in e.msg.endpoints))
     assert told == ["n1", "n2", "n3", "n5"]
-    assert sorted(x for x, d in net.departed.items() if "n4" in d) == ["n1", "n2", "n3", "n5"]
+    assert sorted(x for x, d in net.known.items() if d.get("n4", ())[3:] == (LEFT,)) == ["n1", "n2", "n3", "n5"]

@@ -304,7 +304,8 @@ def test_whole_cluster_restart_keeps_a_decommissioned_node_out_of_the_ring(make_
     """Found by the simulator (issue 10): 'left' was not persisted, so when every node
     restarted at once — their configs still listing the departed node, nobody left
     to gossip that it had gone — it was back in every ring and reads at ALL failed.
-    Now each node keeps its departures in node-state.json (``SaveDepartures``)."""
+    Now each node keeps what it knows of every member, departures included, in
+    node-state.json (``SaveMembers``)."""
     cluster = make_cluster(nodes=4, settings=SETTINGS)
     data = preload(cluster, n_keys=60, value_bytes=8)
     leaving = cluster.node("n4")

@@ -331,3 +331,58 @@ def test_hint_replayed_after_tombstone_gc_does_not_resurrect() -> None:
     sc, key, old, dele = _scenario_hint_outlives_grace()
     verdict = sc.check()
     assert verdict.resurrections == 0, _why(verdict)
+
+
+# ------------------------------------------- restarts forget a later ring (soak)
+def _restart_key():
+    """A key whose replicas change when n6 joins: n6 takes the place of one of them."""
+    r5, r6 = Ring(FIVE, N), Ring(sorted(FIVE + ["n6"]), N)
+    return find_key(lambda k: "n6" in r6.preference_list(k))
+
+
+@functools.cache  # one run per module: the stage test and the safety test share it
+def _scenario_restart_forgets_joined_member():
+    """Soak seeds 72, 218 and 906 (issue 10's "known gap"): n6 joins and every node
+    learns it; then the whole cluster power-cycles, and gossip has not yet gone
+    round (dropped here, so the moment lasts). Each of n1..n5 restarts from its
+    config file, which lists the five initial members only. n6 coordinates a write by
+    the ring it knows — acked by n6 and one old replica x, the copy to the third (y)
+    slow — then the replica that n6 displaced (d) coordinates a strict read, its
+    copy from x slow, so it asks y. Before the fix d had forgotten n6, read by the
+    five-node ring from {d, y} and returned nothing: two strict quorums that did not
+    intersect."""
+    sc = Scenario()
+    key = _restart_key()
+    p5, p6 = Ring(FIVE, N).preference_list(key), Ring(sorted(FIVE + ["n6"]), N).preference_list(key)
+    (d,) = [x for x in p5 if x not in p6]
+    x, y = [z for z in p6 if z != "n6"]
+    n6 = sc.join()
+    sc.run_for(2_000)  # gossip tells everyone
+    known = {name: sc.cluster.cores[name].membership.ring_members() for name in sc.cluster.live()}
+    for name in sc.cluster.live():
+        sc.cluster.crash(name)
+    sc.drop((m.Gossip, m.GossipAck))
+    for name in sc.cluster.in_service():
+        sc.cluster.restart(name)
+    sc.slow(n6, y, (m.RepWrite,), by_ms=3_000)
+    sc.slow(d, x, (m.RepRead,), by_ms=3_000)
+    sc.run_for(5)
+    after = {name: sc.cluster.cores[name].membership.ring_members() for name in sc.cluster.live()}
+    put = sc.put(n6, key, b"NEW", level=2)
+    sc.run_for(1)  # the read begins strictly after the ack
+    get = sc.get(d, key, level=2, client=1)
+    return sc, key, known, after, put, get
+
+
+def test_restart_scenario_acks_the_write_through_the_new_ring() -> None:
+    sc, key, known, after, put, get = _scenario_restart_forgets_joined_member()
+    assert all("n6" in ring for ring in known.values()), known  # everyone knew n6 before the power cycle
+    assert acked(put) and acked(get)
+    assert put.complete_us < get.invoke_us < put.invoke_us + 3_000_000  # y and x still wait
+
+
+def test_a_full_restart_keeps_the_ring_every_node_knew() -> None:
+    sc, key, known, after, put, get = _scenario_restart_forgets_joined_member()
+    verdict = sc.check()
+    assert verdict.stale_reads == 0 and verdict.lost_acked_writes == 0, _why(verdict)
+    assert after == known, after  # from disk, before any gossip

@@ -91,10 +91,17 @@ def test_every_fault_at_once_seeds_that_found_holes(seed: int) -> None:
     _safe(run(SimConfig(seed=seed, ops=1000, faults=ALL, swarm=True, primary_only=seed % 2 == 0)))
 
 
-# Not in CI: with every fault on, the full swarm still fails some seeds on main (see
-# docs/simulator.md, "What the swarm finds"): writes of *different* clients ordered
-# only by real time lose to clock skew within the bound (seeds 4, 6, 7, 8), and ring
-# membership is not persisted across a whole-cluster restart — a decommissioned node
-# comes back (seeds 0, 1, 12; test_sim_safety.py::
-# test_departed_node_stays_out_of_the_ring_after_full_restart), a joined node is
-# forgotten until gossip re-teaches it (seed 26: strict stale reads meanwhile).
+@pytest.mark.parametrize("seed", [72, 218, 906])
+def test_every_fault_at_once_primary_only_seeds_of_the_soak(seed: int) -> None:
+    """The three primary-only seeds the 1,000-seed soak failed (strict stale reads
+    after a whole-cluster restart: a restarted node had forgotten a member that
+    joined after its config was written — test_sim_safety.py::
+    test_a_full_restart_keeps_the_ring_every_node_knew pins it down). They pass now
+    that every node persists what it knows of the others (``SaveMembers``). (With the
+    fix the seeds' histories differ from the failing ones: the restarted nodes know
+    n6, so routing and timing change from the first power cycle on.)"""
+    _safe(run(SimConfig(seed=seed, ops=1000, faults=ALL, swarm=True, primary_only=True)))
+
+
+# The full swarm over 1,000 seeds (benchmarks/soak_sim.py) is not in CI; its
+# figures and what it found are in docs/simulator.md, "What the swarm finds".

@@ -8,100 +8,37 @@ newer version than an incoming client write does not apply it and says so
 sends the write again above the newer version (``RESTAMPS_MAX``). Strict quorums
 intersect, so the later write ends up newer than the acked one at every replica.
 
-``Mesh`` delivers messages FIFO, keeps each node's "disk" in a dict with the real
-engines' newer-wins rule (and their ``newer`` report), and gives each node its own
-clock offset; messages towards a node in ``held_to`` wait until released.
+``Mesh`` is the shared deterministic executor ``quorumkv.sim.scenario.CoreMesh``:
+it delivers messages FIFO, keeps each node's "disk" in a dict with the real
+engines' newer-wins rule (and their ``newer`` report, ``store``), and gives each
+node its own clock offset; messages towards a node in ``held_to`` wait until
+released.
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 import pytest
 
 from quorumkv.core import messages as m
 from quorumkv.core import node as node_mod
-from quorumkv.core.node import NodeCore, NodeSettings, Respond, SaveHlcCeiling, Send, StoreRead, StoreWrite
+from quorumkv.core.node import SaveHlcCeiling
 from quorumkv.core.version import LOGICAL_BITS, Record, Version
+from quorumkv.sim.scenario import MESH_T0_MS, CoreMesh, MeshClient, store
 
-T0 = 1_700_000_000_000
+T0 = MESH_T0_MS
 NAMES = ("n1", "n2", "n3", "n4")
 KEY = b"k"
 
 
-class Client:
-    def __init__(self, name):
-        self.name = name
-        self.replies: dict[int, m.Reply] = {}
+Client = MeshClient
 
 
-def store(disk: dict, key: bytes, record: Record) -> Version | None:
-    """The engines' contract: apply if newer; report the stored version that kept it out."""
-    cur = disk.get(key)
-    if cur is None or record.version.newer_than(cur.version):
-        disk[key] = record
-        return None
-    return None if cur.version.key() == record.version.key() else cur.version
+class Mesh(CoreMesh):
+    """The shared executor (``quorumkv.sim.scenario.CoreMesh``) with this file's
+    defaults (four nodes) and client helpers for the one key ``KEY``."""
 
-
-class Mesh:
-    def __init__(self, names=NAMES, n=3, w=2, r=2, ceiling=True, **settings):
-        self.names = names
-        members = {x: f"mesh://{x}" for x in names}
-        self.time_ms = T0
-        self.offset_ms = {x: 0 for x in names}
-        self.disk: dict[str, dict[bytes, Record]] = {x: {} for x in names}
-        self.held_to: set[str] = set()
-        self.held: list = []
-        self.queue: deque = deque()
-        self.acks: list[m.RepWriteAck] = []
-        kw = dict(n=n, r=r, w=w, read_repair=False, speculative_retry_ms=0, **settings)
-        self.cores = {x: NodeCore(NodeSettings(x, **kw), members, now_ms=self.clock(x),
-                                  hlc_ceiling=0 if ceiling else None) for x in names}
-
-    def clock(self, node):
-        return self.time_ms + self.offset_ms[node]
-
-    def run(self, node, effects):
-        self.queue.extend((node, eff) for eff in effects)
-
-    def settle(self):
-        while self.queue:
-            node, eff = self.queue.popleft()
-            core, now = self.cores[node], self.clock(node)
-            t = type(eff)
-            if t is Send:
-                if eff.peer in self.held_to:
-                    self.held.append((node, eff))
-                    continue
-                self.run(eff.peer, self.cores[eff.peer].on_request(("peer", node), eff.msg, self.clock(eff.peer)))
-            elif t is Respond:
-                if isinstance(eff.conn, Client):
-                    eff.conn.replies[eff.msg.id] = eff.msg
-                    continue
-                if type(eff.msg) is m.RepWriteAck:
-                    self.acks.append(eff.msg)
-                if eff.conn is not None:
-                    src = eff.conn[1]
-                    self.run(src, self.cores[src].on_response(node, eff.msg, self.clock(src)))
-            elif t is StoreWrite:
-                newer = store(self.disk[node], eff.key, eff.record)
-                self.run(node, core.on_store_done(eff.token, True, newer, now))
-            elif t is StoreRead:
-                self.run(node, core.on_store_done(eff.token, True, self.disk[node].get(eff.key), now))
-            elif t is SaveHlcCeiling:
-                self.run(node, core.on_store_done(eff.token, True, None, now))
-
-    def tick(self, ms=5):
-        self.time_ms += ms
-        for name in self.names:
-            self.run(name, self.cores[name].tick(self.clock(name)))
-        self.settle()
-
-    def request(self, client, node, msg) -> m.Reply | None:
-        self.run(node, self.cores[node].on_request(client, msg, self.clock(node)))
-        self.settle()
-        return client.replies.get(msg.id)
+    def __init__(self, names=NAMES, **kw):
+        super().__init__(names, **kw)
 
     def put(self, client, node, value, req_id=None, **kw):
         req_id = req_id or len(client.replies) + 1

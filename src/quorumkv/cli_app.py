@@ -517,6 +517,14 @@ from .cli_cleanup import cleanup_command  # noqa: E402
 
 app.command("cleanup")(cleanup_command)
 
+from .cli_ops import scan_command  # noqa: E402
+
+app.command("scan")(scan_command)
+from .cli_snapshot import restore_command, snapshot_command  # noqa: E402
+
+app.command("snapshot")(snapshot_command)
+app.command("restore")(restore_command)
+
 #: Commands whose modules load numpy and the simulator: registered only when the
 #: command line may need them (``quorumkv inspect`` should not pay for numpy).
 _HEAVY_COMMANDS = ("math", "sim")

@@ -55,8 +55,15 @@ from .errors import (
 #: Client-side limit on one request (the node's own quorum timeouts are shorter, so
 #: this only fires when the node itself hangs).
 TIMEOUT_MS_REQUEST_DEFAULT = 10_000
+#: Keys each member scans per ``scan()`` page by default (Redis's SCAN default is
+#: 10; a larger page costs fewer round trips and the same total work).
+SCAN_COUNT_DEFAULT = 100
+#: Page size of ``keys()``, which wants everything anyway.
+SCAN_COUNT_KEYS = 1_000
 #: How long ``repair()`` waits for a node's full anti-entropy pass (it is throttled).
 REPAIR_TIMEOUT_MS_DEFAULT = 3_600_000
+#: How long ``snapshot()`` waits for a node to finish copying its storage.
+SNAPSHOT_TIMEOUT_MS_DEFAULT = 3_600_000
 
 
 class _Default:
@@ -195,6 +202,15 @@ class _Base:
                      bool(primary_only), float(target_latency_ms or 0.0),
                      self.session.floor_ts if self.session is not None else 0)
 
+    def _scan_msg(self, cursor, match, count):
+        from .core.messages_scan import Scan
+
+        after = _to_bytes(cursor, "cursor")
+        pattern = None if match is None else _to_bytes(match, "match")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidRequestError(f"count must be a positive integer, not {count!r}")
+        return Scan(next(self._ids), after, pattern, count)
+
     @staticmethod
     def _value(reply: m.Reply, key, default):
         if reply.status == m.OK and reply.version is not None and reply.version.ctx:
@@ -330,6 +346,27 @@ class Client(TypedMethods, _Base):
         """Where ``key`` lives and which version each replica holds (no read repair)."""
         return _check_inspect(self._call(self._inspect_msg(key)))
 
+    def scan_page(self, cursor=b"", *, match=None, count: int = SCAN_COUNT_DEFAULT) -> tuple[bytes, list[bytes]]:
+        """One page of the cluster-wide key scan: ``(next_cursor, keys)``; start with
+        ``b""``, stop when ``next_cursor == b""``. The cursor is the last key returned,
+        so any node can continue it (docs/operations.md, "Listing keys"). ``match``: a
+        Redis glob; ``count``: keys each member scans for this page (a hint)."""
+        reply = self._call(self._scan_msg(cursor, match, count))
+        return reply.after, reply.keys
+
+    def scan(self, *, match=None, count: int = SCAN_COUNT_DEFAULT):
+        """Every live key of the cluster once, in key order (an iterator of bytes)."""
+        cursor = b""
+        while True:
+            cursor, keys = self.scan_page(cursor, match=match, count=count)
+            yield from keys
+            if not cursor:
+                return
+
+    def keys(self, pattern="*") -> list[bytes]:
+        """Every live key matching the Redis glob ``pattern``, in key order."""
+        return list(self.scan(match=pattern, count=SCAN_COUNT_KEYS))
+
     def decommission(self, *, dry_run: bool = False, force: bool = False):
         """Ask the connected node to stream its data to the new owners and leave the ring.
 
@@ -363,6 +400,24 @@ class Client(TypedMethods, _Base):
             self._sock.settimeout(self.timeout_ms / 1000)
         try:
             return self._call(Repair(next(self._ids)))
+        finally:
+            self.timeout_ms = saved
+            if self._sock is not None:
+                self._sock.settimeout(saved / 1000)
+
+    def snapshot(self, tag: str, *, timeout_ms: int | None = None):
+        """Ask the connected node for a consistent snapshot of its storage under
+        ``<data_dir>/snapshots/<tag>/`` on its host; returns its ``SnapshotReply``
+        (``ok``, ``message``, ``path``, ``keys``, ``bytes``, ``taken_ms``). Progress:
+        ``status().stats`` (``snapshot_done`` / ``snapshot_total``)."""
+        from .core.messages_admin import Snapshot
+
+        saved = self.timeout_ms
+        self.timeout_ms = timeout_ms or SNAPSHOT_TIMEOUT_MS_DEFAULT
+        if self._sock is not None:
+            self._sock.settimeout(self.timeout_ms / 1000)
+        try:
+            return self._call(Snapshot(next(self._ids), tag))
         finally:
             self.timeout_ms = saved
             if self._sock is not None:

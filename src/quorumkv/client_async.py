@@ -10,6 +10,8 @@ from .client import (
     _MISSING,
     DEFAULT,
     REPAIR_TIMEOUT_MS_DEFAULT,
+    SCAN_COUNT_DEFAULT,
+    SCAN_COUNT_KEYS,
     TIMEOUT_MS_REQUEST_DEFAULT,
     Item,
     _Base,
@@ -175,6 +177,25 @@ class AsyncClient(AsyncTypedMethods, _Base):
 
     async def inspect(self, key) -> m.InspectReply:
         return _check_inspect(await self._call(self._inspect_msg(key)))
+
+    async def scan_page(self, cursor=b"", *, match=None, count: int = SCAN_COUNT_DEFAULT):
+        """One page of the cluster-wide key scan: ``(next_cursor, keys)`` (see ``Client.scan_page``)."""
+        reply = await self._call(self._scan_msg(cursor, match, count))
+        return reply.after, reply.keys
+
+    async def scan(self, *, match=None, count: int = SCAN_COUNT_DEFAULT):
+        """Every live key of the cluster once, in key order (``async for key in c.scan()``)."""
+        cursor = b""
+        while True:
+            cursor, keys = await self.scan_page(cursor, match=match, count=count)
+            for key in keys:
+                yield key
+            if not cursor:
+                return
+
+    async def keys(self, pattern="*") -> list[bytes]:
+        """Every live key matching the Redis glob ``pattern``, in key order."""
+        return [key async for key in self.scan(match=pattern, count=SCAN_COUNT_KEYS)]
 
     async def repair(self, *, timeout_ms: int | None = None):
         """As ``Client.repair``."""

@@ -46,6 +46,7 @@ class NodeInfo:
     address: str
     dir: str
     resp: str = ""  # HOST:PORT of its Redis-protocol listener ("" = none)
+    metrics: str = ""  # HOST:PORT of its HTTP metrics / health listener ("" = none)
 
     @property
     def pid_file(self) -> str:
@@ -109,8 +110,10 @@ class LocalCluster:
             with open(path, "rb") as fh:
                 raw = tomllib.load(fh)
             resp = raw.get("resp", {})
+            metrics = raw.get("metrics", {})
             for node_id, addr in raw.get("members", {}).items():
-                self.nodes.append(NodeInfo(node_id, addr, os.path.join(self.root, node_id), resp.get(node_id, "")))
+                self.nodes.append(NodeInfo(node_id, addr, os.path.join(self.root, node_id), resp.get(node_id, ""),
+                                           metrics.get(node_id, "")))
 
     @property
     def exists(self) -> bool:
@@ -137,16 +140,20 @@ class LocalCluster:
         members = {f"n{i + 1}": f"{host}:{base_port + i}" for i in range(count)}
         # Node i's RESP port comes after every node's internode port: base + count + i.
         resp = {f"n{i + 1}": f"{host}:{base_port + count + i}" for i in range(count)}
+        # Metrics: the first free ports after those (a test reserves only 2 x count).
+        metrics_ports = _free_ports(base_port + 2 * count, count, host)
+        metrics = {f"n{i + 1}": f"{host}:{metrics_ports[i]}" for i in range(count)}
         os.makedirs(self.root, exist_ok=True)
         self.nodes = []
         for node_id, addr in members.items():
-            info = NodeInfo(node_id, addr, os.path.join(self.root, node_id), resp[node_id])
+            extra = dict((node_overrides or {}).get(node_id, {}))
+            extra.setdefault("metrics_listen", metrics[node_id])
+            info = NodeInfo(node_id, addr, os.path.join(self.root, node_id), resp[node_id], extra["metrics_listen"])
             os.makedirs(info.dir, exist_ok=True)
             cfg = NodeConfig(node_id=node_id, listen=addr, data_dir=info.dir, members=members,
                              storage=storage, fsync=fsync, n=replicas, r=r, w=w,
                              timeout_ms_read=timeout_ms, timeout_ms_write=timeout_ms,
-                             resp_listen=resp[node_id],
-                             **(node_overrides or {}).get(node_id, {}))
+                             resp_listen=resp[node_id], **extra)
             with open(info.config_file, "w") as fh:
                 fh.write(cfg.to_toml())
             self.nodes.append(info)
@@ -161,6 +168,10 @@ class LocalCluster:
             for node in self.nodes:
                 if node.resp:
                     fh.write(f'{node.id} = "{node.resp}"\n')
+            fh.write("\n[metrics]\n")
+            for node in self.nodes:
+                if node.metrics:
+                    fh.write(f'{node.id} = "{node.metrics}"\n')
 
     def add_node(self, *, port: int | None = None, resp_port: int | None = None) -> NodeInfo:
         """Create the next node (``nK``) configured to *join* through the others as seeds.
@@ -173,17 +184,18 @@ class LocalCluster:
         if not self.nodes:
             raise ValueError("no cluster to add to")
         template = NodeConfig.load(self.nodes[0].config_file)
-        used = [int(a.rsplit(":", 1)[1]) for n in self.nodes for a in (n.address, n.resp) if a]
+        used = [int(a.rsplit(":", 1)[1]) for n in self.nodes for a in (n.address, n.resp, n.metrics) if a]
         host = self.nodes[0].address.rsplit(":", 1)[0]
         port = port or _free_pair(max(used) + 1)
         resp_port = resp_port or port + 1
         node_id = f"n{max(int(n.id[1:]) for n in self.nodes if n.id[1:].isdigit()) + 1}"
         addr, resp = f"{host}:{port}", f"{host}:{resp_port}"
-        info = NodeInfo(node_id, addr, os.path.join(self.root, node_id), resp)
+        metrics = f"{host}:{_free_ports(resp_port + 1, 1, host)[0]}" if template.metrics_listen else ""
+        info = NodeInfo(node_id, addr, os.path.join(self.root, node_id), resp, metrics)
         os.makedirs(info.dir, exist_ok=True)
         fields = {k: getattr(template, k) for k in template.__dataclass_fields__}
         fields.update(node_id=node_id, listen=addr, data_dir=info.dir, members={node_id: addr},
-                      seeds=[n.address for n in self.nodes], resp_listen=resp)
+                      seeds=[n.address for n in self.nodes], resp_listen=resp, metrics_listen=metrics)
         with open(info.config_file, "w") as fh:
             fh.write(NodeConfig(**fields).to_toml())
         self.nodes.append(info)
@@ -211,14 +223,16 @@ class LocalCluster:
         while os.path.exists(f"{dead.dir}.replaced-{k}"):
             k += 1
         os.rename(dead.dir, f"{dead.dir}.replaced-{k}")
-        used = [int(a.rsplit(":", 1)[1]) for n in self.nodes for a in (n.address, n.resp) if a]
+        used = [int(a.rsplit(":", 1)[1]) for n in self.nodes for a in (n.address, n.resp, n.metrics) if a]
         host = dead.address.rsplit(":", 1)[0]
         port = port or _free_pair(max(used) + 1)
-        info = NodeInfo(dead_id, f"{host}:{port}", dead.dir, f"{host}:{port + 1}")
+        metrics = f"{host}:{_free_ports(port + 2, 1, host)[0]}" if template.metrics_listen else ""
+        info = NodeInfo(dead_id, f"{host}:{port}", dead.dir, f"{host}:{port + 1}", metrics)
         os.makedirs(info.dir, exist_ok=True)
         fields = {f: getattr(template, f) for f in template.__dataclass_fields__}
         fields.update(listen=info.address, data_dir=info.dir, members={dead_id: info.address},
                       seeds=[n.address for n in self.nodes if n.id != dead_id], resp_listen=info.resp,
+                      metrics_listen=metrics,
                       replace=True)
         with open(info.config_file, "w") as fh:
             fh.write(NodeConfig(**fields).to_toml())
@@ -404,6 +418,7 @@ class LocalCluster:
                 "id": node.id,
                 "address": node.address,
                 "resp": node.resp,
+                "metrics": node.metrics,
                 "pid": pid if alive else None,
                 "state": state,
                 "process": "running" if alive else "stopped",
@@ -440,6 +455,17 @@ def _free_pair(start: int) -> int:
         if ports_free(port, 2):
             return port
     raise RuntimeError(f"no free port pair at or above {start}")
+
+
+def _free_ports(start: int, count: int, host: str = "127.0.0.1") -> list[int]:
+    """The first ``count`` ports >= ``start`` that are free one by one."""
+    found = []
+    for port in range(start, min(start + 2_000, 65_000)):
+        if ports_free(port, 1, host):
+            found.append(port)
+            if len(found) == count:
+                return found
+    raise RuntimeError(f"no {count} free ports at or above {start}")
 
 
 def _reap(pid: int) -> None:

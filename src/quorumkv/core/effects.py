@@ -55,13 +55,16 @@ class DeleteHint(NamedTuple):
     hint_id: object
 
 
-class SaveDepartures(NamedTuple):
-    """Durably record the members this node knows as left, node -> (address,
-    generation, version), replacing the previous set; read back at start and passed
-    to ``NodeCore(departed=...)``. A restarted node keeps a departed member out of
-    its ring (nothing to acknowledge: the node acts on it at once either way)."""
+class SaveMembers(NamedTuple):
+    """Durably record what this node knows of every other node — node -> (address,
+    generation, version, status), joined, joining, leaving, replaced and departed
+    members alike — replacing the previous table; read back at start and passed to
+    ``NodeCore(known=...)``. A restarted node then routes by the ring it knew, not
+    by its config file (docs/ring-changes.md, "Restarts"). Emitted when an address,
+    generation or status changes (nothing to acknowledge: the node acts on it at
+    once either way)."""
 
-    departed: dict
+    members: dict
 
 
 class Log(NamedTuple):

@@ -127,11 +127,13 @@ class Membership:
 
     def __init__(self, self_id: str, address: str, generation: int, bootstrap: dict[str, str],
                  settings: DetectorSettings, now_ms: int, status: str = UP,
-                 departed: dict[str, tuple[str, int, int]] | None = None) -> None:
-        """``departed``: the members this node knew as left before it restarted
-        (``departures()``, persisted by the shell), node -> (address, generation,
-        version). They start as left, never as configured members: after a
-        whole-cluster restart nobody else is left to gossip it."""
+                 known: dict[str, tuple[str, int, int, str]] | None = None) -> None:
+        """``known``: the table this node had before it restarted (``known()``,
+        persisted by the shell), node -> (address, generation, version, status). It
+        wins over the configured members (generation 0): a member that joined, was
+        replaced (new address), is joining or leaving, or has left since the config
+        was written keeps that state across a restart — even a whole-cluster one,
+        when nobody else is left to gossip it (docs/ring-changes.md, "Restarts")."""
         self.self_id = self_id
         self.settings = settings
         self.endpoints: dict[str, Endpoint] = {}
@@ -139,9 +141,11 @@ class Membership:
             if node != self_id:
                 # Configured members are assumed up at generation 0 until they speak.
                 self.endpoints[node] = Endpoint(node, addr, 0, 0, UP)
-        for node, (addr, gen, ver) in (departed or {}).items():
-            if node != self_id:
-                self.endpoints[node] = Endpoint(node, addr, gen, ver, LEFT)
+        for node, (addr, gen, ver, was) in (known or {}).items():
+            if node != self_id and was in STATUSES and len(self.endpoints) < MEMBERS_MAX:
+                entry = Endpoint(node, addr, gen, ver, was)
+                if entry.newer_than(self.endpoints.get(node)):
+                    self.endpoints[node] = entry
         self.endpoints[self_id] = Endpoint(self_id, address, generation, 1, status)
         self.detectors: dict[str, PhiDetector] = {}
         self.liveness: dict[str, str] = {}
@@ -196,6 +200,18 @@ class Membership:
 
     def table(self) -> list[Endpoint]:
         return list(self.endpoints.values())
+
+    def known(self) -> dict[str, tuple[str, int, int, str]]:
+        """What a restart must not forget (``SaveMembers``): every other node's
+        node -> (address, generation, version, status), the departed included."""
+        return {n: (e.address, e.generation, e.version, e.status) for n, e in self.endpoints.items()
+                if n != self.self_id}
+
+    def known_key(self) -> dict[str, tuple[str, int, str]]:
+        """The part of ``known()`` that changes the ring or the routes to it (not the
+        version, which every heartbeat bumps): saved again only when this changes."""
+        return {n: (e.address, e.generation, e.status) for n, e in self.endpoints.items()
+                if n != self.self_id}
 
     def departures(self) -> dict[str, tuple[str, int, int]]:
         """Members known to have left: node -> (address, generation, version)."""

@@ -1,6 +1,6 @@
 """Typed-write messages: counters, sets, maps and causal (sibling) writes.
 
-Tags 70-79 (frozen once released). A client sends ``Update`` to any node; the node
+Tags 100-109 (frozen once released). A client sends ``Update`` to any node; the node
 has the update applied by a primary replica of the key (itself when it is one, else
 ``TypedApply`` to the first live primary, which answers ``TypedApplied``), then
 replicates the resulting record like any write and answers a plain ``Reply``
@@ -13,7 +13,7 @@ from .messages import LEVEL_DEFAULT, Put, _Msg
 from .version import Record
 
 
-class Update(_Msg, tag=70):
+class Update(_Msg, tag=100):
     """client -> node: apply ``action`` to the typed value of ``key``."""
 
     id: int
@@ -26,7 +26,7 @@ class Update(_Msg, tag=70):
     w: int = LEVEL_DEFAULT
 
 
-class TypedApply(_Msg, tag=71):
+class TypedApply(_Msg, tag=101):
     """node -> primary: apply this update to your local copy, durably, and return it."""
 
     id: int
@@ -38,7 +38,7 @@ class TypedApply(_Msg, tag=71):
     ctx: bytes | None = None
 
 
-class TypedApplied(_Msg, tag=72):
+class TypedApplied(_Msg, tag=102):
     id: int
     ok: bool
     record: Record | None = None  # the primary's new record (stored durably there)
@@ -46,7 +46,7 @@ class TypedApplied(_Msg, tag=72):
     error: str = ""
 
 
-class TypedPut(Put, tag=73):
+class TypedPut(Put, tag=103):
     """Internal, never on the wire: a write round for a record a primary already made."""
 
     record: Record | None = None

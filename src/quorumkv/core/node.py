@@ -38,9 +38,9 @@ effect                   what the shell must do
 ``SaveHlcCeiling``       durably record the HLC ceiling ``ts``, then
                          ``on_store_done`` (core/clock.py); read back at start
                          and passed as ``hlc_ceiling``
-``SaveDepartures``       durably record the members known as left (replacing
-                         the last set); read back at start and passed as
-                         ``departed``
+``SaveMembers``          durably record what this node knows of every other
+                         node (replacing the last table); read back at start
+                         and passed as ``known``
 =======================  ====================================================
 
 Persist-before-ack: a replica's ack is produced only by ``on_store_done``, which
@@ -59,7 +59,7 @@ from . import dynamic
 from . import messages as m
 from .consistency import resolve, weak_warning
 from .effects import (  # noqa: F401 - re-exported: the shell and tests import them from here
-    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveDepartures, SaveHlcCeiling, ScanRange, Send, StoreHint,
+    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveHlcCeiling, SaveMembers, ScanRange, Send, StoreHint,
     StoreRead, StoreWrite,
 )
 from .clock import MAX_CLOCK_SKEW_MS_DEFAULT, ClockGuard
@@ -185,11 +185,14 @@ from .validation import level_to_wire, validate_key, validate_value  # noqa: E40
 class NodeCore:
     def __init__(self, settings: NodeSettings, members: dict[str, str], hlc_last: int = 0,
                  now_ms: int = 0, hints_held: dict[str, tuple[int, int]] | None = None,
-                 hlc_ceiling: int | None = None, departed: dict[str, tuple[str, int, int]] | None = None) -> None:
+                 hlc_ceiling: int | None = None, departed: dict[str, tuple[str, int, int]] | None = None,
+                 known: dict[str, tuple[str, int, int, str]] | None = None) -> None:
         """``hlc_last``: the largest timestamp in storage; ``hlc_ceiling``: the last
         ceiling ``SaveHlcCeiling`` made durable (0 on a fresh node; None: the caller
         keeps none, so the HLC cannot promise anything across restarts);
-        ``departed``: the last set ``SaveDepartures`` made durable."""
+        ``known``: the last table ``SaveMembers`` made durable; ``departed``: node ->
+        (address, generation, version) of members known as left (an older state
+        file's form of the same, merged into ``known``)."""
         if settings.node_id not in members:
             raise ValueError(f"node {settings.node_id!r} is not in its own member list")
         self.settings = settings
@@ -199,8 +202,9 @@ class NodeCore:
         joining = bool(settings.seeds) and len(members) == 1
         status = REPLACING if settings.replace else JOINING if joining else UP
         self.membership = Membership(self.node_id, address, settings.generation, members,
-                                     settings.detector, now_ms, status, departed)
-        self._departed_saved = {n: g for n, (_, g, _) in self.membership.departures().items()}
+                                     settings.detector, now_ms, status,
+                                     {**{n: (*e, LEFT) for n, e in (departed or {}).items()}, **(known or {})})
+        self._known_saved = self.membership.known_key()
         self.ring: Ring | None = None
         self.future_ring: Ring | None = None  # set while a join/leave is in progress
         # A bad R or W fails here, at startup; later ring changes never raise (_rebuild_ring).
@@ -990,14 +994,16 @@ class NodeCore:
             self.ring_change.start_pull("join" if me.status == JOINING else "replace", now_ms, out)
         if (self.membership.ring_members(), self.membership.future_ring_members()) != before:
             self._ring_changed(now_ms, out)
-        # Persist who has left (learned now, or known from a table: a node that joined
-        # after a departure still lists the departed one among its members), so a
-        # restart never puts a departed node back in the ring.
-        departed = self.membership.departures()
-        generations = {n: g for n, (_, g, _) in departed.items()}
-        if generations != self._departed_saved:
-            self._departed_saved = generations
-            out.append(SaveDepartures(departed))
+        # Persist what we know of the others — who joined, is joining, was replaced,
+        # is leaving or has left — so a restart (even of the whole cluster, with
+        # config files that list the initial members) routes by the ring we knew,
+        # never by an older one: coordinators that disagree on a key's replicas
+        # without a joint round break quorum intersection (docs/ring-changes.md,
+        # "Restarts"; simulator seeds 72, 218 and 906).
+        key = self.membership.known_key()
+        if key != self._known_saved:
+            self._known_saved = key
+            out.append(SaveMembers(self.membership.known()))
 
     def _ring_changed(self, now_ms: int, out: list) -> None:
         self.stats["membership_changes"] += 1

@@ -480,7 +480,7 @@ class RingChange:
         core.membership.set_status(LEFT)
         core._ring_changed(now_ms, out)
         # Tell every member at once, not by gossip rounds: the others persist our
-        # departure (SaveDepartures) when they learn it, and until then a whole-cluster
+        # departure (SaveMembers) when they learn it, and until then a whole-cluster
         # restart would put us back in their rings (the operator stops us now).
         table = core.membership.table()
         for peer in core.membership.peers():

@@ -103,7 +103,8 @@ class Session:
     """Per-connection state."""
 
     __slots__ = ("id", "proto", "name", "lib_name", "lib_ver", "authenticated", "r_level",
-                 "w_level", "r_wire", "w_wire", "closing", "addr", "created_ms", "last_cmd", "causal")
+                 "w_level", "r_wire", "w_wire", "closing", "addr", "created_ms", "last_cmd", "causal",
+                 "multi_refused", "linearizable")
 
     def __init__(self, client_id: int, addr: str = "?", *, needs_auth: bool = False, now_ms: int = 0) -> None:
         self.id = client_id
@@ -124,6 +125,11 @@ class Session:
         # write is stamped above every version this connection has seen, and each read
         # returns this connection's version of the key or a newer one.
         self.causal = SessionContext(RESP_SESSION_KEYS_MAX)
+        # MULTI was refused: every command up to EXEC/DISCARD is refused too, so a
+        # client's transaction runs nothing (resp/transactions.py).
+        self.multi_refused = False
+        # QUORUM MODE LINEARIZABLE: GET/SET/DEL go through core/paxos.py (resp/atomic.py).
+        self.linearizable = False
 
     def get_msg(self, rid: int, key: bytes) -> m.Get:
         return m.Get(rid, key, self.r_wire, floor=self.causal.floor(key))
@@ -689,7 +695,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     _c("config", cmd_config, -2, ["admin"], _NOKEY, "server",
        "CONFIG GET matches nothing; a node is configured by its node.toml.", "2.0.0"),
     _c("dbsize", cmd_dbsize, 1, ["readonly", "fast"], _NOKEY, "server",
-       "Records in this node's local storage (tombstones included), not the cluster's key count."),
+       "An estimate: records in this node's local storage (tombstones included); KEYS or SCAN count exactly."),
     _c("get", cmd_get, 2, ["readonly", "fast"], (1, 1, 1), "string", "Reads a key at the connection's R."),
     _c("set", cmd_set, -3, ["write"], (1, 1, 1), "string",
        "Writes a key at W. NX/XX/GET/KEEPTTL read at R first (not atomic)."),
@@ -722,6 +728,8 @@ from .commands_crdt import redis_type, register as _register_crdt, typed_get  # 
 
 _register_crdt(COMMANDS)
 
+from .transactions import TRANSACTION_COMMANDS, refuse_transaction  # noqa: E402
+
 
 def unknown_command_error(args: list[bytes]) -> str:
     """Redis's exact wording: ``unknown command 'x', with args beginning with: 'a' 'b' ``."""
@@ -740,6 +748,10 @@ def unknown_command_error(args: list[bytes]) -> str:
 def lookup(args: list[bytes], session: Session):
     """The handler for a command, or an encoded error (unknown, arity, auth)."""
     name = args[0].lower().decode("latin-1")
+    if session.multi_refused or name in TRANSACTION_COMMANDS:
+        refused = refuse_transaction(name, session)
+        if refused is not None:
+            return None, encode_error(refused) if refused else OK
     cmd = COMMANDS.get(name)
     if cmd is None:
         return None, encode_error(unknown_command_error(args))
@@ -750,3 +762,10 @@ def lookup(args: list[bytes], session: Session):
         return None, encode_error(f"ERR wrong number of arguments for '{name}' command")
     session.last_cmd = name
     return cmd.handler, None
+
+
+# Command families in their own modules register here (they import this module's
+# helpers, so they are imported last).
+from .commands_scan import SCAN_COMMANDS  # noqa: E402
+
+COMMANDS.update({c.name: c for c in SCAN_COMMANDS})

@@ -77,6 +77,9 @@ class NodeConfig:
     tombstone_gc_grace_ms: int = 4 * 3600 * 1000
     resp_listen: str = ""    # HOST:PORT of the Redis-protocol listener; "" = none
     resp_password: str = ""  # when set, RESP clients must AUTH / HELLO AUTH first
+    #: HOST:PORT of the HTTP listener for Prometheus metrics, /health and /ready
+    #: (shell/metrics.py); "" = none. Local clusters turn it on.
+    metrics_listen: str = ""
     #: refuse to coordinate writes when this node's clock is further than this off
     #: from most live peers (CockroachDB's max offset; docs/consistency.md); 0 = off
     max_clock_skew_ms: int = 500
@@ -95,6 +98,8 @@ class NodeConfig:
         parse_address(self.listen)
         if self.resp_listen:
             parse_address(self.resp_listen)
+        if self.metrics_listen:
+            parse_address(self.metrics_listen)
         for addr in self.members.values():
             parse_address(addr)
         if not 1 <= self.n <= REPLICAS_MAX:

@@ -25,7 +25,7 @@ from collections import deque
 import structlog
 
 from ..core.limits import CLIENT_PIPELINE_MAX
-from ..resp.commands import CommandError, ReadOp, Session, lookup
+from ..resp.commands import CommandError, ReadOp, Session, WriteOp, lookup
 from ..resp.parser import NEED_DATA, RequestParser, RespProtocolError, encode_error
 from .config import parse_address
 from .server import now_ms
@@ -62,6 +62,7 @@ class RespConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.slots: deque[_Slot] = deque()
         self.waiting: dict[int, tuple[_Slot, int]] = {}  # request id -> (slot, op index)
+        self.timing: dict[int, tuple] = {}  # Get/Put id -> (label, start): the latency histogram
         self._next_id = 1
         self._out: list[bytes] = []
         self._close_after_flush = False
@@ -88,6 +89,7 @@ class RespConnection(asyncio.Protocol):
         self.front.stats["connected_clients"] = len(self.front.connections)
         self.slots.clear()
         self.waiting.clear()
+        self.timing.clear()
         self._out = []
 
     def eof_received(self):
@@ -196,10 +198,14 @@ class RespConnection(asyncio.Protocol):
         for rid, op in zip(ids, ops):
             if type(op) is ReadOp:
                 msg = session.get_msg(rid, op.key)
+                self.timing[rid] = server.request_latency.start(msg)
+            elif type(op) is WriteOp:
+                msg = session.put_msg(rid, op.key, op.value, op.ttl_ms)
+                self.timing[rid] = server.request_latency.start(msg)
             elif hasattr(op, "to_msg"):  # a typed update (resp/commands_crdt.py UpdateOp)
                 msg = op.to_msg(rid, session)
-            else:
-                msg = session.put_msg(rid, op.key, op.value, op.ttl_ms)
+            else:  # an op that builds its own request (resp/commands_scan.py ScanOp)
+                msg = op.request(rid)
             try:
                 server.run(server.core.on_request(self, msg, now))
             except Exception as exc:  # as _Inbound: a core bug drops this connection, not the node
@@ -217,6 +223,9 @@ class RespConnection(asyncio.Protocol):
         if entry is None:
             return
         slot, i, key = entry
+        started = self.timing.pop(msg.id, None)
+        if started is not None:
+            self.server.request_latency.done(started)
         self.session.saw(key, msg)
         slot.replies[i] = msg
         slot.missing -= 1

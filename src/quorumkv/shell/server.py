@@ -34,10 +34,11 @@ from ..core.limits import CLIENT_PIPELINE_MAX, PEER_QUEUE_BYTES_MAX
 from ..core.hints import HintSettings
 from ..core.membership import DetectorSettings
 from ..core.node import (
-    DeleteHint, LoadHints, Log, NodeCore, NodeSettings, Peek, ReadHint, Respond, SaveDepartures, SaveHlcCeiling,
+    DeleteHint, LoadHints, Log, NodeCore, NodeSettings, Peek, ReadHint, Respond, SaveHlcCeiling, SaveMembers,
     ScanRange, Send,
     StoreHint, StoreRead, StoreWrite,
 )
+from ..core.scan import ScanCoordinator, ScanKeys
 from ..core.typed import read_result
 from ..errors import ProtocolError
 from .config import NodeConfig, parse_address
@@ -45,7 +46,10 @@ from .latency import (
     MODEL_IN_USE_MS, MODEL_REFRESH_MS, MODEL_REFRESH_MS_IDLE, LatencyRecorder, PendingStamps, build_table, now_us,
 )
 from .antientropy import AE_EFFECTS, AntiEntropyShell
+from .metrics_hist import RequestLatency
 from .storage import StorageEngine, open_engine
+from .snapshot import SnapshotShell
+from ..core.messages_admin import Snapshot, SnapshotReply
 
 log = structlog.get_logger("quorumkv.node")
 
@@ -125,6 +129,7 @@ class _Inbound(_Conn):
         # bounds what it has in flight). Only clients are paused for not reading.
         self.is_peer = False
         self.peer_name = "?"
+        self.timing: dict[int, tuple] = {}  # Get/Put id -> (label, start): the latency histogram
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -176,6 +181,8 @@ class _Inbound(_Conn):
                 return
             if t not in m.ONE_WAY:
                 self.open_requests += 1
+                if t is m.Get or t is m.Put:
+                    self.timing[msg.id] = server.request_latency.start(msg)
             elif t is m.Heartbeat:
                 server.peer_heard(msg.node)
             try:
@@ -214,6 +221,9 @@ class _Inbound(_Conn):
         if self.closed:
             return  # the client went away mid-request; its answer has nowhere to go
         self.open_requests -= 1
+        started = self.timing.pop(msg.id, None)
+        if started is not None:
+            self.server.request_latency.done(started)
         self.send(msg)
         if self.paused:
             self._update_reading()
@@ -232,7 +242,8 @@ _REQUEST_TYPES = set(m.REQUEST_TYPES)
 #: What only a peer sends (marks an inbound connection as a peer's link).
 _PEER_REQUEST_TYPES = {m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip}
 # What a peer may answer on our outbound link (client-facing replies never come back there).
-_RESPONSE_TYPES = set(m.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply}
+_RESPONSE_TYPES = set(m.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply,
+                                           SnapshotReply}
 
 
 class _PeerLink(_Conn):
@@ -374,7 +385,8 @@ class NodeServer:
         if saved.get("bootstrapped"):
             members = {**saved.get("members", {}), **members}
             replace = False
-        departed = {n: tuple(e) for n, e in saved.get("departed", {}).items()}  # SaveDepartures
+        departed = {n: tuple(e) for n, e in saved.get("departed", {}).items()}  # an older state file
+        known = {n: tuple(e) for n, e in saved.get("known", {}).items()}  # SaveMembers
         settings = NodeSettings(
             node_id=c.node_id, n=c.n, r=c.r, w=c.w,
             timeout_ms_read=c.timeout_ms_read, timeout_ms_write=c.timeout_ms_write,
@@ -391,7 +403,7 @@ class NodeServer:
         )
         self.core = NodeCore(settings, members, hlc_last=self.storage.max_timestamp(), now_ms=now,
                              hints_held=self.storage.hint_summary(), hlc_ceiling=self.storage.hlc_ceiling(),
-                             departed=departed)
+                             departed=departed, known=known)
         self.encoder = FrameEncoder()
         self.links: dict[str, _PeerLink] = {}
         self.inbound: set[_Inbound] = set()
@@ -399,6 +411,9 @@ class NodeServer:
         self.stats = {"bad_input": 0, "bad_peer_frames": 0, "peer_response_errors": 0, "tick_errors": 0}
         self._server: asyncio.base_events.Server | None = None
         self.resp = None  # RespFrontEnd when config.resp_listen is set
+        self.metrics = None  # MetricsServer when config.metrics_listen is set (shell/metrics.py)
+        self.request_latency = RequestLatency()  # client request latency by op and level
+        self.serving = False  # listening for clients (``/ready``)
         self._tick_handle = None
         self._tick_idle = False  # the scheduled tick is further away than tick_ms
         self._stopped = asyncio.Event()
@@ -411,6 +426,9 @@ class NodeServer:
         self.latency = LatencyRecorder()
         self.core.latency_model = build_table({}, self.core.replication_factor(), now)
         self.core._request_handlers[m.Latencies] = self._on_latencies
+        self.scan = ScanCoordinator(self.core)  # SCAN/KEYS across the cluster (core/scan.py)
+        self.snapshots = SnapshotShell(self)  # backups (shell/snapshot.py)
+        self.core._request_handlers[Snapshot] = self.snapshots.on_request
         self._model_handle = None
         self._model_job = None
         self._model_seen: tuple = ()
@@ -471,10 +489,12 @@ class NodeServer:
                 self.ae.execute(eff)
             elif t is ScanRange:
                 self._sync_done(eff.token, lambda e=eff: self.storage.scan_range(e.after, e.limit))
+            elif t is ScanKeys:
+                self._sync_done(eff.token, lambda e=eff: self.storage.scan_keys(e.after, e.limit))
             elif t is DeleteHint:
                 self.storage.delete_hint(eff.hint_id)
-            elif t is SaveDepartures:
-                self._save_state(departed=eff.departed)
+            elif t is SaveMembers:
+                self._save_state(known=eff.members)
             elif t is SaveHlcCeiling:
                 self.storage.save_hlc_ceiling(eff.ts, self._done_cb(eff.token))
             elif t is Log:
@@ -635,6 +655,12 @@ class NodeServer:
             await self.resp.start()
         self._schedule_tick()
         self._model_handle = self.loop.call_later(MODEL_REFRESH_MS / 1000, self._model_tick)
+        self.serving = True
+        if self.config.metrics_listen:
+            from .metrics import MetricsServer  # noqa: PLC0415 - only nodes that serve metrics load it
+
+            self.metrics = MetricsServer(self)
+            self.metrics.start(self.config.metrics_listen)
         log.info("node_started", node=self.config.node_id, listen=self.config.listen,
                  storage=self.storage.name, n=self.core.settings.n, members=len(self.config.members),
                  seeds=list(self.config.seeds))
@@ -654,6 +680,8 @@ class NodeServer:
             self._server.close()
         if self.resp is not None:
             self.resp.close()
+        if self.metrics is not None:
+            self.metrics.close()
         for conn in list(self.inbound):
             if conn.transport is not None:
                 conn.transport.close()

@@ -38,6 +38,7 @@ import msgspec
 from ..core.hints import HintTable, record_size
 from ..core.typed import resolve
 from .batching import BatchQueue, call_in_loop
+from .metrics_hist import BATCH_SIZE_BUCKETS, Buckets
 from ..core.version import Record, Version
 
 #: Writes queued for the SQLite writer thread before new ones are refused (the
@@ -113,6 +114,12 @@ class StorageEngine:
         """
         items = sorted((k, r) for k, r in self.scan_all() if after is None or k > after)
         return items[:limit]
+
+    def scan_keys(self, after: bytes | None, limit: int) -> list[tuple[bytes, Record]]:
+        """As ``scan_range`` but without values (a live record's value is b""): the
+        cluster-wide key scan (core/scan.py) needs keys and versions only."""
+        return [(k, Record(r.version, None if r.value is None else b"", r.expires_ms))
+                for k, r in self.scan_range(after, limit)]
 
     # -- hints (hinted handoff) ----------------------------------------------------
     # The default keeps hints in memory: right for the memory engine; an engine with
@@ -264,6 +271,7 @@ class SqliteEngine(StorageEngine):
         self._hint_deletes_pending: set[int] = set()
         self.batches = 0
         self.batched_writes = 0
+        self.batch_sizes = Buckets(BATCH_SIZE_BUCKETS)  # writes per transaction (metrics)
         self._writer = threading.Thread(target=self._writer_main, name="sqlite-writer", daemon=True)
         self._writer.start()
 
@@ -323,6 +331,7 @@ class SqliteEngine(StorageEngine):
                     pass
             self.batches += 1
             self.batched_writes += len(batch)
+            self.batch_sizes.observe(len(batch))
             self._complete(batch, error, newer)
         conn.close()
 
@@ -445,6 +454,16 @@ class SqliteEngine(StorageEngine):
             rows = self._reader.execute(
                 "SELECT key, ts, node, value, ctx, expires FROM kv WHERE key > ? ORDER BY key LIMIT ?",
                 (after, limit)).fetchall()
+        return [(key, _row_to_record(rest)) for key, *rest in rows]
+
+    def scan_keys(self, after, limit):
+        # The value column stays on disk: only whether it is NULL (a tombstone) is read.
+        cols = "key, ts, node, CASE WHEN value IS NULL THEN NULL ELSE x'' END, ctx, expires"
+        if after is None:
+            rows = self._reader.execute(f"SELECT {cols} FROM kv ORDER BY key LIMIT ?", (limit,)).fetchall()
+        else:
+            rows = self._reader.execute(f"SELECT {cols} FROM kv WHERE key > ? ORDER BY key LIMIT ?",
+                                        (after, limit)).fetchall()
         return [(key, _row_to_record(rest)) for key, *rest in rows]
 
     def peek_hints(self, key):

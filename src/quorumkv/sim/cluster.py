@@ -20,8 +20,9 @@ effect                 what the simulator does
 ``StoreHint`` ...      hint table (``core.hints.HintTable``), as the engines
 ``SaveHlcCeiling``     durable ``sync_us`` later (survives a crash), then
                        ``on_store_done``; a restarted core starts above it
-``SaveDepartures``     kept in the node's ``Boot`` (``node-state.json`` in the
-                       shell): a restarted core knows departed members as left
+``SaveMembers``        kept in the node's ``Boot`` (``node-state.json`` in the
+                       shell): a restarted core knows every member it knew,
+                       with its address, generation and status
 ``ScanRange``          ``read_us`` later: up to ``limit`` records with key >
                        ``after`` in key order (streaming for ring changes)
 ``ScanLocal``,         anti-entropy scans and reads; ``PurgeMany`` is the
@@ -53,7 +54,7 @@ from ..core.antientropy import AESettings, PurgeMany, ReadMany, ScanLocal
 from ..core.antientropy import install as install_antientropy
 from ..core.cleanup import DropMany
 from ..core.effects import (
-    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveDepartures, SaveHlcCeiling, ScanRange, Send, StoreHint,
+    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveHlcCeiling, SaveMembers, ScanRange, Send, StoreHint,
     StoreRead, StoreWrite,
 )
 from ..core.clock import MAX_CLOCK_SKEW_MS_DEFAULT
@@ -117,7 +118,7 @@ class Boot(NamedTuple):
     members: dict
     seeds: tuple = ()
     replace: bool = False
-    departed: dict = {}  # SaveDepartures: members known as left (never mutated, only replaced)
+    known: dict = {}  # SaveMembers: the table the node knew (never mutated, only replaced)
 
 
 class SimCluster:
@@ -195,7 +196,7 @@ class SimCluster:
                                 **extra)
         st = self.storage[name]
         core = NodeCore(settings, dict(boot.members), hlc_last=st.max_timestamp(), now_ms=now,
-                        hints_held=st.hint_summary(), hlc_ceiling=st.hlc_ceiling, departed=boot.departed)
+                        hints_held=st.hint_summary(), hlc_ceiling=st.hlc_ceiling, known=boot.known)
         # Anti-entropy runs as on a real node (shell/antientropy.py installs it), with a
         # short interval so replicas converge within the sim's recovery window.
         install_antientropy(core, AESettings(interval_ms=self.ae_interval_ms, gc=self.gc_grace_ms > 0,
@@ -322,8 +323,8 @@ class SimCluster:
                 self._ae_effect(node, eff)
             elif t is SaveHlcCeiling:  # durable sync_us later, like a write; survives crashes
                 self.at(self.cfg.sync_us, self._ceiling_saved, node, self.incarnation[node], eff, inflight=True)
-            elif t is SaveDepartures:  # synchronous in the shell too (node-state.json)
-                self.boot[node] = self.boot[node]._replace(departed=dict(eff.departed))
+            elif t is SaveMembers:  # synchronous in the shell too (node-state.json)
+                self.boot[node] = self.boot[node]._replace(known=dict(eff.members))
             elif t is ScanRange:
                 st = self.storage[node]
                 self.at(self.cfg.read_us, self._store_done_with, node, self.incarnation[node], eff.token,
