@@ -70,3 +70,22 @@ def test_scan_returns_typed_records_with_their_tag(engine):
     write(engine, b"c", counter(10, "n1", 4))
     [(key, rec)] = [(k, r) for k, r in engine.scan_all()]
     assert key == b"c" and typed.kind_of(rec) == typed.COUNTER and value_of(rec) == 4
+
+
+def test_a_corrupt_typed_record_fails_alone_and_changes_nothing(engine):
+    good = counter(10, "n1", 2)
+    write(engine, b"c", good)
+    bad = Record(Version(11, "n1", typed.tag(typed.COUNTER, b"\xc1")), b"\xc1")  # not msgpack
+    w = Waiter(2)
+    engine.write(b"c", bad, w)
+    engine.write(b"other", counter(10, "n1", 1), w)  # same batch: must still succeed
+    calls = w.wait()
+    assert [ok for ok, _ in calls].count(False) == 1 and "corrupt" in str([r for ok, r in calls if not ok][0])
+    assert read(engine, b"c") == good and value_of(read(engine, b"other")) == 1
+
+
+def test_read_result_leaves_a_corrupt_reply_out():
+    good = counter(10, "n1", 2)
+    bad = Record(Version(12, "n2", typed.tag(typed.COUNTER, b"\xc1")), b"\xc1")
+    assert value_of(typed.read_result([good, bad])) == 2
+    assert value_of(typed.read_result([bad, good])) == 2

@@ -146,8 +146,11 @@ def _session(session) -> SessionContext | None:
 
 class _Base:
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
-                 session: bool | SessionContext = True):
+                 session: bool | SessionContext = True, resolver=None):
         self.nodes = _parse_nodes(nodes)
+        #: causal mode: ``resolver(values) -> value`` merges siblings on ``get`` and the
+        #: client writes the result back with their context (client_typed.py)
+        self.resolver = resolver
         self.r = r
         self.w = w
         self.timeout_ms = timeout_ms
@@ -250,8 +253,8 @@ class Client(TypedMethods, _Base):
 
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
                  session: bool | SessionContext = True, user: str | None = None, password: str | None = None,
-                 tls_ca: str | None = None, ssl_context=None):
-        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session)
+                 tls_ca: str | None = None, ssl_context=None, resolver=None):
+        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session, resolver=resolver)
         self._user, self._password, self._ssl = _security(user, password, tls_ca, ssl_context)
         self._sock: socket.socket | None = None
         self._decoder = FrameDecoder()
@@ -368,7 +371,12 @@ class Client(TypedMethods, _Base):
         that answered were repaired (default: repair in the background). ``target``
         instead of ``r``: the coordinator picks the smallest R meeting it."""
         reply = self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
-        return self._value(reply, key, default)
+        try:
+            return self._value(reply, key, default)
+        except SiblingsError:
+            if self.resolver is None:
+                raise
+            return self._resolve(key, reply)  # causal key with siblings: resolve, write back
 
     def get_item(self, key, *, r=DEFAULT, primary_only: bool = False, blocking_repair: bool = False,
                  target: Target | None = None) -> Item:

@@ -19,7 +19,7 @@ from .client import (
     _check_reply,
     _security,
 )
-from .client_typed import AsyncTypedMethods
+from .client_typed import AsyncTypedMethods, SiblingsError
 from .core import messages as m
 from .core.dynamic import Target
 from .core.framing import FrameDecoder, FrameEncoder
@@ -75,8 +75,8 @@ class AsyncClient(AsyncTypedMethods, _Base):
 
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
                  session: bool | SessionContext = True, user: str | None = None, password: str | None = None,
-                 tls_ca: str | None = None, ssl_context=None):
-        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session)
+                 tls_ca: str | None = None, ssl_context=None, resolver=None):
+        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session, resolver=resolver)
         self._user, self._password, self._ssl = _security(user, password, tls_ca, ssl_context)
         self._conn: _AsyncConn | None = None
         self._connecting: asyncio.Lock | None = None
@@ -176,7 +176,12 @@ class AsyncClient(AsyncTypedMethods, _Base):
     async def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,
                   blocking_repair: bool = False, target: Target | None = None) -> bytes:
         reply = await self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
-        return self._value(reply, key, default)
+        try:
+            return self._value(reply, key, default)
+        except SiblingsError:
+            if self.resolver is None:
+                raise
+            return await self._resolve(key, reply)
 
     async def get_item(self, key, *, r=DEFAULT, primary_only: bool = False,
                        blocking_repair: bool = False, target: Target | None = None) -> Item:

@@ -134,6 +134,14 @@ class TypedMethods(_TypedBase):
     def _once(self, msg: Update):
         return self._call(msg, retry=False)  # type: ignore[attr-defined] - not idempotent: never resent
 
+    def _resolve(self, key, reply) -> bytes:
+        """``Client(resolver=fn)``: ``fn(values)`` merges a causal key's siblings; the
+        result is written back with their context (superseding exactly them)."""
+        sib = self._siblings(reply)
+        value = _b(self.resolver(list(sib.values)), "the resolver's result")  # type: ignore[attr-defined]
+        self._causal_write(key, value, sib.context, _CLIENT_DEFAULT)
+        return value
+
     def get_siblings(self, key, *, r=_CLIENT_DEFAULT) -> Siblings:
         """Every concurrent value of a causal key, and the context to resolve them with."""
         return self._siblings(self._call(self._read(key, r)))
@@ -177,6 +185,12 @@ class AsyncTypedMethods(_TypedBase):
 
     async def _once(self, msg: Update):
         return await self._call(msg, retry=False)  # type: ignore[attr-defined]
+
+    async def _resolve(self, key, reply) -> bytes:
+        sib = self._siblings(reply)
+        value = _b(self.resolver(list(sib.values)), "the resolver's result")  # type: ignore[attr-defined]
+        await self._causal_write(key, value, sib.context, _CLIENT_DEFAULT)
+        return value
 
     async def get_siblings(self, key, *, r=_CLIENT_DEFAULT) -> Siblings:
         return self._siblings(await self._call(self._read(key, r)))

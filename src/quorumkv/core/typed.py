@@ -158,7 +158,14 @@ def read_result(records) -> Record | None:
     for r in recs:
         if r is not top and kind_of(r) == kind and r.value is not None and (
                 other is None or r.version.newer_than(other.version)):
-            out = merge(out, r)
+            try:
+                out = merge(out, r)
+            except ValueError:  # a replica sent a corrupt state: leave it out of the answer
+                if out is top:
+                    try:
+                        decode(kind, top.value)
+                    except ValueError:
+                        out = r  # the newest itself is the corrupt one
     return out
 
 

@@ -98,10 +98,12 @@ class TypedCoordinator:
         if ring is None:
             return self._fail_client(conn, msg, m.UNAVAILABLE, f"node {core.node_id} has no ring yet", now_ms, out)
         primaries = ring.preference_list(msg.key)
-        if core.node_id in primaries:
+        # A replacement still streaming does not hold its earlier dots yet: not it.
+        serves = core.membership.serves_reads
+        if core.node_id in primaries and serves(core.node_id):
             primary = core.node_id
         else:
-            primary = next((p for p in primaries if core.membership.is_alive(p)), None)
+            primary = next((p for p in primaries if serves(p)), None)
         if primary is None:
             return self._fail_client(conn, msg, m.UNAVAILABLE, f"no primary of the key is up to apply a typed "
                                      f"write (primaries: {', '.join(primaries)})", now_ms, out)
@@ -145,6 +147,8 @@ class TypedCoordinator:
             error = str(exc)
         if not error and (core.ring is None or core.node_id not in core.ring.preference_list(msg.key)):
             error = f"node {core.node_id} is not a primary of this key (rings differ: retry)"
+        elif not error and not core.membership.serves_reads(core.node_id):
+            error = f"node {core.node_id} is still streaming its data (replacing): retry"
         if error:
             out.append(Respond(conn, TypedApplied(msg.id, False, status=m.INVALID, error=error)))
             return

@@ -13,8 +13,11 @@ starts above it after a restart, so its clock never runs backwards across restar
 and *session floors* (``SessionContext`` below: a client's later write is stamped
 above every version it has seen, whatever the coordinator's wall clock says).
 
-``Version.ctx`` is reserved for a causal context (vector clock) when siblings are
-enabled; LWW comparison ignores it.
+``Version.ctx`` is None for plain last-writer-wins records. A *typed* record
+(counter, set, map, causal sibling set: core/typed.py) carries its type tag and a
+digest of its state there (``{"t": kind, "h": digest}``); comparisons by version
+ignore it, and its string form shows it (``…@n1 set#1a2b3c4d``) so ``inspect``
+tells replicas holding different states of one version apart.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections import OrderedDict
 import msgspec
 
 LOGICAL_BITS = 16
+_KIND_NAMES = {1: "causal", 2: "counter", 3: "set", 4: "map"}  # core/typed.py's kinds, for __str__
 LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
 
 
@@ -45,7 +49,11 @@ class Version(msgspec.Struct, frozen=True, array_like=True, order=False):
         return self.ts >> LOGICAL_BITS
 
     def __str__(self) -> str:
-        return f"{self.wall_ms}.{self.ts & LOGICAL_MASK}@{self.node}"
+        base = f"{self.wall_ms}.{self.ts & LOGICAL_MASK}@{self.node}"
+        if self.ctx and "t" in self.ctx:  # a typed record: its type and state digest (core/typed.py)
+            kind = _KIND_NAMES.get(self.ctx["t"], str(self.ctx["t"]))
+            return f"{base} {kind}#{self.ctx.get('h', 0) >> 31:08x}"
+        return base
 
 
 class Record(msgspec.Struct, frozen=True, array_like=True):

@@ -354,6 +354,8 @@ def cmd_config(s, node, args):
 def cmd_get(s, node, args):
     (reply,) = yield (ReadOp(args[1]),)
     reply = _check(reply)
+    if reply.status == m.OK and reply.version is not None and reply.version.ctx:  # typed (commands_crdt.py)
+        return typed_get(s, reply)
     return encode_bulk(reply.value) if reply.status == m.OK else encode_null(s.proto)
 
 
@@ -443,6 +445,8 @@ def cmd_exists(s, node, args):
 
 def cmd_type(s, node, args):
     (reply,) = yield (ReadOp(args[1]),)
+    if _found(reply) and reply.version is not None and reply.version.ctx:  # typed (commands_crdt.py)
+        return redis_type(reply)
     return b"+string\r\n" if _found(reply) else b"+none\r\n"
 
 
@@ -732,6 +736,11 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
        "The version (HLC timestamp and node) of a key's newest record.", "0.1.0"),
 ]}
 
+
+# Sets, hashes, counters, causal siblings (issue 15): their own module, one table.
+from .commands_crdt import redis_type, register as _register_crdt, typed_get  # noqa: E402
+
+_register_crdt(COMMANDS)
 
 from .transactions import TRANSACTION_COMMANDS, refuse_transaction  # noqa: E402
 

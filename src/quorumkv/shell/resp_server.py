@@ -207,6 +207,8 @@ class RespConnection(asyncio.Protocol):
             elif type(op) is WriteOp:
                 msg = session.put_msg(rid, op.key, op.value, op.ttl_ms)
                 self.timing[rid] = server.request_latency.start(msg)
+            elif hasattr(op, "to_msg"):  # a typed update (resp/commands_crdt.py UpdateOp)
+                msg = op.to_msg(rid, session)
             else:  # an op that builds its own request (resp/commands_scan.py ScanOp)
                 msg = op.request(rid)
             try:

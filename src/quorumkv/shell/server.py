@@ -39,7 +39,7 @@ from ..core.node import (
     StoreHint, StoreRead, StoreWrite,
 )
 from ..core.scan import ScanCoordinator, ScanKeys
-from ..core.version import newest
+from ..core.typed import read_result
 from ..errors import InvalidRequestError, ProtocolError
 from .config import NodeConfig, parse_address
 from .latency import (
@@ -70,7 +70,8 @@ INBOUND_SEND_BYTES_LOW = 1024 * 1024
 
 
 def newest_hint(hints):
-    return newest(rec for _, rec in hints)
+    """What a fallback answers a read with: its newest hint (typed hints: merged)."""
+    return read_result(rec for _, rec in hints)
 
 
 #: TEST ONLY (config ``clock_offset_ms``): added to the wall clock the core sees, so

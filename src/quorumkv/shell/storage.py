@@ -55,6 +55,10 @@ _ctx_decode = msgspec.msgpack.Decoder(dict[str, int]).decode
 Done = Callable[[bool, object], None]
 
 
+class _Failed(str):
+    """The error of one write in a batch that otherwise committed."""
+
+
 class StorageEngine:
     name = "abstract"
 
@@ -348,13 +352,17 @@ class SqliteEngine(StorageEngine):
     @staticmethod
     def _merge_rows(conn, batch, start: int, end: int, newer: dict) -> None:
         """Typed records: stored row + incoming merged by ``resolve`` (writer thread).
-        A corrupt state raises: the batch fails and is retried by its senders."""
+        A corrupt state fails only its own write (``newer[i]`` holds the error)."""
         for i in range(start, end):
             key, ts, node, value, ctx, expires = batch[i][1]
             incoming = _row_to_record((ts, node, value, ctx, expires))
             stored = _row_to_record(conn.execute(
                 "SELECT ts, node, value, ctx, expires FROM kv WHERE key = ?", (key,)).fetchone())
-            keep, kept_out_by = resolve(stored, incoming)
+            try:
+                keep, kept_out_by = resolve(stored, incoming)
+            except ValueError as exc:
+                newer[i] = _Failed(f"storage error: {exc}")
+                continue
             if keep is not None:
                 v = keep.version
                 conn.execute(_REPLACE, (key, v.ts, v.node, keep.value,
@@ -366,7 +374,11 @@ class SqliteEngine(StorageEngine):
         def run():
             for i, (_, _, done) in enumerate(batch):
                 if done is not None:
-                    done(error is None, error if error is not None or not newer else newer.get(i))
+                    result = error if error is not None or not newer else newer.get(i)
+                    if type(result) is _Failed:  # this write alone failed (a corrupt typed state)
+                        done(False, str(result))
+                    else:
+                        done(error is None, result)
 
         call_in_loop(self._loop, run)
 

@@ -245,3 +245,93 @@ def _resurrected(kw: _KeyWrites, source: Op, read: Op) -> bool:
     """A delete acknowledged before ``read`` began was invoked after ``source`` was acked."""
     return any(d.outcome == OK and d.complete_us < read.invoke_us and _acked_at(source) < d.invoke_us
                for d in kw.deletes)
+
+
+# ------------------------------------------------------------ causal mode (issue 15)
+@dataclass
+class CausalVerdict:
+    """The causal check: no acknowledged causal-mode write lost.
+
+    Judged by what clients *observed*, not by the dots the cluster chose: a write
+    ``X`` *saw* value ``v`` when the context ``X`` carried came from a read (by
+    ``X``'s client) that returned ``v`` among its siblings.
+
+    * **lost**: an acknowledged put of ``v`` that is not among the final siblings
+      (read at ALL after healing) although no write that may have landed saw ``v``.
+    * **resurrected**: ``v`` is among the final siblings although an *acknowledged*
+      write saw it (its context supersedes ``v`` wherever it lands).
+    * **convergence**: every replica holds the same version *and* state digest.
+    """
+
+    acked_writes: int = 0
+    superseded: int = 0  # acked puts gone because a write saw them: allowed
+    lost_acked_writes: int = 0
+    resurrections: int = 0
+    unknown_values: int = 0
+    final_reads_failed: int = 0
+    siblings_max: int = 0  # the most siblings one final read returned
+    keys_with_siblings: int = 0
+    divergent_keys: int = 0
+    examples: dict[str, list] = field(default_factory=dict)
+
+    def example(self, kind: str, item) -> None:
+        items = self.examples.setdefault(kind, [])
+        if len(items) < EXAMPLES_MAX:
+            items.append(item)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost_acked_writes or self.resurrections or self.unknown_values
+                    or self.final_reads_failed or self.divergent_keys)
+
+
+def check_causal(history: History, final: dict[bytes, Op], saw: dict[int, frozenset],
+                 replica_versions) -> CausalVerdict:
+    """``saw``: op id of each causal write -> the values its context had seen."""
+    from ..core import dvv, typed
+    from ..core.version import Record
+
+    v = CausalVerdict()
+    writes: dict[bytes, list[Op]] = {}
+    for op in history.ops:
+        if op.is_write and not op.no_effect:
+            writes.setdefault(op.key, []).append(op)
+    for key, fin in sorted(final.items()):
+        if fin.outcome != OK:
+            v.final_reads_failed += 1
+            v.example("final_read_failed", describe(fin))
+            continue
+        siblings: set[bytes] = set()
+        if fin.value is not None:
+            siblings = set(dvv.values(typed.state_of(Record(fin.version, fin.value), typed.CAUSAL, 0)))
+        v.siblings_max = max(v.siblings_max, len(siblings))
+        v.keys_with_siblings += len(siblings) > 1
+        ops = writes.get(key, [])
+        written = {op.value for op in ops if op.kind == "put"}
+        for value in siblings - written:
+            v.unknown_values += 1
+            v.example("unknown_value", {"key": key.decode(errors="replace"), "value": value.decode(errors="replace")})
+        seen_by_any = set().union(*(saw.get(op.op_id, frozenset()) for op in ops))
+        seen_by_acked = set().union(*(saw.get(op.op_id, frozenset()) for op in ops if op.outcome == OK))
+        for w in ops:
+            if w.kind != "put" or w.outcome != OK:
+                continue
+            v.acked_writes += 1
+            if w.value in siblings:
+                if w.value in seen_by_acked:
+                    v.resurrections += 1
+                    v.example("resurrection", describe(w))
+            elif w.value in seen_by_any:
+                v.superseded += 1
+            else:
+                v.lost_acked_writes += 1
+                v.example("lost_acked_write", {"write": describe(w), "final_siblings": sorted(
+                    s.decode(errors="replace") for s in siblings)})
+    for key in sorted(final):
+        states = {(x.key(), (x.ctx or {}).get("h")) if x else None for x in replica_versions(key).values()}
+        if len(states) > 1:
+            v.divergent_keys += 1
+            v.example("divergent_key", {"key": key.decode(errors="replace"),
+                                        "replicas": {r: str(x) if x else None
+                                                     for r, x in replica_versions(key).items()}})
+    return v

@@ -63,7 +63,7 @@ from ..core.membership import JOINING, LEAVING, LEFT, REPLACING, UP
 from ..core.messages_ring import Cleanup, Decommission
 from ..core.node import SEED_PREFIX, NodeCore, NodeSettings
 from ..core.ring import Ring
-from ..core.version import newest
+from ..core.typed import read_result  # a fallback's hints: the newest, typed ones merged
 from .config import SimConfig
 from .history import History
 from .network import ClientConn, LatencySampler, Network, PeerConn
@@ -449,7 +449,7 @@ class SimCluster:
             self.at(self.cfg.sync_us, self._hint_stored, node, inc, eff, inflight=True)
         elif t is ReadHint:
             self.at(self.cfg.read_us, self._store_done_with, node, inc, eff.token,
-                    lambda: newest(r for _, r in st.peek_hints(eff.key)), inflight=True)
+                    lambda: read_result(r for _, r in st.peek_hints(eff.key)), inflight=True)
         elif t is Peek:
             self.at(self.cfg.read_us, self._store_done_with, node, inc, eff.token,
                     lambda: (st.read(eff.key), st.peek_hints(eff.key)), inflight=True)
