@@ -25,6 +25,13 @@ and a read of a key answers with the session's version of that key or a newer on
 rather than go back in time). ``session=False`` turns this off; pass one
 ``SessionContext`` to several clients to make them one session. See
 docs/consistency.md, "Sessions".
+
+Linearizable operations (docs/consistency.md, "Linearizable operations"):
+``Client(..., consistency="linearizable")`` (or ``consistency=`` per call) makes
+``get``/``put``/``delete`` linearizable (ABD reads, CASPaxos writes); ``cas``,
+``incr``, ``getdel`` and ``update`` are always atomic per key (core/paxos.py). A
+non-read atomic operation is never re-sent after the connection failed mid-request
+(it might run twice): it raises ``QuorumTimeoutError`` ("outcome unknown") instead.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import warnings
 from dataclasses import dataclass
 
 from .core import messages as m
+from .core import messages_cas as mc
 from .core.dynamic import Target, validate_latency_bound
 from .core.framing import FrameDecoder, FrameEncoder
 from .core.validation import level_to_wire, validate_key, validate_value
@@ -54,6 +62,11 @@ from .errors import (
 #: Client-side limit on one request (the node's own quorum timeouts are shorter, so
 #: this only fires when the node itself hangs).
 TIMEOUT_MS_REQUEST_DEFAULT = 10_000
+#: Times ``update(key, fn)`` re-reads and retries its compare-and-set when another
+#: writer changed the key in between, before giving up (UnavailableError).
+UPDATE_ATTEMPTS_MAX = 32
+#: ``consistency`` values: last-writer-wins quorum reads/writes, or linearizable ones.
+CONSISTENCY_LEVELS = ("lww", "linearizable")
 #: How long ``repair()`` waits for a node's full anti-entropy pass (it is throttled).
 REPAIR_TIMEOUT_MS_DEFAULT = 3_600_000
 
@@ -106,6 +119,27 @@ def _check_reply(reply) -> m.Reply:
     raise QuorumKVError(reply.message or f"node error (status {status})")
 
 
+def _check_atomic(reply: mc.AtomicReply) -> mc.AtomicReply:
+    status = reply.status
+    if status == m.OK or status == m.NOT_FOUND:
+        return reply
+    if status == m.UNAVAILABLE:
+        raise UnavailableError(reply.message)
+    if status == m.TIMEOUT:
+        raise QuorumTimeoutError(reply.message)
+    if status == m.INVALID:
+        raise InvalidRequestError(reply.message)
+    if status == m.OVERLOADED:
+        raise OverloadedError(reply.message)
+    raise QuorumKVError(reply.message or f"node error (status {status})")
+
+
+def _consistency(value) -> str:
+    if value not in CONSISTENCY_LEVELS:
+        raise InvalidRequestError(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {value!r}")
+    return value
+
+
 def _check_inspect(reply):
     if type(reply) is m.Reply:  # an invalid key comes back as a Reply
         return _check_reply(reply)
@@ -138,8 +172,10 @@ def _session(session) -> SessionContext | None:
 
 class _Base:
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
-                 session: bool | SessionContext = True):
+                 session: bool | SessionContext = True, consistency: str = "lww"):
         self.nodes = _parse_nodes(nodes)
+        #: "lww" (quorum reads/writes at r/w) or "linearizable" for get/put/delete
+        self.consistency = _consistency(consistency)
         self.r = r
         self.w = w
         self.timeout_ms = timeout_ms
@@ -150,9 +186,39 @@ class _Base:
 
     def _saw(self, msg, reply) -> None:
         """Remember the version a Get/Put reply names (failed writes too: they may land)."""
-        if (self.session is not None and type(reply) is m.Reply and reply.version is not None
-                and type(msg) in (m.Get, m.Put)):
+        if (self.session is not None and type(reply) in (m.Reply, mc.AtomicReply) and reply.version is not None
+                and type(msg) in (m.Get, m.Put, mc.Atomic)):
             self.session.saw(msg.key, reply.version)
+
+    def _linearizable(self, consistency) -> bool:
+        return (self.consistency if consistency is DEFAULT else _consistency(consistency)) == "linearizable"
+
+    def _atomic_msg(self, key, op: int, value=None, *, expected=None, expect_absent=False, delta=0, flags=0,
+                    ttl_ms=None) -> mc.Atomic:
+        k = _to_bytes(key, "key")
+        validate_key(k)
+        v = None if value is None else _to_bytes(value, "value")
+        validate_value(v)
+        e = None if expected is None else _to_bytes(expected, "expected value")
+        validate_value(e)
+        if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0):
+            raise InvalidRequestError(f"ttl_ms must be a positive integer, not {ttl_ms!r}")
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise InvalidRequestError(f"delta must be an integer, not {type(delta).__name__}")
+        return mc.Atomic(next(self._ids), k, op, v, e, bool(expect_absent), delta, flags, ttl_ms or 0)
+
+    @staticmethod
+    def _resendable(msg) -> bool:
+        """May ``msg`` be sent again after the connection failed mid-request? Not an
+        atomic change: the first attempt may have run (it would run twice)."""
+        return type(msg) is not mc.Atomic or msg.op == mc.OP_GET
+
+    @staticmethod
+    def _update_value(fn, current: bytes | None):
+        new = fn(current)
+        if new is not None and not isinstance(new, (bytes, str, bytearray, memoryview)):
+            raise InvalidRequestError(f"update function must return bytes, str or None, not {type(new).__name__}")
+        return None if new is None else _to_bytes(new, "value")
 
     def _get_msg(self, key, r, primary_only=False, blocking_repair=False, target=None) -> m.Get:
         k = _to_bytes(key, "key")
@@ -204,8 +270,8 @@ class Client(_Base):
     """Blocking client. ``with Client(["127.0.0.1:7101"]) as c: c.put("k", "v")``."""
 
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
-                 session: bool | SessionContext = True):
-        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session)
+                 session: bool | SessionContext = True, consistency: str = "lww"):
+        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session, consistency=consistency)
         self._sock: socket.socket | None = None
         self._decoder = FrameDecoder()
         self._encoder = FrameEncoder()
@@ -250,18 +316,23 @@ class Client(_Base):
                     for reply in self._decoder.feed(data):
                         if reply.id == msg.id or type(reply) is m.Error:
                             self._saw(msg, reply)
+                            if type(reply) is mc.AtomicReply:
+                                return _check_atomic(reply)
                             return _check_reply(reply) if type(reply) in (m.Reply, m.Error) else reply
             except (OSError, ProtocolError) as exc:
                 self.close()
                 if isinstance(exc, ProtocolError) and not isinstance(exc, OSError):
                     raise
+                if not self._resendable(msg):
+                    raise QuorumTimeoutError(f"outcome unknown: the connection failed after the request was sent "
+                                             f"({exc}); it was not re-sent, as it might run twice") from exc
                 tried += 1
                 self._current = (self._current + 1) % len(self.nodes)
                 if tried >= len(self.nodes):
                     raise ConnectionFailedError(f"request failed on every node: {exc}") from exc
 
     def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False,
-            target_latency_ms: float | None = None) -> int:
+            target_latency_ms: float | None = None, consistency=DEFAULT) -> int:
         """Write ``value``; with ``ttl_ms`` it expires that long after the write.
 
         ``primary_only`` (Riak's pw): only the key's own replicas count towards W;
@@ -271,24 +342,67 @@ class Client(_Base):
         """
         if value is None:
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
+        if self._linearizable(consistency):  # a majority of primaries: W is the quorum
+            self._call(self._atomic_msg(key, mc.OP_SET, value, ttl_ms=ttl_ms))
+            return 0
         return self._call(self._put_msg(key, value, w, ttl_ms, primary_only, target_latency_ms)).w_used
 
-    def delete(self, key, *, w=DEFAULT, primary_only: bool = False) -> None:
+    def delete(self, key, *, w=DEFAULT, primary_only: bool = False, consistency=DEFAULT) -> None:
+        if self._linearizable(consistency):
+            self._call(self._atomic_msg(key, mc.OP_SET, None))
+            return
         self._call(self._put_msg(key, None, w, None, primary_only))
 
     def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,
-            blocking_repair: bool = False, target: Target | None = None) -> bytes:
+            blocking_repair: bool = False, target: Target | None = None, consistency=DEFAULT) -> bytes:
         """The value of ``key``. ``blocking_repair``: return only after stale replicas
         that answered were repaired (default: repair in the background). ``target``
-        instead of ``r``: the coordinator picks the smallest R meeting it."""
-        reply = self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
+        instead of ``r``: the coordinator picks the smallest R meeting it.
+        ``consistency="linearizable"``: an ABD read (r, target ignored)."""
+        if self._linearizable(consistency):
+            reply = self._call(self._atomic_msg(key, mc.OP_GET))
+        else:
+            reply = self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
         return self._value(reply, key, default)
 
     def get_item(self, key, *, r=DEFAULT, primary_only: bool = False, blocking_repair: bool = False,
-                 target: Target | None = None) -> Item:
+                 target: Target | None = None, consistency=DEFAULT) -> Item:
         """The value, its version and the R used; a missing key gives ``Item(None, None)``."""
+        if self._linearizable(consistency):
+            reply = self._call(self._atomic_msg(key, mc.OP_GET))
+            return Item(reply.value, reply.version, reply.expires_ms, 0)
         reply = self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
         return Item(reply.value, reply.version, reply.expires_ms, reply.r_used)
+
+    # -- atomic per key (CASPaxos, core/paxos.py) -------------------------------------
+    def cas(self, key, expected, new, *, ttl_ms: int | None = None) -> bool:
+        """Set ``key`` to ``new`` iff its current value is ``expected`` (None: the key
+        is absent); ``new`` None deletes. True when applied."""
+        return self._call(self._atomic_msg(key, mc.OP_CAS, new, expected=expected, expect_absent=expected is None,
+                                           ttl_ms=ttl_ms)).applied
+
+    def incr(self, key, delta: int = 1) -> int:
+        """Add ``delta`` to the key's integer value (absent: 0), atomically; the new value."""
+        return self._call(self._atomic_msg(key, mc.OP_INCR, delta=delta)).number
+
+    def getdel(self, key, *, default=None):
+        """Delete ``key`` atomically, returning the value it had (``default`` if none)."""
+        reply = self._call(self._atomic_msg(key, mc.OP_GETDEL))
+        return reply.old if reply.applied else default
+
+    def update(self, key, fn, *, attempts: int = UPDATE_ATTEMPTS_MAX):
+        """Atomically replace the value ``v`` (None: absent) by ``fn(v)`` (None:
+        delete), retrying with the fresh value when another writer got in between;
+        returns the value written. ``fn`` may run several times: keep it pure."""
+        current = self.get(key, default=None, consistency="linearizable")
+        for _ in range(attempts):
+            new = self._update_value(fn, current)
+            reply = self._call(self._atomic_msg(key, mc.OP_CAS, new, expected=current,
+                                                expect_absent=current is None))
+            if reply.applied:
+                return new
+            current = reply.value
+        raise UnavailableError(f"update of {key!r} gave up after {attempts} attempts: the key kept changing")
 
     def latencies(self) -> m.LatenciesReply:
         """The connected node's WARS latency samples (ms) and its dynamic-quorum model."""

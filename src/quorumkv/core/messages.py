@@ -259,13 +259,14 @@ class Error(_Msg, tag=99):
 # imported here, after _Msg exists, so every union below knows them.
 from .messages_ae import AE_REQUESTS, AE_RESPONSES  # noqa: E402
 from .messages_ring import RING_REQUESTS, RING_RESPONSES  # noqa: E402
+from .messages_cas import CAS_REQUESTS, CAS_RESPONSES  # noqa: E402
 
 _BASE_REQUESTS = (Get, Put, Ping, Status, Inspect, RepWrite, RepRead, RepPeek, Heartbeat, Gossip,
                   Latencies)
 _BASE_RESPONSES = (Reply, Pong, StatusReply, InspectReply, RepWriteAck, RepReadResp, RepPeekResp,
                    GossipAck, Error, LatenciesReply)
-REQUEST_TYPES = _BASE_REQUESTS + AE_REQUESTS + RING_REQUESTS
-RESPONSE_TYPES = _BASE_RESPONSES + AE_RESPONSES + RING_RESPONSES
+REQUEST_TYPES = _BASE_REQUESTS + AE_REQUESTS + RING_REQUESTS + CAS_REQUESTS
+RESPONSE_TYPES = _BASE_RESPONSES + AE_RESPONSES + RING_RESPONSES + CAS_RESPONSES
 ClientRequest = Get | Put | Ping | Status | Inspect | Latencies
 Request = Union[REQUEST_TYPES]  # noqa: UP007 - built from a tuple
 Response = Union[RESPONSE_TYPES]  # noqa: UP007

@@ -25,6 +25,7 @@ from collections import deque
 import structlog
 
 from ..core.limits import CLIENT_PIPELINE_MAX
+from ..resp.atomic import AtomicOp
 from ..resp.commands import CommandError, ReadOp, Session, lookup
 from ..resp.parser import NEED_DATA, RequestParser, RespProtocolError, encode_error
 from .config import parse_address
@@ -196,6 +197,8 @@ class RespConnection(asyncio.Protocol):
         for rid, op in zip(ids, ops):
             if type(op) is ReadOp:
                 msg = session.get_msg(rid, op.key)
+            elif type(op) is AtomicOp:
+                msg = op.to_msg(rid)
             else:
                 msg = session.put_msg(rid, op.key, op.value, op.ttl_ms)
             try:
@@ -338,6 +341,7 @@ class RespFrontEnd:
     def new_session(self, addr: str) -> Session:
         self.stats["total_connections_received"] += 1
         session = Session(self._next_client_id, addr, needs_auth=bool(self.password), now_ms=now_ms())
+        session.linearizable = getattr(self.node.config, "consistency", "lww") == "linearizable"  # node default
         self._next_client_id += 1
         return session
 

@@ -45,6 +45,9 @@ from .latency import (
     MODEL_IN_USE_MS, MODEL_REFRESH_MS, MODEL_REFRESH_MS_IDLE, LatencyRecorder, PendingStamps, build_table, now_us,
 )
 from .antientropy import AE_EFFECTS, AntiEntropyShell
+from ..core.messages_cas import PxAccept, PxPrepare, PxRead
+from ..core.paxos import PaxosStore
+from ..core.paxos import install as install_paxos
 from .storage import StorageEngine, open_engine
 
 log = structlog.get_logger("quorumkv.node")
@@ -229,7 +232,7 @@ class _Inbound(_Conn):
 
 _REQUEST_TYPES = set(m.REQUEST_TYPES)
 #: What only a peer sends (marks an inbound connection as a peer's link).
-_PEER_REQUEST_TYPES = {m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip}
+_PEER_REQUEST_TYPES = {m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip, PxRead, PxPrepare, PxAccept}
 # What a peer may answer on our outbound link (client-facing replies never come back there).
 _RESPONSE_TYPES = set(m.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply}
 
@@ -401,6 +404,7 @@ class NodeServer:
         self._tick_handle = None
         self._tick_idle = False  # the scheduled tick is further away than tick_ms
         self._stopped = asyncio.Event()
+        self.paxos = install_paxos(self.core)  # linearizable ops: CASPaxos + ABD reads (core/paxos.py)
         self.ae = AntiEntropyShell(self, now)  # Merkle anti-entropy + tombstone GC (shell/antientropy.py)
         ae = self.ae.ae
         self.core._busy_probes.append(  # an exchange in flight keeps the tick cadence up
@@ -474,6 +478,8 @@ class NodeServer:
                 self.storage.delete_hint(eff.hint_id)
             elif t is SaveDepartures:
                 self._save_state(departed=eff.departed)
+            elif t is PaxosStore:
+                self.storage.paxos(eff.op, eff.key, eff.ballot, eff.record, self._done_cb(eff.token))
             elif t is SaveHlcCeiling:
                 self.storage.save_hlc_ceiling(eff.ts, self._done_cb(eff.token))
             elif t is Log:
