@@ -62,6 +62,8 @@ OutputOpt = Annotated[OutputFormat, typer.Option("-o", "--output", help="Output 
 
 # ----------------------------------------------------------------- data commands
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also print (on stderr) the R/W the node used.")]
+LinOpt = Annotated[bool, typer.Option("--linearizable", help=(
+    "Linearizable (ABD read / CASPaxos write on a majority of the key's primaries) instead of R/W."))]
 
 
 @app.command()
@@ -74,9 +76,10 @@ def put(key: str,
             "--target-latency-ms", help="Instead of --w: the largest W whose predicted p99 write latency is within this.")] = None,
         verbose: VerboseOpt = False,
         file: Annotated[Optional[str], typer.Option("--file", help="Read the value from this file (up to 8 MiB).")] = None,
+        linearizable: LinOpt = False,
         ) -> None:
     """Write VALUE under KEY at write level W (or the W a latency target allows)."""
-    cmd_put(key, value, w, dir, node, target_latency_ms, verbose, file)
+    cmd_put(key, value, w, dir, node, target_latency_ms, verbose, file, linearizable)
 
 
 @app.command()
@@ -86,16 +89,32 @@ def get(key: str, r: Annotated[Optional[str], typer.Option("--r", help="Read lev
             "--target-fresh", help="Instead of --r: the smallest R with P(read sees the last write) >= this.")] = None,
         within_ms: Annotated[Optional[float], typer.Option(
             "--within-ms", help="...for a read this long after the write committed (default 0).")] = None,
-        verbose: VerboseOpt = False) -> None:
+        verbose: VerboseOpt = False, linearizable: LinOpt = False) -> None:
     """Print the value of KEY (exit 1 when not found)."""
-    cmd_get(key, r, dir, node, target_fresh, within_ms, verbose)
+    cmd_get(key, r, dir, node, target_fresh, within_ms, verbose, linearizable)
 
 
 @app.command()
 def delete(key: str, w: Annotated[Optional[str], typer.Option("--w", help="Write level: integer, ONE, QUORUM or ALL.")] = None,
-           dir: DirOpt = None, node: NodeOpt = None) -> None:
+           dir: DirOpt = None, node: NodeOpt = None, linearizable: LinOpt = False) -> None:
     """Delete KEY (writes a tombstone) at write level W."""
-    cmd_delete(key, w, dir, node)
+    cmd_delete(key, w, dir, node, linearizable)
+
+
+@app.command()
+def cas(key: str, expected: Annotated[str, typer.Argument(help="The current value required; :absent: = no value.")],
+        new: str, dir: DirOpt = None, node: NodeOpt = None) -> None:
+    """Set KEY to NEW iff its value is EXPECTED (linearizable); prints 1 (applied) or 0."""
+    applied = _run_client(_addresses(dir, node),
+                          lambda c: c.cas(key, None if expected == ":absent:" else expected, new))
+    print(1 if applied else 0)
+
+
+@app.command()
+def incr(key: str, delta: Annotated[int, typer.Argument(help="The amount to add (negative subtracts).")] = 1,
+         dir: DirOpt = None, node: NodeOpt = None) -> None:
+    """Add DELTA to KEY's integer value atomically (absent: 0); prints the new value."""
+    print(_run_client(_addresses(dir, node), lambda c: c.incr(key, delta)))
 
 
 @app.command()

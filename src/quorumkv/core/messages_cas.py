@@ -45,6 +45,9 @@ class Atomic(_Msg, tag=60):
     #: sent on by another node to the key's home (core/paxos.py): run it here, never
     #: forward it again (views of who is up may differ)
     forwarded: bool = False
+    #: a plain Get/Put turned linearizable by the node's default (``consistency =
+    #: "linearizable"``): answer with a plain ``Reply``, as the client expects
+    plain: bool = False
 
 
 class AtomicReply(_Msg, tag=61):

@@ -285,7 +285,8 @@ class Paxos:
             validate_atomic(msg)
         except InvalidRequestError as exc:
             core.stats["invalid"] += 1
-            self._answer_conn(conn, mc.AtomicReply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
+            reply = mc.AtomicReply(msg.id, m.INVALID, message=str(exc))
+            self._answer_conn(conn, plain_reply(reply) if msg.plain else reply, now_ms, out)
             return
         if core.ring is None:
             self._answer_conn(conn, mc.AtomicReply(msg.id, m.UNAVAILABLE, message=(
@@ -297,7 +298,7 @@ class Paxos:
                 f"node {core.node_id} has PROPOSALS_INFLIGHT_MAX={PROPOSALS_INFLIGHT_MAX} linearizable "
                 "operations open")), now_ms, out)
             return
-        if msg.op != mc.OP_GET and not msg.forwarded and self._forward(conn, msg, now_ms, out):
+        if msg.op != mc.OP_GET and not msg.forwarded and not msg.plain and self._forward(conn, msg, now_ms, out):
             return
         pid = self._next
         self._next += 1
@@ -580,6 +581,8 @@ class Paxos:
         if self.props.pop(prop.pid, None) is None:
             return
         prop.phase = "done"
+        if prop.msg.plain:
+            reply = plain_reply(reply)
         self._answer_conn(prop.conn, reply, now_ms, out)
         if self.active.get(prop.key) == prop.pid:
             del self.active[prop.key]
@@ -597,6 +600,19 @@ class Paxos:
         if conn is _SELF:
             return
         out.append(Respond(conn, reply))
+
+
+def atomic_from_plain(msg) -> mc.Atomic:
+    """A client's plain Get/Put as a linearizable operation (the node's default mode,
+    ``consistency = "linearizable"``); answered with a plain Reply (``plain_reply``).
+    Levels, targets and session floors are moot: a majority of primaries decides."""
+    if type(msg) is m.Get:
+        return mc.Atomic(msg.id, msg.key, mc.OP_GET, plain=True)
+    return mc.Atomic(msg.id, msg.key, mc.OP_SET, msg.value, ttl_ms=msg.ttl_ms, plain=True)
+
+
+def plain_reply(reply: mc.AtomicReply) -> m.Reply:
+    return m.Reply(reply.id, reply.status, reply.value, reply.version, reply.message, "", reply.expires_ms)
 
 
 def _agree(records: list) -> bool:

@@ -47,6 +47,7 @@ from .latency import (
 from .antientropy import AE_EFFECTS, AntiEntropyShell
 from ..core.messages_cas import PxAccept, PxPrepare, PxRead
 from ..core.paxos import PaxosStore
+from ..core.paxos import atomic_from_plain
 from ..core.paxos import install as install_paxos
 from .storage import StorageEngine, open_engine
 
@@ -176,6 +177,8 @@ class _Inbound(_Conn):
             if t not in _REQUEST_TYPES:
                 self.fail(f"unexpected {t.__name__} from a client")
                 return
+            if server.linearizable_default and (t is m.Get or t is m.Put):
+                msg = atomic_from_plain(msg)  # the node's default mode (config consistency)
             if t not in m.ONE_WAY:
                 self.open_requests += 1
             elif t is m.Heartbeat:
@@ -405,6 +408,8 @@ class NodeServer:
         self._tick_idle = False  # the scheduled tick is further away than tick_ms
         self._stopped = asyncio.Event()
         self.paxos = install_paxos(self.core)  # linearizable ops: CASPaxos + ABD reads (core/paxos.py)
+        # config consistency = "linearizable": clients' plain Get/Put run as linearizable ops
+        self.linearizable_default = config.consistency == "linearizable"
         self.ae = AntiEntropyShell(self, now)  # Merkle anti-entropy + tombstone GC (shell/antientropy.py)
         ae = self.ae.ae
         self.core._busy_probes.append(  # an exchange in flight keeps the tick cadence up
