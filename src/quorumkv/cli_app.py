@@ -111,6 +111,52 @@ def cas(key: str, expected: Annotated[str, typer.Argument(help="The current valu
 
 
 @app.command()
+def verify(
+        workload: Annotated[str, typer.Option("--workload", help="register, cas-register or counter.")] = "register",
+        faults: Annotated[str, typer.Option("--faults", help="Comma-separated: kill, pause (empty: none).")] = "kill,pause",
+        linearizable: Annotated[bool, typer.Option("--linearizable/--lww", help=(
+            "Clients use linearizable reads/writes (default) or plain LWW quorum ones."))] = True,
+        r: Annotated[Optional[str], typer.Option("--r", help="LWW read level (with --lww).")] = None,
+        w: Annotated[Optional[str], typer.Option("--w", help="LWW write level (with --lww).")] = None,
+        time_s: Annotated[float, typer.Option("--time-s", help="How long the clients run.")] = 10.0,
+        concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent clients.")] = 4,
+        keys: Annotated[int, typer.Option("--keys", help="Keys the workload spreads over.")] = 2,
+        nodes: Annotated[int, typer.Option("--nodes", help="Nodes of the cluster it starts.")] = 3,
+        budget_s: Annotated[float, typer.Option("--budget-s", help="Linearizability search budget (then unknown).")] = 30.0,
+        fault_interval_s: Annotated[float, typer.Option("--fault-interval-s", help="Quiet time between faults.")] = 1.0,
+        fault_duration_s: Annotated[float, typer.Option("--fault-duration-s", help="How long a fault lasts.")] = 2.5,
+        seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the workload and nemesis choices.")] = None,
+        history: Annotated[Optional[str], typer.Option("--history", help="Write every operation here (JSON lines).")] = None,
+        dir: DirOpt = None,
+        output: OutputOpt = OutputFormat.table) -> None:
+    """Jepsen-style check: run a workload with faults against a real cluster, then check
+    every key's history for linearizability. Exit 0 valid, 1 invalid, 2 unknown."""
+    from .verify.runner import VerifyConfig, format_report
+    from .verify.runner import run as run_verify
+
+    def level(x):
+        return None if x is None else (int(x) if x.isdigit() else x.upper())
+
+    cfg = VerifyConfig(workload=workload, faults=tuple(f for f in faults.split(",") if f.strip()),
+                       time_s=time_s, concurrency=concurrency, keys=keys,
+                       consistency="linearizable" if linearizable else "lww", r=level(r), w=level(w), nodes=nodes,
+                       dir=dir, seed=seed, budget_s=budget_s, fault_interval_s=fault_interval_s,
+                       fault_duration_s=fault_duration_s, history_path=history,
+                       log=None if output == OutputFormat.json else (lambda line: print(line, flush=True)))
+    if linearizable and (r is not None or w is not None):
+        _fail(EXIT_USAGE, "--r/--w apply to --lww clients only")
+    try:
+        report = run_verify(cfg)
+    except errors.InvalidRequestError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    if output == OutputFormat.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(format_report(report))
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
 def incr(key: str, delta: Annotated[int, typer.Argument(help="The amount to add (negative subtracts).")] = 1,
          dir: DirOpt = None, node: NodeOpt = None) -> None:
     """Add DELTA to KEY's integer value atomically (absent: 0); prints the new value."""
