@@ -188,3 +188,25 @@ def test_bad_requests_are_refused_not_crashing(bad):
     net = Net()
     net.request("n1", bad)
     assert net.replies[1].status == m.INVALID and net.replies[1].message
+
+
+def test_one_node_ring_answers_synchronously():
+    core = NodeCore(NodeSettings("n1", n=1, r=1, w=1), {"n1": "127.0.0.1:7001"}, now_ms=NOW)
+    install(core)
+    store = MemoryEngine()
+    replies = []
+
+    def run(effects):
+        for eff in effects:
+            if type(eff) is PaxosStore:
+                box = []
+                store.paxos(eff.op, eff.key, eff.ballot, eff.record, lambda ok, r: box.append((ok, r)))
+                run(core.on_store_done(eff.token, *box[0], NOW))
+            elif type(eff) is StoreRead:
+                run(core.on_store_done(eff.token, True, store.get_now(eff.key), NOW))
+            elif type(eff) is Respond:
+                replies.append(eff.msg)
+
+    run(core.on_request("client", atomic(1, op=mc.OP_INCR, delta=2), NOW))
+    run(core.on_request("client", atomic(2, op=mc.OP_GET), NOW))
+    assert [r.status for r in replies] == [m.OK, m.OK] and replies[0].number == 2 and replies[1].value == b"2"

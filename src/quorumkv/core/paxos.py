@@ -400,14 +400,15 @@ class Paxos:
     def _broadcast(self, prop: _Proposal, make, now_ms: int, out: list) -> None:
         core = self.core
         pid = prop.pid
-        for node in prop.round.replicas:
+        rnd = prop.round
+        for node in rnd.replicas:
             msg = make()
             if node == core.node_id:
                 out.extend(core.on_request(_SELF, msg, now_ms))
             else:
                 out.append(Send(node, msg))
-            if self.props.get(pid) is not prop or prop.phase == "idle":
-                return  # finished synchronously (a one-node ring answers at once)
+            if self.props.get(pid) is not prop or prop.round is not rnd:
+                return  # this phase ended synchronously (a one-node ring answers at once)
 
     def _on_reply(self, peer: str, msg, now_ms: int, out: list) -> None:
         prop = self.props.get(msg.id)
