@@ -168,6 +168,27 @@ def apply_op(msg: mc.Atomic, cur: Record | None, now_ms: int):
     return _KEEP, OpResult(False, value=value, found=live)  # OP_GET through a proposal
 
 
+def paxos_step(op: str, ballot: Version | None, record: Record | None, cur: Record | None,
+               promise: Version | None, store, set_promise):
+    """The acceptor's rules (module doc), given the stored record and promise;
+    ``store(record)`` and ``set_promise(ballot | None)`` make the changes. Storage
+    engines (and the simulator's) call it inside their atomic, durable step."""
+    if op == "prepare":
+        if ballot.newer_than(promise) and (cur is None or ballot.newer_than(cur.version)):
+            set_promise(ballot)
+            return (True, cur, ballot)
+        return (False, cur, promise)
+    v = record.version
+    if cur is not None and cur.version.key() == v.key():
+        return (True, None, None)  # that very version is here: applied
+    if (cur is None or v.newer_than(cur.version)) and (promise is None or not promise.newer_than(v)):
+        store(record)
+        if promise is not None:
+            set_promise(None)  # the record's version now fences as much as the promise did
+        return (True, None, None)
+    return (False, cur.version if cur is not None else None, promise)
+
+
 def parse_int64(raw: bytes) -> int | None:
     """Redis's rule for INCR: a base-10 signed 64-bit integer, no spaces or '+'."""
     if not raw or len(raw) > 20 or raw[:1] == b"+" or raw != raw.strip():

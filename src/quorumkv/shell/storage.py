@@ -33,6 +33,7 @@ from collections.abc import Callable
 import msgspec
 
 from ..core.hints import HintTable, record_size
+from ..core.paxos import paxos_step
 from .batching import BatchQueue, call_in_loop
 from ..core.version import Record, Version
 
@@ -48,27 +49,6 @@ _ctx_encode = msgspec.msgpack.Encoder().encode
 _ctx_decode = msgspec.msgpack.Decoder(dict[str, int]).decode
 
 Done = Callable[[bool, object], None]
-
-
-def paxos_step(op: str, ballot: Version | None, record: Record | None, cur: Record | None,
-               promise: Version | None, store, set_promise):
-    """The acceptor's rules (core/paxos.py), given the stored record and promise;
-    ``store(record)`` and ``set_promise(ballot | None)`` make the changes. Engines call
-    it inside their atomic, durable step."""
-    if op == "prepare":
-        if ballot.newer_than(promise) and (cur is None or ballot.newer_than(cur.version)):
-            set_promise(ballot)
-            return (True, cur, ballot)
-        return (False, cur, promise)
-    v = record.version
-    if cur is not None and cur.version.key() == v.key():
-        return (True, None, None)  # that very version is here: applied
-    if (cur is None or v.newer_than(cur.version)) and (promise is None or not promise.newer_than(v)):
-        store(record)
-        if promise is not None:
-            set_promise(None)  # the record's version now fences as much as the promise did
-        return (True, None, None)
-    return (False, cur.version if cur is not None else None, promise)
 
 
 class StorageEngine:
