@@ -257,6 +257,15 @@ WHERE excluded.ts > kv.ts OR (excluded.ts = kv.ts AND excluded.node > kv.node)
 
 _PAXOS = "-- paxos acceptor step (SqliteEngine._paxos_step)"
 
+# The same without the promise check, used while the paxos table is empty (almost
+# always: it holds only CAS rounds in flight): a plain write pays nothing for CAS.
+_UPSERT_UNFENCED = """
+INSERT INTO kv (key, ts, node, value, ctx, expires) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT(key) DO UPDATE SET ts = excluded.ts, node = excluded.node,
+    value = excluded.value, ctx = excluded.ctx, expires = excluded.expires
+WHERE excluded.ts > kv.ts OR (excluded.ts = kv.ts AND excluded.node > kv.node)
+"""
+
 _HINT_INSERT = """
 INSERT INTO hints (owner, key, ts, node, value, ctx, expires, created, size)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -282,6 +291,8 @@ class SqliteEngine(StorageEngine):
         self._loop = loop
         self._queue = BatchQueue(WRITE_BATCH_MAX)
         self._hint_deletes_pending: set[int] = set()
+        # Rows in the paxos table; only the writer thread changes it (_paxos_step).
+        self._fences = self._reader.execute("SELECT COUNT(*) FROM paxos").fetchone()[0]
         self.batches = 0
         self.batched_writes = 0
         self._writer = threading.Thread(target=self._writer_main, name="sqlite-writer", daemon=True)
@@ -332,7 +343,8 @@ class SqliteEngine(StorageEngine):
                             newer[i] = self._paxos_step(conn, *batch[i][1])
                         start = end
                         continue
-                    cur = conn.executemany(sql, [row for _, row, _ in batch[start:end]])
+                    run_sql = sql if sql is not _UPSERT or self._fences else _UPSERT_UNFENCED
+                    cur = conn.executemany(run_sql, [row for _, row, _ in batch[start:end]])
                     if sql is _UPSERT and cur.rowcount < end - start:  # some were not newer
                         self._find_newer(conn, batch, start, end, newer)
                     start = end
@@ -341,8 +353,9 @@ class SqliteEngine(StorageEngine):
                 error = f"storage error: {exc}"
                 try:
                     conn.execute("ROLLBACK")
+                    self._fences = conn.execute("SELECT COUNT(*) FROM paxos").fetchone()[0]  # undone too
                 except sqlite3.Error:
-                    pass
+                    self._fences = max(self._fences, 1)  # unknown: keep checking promises
             self.batches += 1
             self.batched_writes += len(batch)
             self._complete(batch, error, newer)
@@ -362,8 +375,7 @@ class SqliteEngine(StorageEngine):
         # only once it would survive a crash.
         self._enqueue(_PAXOS, (op, key, ballot, record), done)
 
-    @staticmethod
-    def _paxos_step(conn, op, key, ballot, record):
+    def _paxos_step(self, conn, op, key, ballot, record):
         row = conn.execute("SELECT ts, node, value, ctx, expires FROM kv WHERE key = ?", (key,)).fetchone()
         fence = conn.execute("SELECT ts, node FROM paxos WHERE key = ?", (key,)).fetchone()
 
@@ -376,8 +388,10 @@ class SqliteEngine(StorageEngine):
         def set_promise(b):
             if b is None:
                 conn.execute("DELETE FROM paxos WHERE key = ?", (key,))
+                self._fences -= 1 if fence else 0
             else:
                 conn.execute("INSERT OR REPLACE INTO paxos (key, ts, node) VALUES (?, ?, ?)", (key, b.ts, b.node))
+                self._fences += 0 if fence else 1
 
         return paxos_step(op, ballot, record, _row_to_record(row), Version(*fence) if fence else None,
                           store, set_promise)
