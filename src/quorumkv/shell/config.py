@@ -41,6 +41,9 @@ class NodeConfig:
     n: int = 3
     r: int | str = "QUORUM"
     w: int | str = "QUORUM"
+    #: "lww" or "linearizable": the mode of a new RESP connection's GET/SET/DEL (an
+    #: unmodified Redis client gets linearizable reads and writes; docs/consistency.md)
+    consistency: str = "lww"
     timeout_ms_read: int = 2_000
     timeout_ms_write: int = 2_000
     tick_ms: int = 5                # tick cadence while work is in flight (rounds, replay, streaming)
@@ -130,6 +133,8 @@ class NodeConfig:
             raise ValueError(f"n must be within 1..{REPLICAS_MAX} (REPLICAS_MAX)")
         for addr in self.seeds:
             parse_address(addr)
+        if self.consistency not in ("lww", "linearizable"):
+            raise ValueError(f"consistency must be 'lww' or 'linearizable', got {self.consistency!r}")
         if self.event_loop not in ("uvloop", "asyncio"):
             raise ValueError(f"event_loop must be 'uvloop' or 'asyncio', got {self.event_loop!r}")
         if self.tick_ms_idle_max < self.tick_ms:

@@ -25,6 +25,7 @@ from collections import deque
 import structlog
 
 from ..core.limits import CLIENT_PIPELINE_MAX
+from ..resp.atomic import AtomicOp
 from ..resp.commands import CommandError, ReadOp, Session, WriteOp, lookup
 from ..resp.parser import NEED_DATA, RequestParser, RespProtocolError, encode_error
 from .auth import SECURITY_COUNTERS, Users
@@ -204,6 +205,8 @@ class RespConnection(asyncio.Protocol):
             if type(op) is ReadOp:
                 msg = session.get_msg(rid, op.key)
                 self.timing[rid] = server.request_latency.start(msg)
+            elif type(op) is AtomicOp:
+                msg = op.to_msg(rid)
             elif type(op) is WriteOp:
                 msg = session.put_msg(rid, op.key, op.value, op.ttl_ms)
                 self.timing[rid] = server.request_latency.start(msg)
@@ -361,6 +364,7 @@ class RespFrontEnd:
     def new_session(self, addr: str) -> Session:
         self.stats["total_connections_received"] += 1
         session = Session(self._next_client_id, addr, needs_auth=self.users.enabled, now_ms=now_ms())
+        session.linearizable = getattr(self.node.config, "consistency", "lww") == "linearizable"  # node default
         self._next_client_id += 1
         return session
 

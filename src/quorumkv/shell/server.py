@@ -47,6 +47,10 @@ from .latency import (
 )
 from .antientropy import AE_EFFECTS, AntiEntropyShell
 from .metrics_hist import RequestLatency
+from ..core.messages_cas import PxAccept, PxPrepare, PxRead
+from ..core.paxos import PaxosStore
+from ..core.paxos import atomic_from_plain
+from ..core.paxos import install as install_paxos
 from .storage import StorageEngine, open_engine
 from .snapshot import SnapshotShell
 from . import auth, tls
@@ -190,6 +194,8 @@ class _Inbound(_Conn):
                 if auth.not_allowed(server, self, msg, t):
                     continue
                 return
+            if server.linearizable_default and (t is m.Get or t is m.Put):
+                msg = atomic_from_plain(msg)  # the node's default mode (config consistency)
             if t not in m.ONE_WAY:
                 self.open_requests += 1
                 if t is m.Get or t is m.Put:
@@ -256,7 +262,7 @@ class _Inbound(_Conn):
 
 _REQUEST_TYPES = set(m.REQUEST_TYPES)
 #: What only a peer sends (marks an inbound connection as a peer's link).
-_PEER_REQUEST_TYPES = {m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip}
+_PEER_REQUEST_TYPES = {m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip, PxRead, PxPrepare, PxAccept}
 # What a peer may answer on our outbound link (client-facing replies never come back there).
 _RESPONSE_TYPES = set(m.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply,
                                            SnapshotReply}
@@ -452,6 +458,9 @@ class NodeServer:
         self._tick_handle = None
         self._tick_idle = False  # the scheduled tick is further away than tick_ms
         self._stopped = asyncio.Event()
+        self.paxos = install_paxos(self.core)  # linearizable ops: CASPaxos + ABD reads (core/paxos.py)
+        # config consistency = "linearizable": clients' plain Get/Put run as linearizable ops
+        self.linearizable_default = config.consistency == "linearizable"
         self.ae = AntiEntropyShell(self, now)  # Merkle anti-entropy + tombstone GC (shell/antientropy.py)
         ae = self.ae.ae
         self.core._busy_probes.append(  # an exchange in flight keeps the tick cadence up
@@ -531,6 +540,8 @@ class NodeServer:
                 self.storage.delete_hint(eff.hint_id)
             elif t is SaveMembers:
                 self._save_state(known=eff.members)
+            elif t is PaxosStore:
+                self.storage.paxos(eff.op, eff.key, eff.ballot, eff.record, self._done_cb(eff.token))
             elif t is SaveHlcCeiling:
                 self.storage.save_hlc_ceiling(eff.ts, self._done_cb(eff.token))
             elif t is Log:
