@@ -1015,15 +1015,17 @@ class NodeCore:
 
     def _maybe_finish(self, op: _Op, now_ms: int, out: list, expired: bool = False) -> None:
         rnd = op.round
-        if not (rnd.complete or expired or (rnd.status == LOST and op.kind != "inspect")):
+        complete = rnd.complete
+        if not (complete or expired or (rnd.status == LOST and op.kind != "inspect")):
             return
         if op.repairs_pending and not expired:
             return
         if op.op_id not in self.ops:
             return
         del self.ops[op.op_id]
-        for node in rnd.outstanding:  # never answered: no longer in flight for load purposes
-            self.load.done(node, None)
+        if not complete:
+            for node in rnd.outstanding:  # never answered: no longer in flight for load purposes
+                self.load.done(node, None)
         if op.kind == "inspect":
             self._respond(op.conn, self._inspect_reply(op, now_ms), now_ms, out)
         elif op.kind == "read" and rnd.status == WON and not op.blocking_repair and self.settings.read_repair:

@@ -373,7 +373,7 @@ class RespConnection(asyncio.Protocol):
         if self.closed or self.transport is None:
             return
         if out:
-            self.transport.write(b"".join(out))
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
         if self._close_after_flush:
             self._linger()
         elif self._close_when_idle and not self.slots and not self._backlog:
