@@ -395,12 +395,50 @@ def test_per_connection_levels_travel_on_requests():
 
 def test_pipeline_bound_pauses_reading():
     conn, node, t = make_conn()
-    conn.data_received(b"GET k\r\n" * CLIENT_PIPELINE_MAX)
+    conn.data_received(b"GET k\r\n" * (CLIENT_PIPELINE_MAX + 10))
+    node.loop.drain()  # later turns run what COMMANDS_PER_TURN_MAX left, up to the bound
+    assert len(node.core.requests) == CLIENT_PIPELINE_MAX
     assert not t.reading
     for msg in node.core.requests[:CLIENT_PIPELINE_MAX // 2 + 1]:
         conn.respond(m.Reply(msg.id, m.OK, b"v"))
     node.loop.drain()
+    assert len(node.core.requests) == CLIENT_PIPELINE_MAX + 10  # the ten held back ran
+    assert not t.reading  # CLIENT_PIPELINE_MAX // 2 + 9 open: still above the low mark
+    for msg in node.core.requests[CLIENT_PIPELINE_MAX // 2 + 1:CLIENT_PIPELINE_MAX // 2 + 11]:
+        conn.respond(m.Reply(msg.id, m.OK, b"v"))
+    node.loop.drain()
     assert t.reading
+    assert t.written == b"$1\r\nv\r\n" * (CLIENT_PIPELINE_MAX // 2 + 11)
+
+
+def test_one_turn_runs_at_most_commands_per_turn_max_and_the_rest_follow_in_order():
+    from quorumkv.shell.resp_server import COMMANDS_PER_TURN_MAX
+
+    conn, node, t = make_conn()
+    total = 3 * COMMANDS_PER_TURN_MAX + 5
+    conn.data_received(b"".join(b"GET k%d\r\n" % i for i in range(total)))
+    assert len(node.core.requests) == COMMANDS_PER_TURN_MAX  # the loop gets a turn now
+    assert not t.reading  # nothing more is read while complete commands wait
+    node.loop.drain()
+    assert [r.key for r in node.core.requests] == [b"k%d" % i for i in range(total)]
+    assert t.reading
+    for msg in reversed(node.core.requests):
+        conn.respond(m.Reply(msg.id, m.OK, msg.key))
+    node.loop.drain()
+    assert t.written == b"".join(b"$%d\r\nk%d\r\n" % (len(b"k%d" % i), i) for i in range(total))
+
+
+def test_half_close_runs_the_commands_left_over_then_closes():
+    from quorumkv.shell.resp_server import COMMANDS_PER_TURN_MAX
+
+    conn, node, t = make_conn()
+    total = COMMANDS_PER_TURN_MAX + 3
+    conn.data_received(b"PING\r\n" * total)
+    assert conn.eof_received() is True
+    assert not t.closed
+    node.loop.drain()
+    assert t.written == b"+PONG\r\n" * total
+    assert t.closed
 
 
 def test_protocol_error_comes_after_owed_replies_then_close():
