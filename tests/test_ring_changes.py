@@ -329,6 +329,38 @@ def test_whole_cluster_restart_keeps_a_decommissioned_node_out_of_the_ring(make_
             assert c.get(key, r=ALL) == value, key
 
 
+def test_node_state_keeps_the_members_a_node_knew_across_a_restart(tmp_path):
+    """The shell's half of ``SaveMembers`` (soak seeds 72, 218, 906): what gossip
+    taught a node — a member that joined after the config was written, a
+    replacement's new address, a member leaving — is in node-state.json, and a
+    server started again on the same directory (same config, listing only the
+    initial members) routes by that ring before it hears from anyone."""
+    from quorumkv.core import messages as m
+    from quorumkv.core.membership import LEAVING, REPLACING, UP, Endpoint
+    from quorumkv.shell.config import NodeConfig
+    from quorumkv.shell.server import NodeServer
+    from quorumkv.testing import free_base_port
+
+    async def main():
+        port = free_base_port(1)
+        members = {f"n{i}": f"127.0.0.1:{port + i - 1}" for i in (1, 2, 3)}
+        cfg = NodeConfig(node_id="n1", listen=members["n1"], data_dir=str(tmp_path), storage="memory",
+                         members=members, n=2)
+        first = NodeServer(cfg)
+        told = [Endpoint("n4", "127.0.0.1:9", 5, 3, UP), Endpoint("n2", "127.0.0.1:8", 6, 1, REPLACING),
+                Endpoint("n3", members["n3"], 7, 2, LEAVING)]
+        first.run(first.core.on_response("n2", m.GossipAck(0, told, 0), 1_700_000_000_000))
+        assert first.core.ring.nodes == ("n1", "n2", "n3", "n4")
+        with open(tmp_path / "data" / "node-state.json") as fh:
+            assert json.load(fh)["known"]["n4"] == ["127.0.0.1:9", 5, 3, UP]
+        again = NodeServer(cfg)
+        assert again.core.ring.nodes == ("n1", "n2", "n3", "n4")
+        assert again.core.future_ring is not None and again.core.future_ring.nodes == ("n1", "n2", "n4")
+        assert again.core.address_of("n2") == "127.0.0.1:8"
+        assert again.core.membership.state_of("n3") == LEAVING
+    asyncio.run(main())
+
+
 def test_decommission_below_n_is_refused_and_the_dry_run_says_why(make_cluster):
     cluster = make_cluster(nodes=3, settings=SETTINGS)
     dry = qkv("decommission", "n3", "--dir", cluster.root, "--dry-run")
