@@ -18,9 +18,9 @@ Configuration (``node.toml``)::
 
 Roles, ACL-style (Redis's ``+@read``/``+@write`` categories, Cassandra's roles):
 
-* ``readonly``  — reads: Get, Scan, Ping, Status, Inspect, Latencies; RESP commands
-  not flagged ``write``;
-* ``readwrite`` — also Put/Delete and typed updates; every RESP command;
+* ``readonly``  — reads: Get, Scan, Ping, Status, Inspect, Latencies, a linearizable
+  read (Atomic GET); RESP commands not flagged ``write``;
+* ``readwrite`` — also Put/Delete, typed updates, atomic operations; every RESP command;
 * ``admin``     — also repair, cleanup, decommission, snapshot;
 * ``node``      — also the internode messages (replica reads/writes, heartbeats,
   gossip, anti-entropy, streaming): the role of a peer.
