@@ -66,3 +66,17 @@ def test_users_without_a_way_for_peers_to_authenticate_are_refused():
     NodeConfig(node_id="n1", listen="127.0.0.1:1", data_dir="/tmp/x", users=users, resp_password="p")
     NodeConfig(node_id="n1", listen="127.0.0.1:1", data_dir="/tmp/x", users=users,
                internode_user="a", internode_password="x")
+
+
+def test_readonly_may_run_a_linearizable_read_but_no_atomic_write():
+    from types import SimpleNamespace
+
+    from quorumkv.core.messages_cas import OP_GET, OP_SET, Atomic
+    from quorumkv.shell import auth
+
+    sent = []
+    server = SimpleNamespace(stats=dict.fromkeys(auth.SECURITY_COUNTERS, 0), users=Users({}, "pw"))
+    conn = SimpleNamespace(allowed=ALLOWED_BY_ROLE["readonly"], user="reader", peer_name="t", send=sent.append)
+    assert auth.not_allowed(server, conn, Atomic(1, b"k", OP_GET), Atomic) is auth.RUN
+    assert auth.not_allowed(server, conn, Atomic(2, b"k", OP_SET, b"v"), Atomic) is True  # refused, carries on
+    assert "NOPERM" in sent[-1].message and server.stats["auth_denied"] == 1

@@ -17,6 +17,7 @@ import threading
 import time
 
 import pytest
+from redis_fixtures import redis_servers  # noqa: F401 - a fixture
 
 from quorumkv.client import Client
 from quorumkv.errors import QuorumKVError
@@ -211,3 +212,24 @@ def test_one_node_restored_then_repaired_gets_the_later_writes(make_cluster):
     assert len(behind()) == 40  # restored: n1 is back at the snapshot
     qkv("repair", "--node", n1.address)
     assert behind() == []
+
+
+def test_redis_node_snapshot_dumps_its_records(make_cluster, redis_servers):
+    """A node on the Redis engine snapshots by a SCAN dump on a worker thread while
+    it serves; the dump holds every record (tombstones too)."""
+    (srv,) = redis_servers(1)
+    cl = make_cluster(nodes=1, replicas=1, storage="redis", fsync=False,
+                      node_overrides={"n1": {"redis_url": srv.url}})
+    with Client(cl.addresses()) as c:
+        for i in range(30):
+            c.put(f"r{i}", f"v{i}")
+        c.delete("r0")
+    out = json.loads(qkv("snapshot", "--node", cl.addresses()[0], "--tag", "rd", "-o", "json").stdout)
+    (row,) = out["nodes"]
+    assert row["ok"] and row["keys"] == 30 and read_manifest(row["path"])["storage"] == "redis"
+    snap = sqlite3.connect(os.path.join(row["path"], "kv.sqlite3"))
+    try:
+        assert snap.execute("SELECT value FROM kv WHERE key = ?", (b"r7",)).fetchone() == (b"v7",)
+        assert snap.execute("SELECT value FROM kv WHERE key = ?", (b"r0",)).fetchone() == (None,)
+    finally:
+        snap.close()

@@ -248,3 +248,22 @@ def test_security_counters_are_exported_as_metrics(tls_cluster):
                 ("quorumkv_tls_refused_total", ("plaintext",))]:
         assert after[key] == before[key] + 1, key
     assert after[("quorumkv_auth_total", ("ok",))] >= before[("quorumkv_auth_total", ("ok",))] + 1
+
+
+def test_certs_reuses_its_ca_for_a_later_node(tmp_path):
+    """`quorumkv certs` makes the CA once: a host added later gets a certificate the
+    running nodes trust; keys are private to their owner."""
+    from cryptography import x509
+
+    certs(tmp_path, "n1")
+    ca_before = (tmp_path / "ca.pem").read_bytes()
+    certs(tmp_path, "n6")
+    assert (tmp_path / "ca.pem").read_bytes() == ca_before
+    ca = x509.load_pem_x509_certificate(ca_before)
+    for node in ("n1", "n6"):
+        cert = x509.load_pem_x509_certificate((tmp_path / f"{node}.pem").read_bytes())
+        cert.verify_directly_issued_by(ca)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert node in sans.get_values_for_type(x509.DNSName)
+        assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+        assert (tmp_path / f"{node}-key.pem").stat().st_mode & 0o077 == 0

@@ -18,9 +18,9 @@ Configuration (``node.toml``)::
 
 Roles, ACL-style (Redis's ``+@read``/``+@write`` categories, Cassandra's roles):
 
-* ``readonly``  — reads: Get, Scan, Ping, Status, Inspect, Latencies; RESP commands
-  not flagged ``write``;
-* ``readwrite`` — also Put/Delete and typed updates; every RESP command;
+* ``readonly``  — reads: Get, Scan, Ping, Status, Inspect, Latencies, a linearizable
+  read (Atomic GET); RESP commands not flagged ``write``;
+* ``readwrite`` — also Put/Delete, typed updates, atomic operations; every RESP command;
 * ``admin``     — also repair, cleanup, decommission, snapshot;
 * ``node``      — also the internode messages (replica reads/writes, heartbeats,
   gossip, anti-entropy, streaming): the role of a peer.
@@ -46,6 +46,7 @@ import structlog
 from ..core import messages as m
 from ..core.messages_admin import Auth, Snapshot
 from ..core.messages_ae import AEExchange, AEGc, AETree, Repair
+from ..core.messages_cas import OP_GET, Atomic, PxAccept, PxPrepare, PxRead
 from ..core.messages_ring import Cleanup, Decommission, StreamRequest
 from ..core.messages_scan import Scan, ScanPeek
 from ..core.messages_typed import TypedApply, Update
@@ -55,11 +56,13 @@ log = structlog.get_logger("quorumkv.auth")
 ROLES = ("readonly", "readwrite", "admin", "node")
 
 READ_TYPES = frozenset({m.Get, m.Ping, m.Status, m.Inspect, m.Latencies, Scan})
-WRITE_TYPES = frozenset({m.Put, Update})
+#: Atomic (core/paxos.py) is a write here; a readonly user's linearizable read
+#: (op GET) is let through by ``not_allowed`` (the role is per type, the op per message).
+WRITE_TYPES = frozenset({m.Put, Update, Atomic})
 ADMIN_TYPES = frozenset({Repair, Cleanup, Decommission, Snapshot})
 #: What only a peer sends.
 PEER_TYPES = frozenset({m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip, AETree, AEExchange, AEGc,
-                        StreamRequest, ScanPeek, TypedApply})
+                        StreamRequest, ScanPeek, TypedApply, PxRead, PxPrepare, PxAccept})
 #: Every request type a node serves, Auth aside (it is handled before these).
 ALL_TYPES = frozenset(m.REQUEST_TYPES) - {Auth}
 
@@ -152,12 +155,18 @@ def internode_credentials(config) -> tuple[str, str] | None:
     return None
 
 
-def not_allowed(server, conn, msg, t) -> bool:
+#: ``not_allowed``'s verdict: serve this request after all (a readonly user's Atomic GET).
+RUN = "run"
+
+
+def not_allowed(server, conn, msg, t):
     """The slow path of a native connection's request check: ``msg`` (type ``t``) is
     not in ``conn.allowed``. Handles ``Auth``; refuses the rest — answered with an
     ``Error``, logged, counted. True when the connection carries on with its next
-    message, False when it was closed."""
+    message, False when it was closed, ``RUN`` when the request is allowed after all."""
     stats = server.stats
+    if t is Atomic and msg.op == OP_GET and READ_TYPES <= conn.allowed:
+        return RUN  # a linearizable read by a user who may read
     if t is Auth:
         role = server.users.check(msg.user, msg.password) if server.users.enabled else "admin"
         if role is None:

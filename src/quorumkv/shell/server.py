@@ -191,9 +191,11 @@ class _Inbound(_Conn):
                 if t not in _REQUEST_TYPES:
                     self.fail(f"unexpected {t.__name__} from a client")
                     return
-                if auth.not_allowed(server, self, msg, t):
-                    continue
-                return
+                verdict = auth.not_allowed(server, self, msg, t)
+                if verdict is not auth.RUN:
+                    if verdict:
+                        continue
+                    return
             if server.linearizable_default and (t is m.Get or t is m.Put):
                 msg = atomic_from_plain(msg)  # the node's default mode (config consistency)
             if t not in m.ONE_WAY:
