@@ -306,18 +306,15 @@ class Paxos:
             validate_atomic(msg)
         except InvalidRequestError as exc:
             core.stats["invalid"] += 1
-            reply = mc.AtomicReply(msg.id, m.INVALID, message=str(exc))
-            self._answer_conn(conn, plain_reply(reply) if msg.plain else reply, now_ms, out)
+            self._refuse(conn, msg, m.INVALID, str(exc), now_ms, out)
             return
         if core.ring is None:
-            self._answer_conn(conn, mc.AtomicReply(msg.id, m.UNAVAILABLE, message=(
-                f"node {core.node_id} is joining and has no ring yet")), now_ms, out)
+            self._refuse(conn, msg, m.UNAVAILABLE, f"node {core.node_id} is joining and has no ring yet", now_ms, out)
             return
         if len(self.props) >= PROPOSALS_INFLIGHT_MAX:
             core.stats["overloaded"] += 1
-            self._answer_conn(conn, mc.AtomicReply(msg.id, m.OVERLOADED, message=(
-                f"node {core.node_id} has PROPOSALS_INFLIGHT_MAX={PROPOSALS_INFLIGHT_MAX} linearizable "
-                "operations open")), now_ms, out)
+            self._refuse(conn, msg, m.OVERLOADED, f"node {core.node_id} has PROPOSALS_INFLIGHT_MAX="
+                         f"{PROPOSALS_INFLIGHT_MAX} linearizable operations open", now_ms, out)
             return
         if msg.op != mc.OP_GET and not msg.forwarded and not msg.plain and self._forward(conn, msg, now_ms, out):
             return
@@ -335,6 +332,10 @@ class Paxos:
                 return
             self.active[msg.key] = pid
         self._start(prop, now_ms, out)
+
+    def _refuse(self, conn, msg, status: int, message: str, now_ms: int, out: list) -> None:
+        reply = mc.AtomicReply(msg.id, status, message=message)
+        self._answer_conn(conn, plain_reply(reply) if msg.plain else reply, now_ms, out)
 
     # A key's changes go to one proposer, its *home* — the first primary that is up —
     # which runs them one at a time (``active``/``queued``): proposers on different
