@@ -8,7 +8,8 @@ import pytest
 from quorumkv.core import messages as m
 from quorumkv.core import messages_cas as mc
 from quorumkv.core.node import NodeCore, NodeSettings, Respond, Send, StoreRead, StoreWrite
-from quorumkv.core.paxos import PaxosStore, apply_op, install, parse_int64, parent_of
+from quorumkv.core.casops import apply_op, parse_int64
+from quorumkv.core.paxos import PaxosStore, install, parent_of
 from quorumkv.core.version import Record, Version
 from quorumkv.shell.storage import MemoryEngine
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 import msgspec
 
 from ..core.hints import HintTable, record_size
-from ..core.paxos import paxos_step
+from ..core.casops import paxos_step
 from .batching import BatchQueue, call_in_loop
 from ..core.version import Record, Version
 
