@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from quorumkv.core import messages as m
 from quorumkv.core import messages_ae as ae
+from quorumkv.core import messages_cas as mc
 from quorumkv.core import messages_ring as mr
 from quorumkv.core.framing import FrameDecoder, FrameEncoder
 from quorumkv.core.membership import Endpoint
@@ -103,6 +104,26 @@ MESSAGE_TYPES |= {ae.AETree, ae.AETreeResp, ae.AEExchange, ae.AEExchangeResp, ae
 # Issue 10: decommission --force (appended field), cleanup (tag 54).
 ALL_MESSAGES += [mr.Decommission(80, False, True), mr.Cleanup(81), mr.Cleanup(82, True, 1_000)]
 MESSAGE_TYPES |= {mr.Cleanup}
+# Issue 11: linearizable operations (core/messages_cas.py): tags 60-67.
+ALL_MESSAGES += [
+    mc.Atomic(90, b"k", mc.OP_CAS, b"new", b"old"),
+    mc.Atomic(91, b"k", mc.OP_CAS, b"new", None, True, forwarded=True),
+    mc.Atomic(92, b"n", mc.OP_INCR, delta=-5),
+    mc.Atomic(93, b"k", mc.OP_SET, b"v", flags=mc.FLAG_NX | mc.FLAG_KEEPTTL, ttl_ms=1_000, plain=True),
+    mc.AtomicReply(94, m.OK, True, b"v", b"old", 7, VER, "", 0, True),
+    mc.AtomicReply(95, m.TIMEOUT, message="outcome unknown"),
+    mc.PxRead(96, b"k"),
+    mc.PxReadResp(97, True, REC),
+    mc.PxReadResp(98, False, None, "storage error"),
+    mc.PxPrepare(99, b"k", VER),
+    mc.PxPromise(100, True, True, REC, VER),
+    mc.PxPromise(101, True, False, None, VER),
+    mc.PxAccept(102, b"k", REC),
+    mc.PxAccepted(103, True, True),
+    mc.PxAccepted(104, True, False, VER, VER),
+]
+MESSAGE_TYPES |= {mc.Atomic, mc.AtomicReply, mc.PxRead, mc.PxReadResp, mc.PxPrepare, mc.PxPromise, mc.PxAccept,
+                  mc.PxAccepted}
 
 
 def test_sample_covers_every_message_type():
@@ -242,6 +263,8 @@ def test_wire_tags_frozen(enc):
     tags.update({ae.AETree: 40, ae.AETreeResp: 41, ae.AEExchange: 42, ae.AEExchangeResp: 43, ae.AEGc: 44,
                  ae.AEGcResp: 45, ae.Repair: 46, ae.RepairReply: 47})
     tags[mr.Cleanup] = 54
+    tags.update({mc.Atomic: 60, mc.AtomicReply: 61, mc.PxRead: 62, mc.PxReadResp: 63, mc.PxPrepare: 64,
+                 mc.PxPromise: 65, mc.PxAccept: 66, mc.PxAccepted: 67})
     for msg in ALL_MESSAGES:
         arr = msgspec.msgpack.decode(enc.encode(msg)[4:])
         assert arr[0] == tags[type(msg)]
