@@ -148,7 +148,6 @@ class Paxos:
         # would otherwise only duel each other's ballots. The others wait in order.
         self.active: dict[bytes, int] = {}  # key -> pid of the proposal running
         self.queued: dict[bytes, deque] = {}  # key -> pids waiting behind it
-        self._next = 1
         core._request_handlers.update({  # noqa: SLF001 - the core's extension points
             mc.Atomic: self._on_client, mc.PxRead: self._on_read, mc.PxPrepare: self._on_prepare,
             mc.PxAccept: self._on_accept})
@@ -215,8 +214,10 @@ class Paxos:
             return
         if msg.op != mc.OP_GET and not msg.forwarded and not msg.plain and self._forward(conn, msg, now_ms, out):
             return
-        pid = self._next
-        self._next += 1
+        # Ids from the core's own counter: the shell reports a failed send by the
+        # message's id (on_send_failed), which must never name a round of node.py's
+        # or a ring change's.
+        pid = self.core._new_op_id()  # noqa: SLF001
         prop = _Proposal(pid, conn, msg, now_ms + core.settings.timeout_ms_write)
         self.props[pid] = prop
         if msg.op == mc.OP_GET:
@@ -251,8 +252,7 @@ class Paxos:
         home = self._home(msg.key)
         if home is None or home == self.core.node_id or len(self.forwards) >= FORWARDS_INFLIGHT_MAX:
             return False
-        fid = self._next
-        self._next += 1
+        fid = self.core._new_op_id()  # noqa: SLF001
         # Our deadline is later than the home's own (it answers at its timeout_ms_write).
         self.forwards[fid] = (conn, msg.id, now_ms + 2 * self.core.settings.timeout_ms_write, home)
         self.core.stats["cas_forwarded"] += 1
