@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from quorumkv.core import messages as m
 from quorumkv.core import messages_ae as ae
+from quorumkv.core import messages_cas as mc
 from quorumkv.core import messages_ring as mr
 from quorumkv.core.framing import FrameDecoder, FrameEncoder
 from quorumkv.core.membership import Endpoint
@@ -125,18 +126,26 @@ ALL_MESSAGES += [mt.Update(99, b"cart", 3, "sadd", [b"apple"]), mt.Update(100, b
                  mt.TypedApply(101, b"k", 1, "put", [b"v"], ctx=b"\x01"),
                  mt.TypedApplied(102, True, REC), mt.TypedApplied(103, False, None, 3, "overloaded")]
 MESSAGE_TYPES |= {mt.Update, mt.TypedApply, mt.TypedApplied}
-# Issue 11: linearizable operations and CASPaxos (core/messages_cas.py): tags 60-67.
-from quorumkv.core import messages_cas as mc  # noqa: E402
-
-ALL_MESSAGES += [mc.Atomic(110, b"k", mc.OP_SET, b"v", flags=mc.FLAG_NX, ttl_ms=1_000),
-                 mc.Atomic(111, b"k", mc.OP_GET, plain=True),
-                 mc.AtomicReply(112, 0, True, b"v", b"old", 7, VER, "", 0, True),
-                 mc.PxRead(113, b"k"), mc.PxReadResp(114, True, REC), mc.PxReadResp(115, False, error="busy"),
-                 mc.PxPrepare(116, b"k", VER), mc.PxPromise(117, True, True, REC, VER),
-                 mc.PxAccept(118, b"k", REC), mc.PxAccepted(119, True, True),
-                 mc.PxAccepted(120, True, False, VER, VER)]
-MESSAGE_TYPES |= {mc.Atomic, mc.AtomicReply, mc.PxRead, mc.PxReadResp, mc.PxPrepare, mc.PxPromise,
-                  mc.PxAccept, mc.PxAccepted}
+# Issue 11: linearizable operations (core/messages_cas.py): tags 60-67.
+ALL_MESSAGES += [
+    mc.Atomic(90, b"k", mc.OP_CAS, b"new", b"old"),
+    mc.Atomic(91, b"k", mc.OP_CAS, b"new", None, True, forwarded=True),
+    mc.Atomic(92, b"n", mc.OP_INCR, delta=-5),
+    mc.Atomic(93, b"k", mc.OP_SET, b"v", flags=mc.FLAG_NX | mc.FLAG_KEEPTTL, ttl_ms=1_000, plain=True),
+    mc.AtomicReply(94, m.OK, True, b"v", b"old", 7, VER, "", 0, True),
+    mc.AtomicReply(95, m.TIMEOUT, message="outcome unknown"),
+    mc.PxRead(96, b"k"),
+    mc.PxReadResp(97, True, REC),
+    mc.PxReadResp(98, False, None, "storage error"),
+    mc.PxPrepare(99, b"k", VER),
+    mc.PxPromise(100, True, True, REC, VER),
+    mc.PxPromise(101, True, False, None, VER),
+    mc.PxAccept(102, b"k", REC),
+    mc.PxAccepted(103, True, True),
+    mc.PxAccepted(104, True, False, VER, VER),
+]
+MESSAGE_TYPES |= {mc.Atomic, mc.AtomicReply, mc.PxRead, mc.PxReadResp, mc.PxPrepare, mc.PxPromise, mc.PxAccept,
+                  mc.PxAccepted}
 
 
 def test_sample_covers_every_message_type():

@@ -8,7 +8,8 @@ import pytest
 from quorumkv.core import messages as m
 from quorumkv.core import messages_cas as mc
 from quorumkv.core.node import NodeCore, NodeSettings, Respond, Send, StoreRead, StoreWrite
-from quorumkv.core.paxos import PaxosStore, apply_op, install, parse_int64, parent_of
+from quorumkv.core.casops import apply_op, parse_int64
+from quorumkv.core.paxos import PaxosStore, install, parent_of
 from quorumkv.core.version import Record, Version
 from quorumkv.shell.storage import MemoryEngine
 
@@ -210,3 +211,13 @@ def test_one_node_ring_answers_synchronously():
     run(core.on_request("client", atomic(1, op=mc.OP_INCR, delta=2), NOW))
     run(core.on_request("client", atomic(2, op=mc.OP_GET), NOW))
     assert [r.status for r in replies] == [m.OK, m.OK] and replies[0].number == 2 and replies[1].value == b"2"
+
+
+def test_paxos_message_ids_never_name_a_node_round():
+    """A failed send is reported by message id: ours come from the core's counter."""
+    net = Net()
+    core = net.cores["n1"]
+    net.request("n1", m.Get(1, b"plain", m.LEVEL_QUORUM))  # a node.py round, op id from the core
+    net.request("n1", atomic(2, op=mc.OP_GET))
+    sent_ids = [msg.id for _src, _dst, msg, _r in net.queue if type(msg) is mc.PxRead]
+    assert sent_ids and not set(sent_ids) & set(core.ops)

@@ -10,7 +10,7 @@ import pytest
 from quorumkv.core import messages as m
 from quorumkv.core.limits import CLIENT_PIPELINE_MAX
 from quorumkv.core import messages_cas as mc
-from quorumkv.core.paxos import _KEEP, apply_op
+from quorumkv.core.casops import _KEEP, apply_op
 from quorumkv.core.version import Record, Version
 from quorumkv.resp import commands as c
 from quorumkv.resp.atomic import AtomicOp

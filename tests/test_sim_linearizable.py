@@ -6,7 +6,6 @@ history must be linearizable (the WGL checker of ``quorumkv verify``). Fixed see
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 

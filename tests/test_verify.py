@@ -53,3 +53,12 @@ def test_bad_arguments_are_usage_errors():
     proc = subprocess.run([sys.executable, "-m", "quorumkv", "verify", "--workload", "bank"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "workload must be one of" in proc.stderr
+
+
+def test_set_workload_loses_no_acknowledged_add_under_kill():
+    code, report = verify("--workload", "set", "--faults", "kill", "--time-s", "5", "--concurrency", "3",
+                          "--fault-interval-s", "0.5", "--seed", "2")
+    assert report["verdict"] == "valid" and code == 0
+    c = report["counts"]
+    assert c["acked_adds"] > 100 and c["lost_adds"] == 0
+    assert set(_faults(report)) == {"kill"}

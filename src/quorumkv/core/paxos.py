@@ -1,7 +1,8 @@
 """Linearizable operations per key without a leader: CASPaxos and ABD reads.
 
 Pure, like the rest of the core: ``install(core)`` registers this family's handlers
-on a ``NodeCore`` (its extension points) and returns the ``Paxos`` object. Messages
+on a ``NodeCore`` (its extension points) and returns the ``Paxos`` object. The change
+functions and the acceptor's rules are in ``casops.py``. Messages
 are in ``messages_cas.py``; the acceptor's durable steps are the ``PaxosStore``
 effect, which the shell runs on the storage engine (``shell/storage.py``).
 
@@ -79,8 +80,8 @@ from . import messages as m
 from . import messages_cas as mc
 from .effects import Respond, Send, StoreRead
 from .node import SELF as _SELF  # the connection token of requests a node sends to itself
-from .quorum import LOST, PENDING, WON, QuorumRound
-from .validation import validate_key, validate_value
+from .quorum import LOST, PENDING, QuorumRound
+from .casops import _KEEP, OpResult, apply_op, validate_atomic
 from .version import Record, Version, newest
 
 #: Attempts (phase 1 + phase 2) one operation makes at most before giving up: duelling
@@ -97,13 +98,6 @@ BACKOFF_MS_MAX = 100
 PROPOSALS_INFLIGHT_MAX = 10_000
 #: Requests this node has forwarded to their key's home and awaits answers for.
 FORWARDS_INFLIGHT_MAX = 10_000
-#: INCR works on signed 64-bit integers, as in Redis.
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
-
-_KEEP = object()  # apply_op: the change function leaves the state as it is
-
-
 class PaxosStore(NamedTuple):
     """Effect: run an acceptor step atomically and durably on ``key``, then
     ``on_store_done(token, ok, result)``. ``op`` "prepare" (``ballot``): result
@@ -115,103 +109,6 @@ class PaxosStore(NamedTuple):
     key: bytes
     ballot: Version | None
     record: Record | None
-
-
-class OpResult(NamedTuple):
-    """What a change function answers the client (AtomicReply fields)."""
-
-    applied: bool = False
-    value: bytes | None = None
-    old: bytes | None = None
-    number: int = 0
-    found: bool = False
-    error: str = ""  # a refusal the client caused (INCR of a non-integer): INVALID
-
-
-def apply_op(msg: mc.Atomic, cur: Record | None, now_ms: int):
-    """The change function of ``msg`` on the current state ``cur``: ``(new, result)``
-    where ``new`` is ``_KEEP`` or ``(value | None, expires_ms)``. Pure."""
-    live = cur is not None and cur.live_at(now_ms)
-    value = cur.value if live else None
-    expires = cur.expires_ms if live else 0
-    op = msg.op
-    if op == mc.OP_SET:
-        if (msg.flags & mc.FLAG_NX and live) or (msg.flags & mc.FLAG_XX and not live):
-            return _KEEP, OpResult(False, old=value, found=live)
-        if msg.value is None:
-            new_expires = 0
-        elif msg.flags & mc.FLAG_KEEPTTL:
-            new_expires = expires
-        else:
-            new_expires = now_ms + msg.ttl_ms if msg.ttl_ms > 0 else 0
-        return (msg.value, new_expires), OpResult(True, old=value, found=live)
-    if op == mc.OP_CAS:
-        matches = (not live) if msg.expect_absent else (live and value == msg.expected)
-        if not matches:
-            return _KEEP, OpResult(False, value=value, found=live)
-        new_expires = now_ms + msg.ttl_ms if msg.ttl_ms > 0 and msg.value is not None else 0
-        return (msg.value, new_expires), OpResult(True, value=msg.value, found=live)
-    if op == mc.OP_INCR:
-        current = 0
-        if live:
-            current = parse_int64(value)
-            if current is None:
-                return _KEEP, OpResult(False, found=True, error="value is not an integer or out of range")
-        total = current + msg.delta
-        if not INT64_MIN <= total <= INT64_MAX:
-            return _KEEP, OpResult(False, found=live, error="increment or decrement would overflow")
-        return (str(total).encode(), expires), OpResult(True, number=total, found=live)
-    if op == mc.OP_GETDEL:
-        if not live:
-            return _KEEP, OpResult(False, found=False)
-        return (None, 0), OpResult(True, old=value, found=True)
-    return _KEEP, OpResult(False, value=value, found=live)  # OP_GET through a proposal
-
-
-def paxos_step(op: str, ballot: Version | None, record: Record | None, cur: Record | None,
-               promise: Version | None, store, set_promise):
-    """The acceptor's rules (module doc), given the stored record and promise;
-    ``store(record)`` and ``set_promise(ballot | None)`` make the changes. Storage
-    engines (and the simulator's) call it inside their atomic, durable step."""
-    if op == "prepare":
-        if ballot.newer_than(promise) and (cur is None or ballot.newer_than(cur.version)):
-            set_promise(ballot)
-            return (True, cur, ballot)
-        return (False, cur, promise)
-    v = record.version
-    if cur is not None and cur.version.key() == v.key():
-        return (True, None, None)  # that very version is here: applied
-    if (cur is None or v.newer_than(cur.version)) and (promise is None or not promise.newer_than(v)):
-        store(record)
-        if promise is not None:
-            set_promise(None)  # the record's version now fences as much as the promise did
-        return (True, None, None)
-    return (False, cur.version if cur is not None else None, promise)
-
-
-def parse_int64(raw: bytes) -> int | None:
-    """Redis's rule for INCR: a base-10 signed 64-bit integer, no spaces or '+'."""
-    if not raw or len(raw) > 20 or raw[:1] == b"+" or raw != raw.strip():
-        return None
-    try:
-        n = int(raw)
-    except ValueError:
-        return None
-    if not INT64_MIN <= n <= INT64_MAX or str(n).encode() != raw:
-        return None
-    return n
-
-
-def validate_atomic(msg: mc.Atomic) -> None:
-    validate_key(msg.key)
-    if msg.op not in mc.OP_NAMES:
-        raise InvalidRequestError(f"unknown atomic operation code {msg.op}")
-    validate_value(msg.value)
-    validate_value(msg.expected)
-    if msg.ttl_ms < 0:
-        raise InvalidRequestError(f"ttl_ms must be >= 0, got {msg.ttl_ms}")
-    if msg.op == mc.OP_INCR and not INT64_MIN <= msg.delta <= INT64_MAX:
-        raise InvalidRequestError("delta must be a signed 64-bit integer")
 
 
 class _Proposal:
@@ -251,7 +148,6 @@ class Paxos:
         # would otherwise only duel each other's ballots. The others wait in order.
         self.active: dict[bytes, int] = {}  # key -> pid of the proposal running
         self.queued: dict[bytes, deque] = {}  # key -> pids waiting behind it
-        self._next = 1
         core._request_handlers.update({  # noqa: SLF001 - the core's extension points
             mc.Atomic: self._on_client, mc.PxRead: self._on_read, mc.PxPrepare: self._on_prepare,
             mc.PxAccept: self._on_accept})
@@ -306,23 +202,22 @@ class Paxos:
             validate_atomic(msg)
         except InvalidRequestError as exc:
             core.stats["invalid"] += 1
-            reply = mc.AtomicReply(msg.id, m.INVALID, message=str(exc))
-            self._answer_conn(conn, plain_reply(reply) if msg.plain else reply, now_ms, out)
+            self._refuse(conn, msg, m.INVALID, str(exc), now_ms, out)
             return
         if core.ring is None:
-            self._answer_conn(conn, mc.AtomicReply(msg.id, m.UNAVAILABLE, message=(
-                f"node {core.node_id} is joining and has no ring yet")), now_ms, out)
+            self._refuse(conn, msg, m.UNAVAILABLE, f"node {core.node_id} is joining and has no ring yet", now_ms, out)
             return
         if len(self.props) >= PROPOSALS_INFLIGHT_MAX:
             core.stats["overloaded"] += 1
-            self._answer_conn(conn, mc.AtomicReply(msg.id, m.OVERLOADED, message=(
-                f"node {core.node_id} has PROPOSALS_INFLIGHT_MAX={PROPOSALS_INFLIGHT_MAX} linearizable "
-                "operations open")), now_ms, out)
+            self._refuse(conn, msg, m.OVERLOADED, f"node {core.node_id} has PROPOSALS_INFLIGHT_MAX="
+                         f"{PROPOSALS_INFLIGHT_MAX} linearizable operations open", now_ms, out)
             return
         if msg.op != mc.OP_GET and not msg.forwarded and not msg.plain and self._forward(conn, msg, now_ms, out):
             return
-        pid = self._next
-        self._next += 1
+        # Ids from the core's own counter: the shell reports a failed send by the
+        # message's id (on_send_failed), which must never name a round of node.py's
+        # or a ring change's.
+        pid = self.core._new_op_id()  # noqa: SLF001
         prop = _Proposal(pid, conn, msg, now_ms + core.settings.timeout_ms_write)
         self.props[pid] = prop
         if msg.op == mc.OP_GET:
@@ -335,6 +230,10 @@ class Paxos:
                 return
             self.active[msg.key] = pid
         self._start(prop, now_ms, out)
+
+    def _refuse(self, conn, msg, status: int, message: str, now_ms: int, out: list) -> None:
+        reply = mc.AtomicReply(msg.id, status, message=message)
+        self._answer_conn(conn, plain_reply(reply) if msg.plain else reply, now_ms, out)
 
     # A key's changes go to one proposer, its *home* — the first primary that is up —
     # which runs them one at a time (``active``/``queued``): proposers on different
@@ -353,8 +252,7 @@ class Paxos:
         home = self._home(msg.key)
         if home is None or home == self.core.node_id or len(self.forwards) >= FORWARDS_INFLIGHT_MAX:
             return False
-        fid = self._next
-        self._next += 1
+        fid = self.core._new_op_id()  # noqa: SLF001
         # Our deadline is later than the home's own (it answers at its timeout_ms_write).
         self.forwards[fid] = (conn, msg.id, now_ms + 2 * self.core.settings.timeout_ms_write, home)
         self.core.stats["cas_forwarded"] += 1

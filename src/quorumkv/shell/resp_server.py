@@ -40,7 +40,7 @@ from ..core.limits import CLIENT_PIPELINE_MAX
 from ..resp import commands as _commands
 from ..resp.atomic import AtomicOp
 from ..resp.commands import CommandError, ReadOp, Session, WriteOp, lookup
-from ..resp.parser import NEED_DATA, OK, RequestParser, RespProtocolError, encode_bulk, encode_error, encode_null
+from ..resp.parser import OK, RequestParser, RespProtocolError, encode_bulk, encode_error, encode_null
 from .auth import SECURITY_COUNTERS, Users
 from .config import parse_address
 from .server import now_ms
@@ -225,8 +225,9 @@ class RespConnection(asyncio.Protocol):
         slot = _Slot()
         self.slots.append(slot)
         # The shortcut only where cmd_get/cmd_set would send one plain Get/Put: not in
-        # linearizable mode (ABD/CASPaxos), and never a SET for a read-only user (NOPERM).
-        if session.authenticated and len(args) <= 3 and not session.linearizable:
+        # linearizable mode (ABD/CASPaxos), not after a refused MULTI (lookup refuses every
+        # command until EXEC/DISCARD), and never a SET for a read-only user (NOPERM).
+        if session.authenticated and len(args) <= 3 and not session.linearizable and not session.multi_refused:
             fast = _FAST.get(args[0])
             if fast is not None and len(args) == fast + 1 and (fast == _FAST_GET or session.role != "readonly"):
                 session.last_cmd = "get" if fast == _FAST_GET else "set"

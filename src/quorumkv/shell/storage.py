@@ -36,7 +36,7 @@ from collections.abc import Callable
 import msgspec
 
 from ..core.hints import HintTable, record_size
-from ..core.paxos import paxos_step
+from ..core.casops import paxos_step
 from ..core.typed import resolve
 from .batching import BatchQueue, call_in_loop
 from .metrics_hist import BATCH_SIZE_BUCKETS, Buckets

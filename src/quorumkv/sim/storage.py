@@ -20,8 +20,8 @@ and, as they do, never stores a write below a key's CASPaxos promise (core/paxos
 from __future__ import annotations
 
 from ..core.hints import HintTable
+from ..core.casops import paxos_step
 from ..core.typed import resolve
-from ..core.paxos import paxos_step
 from ..core.version import Record, Version
 
 

@@ -1,0 +1,1 @@
+"""quorumkv verify: a Jepsen-style linearizability test against a real local cluster (runner.py) and its WGL checker (checker.py)."""

@@ -8,7 +8,9 @@ linearizability (``checker.py``).
 
 Workloads: ``register`` (reads and writes of unique values), ``cas-register`` (reads,
 writes and compare-and-set over a few small values, so CAS often succeeds) and
-``counter`` (INCR and reads). Faults: ``kill`` (SIGKILL, then restart) and ``pause``
+``counter`` (INCR and reads), ``set`` (adds, each writing its own key; after healing,
+every element is read back through every node: no acknowledged add may be lost).
+Faults: ``kill`` (SIGKILL, then restart) and ``pause``
 (SIGSTOP, then SIGCONT), one node at a time so a majority stays up. Network
 partitions (``ip netns``) are not implemented.
 
@@ -41,7 +43,9 @@ from ..errors import (
 )
 from .checker import INVALID, UNKNOWN, VALID, Op, check, overall
 
-WORKLOADS = ("register", "cas-register", "counter")
+WORKLOADS = ("register", "cas-register", "counter", "set")
+#: After healing, how long a ``set`` run lets hints and repair settle before its final reads.
+SET_SETTLE_S = 3.0
 FAULTS = ("kill", "pause")
 #: A client's own time-out for one request: longer than a node's (2 s) so the node's
 #: verdict comes back, short enough that a paused node does not stall the run.
@@ -149,6 +153,11 @@ class _Run:
         key = f"k{rng.randrange(self.cfg.keys)}"
         wl = self.cfg.workload
         roll = rng.random()
+        if wl == "set":  # each add writes its own key; the final reads look for them all
+            with self.lock:
+                self.counter += 1
+                element = self.counter
+            return Op(process, "add", "set", element, 0.0)
         if wl == "register":
             if roll < 0.5:
                 return Op(process, "read", key, None, 0.0)
@@ -178,6 +187,8 @@ class _Run:
                     op.result = raw.decode() if raw is not None else None
             elif op.f == "write":
                 client.put(op.key, op.value)
+            elif op.f == "add":
+                client.put(f"set:{op.value}", b"1")
             elif op.f == "cas":
                 expected, new = op.value
                 op.result = client.cas(op.key, expected, new)
@@ -277,11 +288,66 @@ def run(cfg: VerifyConfig) -> Report:
         for t in threads:
             t.join(timeout=CLIENT_TIMEOUT_MS / 1000 * 3)
         state.log(f"{state.now():6.2f}s run over: {len(state.history)} operations; checking")
+        if cfg.workload == "set":
+            time.sleep(SET_SETTLE_S)
+            return _set_report(cfg, state, _final_reads(cfg, cluster, state))
         return _report(cfg, state)
     finally:
         if own:
             cluster.down()
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _final_reads(cfg: VerifyConfig, cluster, state: _Run) -> dict[str, set]:
+    """Every element any add may have written, read through every node: node -> the
+    elements it returned."""
+    from ..client import Client  # noqa: PLC0415
+
+    elements = [o.value for o in state.history if o.f == "add" and o.type in ("ok", "info")]
+    found: dict[str, set] = {}
+    for node in cluster.nodes:
+        seen = found[node.id] = set()
+        with Client([node.address], r=cfg.r, timeout_ms=CLIENT_TIMEOUT_MS, session=False,
+                    consistency=cfg.consistency) as c:
+            for e in elements:
+                try:
+                    if c.get(f"set:{e}", default=None) is not None:
+                        seen.add(e)
+                except QuorumKVError:
+                    pass  # not seen through this node: counted as missing there
+    return found
+
+
+def _set_report(cfg: VerifyConfig, state: _Run, found: dict[str, set]) -> Report:
+    """No lost acknowledged add: every acked element is read back through every node."""
+    history = list(state.history)
+    acked = {o.value for o in history if o.f == "add" and o.type == "ok"}
+    maybe = {o.value for o in history if o.f == "add" and o.type == "info"}
+    lost = {node: sorted(acked - seen) for node, seen in found.items() if acked - seen}
+    counts = _counts(history)
+    counts.update({"acked_adds": len(acked), "unknown_adds": len(maybe),
+                   "unknown_adds_present": len(maybe & set().union(*found.values())) if found else 0,
+                   "lost_adds": len(set().union(*map(set, lost.values()))) if lost else 0})
+    ce = None
+    if lost:
+        node, missing = next(iter(sorted(lost.items())))
+        ops = [o for o in history if o.f == "add" and o.value in set(missing[:5])]
+        ce = {"key": f"set (read through {node})", "ops": [o.to_dict() for o in ops]}
+    conf = {k: v for k, v in vars(cfg).items() if k not in ("log", "history_path")}
+    conf["faults"] = list(cfg.faults)
+    verdict = INVALID if lost else VALID
+    return Report(verdict, conf, counts, [{"key": "set", "verdict": verdict, "ops": len(history)}], ce,
+                  state.nemesis)
+
+
+def _counts(history: list[Op]) -> dict:
+    counts: dict = {"ops": len(history), "ok": 0, "fail": 0, "info": 0, "by_f": {}}
+    for o in history:
+        counts[o.type] += 1
+        per = counts["by_f"].setdefault(o.f, {"ok": 0, "fail": 0, "info": 0})
+        per[o.type] += 1
+    counts.update(keys_valid=0, keys_invalid=0, keys_unknown=0)
+    return counts
 
 
 def _report(cfg: VerifyConfig, state: _Run) -> Report:
@@ -294,11 +360,7 @@ def _report(cfg: VerifyConfig, state: _Run) -> Report:
                 fh.write(json.dumps(o.to_dict()) + "\n")
     model = cfg.workload
     verdicts = check(history, model, cfg.budget_s)
-    counts: dict = {"ops": len(history), "ok": 0, "fail": 0, "info": 0, "by_f": {}}
-    for o in history:
-        counts[o.type] += 1
-        per = counts["by_f"].setdefault(o.f, {"ok": 0, "fail": 0, "info": 0})
-        per[o.type] += 1
+    counts = _counts(history)
     counts["keys_valid"] = sum(1 for v in verdicts if v.verdict == VALID)
     counts["keys_invalid"] = sum(1 for v in verdicts if v.verdict == INVALID)
     counts["keys_unknown"] = sum(1 for v in verdicts if v.verdict == UNKNOWN)
@@ -325,7 +387,11 @@ def format_report(report: Report) -> str:
     faults = [e for e in report.nemesis if e["fault"] != "heal"]
     lines.append(f"nemesis: {len(faults)} faults" + (": " + ", ".join(f"{e['fault']} {e['node']} @{e['t_s']}s"
                                                                          for e in faults[:8]) if faults else ""))
-    lines.append(f"keys: {c['keys_valid']} valid, {c['keys_invalid']} invalid, {c['keys_unknown']} unknown")
+    if "acked_adds" in c:
+        lines.append(f"set: {c['acked_adds']} adds acknowledged, {c['lost_adds']} of them lost; "
+                     f"{c['unknown_adds']} of unknown outcome ({c['unknown_adds_present']} present)")
+    else:
+        lines.append(f"keys: {c['keys_valid']} valid, {c['keys_invalid']} invalid, {c['keys_unknown']} unknown")
     if report.counterexample:
         lines.append(f"counter-example on key {report.counterexample['key']} (the shortest non-linearizable "
                      "prefix: its last operation and the ones concurrent with it):")
