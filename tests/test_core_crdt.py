@@ -152,3 +152,22 @@ def test_state_of_refuses_another_live_type():
     assert typed.state_of(Record(Version(1, "n1"), None), typed.SET, 0) == crdt.ORSet()
     expired = Record(Version(1, "n1"), b"text", expires_ms=5)
     assert typed.state_of(expired, typed.COUNTER, now_ms=10) == crdt.PNCounter()
+
+
+def test_a_caspaxos_record_is_not_typed_and_stays_last_writer_wins():
+    """CASPaxos records name their parent state in ``Version.ctx`` (core/paxos.py); only
+    a ``"t"`` in ctx makes a record typed. Before the two features met, a plain read of
+    a CAS-written key with replicas one accept apart raised KeyError in read_result and
+    the round never answered (tests/test_resp_atomic.py::test_atomic_string_commands)."""
+    from quorumkv.core import typed
+    from quorumkv.core.paxos import parent_ctx
+    from quorumkv.core.version import Record, Version
+
+    first = Record(Version(10, "n1", parent_ctx(None)), b"v1")
+    second = Record(Version(20, "n2", parent_ctx(first)), b"v2")
+    assert second.version.ctx and not second.version.typed and typed.kind_of(second) == typed.LWW
+    assert typed.read_result([first, second]) is second
+    assert typed.read_result([second, first]) is second
+    assert typed.resolve(first, second) == (second, None)
+    assert typed.resolve(second, first) == (None, Version(20, "n2"))
+    assert typed.needs_repair(second, first) and not typed.needs_repair(second, second)

@@ -279,7 +279,7 @@ class _Base:
 
     @staticmethod
     def _value(reply: m.Reply, key, default):
-        if reply.status == m.OK and reply.version is not None and reply.version.ctx:
+        if reply.status == m.OK and reply.version is not None and reply.version.typed:
             value = plain_value(reply)  # a typed key: a causal key's only sibling, else an error
             if value is not None:
                 return value

@@ -1004,7 +1004,7 @@ class NodeCore:
                     if op.blocking_repair and self.settings.read_repair:
                         op.repairs_pending = set(self._repair(op, rec, now_ms, out, reply_id=op.op_id))
                 else:
-                    op.reply = m.Reply(op.req_id, m.OK, op.record.value if op.record.version.ctx else None,
+                    op.reply = m.Reply(op.req_id, m.OK, op.record.value if op.record.version.typed else None,
                                        op.record.version, "", op.warning, w_used=rnd.needed)  # typed: new state
             else:
                 self.stats["lost"] += 1

@@ -148,7 +148,7 @@ def read_result(records) -> Record | None:
     of another type (older ones were overwritten by it)."""
     recs = [r for r in records if r is not None]
     top = newest(recs)
-    if top is None or top.version.ctx is None:
+    if top is None or not top.version.typed:
         return top
     kind = kind_of(top)
     if top.value is None:
@@ -173,7 +173,7 @@ def needs_repair(result: Record, rec: Record | None) -> bool:
     """Whether a replica that answered ``rec`` should be sent ``result``."""
     if rec is None:
         return True
-    if result.version.ctx is not None and kind_of(rec) == kind_of(result) and rec.value is not None:
+    if result.version.typed and kind_of(rec) == kind_of(result) and rec.value is not None:
         return rec.version.ctx.get("h") != result.version.ctx.get("h")
     return result.version.newer_than(rec.version)
 

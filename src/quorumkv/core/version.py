@@ -45,12 +45,19 @@ class Version(msgspec.Struct, frozen=True, array_like=True, order=False):
         return (self.ts, self.node) > (other.ts, other.node)
 
     @property
+    def typed(self) -> bool:
+        """A typed record's version (core/typed.py: counter, set, map, siblings): its
+        ``ctx`` carries the kind ``"t"``. A CASPaxos record's ``ctx`` names its parent
+        (core/paxos.py) and is *not* typed: it stays last-writer-wins."""
+        return self.ctx is not None and "t" in self.ctx
+
+    @property
     def wall_ms(self) -> int:
         return self.ts >> LOGICAL_BITS
 
     def __str__(self) -> str:
         base = f"{self.wall_ms}.{self.ts & LOGICAL_MASK}@{self.node}"
-        if self.ctx and "t" in self.ctx:  # a typed record: its type and state digest (core/typed.py)
+        if self.typed:  # a typed record: its type and state digest (core/typed.py)
             kind = _KIND_NAMES.get(self.ctx["t"], str(self.ctx["t"]))
             return f"{base} {kind}#{self.ctx.get('h', 0) >> 31:08x}"
         return base

@@ -357,7 +357,7 @@ def cmd_get(s, node, args):
         return (yield from atomic.lin_get(s, node, args))
     (reply,) = yield (ReadOp(args[1]),)
     reply = _check(reply)
-    if reply.status == m.OK and reply.version is not None and reply.version.ctx:  # typed (commands_crdt.py)
+    if reply.status == m.OK and reply.version is not None and reply.version.typed:  # typed (commands_crdt.py)
         return typed_get(s, reply)
     return encode_bulk(reply.value) if reply.status == m.OK else encode_null(s.proto)
 
@@ -447,7 +447,7 @@ def cmd_exists(s, node, args):
 
 def cmd_type(s, node, args):
     (reply,) = yield (ReadOp(args[1]),)
-    if _found(reply) and reply.version is not None and reply.version.ctx:  # typed (commands_crdt.py)
+    if _found(reply) and reply.version is not None and reply.version.typed:  # typed (commands_crdt.py)
         return redis_type(reply)
     return b"+string\r\n" if _found(reply) else b"+none\r\n"
 

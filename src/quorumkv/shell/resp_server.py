@@ -339,7 +339,7 @@ class RespConnection(asyncio.Protocol):
         if type(msg) is m.Reply and (msg.status == m.OK or (msg.status == m.NOT_FOUND and slot.fast == _FAST_GET)):
             if slot.fast == _FAST_SET:
                 slot.data = OK
-            elif msg.status == m.OK and msg.version is not None and msg.version.ctx:
+            elif msg.status == m.OK and msg.version is not None and msg.version.typed:
                 slot.data = _commands.typed_get(self.session, msg)  # a counter, set, map or causal key
             elif msg.status == m.OK:
                 slot.data = encode_bulk(msg.value)

@@ -274,7 +274,7 @@ WHERE excluded.ts > kv.ts OR (excluded.ts = kv.ts AND excluded.node > kv.node)
 """
 
 
-# Typed records (record.version.ctx set: core/typed.py) are merged, not compared: the
+# Typed records (record.version.typed: core/typed.py) are merged, not compared: the
 # writer thread reads the stored row, calls ``resolve`` and writes the result, inside
 # the same transaction as the rest of the batch (it is the only writer, so nothing
 # can slip in between). ``_MERGE`` marks such rows in the queue.
@@ -343,7 +343,7 @@ class SqliteEngine(StorageEngine):
         v = record.version
         row = (key, v.ts, v.node, record.value, _ctx_encode(v.ctx) if v.ctx is not None else None,
                record.expires_ms)
-        self._enqueue(_UPSERT if v.ctx is None else _MERGE, row, done)
+        self._enqueue(_MERGE if v.typed else _UPSERT, row, done)
 
     def _enqueue(self, sql: str, row: tuple, done: Done | None) -> None:
         self._queue.put((sql, row, done))

@@ -276,7 +276,7 @@ class RedisEngine(StorageEngine):
         self._queue.put((op, done))
 
     def write(self, key, record, done):
-        if record.version.ctx is not None:  # typed: merged on the I/O thread (_typed_write)
+        if record.version.typed:  # typed: merged on the I/O thread (_typed_write)
             self._submit(("TYPED", key, record), done)
             return
         self._submit(self.layout.write_command(self.sha, key, record), done)
