@@ -32,11 +32,13 @@ def test_sets_hashes_counters_through_different_nodes(cluster):
     assert a.hgetall("user") == {b"lang": b"ocaml"}
     assert b.hget("user", "lang") == b"ocaml" and b.hget("user", "name") is None and c.hlen("user") == 1
 
-    assert a.incrby("views", 5) == 5  # no other INCRBY registered: a missing key becomes a counter
+    assert a.execute_command("QKV.CINCRBY", "views", 5) == 5  # makes a PN-counter
+    # INCR & co on a counter-typed key update the counter (on any other key: CASPaxos)
     assert b.incr("views") == 6 and c.decrby("views", 2) == 4 and a.decr("views") == 3
     assert b.get("views") == b"3"  # GET of a counter: its value
     assert c.execute_command("QKV.CINCRBY", "views", 10) == 13
 
+    assert a.incrby("n", 5) == 5 and a.type("n") == b"string"  # a missing key: a plain integer string
     a.set("plain", "text")
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         b.sadd("plain", "x")
@@ -44,7 +46,7 @@ def test_sets_hashes_counters_through_different_nodes(cluster):
         c.get("cart")
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         a.hget("cart", "f")
-    with pytest.raises(redis.ResponseError, match="counter"):
+    with pytest.raises(redis.ResponseError, match="not an integer"):  # not a counter: CASPaxos INCR
         a.incr("plain")
 
 

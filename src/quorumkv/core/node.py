@@ -671,10 +671,12 @@ class NodeCore:
         ring = self.ring
         if ring is None or self.future_ring is not None or len(self.ops) >= ROUNDS_INFLIGHT_MAX:
             return False
+        is_get = type(msg) is m.Get
+        if not is_get and type(msg) is not m.Put:
+            return False  # a subclass such as TypedPut carries its own record (core/typed_coord.py)
         key = msg.key
         if not key or len(key) > KEY_BYTES_MAX:
             return False
-        is_get = type(msg) is m.Get
         if is_get:
             if msg.r != m.LEVEL_DEFAULT or msg.target_p_fresh or msg.target_within_ms:
                 return False

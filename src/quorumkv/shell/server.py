@@ -196,12 +196,12 @@ class _Inbound(_Conn):
                     if verdict:
                         continue
                     return
-            if server.linearizable_default and (t is m.Get or t is m.Put):
-                msg = atomic_from_plain(msg)  # the node's default mode (config consistency)
             if t not in m.ONE_WAY:
                 self.open_requests += 1
-                if t is m.Get or t is m.Put:
+                if t is m.Get or t is m.Put:  # timed by the client's own op and level
                     self.timing[msg.id] = server.request_latency.start(msg)
+                    if server.linearizable_default:
+                        msg = atomic_from_plain(msg)  # the node's default mode (config consistency)
             elif t is m.Heartbeat:
                 server.peer_heard(msg.node)
             try:
