@@ -26,9 +26,12 @@ from helpers import wait_for
 redis = pytest.importorskip("redis")
 
 
-def qkv(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+def qkv(*args: str, timeout: int = 120, password: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if password is not None:
+        env["QUORUMKV_PASSWORD"] = password  # how the CLI reaches a secured cluster by --node
     return subprocess.run([sys.executable, "-m", "quorumkv", *args], capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ))
+                          timeout=timeout, env=env)
 
 
 # ------------------------------------------------------------------ pure parts
@@ -88,20 +91,27 @@ def test_status_from_anywhere_ring_set_and_logs(tmp_path):
             r.set("k", "v")
         r.close()
 
-        with Client(cluster.addresses()) as c:
+        with Client(cluster.addresses(), password="s3cret") as c:  # resp_password secures the native port too
             for i in range(60):
                 c.put(f"k{i}", b"v")
 
         # A fourth node joins through --seed, started by hand (not in the directory).
         n4_port = free_base_port(1)
         n4_dir = tmp_path / "n4"
+        n4_conf = tmp_path / "n4.toml"  # the cluster's password: peers authenticate with it
+        n4_conf.write_text(f'node_id = "n4"\nlisten = "127.0.0.1:{n4_port}"\ndata_dir = "{n4_dir}"\n'
+                           'resp_password = "s3cret"\n')
         seed = subprocess.Popen(
             [sys.executable, "-m", "quorumkv", "serve", "--node-id", "n4", "--listen", f"127.0.0.1:{n4_port}",
-             "--data-dir", str(n4_dir), "--seed", cluster.nodes[0].address, "--storage", "memory", "--n", "2"],
+             "--data-dir", str(n4_dir), "--seed", cluster.nodes[0].address, "--storage", "memory", "--n", "2",
+             "--config", str(n4_conf)],
             stdout=open(tmp_path / "n4.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
+        refused = qkv("cluster", "status", "--node", cluster.nodes[1].address)
+        assert refused.returncode == 0 and "no node answered" in refused.stdout and "NOAUTH" in refused.stdout
+
         def status(*where):
-            res = qkv("cluster", "status", *where, "-o", "json")
+            res = qkv("cluster", "status", *where, "-o", "json", password="s3cret")
             assert res.returncode == 0, res.stderr
             return {row["id"]: row for row in json.loads(res.stdout)}
 
@@ -114,10 +124,10 @@ def test_status_from_anywhere_ring_set_and_logs(tmp_path):
         assert sum(r["keys"] for r in rows.values() if r["id"] != "n4") >= 60 * 2
         assert all(r["metrics"] for r in rows.values() if r["id"] != "n4")  # n4 serves none: not configured
         assert all(set(r["views"]) == {"n1", "n2", "n3", "n4"} for r in rows.values())
-        table = qkv("cluster", "status", *entry)
+        table = qkv("cluster", "status", *entry, password="s3cret")
         assert table.returncode == 0 and "4 of 4 nodes answered" in table.stdout
 
-        ring = qkv("ring", "--node", cluster.nodes[2].address, "-o", "json", "--tokens")
+        ring = qkv("ring", "--node", cluster.nodes[2].address, "-o", "json", "--tokens", password="s3cret")
         assert ring.returncode == 0, ring.stderr
         doc = json.loads(ring.stdout)
         assert set(doc["nodes"]) == {"n1", "n2", "n3", "n4"} and doc["n"] == 2

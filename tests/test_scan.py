@@ -17,6 +17,7 @@ import pytest
 from quorumkv.client import AsyncClient, Client
 from quorumkv.core.messages_scan import ScanPeekResp
 from quorumkv.core.scan import CURSOR_KEY_BYTES_PREFERRED_MAX, glob_to_regex, merge_pages
+from quorumkv.core import typed
 from quorumkv.core.version import Version
 from quorumkv.errors import UnavailableError
 from quorumkv.resp.commands import CommandError
@@ -50,6 +51,18 @@ def test_merge_stops_at_the_smallest_full_page_and_hides_tombstones():
     assert (keys, after) == ([b"d"], b"d")
     keys, after = merge_pages([c], now_ms=10)
     assert (keys, after) == ([b"b"], b"")
+
+
+def test_merge_filters_by_the_newest_records_redis_type():
+    set_v = Version(5, "n1", {"h": 1, "t": typed.SET})
+    map_v = Version(5, "n1", {"h": 2, "t": typed.MAP})
+    page = ScanPeekResp(1, True, [(b"h", map_v, False, 0), (b"p", _v(1), False, 0), (b"s", set_v, False, 0),
+                                  (b"t", _v(9), False, 0)], b"")
+    older_set = ScanPeekResp(1, True, [(b"t", Version(2, "n2", {"h": 3, "t": typed.SET}), False, 0)], b"")
+    assert merge_pages([page, older_set], 0, "set") == ([b"s"], b"")  # t: its newest record is plain
+    assert merge_pages([page, older_set], 0, "hash") == ([b"h"], b"")
+    assert merge_pages([page, older_set], 0, "string") == ([b"p", b"t"], b"")
+    assert merge_pages([page], 0, "zset") == ([], b"")
 
 
 def test_merge_prefers_a_short_cursor_key():
@@ -120,6 +133,7 @@ def test_scan_everywhere_lists_each_live_key_once(make_cluster):
     assert sorted(seen) == sorted(live) and len(seen) == len(set(seen))
     assert sorted(r.keys("key:001*")) == sorted(k for k in live if k.startswith(b"key:001"))
     assert list(r.scan_iter(_type="hash")) == []
+    assert sorted(r.scan_iter(_type="string")) == sorted(live)
     with pytest.raises(redis.ResponseError, match="invalid cursor"):
         r.scan(cursor=12345)
     with pytest.raises(redis.ResponseError, match="syntax error"):

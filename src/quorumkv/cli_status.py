@@ -24,39 +24,44 @@ STATUS_TIMEOUT_MS = 2_000
 STATUS_PARALLEL_MAX = 16
 
 
-def _ask(address: str, timeout_ms: int = STATUS_TIMEOUT_MS):
+def _ask(address: str, timeout_ms: int = STATUS_TIMEOUT_MS, opts: dict | None = None, errors: dict | None = None):
+    """The node's StatusReply, or None (why: in ``errors[address]``). ``opts``: Client
+    security options (credentials and CA; the QUORUMKV_* variables otherwise)."""
     from .client import Client
     from .errors import QuorumKVError
 
     try:
-        with Client([address], timeout_ms=timeout_ms) as c:
+        with Client([address], timeout_ms=timeout_ms, **(opts or {})) as c:
             return c.status()
-    except (QuorumKVError, OSError):
+    except (QuorumKVError, OSError) as exc:
+        if errors is not None:
+            errors[address] = str(exc)
         return None
 
 
-def gather(addresses: list[str], timeout_ms: int = STATUS_TIMEOUT_MS) -> dict:
+def gather(addresses: list[str], timeout_ms: int = STATUS_TIMEOUT_MS, opts: dict | None = None) -> dict:
     """Every node's view: ``{"entry": node id or None, "views": {node: StatusReply|None},
-    "members": {node: MemberView as the entry node sees it}}``."""
+    "members": {node: MemberView as the entry node sees it}, "errors": {address: why}}``."""
     entry = None
+    errors: dict[str, str] = {}
     for addr in addresses:
-        entry = _ask(addr, timeout_ms)
+        entry = _ask(addr, timeout_ms, opts, errors)
         if entry is not None:
             break
     if entry is None:
-        return {"entry": None, "views": {}, "members": {}}
+        return {"entry": None, "views": {}, "members": {}, "errors": errors}
     members = {mv.node: mv for mv in entry.members}
     others = [mv for mv in entry.members if mv.node != entry.node and mv.status != "left"]
     views = {entry.node: entry}
     with ThreadPoolExecutor(max_workers=min(STATUS_PARALLEL_MAX, max(len(others), 1))) as pool:
-        for mv, reply in zip(others, pool.map(lambda mv: _ask(mv.address, timeout_ms), others)):
+        for mv, reply in zip(others, pool.map(lambda mv: _ask(mv.address, timeout_ms, opts, errors), others)):
             views[mv.node] = reply
     for node, reply in list(views.items()):  # members only another node knows of
         if reply is None:
             continue
         for mv in reply.members:
             members.setdefault(mv.node, mv)
-    return {"entry": entry.node, "views": views, "members": members}
+    return {"entry": entry.node, "views": views, "members": members, "errors": errors}
 
 
 def _ownership(views: dict, entry: str) -> dict:
@@ -150,7 +155,7 @@ def cmd_cluster_status(dir: str | None = None, node: list[str] | None = None, ou
 
         local = _cluster(dir)
     addresses = _addresses(dir, node)
-    data = gather(addresses)
+    data = gather(addresses, opts=local.client_options() if local is not None else None)
     table, disagreements = rows(data)
     if local is not None:
         table = _merge_local(local, table)
@@ -176,8 +181,9 @@ def cmd_cluster_status(dir: str | None = None, node: list[str] | None = None, ou
     headers = ["id", "address", *(["pid"] if local is not None else []), "state", "keys", "bytes", "owns",
                "hints", "streams", "clock", "phi"]
     entry = data["entry"]
+    why = "; ".join(f"{a}: {e}" for a, e in data["errors"].items() if "refused" in e or "NOAUTH" in e)
     title = (f"{len([r for r in table if r.get('answered')])} of {len(table)} nodes answered (membership from {entry})"
-             if entry else "no node answered")
+             if entry else "no node answered" + (f" ({why})" if why else ""))
     print(format_table(headers, cells, title, paint={headers.index("state"): paint}))
     for line in disagreements:
         print(f"views differ: {line}")
@@ -210,12 +216,18 @@ def cmd_ring(dir: str | None, node: list[str] | None, output: str, tokens: bool)
     from .core.ring import Ring
     from .core.ringinfo import TOKEN_SPACE, arcs, ownership
 
-    data = gather(_addresses(dir, node))
+    opts = None
+    if dir and not node:
+        from .cli import _cluster
+
+        opts = _cluster(dir).client_options()
+    data = gather(_addresses(dir, node), opts=opts)
     entry = data["entry"]
     if entry is None:
         from .cli import EXIT_UNREACHABLE, _fail
 
-        _fail(EXIT_UNREACHABLE, "no node reachable")
+        _fail(EXIT_UNREACHABLE, "no node answered: " + ("; ".join(f"{a}: {e}" for a, e in data["errors"].items())
+                                                        or "no address"))
     reply = data["views"][entry]
     n = reply.stats.get("n_configured", 3)
     ring = Ring(reply.ring, n, reply.stats.get("vnodes", 256))

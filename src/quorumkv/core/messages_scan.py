@@ -19,6 +19,9 @@ class Scan(_Msg, tag=70):
     after: bytes = b""
     match: bytes | None = None  # Redis glob (``*``, ``?``, ``[...]``, ``\\x``); None: every key
     count: int = 10  # keys each member scans for this page (a hint, as in Redis)
+    #: only keys whose value is of this Redis type (string, set, hash: core/typed.py
+    #: REDIS_TYPES); "": any
+    redis_type: str = ""
 
 
 class ScanReply(_Msg, tag=71):

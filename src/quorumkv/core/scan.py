@@ -38,6 +38,7 @@ from typing import NamedTuple
 from . import messages as m
 from .effects import Send
 from .messages_scan import Scan, ScanPeek, ScanPeekResp, ScanReply
+from .typed import LWW, REDIS_TYPES
 from .node import SELF
 
 #: Keys a member scans for one page at most (a Redis COUNT above it is clamped): bounds
@@ -131,9 +132,10 @@ def _char_class(pattern: bytes, i: int) -> tuple[bytes | None, int]:
 
 
 class _Page:
-    __slots__ = ("conn", "req_id", "after", "waiting", "answers", "deadline_ms", "failed")
+    __slots__ = ("conn", "req_id", "after", "waiting", "answers", "deadline_ms", "failed", "type")
 
-    def __init__(self, conn, req_id: int, after: bytes, waiting: set, deadline_ms: int) -> None:
+    def __init__(self, conn, req_id: int, after: bytes, waiting: set, deadline_ms: int, type_: str = "") -> None:
+        self.type = type_
         self.conn = conn
         self.req_id = req_id
         self.after = after
@@ -205,7 +207,7 @@ class ScanCoordinator:
             return
         page_id = core._new_op_id()  # noqa: SLF001 - ids share the namespace of our links
         page = self.pages[page_id] = _Page(conn, msg.id, msg.after, set(targets),
-                                           now_ms + core.settings.timeout_ms_read)
+                                           now_ms + core.settings.timeout_ms_read, msg.redis_type.lower())
         peek = ScanPeek(page_id, msg.after, msg.match, min(msg.count, SCAN_COUNT_MAX))
         for node in targets:
             if node == core.node_id:
@@ -264,7 +266,7 @@ class ScanCoordinator:
                 missing, set(page.failed)) + "".join(f"; {n}: {e}" for n, e in sorted(page.failed.items())))
         else:
             core.stats["scan_pages"] += 1
-            keys, after = merge_pages(page.answers.values(), now_ms)
+            keys, after = merge_pages(page.answers.values(), now_ms, page.type)
             reply = ScanReply(page.req_id, keys, after, answered)
         core._respond(page.conn, reply, now_ms, out)  # noqa: SLF001
 
@@ -299,8 +301,14 @@ class ScanCoordinator:
         self.core._respond(conn, ScanPeekResp(req_id, True, entries, last), now_ms, out)  # noqa: SLF001
 
 
-def merge_pages(pages, now_ms: int) -> tuple[list[bytes], bytes]:
-    """Merge members' pages: (live keys in key order, next cursor; b"": done)."""
+def _redis_type(version) -> str:
+    ctx = version.ctx
+    return REDIS_TYPES.get(ctx.get("t", LWW) if ctx else LWW, "string")
+
+
+def merge_pages(pages, now_ms: int, redis_type: str = "") -> tuple[list[bytes], bytes]:
+    """Merge members' pages: (live keys in key order, next cursor; b"": done).
+    ``redis_type``: only keys whose newest record holds that Redis type ("": any)."""
     boundary = b""
     for p in pages:
         if p.last and (not boundary or p.last < boundary):
@@ -317,8 +325,8 @@ def merge_pages(pages, now_ms: int) -> tuple[list[bytes], bytes]:
     keys: list[bytes] = []
     size = 0
     for i, key in enumerate(ordered):
-        _version, tomb, expires = newest[key]
-        if not tomb and (expires == 0 or now_ms < expires):
+        version, tomb, expires = newest[key]
+        if not tomb and (expires == 0 or now_ms < expires) and (not redis_type or _redis_type(version) == redis_type):
             keys.append(key)
             size += len(key)
             if size >= SCAN_REPLY_BYTES_MAX and i + 1 < len(ordered):

@@ -41,9 +41,10 @@ class ScanOp(NamedTuple):
     match: bytes | None
     count: int
     key: bytes = b""  # no session floor is kept for a scan
+    type: str = ""  # only keys of this Redis type ("": any)
 
     def request(self, rid: int) -> Scan:
-        return Scan(rid, self.after, self.match, self.count)
+        return Scan(rid, self.after, self.match, self.count, self.type)
 
 
 def cursor_to_after(raw: bytes) -> bytes:
@@ -93,7 +94,7 @@ def cmd_scan(s, node, args):
     after = cursor_to_after(args[1])
     match = None
     count = SCAN_COUNT_DEFAULT
-    other_type = False
+    type_ = ""
     i = 2
     while i < len(args):
         opt = _lower(args[i])
@@ -106,13 +107,11 @@ def cmd_scan(s, node, args):
             if count < 1:
                 raise CommandError("ERR syntax error")
         elif opt == "type":
-            other_type = _lower(args[i + 1]) != "string"  # every quorumkv value is a string
+            type_ = _lower(args[i + 1])  # string, set or hash (core/typed.py REDIS_TYPES)
         else:
             raise CommandError("ERR syntax error")
         i += 2
-    if other_type:
-        return encode_array([encode_bulk(b"0"), encode_array([])])
-    (reply,) = yield (ScanOp(after, match, count),)
+    (reply,) = yield (ScanOp(after, match, count, type=type_),)
     page = _page(reply)
     return encode_array([encode_bulk(after_to_cursor(page.after)), encode_array([encode_bulk(k) for k in page.keys])])
 

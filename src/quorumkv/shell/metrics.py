@@ -68,7 +68,7 @@ def snapshot(server, now_ms: int) -> dict:
         "peers": peers,
         "status": ms.me.status,
         "ring_nodes": list(ring.nodes) if ring is not None else [],
-        "ownership": ownership(ring) if ring is not None else {},
+        "ownership": _ownership(ring),
         "storage": storage.name,
         "keys": storage.count(),
         "bytes": storage_bytes(storage),
@@ -79,6 +79,17 @@ def snapshot(server, now_ms: int) -> dict:
         "batch": (batch.cumulative(), batch.sum) if batch is not None else None,
         "serving": server.serving,
     }
+
+
+_ownership_cache: list = [None, {}]  # [ring, its ownership]: a Ring is immutable, rebuilt on change
+
+
+def _ownership(ring) -> dict:
+    if ring is None:
+        return {}
+    if _ownership_cache[0] is not ring:
+        _ownership_cache[:] = [ring, ownership(ring)]
+    return _ownership_cache[1]
 
 
 def storage_bytes(storage) -> int:
