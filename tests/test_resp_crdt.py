@@ -69,3 +69,40 @@ def test_siblings_over_resp(cluster):
         assert cl.smembers("nothing") == set()
         cl.sadd("pyset", "x")
     assert a.smembers("pyset") == {b"x"}
+
+
+def test_incr_on_a_plain_key_goes_to_an_existing_handler_and_counters_stay_ours():
+    """When another INCRBY is registered (plain string counters), only counter-typed keys
+    are ours; the rest go to it, unchanged (pure: the handler generators driven by hand)."""
+    from quorumkv.core import crdt, typed
+    from quorumkv.core import messages as m
+    from quorumkv.core.version import Version
+    from quorumkv.resp.commands import Session
+    from quorumkv.resp.commands_crdt import ReadOp, UpdateOp, _incr_family
+
+    calls = []
+
+    def plain_incrby(s, node, args):
+        calls.append(args)
+        yield (ReadOp(args[1]),)
+        return b":42\r\n"
+
+    handler = _incr_family(plain_incrby, 1, None)
+    s = Session(1)
+    # a plain string key: delegated
+    gen = handler(s, None, [b"incrby", b"k", b"5"])
+    assert next(gen) == (ReadOp(b"k"),)
+    assert gen.send((m.Reply(1, m.OK, b"7", Version(1, "n1")),)) == (ReadOp(b"k"),)  # the fallback's own read
+    with pytest.raises(StopIteration) as stop:
+        gen.send((m.Reply(2, m.OK, b"7", Version(1, "n1")),))
+    assert stop.value.value == b":42\r\n" and calls == [[b"incrby", b"k", b"5"]]
+    # a counter-typed key: a PN-counter update, the fallback untouched
+    rec = typed.typed_record(Version(1, "n1"), typed.COUNTER, crdt.counter_incr(crdt.PNCounter(), "n1", 2))
+    gen = handler(s, None, [b"incrby", b"c", b"5"])
+    next(gen)
+    op = gen.send((m.Reply(1, m.OK, rec.value, rec.version),))
+    assert op == (UpdateOp(b"c", typed.COUNTER, "incr", (), 5),)
+    after = typed.typed_record(Version(2, "n1"), typed.COUNTER, crdt.counter_incr(crdt.PNCounter(), "n1", 7))
+    with pytest.raises(StopIteration) as stop:
+        gen.send((m.Reply(2, m.OK, after.value, after.version),))
+    assert stop.value.value == b":7\r\n" and len(calls) == 1
