@@ -125,6 +125,18 @@ ALL_MESSAGES += [mt.Update(99, b"cart", 3, "sadd", [b"apple"]), mt.Update(100, b
                  mt.TypedApply(101, b"k", 1, "put", [b"v"], ctx=b"\x01"),
                  mt.TypedApplied(102, True, REC), mt.TypedApplied(103, False, None, 3, "overloaded")]
 MESSAGE_TYPES |= {mt.Update, mt.TypedApply, mt.TypedApplied}
+# Issue 11: linearizable operations and CASPaxos (core/messages_cas.py): tags 60-67.
+from quorumkv.core import messages_cas as mc  # noqa: E402
+
+ALL_MESSAGES += [mc.Atomic(110, b"k", mc.OP_SET, b"v", flags=mc.FLAG_NX, ttl_ms=1_000),
+                 mc.Atomic(111, b"k", mc.OP_GET, plain=True),
+                 mc.AtomicReply(112, 0, True, b"v", b"old", 7, VER, "", 0, True),
+                 mc.PxRead(113, b"k"), mc.PxReadResp(114, True, REC), mc.PxReadResp(115, False, error="busy"),
+                 mc.PxPrepare(116, b"k", VER), mc.PxPromise(117, True, True, REC, VER),
+                 mc.PxAccept(118, b"k", REC), mc.PxAccepted(119, True, True),
+                 mc.PxAccepted(120, True, False, VER, VER)]
+MESSAGE_TYPES |= {mc.Atomic, mc.AtomicReply, mc.PxRead, mc.PxReadResp, mc.PxPrepare, mc.PxPromise,
+                  mc.PxAccept, mc.PxAccepted}
 
 
 def test_sample_covers_every_message_type():
@@ -267,6 +279,8 @@ def test_wire_tags_frozen(enc):
     tags.update({ma.Auth: 80, ma.Snapshot: 81, ma.SnapshotReply: 82})
     tags.update({ms.Scan: 70, ms.ScanReply: 71, ms.ScanPeek: 72, ms.ScanPeekResp: 73})
     tags.update({mt.Update: 100, mt.TypedApply: 101, mt.TypedApplied: 102})
+    tags.update({mc.Atomic: 60, mc.AtomicReply: 61, mc.PxRead: 62, mc.PxReadResp: 63, mc.PxPrepare: 64,
+                 mc.PxPromise: 65, mc.PxAccept: 66, mc.PxAccepted: 67})
     for msg in ALL_MESSAGES:
         arr = msgspec.msgpack.decode(enc.encode(msg)[4:])
         assert arr[0] == tags[type(msg)]

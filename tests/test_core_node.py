@@ -8,6 +8,7 @@ from quorumkv.core import messages as m
 from quorumkv.core import node as node_mod
 from quorumkv.core.consistency import quorum_of, resolve, weak_warning
 from quorumkv.core.limits import KEY_BYTES_MAX, VALUE_BYTES_MAX
+from quorumkv.core.membership import DOWN
 from quorumkv.core.node import (
     SELF,
     NodeCore,
@@ -103,7 +104,8 @@ def test_put_fans_out_store_write_and_rep_writes():
     assert sw.record.value == b"hello"
     assert sw.record.version.node == "n1"
     assert sw.record.version.ts >> LOGICAL_BITS == NOW
-    assert sw.token[0] == "w" and sw.token[1] is SELF
+    # the coordinator's own replica: its completion goes straight to the round
+    assert sw.token[0] == node_mod.LOCAL_WRITE
     for s in sends:
         assert type(s.msg) is m.RepWrite
         assert s.msg.key == KEY
@@ -780,3 +782,65 @@ def test_no_peer_message_makes_the_core_raise(seed):
         if rng.random() < 0.1:
             core.tick(t)
     assert all(v >= 0 for k, v in core.statistics().items() if not k.startswith("ae_")), core.statistics()
+
+
+def _run_cluster_requests(core, requests):
+    """Drive ``core`` (n1 of MEMBERS) through ``requests``: its storage is a dict, n2
+    answers at once, n3 never (so W/R=2 need n1 and n2). The client's replies."""
+    data = {}
+    replies = []
+    client = Conn("c")
+
+    def run(effects, now):
+        for e in effects:
+            t = type(e)
+            if t is StoreWrite:
+                data[e.key] = e.record
+                run(core.on_store_done(e.token, True, None, now), now)
+            elif t is StoreRead:
+                run(core.on_store_done(e.token, True, data.get(e.key), now), now)
+            elif t is Respond and e.conn is client:
+                replies.append(e.msg)
+            elif t is Send and e.peer == "n2" and type(e.msg) is m.RepWrite:
+                run(core.on_response("n2", m.RepWriteAck(e.msg.id, True), now), now)
+            elif t is Send and e.peer == "n2" and type(e.msg) is m.RepRead:
+                run(core.on_response("n2", m.RepReadResp(e.msg.id, True, data.get(e.msg.key)), now), now)
+
+    for i, msg in enumerate(requests):
+        run(core.on_request(client, msg, NOW + i), NOW + i)
+    return replies, core.stats
+
+
+def test_fast_path_answers_exactly_as_the_general_path(monkeypatch):
+    """Plain Get/Put take _coordinate_fast; the same requests through the general
+    machinery alone give the same replies (versions included) and counters."""
+    requests = []
+    for i in range(30):
+        key = b"k%d" % (i % 7)
+        requests.append(m.Put(2 * i + 1, key, b"v%d" % i, ttl_ms=50_000 if i % 5 == 0 else 0)
+                        if i % 3 else m.Get(2 * i + 1, key))
+        requests.append(m.Get(2 * i + 2, key))
+    requests.append(m.Put(100, b"", b"x"))  # invalid: the general path says why
+    requests.append(m.Put(101, KEY, None))  # a delete
+
+    fast = make(read_all_replicas=False, speculative_retry_ms=0)
+    taken = []
+    real = fast._coordinate_fast
+    monkeypatch.setattr(fast, "_coordinate_fast", lambda *a: taken.append(real(*a)) or taken[-1])
+    got_fast, stats_fast = _run_cluster_requests(fast, requests)
+    assert taken.count(True) == len(requests) - 1  # all but the invalid one
+    slow = make(read_all_replicas=False, speculative_retry_ms=0)
+    monkeypatch.setattr(slow, "_coordinate_fast", lambda *a: False)
+    got_slow, stats_slow = _run_cluster_requests(slow, requests)
+    assert len(got_fast) == len(requests)
+    assert [r.status for r in got_fast].count(m.OK) > 40
+    assert got_fast == got_slow
+    assert stats_fast == stats_slow
+
+
+def test_fast_path_is_not_taken_when_a_primary_is_down():
+    core = make(read_all_replicas=False)
+    core.membership.liveness["n3"] = DOWN
+    eff = core.on_request(Conn("c"), m.Put(1, KEY, b"v"), NOW)
+    local = of(eff, StoreWrite)
+    assert [w.token[0] for w in local] == ["w"]  # the general path: a fallback or a hint

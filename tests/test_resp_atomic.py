@@ -68,3 +68,92 @@ def test_multi_refused_then_commands_refused_until_exec_or_discard(rs):
     finally:
         r.connection_pool.release(conn)
     assert r.get("tx:b") is None
+
+
+def test_atomic_string_commands(rs):
+    a, b, c = rs
+    assert a.execute_command("QKV.CAS", "cas:k", ":absent:", "v1") == 1
+    assert b.execute_command("QKV.CAS", "cas:k", ":absent:", "v2") == 0
+    assert c.execute_command("QKV.CAS", "cas:k", "nope", "v2") == 0
+    assert b.execute_command("QKV.CAS", "cas:k", "v1", "v2") == 1
+    assert a.get("cas:k") == b"v2"
+    assert a.incr("cnt") == 1
+    assert b.incrby("cnt", 10) == 11
+    assert c.decr("cnt") == 10
+    assert a.decrby("cnt", 4) == 6
+    assert b.get("cnt") == b"6"
+    a.set("notint", "x")
+    with pytest.raises(redis.ResponseError, match="not an integer"):
+        b.incr("notint")
+    assert c.get("notint") == b"x"
+    assert a.setnx("nx:k", "1") is True
+    assert b.setnx("nx:k", "2") is False
+    assert c.set("nx:k", "3", nx=True) is None
+    assert a.set("nx:k", "4", xx=True) is True
+    assert b.set("nx:missing", "4", xx=True) is None
+    assert c.set("nx:k", "5", get=True) == b"4"
+    assert a.getdel("nx:k") == b"5"
+    assert b.getdel("nx:k") is None
+    assert c.get("nx:k") is None
+
+
+def test_concurrent_incr_from_every_node_loses_nothing(rs, cluster):
+    errors = []
+
+    def worker(port):
+        r = redis.Redis(port=port, socket_timeout=30)
+        try:
+            for _ in range(25):
+                r.incr("race:counter")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            r.close()
+
+    ports = [_port(n.resp) for n in cluster.nodes]
+    threads = [threading.Thread(target=worker, args=(ports[i % 3],)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, [str(e) for e in errors]
+    assert int(rs[0].get("race:counter")) == 6 * 25
+
+
+def test_setnx_lock_has_exactly_one_winner(cluster):
+    ports = [_port(n.resp) for n in cluster.nodes]
+    wins = []
+
+    def contender(i):
+        r = redis.Redis(port=ports[i % 3], socket_timeout=30)
+        try:
+            if r.set("lock:one", f"owner{i}", nx=True):
+                wins.append(i)
+        finally:
+            r.close()
+
+    threads = [threading.Thread(target=contender, args=(i,)) for i in range(9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert redis.Redis(port=ports[0]).get("lock:one") == f"owner{wins[0]}".encode()
+
+
+def test_quorum_mode_linearizable_per_connection(rs):
+    r = rs[2]
+    assert r.execute_command("QUORUM", "MODE", "LINEARIZABLE") in (True, b"OK", "OK")
+    try:
+        assert r.set("lin:k", "v") is True
+        assert r.get("lin:k") == b"v"
+        assert r.mget("lin:k", "lin:none") == [b"v", None]
+        assert r.exists("lin:k", "lin:none") == 1
+        assert r.delete("lin:k", "lin:none") == 1
+        assert r.get("lin:k") is None
+        info = r.execute_command("QUORUM")
+        assert info[b"mode"] == b"LINEARIZABLE"
+        with pytest.raises(redis.ResponseError, match="QUORUM MODE"):
+            r.execute_command("QUORUM", "MODE", "FAST")
+    finally:
+        r.execute_command("QUORUM", "MODE", "LWW")

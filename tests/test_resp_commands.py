@@ -9,8 +9,11 @@ import pytest
 
 from quorumkv.core import messages as m
 from quorumkv.core.limits import CLIENT_PIPELINE_MAX
-from quorumkv.core.version import Version
+from quorumkv.core import messages_cas as mc
+from quorumkv.core.paxos import _KEEP, apply_op
+from quorumkv.core.version import Record, Version
 from quorumkv.resp import commands as c
+from quorumkv.resp.atomic import AtomicOp
 from quorumkv.resp.commands import CommandError, ReadOp, Session, WriteOp, lookup
 
 NOW = 1_700_000_000_000
@@ -53,6 +56,18 @@ class FakeNode:
         self.ops.append(op)
         if self.fail_status is not None:
             return m.Reply(rid, self.fail_status, message="write needed 3 acks, got 2 (n3 timed out)")
+        if type(op) is AtomicOp:  # a linearizable proposal: its change function on the store
+            entry = self.store.get(op.key)
+            cur = Record(Version(5 << 16, "n2"), entry[0], entry[1]) if entry else None
+            new, res = apply_op(op.to_msg(rid), cur, self.clock)
+            if res.error:
+                return mc.AtomicReply(rid, m.INVALID, message=res.error)
+            if new is not _KEEP:
+                if new[0] is None:
+                    self.store.pop(op.key, None)
+                else:
+                    self.store[op.key] = new
+            return mc.AtomicReply(rid, m.OK, res.applied, res.value, res.old, res.number, found=res.found)
         if type(op) is ReadOp:
             entry = self.store.get(op.key)
             if entry is None or (entry[1] and entry[1] <= self.clock):
@@ -138,7 +153,8 @@ def test_ttl_family(node):
     assert run(node, "TTL", "missing") == b":-2\r\n"
     run(node, "SET", "p", "v")
     assert run(node, "TTL", "p") == b":-1\r\n"
-    assert run(node, "SET", "k", "w", "KEEPTTL") == b"+OK\r\n" and node.ops[-1] == WriteOp(b"k", b"w", 9_600)
+    assert run(node, "SET", "k", "w", "KEEPTTL") == b"+OK\r\n" and node.ops[-1].flags == mc.FLAG_KEEPTTL
+    assert run(node, "PTTL", "k") == b":9600\r\n"  # KEEPTTL is atomic now: the proposal keeps the expiry
     assert run(node, "SET", "a", "v", "PXAT", str(NOW + 1_000)) == b"+OK\r\n" and node.ops[-1].ttl_ms == 600
     # EXPIRE: read, then rewrite the value with the new ttl
     assert run(node, "EXPIRE", "p", "5") == b":1\r\n" and node.ops[-1] == WriteOp(b"p", b"v", 5_000)
@@ -317,12 +333,13 @@ class FakeCore:
 
 
 def make_conn():
+    from quorumkv.shell.metrics_hist import RequestLatency
     from quorumkv.shell.resp_server import RespConnection, RespFrontEnd
 
     node = SimpleNamespace(
         config=SimpleNamespace(node_id="n1", members={"n1": "h:1"}, resp_password="", resp_listen="h:2"),
         core=FakeCore(), loop=FakeLoop(), stats_bad_input=0, run=lambda effects: None, wake=lambda: None,
-        storage=SimpleNamespace(count=lambda: 0, name="memory"),
+        storage=SimpleNamespace(count=lambda: 0, name="memory"), request_latency=RequestLatency(),
     )
     conn = RespConnection(RespFrontEnd(node))
     transport = FakeTransport()
@@ -355,17 +372,18 @@ def test_replies_come_back_in_request_order_when_rounds_finish_out_of_order():
 
 def test_two_phase_command_and_later_commands_wait_for_it():
     conn, node, t = make_conn()
-    conn.data_received(b"SET k v NX\r\nPING\r\n")
+    # EXPIRE reads, then rewrites (SET NX is one atomic proposal now: resp/atomic.py)
+    conn.data_received(b"EXPIRE k 10\r\nPING\r\n")
     (read,) = node.core.requests
     assert type(read) is m.Get
-    conn.respond(m.Reply(read.id, m.NOT_FOUND))
+    conn.respond(m.Reply(read.id, m.OK, b"v"))
     write = node.core.requests[-1]
     assert type(write) is m.Put and write.value == b"v" and write.id != read.id
     node.loop.drain()
     assert t.written == b""
     conn.respond(m.Reply(write.id, m.OK))
     node.loop.drain()
-    assert t.written == b"+OK\r\n+PONG\r\n"
+    assert t.written == b":1\r\n+PONG\r\n"
 
 
 def test_per_connection_levels_travel_on_requests():
@@ -377,12 +395,50 @@ def test_per_connection_levels_travel_on_requests():
 
 def test_pipeline_bound_pauses_reading():
     conn, node, t = make_conn()
-    conn.data_received(b"GET k\r\n" * CLIENT_PIPELINE_MAX)
+    conn.data_received(b"GET k\r\n" * (CLIENT_PIPELINE_MAX + 10))
+    node.loop.drain()  # later turns run what COMMANDS_PER_TURN_MAX left, up to the bound
+    assert len(node.core.requests) == CLIENT_PIPELINE_MAX
     assert not t.reading
     for msg in node.core.requests[:CLIENT_PIPELINE_MAX // 2 + 1]:
         conn.respond(m.Reply(msg.id, m.OK, b"v"))
     node.loop.drain()
+    assert len(node.core.requests) == CLIENT_PIPELINE_MAX + 10  # the ten held back ran
+    assert not t.reading  # CLIENT_PIPELINE_MAX // 2 + 9 open: still above the low mark
+    for msg in node.core.requests[CLIENT_PIPELINE_MAX // 2 + 1:CLIENT_PIPELINE_MAX // 2 + 11]:
+        conn.respond(m.Reply(msg.id, m.OK, b"v"))
+    node.loop.drain()
     assert t.reading
+    assert t.written == b"$1\r\nv\r\n" * (CLIENT_PIPELINE_MAX // 2 + 11)
+
+
+def test_one_turn_runs_at_most_commands_per_turn_max_and_the_rest_follow_in_order():
+    from quorumkv.shell.resp_server import COMMANDS_PER_TURN_MAX
+
+    conn, node, t = make_conn()
+    total = 3 * COMMANDS_PER_TURN_MAX + 5
+    conn.data_received(b"".join(b"GET k%d\r\n" % i for i in range(total)))
+    assert len(node.core.requests) == COMMANDS_PER_TURN_MAX  # the loop gets a turn now
+    assert not t.reading  # nothing more is read while complete commands wait
+    node.loop.drain()
+    assert [r.key for r in node.core.requests] == [b"k%d" % i for i in range(total)]
+    assert t.reading
+    for msg in reversed(node.core.requests):
+        conn.respond(m.Reply(msg.id, m.OK, msg.key))
+    node.loop.drain()
+    assert t.written == b"".join(b"$%d\r\nk%d\r\n" % (len(b"k%d" % i), i) for i in range(total))
+
+
+def test_half_close_runs_the_commands_left_over_then_closes():
+    from quorumkv.shell.resp_server import COMMANDS_PER_TURN_MAX
+
+    conn, node, t = make_conn()
+    total = COMMANDS_PER_TURN_MAX + 3
+    conn.data_received(b"PING\r\n" * total)
+    assert conn.eof_received() is True
+    assert not t.closed
+    node.loop.drain()
+    assert t.written == b"+PONG\r\n" * total
+    assert t.closed
 
 
 def test_protocol_error_comes_after_owed_replies_then_close():

@@ -134,19 +134,28 @@ def read_value(value: str | None, file: str | None) -> bytes | str:
 
 
 # ---------------------------------------------------------------- the commands
+def _consistency(linearizable: bool, *levels) -> str:
+    if linearizable and any(x is not None for x in levels):
+        _fail(EXIT_USAGE, "--linearizable uses a majority of the key's primaries: give no level or target with it")
+    return "linearizable" if linearizable else "lww"
+
+
 def cmd_put(key: str, value: str | None, w: str | None, dir: str | None, node: list[str] | None,
-            target_latency_ms: float | None, verbose: bool, file: str | None) -> None:
+            target_latency_ms: float | None, verbose: bool, file: str | None, linearizable: bool = False) -> None:
     if target_latency_ms is not None and w is not None:
         _fail(EXIT_USAGE, "give either --w or --target-latency-ms, not both")
+    mode = _consistency(linearizable, w, target_latency_ms)
     data = read_value(value, file)
     w_used = _run_client(_addresses(dir, node),
-                         lambda c: c.put(key, data, w=_level(w), target_latency_ms=target_latency_ms))
+                         lambda c: c.put(key, data, w=_level(w), target_latency_ms=target_latency_ms,
+                                         consistency=mode))
     if verbose:
         print(f"w_used={w_used}", file=sys.stderr)
 
 
 def cmd_get(key: str, r: str | None, dir: str | None, node: list[str] | None, target_fresh: float | None,
-            within_ms: float | None, verbose: bool) -> None:
+            within_ms: float | None, verbose: bool, linearizable: bool = False) -> None:
+    mode = _consistency(linearizable, r, target_fresh, within_ms)
     target = None
     if target_fresh is not None or within_ms is not None:
         from .core.dynamic import Target
@@ -159,7 +168,8 @@ def cmd_get(key: str, r: str | None, dir: str | None, node: list[str] | None, ta
             target = Target(target_fresh, within_ms or 0.0)
         except errors.InvalidRequestError as exc:
             _fail(EXIT_USAGE, f"InvalidRequestError: {exc}")
-    item = _run_client(_addresses(dir, node), lambda c: c.get_item(key, r=_level(r), target=target))
+    item = _run_client(_addresses(dir, node), lambda c: c.get_item(key, r=_level(r), target=target,
+                                                                 consistency=mode))
     if verbose:
         chosen = f" (chosen for P(fresh) >= {target.p_fresh:g} within {target.within_ms:g} ms)" if target else ""
         print(f"r_used={item.r_used}{chosen} version={item.version}", file=sys.stderr)
@@ -169,33 +179,20 @@ def cmd_get(key: str, r: str | None, dir: str | None, node: list[str] | None, ta
     sys.stdout.flush()
 
 
-def cmd_delete(key: str, w: str | None, dir: str | None, node: list[str] | None) -> None:
-    _run_client(_addresses(dir, node), lambda c: c.delete(key, w=_level(w)))
+def cmd_delete(key: str, w: str | None, dir: str | None, node: list[str] | None, linearizable: bool = False) -> None:
+    mode = _consistency(linearizable, w)
+    _run_client(_addresses(dir, node), lambda c: c.delete(key, w=_level(w), consistency=mode))
 
 
 #: ``cluster status`` colours per state (ANSI, only on a terminal and without NO_COLOR).
 _STATE_COLOURS = {"up": "32", "suspect": "33", "joining": "36", "leaving": "36", "replacing": "36"}
 
 
-def cmd_cluster_status(dir: str, output: str) -> None:
-    rows = _cluster(dir).status()
-    if output == "json":
-        import json
+def cmd_cluster_status(dir: str | None = None, node: list[str] | None = None, output: str = "table") -> None:
+    """Every node's view of the cluster (``cli_status``)."""
+    from .cli_status import cmd_cluster_status as run
 
-        print(json.dumps(rows))
-        return
-    seen_by = next((r["seen_by"] for r in rows if r.get("seen_by")), None)
-    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    cells = [[r["id"], r["address"], r.get("resp") or "-", str(r["pid"] or "-"), r["state"],
-              "-" if r.get("phi") is None else f"{r['phi']:.1f}",
-              "-" if r.get("clock_offset_ms") is None else f"{r['clock_offset_ms']:+d} ms"] for r in rows]
-
-    def paint(text: str, state: str) -> str:
-        return f"\x1b[{_STATE_COLOURS.get(state, '31')}m{text}\x1b[0m" if colour else text
-
-    print(format_table(("id", "address", "resp", "pid", "state", "phi", "clock"), cells,
-                       f"as {seen_by} sees it" if seen_by else "no node answered",
-                       paint={4: paint}))
+    run(dir, node, output)
 
 
 def format_table(headers, rows, title: str = "", paint=None) -> str:
@@ -247,6 +244,7 @@ def fast_parsers() -> dict[tuple[str, ...], _Parser]:
     put.add_argument("--target-latency-ms", type=float)
     put.add_argument("--verbose", "-v", action="store_true")
     put.add_argument("--file")
+    put.add_argument("--linearizable", action="store_true")
     get = _parser("get")
     get.add_argument("key")
     get.add_argument("--r")
@@ -254,12 +252,14 @@ def fast_parsers() -> dict[tuple[str, ...], _Parser]:
     get.add_argument("--target-fresh", type=float)
     get.add_argument("--within-ms", type=float)
     get.add_argument("--verbose", "-v", action="store_true")
+    get.add_argument("--linearizable", action="store_true")
     delete = _parser("delete")
     delete.add_argument("key")
     delete.add_argument("--w")
     _cluster_opts(delete)
+    delete.add_argument("--linearizable", action="store_true")
     status = _parser("cluster status")
-    status.add_argument("--dir", required=True)
+    _cluster_opts(status)
     status.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
     return {("put",): put, ("get",): get, ("delete",): delete, ("cluster", "status"): status}
 

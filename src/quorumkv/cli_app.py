@@ -62,6 +62,8 @@ OutputOpt = Annotated[OutputFormat, typer.Option("-o", "--output", help="Output 
 
 # ----------------------------------------------------------------- data commands
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also print (on stderr) the R/W the node used.")]
+LinOpt = Annotated[bool, typer.Option("--linearizable", help=(
+    "Linearizable (ABD read / CASPaxos write on a majority of the key's primaries) instead of R/W."))]
 
 
 @app.command()
@@ -74,9 +76,10 @@ def put(key: str,
             "--target-latency-ms", help="Instead of --w: the largest W whose predicted p99 write latency is within this.")] = None,
         verbose: VerboseOpt = False,
         file: Annotated[Optional[str], typer.Option("--file", help="Read the value from this file (up to 8 MiB).")] = None,
+        linearizable: LinOpt = False,
         ) -> None:
     """Write VALUE under KEY at write level W (or the W a latency target allows)."""
-    cmd_put(key, value, w, dir, node, target_latency_ms, verbose, file)
+    cmd_put(key, value, w, dir, node, target_latency_ms, verbose, file, linearizable)
 
 
 @app.command()
@@ -86,16 +89,78 @@ def get(key: str, r: Annotated[Optional[str], typer.Option("--r", help="Read lev
             "--target-fresh", help="Instead of --r: the smallest R with P(read sees the last write) >= this.")] = None,
         within_ms: Annotated[Optional[float], typer.Option(
             "--within-ms", help="...for a read this long after the write committed (default 0).")] = None,
-        verbose: VerboseOpt = False) -> None:
+        verbose: VerboseOpt = False, linearizable: LinOpt = False) -> None:
     """Print the value of KEY (exit 1 when not found)."""
-    cmd_get(key, r, dir, node, target_fresh, within_ms, verbose)
+    cmd_get(key, r, dir, node, target_fresh, within_ms, verbose, linearizable)
 
 
 @app.command()
 def delete(key: str, w: Annotated[Optional[str], typer.Option("--w", help="Write level: integer, ONE, QUORUM or ALL.")] = None,
-           dir: DirOpt = None, node: NodeOpt = None) -> None:
+           dir: DirOpt = None, node: NodeOpt = None, linearizable: LinOpt = False) -> None:
     """Delete KEY (writes a tombstone) at write level W."""
-    cmd_delete(key, w, dir, node)
+    cmd_delete(key, w, dir, node, linearizable)
+
+
+@app.command()
+def cas(key: str, expected: Annotated[str, typer.Argument(help="The current value required; :absent: = no value.")],
+        new: str, dir: DirOpt = None, node: NodeOpt = None) -> None:
+    """Set KEY to NEW iff its value is EXPECTED (linearizable); prints 1 (applied) or 0."""
+    applied = _run_client(_addresses(dir, node),
+                          lambda c: c.cas(key, None if expected == ":absent:" else expected, new))
+    print(1 if applied else 0)
+
+
+@app.command()
+def verify(
+        workload: Annotated[str, typer.Option("--workload", help="register, cas-register or counter.")] = "register",
+        faults: Annotated[str, typer.Option("--faults", help="Comma-separated: kill, pause (empty: none).")] = "kill,pause",
+        linearizable: Annotated[bool, typer.Option("--linearizable/--lww", help=(
+            "Clients use linearizable reads/writes (default) or plain LWW quorum ones."))] = True,
+        r: Annotated[Optional[str], typer.Option("--r", help="LWW read level (with --lww).")] = None,
+        w: Annotated[Optional[str], typer.Option("--w", help="LWW write level (with --lww).")] = None,
+        time_s: Annotated[float, typer.Option("--time-s", help="How long the clients run.")] = 10.0,
+        concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent clients.")] = 4,
+        keys: Annotated[int, typer.Option("--keys", help="Keys the workload spreads over.")] = 2,
+        nodes: Annotated[int, typer.Option("--nodes", help="Nodes of the cluster it starts.")] = 3,
+        budget_s: Annotated[float, typer.Option("--budget-s", help="Linearizability search budget (then unknown).")] = 30.0,
+        fault_interval_s: Annotated[float, typer.Option("--fault-interval-s", help="Quiet time between faults.")] = 1.0,
+        fault_duration_s: Annotated[float, typer.Option("--fault-duration-s", help="How long a fault lasts.")] = 2.5,
+        seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the workload and nemesis choices.")] = None,
+        history: Annotated[Optional[str], typer.Option("--history", help="Write every operation here (JSON lines).")] = None,
+        dir: DirOpt = None,
+        output: OutputOpt = OutputFormat.table) -> None:
+    """Jepsen-style check: run a workload with faults against a real cluster, then check
+    every key's history for linearizability. Exit 0 valid, 1 invalid, 2 unknown."""
+    from .verify.runner import VerifyConfig, format_report
+    from .verify.runner import run as run_verify
+
+    def level(x):
+        return None if x is None else (int(x) if x.isdigit() else x.upper())
+
+    cfg = VerifyConfig(workload=workload, faults=tuple(f for f in faults.split(",") if f.strip()),
+                       time_s=time_s, concurrency=concurrency, keys=keys,
+                       consistency="linearizable" if linearizable else "lww", r=level(r), w=level(w), nodes=nodes,
+                       dir=dir, seed=seed, budget_s=budget_s, fault_interval_s=fault_interval_s,
+                       fault_duration_s=fault_duration_s, history_path=history,
+                       log=None if output == OutputFormat.json else (lambda line: print(line, flush=True)))
+    if linearizable and (r is not None or w is not None):
+        _fail(EXIT_USAGE, "--r/--w apply to --lww clients only")
+    try:
+        report = run_verify(cfg)
+    except errors.InvalidRequestError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    if output == OutputFormat.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(format_report(report))
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def incr(key: str, delta: Annotated[int, typer.Argument(help="The amount to add (negative subtracts).")] = 1,
+         dir: DirOpt = None, node: NodeOpt = None) -> None:
+    """Add DELTA to KEY's integer value atomically (absent: 0); prints the new value."""
+    print(_run_client(_addresses(dir, node), lambda c: c.incr(key, delta)))
 
 
 @app.command()
@@ -331,6 +396,8 @@ def serve(
     n: Annotated[Optional[int], typer.Option("--n", help="Replicas per key.")] = None,
     r: Annotated[Optional[str], typer.Option("--r", help="Default read level.")] = None,
     w: Annotated[Optional[str], typer.Option("--w", help="Default write level.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Validate the configuration, print it (TOML) and exit "
+                                                        "without serving (deployment manifests are tested so).")] = False,
 ) -> None:
     """Run one node in the foreground (config file and/or flags; flags win)."""
     from .shell.config import NodeConfig
@@ -356,6 +423,9 @@ def serve(
             cfg = NodeConfig(**{k: v for k, v in overrides.items() if v is not None})
     except (OSError, ValueError) as exc:
         _fail(EXIT_USAGE, f"bad configuration: {exc}")
+    if check:
+        print(cfg.to_toml(), end="")
+        return
     try:
         run_node(cfg)
     except errors.InvalidRequestError as exc:
@@ -376,18 +446,31 @@ def cluster_up(
     storage: Annotated[str, typer.Option("--storage", help="sqlite (durable default) or memory.")] = "sqlite",
     r: Annotated[str, typer.Option("--r", help="Default read level.")] = "QUORUM",
     w: Annotated[str, typer.Option("--w", help="Default write level.")] = "QUORUM",
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="KEY=VALUE: a node.toml key for every node (repeatable), e.g. --set resp_password=s3cret.")]
+    = None,
 ) -> None:
     """Start NODES node processes in the background under DIR; return once all are ready."""
-    from .localcluster import LocalCluster
+    from .localcluster import LocalCluster, parse_settings
 
     if storage not in ("sqlite", "memory"):
         raise typer.BadParameter("--storage must be sqlite or memory")
+    try:
+        settings = parse_settings(set_ or [])
+    except ValueError as exc:
+        _fail(EXIT_USAGE, str(exc))
     cl = LocalCluster(dir)
     if not cl.exists:
         try:
-            cl.create(nodes, base_port=base_port, replicas=replicas, storage=storage, r=r, w=w)
+            cl.create(nodes, base_port=base_port, replicas=replicas, storage=storage, r=r, w=w,
+                      node_overrides={f"n{i + 1}": dict(settings) for i in range(nodes)})
         except (OSError, ValueError) as exc:
             _fail(EXIT_USAGE, f"cannot create a cluster in {dir}: {exc}")
+    elif settings:
+        try:
+            cl.apply_settings(settings)
+        except (OSError, ValueError) as exc:
+            _fail(EXIT_USAGE, f"cannot apply --set to {dir}: {exc}")
     for node in cl.nodes:
         cl.start(node)
     _wait_ready(cl, cl.nodes)
@@ -396,9 +479,20 @@ def cluster_up(
 
 
 @cluster_app.command("status")
-def cluster_status(dir: Annotated[str, typer.Option("--dir")], output: OutputOpt = OutputFormat.table) -> None:
-    """One row per node: id, address, pid, state (as one live node sees it)."""
-    cmd_cluster_status(dir, output.value)
+def cluster_status(dir: DirOpt = None, node: NodeOpt = None, output: OutputOpt = OutputFormat.table) -> None:
+    """Every node's view (run it from anywhere with --node): state, load, ownership,
+    hints, pending streams, clock offset, and where the views disagree."""
+    cmd_cluster_status(dir, node, output.value)
+
+
+@app.command()
+def ring(dir: DirOpt = None, node: NodeOpt = None, output: OutputOpt = OutputFormat.table,
+         tokens: Annotated[bool, typer.Option("--tokens", help="Also list every token range and its replicas.")]
+         = False) -> None:
+    """Token ownership: each node's tokens, primary share and effective share (sums to N)."""
+    from .cli_status import cmd_ring
+
+    cmd_ring(dir, node, output.value, tokens)
 
 
 @cluster_app.command("add")
@@ -524,6 +618,10 @@ from .cli_snapshot import restore_command, snapshot_command  # noqa: E402
 
 app.command("snapshot")(snapshot_command)
 app.command("restore")(restore_command)
+
+from .cli_certs import certs_command  # noqa: E402
+
+app.command("certs")(certs_command)
 
 #: Commands whose modules load numpy and the simulator: registered only when the
 #: command line may need them (``quorumkv inspect`` should not pay for numpy).

@@ -25,6 +25,13 @@ and a read of a key answers with the session's version of that key or a newer on
 rather than go back in time). ``session=False`` turns this off; pass one
 ``SessionContext`` to several clients to make them one session. See
 docs/consistency.md, "Sessions".
+
+Linearizable operations (docs/consistency.md, "Linearizable operations"):
+``Client(..., consistency="linearizable")`` (or ``consistency=`` per call) makes
+``get``/``put``/``delete`` linearizable (ABD reads, CASPaxos writes); ``cas``,
+``incr``, ``getdel`` and ``update`` are always atomic per key (core/paxos.py). A
+non-read atomic operation is never re-sent after the connection failed mid-request
+(it might run twice): it raises ``QuorumTimeoutError`` ("outcome unknown") instead.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import warnings
 from dataclasses import dataclass
 
 from .core import messages as m
+from .core import messages_cas as mc
 from .core.dynamic import Target, validate_latency_bound
 from .core.framing import FrameDecoder, FrameEncoder
 from .core.validation import level_to_wire, validate_key, validate_value
@@ -60,6 +68,11 @@ TIMEOUT_MS_REQUEST_DEFAULT = 10_000
 SCAN_COUNT_DEFAULT = 100
 #: Page size of ``keys()``, which wants everything anyway.
 SCAN_COUNT_KEYS = 1_000
+#: Times ``update(key, fn)`` re-reads and retries its compare-and-set when another
+#: writer changed the key in between, before giving up (UnavailableError).
+UPDATE_ATTEMPTS_MAX = 32
+#: ``consistency`` values: last-writer-wins quorum reads/writes, or linearizable ones.
+CONSISTENCY_LEVELS = ("lww", "linearizable")
 #: How long ``repair()`` waits for a node's full anti-entropy pass (it is throttled).
 REPAIR_TIMEOUT_MS_DEFAULT = 3_600_000
 #: How long ``snapshot()`` waits for a node to finish copying its storage.
@@ -114,6 +127,27 @@ def _check_reply(reply) -> m.Reply:
     raise QuorumKVError(reply.message or f"node error (status {status})")
 
 
+def _check_atomic(reply: mc.AtomicReply) -> mc.AtomicReply:
+    status = reply.status
+    if status == m.OK or status == m.NOT_FOUND:
+        return reply
+    if status == m.UNAVAILABLE:
+        raise UnavailableError(reply.message)
+    if status == m.TIMEOUT:
+        raise QuorumTimeoutError(reply.message)
+    if status == m.INVALID:
+        raise InvalidRequestError(reply.message)
+    if status == m.OVERLOADED:
+        raise OverloadedError(reply.message)
+    raise QuorumKVError(reply.message or f"node error (status {status})")
+
+
+def _consistency(value) -> str:
+    if value not in CONSISTENCY_LEVELS:
+        raise InvalidRequestError(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {value!r}")
+    return value
+
+
 def _check_inspect(reply):
     if type(reply) is m.Reply:  # an invalid key comes back as a Reply
         return _check_reply(reply)
@@ -146,11 +180,13 @@ def _session(session) -> SessionContext | None:
 
 class _Base:
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
-                 session: bool | SessionContext = True, resolver=None):
+                 session: bool | SessionContext = True, resolver=None, consistency: str = "lww"):
         self.nodes = _parse_nodes(nodes)
         #: causal mode: ``resolver(values) -> value`` merges siblings on ``get`` and the
         #: client writes the result back with their context (client_typed.py)
         self.resolver = resolver
+        #: "lww" (quorum reads/writes at r/w) or "linearizable" for get/put/delete
+        self.consistency = _consistency(consistency)
         self.r = r
         self.w = w
         self.timeout_ms = timeout_ms
@@ -161,9 +197,39 @@ class _Base:
 
     def _saw(self, msg, reply) -> None:
         """Remember the version a Get/Put reply names (failed writes too: they may land)."""
-        if (self.session is not None and type(reply) is m.Reply and reply.version is not None
-                and type(msg) in (m.Get, m.Put)):
+        if (self.session is not None and type(reply) in (m.Reply, mc.AtomicReply) and reply.version is not None
+                and type(msg) in (m.Get, m.Put, mc.Atomic)):
             self.session.saw(msg.key, reply.version)
+
+    def _linearizable(self, consistency) -> bool:
+        return (self.consistency if consistency is DEFAULT else _consistency(consistency)) == "linearizable"
+
+    def _atomic_msg(self, key, op: int, value=None, *, expected=None, expect_absent=False, delta=0, flags=0,
+                    ttl_ms=None) -> mc.Atomic:
+        k = _to_bytes(key, "key")
+        validate_key(k)
+        v = None if value is None else _to_bytes(value, "value")
+        validate_value(v)
+        e = None if expected is None else _to_bytes(expected, "expected value")
+        validate_value(e)
+        if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0):
+            raise InvalidRequestError(f"ttl_ms must be a positive integer, not {ttl_ms!r}")
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise InvalidRequestError(f"delta must be an integer, not {type(delta).__name__}")
+        return mc.Atomic(next(self._ids), k, op, v, e, bool(expect_absent), delta, flags, ttl_ms or 0)
+
+    @staticmethod
+    def _resendable(msg) -> bool:
+        """May ``msg`` be sent again after the connection failed mid-request? Not an
+        atomic change: the first attempt may have run (it would run twice)."""
+        return type(msg) is not mc.Atomic or msg.op == mc.OP_GET
+
+    @staticmethod
+    def _update_value(fn, current: bytes | None):
+        new = fn(current)
+        if new is not None and not isinstance(new, (bytes, str, bytearray, memoryview)):
+            raise InvalidRequestError(f"update function must return bytes, str or None, not {type(new).__name__}")
+        return None if new is None else _to_bytes(new, "value")
 
     def _get_msg(self, key, r, primary_only=False, blocking_repair=False, target=None) -> m.Get:
         k = _to_bytes(key, "key")
@@ -224,12 +290,39 @@ class _Base:
         raise NotFoundError(f"not found: {key!r}")
 
 
+def _security(user, password, tls_ca, ssl_context):
+    """Credentials and TLS context, from the arguments or the environment
+    (``QUORUMKV_USER``, ``QUORUMKV_PASSWORD``, ``QUORUMKV_TLS_CA`` — as libpq reads
+    ``PGPASSWORD``), so the CLI and scripts reach a secured cluster unchanged."""
+    import os
+
+    user = user if user is not None else os.environ.get("QUORUMKV_USER") or None
+    password = password if password is not None else os.environ.get("QUORUMKV_PASSWORD") or None
+    if password is not None and user is None:
+        user = "default"  # Redis's AUTH <password>
+    tls_ca = tls_ca if tls_ca is not None else os.environ.get("QUORUMKV_TLS_CA") or None
+    if ssl_context is None and tls_ca:
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=tls_ca)
+    return user, password, ssl_context
+
+
 class Client(TypedMethods, _Base):
-    """Blocking client. ``with Client(["127.0.0.1:7101"]) as c: c.put("k", "v")``."""
+    """Blocking client. ``with Client(["127.0.0.1:7101"]) as c: c.put("k", "v")``.
+
+    Security: ``user``/``password`` authenticate each connection (``Auth``) before
+    its first request; ``tls_ca`` (the cluster CA's PEM file) or ``ssl_context``
+    turns TLS on, checking the node's certificate and address. Each falls back to
+    ``QUORUMKV_USER`` / ``QUORUMKV_PASSWORD`` / ``QUORUMKV_TLS_CA``.
+    """
 
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
-                 session: bool | SessionContext = True, resolver=None):
-        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session, resolver=resolver)
+                 session: bool | SessionContext = True, user: str | None = None, password: str | None = None,
+                 tls_ca: str | None = None, ssl_context=None, resolver=None, consistency: str = "lww"):
+        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session, resolver=resolver,
+                         consistency=consistency)
+        self._user, self._password, self._ssl = _security(user, password, tls_ca, ssl_context)
         self._sock: socket.socket | None = None
         self._decoder = FrameDecoder()
         self._encoder = FrameEncoder()
@@ -255,11 +348,38 @@ class Client(TypedMethods, _Base):
                 errors.append(f"{host}:{port}: {exc.strerror or exc}")
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._decoder = FrameDecoder()
+            try:
+                if self._ssl is not None:
+                    sock = self._ssl.wrap_socket(sock, server_hostname=host)
+                if self._user is not None:
+                    self._authenticate(sock)
+            except OSError as exc:  # TLS handshake failed (ssl.SSLError is an OSError)
+                sock.close()
+                errors.append(f"{host}:{port}: {exc}")
+                continue
+            except ProtocolError:
+                sock.close()
+                raise
             self._current = (self._current + attempt) % len(self.nodes)
             self._sock = sock
-            self._decoder = FrameDecoder()
             return sock
         raise ConnectionFailedError("no node reachable: " + "; ".join(errors))
+
+    def _authenticate(self, sock) -> None:
+        from .core.messages_admin import Auth
+
+        msg = Auth(next(self._ids), self._user, self._password or "")
+        sock.sendall(self._encoder.encode(msg))
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionResetError("node closed the connection during authentication")
+            for reply in self._decoder.feed(data):
+                if type(reply) is m.Error:
+                    raise ProtocolError(f"node refused the request: {reply.message}")
+                if reply.id == msg.id:
+                    return
 
     def _call(self, msg, retry: bool = True):
         tried = 0
@@ -274,11 +394,16 @@ class Client(TypedMethods, _Base):
                     for reply in self._decoder.feed(data):
                         if reply.id == msg.id or type(reply) is m.Error:
                             self._saw(msg, reply)
+                            if type(reply) is mc.AtomicReply:
+                                return _check_atomic(reply)
                             return _check_reply(reply) if type(reply) in (m.Reply, m.Error) else reply
             except (OSError, ProtocolError) as exc:
                 self.close()
                 if isinstance(exc, ProtocolError) and not isinstance(exc, OSError):
                     raise
+                if not self._resendable(msg):
+                    raise QuorumTimeoutError(f"outcome unknown: the connection failed after the request was sent "
+                                             f"({exc}); it was not re-sent, as it might run twice") from exc
                 tried += 1
                 self._current = (self._current + 1) % len(self.nodes)
                 if not retry:  # a typed update: it may have been applied, resending could apply it twice
@@ -288,7 +413,7 @@ class Client(TypedMethods, _Base):
                     raise ConnectionFailedError(f"request failed on every node: {exc}") from exc
 
     def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False,
-            target_latency_ms: float | None = None, context=_MISSING) -> int:
+            target_latency_ms: float | None = None, context=_MISSING, consistency=DEFAULT) -> int:
         """Write ``value``; with ``ttl_ms`` it expires that long after the write.
 
         ``primary_only`` (Riak's pw): only the key's own replicas count towards W;
@@ -304,20 +429,30 @@ class Client(TypedMethods, _Base):
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
         if context is not _MISSING:  # causal mode (client_typed.py): None adds a sibling
             return self._causal_write(key, value, context, self.w if w is DEFAULT else w)
+        if self._linearizable(consistency):  # a majority of primaries: W is the quorum
+            self._call(self._atomic_msg(key, mc.OP_SET, value, ttl_ms=ttl_ms))
+            return 0
         return self._call(self._put_msg(key, value, w, ttl_ms, primary_only, target_latency_ms)).w_used
 
-    def delete(self, key, *, w=DEFAULT, primary_only: bool = False, context=_MISSING) -> None:
+    def delete(self, key, *, w=DEFAULT, primary_only: bool = False, context=_MISSING, consistency=DEFAULT) -> None:
         """Delete ``key``; with ``context`` (causal mode) only the siblings it saw."""
         if context is not _MISSING:
             return self._causal_write(key, None, context, self.w if w is DEFAULT else w)
+        if self._linearizable(consistency):
+            self._call(self._atomic_msg(key, mc.OP_SET, None))
+            return
         self._call(self._put_msg(key, None, w, None, primary_only))
 
     def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,
-            blocking_repair: bool = False, target: Target | None = None) -> bytes:
+            blocking_repair: bool = False, target: Target | None = None, consistency=DEFAULT) -> bytes:
         """The value of ``key``. ``blocking_repair``: return only after stale replicas
         that answered were repaired (default: repair in the background). ``target``
-        instead of ``r``: the coordinator picks the smallest R meeting it."""
-        reply = self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
+        instead of ``r``: the coordinator picks the smallest R meeting it.
+        ``consistency="linearizable"``: an ABD read (r, target ignored)."""
+        if self._linearizable(consistency):
+            reply = self._call(self._atomic_msg(key, mc.OP_GET))
+        else:
+            reply = self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
         try:
             return self._value(reply, key, default)
         except SiblingsError:
@@ -326,10 +461,43 @@ class Client(TypedMethods, _Base):
             return self._resolve(key, reply)  # causal key with siblings: resolve, write back
 
     def get_item(self, key, *, r=DEFAULT, primary_only: bool = False, blocking_repair: bool = False,
-                 target: Target | None = None) -> Item:
+                 target: Target | None = None, consistency=DEFAULT) -> Item:
         """The value, its version and the R used; a missing key gives ``Item(None, None)``."""
+        if self._linearizable(consistency):
+            reply = self._call(self._atomic_msg(key, mc.OP_GET))
+            return Item(reply.value, reply.version, reply.expires_ms, 0)
         reply = self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
         return Item(reply.value, reply.version, reply.expires_ms, reply.r_used)
+
+    # -- atomic per key (CASPaxos, core/paxos.py) -------------------------------------
+    def cas(self, key, expected, new, *, ttl_ms: int | None = None) -> bool:
+        """Set ``key`` to ``new`` iff its current value is ``expected`` (None: the key
+        is absent); ``new`` None deletes. True when applied."""
+        return self._call(self._atomic_msg(key, mc.OP_CAS, new, expected=expected, expect_absent=expected is None,
+                                           ttl_ms=ttl_ms)).applied
+
+    def incr(self, key, delta: int = 1) -> int:
+        """Add ``delta`` to the key's integer value (absent: 0), atomically; the new value."""
+        return self._call(self._atomic_msg(key, mc.OP_INCR, delta=delta)).number
+
+    def getdel(self, key, *, default=None):
+        """Delete ``key`` atomically, returning the value it had (``default`` if none)."""
+        reply = self._call(self._atomic_msg(key, mc.OP_GETDEL))
+        return reply.old if reply.applied else default
+
+    def update(self, key, fn, *, attempts: int = UPDATE_ATTEMPTS_MAX):
+        """Atomically replace the value ``v`` (None: absent) by ``fn(v)`` (None:
+        delete), retrying with the fresh value when another writer got in between;
+        returns the value written. ``fn`` may run several times: keep it pure."""
+        current = self.get(key, default=None, consistency="linearizable")
+        for _ in range(attempts):
+            new = self._update_value(fn, current)
+            reply = self._call(self._atomic_msg(key, mc.OP_CAS, new, expected=current,
+                                                expect_absent=current is None))
+            if reply.applied:
+                return new
+            current = reply.value
+        raise UnavailableError(f"update of {key!r} gave up after {attempts} attempts: the key kept changing")
 
     def latencies(self) -> m.LatenciesReply:
         """The connected node's WARS latency samples (ms) and its dynamic-quorum model."""

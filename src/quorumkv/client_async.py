@@ -15,15 +15,19 @@ from .client import (
     TIMEOUT_MS_REQUEST_DEFAULT,
     Item,
     _Base,
+    _check_atomic,
     _check_inspect,
     _check_reply,
+    _security,
+    UPDATE_ATTEMPTS_MAX,
 )
 from .client_typed import AsyncTypedMethods, SiblingsError
 from .core import messages as m
+from .core import messages_cas as mc
 from .core.dynamic import Target
 from .core.framing import FrameDecoder, FrameEncoder
 from .core.version import SessionContext
-from .errors import ConnectionFailedError, InvalidRequestError, ProtocolError
+from .errors import ConnectionFailedError, InvalidRequestError, ProtocolError, QuorumTimeoutError, UnavailableError
 
 
 class _AsyncConn(asyncio.Protocol):
@@ -45,7 +49,12 @@ class _AsyncConn(asyncio.Protocol):
             return
         for reply in replies:
             if type(reply) is m.Error:
-                self._fail_all(ProtocolError(f"node refused the request: {reply.message}"))
+                exc = ProtocolError(f"node refused the request: {reply.message}")
+                fut = self.waiters.pop(reply.id, None) if reply.id else None
+                if fut is None:  # not about one request (id 0): the connection is done
+                    self._fail_all(exc)
+                elif not fut.done():  # one request refused (NOPERM): the others carry on
+                    fut.set_exception(exc)
                 continue
             fut = self.waiters.pop(reply.id, None)
             if fut is not None and not fut.done():
@@ -64,11 +73,15 @@ class _AsyncConn(asyncio.Protocol):
 
 class AsyncClient(AsyncTypedMethods, _Base):
     """asyncio client with the same methods as ``Client``; requests pipeline on one
-    connection, so many coroutines can share a client."""
+    connection, so many coroutines can share a client. ``user``/``password``/
+    ``tls_ca``/``ssl_context`` as for ``Client`` (same environment fallbacks)."""
 
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
-                 session: bool | SessionContext = True, resolver=None):
-        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session, resolver=resolver)
+                 session: bool | SessionContext = True, user: str | None = None, password: str | None = None,
+                 tls_ca: str | None = None, ssl_context=None, resolver=None, consistency: str = "lww"):
+        super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session, resolver=resolver,
+                         consistency=consistency)
+        self._user, self._password, self._ssl = _security(user, password, tls_ca, ssl_context)
         self._conn: _AsyncConn | None = None
         self._connecting: asyncio.Lock | None = None
         self._encoder = FrameEncoder()
@@ -100,8 +113,11 @@ class AsyncClient(AsyncTypedMethods, _Base):
                 host, port = self.nodes[idx]
                 try:
                     _, conn = await asyncio.wait_for(
-                        loop.create_connection(_AsyncConn, host, port), self.timeout_ms / 1000
-                    )
+                        loop.create_connection(_AsyncConn, host, port, ssl=self._ssl,
+                                               server_hostname=host if self._ssl is not None else None),
+                        self.timeout_ms / 1000)
+                    if self._user is not None:
+                        await self._authenticate(conn)
                 except (OSError, asyncio.TimeoutError) as exc:
                     errors.append(f"{host}:{port}: {exc}")
                     continue
@@ -109,6 +125,16 @@ class AsyncClient(AsyncTypedMethods, _Base):
                 self._conn = conn
                 return conn
             raise ConnectionFailedError("no node reachable: " + "; ".join(errors))
+
+    async def _authenticate(self, conn: _AsyncConn) -> None:
+        """``Auth`` first on a new connection; a refusal is a ProtocolError."""
+        from .core.messages_admin import Auth
+
+        msg = Auth(next(self._ids), self._user, self._password or "")
+        fut = asyncio.get_running_loop().create_future()
+        conn.waiters[msg.id] = fut
+        conn.transport.write(self._encoder.encode(msg))
+        await asyncio.wait_for(fut, self.timeout_ms / 1000)
 
     async def _call(self, msg, retry: bool = True):
         tried = 0
@@ -124,6 +150,9 @@ class AsyncClient(AsyncTypedMethods, _Base):
                 if conn is self._conn:
                     self._conn.transport.close()
                     self._conn = None
+                if not self._resendable(msg):
+                    raise QuorumTimeoutError(f"outcome unknown: no answer to the request ({exc!r}); it was not "
+                                             "re-sent, as it might run twice") from exc
                 tried += 1
                 self._current = (self._current + 1) % len(self.nodes)
                 if not retry:  # a typed update: it may have been applied, resending could apply it twice
@@ -133,27 +162,39 @@ class AsyncClient(AsyncTypedMethods, _Base):
                     raise ConnectionFailedError(f"request failed on every node: {exc!r}") from exc
                 continue
             self._saw(msg, reply)
+            if type(reply) is mc.AtomicReply:
+                return _check_atomic(reply)
             return _check_reply(reply) if type(reply) is m.Reply else reply
 
     async def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False,
-                  target_latency_ms: float | None = None, context=_MISSING) -> int:
+                  target_latency_ms: float | None = None, context=_MISSING, consistency=DEFAULT) -> int:
         """Write ``value``; with ``ttl_ms`` it expires that long after the write. Returns the W used.
         ``context`` (causal mode): as ``Client.put``."""
         if value is None:
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
         if context is not _MISSING:
             return await self._causal_write(key, value, context, self.w if w is DEFAULT else w)
+        if self._linearizable(consistency):
+            await self._call(self._atomic_msg(key, mc.OP_SET, value, ttl_ms=ttl_ms))
+            return 0
         reply = await self._call(self._put_msg(key, value, w, ttl_ms, primary_only, target_latency_ms))
         return reply.w_used
 
-    async def delete(self, key, *, w=DEFAULT, primary_only: bool = False, context=_MISSING) -> None:
+    async def delete(self, key, *, w=DEFAULT, primary_only: bool = False, context=_MISSING,
+                     consistency=DEFAULT) -> None:
         if context is not _MISSING:
             return await self._causal_write(key, None, context, self.w if w is DEFAULT else w)
+        if self._linearizable(consistency):
+            await self._call(self._atomic_msg(key, mc.OP_SET, None))
+            return
         await self._call(self._put_msg(key, None, w, None, primary_only))
 
     async def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,
-                  blocking_repair: bool = False, target: Target | None = None) -> bytes:
-        reply = await self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
+                  blocking_repair: bool = False, target: Target | None = None, consistency=DEFAULT) -> bytes:
+        if self._linearizable(consistency):
+            reply = await self._call(self._atomic_msg(key, mc.OP_GET))
+        else:
+            reply = await self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
         try:
             return self._value(reply, key, default)
         except SiblingsError:
@@ -162,9 +203,35 @@ class AsyncClient(AsyncTypedMethods, _Base):
             return await self._resolve(key, reply)
 
     async def get_item(self, key, *, r=DEFAULT, primary_only: bool = False,
-                       blocking_repair: bool = False, target: Target | None = None) -> Item:
+                       blocking_repair: bool = False, target: Target | None = None, consistency=DEFAULT) -> Item:
+        if self._linearizable(consistency):
+            reply = await self._call(self._atomic_msg(key, mc.OP_GET))
+            return Item(reply.value, reply.version, reply.expires_ms, 0)
         reply = await self._call(self._get_msg(key, r, primary_only, blocking_repair, target))
         return Item(reply.value, reply.version, reply.expires_ms, reply.r_used)
+
+    # -- atomic per key: as Client's -----------------------------------------------
+    async def cas(self, key, expected, new, *, ttl_ms: int | None = None) -> bool:
+        return (await self._call(self._atomic_msg(key, mc.OP_CAS, new, expected=expected,
+                                                  expect_absent=expected is None, ttl_ms=ttl_ms))).applied
+
+    async def incr(self, key, delta: int = 1) -> int:
+        return (await self._call(self._atomic_msg(key, mc.OP_INCR, delta=delta))).number
+
+    async def getdel(self, key, *, default=None):
+        reply = await self._call(self._atomic_msg(key, mc.OP_GETDEL))
+        return reply.old if reply.applied else default
+
+    async def update(self, key, fn, *, attempts: int = UPDATE_ATTEMPTS_MAX):
+        current = await self.get(key, default=None, consistency="linearizable")
+        for _ in range(attempts):
+            new = self._update_value(fn, current)
+            reply = await self._call(self._atomic_msg(key, mc.OP_CAS, new, expected=current,
+                                                      expect_absent=current is None))
+            if reply.applied:
+                return new
+            current = reply.value
+        raise UnavailableError(f"update of {key!r} gave up after {attempts} attempts: the key kept changing")
 
     async def latencies(self) -> m.LatenciesReply:
         return await self._call(m.Latencies(next(self._ids)))

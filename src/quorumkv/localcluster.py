@@ -241,6 +241,19 @@ class LocalCluster:
         self._save(meta.get("replicas", template.n), meta.get("storage", template.storage))
         return info
 
+    def apply_settings(self, settings: dict) -> None:
+        """Write ``settings`` (``parse_settings``) into every node's config file; a
+        node picks them up at its next start."""
+        from .shell.config import NodeConfig  # noqa: PLC0415
+
+        for info in self.nodes:
+            cfg = NodeConfig.load(info.config_file)
+            for key, value in settings.items():
+                setattr(cfg, key, value)
+            cfg.__post_init__()
+            with open(info.config_file, "w") as fh:
+                fh.write(cfg.to_toml())
+
     def remove_node(self, node_id: str) -> None:
         """Forget a node that has left (its directory stays on disk)."""
         node = self.node(node_id)
@@ -266,11 +279,30 @@ class LocalCluster:
             fh.write(str(proc.pid))
         return proc.pid
 
+    def client_options(self) -> dict:
+        """How this cluster's own checks (readiness, status) reach its nodes when they
+        are secured (docs/operations.md, Security): the default user's password
+        (``resp_password``) and the CA (``tls_ca``) from the first node's config —
+        the directory is the operator's. Explicit ``QUORUMKV_*`` variables win."""
+        if not self.nodes:
+            return {}
+        try:
+            with open(self.nodes[0].config_file, "rb") as fh:
+                raw = tomllib.load(fh)
+        except (OSError, ValueError):
+            return {}
+        opts = {}
+        if raw.get("resp_password") and not os.environ.get("QUORUMKV_PASSWORD"):
+            opts.update(user="default", password=raw["resp_password"])
+        if raw.get("tls_ca") and not os.environ.get("QUORUMKV_TLS_CA"):
+            opts["tls_ca"] = raw["tls_ca"]
+        return opts
+
     def wait_ready(self, nodes: list[NodeInfo], timeout_ms: int = READY_TIMEOUT_MS) -> None:
         deadline = time.monotonic() + timeout_ms / 1000
         for node in nodes:
             while True:
-                if ping(node.address, 250) is not None:
+                if ping(node.address, 250, **self.client_options()) is not None:
                     break
                 if not node.running():
                     last = (tail(node.log_file, 1).strip() or "no output").splitlines()[-1]
@@ -314,7 +346,7 @@ class LocalCluster:
         views: dict[str, dict] = {}
         pongs = {}
         for node in live:
-            status, pong = probe(node.address, CONVERGE_PROBE_TIMEOUT_MS)
+            status, pong = probe(node.address, CONVERGE_PROBE_TIMEOUT_MS, **self.client_options())
             if status is None or pong is None:
                 problems.append(f"{node.id} ({node.address}) does not answer")
                 continue
@@ -392,7 +424,7 @@ class LocalCluster:
         """The membership as the first reachable node sees it (a StatusReply), or None."""
         for node in self.nodes:
             if node.running():
-                reply = node_status(node.address, STATUS_PING_TIMEOUT_MS)
+                reply = node_status(node.address, STATUS_PING_TIMEOUT_MS, **self.client_options())
                 if reply is not None:
                     return reply
         return None
@@ -413,7 +445,7 @@ class LocalCluster:
             elif member is not None:
                 state = member.state
             else:
-                state = "up" if ping(node.address, STATUS_PING_TIMEOUT_MS) is not None else "down"
+                state = "up" if ping(node.address, STATUS_PING_TIMEOUT_MS, **self.client_options()) is not None else "down"
             rows.append({
                 "id": node.id,
                 "address": node.address,
@@ -428,6 +460,57 @@ class LocalCluster:
                 "clock_offset_ms": getattr(member, "clock_offset_ms", None),
             })
         return rows
+
+
+#: Config keys that differ per node by nature: ``cluster up --set`` refuses them.
+PER_NODE_KEYS = ("node_id", "listen", "data_dir", "members", "seeds", "replace", "resp_listen", "metrics_listen")
+
+
+def parse_settings(items: list[str]) -> dict:
+    """``["KEY=VALUE", ...]`` (``cluster up --set``) -> NodeConfig fields, validated:
+    VALUE is read as TOML (``true``, ``500``, ``"x"``, ``["a"]``) or else as a plain
+    string; an unknown key, a per-node key, a wrong type or a value the node would
+    refuse raises ValueError with one line saying which."""
+    import dataclasses  # noqa: PLC0415
+    import difflib  # noqa: PLC0415
+
+    from .shell.config import NodeConfig  # noqa: PLC0415
+
+    fields = {f.name: f for f in dataclasses.fields(NodeConfig)}
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            raise ValueError(f"--set {key}: unknown config key" + (f" (did you mean {close[0]}?)" if close else ""))
+        if key in PER_NODE_KEYS:
+            raise ValueError(f"--set {key}: set per node, not for the whole cluster")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        default = fields[key].default
+        if default is dataclasses.MISSING:
+            default = fields[key].default_factory()
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(value, bool) and isinstance(default, bool)
+        elif key in ("r", "w"):
+            ok = isinstance(value, (int, str))
+        elif isinstance(default, str) and not isinstance(value, str):
+            value, ok = raw, True  # e.g. a password of digits
+        else:
+            ok = isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int))
+        if not ok:
+            raise ValueError(f"--set {key}={raw}: expected {type(default).__name__}, got {type(value).__name__}")
+        out[key] = value
+    try:
+        NodeConfig(node_id="n1", listen="127.0.0.1:1", data_dir=".", **out)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--set: {exc}") from None
+    return out
 
 
 def ports_free(base: int, count: int, host: str = "127.0.0.1") -> bool:
@@ -475,27 +558,28 @@ def _reap(pid: int) -> None:
         pass
 
 
-def ping(address: str, timeout_ms: int):
+def ping(address: str, timeout_ms: int, **opts):
+    """``opts``: Client security options (``LocalCluster.client_options``)."""
     try:
-        with Client([address], timeout_ms=timeout_ms) as c:
+        with Client([address], timeout_ms=timeout_ms, **opts) as c:
             return c.ping()
     except (QuorumKVError, OSError):
         return None
 
 
-def probe(address: str, timeout_ms: int):
+def probe(address: str, timeout_ms: int, **opts):
     """(StatusReply, Pong) from one node over one connection; (None, None) if it
     does not answer."""
     try:
-        with Client([address], timeout_ms=timeout_ms) as c:
+        with Client([address], timeout_ms=timeout_ms, **opts) as c:
             return c.status(), c.ping()
     except (QuorumKVError, OSError):
         return None, None
 
 
-def node_status(address: str, timeout_ms: int):
+def node_status(address: str, timeout_ms: int, **opts):
     try:
-        with Client([address], timeout_ms=timeout_ms) as c:
+        with Client([address], timeout_ms=timeout_ms, **opts) as c:
             return c.status()
     except (QuorumKVError, OSError):
         return None

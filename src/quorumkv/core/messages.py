@@ -139,6 +139,9 @@ class StatusReply(_Msg, tag=12):
     ring: list[str]
     stats: dict[str, int]
     hints: dict[str, int] = {}  # target node -> hints held for it
+    #: what the shell knows about itself (filled by it): resp, metrics (HOST:PORT or
+    #: ""), storage, version — for ``quorumkv cluster status --node``
+    info: dict[str, str] = {}
 
 
 class ReplicaView(msgspec.Struct, frozen=True):
@@ -262,14 +265,16 @@ from .messages_ring import RING_REQUESTS, RING_RESPONSES  # noqa: E402
 from .messages_scan import SCAN_REQUESTS, SCAN_RESPONSES  # noqa: E402
 from .messages_admin import ADMIN_REQUESTS, ADMIN_RESPONSES  # noqa: E402
 from .messages_typed import TYPED_REQUESTS, TYPED_RESPONSES  # noqa: E402
+from .messages_cas import CAS_REQUESTS, CAS_RESPONSES  # noqa: E402
 
 _BASE_REQUESTS = (Get, Put, Ping, Status, Inspect, RepWrite, RepRead, RepPeek, Heartbeat, Gossip,
                   Latencies)
 _BASE_RESPONSES = (Reply, Pong, StatusReply, InspectReply, RepWriteAck, RepReadResp, RepPeekResp,
                    GossipAck, Error, LatenciesReply)
-REQUEST_TYPES = _BASE_REQUESTS + AE_REQUESTS + RING_REQUESTS + SCAN_REQUESTS + ADMIN_REQUESTS + TYPED_REQUESTS
+REQUEST_TYPES = (_BASE_REQUESTS + AE_REQUESTS + RING_REQUESTS + SCAN_REQUESTS + ADMIN_REQUESTS + TYPED_REQUESTS
+                 + CAS_REQUESTS)
 RESPONSE_TYPES = (_BASE_RESPONSES + AE_RESPONSES + RING_RESPONSES + SCAN_RESPONSES + ADMIN_RESPONSES
-                  + TYPED_RESPONSES)
+                  + TYPED_RESPONSES + CAS_RESPONSES)
 ClientRequest = Get | Put | Ping | Status | Inspect | Latencies
 Request = Union[REQUEST_TYPES]  # noqa: UP007 - built from a tuple
 Response = Union[RESPONSE_TYPES]  # noqa: UP007

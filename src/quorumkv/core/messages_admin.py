@@ -1,6 +1,6 @@
 """Operator messages: authentication and snapshots (backup).
 
-Tags 70-79 (frozen once released).
+Tags 80-89 (frozen once released).
 
 * ``Auth`` authenticates the connection it arrives on (native port): a client as one
   of the node's users, a peer as its internode user when mutual TLS is not in use.

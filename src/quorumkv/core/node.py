@@ -52,6 +52,7 @@ socket or global random state, so the simulator runs it under virtual time.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from typing import NamedTuple
 
 from ..errors import InvalidRequestError, UnavailableError
@@ -76,6 +77,10 @@ from .typed_coord import TypedCoordinator
 from .version import HLC, Record, Version, newest
 
 SELF = "<self>"  # the connection token of requests a node sends to itself
+#: Storage token kinds of the coordinator's own replica in a fast-path round: the
+#: store's completion goes straight to the round (no RepWrite/RepRead to ourselves).
+LOCAL_WRITE = "lw"
+LOCAL_READ = "lr"
 SEED_PREFIX = "seed:"  # peer name of a seed address whose node id we don't know yet
 
 #: Peers a node gossips its table to per gossip round (memberlist's GossipNodes: 3).
@@ -216,6 +221,11 @@ class NodeCore:
         self.load = LoadTracker()
         self.ops: dict[int, _Op] = {}
         self._deadlines: list[tuple[int, int]] = []  # heap of (deadline_ms, op_id)
+        # Fast-path rounds' deadlines (_coordinate_fast): now + a fixed timeout, so in
+        # order of creation — a FIFO per timeout (reads, writes) instead of the heap.
+        # Most rounds finish long before; their entries are skipped when they expire.
+        # (A wall clock stepping back delays the entries behind by at most the step.)
+        self._fast_deadlines: tuple[deque, deque] = (deque(), deque())  # writes, reads
         self._next_op = 1
         self._next_heartbeat_ms = now_ms
         self._next_gossip_ms = now_ms
@@ -233,7 +243,10 @@ class NodeCore:
         # token kind -> handler(token, ok, result, now_ms, out), and tick hooks.
         self._request_handlers: dict[type, object] = {}
         self._response_handlers: dict[type, object] = {}
-        self._store_handlers: dict[str, object] = {}
+        self._store_handlers: dict[str, object] = {
+            # the coordinator's own replica, written/read directly (_coordinate_fast)
+            LOCAL_WRITE: self._local_write_done, LOCAL_READ: self._local_read_done,
+        }
         self._tickers: list = []
         self._restamps_waiting: set[int] = set()  # write op ids waiting for the HLC ceiling (_restamp)
         self._tickers.append(self._restamp_tick)
@@ -349,6 +362,13 @@ class NodeCore:
     def on_response(self, peer: str, msg, now_ms: int) -> list:
         out: list = []
         t = type(msg)
+        if (t is m.RepWriteAck or t is m.RepReadResp) and t not in self._response_handlers:
+            # The common case first: a replica's answer to an open round (op ids are
+            # unique among rounds, replays and ring-change pushes: one counter).
+            op = self.ops.get(msg.id)
+            if op is not None:
+                self._op_response(op, peer, msg, t, now_ms, out)
+                return out
         if t is m.GossipAck:
             self.clock.observe_remote(msg.hlc, now_ms)
             self._merge(msg.endpoints, now_ms, out)
@@ -374,12 +394,17 @@ class NodeCore:
         op = self.ops.get(msg.id)
         if op is None:
             return out  # late reply for a finished round, or a fire-and-forget repair ack
+        self._op_response(op, peer, msg, t, now_ms, out)
+        return out
+
+    def _op_response(self, op: _Op, peer: str, msg, t: type, now_ms: int, out: list) -> None:
+        """A replica's answer to one of our rounds (a peer's, or our own storage's)."""
         sent = op.sent_ms.get(peer)
         self.load.done(peer, (now_ms - sent) if sent is not None else None)
         rnd = op.round
         if t is m.RepWriteAck and op.kind == "read" and peer in op.repairs_pending:  # blocking repair
             self._repair_settled(op, peer, now_ms, out)
-            return out
+            return
         if t is m.RepWriteAck and op.kind == "write":
             if msg.ok and msg.newer is not None:  # not applied: the replica holds a newer version
                 self.clock.observe_remote(msg.newer.ts, now_ms)
@@ -403,7 +428,21 @@ class NodeCore:
         else:
             rnd.add_failure(peer, f"sent unexpected {t.__name__}")
         self._progress(op, now_ms, out)
-        return out
+
+    def _local_write_done(self, token, ok: bool, result, now_ms: int, out: list) -> None:
+        """Our own replica's write for round ``token[2]`` is durable (or failed): the
+        ack ``on_store_done`` would have sent to ourselves, taken directly."""
+        op = self.ops.get(token[2])
+        if op is not None:
+            ack = m.RepWriteAck(token[2], ok, "" if ok else str(result),
+                                newer=result if ok and type(result) is Version else None)
+            self._op_response(op, self.node_id, ack, m.RepWriteAck, now_ms, out)
+
+    def _local_read_done(self, token, ok: bool, result, now_ms: int, out: list) -> None:
+        op = self.ops.get(token[2])
+        if op is not None:
+            resp = m.RepReadResp(token[2], ok, result if ok else None, "" if ok else str(result))
+            self._op_response(op, self.node_id, resp, m.RepReadResp, now_ms, out)
 
     def on_store_done(self, token, ok: bool, result, now_ms: int) -> list:
         """``result``: what was read (StoreRead/ReadHint/Peek), or an error string when not ok."""
@@ -534,15 +573,12 @@ class NodeCore:
             _, op_id = heapq.heappop(heap)
             op = self.ops.get(op_id)
             if op is not None:
-                if op.kind == "write" and op.record is not None:
-                    for node in op.round.outstanding:  # silent replicas get a hint
-                        self._hint_locally(op.hint_for.get(node, node), op.key, op.record, now_ms, out)
-                op.round.expire()
-                self._progress(op, now_ms, out)
-                if op.kind == "read" and not op.answered:  # waited for blocking repair in vain
-                    op.answered = True
-                    self._respond(op.conn, op.reply, now_ms, out)
-                self._maybe_finish(op, now_ms, out, expired=True)
+                self._expire(op, now_ms, out)
+        for fifo in self._fast_deadlines:
+            while fifo and fifo[0][0] <= now_ms:
+                op = self.ops.get(fifo.popleft()[1])
+                if op is not None:
+                    self._expire(op, now_ms, out)
         if self.settings.speculative_retry_ms:
             self._speculate(now_ms, out)
         self._membership_tick(now_ms, out)
@@ -551,6 +587,18 @@ class NodeCore:
             ticker(now_ms, out)
         self.clock.tick(now_ms, out)
         return out
+
+    def _expire(self, op: _Op, now_ms: int, out: list) -> None:
+        """``op``'s deadline passed."""
+        if op.kind == "write" and op.record is not None:
+            for node in op.round.outstanding:  # silent replicas get a hint
+                self._hint_locally(op.hint_for.get(node, node), op.key, op.record, now_ms, out)
+        op.round.expire()
+        self._progress(op, now_ms, out)
+        if op.kind == "read" and not op.answered:  # waited for blocking repair in vain
+            op.answered = True
+            self._respond(op.conn, op.reply, now_ms, out)
+        self._maybe_finish(op, now_ms, out, expired=True)
 
     # ------------------------------------------------------------ replica side
     def _replica_write(self, conn, msg, now_ms: int, out: list) -> None:
@@ -612,7 +660,95 @@ class NodeCore:
         if type(msg) is m.Get and msg.floor is not None and op_id in self.ops:
             self.clock.note_read(op_id, msg.floor)
 
+    def _coordinate_fast(self, conn, msg, now_ms: int, out: list) -> bool:
+        """The common case, coordinated without the general machinery: a Get/Put at
+        the default level, no dynamic target, no ring change, every primary of the
+        key live (and serving reads). The coordinator's own replica is written or
+        read by a storage effect whose completion goes straight to the round
+        (LOCAL_WRITE / LOCAL_READ), the others get a RepWrite/RepRead. The same
+        targets, round, op and replies as ``_coordinate``; False (nothing done):
+        take the general path."""
+        ring = self.ring
+        if ring is None or self.future_ring is not None or len(self.ops) >= ROUNDS_INFLIGHT_MAX:
+            return False
+        key = msg.key
+        if not key or len(key) > KEY_BYTES_MAX:
+            return False
+        is_get = type(msg) is m.Get
+        if is_get:
+            if msg.r != m.LEVEL_DEFAULT or msg.target_p_fresh or msg.target_within_ms:
+                return False
+        elif (msg.w != m.LEVEL_DEFAULT or msg.target_latency_ms or msg.ttl_ms < 0
+              or (msg.value is not None and len(msg.value) > VALUE_BYTES_MAX)):
+            return False
+        primaries = ring.preference_list(key)
+        n = ring.n
+        me = self.node_id
+        membership = self.membership
+        if is_get:
+            if self.settings.read_all_replicas:
+                return False
+            needed = self.default_r
+            candidates = read_targets(primaries, (), membership.serves_reads, self.load, me, True)
+            if len(candidates) != n:
+                return False  # a primary is down or still streaming: fallbacks, spares
+            targets, spares = candidates[:needed], candidates[needed:]
+            warning = weak_warning(needed, self.default_w, n)
+            deadline = now_ms + self.settings.timeout_ms_read
+        else:
+            alive = membership.is_alive
+            for p in primaries:
+                if not alive(p):
+                    return False
+            needed = self.default_w
+            warning = weak_warning(self.default_r, needed, n)
+            deadline = now_ms + self.settings.timeout_ms_write
+            targets = [(p, None) for p in primaries]
+            spares = []
+        if not 1 <= needed <= n:
+            return False  # the general path says why
+        op_id = self._next_op
+        self._next_op = op_id + 1
+        kind = "read" if is_get else "write"
+        rnd = QuorumRound(kind, tuple(node for node, _ in targets), needed)
+        op = _Op(op_id, kind, rnd, conn, msg.id, deadline, warning or "", key)
+        op.spares = spares
+        self.ops[op_id] = op
+        self._fast_deadlines[is_get].append((deadline, op_id))
+        sent_ms = op.sent_ms
+        load_sent = self.load.sent
+        stats = self.stats
+        if is_get:
+            stats["reads"] += 1
+            op.blocking_repair = msg.blocking_repair
+            for node, _ in targets:
+                sent_ms[node] = now_ms
+                load_sent(node)
+                if node == me:
+                    stats["replica_reads"] += 1
+                    out.append(StoreRead((LOCAL_READ, None, op_id), key))
+                else:
+                    out.append(Send(node, m.RepRead(op_id, key, "")))
+        else:
+            stats["writes"] += 1
+            expires = now_ms + msg.ttl_ms if msg.ttl_ms and msg.value is not None else 0
+            record = Record(Version(self.hlc.now(now_ms), me), msg.value, expires)
+            op.record = record
+            op.targets = (targets, [])
+            for node in primaries:
+                sent_ms[node] = now_ms
+                load_sent(node)
+                if node == me:
+                    stats["replica_writes"] += 1
+                    out.append(StoreWrite((LOCAL_WRITE, None, op_id), key, record))
+                else:
+                    out.append(Send(node, m.RepWrite(op_id, key, record, "")))
+        # No _progress here: nothing has answered yet, and needed >= 1.
+        return True
+
     def _coordinate(self, conn, msg, now_ms: int, out: list) -> None:
+        if self._coordinate_fast(conn, msg, now_ms, out):
+            return
         key = msg.key
         validate_key(key)
         if self.ring is None:
@@ -888,15 +1024,17 @@ class NodeCore:
 
     def _maybe_finish(self, op: _Op, now_ms: int, out: list, expired: bool = False) -> None:
         rnd = op.round
-        if not (rnd.complete or expired or (rnd.status == LOST and op.kind != "inspect")):
+        complete = rnd.complete
+        if not (complete or expired or (rnd.status == LOST and op.kind != "inspect")):
             return
         if op.repairs_pending and not expired:
             return
         if op.op_id not in self.ops:
             return
         del self.ops[op.op_id]
-        for node in rnd.outstanding:  # never answered: no longer in flight for load purposes
-            self.load.done(node, None)
+        if not complete:
+            for node in rnd.outstanding:  # never answered: no longer in flight for load purposes
+                self.load.done(node, None)
         if op.kind == "inspect":
             self._respond(op.conn, self._inspect_reply(op, now_ms), now_ms, out)
         elif op.kind == "read" and rnd.status == WON and not op.blocking_repair and self.settings.read_repair:

@@ -69,9 +69,15 @@ def read_targets(primaries: tuple[str, ...], ring_order: tuple[str, ...], is_ali
 
     The coordinator sends to the first R and keeps the rest as spares.
     """
-    score = load.score
-    # Ties (common on loopback) go to this node itself, then ring order.
-    ranked = sorted((score(p), p != self_id, i, p) for i, p in enumerate(primaries) if is_alive(p))
+    # LoadTracker.score inlined: this runs for every read.
+    latency, inflight = load.latency_ms, load.inflight
+    ranked = []
+    for i, p in enumerate(primaries):
+        if is_alive(p):
+            # Ties (common on loopback) go to this node itself, then ring order.
+            ranked.append((max(latency.get(p, LATENCY_MS_UNKNOWN), 0.1) * (1 + inflight.get(p, 0)),
+                           p != self_id, i, p))
+    ranked.sort()
     out: list[tuple[str, str | None]] = [(p, None) for _, _, _, p in ranked]
     if not primary_only and len(ranked) < len(primaries):
         out += [t for t in write_targets(primaries, ring_order, is_alive) if t[1] is not None]

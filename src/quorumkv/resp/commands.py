@@ -33,6 +33,7 @@ from ..core.consistency import resolve, weak_warning
 from ..core.node import level_to_wire
 from ..core.version import SessionContext
 from ..errors import InvalidRequestError
+from . import atomic
 from .parser import (
     EMPTY_ARRAY,
     OK,
@@ -102,7 +103,7 @@ class NodeView(Protocol):
 class Session:
     """Per-connection state."""
 
-    __slots__ = ("id", "proto", "name", "lib_name", "lib_ver", "authenticated", "r_level",
+    __slots__ = ("id", "proto", "name", "lib_name", "lib_ver", "authenticated", "role", "r_level",
                  "w_level", "r_wire", "w_wire", "closing", "addr", "created_ms", "last_cmd", "causal",
                  "multi_refused", "linearizable")
 
@@ -114,6 +115,9 @@ class Session:
         self.lib_name = b""
         self.lib_ver = b""
         self.authenticated = not needs_auth
+        #: the user's role once authenticated (shell/auth.py): "readonly" may not run
+        #: commands flagged "write" (NOPERM); without users every session is "admin"
+        self.role = "admin"
         self.r_level: int | str | None = None  # None: the node's default
         self.w_level: int | str | None = None
         self.r_wire = m.LEVEL_DEFAULT
@@ -139,7 +143,7 @@ class Session:
 
     def saw(self, key: bytes, reply) -> None:
         """A Get/Put of ``key`` finished: remember the version its reply names."""
-        if type(reply) is m.Reply:
+        if type(reply) is m.Reply or type(reply) is atomic.mc.AtomicReply:
             self.causal.saw(key, reply.version)
 
     def info_line(self, now_ms: int) -> str:
@@ -211,6 +215,21 @@ def _password_ok(node, user: bytes, password: bytes) -> bool:
     return hmac.compare_digest(password, node.password.encode("utf-8"))
 
 
+def _login(s, node, user: bytes, password: bytes) -> None:
+    """Authenticate the session as ``user`` and take on its role: the node's users
+    (shell/auth.py) when it has any, else Redis's password-less default user."""
+    authenticate = getattr(node, "authenticate", None)
+    if authenticate is None or not getattr(node, "has_users", False):
+        if not _password_ok(node, user, password):
+            raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
+    else:
+        role = authenticate(user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
+        if role is None:
+            raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
+        s.role = role
+    s.authenticated = True
+
+
 def cmd_hello(s, node, args):
     proto = s.proto
     if len(args) > 1:
@@ -232,9 +251,7 @@ def cmd_hello(s, node, args):
         else:
             raise CommandError(f"ERR Syntax error in HELLO option '{args[i].decode('utf-8', 'replace')}'")
     if auth is not None:
-        if not _password_ok(node, *auth):
-            raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
-        s.authenticated = True
+        _login(s, node, *auth)
     if not s.authenticated:
         raise CommandError("NOAUTH HELLO must be called with the client already authenticated, otherwise the "
                            "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
@@ -252,15 +269,13 @@ def cmd_hello(s, node, args):
 
 def cmd_auth(s, node, args):
     if len(args) == 2:
-        if not node.password:
+        if not node.password and not getattr(node, "has_users", False):
             raise CommandError("ERR AUTH <password> called without any password configured for the default "
                                "user. Are you sure your configuration is correct?")
         user, password = b"default", args[1]
     else:
         user, password = args[1], args[2]
-    if not _password_ok(node, user, password):
-        raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
-    s.authenticated = True
+    _login(s, node, user, password)
     return OK
 
 
@@ -338,6 +353,8 @@ def cmd_config(s, node, args):
 
 # ---------------------------------------------------------------- key commands
 def cmd_get(s, node, args):
+    if s.linearizable:
+        return (yield from atomic.lin_get(s, node, args))
     (reply,) = yield (ReadOp(args[1]),)
     reply = _check(reply)
     if reply.status == m.OK and reply.version is not None and reply.version.ctx:  # typed (commands_crdt.py)
@@ -377,24 +394,17 @@ def cmd_set(s, node, args):
         else:
             raise CommandError("ERR syntax error")
         i += 1
-    if not (nx or xx or get or keepttl):
+    if not (nx or xx or get or keepttl or s.linearizable):
         (reply,) = yield (WriteOp(key, value, ttl_ms),)
         _check(reply)
         return OK
-    # Read at R, then write at W: two quorum rounds, not atomic (see the module doc).
-    (old,) = yield (ReadOp(key),)
-    exists = _found(old)
-    old_reply = (encode_bulk(old.value) if exists else encode_null(s.proto)) if get else None
-    if (nx and exists) or (xx and not exists):
-        return old_reply if get else encode_null(s.proto)
-    if keepttl and exists:
-        ttl_ms = _remaining_ttl_ms(old, node.now_ms())
-    (reply,) = yield (WriteOp(key, value, ttl_ms),)
-    _check(reply)
-    return old_reply if get else OK
+    # One CASPaxos proposal: atomic (resp/atomic.py).
+    return (yield from atomic.atomic_set(s, key, value, ttl_ms, nx, xx, get, keepttl))
 
 
 def cmd_mget(s, node, args):
+    if s.linearizable:
+        return (yield from atomic.lin_mget(s, node, args))
     replies = yield tuple(ReadOp(k) for k in args[1:])
     out = []
     for reply in replies:
@@ -406,6 +416,8 @@ def cmd_mget(s, node, args):
 def cmd_mset(s, node, args):
     if len(args) % 2 != 1:
         raise CommandError("ERR wrong number of arguments for 'mset' command")
+    if s.linearizable:
+        return (yield from atomic.lin_mset(s, node, args))
     replies = yield tuple(WriteOp(args[i], args[i + 1]) for i in range(1, len(args), 2))
     for reply in replies:
         _check(reply)
@@ -415,6 +427,8 @@ def cmd_mset(s, node, args):
 def cmd_del(s, node, args):
     # Count from a read at R before the deletes (Redis answers how many existed);
     # every key gets a tombstone, so a key the read missed is deleted too.
+    if s.linearizable:
+        return (yield from atomic.lin_del(s, node, args))
     keys = list(dict.fromkeys(args[1:]))  # DEL k k deletes (and counts) k once
     found = yield tuple(ReadOp(k) for k in keys)
     count = sum(1 for reply in found if _found(reply))
@@ -425,6 +439,8 @@ def cmd_del(s, node, args):
 
 
 def cmd_exists(s, node, args):
+    if s.linearizable:
+        return (yield from atomic.lin_exists(s, node, args))
     replies = yield tuple(ReadOp(k) for k in args[1:])
     return encode_int(sum(1 for reply in replies if _found(reply)))
 
@@ -529,7 +545,10 @@ def _level_arg(raw: bytes, what: str, node) -> tuple[int | str | None, int]:
 
 def cmd_quorum(s, node, args):
     """QUORUM                      show this connection's levels
-    QUORUM R <lvl> [W <lvl>]    set them (integer, ONE, QUORUM, ALL or DEFAULT)"""
+    QUORUM R <lvl> [W <lvl>]    set them (integer, ONE, QUORUM, ALL or DEFAULT)
+    QUORUM MODE LINEARIZABLE|LWW  this connection's GET/SET/DEL... linearizable or not"""
+    if len(args) == 3 and _lower(args[1]) == "mode":
+        return atomic.set_mode(s, args[2])
     if len(args) == 1:
         r = resolve(s.r_level, node.n, node.default_r, "R")
         w = resolve(s.w_level, node.n, node.default_w, "W")
@@ -539,6 +558,7 @@ def cmd_quorum(s, node, args):
             "w": "DEFAULT" if s.w_level is None else str(s.w_level),
             "r_replicas": r, "w_replicas": w,
             "warning": weak_warning(r, w, node.n) or "",
+            "mode": "LINEARIZABLE" if s.linearizable else "LWW",
         }
         return encode_value(info, s.proto)
     if len(args) % 2 != 1:
@@ -698,7 +718,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
        "An estimate: records in this node's local storage (tombstones included); KEYS or SCAN count exactly."),
     _c("get", cmd_get, 2, ["readonly", "fast"], (1, 1, 1), "string", "Reads a key at the connection's R."),
     _c("set", cmd_set, -3, ["write"], (1, 1, 1), "string",
-       "Writes a key at W. NX/XX/GET/KEEPTTL read at R first (not atomic)."),
+       "Writes a key at W. NX/XX/GET/KEEPTTL: one atomic CASPaxos proposal."),
     _c("mget", cmd_mget, -2, ["readonly", "fast"], (1, -1, 1), "string", "Reads several keys in parallel."),
     _c("mset", cmd_mset, -3, ["write"], (1, -1, 2), "string",
        "Writes several keys in parallel (not atomic: each key is its own quorum write).", "1.0.1"),
@@ -717,7 +737,17 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     _c("pttl", cmd_pttl, 2, ["readonly", "fast"], (1, 1, 1), "generic",
        "Milliseconds to live; -1 none, -2 missing.", "2.6.0"),
     _c("quorum", cmd_quorum, -1, ["fast"], _NOKEY, "quorumkv",
-       "QUORUM [R <level>] [W <level>]: this connection's consistency levels.", "0.1.0"),
+       "QUORUM [R <level>] [W <level>] | QUORUM MODE LINEARIZABLE|LWW: this connection's consistency.",
+       "0.1.0"),
+    _c("qkv.cas", atomic.cmd_qkv_cas, 4, ["write"], (1, 1, 1), "quorumkv",
+       "QKV.CAS key expected new: 1 applied, 0 differs (expected :absent: = key absent). Linearizable.", "0.1.0"),
+    _c("incr", atomic.cmd_incr, 2, ["write", "fast"], (1, 1, 1), "string", "Atomic increment (CASPaxos)."),
+    _c("decr", atomic.cmd_decr, 2, ["write", "fast"], (1, 1, 1), "string", "Atomic decrement (CASPaxos)."),
+    _c("incrby", atomic.cmd_incrby, 3, ["write", "fast"], (1, 1, 1), "string", "Atomic add (CASPaxos)."),
+    _c("decrby", atomic.cmd_decrby, 3, ["write", "fast"], (1, 1, 1), "string", "Atomic subtract (CASPaxos)."),
+    _c("setnx", atomic.cmd_setnx, 3, ["write", "fast"], (1, 1, 1), "string", "Set if absent, atomically."),
+    _c("getdel", atomic.cmd_getdel, 2, ["write", "fast"], (1, 1, 1), "string",
+       "Get and delete, atomically.", "6.2.0"),
     _c("qkv.version", cmd_qkv_version, 2, ["readonly"], (1, 1, 1), "quorumkv",
        "The version (HLC timestamp and node) of a key's newest record.", "0.1.0"),
 ]}
@@ -757,6 +787,8 @@ def lookup(args: list[bytes], session: Session):
         return None, encode_error(unknown_command_error(args))
     if not session.authenticated and cmd.needs_auth:
         return None, encode_error("NOAUTH Authentication required.")
+    if session.role == "readonly" and "write" in cmd.flags:
+        return None, encode_error(f"NOPERM User has no permissions to run the '{name}' command")
     arity = cmd.arity
     if (arity > 0 and len(args) != arity) or len(args) < -arity:
         return None, encode_error(f"ERR wrong number of arguments for '{name}' command")

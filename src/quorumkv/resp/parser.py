@@ -97,8 +97,9 @@ class RequestParser:
         return self.commands()
 
     # -- parsing ----------------------------------------------------------------
-    def commands(self) -> list[list[bytes]]:
-        """Every complete command in the buffer (``next_command`` until NEED_DATA).
+    def commands(self, limit: int = 0) -> list[list[bytes]]:
+        """Every complete command in the buffer (``next_command`` until NEED_DATA), or
+        at most ``limit`` of them when ``limit`` > 0 (the rest stay buffered).
 
         The common case — whole multibulk commands of small, well-formed bulks — is
         parsed by one tight loop; anything else (a partial command, an inline command,
@@ -106,26 +107,28 @@ class RequestParser:
         path, ``next_command``, which gives the exact error. On a protocol error the
         commands completed before it are on the exception as ``.commands``."""
         out: list[list[bytes]] = []
+        limit = limit if limit > 0 else -1
         if self._error is None and self._args is None:
-            self._fast(out)
+            self._fast(out, limit)
         try:
-            while True:
+            while len(out) != limit:
                 cmd = self.next_command()
                 if cmd is NEED_DATA:
                     return out
                 out.append(cmd)
                 if self._args is None:
-                    self._fast(out)
+                    self._fast(out, limit)
+            return out
         except RespProtocolError as exc:
             exc.commands = out
             raise
 
-    def _fast(self, out: list) -> None:
+    def _fast(self, out: list, limit: int = -1) -> None:
         buf = self._buf
         size = len(buf)
         pos = self._pos
         find = buf.find
-        while pos < size and buf[pos] == 0x2A:  # '*'
+        while pos < size and buf[pos] == 0x2A and len(out) != limit:  # '*'
             end = find(b"\r\n", pos, pos + 24)
             head = buf[pos + 1:end]
             if end < 0 or not head.isdigit():

@@ -41,6 +41,9 @@ class NodeConfig:
     n: int = 3
     r: int | str = "QUORUM"
     w: int | str = "QUORUM"
+    #: "lww" or "linearizable": the mode of a new RESP connection's GET/SET/DEL (an
+    #: unmodified Redis client gets linearizable reads and writes; docs/consistency.md)
+    consistency: str = "lww"
     timeout_ms_read: int = 2_000
     timeout_ms_write: int = 2_000
     tick_ms: int = 5                # tick cadence while work is in flight (rounds, replay, streaming)
@@ -83,11 +86,35 @@ class NodeConfig:
     #: refuse to coordinate writes when this node's clock is further than this off
     #: from most live peers (CockroachDB's max offset; docs/consistency.md); 0 = off
     max_clock_skew_ms: int = 500
+    # -- security (docs/operations.md, "Security"; shell/auth.py, shell/tls.py) --------
+    #: ACL-style users of the native and RESP ports: ``[users.NAME]`` tables with
+    #: ``password`` (or ``"sha256:HEX"``) and ``role`` (readonly, readwrite, admin, node)
+    users: dict = field(default_factory=dict)
+    #: what this node's links to its peers present when the peers require
+    #: authentication and mutual TLS does not identify them (a user of role ``node``)
+    internode_user: str = ""
+    internode_password: str = ""
+    #: PEM files: this node's certificate and key, and the cluster CA. All three
+    #: turn TLS on for every port and mutual TLS between nodes.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
     #: TEST ONLY: shift the wall clock this node's core sees by this many ms, to run
     #: a node with a skewed clock on one machine (tests/test_clock_safety.py)
     clock_offset_ms: int = 0
 
     def __post_init__(self) -> None:
+        from .auth import validate_users  # noqa: PLC0415
+
+        validate_users(self.users)
+        tls = [k for k in ("tls_cert", "tls_key", "tls_ca") if getattr(self, k)]
+        if tls and len(tls) != 3:
+            raise ValueError(f"TLS needs tls_cert, tls_key and tls_ca together (only {', '.join(tls)} given)")
+        if bool(self.internode_user) != bool(self.internode_password):
+            raise ValueError("internode_user and internode_password go together")
+        if self.users and not self.tls and not self.resp_password and not self.internode_user:
+            raise ValueError("with users and without TLS, peers must authenticate: set internode_user and "
+                             "internode_password (a user of role node), or TLS (mutual TLS identifies peers)")
         if not self.members:
             self.members = {self.node_id: self.listen}
         if self.members.get(self.node_id) not in (None, self.listen):
@@ -106,6 +133,8 @@ class NodeConfig:
             raise ValueError(f"n must be within 1..{REPLICAS_MAX} (REPLICAS_MAX)")
         for addr in self.seeds:
             parse_address(addr)
+        if self.consistency not in ("lww", "linearizable"):
+            raise ValueError(f"consistency must be 'lww' or 'linearizable', got {self.consistency!r}")
         if self.event_loop not in ("uvloop", "asyncio"):
             raise ValueError(f"event_loop must be 'uvloop' or 'asyncio', got {self.event_loop!r}")
         if self.tick_ms_idle_max < self.tick_ms:
@@ -144,13 +173,23 @@ class NodeConfig:
         lines = []
         data = asdict(self)
         members = data.pop("members")
+        users = data.pop("users")
         for key, value in data.items():
             lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
         lines.append("[members]")
         for node, addr in members.items():
             lines.append(f"{node} = {_toml_value(addr)}")
+        for name, entry in users.items():
+            lines.append("")
+            lines.append(f"[users.{_toml_value(name)}]")
+            for key, value in entry.items():
+                lines.append(f"{key} = {_toml_value(value)}")
         return "\n".join(lines) + "\n"
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
 
 def _toml_value(value) -> str:

@@ -16,6 +16,10 @@ negative difference (clock skew) is clamped to 0. Reads and writes a coordinator
 serves from its own storage are not network traffic and give no samples, so the
 model treats every replica like a remote one (slightly pessimistic).
 
+A link stamps the first RepWrite/RepRead of each batch it writes (one per event-loop
+turn): every request of a lightly loaded node, one of ~40 at saturation — enough
+samples for the model, without timing every request.
+
 Each kind keeps the newest ``PBS_SAMPLES_MAX`` samples (a ring buffer). Requests
 in flight per peer link are bounded by ``PENDING_MAX`` (the oldest stamps are
 dropped past it: a peer that never answers costs no memory).

@@ -189,6 +189,18 @@ def families(snap: dict):
                    sh.get("bad_input", 0) + sh.get("bad_peer_frames", 0))
     yield _counter("quorumkv_internal_errors_total", "Ticks or peer responses that raised (bugs).",
                    sh.get("tick_errors", 0) + sh.get("peer_response_errors", 0))
+    # security and backups (shell/auth.py, shell/tls.py, shell/snapshot.py)
+    yield _counter("quorumkv_auth_total", "Authentications and refusals on the native and RESP ports, by result.",
+                   [sh.get("auth_ok", 0), sh.get("auth_failed", 0), sh.get("auth_missing", 0), sh.get("auth_denied", 0)],
+                   ["result"], [["ok"], ["bad_credentials"], ["missing"], ["permission_denied"]])
+    yield _counter("quorumkv_peer_refused_total", "Internode messages refused from a connection that is not an "
+                   "authenticated peer.", sh.get("peer_refused", 0))
+    yield _counter("quorumkv_tls_refused_total", "Connections refused on a TLS port, by reason.",
+                   [sh.get("tls_plaintext_refused", 0), sh.get("tls_handshake_failed", 0)],
+                   ["reason"], [["plaintext"], ["handshake_failed"]])
+    yield _counter("quorumkv_snapshots_total", "Snapshots (backups) taken here, by result.",
+                   [sh.get("snapshots_taken", 0), sh.get("snapshots_failed", 0)], ["result"], [["ok"], ["failed"]])
+    yield _gauge("quorumkv_snapshot_running", "1 while this node takes a snapshot.", sh.get("snapshot_running", 0))
     # peers, as this node sees them
     up = GaugeMetricFamily("quorumkv_peer_up", "1 while this node's failure detector sees the peer alive.",
                            labels=["peer"])
@@ -297,7 +309,10 @@ class MetricsServer:
 
     def start(self, listen: str) -> None:
         host, port = parse_address(listen)
-        self._httpd = make_server(host, port, self.app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        try:
+            self._httpd = make_server(host, port, self.app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        except OSError as exc:  # say which listener: the node has three
+            raise OSError(exc.errno, f"metrics_listen {listen}: {exc.strerror or exc}") from None
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics-http", daemon=True)
         self._thread.start()
         log.info("metrics_listening", listen=listen)

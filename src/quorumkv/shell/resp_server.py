@@ -10,11 +10,22 @@ Order: Redis clients match replies to requests by position, so every command get
 slot in a FIFO; quorum rounds may finish in any order, and only the ready prefix of
 the FIFO is written (once per event-loop tick, like ``_Conn``).
 
-Bounds: at most ``CLIENT_PIPELINE_MAX`` commands are unanswered per connection; past
-that, and while the socket's send buffer is full, the node stops reading from it
-(TCP back-pressure). Bytes that are not RESP, or that break a named bound of the
-parser, get one ``-ERR Protocol error: ...`` after the replies already owed, then
-the connection is closed; the node carries on.
+Batching: every complete command of a read is parsed at once
+(``RequestParser.commands``) and executed in order, and the replies that are ready
+leave in one ``transport.write`` per connection per event-loop turn. Plain GET and
+SET (no options) skip the handler generator: the connection submits the Get/Put
+itself and encodes the reply directly (the same replies and errors as
+``cmd_get``/``cmd_set``; the shortcut turns itself off if the command table maps
+them elsewhere).
+
+Bounds: at most ``COMMANDS_PER_TURN_MAX`` commands run per turn of one connection
+(a client flooding a 256 KiB read of GETs must not hold the loop for the whole
+read: the rest wait in the parser's buffer, reading paused, and carry on in a later
+turn); at most ``CLIENT_PIPELINE_MAX`` commands are unanswered per connection; past
+that, and while the socket's send buffer is full, the node stops executing and
+reading (TCP back-pressure). Bytes that are not RESP, or that break a named bound of
+the parser, get one ``-ERR Protocol error: ...`` after the replies already owed,
+then the connection is closed; the node carries on.
 """
 
 from __future__ import annotations
@@ -24,9 +35,13 @@ from collections import deque
 
 import structlog
 
+from ..core import messages as m
 from ..core.limits import CLIENT_PIPELINE_MAX
+from ..resp import commands as _commands
+from ..resp.atomic import AtomicOp
 from ..resp.commands import CommandError, ReadOp, Session, WriteOp, lookup
-from ..resp.parser import NEED_DATA, RequestParser, RespProtocolError, encode_error
+from ..resp.parser import NEED_DATA, OK, RequestParser, RespProtocolError, encode_bulk, encode_error, encode_null
+from .auth import SECURITY_COUNTERS, Users
 from .config import parse_address
 from .server import now_ms
 
@@ -39,11 +54,28 @@ log = structlog.get_logger("quorumkv.resp")
 LINGER_MS = 1_000
 LINGER_BYTES_MAX = 1024 * 1024
 
+#: Commands one connection executes per event-loop turn. Parsing and running a whole
+#: 256 KiB read of a flooding client (~6k GETs) at once held the loop long enough for
+#: other clients' health checks to time out; 128 is far above what a client that
+#: waits for its replies sends per read (redis-benchmark -P 16: 16), so batching
+#: keeps paying, and the loop turns over every ~128 commands whatever one client does.
+COMMANDS_PER_TURN_MAX = 128
+
+# Plain GET/SET go straight to the core (``_submit_fast``); only while the command
+# table still maps them to the handlers whose replies the shortcut reproduces.
+_FAST_GET, _FAST_SET = 1, 2
+_FAST: dict[bytes, int] = {}
+if _commands.COMMANDS["get"].handler is _commands.cmd_get and _commands.COMMANDS["get"].arity == 2:
+    _FAST.update({b"GET": _FAST_GET, b"get": _FAST_GET, b"Get": _FAST_GET})
+if _commands.COMMANDS["set"].handler is _commands.cmd_set:
+    _FAST.update({b"SET": _FAST_SET, b"set": _FAST_SET, b"Set": _FAST_SET})
+_check_reply = _commands._check  # noqa: SLF001 - the same status-to-error mapping as the handlers
+
 
 class _Slot:
     """One command's place in the reply order."""
 
-    __slots__ = ("data", "gen", "replies", "missing", "close_after")
+    __slots__ = ("data", "gen", "replies", "missing", "close_after", "fast")
 
     def __init__(self) -> None:
         self.data: bytes | None = None  # the encoded reply, once known
@@ -51,6 +83,7 @@ class _Slot:
         self.replies: list | None = None
         self.missing = 0
         self.close_after = False
+        self.fast = 0  # _FAST_GET / _FAST_SET: a plain GET/SET submitted without a handler
 
 
 class RespConnection(asyncio.Protocol):
@@ -73,6 +106,13 @@ class RespConnection(asyncio.Protocol):
         self._lingering = False
         self._linger_bytes = 0
         self._close_when_idle = False
+        self._more_scheduled = False  # a later turn runs the commands left in the parser
+        # Complete commands may be left in the parser (COMMANDS_PER_TURN_MAX, a full
+        # pipeline or send buffer): reading stays paused until they have run.
+        self._backlog = False
+        self._eof = False
+        self._executing = False
+        self._now = 0
 
     # -- asyncio callbacks ------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -95,10 +135,12 @@ class RespConnection(asyncio.Protocol):
     def eof_received(self):
         # The client half-closed (``printf 'GET k\r\n' | nc -N``): answer what it sent,
         # then close. Returning True keeps the transport open for those replies.
-        self.input_done = True
+        self._eof = True
         self._close_when_idle = True
-        if not self.slots and not self._out:
-            self._close()
+        if not self._backlog:
+            self.input_done = True
+            if not self.slots and not self._out:
+                self._close()
         return True
 
     def pause_writing(self) -> None:
@@ -108,6 +150,7 @@ class RespConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._paused_writing = False
         self._update_reading()
+        self._more_later()
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
@@ -117,19 +160,62 @@ class RespConnection(asyncio.Protocol):
             return
         if self.input_done or self.closed:
             return
-        parser = self.parser
-        parser.receive_data(data)
-        while not self.input_done:
+        self.parser.receive_data(data)
+        self._run_commands()
+
+    def _run_commands(self) -> None:
+        """Execute up to COMMANDS_PER_TURN_MAX buffered commands (fewer while the
+        pipeline or the send buffer is full); a later turn takes the rest."""
+        budget = min(COMMANDS_PER_TURN_MAX, CLIENT_PIPELINE_MAX - len(self.slots))
+        if self._paused_writing or budget <= 0:
+            self._backlog = self.parser.buffered_bytes() > 0
+        else:
             try:
-                cmd = parser.next_command()
+                cmds = self.parser.commands(budget)
+                error = None
             except RespProtocolError as exc:
-                self._protocol_error(str(exc))
-                break
-            if cmd is NEED_DATA:
-                break
-            self._execute(cmd)
-        self.server.wake()
+                cmds = exc.commands
+                error = str(exc)
+            # Fewer than asked: the parser reached the end of what is complete.
+            self._backlog = len(cmds) == budget and self.parser.buffered_bytes() > 0
+            if cmds:
+                self._now = now_ms()
+                execute = self._execute
+                self._executing = True  # replies that are ready now are queued once, below
+                try:
+                    for cmd in cmds:
+                        if self.input_done or self.closed:
+                            break
+                        execute(cmd)
+                finally:
+                    self._executing = False
+                if self.slots and self.slots[0].data is not None:
+                    self._flush_ready()
+                self.server.wake()
+            if error is not None and not self.input_done and not self.closed:
+                self._protocol_error(error)
+        if self._backlog:
+            self._more_later()
+        elif self._eof and not self.input_done:  # the client half-closed: its last commands ran
+            self.input_done = True
+            if not self.slots and not self._out:
+                self._close()
         self._update_reading()
+
+    def _more_later(self) -> None:
+        """Commands are left in the parser: run them in a later turn, once the
+        pipeline and the send buffer leave room (reading stays paused meanwhile)."""
+        if self._more_scheduled or not self._backlog or self.input_done or self.closed:
+            return
+        if self._paused_writing or len(self.slots) >= CLIENT_PIPELINE_MAX:
+            return  # _flush_ready / resume_writing call again once there is room
+        self._more_scheduled = True
+        self.server.loop.call_soon(self._more)
+
+    def _more(self) -> None:
+        self._more_scheduled = False
+        if self._backlog and not self.input_done and not self.closed and not self._lingering:
+            self._run_commands()
 
     # -- commands ---------------------------------------------------------------
     def _execute(self, args: list[bytes]) -> None:
@@ -138,9 +224,19 @@ class RespConnection(asyncio.Protocol):
         session = self.session
         slot = _Slot()
         self.slots.append(slot)
+        # The shortcut only where cmd_get/cmd_set would send one plain Get/Put: not in
+        # linearizable mode (ABD/CASPaxos), and never a SET for a read-only user (NOPERM).
+        if session.authenticated and len(args) <= 3 and not session.linearizable:
+            fast = _FAST.get(args[0])
+            if fast is not None and len(args) == fast + 1 and (fast == _FAST_GET or session.role != "readonly"):
+                session.last_cmd = "get" if fast == _FAST_GET else "set"
+                self._submit_fast(slot, fast, args)
+                return
         handler, error = lookup(args, session)
         if error is not None:
             front.stats["total_error_replies"] += 1
+            if error.startswith((b"-NOAUTH", b"-NOPERM")):  # security counters (shell/auth.py)
+                front.security_refused(error, session)
             slot.data = error
         else:
             try:
@@ -148,6 +244,8 @@ class RespConnection(asyncio.Protocol):
             except CommandError as exc:
                 front.stats["total_error_replies"] += 1
                 slot.data = encode_error(exc.message)
+                if exc.message.startswith("NOAUTH"):  # HELLO before authenticating
+                    front.security_refused(slot.data, session)
             except Exception as exc:  # a handler bug must not kill the node
                 log.exception("resp_command_failed", command=args[0][:32])
                 slot.data = encode_error(f"ERR internal error: {type(exc).__name__}")
@@ -160,8 +258,6 @@ class RespConnection(asyncio.Protocol):
         if session.closing:
             slot.close_after = True
             self.input_done = True
-        if slot.data is not None and self.slots and self.slots[0] is slot:
-            self._flush_ready()
 
     def _advance(self, slot: _Slot, replies) -> None:
         """Resume a handler with the replies of its last batch of ops."""
@@ -199,6 +295,8 @@ class RespConnection(asyncio.Protocol):
             if type(op) is ReadOp:
                 msg = session.get_msg(rid, op.key)
                 self.timing[rid] = server.request_latency.start(msg)
+            elif type(op) is AtomicOp:
+                msg = op.to_msg(rid)
             elif type(op) is WriteOp:
                 msg = session.put_msg(rid, op.key, op.value, op.ttl_ms)
                 self.timing[rid] = server.request_latency.start(msg)
@@ -215,6 +313,45 @@ class RespConnection(asyncio.Protocol):
             if self.closed:
                 return
 
+    def _submit_fast(self, slot: _Slot, fast: int, args: list[bytes]) -> None:
+        """A plain GET or SET: one Get/Put to the core, no handler generator."""
+        slot.fast = fast
+        rid = self._next_id
+        self._next_id += 1
+        key = args[1]
+        self.waiting[rid] = (slot, 0, key)
+        session = self.session
+        if fast == _FAST_GET:
+            msg = m.Get(rid, key, session.r_wire, floor=session.causal.floor(key))
+        else:
+            msg = m.Put(rid, key, args[2], session.w_wire, 0, after_ts=session.causal.floor_ts)
+        server = self.server
+        self.timing[rid] = server.request_latency.start(msg)
+        try:
+            server.run(server.core.on_request(self, msg, self._now))
+        except Exception as exc:  # as _Inbound: a core bug drops this connection, not the node
+            log.exception("resp_request_failed", peer=session.addr)
+            self._fatal(f"ERR internal error: {type(exc).__name__}")
+
+    def _fast_reply(self, slot: _Slot, msg) -> None:
+        """What cmd_get / cmd_set (without options) answer for the core's reply."""
+        if type(msg) is m.Reply and (msg.status == m.OK or (msg.status == m.NOT_FOUND and slot.fast == _FAST_GET)):
+            if slot.fast == _FAST_SET:
+                slot.data = OK
+            elif msg.status == m.OK and msg.version is not None and msg.version.ctx:
+                slot.data = _commands.typed_get(self.session, msg)  # a counter, set, map or causal key
+            elif msg.status == m.OK:
+                slot.data = encode_bulk(msg.value)
+            else:
+                slot.data = encode_null(self.session.proto)
+            return
+        try:
+            _check_reply(msg)
+            slot.data = OK  # a SET whose reply is NOT_FOUND: cmd_set answers OK too
+        except CommandError as exc:
+            self.front.stats["total_error_replies"] += 1
+            slot.data = encode_error(exc.message)
+
     def respond(self, msg) -> None:
         """Called by ``NodeServer.run`` for a ``Respond`` effect addressed to us."""
         if self.closed:
@@ -227,12 +364,16 @@ class RespConnection(asyncio.Protocol):
         if started is not None:
             self.server.request_latency.done(started)
         self.session.saw(key, msg)
-        slot.replies[i] = msg
-        slot.missing -= 1
-        if slot.missing == 0 and slot.gen is not None:
+        if slot.fast:
+            self._fast_reply(slot, msg)
+        else:
+            slot.replies[i] = msg
+            slot.missing -= 1
+            if slot.missing != 0 or slot.gen is None:
+                return
             self._advance(slot, tuple(slot.replies))
-            if slot.data is not None and self.slots and self.slots[0] is slot:
-                self._flush_ready()
+        if slot.data is not None and not self._executing and self.slots and self.slots[0] is slot:
+            self._flush_ready()
 
     # -- output -----------------------------------------------------------------
     def _flush_ready(self) -> None:
@@ -248,16 +389,18 @@ class RespConnection(asyncio.Protocol):
                 slots.clear()
                 break
         self._update_reading()
+        if self._backlog and not self._more_scheduled:
+            self._more_later()  # commands held back by a full pipeline can run now
 
     def _write(self) -> None:
         out, self._out = self._out, []
         if self.closed or self.transport is None:
             return
         if out:
-            self.transport.write(b"".join(out))
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
         if self._close_after_flush:
             self._linger()
-        elif self._close_when_idle and not self.slots:
+        elif self._close_when_idle and not self.slots and not self._backlog:
             self._close()
 
     def _linger(self) -> None:
@@ -281,7 +424,9 @@ class RespConnection(asyncio.Protocol):
         pending = len(self.slots)
         # Hysteresis as in _Inbound: stop at CLIENT_PIPELINE_MAX, resume below half.
         limit = CLIENT_PIPELINE_MAX // 2 if self._reading_paused else CLIENT_PIPELINE_MAX
-        pause = self.input_done or self._paused_writing or pending >= limit
+        # Commands still in the parser (past COMMANDS_PER_TURN_MAX) are run before
+        # more is read: the buffer holds at most one read beyond them.
+        pause = self.input_done or self._paused_writing or pending >= limit or self._backlog
         if pause != self._reading_paused:
             self._reading_paused = pause
             if pause:
@@ -327,6 +472,13 @@ class RespFrontEnd:
                       "total_error_replies": 0, "protocol_errors": 0, "connected_clients": 0}
         self._next_client_id = 1
         self._server: asyncio.base_events.Server | None = None
+        self._tls_listener = None
+        # The node's users (shell/auth.py) and the stats its security counters live in.
+        users = getattr(node, "users", None)
+        self.users = users if users is not None else Users({}, cfg.resp_password)
+        self.node_stats = getattr(node, "stats", None)
+        if self.node_stats is None:
+            self.node_stats = dict.fromkeys(SECURITY_COUNTERS, 0)
 
     # -- NodeView -----------------------------------------------------------------
     def now_ms(self) -> int:
@@ -348,20 +500,53 @@ class RespFrontEnd:
 
     def new_session(self, addr: str) -> Session:
         self.stats["total_connections_received"] += 1
-        session = Session(self._next_client_id, addr, needs_auth=bool(self.password), now_ms=now_ms())
+        session = Session(self._next_client_id, addr, needs_auth=self.users.enabled, now_ms=now_ms())
+        session.linearizable = getattr(self.node.config, "consistency", "lww") == "linearizable"  # node default
         self._next_client_id += 1
         return session
+
+    # -- security (shell/auth.py): the node's users, counted in the node's stats -------
+    @property
+    def has_users(self) -> bool:
+        return self.users.enabled
+
+    def authenticate(self, user: str, password: str) -> str | None:
+        """The role of ``user`` when ``password`` is right, else None (counted)."""
+        role = self.users.check(user, password)
+        stats = self.node_stats
+        if role is None:
+            stats["auth_failed"] += 1
+            log.warning("auth_failed", listener="resp", user=user)
+        else:
+            stats["auth_ok"] += 1
+        return role
+
+    def security_refused(self, error: bytes, session: Session) -> None:
+        kind = "auth_missing" if error.startswith(b"-NOAUTH") else "auth_denied"
+        self.node_stats[kind] += 1
+        log.warning(kind, listener="resp", peer=session.addr, command=session.last_cmd)
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         host, port = parse_address(self.resp_listen)
-        self._server = await self.node.loop.create_server(lambda: RespConnection(self), host, port,
-                                                          reuse_address=True)
+        node = self.node
+        if getattr(node, "tls_server_ctx", None) is not None:
+            from .tls import TlsListener  # noqa: PLC0415
+
+            self._tls_listener = TlsListener(node.loop, lambda: RespConnection(self), node.tls_server_ctx, node.stats,
+                                             b"-ERR this port requires TLS (redis-cli --tls, redis-py ssl=True)\r\n",
+                                             "resp")
+            await self._tls_listener.start(host, port)
+        else:
+            self._server = await node.loop.create_server(lambda: RespConnection(self), host, port,
+                                                         reuse_address=True)
         log.info("resp_listening", node=self.node_id, listen=self.resp_listen)
 
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._tls_listener is not None:
+            self._tls_listener.close()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()

@@ -36,6 +36,7 @@ from collections.abc import Callable
 import msgspec
 
 from ..core.hints import HintTable, record_size
+from ..core.paxos import paxos_step
 from ..core.typed import resolve
 from .batching import BatchQueue, call_in_loop
 from .metrics_hist import BATCH_SIZE_BUCKETS, Buckets
@@ -111,6 +112,16 @@ class StorageEngine:
     def close(self) -> None:
         pass
 
+    # -- CASPaxos acceptor state (core/paxos.py) -------------------------------------
+    #: Whether ``paxos`` is implemented: CAS, INCR and linearizable writes need it.
+    supports_paxos = False
+
+    def paxos(self, op: str, key: bytes, ballot: Version | None, record: Record | None, done: Done) -> None:
+        """One acceptor step, atomic with every other write to ``key`` and durable
+        before ``done(ok, result)`` (core/paxos.py ``PaxosStore`` for ``result``)."""
+        done(False, f"the {self.name} storage engine does not support linearizable operations (CAS, INCR, "
+                    "SETNX, linearizable reads and writes): run the node with storage = \"sqlite\" or \"memory\"")
+
     def scan_range(self, after: bytes | None, limit: int) -> list[tuple[bytes, Record]]:
         """Up to ``limit`` (key, record) with key > ``after``, in key order (streaming).
 
@@ -161,16 +172,29 @@ class MemoryEngine(StorageEngine):
 
     def __init__(self) -> None:
         self.data: dict[bytes, Record] = {}
+        self.promises: dict[bytes, Version] = {}  # CASPaxos promises above the record's version
 
     def write(self, key, record, done):
+        cur = self.data.get(key)
+        promise = self.promises.get(key)
+        if promise is not None and promise.newer_than(record.version):  # a CAS in flight fences it
+            done(True, promise if cur is None or promise.newer_than(cur.version) else cur.version)
+            return
         try:
-            keep, newer = resolve(self.data.get(key), record)
+            keep, newer = resolve(cur, record)
         except ValueError as exc:  # a corrupt typed state: refuse it, keep what we have
             done(False, f"storage error: {exc}")
             return
         if keep is not None:
             self.data[key] = keep
         done(True, newer)
+
+    supports_paxos = True
+
+    def paxos(self, op, key, ballot, record, done):
+        done(True, paxos_step(op, ballot, record, self.data.get(key), self.promises.get(key),
+                              lambda rec: self.data.__setitem__(key, rec),
+                              lambda b: self.promises.__setitem__(key, b) if b else self.promises.pop(key, None)))
 
     def read(self, key, done):
         done(True, self.data.get(key))
@@ -229,12 +253,21 @@ CREATE TABLE IF NOT EXISTS hints (
 );
 CREATE INDEX IF NOT EXISTS hints_by_owner ON hints (owner, id);
 CREATE INDEX IF NOT EXISTS hints_by_key ON hints (key);
+-- CASPaxos promises (core/paxos.py) above the key's record version; a row goes once
+-- a record at or above it is stored, so the table holds only CAS rounds in flight.
+CREATE TABLE IF NOT EXISTS paxos (
+    key  BLOB PRIMARY KEY,
+    ts   INTEGER NOT NULL,
+    node TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 # "Write only if newer", atomically inside SQLite: the same (ts, node) order as
 # core.version.Version.newer_than (TEXT compares as UTF-8 bytes = code point order).
+# And never below a CASPaxos promise (core/paxos.py): a CAS in flight fences older writes.
 _UPSERT = """
-INSERT INTO kv (key, ts, node, value, ctx, expires) VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO kv (key, ts, node, value, ctx, expires) SELECT ?1, ?2, ?3, ?4, ?5, ?6
+WHERE NOT EXISTS (SELECT 1 FROM paxos p WHERE p.key = ?1 AND (p.ts > ?2 OR (p.ts = ?2 AND p.node > ?3)))
 ON CONFLICT(key) DO UPDATE SET ts = excluded.ts, node = excluded.node,
     value = excluded.value, ctx = excluded.ctx, expires = excluded.expires
 WHERE excluded.ts > kv.ts OR (excluded.ts = kv.ts AND excluded.node > kv.node)
@@ -247,6 +280,17 @@ WHERE excluded.ts > kv.ts OR (excluded.ts = kv.ts AND excluded.node > kv.node)
 # can slip in between). ``_MERGE`` marks such rows in the queue.
 _MERGE = "-- merge typed record"
 _REPLACE = "INSERT OR REPLACE INTO kv (key, ts, node, value, ctx, expires) VALUES (?, ?, ?, ?, ?, ?)"
+
+_PAXOS = "-- paxos acceptor step (SqliteEngine._paxos_step)"
+
+# The same without the promise check, used while the paxos table is empty (almost
+# always: it holds only CAS rounds in flight): a plain write pays nothing for CAS.
+_UPSERT_UNFENCED = """
+INSERT INTO kv (key, ts, node, value, ctx, expires) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT(key) DO UPDATE SET ts = excluded.ts, node = excluded.node,
+    value = excluded.value, ctx = excluded.ctx, expires = excluded.expires
+WHERE excluded.ts > kv.ts OR (excluded.ts = kv.ts AND excluded.node > kv.node)
+"""
 
 _HINT_INSERT = """
 INSERT INTO hints (owner, key, ts, node, value, ctx, expires, created, size)
@@ -273,6 +317,8 @@ class SqliteEngine(StorageEngine):
         self._loop = loop
         self._queue = BatchQueue(WRITE_BATCH_MAX)
         self._hint_deletes_pending: set[int] = set()
+        # Rows in the paxos table; only the writer thread changes it (_paxos_step).
+        self._fences = self._reader.execute("SELECT COUNT(*) FROM paxos").fetchone()[0]
         self.batches = 0
         self.batched_writes = 0
         self.batch_sizes = Buckets(BATCH_SIZE_BUCKETS)  # writes per transaction (metrics)
@@ -309,7 +355,8 @@ class SqliteEngine(StorageEngine):
             if batch is None:
                 break
             error = None
-            newer: dict[int, Version] = {}  # batch index -> the stored newer version that kept it out
+            # batch index -> the stored newer version that kept a write out, or a paxos step's result
+            newer: dict[int, object] = {}
             try:
                 conn.execute("BEGIN")
                 start = 0
@@ -322,7 +369,13 @@ class SqliteEngine(StorageEngine):
                         self._merge_rows(conn, batch, start, end, newer)
                         start = end
                         continue
-                    cur = conn.executemany(sql, [row for _, row, _ in batch[start:end]])
+                    if sql is _PAXOS:  # acceptor steps: read, decide, write, in this transaction
+                        for i in range(start, end):
+                            newer[i] = self._paxos_step(conn, *batch[i][1])
+                        start = end
+                        continue
+                    run_sql = sql if sql is not _UPSERT or self._fences else _UPSERT_UNFENCED
+                    cur = conn.executemany(run_sql, [row for _, row, _ in batch[start:end]])
                     if sql is _UPSERT and cur.rowcount < end - start:  # some were not newer
                         self._find_newer(conn, batch, start, end, newer)
                     start = end
@@ -331,13 +384,49 @@ class SqliteEngine(StorageEngine):
                 error = f"storage error: {exc}"
                 try:
                     conn.execute("ROLLBACK")
+                    self._fences = conn.execute("SELECT COUNT(*) FROM paxos").fetchone()[0]  # undone too
                 except sqlite3.Error:
-                    pass
+                    self._fences = max(self._fences, 1)  # unknown: keep checking promises
             self.batches += 1
             self.batched_writes += len(batch)
             self.batch_sizes.observe(len(batch))
             self._complete(batch, error, newer)
         conn.close()
+
+    supports_paxos = True
+
+    def paxos(self, op, key, ballot, record, done):
+        if self._queue.closing:
+            done(False, "storage engine is closed")
+            return
+        if len(self._queue) >= WRITE_QUEUE_MAX:
+            done(False, f"storage write queue full (WRITE_QUEUE_MAX={WRITE_QUEUE_MAX})")
+            return
+        # On the writer thread, in its group commit: atomic with every other write of
+        # the key, and durable (fsync) before done — a promise or accept is answered
+        # only once it would survive a crash.
+        self._enqueue(_PAXOS, (op, key, ballot, record), done)
+
+    def _paxos_step(self, conn, op, key, ballot, record):
+        row = conn.execute("SELECT ts, node, value, ctx, expires FROM kv WHERE key = ?", (key,)).fetchone()
+        fence = conn.execute("SELECT ts, node FROM paxos WHERE key = ?", (key,)).fetchone()
+
+        def store(rec):
+            v = rec.version
+            conn.execute("INSERT OR REPLACE INTO kv (key, ts, node, value, ctx, expires) VALUES (?, ?, ?, ?, ?, ?)",
+                         (key, v.ts, v.node, rec.value, _ctx_encode(v.ctx) if v.ctx is not None else None,
+                          rec.expires_ms))
+
+        def set_promise(b):
+            if b is None:
+                conn.execute("DELETE FROM paxos WHERE key = ?", (key,))
+                self._fences -= 1 if fence else 0
+            else:
+                conn.execute("INSERT OR REPLACE INTO paxos (key, ts, node) VALUES (?, ?, ?)", (key, b.ts, b.node))
+                self._fences += 0 if fence else 1
+
+        return paxos_step(op, ballot, record, _row_to_record(row), Version(*fence) if fence else None,
+                          store, set_promise)
 
     @staticmethod
     def _find_newer(conn, batch, start: int, end: int, newer: dict) -> None:
@@ -346,8 +435,10 @@ class SqliteEngine(StorageEngine):
         for i in range(start, end):
             key, ts, node = batch[i][1][:3]
             row = conn.execute("SELECT ts, node FROM kv WHERE key = ?", (key,)).fetchone()
-            if row is not None and (row[0], row[1]) > (ts, node):
-                newer[i] = Version(row[0], row[1])
+            fence = conn.execute("SELECT ts, node FROM paxos WHERE key = ?", (key,)).fetchone()
+            best = max((r for r in (row, fence) if r is not None), default=None)
+            if best is not None and (best[0], best[1]) > (ts, node):
+                newer[i] = Version(best[0], best[1])
 
     @staticmethod
     def _merge_rows(conn, batch, start: int, end: int, newer: dict) -> None:

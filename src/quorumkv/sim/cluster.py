@@ -18,6 +18,9 @@ effect                 what the simulator does
                        (persist before ack; ``ack-before-persist`` inverts it)
 ``StoreRead``          ``on_store_done(token, True, record)`` ``read_us`` later
 ``StoreHint`` ...      hint table (``core.hints.HintTable``), as the engines
+``PaxosStore``         CASPaxos acceptor step (core/paxos.py) on the durable
+                       state ``sync_us`` later, then answered (promises survive
+                       a crash)
 ``SaveHlcCeiling``     durable ``sync_us`` later (survives a crash), then
                        ``on_store_done``; a restarted core starts above it
 ``SaveMembers``        kept in the node's ``Boot`` (``node-state.json`` in the
@@ -58,6 +61,8 @@ from ..core.effects import (
     StoreRead, StoreWrite,
 )
 from ..core.clock import MAX_CLOCK_SKEW_MS_DEFAULT
+from ..core.paxos import PaxosStore
+from ..core.paxos import install as install_paxos
 from ..core.hints import HintSettings
 from ..core.membership import JOINING, LEAVING, LEFT, REPLACING, UP
 from ..core.messages_ring import Cleanup, Decommission
@@ -201,6 +206,7 @@ class SimCluster:
         # short interval so replicas converge within the sim's recovery window.
         install_antientropy(core, AESettings(interval_ms=self.ae_interval_ms, gc=self.gc_grace_ms > 0,
                                              gc_grace_ms=self.gc_grace_ms or AESettings().gc_grace_ms), now)
+        install_paxos(core)  # linearizable ops, as shell/server.py installs them
         return core
 
     def hint_age_ms_max(self) -> int:
@@ -321,6 +327,8 @@ class SimCluster:
                 self._hint_effect(node, eff)
             elif t is ScanLocal or t is ReadMany or t is PurgeMany or t is DropMany:
                 self._ae_effect(node, eff)
+            elif t is PaxosStore:  # an acceptor step: durable sync_us later, then answered
+                self.at(self.cfg.sync_us, self._paxos_done, node, self.incarnation[node], eff, inflight=True)
             elif t is SaveHlcCeiling:  # durable sync_us later, like a write; survives crashes
                 self.at(self.cfg.sync_us, self._ceiling_saved, node, self.incarnation[node], eff, inflight=True)
             elif t is SaveMembers:  # synchronous in the shell too (node-state.json)
@@ -437,6 +445,11 @@ class SimCluster:
         st = self.storage[node]  # the result: the newer version that kept the write out, or None
         newer = st.persist(eff.key, eff.record) if persist else st.newer_than(eff.key, eff.record)
         self.run(node, self.cores[node].on_store_done(eff.token, True, newer, self.clock_ms(node)))
+
+    def _paxos_done(self, node: str, incarnation: int, eff) -> None:
+        if self._alive(node, incarnation):  # a crash before the sync: never happened, never answered
+            result = self.storage[node].paxos(eff.op, eff.key, eff.ballot, eff.record)
+            self.run(node, self.cores[node].on_store_done(eff.token, True, result, self.clock_ms(node)))
 
     def _store_read_done(self, node: str, incarnation: int, eff: StoreRead) -> None:
         if self._alive(node, incarnation):

@@ -13,13 +13,15 @@ the lost-write checker must catch.
 
 The apply rule is the real engines' newer-wins (``Version.newer_than``): a replica
 never replaces a newer version with an older one, and reports the newer version
-that kept a write out (``RepWriteAck.newer``; the same version again is "applied").
+that kept a write out (``RepWriteAck.newer``; the same version again is "applied"),
+and, as they do, never stores a write below a key's CASPaxos promise (core/paxos.py).
 """
 
 from __future__ import annotations
 
 from ..core.hints import HintTable
 from ..core.typed import resolve
+from ..core.paxos import paxos_step
 from ..core.version import Record, Version
 
 
@@ -49,10 +51,22 @@ class SimStorage:
         #: hinted handoff (issue 3): hint id -> (owner, key, record, created_ms), oldest first
         self.hints = HintTable()  # durable as soon as stored (the sim acks after sync_us)
         self.hlc_ceiling = 0  # the node's saved HLC ceiling (core/clock.py): survives a crash
+        #: CASPaxos promises (core/paxos.py), durable like the engines' (survive a crash)
+        self.promises: dict[bytes, Version] = {}
 
     # A correct write: the caller schedules ``persist`` sync_us later, then acks.
     def persist(self, key: bytes, record: Record) -> Version | None:
+        promise = self.promises.get(key)
+        if promise is not None and promise.newer_than(record.version):  # fenced by a CAS in flight
+            cur = self.durable.get(key)
+            return cur.version if cur is not None and cur.version.newer_than(promise) else promise
         return _apply(self.durable, key, record)
+
+    def paxos(self, op: str, key: bytes, ballot, record):
+        """An acceptor step (core/paxos.py ``paxos_step``) on the durable state."""
+        return paxos_step(op, ballot, record, self.durable.get(key), self.promises.get(key),
+                          lambda rec: self.durable.__setitem__(key, rec),
+                          lambda b: self.promises.__setitem__(key, b) if b else self.promises.pop(key, None))
 
     def newer_than(self, key: bytes, record: Record) -> Version | None:
         """A version newer than ``record`` this node serves for ``key`` (None: none)."""
