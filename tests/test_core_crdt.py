@@ -152,3 +152,14 @@ def test_state_of_refuses_another_live_type():
     assert typed.state_of(Record(Version(1, "n1"), None), typed.SET, 0) == crdt.ORSet()
     expired = Record(Version(1, "n1"), b"text", expires_ms=5)
     assert typed.state_of(expired, typed.COUNTER, now_ms=10) == crdt.PNCounter()
+
+
+def test_a_ctx_without_a_type_tag_is_a_plain_record():
+    """Other protocols keep their own entries in Version.ctx (CASPaxos: the parent);
+    such records stay last-writer-wins everywhere."""
+    a = Record(Version(5, "n1", {"^n2": 3}), b"5")
+    b = Record(Version(7, "n2", {"^n1": 5}), b"6")
+    assert not typed.is_typed(a.version) and typed.kind_of(a) == typed.LWW
+    assert typed.read_result([a, b]) is b
+    assert typed.needs_repair(b, a) and not typed.needs_repair(b, b)
+    assert typed.resolve(a, b) == (b, None) and typed.resolve(b, a) == (None, Version(7, "n2"))
