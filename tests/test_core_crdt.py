@@ -171,3 +171,12 @@ def test_a_caspaxos_record_is_not_typed_and_stays_last_writer_wins():
     assert typed.resolve(first, second) == (second, None)
     assert typed.resolve(second, first) == (None, Version(20, "n2"))
     assert typed.needs_repair(second, first) and not typed.needs_repair(second, second)
+def test_a_ctx_without_a_type_tag_is_a_plain_record():
+    """Other protocols keep their own entries in Version.ctx (CASPaxos: the parent);
+    such records stay last-writer-wins everywhere."""
+    a = Record(Version(5, "n1", {"^n2": 3}), b"5")
+    b = Record(Version(7, "n2", {"^n1": 5}), b"6")
+    assert not typed.is_typed(a.version) and typed.kind_of(a) == typed.LWW
+    assert typed.read_result([a, b]) is b
+    assert typed.needs_repair(b, a) and not typed.needs_repair(b, b)
+    assert typed.resolve(a, b) == (b, None) and typed.resolve(b, a) == (None, Version(7, "n2"))

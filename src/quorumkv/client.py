@@ -48,6 +48,7 @@ from .core.framing import FrameDecoder, FrameEncoder
 from .core.validation import level_to_wire, validate_key, validate_value
 from .core.version import SessionContext, Version
 from .client_typed import Siblings, SiblingsError, TypedMethods, plain_value  # noqa: F401 - re-exported
+from .core.typed import is_typed
 from .errors import (
     ConnectionFailedError,
     ConsistencyWarning,
@@ -279,7 +280,7 @@ class _Base:
 
     @staticmethod
     def _value(reply: m.Reply, key, default):
-        if reply.status == m.OK and reply.version is not None and reply.version.typed:
+        if reply.status == m.OK and is_typed(reply.version):
             value = plain_value(reply)  # a typed key: a causal key's only sibling, else an error
             if value is not None:
                 return value

@@ -72,7 +72,7 @@ from .rand import SplitMix64
 from .ring import Ring
 from .ringchange import RingChange
 from .routing import LoadTracker, joint_read_targets, read_targets, write_targets
-from .typed import needs_repair, read_result
+from .typed import is_typed, needs_repair, read_result
 from .typed_coord import TypedCoordinator
 from .version import HLC, Record, Version, newest
 
@@ -734,7 +734,8 @@ class NodeCore:
         else:
             stats["writes"] += 1
             expires = now_ms + msg.ttl_ms if msg.ttl_ms and msg.value is not None else 0
-            record = Record(Version(self.hlc.now(now_ms), me), msg.value, expires)
+            # A typed write (core/typed_coord.py) arrives with the record its primary made.
+            record = getattr(msg, "record", None) or Record(Version(self.hlc.now(now_ms), me), msg.value, expires)
             op.record = record
             op.targets = (targets, [])
             for node in primaries:
@@ -1006,7 +1007,7 @@ class NodeCore:
                     if op.blocking_repair and self.settings.read_repair:
                         op.repairs_pending = set(self._repair(op, rec, now_ms, out, reply_id=op.op_id))
                 else:
-                    op.reply = m.Reply(op.req_id, m.OK, op.record.value if op.record.version.typed else None,
+                    op.reply = m.Reply(op.req_id, m.OK, op.record.value if is_typed(op.record.version) else None,
                                        op.record.version, "", op.warning, w_used=rnd.needed)  # typed: new state
             else:
                 self.stats["lost"] += 1

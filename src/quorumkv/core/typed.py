@@ -52,6 +52,12 @@ class WrongTypeError(ValueError):
     """An operation of one kind on a key holding another (Redis: WRONGTYPE)."""
 
 
+def is_typed(version: Version | None) -> bool:
+    """Whether a version is a typed record's. ``ctx`` alone does not say so: other
+    protocols keep their own entries there (CASPaxos records name their parent)."""
+    return version is not None and version.ctx is not None and "t" in version.ctx
+
+
 def kind_of(rec: Record | None) -> int:
     if rec is None:
         return LWW
@@ -148,7 +154,7 @@ def read_result(records) -> Record | None:
     of another type (older ones were overwritten by it)."""
     recs = [r for r in records if r is not None]
     top = newest(recs)
-    if top is None or not top.version.typed:
+    if top is None or not is_typed(top.version):
         return top
     kind = kind_of(top)
     if top.value is None:
@@ -173,7 +179,7 @@ def needs_repair(result: Record, rec: Record | None) -> bool:
     """Whether a replica that answered ``rec`` should be sent ``result``."""
     if rec is None:
         return True
-    if result.version.typed and kind_of(rec) == kind_of(result) and rec.value is not None:
+    if is_typed(result.version) and kind_of(rec) == kind_of(result) and rec.value is not None:
         return rec.version.ctx.get("h") != result.version.ctx.get("h")
     return result.version.newer_than(rec.version)
 

@@ -30,6 +30,7 @@ from typing import NamedTuple, Protocol
 
 from ..core import messages as m
 from ..core.consistency import resolve, weak_warning
+from ..core.typed import is_typed
 from ..core.node import level_to_wire
 from ..core.version import SessionContext
 from ..errors import InvalidRequestError
@@ -357,7 +358,7 @@ def cmd_get(s, node, args):
         return (yield from atomic.lin_get(s, node, args))
     (reply,) = yield (ReadOp(args[1]),)
     reply = _check(reply)
-    if reply.status == m.OK and reply.version is not None and reply.version.typed:  # typed (commands_crdt.py)
+    if reply.status == m.OK and is_typed(reply.version):  # typed (commands_crdt.py)
         return typed_get(s, reply)
     return encode_bulk(reply.value) if reply.status == m.OK else encode_null(s.proto)
 
@@ -447,7 +448,7 @@ def cmd_exists(s, node, args):
 
 def cmd_type(s, node, args):
     (reply,) = yield (ReadOp(args[1]),)
-    if _found(reply) and reply.version is not None and reply.version.typed:  # typed (commands_crdt.py)
+    if _found(reply) and is_typed(reply.version):  # typed (commands_crdt.py)
         return redis_type(reply)
     return b"+string\r\n" if _found(reply) else b"+none\r\n"
 

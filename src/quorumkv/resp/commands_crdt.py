@@ -11,9 +11,10 @@ quorum rounds, not atomic, so a concurrent writer can make a count off by its
 changes. The update itself never loses a concurrent one (the types merge).
 
 ``INCRBY``/``INCR``/``DECRBY``/``DECR`` act on a *counter-typed* key (a PN-counter).
-When another handler for them is already registered (plain string counters), a key
-that is not counter-typed goes to that handler; otherwise a missing key becomes a
-counter. ``QKV.CINCRBY key delta`` always makes or updates a counter.
+When another handler for them is already registered (resp/atomic.py: CASPaxos on
+plain strings), a key that is not counter-typed — a missing one included — goes to
+that handler; without one, a missing key becomes a counter. ``QKV.CINCRBY key
+delta`` always makes or updates a counter.
 
 ``GET`` of a typed key (``typed_get``): a counter's value as a string, a causal
 key's value when it has one sibling, else the error ``SIBLINGS ... QKV.SIBLINGS``;

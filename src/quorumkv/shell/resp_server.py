@@ -38,6 +38,7 @@ import structlog
 from ..core import messages as m
 from ..core.limits import CLIENT_PIPELINE_MAX
 from ..resp import commands as _commands
+from ..core.typed import is_typed
 from ..resp.atomic import AtomicOp
 from ..resp.commands import CommandError, ReadOp, Session, WriteOp, lookup
 from ..resp.parser import OK, RequestParser, RespProtocolError, encode_bulk, encode_error, encode_null
@@ -339,7 +340,7 @@ class RespConnection(asyncio.Protocol):
         if type(msg) is m.Reply and (msg.status == m.OK or (msg.status == m.NOT_FOUND and slot.fast == _FAST_GET)):
             if slot.fast == _FAST_SET:
                 slot.data = OK
-            elif msg.status == m.OK and msg.version is not None and msg.version.typed:
+            elif msg.status == m.OK and is_typed(msg.version):
                 slot.data = _commands.typed_get(self.session, msg)  # a counter, set, map or causal key
             elif msg.status == m.OK:
                 slot.data = encode_bulk(msg.value)

@@ -37,7 +37,7 @@ import msgspec
 
 from ..core.hints import HintTable, record_size
 from ..core.casops import paxos_step
-from ..core.typed import resolve
+from ..core.typed import is_typed, resolve
 from .batching import BatchQueue, call_in_loop
 from .metrics_hist import BATCH_SIZE_BUCKETS, Buckets
 from ..core.version import Record, Version
@@ -343,7 +343,7 @@ class SqliteEngine(StorageEngine):
         v = record.version
         row = (key, v.ts, v.node, record.value, _ctx_encode(v.ctx) if v.ctx is not None else None,
                record.expires_ms)
-        self._enqueue(_MERGE if v.typed else _UPSERT, row, done)
+        self._enqueue(_MERGE if is_typed(v) else _UPSERT, row, done)
 
     def _enqueue(self, sql: str, row: tuple, done: Done | None) -> None:
         self._queue.put((sql, row, done))

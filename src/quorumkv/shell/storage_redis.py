@@ -66,7 +66,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from .batching import BatchQueue, call_in_loop
-from ..core.typed import resolve
+from ..core.typed import is_typed, resolve
 from ..core.version import Record, Version
 from .storage import Done, StorageEngine
 
@@ -276,7 +276,7 @@ class RedisEngine(StorageEngine):
         self._queue.put((op, done))
 
     def write(self, key, record, done):
-        if record.version.typed:  # typed: merged on the I/O thread (_typed_write)
+        if is_typed(record.version):  # typed: merged on the I/O thread (_typed_write)
             self._submit(("TYPED", key, record), done)
             return
         self._submit(self.layout.write_command(self.sha, key, record), done)

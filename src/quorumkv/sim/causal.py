@@ -126,6 +126,103 @@ def statuses(history: History) -> dict[str, int]:
     return out
 
 
+# ------------------------------------------------------------ CRDTs (counter, set)
+class CrdtWorkload(Workload):
+    """Half the keys are PN-counters (every write increments by 1), half OR-sets
+    (every write adds a member never added before). Reads are plain gets."""
+
+    def _send(self, client: int, kind: str, key: bytes, value, node: str, level: int) -> Op:
+        if kind == "get":
+            return super()._send(client, kind, key, value, node, level)
+        op_id = self._next_op_id
+        self._next_op_id += 1
+        counter = self.keys.index(key) % 2 == 0
+        if value is None:  # the base workload's deletes: here one more unique add
+            value = b"c%d-op%d" % (client, op_id)
+        op = self.history.invoke(Op(op_id, client, "put", key, None if counter else value, node,
+                                    self.cluster.now_us, level))
+        self.outstanding[client] = op
+        msg = (Update(op_id, key, typed.COUNTER, "incr", [], 1, None, level) if counter
+               else Update(op_id, key, typed.SET, "add", [value], 0, None, level))
+        self.cluster.client_send(client, node, msg, None)
+        self.cluster.at(self.cfg.client_timeout_ms * 1000, self._client_timeout, client, op_id)
+        return op
+
+
+@dataclass
+class CrdtVerdict:
+    acked_increments: int = 0
+    counters_wrong: int = 0  # final value outside [acked, acked + maybe-landed]
+    acked_adds: int = 0
+    adds_lost: int = 0
+    unknown_members: int = 0
+    final_reads_failed: int = 0
+    divergent_keys: int = 0
+    examples: dict = None
+
+    @property
+    def ok(self) -> bool:
+        return not (self.counters_wrong or self.adds_lost or self.unknown_members or self.final_reads_failed
+                    or self.divergent_keys)
+
+
+def check_crdt(history: History, final: dict, replica_versions) -> CrdtVerdict:
+    from ..core import crdt
+
+    v = CrdtVerdict(examples={})
+    writes: dict[bytes, list[Op]] = {}
+    for op in history.ops:
+        if op.is_write and not op.no_effect:
+            writes.setdefault(op.key, []).append(op)
+    for key, fin in sorted(final.items()):
+        if fin.outcome != OK:
+            v.final_reads_failed += 1
+            continue
+        ops = writes.get(key, [])
+        acked = [op for op in ops if op.outcome == OK]
+        rec = Record(fin.version, fin.value) if fin.value is not None else None
+        if any(op.value is None for op in ops):  # a counter key
+            value = crdt.counter_value(typed.state_of(rec, typed.COUNTER, 0))
+            v.acked_increments += len(acked)
+            if not len(acked) <= value <= len(ops):
+                v.counters_wrong += 1
+                v.examples.setdefault("counter", []).append({"key": key.decode(), "value": value,
+                                                             "acked": len(acked), "attempted": len(ops)})
+        elif ops:
+            members = set(crdt.set_members(typed.state_of(rec, typed.SET, 0)))
+            v.acked_adds += len(acked)
+            lost = [op.value for op in acked if op.value not in members]
+            v.adds_lost += len(lost)
+            v.unknown_members += len(members - {op.value for op in ops})
+            if lost:
+                v.examples.setdefault("lost_add", []).append({"key": key.decode(), "lost": lost[:5]})
+        states = {(x.key(), (x.ctx or {}).get("h")) if x else None for x in replica_versions(key).values()}
+        v.divergent_keys += len(states) > 1
+    return v
+
+
+def run_crdt(cfg: SimConfig) -> tuple[CrdtVerdict, dict]:
+    """A CRDT run: (verdict, faults injected)."""
+    rng = random.Random(cfg.seed)
+    sampler = LatencySampler(pbs.get_profile(cfg.profile), rng)
+    history = History()
+    nemesis = Nemesis(cfg, rng)
+    cluster = SimCluster(cfg, rng, sampler, history, gc_grace_ms=nemesis.gc_grace_ms)
+    nemesis.attach(cluster)
+    workload = CrdtWorkload(cfg, cluster, rng, history)
+    nemesis.start()
+    workload.start()
+    if not cluster.run_until(lambda: workload.done, PHASE_US_MAX):
+        raise RuntimeError(f"seed {cfg.seed}: CRDT workload did not finish within {PHASE_US_MAX} µs")
+    nemesis.heal_all()
+    cluster.run_until(lambda: not cluster.ring_change_in_progress(), cluster.now_us + RING_CHANGE_US_MAX)
+    cluster.run_until(lambda: False, cluster.now_us + RECOVERY_WINDOW_US)
+    cluster.run_until(cluster.quiet, cluster.now_us + PHASE_US_MAX)
+    workload.read_all_keys()
+    cluster.run_until(lambda: workload.final_done and cluster.quiet(), cluster.now_us + PHASE_US_MAX)
+    return check_crdt(history, workload.final, cluster.replica_versions), dict(nemesis.injected)
+
+
 #: The faults a causal sweep draws from (swarm: each seed picks its own subset).
 SWEEP_FAULTS = ("partition", "crash", "crash-all", "skew", "join", "decommission", "replace")
 
@@ -141,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ops", type=int, default=2_000)
     ap.add_argument("--faults", default=",".join(SWEEP_FAULTS))
     ap.add_argument("--no-swarm", action="store_true", help="every fault on in every seed")
+    ap.add_argument("--crdt", action="store_true", help="counters and sets instead of causal siblings")
     args = ap.parse_args(argv)
     if "-" in args.seeds:
         lo, hi = map(int, args.seeds.split("-"))
@@ -150,6 +248,17 @@ def main(argv: list[str] | None = None) -> int:
     faults = tuple(f for f in args.faults.split(",") if f)
     failed = []
     totals = {"acked_writes": 0, "superseded": 0, "lost_acked_writes": 0, "resurrections": 0}
+    if args.crdt:
+        for seed in seeds:
+            verdict, injected = run_crdt(SimConfig(seed=seed, ops=args.ops, faults=faults, swarm=not args.no_swarm))
+            line = {k: getattr(verdict, k) for k in ("acked_increments", "counters_wrong", "acked_adds", "adds_lost",
+                                                     "unknown_members", "final_reads_failed", "divergent_keys")}
+            print(json.dumps({"seed": seed, "ok": verdict.ok, "faults_injected": injected, **line,
+                              "examples": verdict.examples}, sort_keys=True), flush=True)
+            if not verdict.ok:
+                failed.append(seed)
+        print(json.dumps({"seeds": len(seeds), "failed_seeds": failed}))
+        return 1 if failed else 0
     for seed in seeds:
         res = run_causal(SimConfig(seed=seed, ops=args.ops, faults=faults, swarm=not args.no_swarm))
         line = res.summary()
