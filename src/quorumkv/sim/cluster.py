@@ -283,6 +283,9 @@ class SimCluster:
         operator checks in ``quorumkv status`` before the next join or decommission)."""
         if self.ring_change_in_progress():
             return False
+        for name in self.live():  # a restarted node that has not yet heard a majority's tables
+            if not self.cores[name].ring_sync.synced:
+                return False
         views = {(c.membership.ring_members(), c.membership.future_ring_members())
                  for c in (self.cores[n] for n in self.live()) if c is not None}
         return len(views) <= 1
