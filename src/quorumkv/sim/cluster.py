@@ -93,7 +93,8 @@ RING_CHANGE_STATUSES = (JOINING, REPLACING, LEAVING)
 CORE_TOTALS = ("stream_keys_received", "stream_keys_sent", "stream_failures", "tombstones_purged",
                "cleanup_keys_dropped",
                "gc_rounds", "hints_stored", "hints_replayed", "hints_dropped_age", "read_repairs",
-               "ae_keys_pushed", "ae_keys_pulled")
+               "ae_keys_pushed", "ae_keys_pulled",
+               "ring_sync_waits", "ring_sync_refused")  # requests a restarted node held until synced
 
 
 #: The client id of operator requests (decommission); workload clients are >= 0,
