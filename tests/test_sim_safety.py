@@ -343,14 +343,16 @@ def _restart_key():
 @functools.cache  # one run per module: the stage test and the safety test share it
 def _scenario_restart_forgets_joined_member():
     """Soak seeds 72, 218 and 906 (issue 10's "known gap"): n6 joins and every node
-    learns it; then the whole cluster power-cycles, and gossip has not yet gone
-    round (dropped here, so the moment lasts). Each of n1..n5 restarts from its
-    config file, which lists the five initial members only. n6 coordinates a write by
-    the ring it knows — acked by n6 and one old replica x, the copy to the third (y)
-    slow — then the replica that n6 displaced (d) coordinates a strict read, its
-    copy from x slow, so it asks y. Before the fix d had forgotten n6, read by the
-    five-node ring from {d, y} and returned nothing: two strict quorums that did not
-    intersect."""
+    learns it; then the whole cluster power-cycles, and n6's gossip is lost (dropped
+    here, so the moment lasts: nobody can re-learn n6 from n6 itself). Each of
+    n1..n5 restarts from its config file, which lists the five initial members only,
+    and hears the tables of the others (the majority a restarted node waits for
+    before strict requests, ``RingSync``). Just before the power cycle n6
+    coordinated a write by the ring it knows — acked by n6 and one old replica x,
+    the copy to the third (y) slow and lost in the crash. After it the replica that
+    n6 displaced (d) coordinates a strict read, its copy from x slow, so it asks y. Before the fix d had forgotten n6 (so had every other node), read
+    by the five-node ring from {d, y} and returned nothing: two strict quorums that
+    did not intersect."""
     sc = Scenario()
     key = _restart_key()
     p5, p6 = Ring(FIVE, N).preference_list(key), Ring(sorted(FIVE + ["n6"]), N).preference_list(key)
@@ -359,17 +361,17 @@ def _scenario_restart_forgets_joined_member():
     n6 = sc.join()
     sc.run_for(2_000)  # gossip tells everyone
     known = {name: sc.cluster.cores[name].membership.ring_members() for name in sc.cluster.live()}
+    sc.slow(n6, y, (m.RepWrite,), by_ms=3_000)
+    put = sc.put(n6, key, b"NEW", level=2)
     for name in sc.cluster.live():
         sc.cluster.crash(name)
-    sc.drop((m.Gossip, m.GossipAck))
+    sc.drop((m.Gossip, m.GossipAck), to=n6)
+    sc.drop((m.Gossip, m.GossipAck), src=n6)
     for name in sc.cluster.in_service():
         sc.cluster.restart(name)
-    sc.slow(n6, y, (m.RepWrite,), by_ms=3_000)
     sc.slow(d, x, (m.RepRead,), by_ms=3_000)
-    sc.run_for(5)
     after = {name: sc.cluster.cores[name].membership.ring_members() for name in sc.cluster.live()}
-    put = sc.put(n6, key, b"NEW", level=2)
-    sc.run_for(1)  # the read begins strictly after the ack
+    sc.run_for(5)
     get = sc.get(d, key, level=2, client=1)
     return sc, key, known, after, put, get
 

@@ -66,7 +66,10 @@ from .effects import (  # noqa: F401 - re-exported: the shell and tests import t
 from .clock import MAX_CLOCK_SKEW_MS_DEFAULT, ClockGuard
 from .hints import HintSettings, TokenBucket, admit, expired, record_size
 from .limits import KEY_BYTES_MAX, ROUNDS_INFLIGHT_MAX, VALUE_BYTES_MAX
-from .membership import ALIVE, JOINING, LEFT, MEMBERS_MAX, REPLACING, UP, DetectorSettings, Membership
+from .membership import ALIVE, JOINING, LEFT, MEMBERS_MAX, REPLACING, UP, DetectorSettings, Membership, RingSync
+from .messages_cas import Atomic
+from .messages_scan import Scan
+from .messages_typed import Update
 from .quorum import LOST, PENDING, WON, QuorumRound
 from .rand import SplitMix64
 from .ring import Ring
@@ -97,6 +100,15 @@ HINT_TARGETS_MAX = MEMBERS_MAX
 #: Past the bound (other writes to the key keep landing newer versions: writes
 #: concurrent with this one) newer acks count towards W, as acks did before.
 RESTAMPS_MAX = 3
+#: Client requests a node holds while its ring is not yet synced after a start
+#: (``RingSync``; docs/ring-changes.md, "Restarts"): one client pipeline's worth
+#: (CLIENT_PIPELINE_MAX). Normally the wait is one gossip round trip; past the bound
+#: a request is answered UNAVAILABLE at once rather than queued without limit.
+RING_SYNC_PARKED_MAX = 1_000
+#: Client request types that always wait for the ring sync: linearizable operations,
+#: typed updates and scans route by the ring and promise more than a weak read. A
+#: Get/Put waits only when it asks R + W > N (``_strict``).
+RING_SYNC_GATED = (Atomic, Update, Scan)
 
 
 class NodeSettings(NamedTuple):
@@ -138,6 +150,11 @@ class NodeSettings(NamedTuple):
     #: The shell's tombstone GC grace (0: GC off). A session floor older than it may
     #: name a purged tombstone, so a read finding no copy at all honours it.
     tombstone_gc_grace_ms: int = 0
+    #: After a start, how long a client request that needs an up-to-date ring (a
+    #: strict Get/Put, a linearizable op, a typed update, a scan) waits for the node
+    #: to hear the tables of a majority of members (``RingSync``) before it is
+    #: answered UNAVAILABLE rather than served by a ring that may be stale.
+    timeout_ms_ring_sync: int = 2_000
 
 
 class _Op:
@@ -195,7 +212,9 @@ class NodeCore:
         """``hlc_last``: the largest timestamp in storage; ``hlc_ceiling``: the last
         ceiling ``SaveHlcCeiling`` made durable (0 on a fresh node; None: the caller
         keeps none, so the HLC cannot promise anything across restarts);
-        ``known``: the last table ``SaveMembers`` made durable; ``departed``: node ->
+        ``known``: the last table ``SaveMembers`` made durable ({} on a first start;
+        None: the caller keeps none — then the node trusts its ring at once instead
+        of waiting to hear a majority's tables, ``RingSync``); ``departed``: node ->
         (address, generation, version) of members known as left (an older state
         file's form of the same, merged into ``known``)."""
         if settings.node_id not in members:
@@ -265,6 +284,15 @@ class NodeCore:
             "speculative_retries": 0, "membership_changes": 0, "write_restamps": 0,
         })
         self.clock = ClockGuard(self, hlc_ceiling, now_ms)
+        # A (re)started node's ring may be older than the cluster's: strict requests
+        # wait until it has heard a majority's tables (docs/ring-changes.md, "Restarts").
+        # ``known`` None: the caller keeps no membership across starts (bare cores in
+        # unit tests), so there is nothing a start could have missed: synced at once.
+        self.ring_sync = RingSync(self.membership, now_ms, synced=known is None and departed is None)
+        self._sync_parked: deque = deque()  # (deadline_ms, conn, msg), arrival order
+        self.stats.update({"ring_synced": int(self.ring_sync.synced), "ring_sync_ms": 0,
+                           "ring_sync_waits": 0, "ring_sync_refused": 0})
+        self._busy_probes.append(lambda: bool(self._sync_parked))
         self.typed = TypedCoordinator(self)  # counters, sets, maps, causal writes (core/typed_coord.py)
 
     # ------------------------------------------------------------------ config
@@ -335,6 +363,8 @@ class NodeCore:
             self._merge(msg.endpoints, now_ms, out)
             self._respond(conn, m.GossipAck(msg.id, self.membership.table(), self.hlc.last), now_ms, out)
         elif t is m.Get or t is m.Put:
+            if not self.ring_sync.synced and self._strict(msg) and self._park(conn, msg, now_ms, out):
+                return out
             self.stats["requests"] += 1
             if self.clock.admit(conn, msg, now_ms, out):
                 self._coordinate_client(conn, msg, now_ms, out)
@@ -352,6 +382,8 @@ class NodeCore:
             except InvalidRequestError as exc:
                 self._respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
         elif t in self._request_handlers:
+            if not self.ring_sync.synced and t in RING_SYNC_GATED and self._park(conn, msg, now_ms, out):
+                return out
             self._request_handlers[t](conn, msg, now_ms, out)
         else:
             # A response type arriving as a request: a confused peer. Answer, don't crash.
@@ -372,6 +404,8 @@ class NodeCore:
         if t is m.GossipAck:
             self.clock.observe_remote(msg.hlc, now_ms)
             self._merge(msg.endpoints, now_ms, out)
+            if not self.ring_sync.synced and self.ring_sync.heard_from(peer, self.membership, now_ms):
+                self._ring_synced(now_ms, out)
             return out
         handler = self._response_handlers.get(t)
         if handler is not None:
@@ -582,6 +616,8 @@ class NodeCore:
         if self.settings.speculative_retry_ms:
             self._speculate(now_ms, out)
         self._membership_tick(now_ms, out)
+        if self._sync_parked:
+            self._sync_tick(now_ms, out)
         self._hints_tick(now_ms, out)
         for ticker in self._tickers:
             ticker(now_ms, out)
@@ -1135,6 +1171,8 @@ class NodeCore:
             self.ring_change.start_pull("join" if me.status == JOINING else "replace", now_ms, out)
         if (self.membership.ring_members(), self.membership.future_ring_members()) != before:
             self._ring_changed(now_ms, out)
+        if not self.ring_sync.synced and self.ring_sync.update(self.membership, now_ms):
+            self._ring_synced(now_ms, out)  # members left: fewer answers make a majority
         # Persist what we know of the others — who joined, is joining, was replaced,
         # is leaving or has left — so a restart (even of the whole cluster, with
         # config files that list the initial members) routes by the ring we knew,
@@ -1162,7 +1200,10 @@ class NodeCore:
         if now_ms >= self._next_gossip_ms:
             self._next_gossip_ms = now_ms + self.settings.gossip_interval_ms
             table = ms.table()
-            targets = self.rng.sample(ms.peers(), GOSSIP_FANOUT)
+            if self.ring_sync.synced:
+                targets = self.rng.sample(ms.peers(), GOSSIP_FANOUT)
+            else:  # every member not heard from yet: a majority's answers in one round trip
+                targets = self.ring_sync.unheard(ms)
             if ms.me.status == JOINING or not targets:
                 targets += [SEED_PREFIX + s for s in self.settings.seeds if s != ms.me.address]
             for peer in targets:
@@ -1173,6 +1214,66 @@ class NodeCore:
     def _transition(self, tr, now_ms: int, out: list) -> None:
         level = "info" if tr.new == ALIVE else "warning"
         out.append(Log(level, f"node_{tr.new}", {"peer": tr.node, "was": tr.old}))
+
+    # --------------------------------------------------------------- ring sync
+    def _strict(self, msg) -> bool:
+        """A Get/Put that asks R + W > N (or a freshness/latency target): it must not
+        be coordinated by a ring that may be stale. A request whose level is invalid
+        is not held: ``_coordinate`` says why at once."""
+        if self.ring is None or dynamic.wants_target(msg):
+            return True
+        n = self.ring.n
+        is_get = type(msg) is m.Get
+        try:
+            level = level_from_wire(msg.r if is_get else msg.w)
+            needed = resolve(level, n, self.default_r if is_get else self.default_w, "R" if is_get else "W")
+        except (InvalidRequestError, UnavailableError):
+            return False
+        return (needed + self.default_w if is_get else self.default_r + needed) > n
+
+    def _park(self, conn, msg, now_ms: int, out: list) -> bool:
+        """Hold a client request until the ring is synced (True), or answer it
+        UNAVAILABLE at once when RING_SYNC_PARKED_MAX are held (True as well)."""
+        if len(self._sync_parked) >= RING_SYNC_PARKED_MAX:
+            self._sync_refuse(conn, msg, f"node {self.node_id} restarted and has not yet heard the "
+                              f"membership of a majority of the cluster; RING_SYNC_PARKED_MAX="
+                              f"{RING_SYNC_PARKED_MAX} requests already wait for it", now_ms, out)
+            return True
+        self.stats["ring_sync_waits"] += 1
+        self._sync_parked.append((now_ms + self.settings.timeout_ms_ring_sync, conn, msg))
+        return True
+
+    def _sync_refuse(self, conn, msg, text: str, now_ms: int, out: list) -> None:
+        self.stats["ring_sync_refused"] += 1
+        self.stats["requests"] += 1
+        if type(msg) is Atomic:
+            from .paxos import plain_reply  # paxos imports this module: import on use
+            from .messages_cas import AtomicReply
+            reply = AtomicReply(msg.id, m.UNAVAILABLE, message=text)
+            self._respond(conn, plain_reply(reply) if msg.plain else reply, now_ms, out)
+        else:
+            self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=text), now_ms, out)
+
+    def _sync_tick(self, now_ms: int, out: list) -> None:
+        """Answer the held requests whose ``timeout_ms_ring_sync`` has passed."""
+        parked = self._sync_parked
+        heard = len(self.ring_sync.heard)
+        needed = RingSync.needed(self.membership)
+        while parked and parked[0][0] <= now_ms:
+            _, conn, msg = parked.popleft()
+            self._sync_refuse(conn, msg, (
+                f"node {self.node_id} restarted and its ring may be stale: it has heard the membership of "
+                f"{heard} of the {needed} peers it needs (a majority of the cluster) within "
+                f"timeout_ms_ring_sync={self.settings.timeout_ms_ring_sync}; try another node or again "
+                "later"), now_ms, out)
+
+    def _ring_synced(self, now_ms: int, out: list) -> None:
+        """A majority's tables are merged: serve what waited, in arrival order."""
+        self.stats["ring_synced"] = 1  # in ``status``; no log line: most starts sync in one round trip
+        self.stats["ring_sync_ms"] = now_ms - self.ring_sync.since_ms
+        parked, self._sync_parked = self._sync_parked, deque()
+        for _, conn, msg in parked:
+            out.extend(self.on_request(conn, msg, now_ms))
 
     # ------------------------------------------------------------------- hints
     def _departed(self, owner: str) -> bool:

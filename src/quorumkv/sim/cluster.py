@@ -93,7 +93,8 @@ RING_CHANGE_STATUSES = (JOINING, REPLACING, LEAVING)
 CORE_TOTALS = ("stream_keys_received", "stream_keys_sent", "stream_failures", "tombstones_purged",
                "cleanup_keys_dropped",
                "gc_rounds", "hints_stored", "hints_replayed", "hints_dropped_age", "read_repairs",
-               "ae_keys_pushed", "ae_keys_pulled")
+               "ae_keys_pushed", "ae_keys_pulled",
+               "ring_sync_waits", "ring_sync_refused")  # requests a restarted node held until synced
 
 
 #: The client id of operator requests (decommission); workload clients are >= 0,
@@ -283,6 +284,9 @@ class SimCluster:
         operator checks in ``quorumkv status`` before the next join or decommission)."""
         if self.ring_change_in_progress():
             return False
+        for name in self.live():  # a restarted node that has not yet heard a majority's tables
+            if not self.cores[name].ring_sync.synced:
+                return False
         views = {(c.membership.ring_members(), c.membership.future_ring_members())
                  for c in (self.cores[n] for n in self.live()) if c is not None}
         return len(views) <= 1
