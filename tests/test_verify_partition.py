@@ -152,3 +152,21 @@ def test_partition_as_non_root_is_refused_before_anything_starts(monkeypatch):
     with pytest.raises(InvalidRequestError, match=r"^--faults partition: network partitions need root"):
         VerifyConfig(faults=("kill", "partition")).validate()
     VerifyConfig(faults=("kill", "pause")).validate()  # the other faults need nothing
+
+
+def test_peer_links_connect_from_the_nodes_own_loopback_address_only_when_both_ends_are_loopback():
+    from quorumkv.shell.server import _loopback_source
+
+    assert _loopback_source("127.9.8.2:7000", "127.9.8.3") == ("127.9.8.2", 0)
+    assert _loopback_source("127.0.0.1:7000", "127.0.0.1") is None  # one address: the kernel's choice
+    assert _loopback_source("10.0.0.1:7000", "127.0.0.3") is None
+    assert _loopback_source("127.0.0.2:7000", "10.0.0.3") is None
+    assert _loopback_source("n1:7000", "n2") is None  # host names are left alone
+    assert _loopback_source("[::1]:7000", "127.0.0.3") is None
+
+
+def test_node_hosts_says_why_a_cluster_cannot_be_partitioned():
+    assert partition.node_hosts({"n1": "127.5.5.1:7000", "n2": "127.5.5.2:7000"}) is None
+    assert "own address" in partition.node_hosts({"n1": "127.0.0.1:7000", "n2": "127.0.0.1:7001"})
+    assert "host names" in partition.node_hosts({"n1": "n1:7000", "n2": "n2:7000"})
+    assert "loopback" in partition.node_hosts({"n1": "10.1.1.1:7000", "n2": "10.1.1.2:7000"})
