@@ -113,7 +113,7 @@ def cas(key: str, expected: Annotated[str, typer.Argument(help="The current valu
 @app.command()
 def verify(
         workload: Annotated[str, typer.Option("--workload", help="register, cas-register, counter or set.")] = "register",
-        faults: Annotated[str, typer.Option("--faults", help="Comma-separated: kill, pause (empty: none).")] = "kill,pause",
+        faults: Annotated[str, typer.Option("--faults", help="Comma-separated: kill, pause, partition (root; empty: none).")] = "kill,pause",
         linearizable: Annotated[bool, typer.Option("--linearizable/--lww", help=(
             "Clients use linearizable reads/writes (default) or plain LWW quorum ones."))] = True,
         r: Annotated[Optional[str], typer.Option("--r", help="LWW read level (with --lww).")] = None,

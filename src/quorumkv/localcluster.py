@@ -131,18 +131,27 @@ class LocalCluster:
     # -- create ---------------------------------------------------------------
     def create(self, count: int, *, base_port: int, replicas: int, storage: str = "sqlite",
                host: str = "127.0.0.1", r: str = "QUORUM", w: str = "QUORUM", fsync: bool = True,
-               timeout_ms: int = 2_000, node_overrides: dict[str, dict] | None = None) -> None:
-        """``node_overrides``: per node id, extra NodeConfig fields (e.g. ``redis_url``)."""
+               timeout_ms: int = 2_000, node_overrides: dict[str, dict] | None = None,
+               hosts: list[str] | None = None) -> None:
+        """``node_overrides``: per node id, extra NodeConfig fields (e.g. ``redis_url``).
+        ``hosts``: one listen host per node (e.g. 127.0.0.2, 127.0.0.3, ... so that
+        traffic between two nodes can be told apart by address); default ``host`` for all."""
         from .shell.config import NodeConfig  # noqa: PLC0415 - keeps `quorumkv get` start-up light
 
         if count < 1:
             raise ValueError("a cluster needs at least one node")
-        members = {f"n{i + 1}": f"{host}:{base_port + i}" for i in range(count)}
+        if hosts is not None and len(hosts) != count:
+            raise ValueError(f"{count} nodes need {count} hosts, not {len(hosts)}")
+        node_host = list(hosts) if hosts is not None else [host] * count
+        members = {f"n{i + 1}": f"{node_host[i]}:{base_port + i}" for i in range(count)}
         # Node i's RESP port comes after every node's internode port: base + count + i.
-        resp = {f"n{i + 1}": f"{host}:{base_port + count + i}" for i in range(count)}
+        resp = {f"n{i + 1}": f"{node_host[i]}:{base_port + count + i}" for i in range(count)}
         # Metrics: the first free ports after those (a test reserves only 2 x count).
-        metrics_ports = _free_ports(base_port + 2 * count, count, host)
-        metrics = {f"n{i + 1}": f"{host}:{metrics_ports[i]}" for i in range(count)}
+        if hosts is None:
+            metrics_ports = _free_ports(base_port + 2 * count, count, host)
+        else:
+            metrics_ports = [_free_ports(base_port + 2 * count + i, 1, node_host[i])[0] for i in range(count)]
+        metrics = {f"n{i + 1}": f"{node_host[i]}:{metrics_ports[i]}" for i in range(count)}
         os.makedirs(self.root, exist_ok=True)
         self.nodes = []
         for node_id, addr in members.items():

@@ -19,6 +19,7 @@ Connections:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import signal
@@ -270,6 +271,22 @@ _RESPONSE_TYPES = set(m.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.Ins
                                            SnapshotReply}
 
 
+def _loopback_source(listen: str, peer_host: str) -> tuple[str, int] | None:
+    """The local address a peer link connects from: the node's own listen address when
+    both it and the peer are distinct IPv4 loopback addresses (``quorumkv verify``'s
+    partition nemesis gives each node its own 127.x address and drops traffic between
+    address pairs — without this the kernel would send from 127.0.0.1); None (the
+    kernel's choice) otherwise."""
+    own = parse_address(listen)[0]
+    try:
+        a, b = ipaddress.ip_address(own), ipaddress.ip_address(peer_host)
+    except ValueError:  # host names: leave the source to the kernel
+        return None
+    if a.version == 4 and b.version == 4 and a.is_loopback and b.is_loopback and a != b:
+        return (own, 0)
+    return None
+
+
 class _PeerLink(_Conn):
     """Our outbound connection to one peer."""
 
@@ -332,7 +349,8 @@ class _PeerLink(_Conn):
         try:
             await asyncio.wait_for(
                 self.server.loop.create_connection(lambda: self, host, port, ssl=ctx,
-                                                   server_hostname=host if ctx is not None else None),
+                                                   server_hostname=host if ctx is not None else None,
+                                                   local_addr=_loopback_source(self.server.config.listen, host)),
                 CONNECT_TIMEOUT_MS / 1000,
             )
         except (OSError, asyncio.TimeoutError) as exc:

@@ -11,8 +11,10 @@ writes and compare-and-set over a few small values, so CAS often succeeds) and
 ``counter`` (INCR and reads), ``set`` (adds, each writing its own key; after healing,
 every element is read back through every node: no acknowledged add may be lost).
 Faults: ``kill`` (SIGKILL, then restart) and ``pause``
-(SIGSTOP, then SIGCONT), one node at a time so a majority stays up. Network
-partitions (``ip netns``) are not implemented.
+(SIGSTOP, then SIGCONT), one node at a time so a majority stays up; ``partition``
+(root on Linux: each node gets its own loopback address and nftables drops the
+traffic between a random minority and the rest, ``partition.py``), then heal.
+Faults take turns, one at a time.
 
 Outcomes: ``ok`` with its result; ``fail`` only when the operation certainly did not
 happen (a read's error, an UNAVAILABLE linearizable change, a refused connection);
@@ -42,11 +44,12 @@ from ..errors import (
     UnavailableError,
 )
 from .checker import INVALID, UNKNOWN, VALID, Op, check, overall
+from .partition import Partitioner, loopback_hosts, node_hosts
 
 WORKLOADS = ("register", "cas-register", "counter", "set")
 #: After healing, how long a ``set`` run lets hints and repair settle before its final reads.
 SET_SETTLE_S = 3.0
-FAULTS = ("kill", "pause")
+FAULTS = ("kill", "pause", "partition")
 #: A client's own time-out for one request: longer than a node's (2 s) so the node's
 #: verdict comes back, short enough that a paused node does not stall the run.
 CLIENT_TIMEOUT_MS = 3_000
@@ -58,6 +61,9 @@ OPS_PER_CLIENT_MAX = 20_000
 #: Values a cas-register workload writes and expects: few, so CAS often matches.
 CAS_VALUES = 5
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
+#: On an interrupted run, how long the clean-up waits for the nemesis to heal its
+#: current fault before it deletes the partition rules anyway.
+NEMESIS_JOIN_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -85,12 +91,19 @@ class VerifyConfig:
             raise InvalidRequestError(f"workload must be one of {', '.join(WORKLOADS)}, not {self.workload!r}")
         bad = [f for f in self.faults if f not in FAULTS]
         if bad:
-            raise InvalidRequestError(f"unknown fault {bad[0]!r}: choose from {', '.join(FAULTS)} "
-                                      "(network partitions are not implemented)")
+            raise InvalidRequestError(f"unknown fault {bad[0]!r}: choose from {', '.join(FAULTS)}")
         if self.consistency not in ("lww", "linearizable"):
             raise InvalidRequestError("consistency must be lww or linearizable")
         if self.time_s <= 0 or self.concurrency < 1 or self.keys < 1 or self.nodes < 1:
             raise InvalidRequestError("time, concurrency, keys and nodes must be positive")
+        if "partition" in self.faults:
+            if self.nodes < 2 and self.dir is None:
+                raise InvalidRequestError("--faults partition needs at least 2 nodes")
+            from .partition import unavailable  # noqa: PLC0415
+
+            why = unavailable()
+            if why is not None:
+                raise InvalidRequestError(f"--faults partition: {why}")
 
 
 @dataclass
@@ -122,6 +135,7 @@ class _Run:
         self.history: list[Op] = []
         self.nemesis: list[dict] = []
         self.counter = 0
+        self.partitioner = None  # a Partitioner when the faults include partition
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -226,6 +240,9 @@ class _Run:
             node = rng.choice(self.cluster.nodes)
             fault = cfg.faults[n % len(cfg.faults)]  # in turn, so a short run sees each
             n += 1
+            if fault == "partition":
+                self._partition(rng)
+                continue
             self.nemesis.append({"t_s": round(self.now(), 3), "fault": fault, "node": node.id})
             self.log(f"{self.now():6.2f}s nemesis: {fault} {node.id}")
             if fault == "kill":
@@ -237,6 +254,22 @@ class _Run:
                 self.stop.wait(cfg.fault_duration_s)
                 self.cluster.signal(node, signal.SIGCONT)
             self.nemesis.append({"t_s": round(self.now(), 3), "fault": "heal", "node": node.id})
+
+    def _partition(self, rng: random.Random) -> None:
+        """Cut a random minority (1 .. (n-1)//2 nodes, at least 1) off from the rest,
+        wait ``fault_duration_s``, heal."""
+        ids = [nd.id for nd in self.cluster.nodes]
+        minority = sorted(rng.sample(ids, rng.randint(1, max(1, (len(ids) - 1) // 2))))
+        majority = [i for i in ids if i not in minority]
+        label = "+".join(minority)
+        self.partitioner.cut([minority, majority])
+        # Stamped once the rules are in and before they go: the window is a lower bound.
+        self.nemesis.append({"t_s": round(self.now(), 3), "fault": "partition", "node": label,
+                             "sides": [minority, majority]})
+        self.log(f"{self.now():6.2f}s nemesis: partition {label} | {'+'.join(majority)}")
+        self.stop.wait(self.cfg.fault_duration_s)
+        self.nemesis.append({"t_s": round(self.now(), 3), "fault": "heal", "node": label})
+        self.partitioner.heal()
 
     def _restart(self, node) -> None:
         for _ in range(100):  # the killed process must be gone before its ports are reused
@@ -250,6 +283,8 @@ class _Run:
             self.log(f"restart of {node.id} not ready: {exc}")
 
     def heal(self) -> None:
+        if self.partitioner is not None:
+            self.partitioner.heal()
         for node in self.cluster.nodes:
             self.cluster.signal(node, signal.SIGCONT)
             if not node.running():
@@ -264,16 +299,30 @@ def run(cfg: VerifyConfig) -> Report:
     # R + W <= N is what an LWW run may be asked to test: don't warn on every request.
     warnings.filterwarnings("ignore", category=ConsistencyWarning)
     own = cfg.dir is None
+    partitions = "partition" in cfg.faults
+    cluster = None if own else LocalCluster(cfg.dir)
+    if cluster is not None:
+        if not cluster.exists:
+            raise InvalidRequestError(f"no cluster in {cfg.dir} (create one with `quorumkv cluster up --dir {cfg.dir}`)")
+        why = node_hosts({n.id: n.address for n in cluster.nodes}) if partitions else None
+        if why is not None:
+            raise InvalidRequestError(f"--faults partition: {why}")
     root = tempfile.mkdtemp(prefix="qkv-verify-") if own else cfg.dir
-    cluster = LocalCluster(os.path.join(root, "cluster") if own else root)
-    if own:
-        cluster.create(cfg.nodes, base_port=free_base_port(2 * cfg.nodes), replicas=min(3, cfg.nodes),
-                       storage=cfg.storage)
-        cluster.up()
-    elif not cluster.exists:
-        raise InvalidRequestError(f"no cluster in {cfg.dir} (create one with `quorumkv cluster up --dir {cfg.dir}`)")
+    state = partitioner = nemesis = None
+    # SIGTERM runs the clean-up below too (Ctrl-C does: KeyboardInterrupt).
+    previous_term = _exit_on_sigterm()
     try:
+        if own:
+            cluster = LocalCluster(os.path.join(root, "cluster"))
+            # Partitions tell nodes apart by address: each gets its own loopback one.
+            hosts = loopback_hosts(cfg.nodes, random.Random(cfg.seed)) if partitions else None
+            cluster.create(cfg.nodes, base_port=free_base_port(2 * cfg.nodes), replicas=min(3, cfg.nodes),
+                           storage=cfg.storage, hosts=hosts)
+            cluster.up()
         state = _Run(cfg, cluster)
+        if partitions:
+            partitioner = state.partitioner = Partitioner(
+                {n.id: n.address.rsplit(":", 1)[0] for n in cluster.nodes}).open()
         addresses = cluster.addresses()
         threads = [threading.Thread(target=state.client_main, args=(p, addresses[p % len(addresses)]),
                                     name=f"verify-client-{p}", daemon=True) for p in range(cfg.concurrency)]
@@ -285,6 +334,8 @@ def run(cfg: VerifyConfig) -> Report:
         state.stop.set()
         nemesis.join()
         state.heal()
+        if partitioner is not None:
+            partitioner.close()
         for t in threads:
             t.join(timeout=CLIENT_TIMEOUT_MS / 1000 * 3)
         state.log(f"{state.now():6.2f}s run over: {len(state.history)} operations; checking")
@@ -293,9 +344,31 @@ def run(cfg: VerifyConfig) -> Report:
             return _set_report(cfg, state, _final_reads(cfg, cluster, state))
         return _report(cfg, state)
     finally:
+        # Also on Ctrl-C, SIGTERM or an exception: stop the nemesis, remove every rule it added.
+        if state is not None:
+            state.stop.set()
+        if nemesis is not None and nemesis.is_alive():
+            nemesis.join(timeout=NEMESIS_JOIN_TIMEOUT_S)
+        if partitioner is not None:
+            partitioner.close()
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
         if own:
-            cluster.down()
+            if cluster is not None:
+                cluster.down()
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _exit_on_sigterm():
+    """In the main thread, make SIGTERM raise SystemExit (so ``finally`` clean-ups run);
+    returns the handler to restore, or None when not in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def _term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, _term)
 
 
 def _final_reads(cfg: VerifyConfig, cluster, state: _Run) -> dict[str, set]:
