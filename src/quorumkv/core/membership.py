@@ -13,8 +13,23 @@ Two kinds of state, kept apart on purpose (as in Cassandra):
   al. 2004; Akka's and Cassandra's variant). Never gossiped: a partition should not
   let one side declare the other dead for everyone.
 
+Heartbeats are SWIM-style probes (Das et al. 2002; memberlist's probe loop), not
+all-to-all: every protocol period (``heartbeat_interval_ms``) a node probes
+``PROBE_FANOUT`` peers, taken round-robin from a shuffled order of its peers
+(``probe_targets``), and each probed peer answers with a heartbeat of its own. A
+probe received and an answer received both feed the sender's detector, so a node
+hears from each peer about every ``peers / PROBE_FANOUT`` periods, and a node sends
+and receives O(1) heartbeats per period however large the cluster (all-to-all was
+O(n) per node, O(n^2) in all).
+
 A node is suspected when phi crosses ``phi_suspect`` and declared down when it has
-stayed suspect for ``suspect_to_down_ms``; one heartbeat makes it up again.
+stayed suspect for ``suspect_to_down_ms``; one heartbeat makes it up again. While a
+peer is suspect the node probes it directly each period and asks
+``INDIRECT_PROBES`` other live peers to probe it too (SWIM's indirect probe); a
+helper that hears from the suspect vouches for it, which restarts the suspicion
+timeout (``vouch``) instead of making it up: routing needs a direct link, so a peer
+only this node cannot reach stays suspect (not routed to) rather than going down.
+Liveness stays local: suspicion is not disseminated (memberlist gossips it).
 """
 
 from __future__ import annotations
@@ -36,6 +51,16 @@ FUTURE_RING_STATUSES = (UP, JOINING, REPLACING)
 
 #: Gossip tables are sent whole; this bounds their size (and the cluster's).
 MEMBERS_MAX = 256
+#: Peers probed per protocol period (memberlist probes 1 per 1 s; 2 per 200 ms keeps
+#: a 3-node cluster all-to-all and a dead peer of a 12-node one noticed in ~3 s).
+PROBE_FANOUT = 2
+#: Other live peers asked to probe a suspect, per period while it is suspect
+#: (memberlist's IndirectChecks: 3).
+INDIRECT_PROBES = 3
+#: Indirect-probe requests a helper remembers at once (target, requester): one per
+#: possible member pair would be MEMBERS_MAX^2; requests expire after the suspicion
+#: timeout and a requester asks at most INDIRECT_PROBES helpers per suspect per period.
+RELAYS_MAX = 4 * MEMBERS_MAX
 #: Heartbeat intervals remembered per peer by the detector (Akka: 1000; fewer
 #: adapts faster after a change of load, 100 is plenty on a LAN).
 PHI_WINDOW = 100
@@ -150,6 +175,9 @@ class Membership:
         self.detectors: dict[str, PhiDetector] = {}
         self.liveness: dict[str, str] = {}
         self.suspect_since: dict[str, int] = {}
+        self._probe_order: list[str] = []  # what is left of this cycle's shuffled peers
+        #: indirect probes asked of us: (target, requester) -> expiry (ms)
+        self.relays: dict[tuple[str, str], int] = {}
         for node in self.endpoints:
             if node != self_id:
                 self._watch(node, now_ms)
@@ -230,6 +258,68 @@ class Membership:
             self.liveness[node] = ALIVE
             return Transition(node, old, ALIVE)
         return None
+
+    # -- probing (SWIM) -----------------------------------------------------------
+    def probe_targets(self, rng, count: int = PROBE_FANOUT) -> list[str]:
+        """The peers to probe this period: the next ``count`` of a shuffled round-robin
+        order of ``peers()`` (reshuffled each cycle, so every peer is probed once per
+        ``peers / count`` periods and a new member at the next cycle at the latest)."""
+        peers = self.peers()
+        if len(peers) <= count:
+            return peers
+        out: list[str] = []
+        for _ in range(2 * len(peers)):  # bounded: at most one reshuffle plus stale entries
+            if len(out) == count:
+                break
+            if not self._probe_order:
+                self._probe_order = rng.sample(peers, len(peers))
+            node = self._probe_order.pop()
+            e = self.endpoints.get(node)
+            if e is not None and e.status != LEFT and node != self.self_id and node not in out:
+                out.append(node)
+        return out
+
+    def suspects(self) -> list[str]:
+        return [n for n, st in self.liveness.items() if st == SUSPECT and self.endpoints[n].status != LEFT]
+
+    def helpers_for(self, target: str, rng, count: int = INDIRECT_PROBES) -> list[str]:
+        """Live peers to ask to probe ``target`` for us (SWIM's indirect probe)."""
+        live = [n for n in self.peers() if n != target and self.liveness.get(n) == ALIVE]
+        return rng.sample(live, count)
+
+    def ask_relay(self, target: str, requester: str, now_ms: int) -> bool:
+        """``requester`` asks us to probe ``target``; False when refused (unknown
+        nodes, or the table is full)."""
+        if target not in self.detectors or requester not in self.detectors or target == requester:
+            return False
+        key = (target, requester)
+        if key not in self.relays and len(self.relays) >= RELAYS_MAX:
+            self.expire_relays(now_ms)
+            if len(self.relays) >= RELAYS_MAX:
+                return False
+        self.relays[key] = now_ms + self.settings.suspect_to_down_ms
+        return True
+
+    def relayed_to(self, target: str, now_ms: int) -> list[str]:
+        """We heard from ``target``: the requesters waiting for that news (forgotten)."""
+        if not self.relays:
+            return []
+        out = [req for (t, req), exp in self.relays.items() if t == target and exp >= now_ms]
+        for key in [k for k in self.relays if k[0] == target]:
+            del self.relays[key]
+        return out
+
+    def expire_relays(self, now_ms: int) -> None:
+        for key in [k for k, exp in self.relays.items() if exp < now_ms]:
+            del self.relays[key]
+
+    def vouch(self, node: str, now_ms: int) -> bool:
+        """A helper heard from suspect ``node``: restart its suspicion timeout (it stays
+        suspect: we cannot reach it ourselves). True when it was suspect."""
+        if self.liveness.get(node) != SUSPECT:
+            return False
+        self.suspect_since[node] = now_ms
+        return True
 
     def check(self, now_ms: int) -> list[Transition]:
         out = []

@@ -257,6 +257,7 @@ class NodeCore:
         rc = self.ring_change
         self._busy_probes: list = [lambda: rc.state in ("settling", "streaming") or bool(rc.push_inflight)]
         self.stats.update({
+            "suspects_vouched": 0,  # suspicion timeouts restarted by an indirect probe
             "requests": 0, "reads": 0, "writes": 0, "won": 0, "lost": 0, "timeouts": 0,
             "invalid": 0, "overloaded": 0, "replica_writes": 0, "replica_reads": 0,
             "hinted_writes": 0, "hints_stored": 0, "hints_replayed": 0,
@@ -330,6 +331,7 @@ class NodeCore:
             tr = self.membership.on_heartbeat(msg.node, msg.generation, now_ms)
             if tr is not None:
                 self._transition(tr, now_ms, out)
+            self._on_probe(msg, now_ms, out)
         elif t is m.Gossip:
             self.clock.observe_remote(msg.hlc, now_ms)
             self._merge(msg.endpoints, now_ms, out)
@@ -1152,13 +1154,41 @@ class NodeCore:
         out.append(Log("info", "ring_changed", {"members": list(self.membership.ring_members()),
                                                 "future": list(self.membership.future_ring_members())}))
 
+    def _heartbeat(self, now_ms: int, probe: bool = False, ask: str = "", vouch: str = "") -> m.Heartbeat:
+        return m.Heartbeat(0, self.node_id, self.membership.me.generation, self.hlc.last, now_ms,
+                           probe, ask, vouch)
+
+    def _on_probe(self, msg: m.Heartbeat, now_ms: int, out: list) -> None:
+        """The SWIM side of a heartbeat (core/membership.py): answer a probe, pass a
+        suspect's answer on to whoever asked us to probe it, probe for a peer, note a
+        helper's vouch. Only members get anything back."""
+        ms = self.membership
+        sender = msg.node
+        if sender not in ms.detectors:
+            return
+        if msg.probe:
+            out.append(Send(sender, self._heartbeat(now_ms)))
+        for requester in ms.relayed_to(sender, now_ms):
+            out.append(Send(requester, self._heartbeat(now_ms, vouch=sender)))
+        if msg.ask and ms.ask_relay(msg.ask, sender, now_ms):
+            out.append(Send(msg.ask, self._heartbeat(now_ms, probe=True)))
+        if msg.vouch and ms.vouch(msg.vouch, now_ms):
+            self.stats["suspects_vouched"] += 1
+
     def _membership_tick(self, now_ms: int, out: list) -> None:
         ms = self.membership
         if now_ms >= self._next_heartbeat_ms:
             self._next_heartbeat_ms = now_ms + self.settings.detector.heartbeat_interval_ms
-            hb = m.Heartbeat(0, self.node_id, ms.me.generation, self.hlc.last, now_ms)
-            for peer in ms.peers():
-                out.append(Send(peer, hb))
+            probe = self._heartbeat(now_ms, probe=True)
+            targets = ms.probe_targets(self.rng)
+            for peer in targets:
+                out.append(Send(peer, probe))
+            for suspect in ms.suspects():  # direct and indirect probes (SWIM)
+                if suspect not in targets:
+                    out.append(Send(suspect, probe))
+                for helper in ms.helpers_for(suspect, self.rng):
+                    out.append(Send(helper, self._heartbeat(now_ms, ask=suspect)))
+            ms.expire_relays(now_ms)
         if now_ms >= self._next_gossip_ms:
             self._next_gossip_ms = now_ms + self.settings.gossip_interval_ms
             table = ms.table()
