@@ -117,6 +117,10 @@ class Pong(_Msg, tag=11):
     storage: str = ""
     keys: int = -1  # records (tombstones included) in the node's local storage
     peers_connected: int = -1  # outbound links to peers that are up (filled by the shell)
+    #: the ring as this node routes by (its members and vnodes per member): a client
+    #: builds the same ``Ring`` to send each key to one of its replicas (0: unknown)
+    ring: list[str] = []
+    vnodes: int = 0
 
 
 class MemberView(msgspec.Struct, frozen=True):

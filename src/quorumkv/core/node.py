@@ -344,7 +344,8 @@ class NodeCore:
             out.append(Peek(("p", conn, msg.id), msg.key))
         elif t is m.Ping:
             self._respond(conn, m.Pong(msg.id, self.node_id, self.replication_factor(), self.default_r,
-                                       self.default_w, self.members()), now_ms, out)
+                                       self.default_w, self.members(), ring=list(self.membership.ring_members()),
+                                       vnodes=self.settings.vnodes), now_ms, out)
         elif t is m.Status:
             self._respond(conn, self.status_reply(msg.id, now_ms), now_ms, out)
         elif t is m.Inspect:
