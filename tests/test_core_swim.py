@@ -149,3 +149,18 @@ def test_relay_requests_are_bounded_and_expire():
     assert len(ms.relays) <= RELAYS_MAX
     assert ms.relayed_to("n3", NOW + DS.suspect_to_down_ms + 2) == ["n2"]
     assert ms.relayed_to("n3", NOW + DS.suspect_to_down_ms + 3) == []
+
+
+def test_an_idle_core_wakes_once_per_period_and_gossip_keeps_its_average_rate():
+    core = NodeCore(NodeSettings("n1"), members(12), now_ms=NOW)
+    t, wakeups, rounds = NOW, 0, 0
+    end = NOW + 100 * core.settings.gossip_interval_ms
+    while t < end:
+        out = core.tick(t)
+        wakeups += 1
+        rounds += any(type(e) is Send and type(e.msg) is m.Gossip for e in out)
+        for p in core.membership.peers():  # everyone answers: nobody is suspect
+            core.on_request("c", m.Heartbeat(0, p, 1), t + 1)
+        t = core.next_deadline_ms(t + 1)
+    assert wakeups <= (end - NOW) // PERIOD + 1  # one wake-up per protocol period
+    assert abs(rounds - 100) <= 1  # one gossip round per gossip interval on average

@@ -567,6 +567,10 @@ class NodeCore:
         for busy in self._busy_probes:
             if busy():
                 return now_ms
+        if self.settings.gossip_interval_ms >= self.settings.detector.heartbeat_interval_ms:
+            # gossip rides the protocol period's wake-up (see _membership_tick): one
+            # wake-up per period, not two
+            return self._next_heartbeat_ms
         return min(self._next_heartbeat_ms, self._next_gossip_ms)
 
     def tick(self, now_ms: int) -> list:
@@ -1191,7 +1195,11 @@ class NodeCore:
                     out.append(Send(helper, self._heartbeat(now_ms, ask=suspect)))
             ms.expire_relays(now_ms)
         if now_ms >= self._next_gossip_ms:
-            self._next_gossip_ms = now_ms + self.settings.gossip_interval_ms
+            # on schedule, not from now: rounds taken at the next protocol period's
+            # tick still average one per gossip interval
+            self._next_gossip_ms += self.settings.gossip_interval_ms
+            if self._next_gossip_ms <= now_ms:
+                self._next_gossip_ms = now_ms + self.settings.gossip_interval_ms
             table = ms.table()
             targets = self.rng.sample(ms.peers(), GOSSIP_FANOUT)
             if ms.me.status == JOINING or not targets:
