@@ -164,3 +164,18 @@ def test_an_idle_core_wakes_once_per_period_and_gossip_keeps_its_average_rate():
         t = core.next_deadline_ms(t + 1)
     assert wakeups <= (end - NOW) // PERIOD + 1  # one wake-up per protocol period
     assert abs(rounds - 100) <= 1  # one gossip round per gossip interval on average
+
+
+def test_many_suspects_at_once_are_probed_a_bounded_number_per_period():
+    from quorumkv.core.membership import SUSPECTS_PROBED_MAX
+
+    core = NodeCore(NodeSettings("n1", rng_seed=5), members(32), now_ms=NOW)
+    ms = core.membership
+    for p in ms.peers()[:20]:  # a cluster starting: most others are suspect at once
+        ms.liveness[p] = SUSPECT
+        ms.suspect_since[p] = NOW
+    core._next_heartbeat_ms = NOW + 1
+    sent = heartbeats(core.tick(NOW + 1))
+    asked = {s.msg.ask for s in sent if s.msg.ask}
+    assert len(asked) == SUSPECTS_PROBED_MAX
+    assert len(sent) <= PROBE_FANOUT + SUSPECTS_PROBED_MAX * (1 + INDIRECT_PROBES)

@@ -1188,7 +1188,7 @@ class NodeCore:
             targets = ms.probe_targets(self.rng)
             for peer in targets:
                 out.append(Send(peer, probe))
-            for suspect in ms.suspects():  # direct and indirect probes (SWIM)
+            for suspect in ms.suspects(self.rng):  # direct and indirect probes (SWIM), bounded
                 if suspect not in targets:
                     out.append(Send(suspect, probe))
                 for helper in ms.helpers_for(suspect, self.rng):
