@@ -15,7 +15,7 @@ Two kinds of state, kept apart on purpose (as in Cassandra):
 
 Heartbeats are SWIM-style probes (Das et al. 2002; memberlist's probe loop), not
 all-to-all: every protocol period (``heartbeat_interval_ms``) a node probes
-``PROBE_FANOUT`` peers, taken round-robin from a shuffled order of its peers
+``PROBE_FANOUT`` peers, taken round-robin from a random order of its peers
 (``probe_targets``), and each probed peer answers with a heartbeat of its own. A
 probe received and an answer received both feed the sender's detector, so a node
 hears from each peer about every ``peers / PROBE_FANOUT`` periods, and a node sends
@@ -99,10 +99,13 @@ class DetectorSettings(NamedTuple):
 class PhiDetector:
     __slots__ = ("intervals", "last_ms", "settings", "_mean_ms", "_std_ms", "_sum", "_sumsq")
 
-    def __init__(self, settings: DetectorSettings, now_ms: int) -> None:
+    def __init__(self, settings: DetectorSettings, now_ms: int, expected_ms: int | None = None) -> None:
         self.settings = settings
-        # Seed with the expected interval so phi is meaningful from the start.
-        self.intervals: list[float] = [float(settings.heartbeat_interval_ms)] * 2
+        # Seed with the expected interval so phi is meaningful from the start (with
+        # SWIM probing a peer is heard from once per probe cycle at least, not every
+        # period: seeding with the period would suspect it before it learns better,
+        # and intervals are not learned while suspect).
+        self.intervals: list[float] = [float(expected_ms or settings.heartbeat_interval_ms)] * 2
         self.last_ms = now_ms
         self._sum = sum(self.intervals)
         self._sumsq = sum(x * x for x in self.intervals)
@@ -182,7 +185,8 @@ class Membership:
         self.detectors: dict[str, PhiDetector] = {}
         self.liveness: dict[str, str] = {}
         self.suspect_since: dict[str, int] = {}
-        self._probe_order: list[str] = []  # what is left of this cycle's shuffled peers
+        self._probe_order: list[str] = []  # peers in a random order, probed round-robin
+        self._probe_next = 0
         #: indirect probes asked of us: (target, requester) -> expiry (ms)
         self.relays: dict[tuple[str, str], int] = {}
         for node in self.endpoints:
@@ -190,7 +194,10 @@ class Membership:
                 self._watch(node, now_ms)
 
     def _watch(self, node: str, now_ms: int) -> None:
-        self.detectors[node] = PhiDetector(self.settings, now_ms)
+        # our round-robin probes reach it (and its answer us) once per cycle of
+        # peers / PROBE_FANOUT periods
+        cycle = max(1, -(-(len(self.endpoints) - 1) // PROBE_FANOUT))
+        self.detectors[node] = PhiDetector(self.settings, now_ms, self.settings.heartbeat_interval_ms * cycle)
         self.liveness[node] = ALIVE
 
     # -- own state --------------------------------------------------------------
@@ -268,22 +275,27 @@ class Membership:
 
     # -- probing (SWIM) -----------------------------------------------------------
     def probe_targets(self, rng, count: int = PROBE_FANOUT) -> list[str]:
-        """The peers to probe this period: the next ``count`` of a shuffled round-robin
-        order of ``peers()`` (reshuffled each cycle, so every peer is probed once per
-        ``peers / count`` periods and a new member at the next cycle at the latest)."""
+        """The peers to probe this period: the next ``count`` of a random order of
+        ``peers()``, round-robin (every peer is probed once per ``peers / count``
+        periods, a new member within a cycle of joining the order)."""
         peers = self.peers()
         if len(peers) <= count:
             return peers
-        out: list[str] = []
-        for _ in range(2 * len(peers)):  # bounded: at most one reshuffle plus stale entries
-            if len(out) == count:
-                break
-            if not self._probe_order:
-                self._probe_order = rng.sample(peers, len(peers))
-            node = self._probe_order.pop()
-            e = self.endpoints.get(node)
-            if e is not None and e.status != LEFT and node != self.self_id and node not in out:
-                out.append(node)
+        order = self._probe_order
+        if len(order) != len(peers) or set(order) != set(peers):
+            # membership changed: keep the order of those still here (a reshuffle could
+            # leave a peer unprobed for two cycles), new ones at random places
+            live = set(peers)
+            order[:] = [n for n in order if n in live]
+            for node in peers:
+                if node not in order:
+                    order.insert(rng.randrange(len(order) + 1), node)
+            self._probe_next = 0
+        out = []
+        for _ in range(count):
+            self._probe_next %= len(order)
+            out.append(order[self._probe_next])
+            self._probe_next += 1
         return out
 
     def suspects(self, rng=None, count: int = SUSPECTS_PROBED_MAX) -> list[str]:
