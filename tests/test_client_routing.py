@@ -15,8 +15,8 @@ KEYS = [f"route-{i}".encode() for i in range(40)]
 def test_routes_only_to_replicas_from_a_pong_and_not_for_one_address():
     members = {f"n{i}": f"127.0.0.1:{7000 + i}" for i in range(1, 6)}
     pong = m.Pong(1, "n1", 3, 2, 2, members, ring=sorted(members), vnodes=16)
-    c = Client(list(members.values()))
-    assert c.token_aware
+    c = Client(list(members.values()), token_aware=True)
+    assert c.token_aware and not Client(list(members.values())).token_aware  # opt-in
     c._learn_ring(pong)
     ring = Ring(sorted(members), 3, 16)
     addr_idx = {a: i for i, a in enumerate(members.values())}
@@ -34,15 +34,14 @@ def test_routes_only_to_replicas_from_a_pong_and_not_for_one_address():
     # a node of an old version (no ring in its Pong) turns routing off, nothing breaks
     c._learn_ring(m.Pong(1, "n1", 3, 2, 2, members))
     assert c._routed(m.Get(1, key)) is None
-    # a client given one address talks to that node only, unless asked otherwise
-    assert not Client([members["n1"]]).token_aware
-    assert Client([members["n1"]], token_aware=True).token_aware
+    # a client given one address talks to that node only
+    assert not Client([members["n1"]], token_aware=True).token_aware
 
 
 def test_token_aware_clients_coordinate_on_a_replica_and_fail_over(make_cluster):
     cluster = make_cluster(5, 3, storage="memory")
     addrs = [n.address for n in cluster.nodes]
-    with Client(addrs) as c:
+    with Client(addrs, token_aware=True) as c:
         for key in KEYS:
             c.put(key, key)
             ring = c._ring
@@ -54,7 +53,7 @@ def test_token_aware_clients_coordinate_on_a_replica_and_fail_over(make_cluster)
         assert len(c._pool) >= 1  # connections to several nodes are kept, not reopened
 
     async def async_round() -> None:
-        async with AsyncClient(addrs) as ac:
+        async with AsyncClient(addrs, token_aware=True) as ac:
             await asyncio.gather(*(ac.put(k, b"a" + k) for k in KEYS))
             got = await asyncio.gather(*(ac.get(k) for k in KEYS))
             assert got == [b"a" + k for k in KEYS]
@@ -64,13 +63,13 @@ def test_token_aware_clients_coordinate_on_a_replica_and_fail_over(make_cluster)
     # a stopped node: its keys are still served through the others
     victim = cluster.nodes[1]
     assert cluster.stop(victim)
-    with Client(addrs) as c:
+    with Client(addrs, token_aware=True) as c:
         for key in KEYS:
             c.put(key, b"after-" + key)
             assert c.get(key) == b"after-" + key
 
     async def async_after() -> None:
-        async with AsyncClient(addrs) as ac:
+        async with AsyncClient(addrs, token_aware=True) as ac:
             got = await asyncio.gather(*(ac.get(k) for k in KEYS))
             assert got == [b"after-" + k for k in KEYS]
 

@@ -6,9 +6,8 @@ Two clusters are started one after the other in the same run on this machine:
 * quorum:   three nodes, N=3, R=W=2 — every op fans out to three replicas.
 
 Each runs a put phase then a get phase for ``seconds`` with ``clients`` concurrent
-clients (each starting at the next node round-robin and routing each key to one of its
-replicas — token-aware, as ``Client`` does when given several nodes — one request in
-flight per client, like ``redis-benchmark -c``). The load generator shares the machine's cores
+clients (one connection each, round-robin over the nodes, one request in flight per
+client, like ``redis-benchmark -c``). The load generator shares the machine's cores
 with the nodes, so quote the ratio quorum/baseline rather than absolute figures.
 """
 
@@ -34,10 +33,10 @@ def _percentile(sorted_ns: list[int], q: float) -> float:
 
 
 async def _phase(addresses, op: str, *, clients: int, seconds: float, keys: int, value: bytes, seed: int,
-                 token_aware: bool = True):
-    # client i starts at node i (round-robin) and knows them all: token-aware routing
-    # sends each key to one of its replicas (docs/performance.md); without it client
-    # i's requests all go to node i
+                 token_aware: bool = False):
+    # client i starts at node i (round-robin) and knows them all; with token-aware
+    # routing each key goes to one of its replicas (benchmarks/bench_routing.py),
+    # without it client i's requests all go to node i
     conns = [AsyncClient(addresses[i % len(addresses):] + addresses[:i % len(addresses)],
                          token_aware=token_aware) for i in range(clients)]
     for c in conns:

@@ -87,7 +87,7 @@ class AsyncClient(AsyncTypedMethods, _Base):
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
                  session: bool | SessionContext = True, user: str | None = None, password: str | None = None,
                  tls_ca: str | None = None, ssl_context=None, resolver=None, consistency: str = "lww",
-                 token_aware: bool | None = None):
+                 token_aware: bool = False):
         super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session, resolver=resolver,
                          consistency=consistency, token_aware=token_aware)
         self._user, self._password, self._ssl = _security(user, password, tls_ca, ssl_context)
