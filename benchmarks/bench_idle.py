@@ -8,7 +8,7 @@ a window and prints the mean and max per node as a percentage of one core. Linux
 only (reads /proc/PID/stat).
 
     PYTHONPATH=src python benchmarks/bench_idle.py [--nodes 12] [--window-s 10]
-        [--settle-s 3] [--base-port 0]
+        [--settle-s 3] [--base-port 0] [--set heartbeat_interval_ms=500 ...]
 
 Run it with the worktree's PYTHONPATH so the nodes run the code you mean to measure;
 on a shared machine compare two runs made back to back (or interleaved).
@@ -62,11 +62,18 @@ def main() -> None:
     ap.add_argument("--settle-s", type=float, default=3.0)
     ap.add_argument("--base-port", type=int, default=0, help="0: pick free ports")
     ap.add_argument("--label", default="")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=INT",
+                    help="a node config field (integer) for every node, e.g. heartbeat_interval_ms=500")
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="qkv-idle-")
     cluster = LocalCluster(root)
     base = args.base_port or free_base_port(2 * args.nodes)
-    cluster.create(args.nodes, base_port=base, replicas=3, storage="memory")
+    overrides = {}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        overrides[field] = int(value)
+    cluster.create(args.nodes, base_port=base, replicas=3, storage="memory",
+                   node_overrides={f"n{i + 1}": overrides for i in range(args.nodes)} if overrides else None)
     try:
         t0 = time.monotonic()
         cluster.up()
@@ -85,7 +92,7 @@ def main() -> None:
         elapsed = time.monotonic() - w0
         after = [cpu_s(p) for p in pids]
         per_node = [100 * (a - b) / elapsed for a, b in zip(after, before)]
-        print(json.dumps({"bench": "idle", "label": args.label, "nodes": args.nodes,
+        print(json.dumps({"bench": "idle", "label": args.label, "nodes": args.nodes, "set": args.set,
                           "window_s": round(elapsed, 2), "up_s": round(up_s, 2),
                           "converged_s": round(converged_s, 2), "serving": serving,
                           "cpu_pct_per_node_mean": round(sum(per_node) / len(per_node), 2),

@@ -514,7 +514,8 @@ def test_ping_pong():
     core = make("n2")
     c = Conn("c")
     (resp,) = core.on_request(c, m.Ping(8), NOW)
-    assert resp == Respond(c, m.Pong(8, "n2", 3, 2, 2, MEMBERS))
+    # the ring rides along: token-aware clients route by it (docs/performance.md)
+    assert resp == Respond(c, m.Pong(8, "n2", 3, 2, 2, MEMBERS, ring=sorted(MEMBERS), vnodes=core.settings.vnodes))
 
 
 def test_response_type_as_request_answers_error():

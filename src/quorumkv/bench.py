@@ -32,8 +32,13 @@ def _percentile(sorted_ns: list[int], q: float) -> float:
     return sorted_ns[idx] / 1e6
 
 
-async def _phase(addresses, op: str, *, clients: int, seconds: float, keys: int, value: bytes, seed: int):
-    conns = [AsyncClient([addresses[i % len(addresses)]]) for i in range(clients)]
+async def _phase(addresses, op: str, *, clients: int, seconds: float, keys: int, value: bytes, seed: int,
+                 token_aware: bool = False):
+    # client i starts at node i (round-robin) and knows them all; with token-aware
+    # routing each key goes to one of its replicas (benchmarks/bench_routing.py),
+    # without it client i's requests all go to node i
+    conns = [AsyncClient(addresses[i % len(addresses):] + addresses[:i % len(addresses)],
+                         token_aware=token_aware) for i in range(clients)]
     for c in conns:
         await c.ping()
     latencies: list[int] = []

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -74,6 +75,13 @@ SCAN_COUNT_KEYS = 1_000
 UPDATE_ATTEMPTS_MAX = 32
 #: ``consistency`` values: last-writer-wins quorum reads/writes, or linearizable ones.
 CONSISTENCY_LEVELS = ("lww", "linearizable")
+#: How long a learned ring is trusted before a token-aware client asks a node again
+#: (a membership change is rare; a stale ring only costs a hop, never correctness:
+#: any node coordinates any key).
+ROUTE_REFRESH_MS = 30_000
+#: How long a token-aware client leaves a node it could not reach out of its routes
+#: (the requests go to the next replica, or any node, meanwhile).
+ROUTE_AVOID_MS = 2_000
 #: How long ``repair()`` waits for a node's full anti-entropy pass (it is throttled).
 REPAIR_TIMEOUT_MS_DEFAULT = 3_600_000
 #: How long ``snapshot()`` waits for a node to finish copying its storage.
@@ -179,9 +187,32 @@ def _session(session) -> SessionContext | None:
     raise InvalidRequestError(f"session must be True, False or a SessionContext, not {type(session).__name__}")
 
 
+def _monotonic() -> float:
+    return time.monotonic()
+
+
+_RING_CACHE: dict[tuple, object] = {}
+#: Rings kept for token-aware clients (building one hashes vnodes x members tokens;
+#: clients of one cluster share it). One per distinct membership seen.
+RING_CACHE_MAX = 8
+
+
+def _ring_of(members: tuple[str, ...], n: int, vnodes: int):
+    from .core.ring import Ring  # noqa: PLC0415 - only token-aware clients need it
+
+    key = (members, n, vnodes)
+    ring = _RING_CACHE.get(key)
+    if ring is None:
+        if len(_RING_CACHE) >= RING_CACHE_MAX:
+            _RING_CACHE.pop(next(iter(_RING_CACHE)))
+        ring = _RING_CACHE[key] = Ring(members, n, vnodes)
+    return ring
+
+
 class _Base:
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
-                 session: bool | SessionContext = True, resolver=None, consistency: str = "lww"):
+                 session: bool | SessionContext = True, resolver=None, consistency: str = "lww",
+                 token_aware: bool = False):
         self.nodes = _parse_nodes(nodes)
         #: causal mode: ``resolver(values) -> value`` merges siblings on ``get`` and the
         #: client writes the result back with their context (client_typed.py)
@@ -195,6 +226,50 @@ class _Base:
         self._current = 0
         #: the session's floors (None: no session guarantees); see the module doc
         self.session: SessionContext | None = _session(session)
+        #: token-aware routing (docs/performance.md, "Token-aware routing"): a plain
+        #: get/put goes to one of the key's replicas among ``nodes``, learned from a
+        #: node's ``Pong``. Off by default: it saves node CPU on writes but costs the
+        #: client more than it saves in our measurements (a client of one address
+        #: always talks to that node).
+        self.token_aware = bool(token_aware) and len(self.nodes) > 1
+        self._ring = None  # core.ring.Ring of the cluster, as a node told us
+        self._route_idx: dict[str, int] = {}  # node id -> index in self.nodes
+        self._ring_at_s: float | None = None  # monotonic time the ring was learned
+        self._avoid_until_s: dict[int, float] = {}  # index -> monotonic time it may be routed to again
+
+    def _routed(self, msg) -> int | None:
+        """The index of a node among ``nodes`` that replicates ``msg``'s key, or None
+        (not a plain get/put, ring unknown, no replica among our addresses)."""
+        t = type(msg)
+        if self._ring is None or (t is not m.Get and t is not m.Put):
+            return None
+        for node in self._ring.preference_list(msg.key):
+            idx = self._route_idx.get(node)
+            if idx is not None:
+                until = self._avoid_until_s.get(idx)
+                if until is None or until <= _monotonic():
+                    return idx
+        return None
+
+    def _ring_stale(self) -> bool:
+        return self._ring_at_s is None or (_monotonic() - self._ring_at_s) * 1000 >= ROUTE_REFRESH_MS
+
+    def _learn_ring(self, pong) -> None:
+        """Build the routes from a ``Pong`` (an old node without a ring: no routing)."""
+        self._ring_at_s = _monotonic()
+        ring = list(getattr(pong, "ring", None) or [])
+        vnodes = getattr(pong, "vnodes", 0)
+        if not ring or vnodes <= 0 or pong.n <= 0:
+            self._ring, self._route_idx = None, {}
+            return
+        where = {f"{host}:{port}": i for i, (host, port) in enumerate(self.nodes)}
+        self._route_idx = {node: where[pong.members[node]] for node in ring if pong.members.get(node) in where}
+        self._ring = _ring_of(tuple(sorted(ring)), pong.n, vnodes) if self._route_idx else None
+
+    def _route_failed(self, idx: int) -> None:
+        if self._ring is not None:
+            self._avoid_until_s[idx] = _monotonic() + ROUTE_AVOID_MS / 1000
+            self._ring_at_s = None  # ask again: the membership may have changed
 
     def _saw(self, msg, reply) -> None:
         """Remember the version a Get/Put reply names (failed writes too: they may land)."""
@@ -320,13 +395,17 @@ class Client(TypedMethods, _Base):
 
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
                  session: bool | SessionContext = True, user: str | None = None, password: str | None = None,
-                 tls_ca: str | None = None, ssl_context=None, resolver=None, consistency: str = "lww"):
+                 tls_ca: str | None = None, ssl_context=None, resolver=None, consistency: str = "lww",
+                 token_aware: bool = False):
         super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session, resolver=resolver,
-                         consistency=consistency)
+                         consistency=consistency, token_aware=token_aware)
         self._user, self._password, self._ssl = _security(user, password, tls_ca, ssl_context)
         self._sock: socket.socket | None = None
         self._decoder = FrameDecoder()
         self._encoder = FrameEncoder()
+        #: token-aware routing: open connections to the other nodes, by index in
+        #: ``nodes`` (at most one per node)
+        self._pool: dict[int, tuple[socket.socket, FrameDecoder]] = {}
 
     def __enter__(self) -> "Client":
         return self
@@ -338,6 +417,38 @@ class Client(TypedMethods, _Base):
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        for sock, _ in self._pool.values():
+            sock.close()
+        self._pool.clear()
+
+    def _drop(self) -> None:
+        """Close the current connection (a failed one), keeping the pool."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _use(self, idx: int) -> None:
+        """Make node ``idx`` the current one, keeping the connection we leave."""
+        if idx == self._current:
+            return
+        if self._sock is not None:
+            self._pool[self._current] = (self._sock, self._decoder)
+        self._current = idx
+        self._sock, self._decoder = self._pool.pop(idx, (None, FrameDecoder()))
+
+    def _route(self, msg) -> None:
+        t = type(msg)
+        if t is not m.Get and t is not m.Put:
+            return
+        if self._ring_stale():
+            self._ring_at_s = _monotonic()  # a failing ping is not retried per request
+            try:
+                self._learn_ring(self._call(m.Ping(next(self._ids))))
+            except QuorumKVError:
+                return  # the request itself will report what is wrong
+        idx = self._routed(msg)
+        if idx is not None:
+            self._use(idx)
 
     def _connect(self) -> socket.socket:
         errors = []
@@ -347,6 +458,7 @@ class Client(TypedMethods, _Base):
                 sock = socket.create_connection((host, port), timeout=self.timeout_ms / 1000)
             except OSError as exc:
                 errors.append(f"{host}:{port}: {exc.strerror or exc}")
+                self._route_failed((self._current + attempt) % len(self.nodes))
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._decoder = FrameDecoder()
@@ -363,6 +475,9 @@ class Client(TypedMethods, _Base):
                 sock.close()
                 raise
             self._current = (self._current + attempt) % len(self.nodes)
+            stale = self._pool.pop(self._current, None)
+            if stale is not None:
+                stale[0].close()
             self._sock = sock
             return sock
         raise ConnectionFailedError("no node reachable: " + "; ".join(errors))
@@ -383,6 +498,8 @@ class Client(TypedMethods, _Base):
                     return
 
     def _call(self, msg, retry: bool = True):
+        if self.token_aware:
+            self._route(msg)
         tried = 0
         while True:
             sock = self._sock or self._connect()
@@ -399,14 +516,15 @@ class Client(TypedMethods, _Base):
                                 return _check_atomic(reply)
                             return _check_reply(reply) if type(reply) in (m.Reply, m.Error) else reply
             except (OSError, ProtocolError) as exc:
-                self.close()
+                self._drop()
                 if isinstance(exc, ProtocolError) and not isinstance(exc, OSError):
                     raise
                 if not self._resendable(msg):
                     raise QuorumTimeoutError(f"outcome unknown: the connection failed after the request was sent "
                                              f"({exc}); it was not re-sent, as it might run twice") from exc
                 tried += 1
-                self._current = (self._current + 1) % len(self.nodes)
+                self._route_failed(self._current)
+                self._use((self._current + 1) % len(self.nodes))
                 if not retry:  # a typed update: it may have been applied, resending could apply it twice
                     raise ConnectionFailedError(f"connection lost during a typed update (maybe applied): {exc}") \
                         from exc

@@ -15,6 +15,7 @@ from .client import (
     TIMEOUT_MS_REQUEST_DEFAULT,
     Item,
     _Base,
+    _monotonic,
     _check_atomic,
     _check_inspect,
     _check_reply,
@@ -27,7 +28,14 @@ from .core import messages_cas as mc
 from .core.dynamic import Target
 from .core.framing import FrameDecoder, FrameEncoder
 from .core.version import SessionContext
-from .errors import ConnectionFailedError, InvalidRequestError, ProtocolError, QuorumTimeoutError, UnavailableError
+from .errors import (
+    ConnectionFailedError,
+    InvalidRequestError,
+    ProtocolError,
+    QuorumKVError,
+    QuorumTimeoutError,
+    UnavailableError,
+)
 
 
 class _AsyncConn(asyncio.Protocol):
@@ -78,13 +86,17 @@ class AsyncClient(AsyncTypedMethods, _Base):
 
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
                  session: bool | SessionContext = True, user: str | None = None, password: str | None = None,
-                 tls_ca: str | None = None, ssl_context=None, resolver=None, consistency: str = "lww"):
+                 tls_ca: str | None = None, ssl_context=None, resolver=None, consistency: str = "lww",
+                 token_aware: bool = False):
         super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session, resolver=resolver,
-                         consistency=consistency)
+                         consistency=consistency, token_aware=token_aware)
         self._user, self._password, self._ssl = _security(user, password, tls_ca, ssl_context)
         self._conn: _AsyncConn | None = None
         self._connecting: asyncio.Lock | None = None
         self._encoder = FrameEncoder()
+        #: token-aware routing: connections to the key's replicas, by index in
+        #: ``nodes`` (at most one per node; the current one stays ``_conn``)
+        self._pool: dict[int, _AsyncConn] = {}
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -96,6 +108,52 @@ class AsyncClient(AsyncTypedMethods, _Base):
         if self._conn is not None and self._conn.transport is not None:
             self._conn.transport.close()
         self._conn = None
+        for conn in self._pool.values():
+            if conn.transport is not None:
+                conn.transport.close()
+        self._pool.clear()
+
+    async def _open(self, idx: int) -> _AsyncConn:
+        host, port = self.nodes[idx]
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(_AsyncConn, host, port, ssl=self._ssl,
+                                   server_hostname=host if self._ssl is not None else None),
+            self.timeout_ms / 1000)
+        if self._user is not None:
+            await self._authenticate(conn)
+        return conn
+
+    async def _routed_conn(self, msg) -> _AsyncConn | None:
+        """A connection to one of ``msg``'s key's replicas, or None: use the current one."""
+        t = type(msg)
+        if t is not m.Get and t is not m.Put:
+            return None
+        if self._ring_stale():
+            self._ring_at_s = _monotonic()  # one ping at a time; a failing one is not retried per request
+            try:
+                self._learn_ring(await self._call(m.Ping(next(self._ids))))
+            except QuorumKVError:
+                return None
+        idx = self._routed(msg)
+        if idx is None or (idx == self._current and self._conn is not None):
+            return None
+        conn = self._pool.get(idx)
+        if conn is not None and conn.lost is None:
+            return conn
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            conn = self._pool.get(idx)
+            if conn is not None and conn.lost is None:
+                return conn
+            try:
+                conn = await self._open(idx)
+            except (OSError, asyncio.TimeoutError, ProtocolError):
+                self._route_failed(idx)
+                return None
+            self._pool[idx] = conn
+            return conn
 
     async def _connection(self) -> _AsyncConn:
         conn = self._conn
@@ -120,6 +178,7 @@ class AsyncClient(AsyncTypedMethods, _Base):
                         await self._authenticate(conn)
                 except (OSError, asyncio.TimeoutError) as exc:
                     errors.append(f"{host}:{port}: {exc}")
+                    self._route_failed(idx)
                     continue
                 self._current = idx
                 self._conn = conn
@@ -138,6 +197,30 @@ class AsyncClient(AsyncTypedMethods, _Base):
 
     async def _call(self, msg, retry: bool = True):
         tried = 0
+        if self.token_aware:
+            conn = await self._routed_conn(msg)
+            if conn is not None:
+                fut = asyncio.get_running_loop().create_future()
+                conn.waiters[msg.id] = fut
+                conn.transport.write(self._encoder.encode(msg))
+                try:
+                    reply = await asyncio.wait_for(fut, self.timeout_ms / 1000)
+                except (OSError, asyncio.TimeoutError) as exc:
+                    conn.waiters.pop(msg.id, None)
+                    conn.transport.close()
+                    for idx, pooled in list(self._pool.items()):
+                        if pooled is conn:
+                            del self._pool[idx]
+                            self._route_failed(idx)
+                    if not self._resendable(msg):
+                        raise QuorumTimeoutError(f"outcome unknown: no answer to the request ({exc!r}); it was "
+                                                 "not re-sent, as it might run twice") from exc
+                    tried += 1  # then on to the current node, as any failure
+                else:
+                    self._saw(msg, reply)
+                    if type(reply) is mc.AtomicReply:
+                        return _check_atomic(reply)
+                    return _check_reply(reply) if type(reply) is m.Reply else reply
         while True:
             conn = await self._connection()
             fut = asyncio.get_running_loop().create_future()
@@ -154,6 +237,7 @@ class AsyncClient(AsyncTypedMethods, _Base):
                     raise QuorumTimeoutError(f"outcome unknown: no answer to the request ({exc!r}); it was not "
                                              "re-sent, as it might run twice") from exc
                 tried += 1
+                self._route_failed(self._current)
                 self._current = (self._current + 1) % len(self.nodes)
                 if not retry:  # a typed update: it may have been applied, resending could apply it twice
                     raise ConnectionFailedError(f"connection lost during a typed update (maybe applied): {exc!r}") \

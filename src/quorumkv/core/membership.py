@@ -13,8 +13,24 @@ Two kinds of state, kept apart on purpose (as in Cassandra):
   al. 2004; Akka's and Cassandra's variant). Never gossiped: a partition should not
   let one side declare the other dead for everyone.
 
+Heartbeats are SWIM-style probes (Das et al. 2002; memberlist's probe loop), not
+all-to-all: every protocol period (``heartbeat_interval_ms``) a node probes
+``PROBE_FANOUT`` peers, taken round-robin from a random order of its peers
+(``probe_targets``), and each probed peer answers with a heartbeat of its own. A
+probe received and an answer received both feed the sender's detector, so a node
+hears from each peer about every ``peers / PROBE_FANOUT`` periods, and a node sends
+and receives O(1) heartbeats per period however large the cluster (all-to-all was
+O(n) per node, O(n^2) in all).
+
 A node is suspected when phi crosses ``phi_suspect`` and declared down when it has
-stayed suspect for ``suspect_to_down_ms``; one heartbeat makes it up again.
+stayed suspect for ``suspect_to_down_ms``; one heartbeat makes it up again. While a
+peer is suspect the node probes it directly each period (at most ``SUSPECTS_PROBED_MAX``
+suspects a period) and asks
+``INDIRECT_PROBES`` other live peers to probe it too (SWIM's indirect probe); a
+helper that hears from the suspect vouches for it, which restarts the suspicion
+timeout (``vouch``) instead of making it up: routing needs a direct link, so a peer
+only this node cannot reach stays suspect (not routed to) rather than going down.
+Liveness stays local: suspicion is not disseminated (memberlist gossips it).
 """
 
 from __future__ import annotations
@@ -36,6 +52,22 @@ FUTURE_RING_STATUSES = (UP, JOINING, REPLACING)
 
 #: Gossip tables are sent whole; this bounds their size (and the cluster's).
 MEMBERS_MAX = 256
+#: Peers probed per protocol period (memberlist probes 1 per 1 s; 2 per 200 ms keeps
+#: a 3-node cluster all-to-all and a dead peer of a 12-node one noticed in ~3 s).
+PROBE_FANOUT = 2
+#: Other live peers asked to probe a suspect, per period while it is suspect
+#: (memberlist's IndirectChecks: 3).
+INDIRECT_PROBES = 3
+#: Suspects probed (directly and through helpers) per period at most: when many
+#: peers are suspect at once (a cluster starting, a partition) probing them all every
+#: period would be O(n) messages per node per period again, O(n^2) with the helpers'
+#: probes — a storm that slowed a 32-node start-up 2x. memberlist probes one node per
+#: period; the rest are still probed in the round-robin order.
+SUSPECTS_PROBED_MAX = 2
+#: Indirect-probe requests a helper remembers at once (target, requester): one per
+#: possible member pair would be MEMBERS_MAX^2; requests expire after the suspicion
+#: timeout and a requester asks at most INDIRECT_PROBES helpers per suspect per period.
+RELAYS_MAX = 4 * MEMBERS_MAX
 #: Heartbeat intervals remembered per peer by the detector (Akka: 1000; fewer
 #: adapts faster after a change of load, 100 is plenty on a LAN).
 PHI_WINDOW = 100
@@ -67,10 +99,13 @@ class DetectorSettings(NamedTuple):
 class PhiDetector:
     __slots__ = ("intervals", "last_ms", "settings", "_mean_ms", "_std_ms", "_sum", "_sumsq")
 
-    def __init__(self, settings: DetectorSettings, now_ms: int) -> None:
+    def __init__(self, settings: DetectorSettings, now_ms: int, expected_ms: int | None = None) -> None:
         self.settings = settings
-        # Seed with the expected interval so phi is meaningful from the start.
-        self.intervals: list[float] = [float(settings.heartbeat_interval_ms)] * 2
+        # Seed with the expected interval so phi is meaningful from the start (with
+        # SWIM probing a peer is heard from once per probe cycle at least, not every
+        # period: seeding with the period would suspect it before it learns better,
+        # and intervals are not learned while suspect).
+        self.intervals: list[float] = [float(expected_ms or settings.heartbeat_interval_ms)] * 2
         self.last_ms = now_ms
         self._sum = sum(self.intervals)
         self._sumsq = sum(x * x for x in self.intervals)
@@ -150,12 +185,19 @@ class Membership:
         self.detectors: dict[str, PhiDetector] = {}
         self.liveness: dict[str, str] = {}
         self.suspect_since: dict[str, int] = {}
+        self._probe_order: list[str] = []  # peers in a random order, probed round-robin
+        self._probe_next = 0
+        #: indirect probes asked of us: (target, requester) -> expiry (ms)
+        self.relays: dict[tuple[str, str], int] = {}
         for node in self.endpoints:
             if node != self_id:
                 self._watch(node, now_ms)
 
     def _watch(self, node: str, now_ms: int) -> None:
-        self.detectors[node] = PhiDetector(self.settings, now_ms)
+        # our round-robin probes reach it (and its answer us) once per cycle of
+        # peers / PROBE_FANOUT periods
+        cycle = max(1, -(-(len(self.endpoints) - 1) // PROBE_FANOUT))
+        self.detectors[node] = PhiDetector(self.settings, now_ms, self.settings.heartbeat_interval_ms * cycle)
         self.liveness[node] = ALIVE
 
     # -- own state --------------------------------------------------------------
@@ -230,6 +272,76 @@ class Membership:
             self.liveness[node] = ALIVE
             return Transition(node, old, ALIVE)
         return None
+
+    # -- probing (SWIM) -----------------------------------------------------------
+    def probe_targets(self, rng, count: int = PROBE_FANOUT) -> list[str]:
+        """The peers to probe this period: the next ``count`` of a random order of
+        ``peers()``, round-robin (every peer is probed once per ``peers / count``
+        periods, a new member within a cycle of joining the order)."""
+        peers = self.peers()
+        if len(peers) <= count:
+            return peers
+        order = self._probe_order
+        if len(order) != len(peers) or set(order) != set(peers):
+            # membership changed: keep the order of those still here (a reshuffle could
+            # leave a peer unprobed for two cycles), new ones at random places
+            live = set(peers)
+            order[:] = [n for n in order if n in live]
+            for node in peers:
+                if node not in order:
+                    order.insert(rng.randrange(len(order) + 1), node)
+            self._probe_next = 0
+        out = []
+        for _ in range(count):
+            self._probe_next %= len(order)
+            out.append(order[self._probe_next])
+            self._probe_next += 1
+        return out
+
+    def suspects(self, rng=None, count: int = SUSPECTS_PROBED_MAX) -> list[str]:
+        """Suspect peers; with ``rng``, at most ``count`` of them picked at random
+        (the ones to probe this period)."""
+        found = [n for n, st in self.liveness.items() if st == SUSPECT and self.endpoints[n].status != LEFT]
+        return found if rng is None or len(found) <= count else rng.sample(found, count)
+
+    def helpers_for(self, target: str, rng, count: int = INDIRECT_PROBES) -> list[str]:
+        """Live peers to ask to probe ``target`` for us (SWIM's indirect probe)."""
+        live = [n for n in self.peers() if n != target and self.liveness.get(n) == ALIVE]
+        return rng.sample(live, count)
+
+    def ask_relay(self, target: str, requester: str, now_ms: int) -> bool:
+        """``requester`` asks us to probe ``target``; False when refused (unknown
+        nodes, or the table is full)."""
+        if target not in self.detectors or requester not in self.detectors or target == requester:
+            return False
+        key = (target, requester)
+        if key not in self.relays and len(self.relays) >= RELAYS_MAX:
+            self.expire_relays(now_ms)
+            if len(self.relays) >= RELAYS_MAX:
+                return False
+        self.relays[key] = now_ms + self.settings.suspect_to_down_ms
+        return True
+
+    def relayed_to(self, target: str, now_ms: int) -> list[str]:
+        """We heard from ``target``: the requesters waiting for that news (forgotten)."""
+        if not self.relays:
+            return []
+        out = [req for (t, req), exp in self.relays.items() if t == target and exp >= now_ms]
+        for key in [k for k in self.relays if k[0] == target]:
+            del self.relays[key]
+        return out
+
+    def expire_relays(self, now_ms: int) -> None:
+        for key in [k for k, exp in self.relays.items() if exp < now_ms]:
+            del self.relays[key]
+
+    def vouch(self, node: str, now_ms: int) -> bool:
+        """A helper heard from suspect ``node``: restart its suspicion timeout (it stays
+        suspect: we cannot reach it ourselves). True when it was suspect."""
+        if self.liveness.get(node) != SUSPECT:
+            return False
+        self.suspect_since[node] = now_ms
+        return True
 
     def check(self, now_ms: int) -> list[Transition]:
         out = []

@@ -117,6 +117,10 @@ class Pong(_Msg, tag=11):
     storage: str = ""
     keys: int = -1  # records (tombstones included) in the node's local storage
     peers_connected: int = -1  # outbound links to peers that are up (filled by the shell)
+    #: the ring as this node routes by (its members and vnodes per member): a client
+    #: builds the same ``Ring`` to send each key to one of its replicas (0: unknown)
+    ring: list[str] = []
+    vnodes: int = 0
 
 
 class MemberView(msgspec.Struct, frozen=True):
@@ -228,13 +232,19 @@ class RepPeekResp(_Msg, tag=25):
 
 
 class Heartbeat(_Msg, tag=30):
-    """One-way, every heartbeat interval, to every peer: feeds the phi detector."""
+    """One-way: feeds the phi detector and the clock-offset estimate. Sent as a SWIM
+    probe to a few peers per heartbeat interval (``probe``: answer with a heartbeat),
+    as that answer, to ask a peer to probe a suspect for us (``ask``) and to tell the
+    asker the suspect answered (``vouch``) — core/membership.py."""
 
     id: int
     node: str
     generation: int
     hlc: int = 0  # the sender's HLC (receivers observe it: clocks stay close)
     wall_ms: int = 0  # the sender's wall clock at send: measures clock offsets (0: unknown)
+    probe: bool = False  # answer with a heartbeat
+    ask: str = ""  # probe this node for me and vouch for it if it answers
+    vouch: str = ""  # this node, suspect to you, answered me
 
 
 class Gossip(_Msg, tag=31):

@@ -276,6 +276,7 @@ class NodeCore:
         rc = self.ring_change
         self._busy_probes: list = [lambda: rc.state in ("settling", "streaming") or bool(rc.push_inflight)]
         self.stats.update({
+            "suspects_vouched": 0,  # suspicion timeouts restarted by an indirect probe
             "requests": 0, "reads": 0, "writes": 0, "won": 0, "lost": 0, "timeouts": 0,
             "invalid": 0, "overloaded": 0, "replica_writes": 0, "replica_reads": 0,
             "hinted_writes": 0, "hints_stored": 0, "hints_replayed": 0,
@@ -358,6 +359,7 @@ class NodeCore:
             tr = self.membership.on_heartbeat(msg.node, msg.generation, now_ms)
             if tr is not None:
                 self._transition(tr, now_ms, out)
+            self._on_probe(msg, now_ms, out)
         elif t is m.Gossip:
             self.clock.observe_remote(msg.hlc, now_ms)
             self._merge(msg.endpoints, now_ms, out)
@@ -372,7 +374,8 @@ class NodeCore:
             out.append(Peek(("p", conn, msg.id), msg.key))
         elif t is m.Ping:
             self._respond(conn, m.Pong(msg.id, self.node_id, self.replication_factor(), self.default_r,
-                                       self.default_w, self.members()), now_ms, out)
+                                       self.default_w, self.members(), ring=list(self.membership.ring_members()),
+                                       vnodes=self.settings.vnodes), now_ms, out)
         elif t is m.Status:
             self._respond(conn, self.status_reply(msg.id, now_ms), now_ms, out)
         elif t is m.Inspect:
@@ -598,6 +601,10 @@ class NodeCore:
         for busy in self._busy_probes:
             if busy():
                 return now_ms
+        if self.settings.gossip_interval_ms >= self.settings.detector.heartbeat_interval_ms:
+            # gossip rides the protocol period's wake-up (see _membership_tick): one
+            # wake-up per period, not two
+            return self._next_heartbeat_ms
         return min(self._next_heartbeat_ms, self._next_gossip_ms)
 
     def tick(self, now_ms: int) -> list:
@@ -1190,15 +1197,47 @@ class NodeCore:
         out.append(Log("info", "ring_changed", {"members": list(self.membership.ring_members()),
                                                 "future": list(self.membership.future_ring_members())}))
 
+    def _heartbeat(self, now_ms: int, probe: bool = False, ask: str = "", vouch: str = "") -> m.Heartbeat:
+        return m.Heartbeat(0, self.node_id, self.membership.me.generation, self.hlc.last, now_ms,
+                           probe, ask, vouch)
+
+    def _on_probe(self, msg: m.Heartbeat, now_ms: int, out: list) -> None:
+        """The SWIM side of a heartbeat (core/membership.py): answer a probe, pass a
+        suspect's answer on to whoever asked us to probe it, probe for a peer, note a
+        helper's vouch. Only members get anything back."""
+        ms = self.membership
+        sender = msg.node
+        if sender not in ms.detectors:
+            return
+        if msg.probe:
+            out.append(Send(sender, self._heartbeat(now_ms)))
+        for requester in ms.relayed_to(sender, now_ms):
+            out.append(Send(requester, self._heartbeat(now_ms, vouch=sender)))
+        if msg.ask and ms.ask_relay(msg.ask, sender, now_ms):
+            out.append(Send(msg.ask, self._heartbeat(now_ms, probe=True)))
+        if msg.vouch and ms.vouch(msg.vouch, now_ms):
+            self.stats["suspects_vouched"] += 1
+
     def _membership_tick(self, now_ms: int, out: list) -> None:
         ms = self.membership
         if now_ms >= self._next_heartbeat_ms:
             self._next_heartbeat_ms = now_ms + self.settings.detector.heartbeat_interval_ms
-            hb = m.Heartbeat(0, self.node_id, ms.me.generation, self.hlc.last, now_ms)
-            for peer in ms.peers():
-                out.append(Send(peer, hb))
+            probe = self._heartbeat(now_ms, probe=True)
+            targets = ms.probe_targets(self.rng)
+            for peer in targets:
+                out.append(Send(peer, probe))
+            for suspect in ms.suspects(self.rng):  # direct and indirect probes (SWIM), bounded
+                if suspect not in targets:
+                    out.append(Send(suspect, probe))
+                for helper in ms.helpers_for(suspect, self.rng):
+                    out.append(Send(helper, self._heartbeat(now_ms, ask=suspect)))
+            ms.expire_relays(now_ms)
         if now_ms >= self._next_gossip_ms:
-            self._next_gossip_ms = now_ms + self.settings.gossip_interval_ms
+            # on schedule, not from now: rounds taken at the next protocol period's
+            # tick still average one per gossip interval
+            self._next_gossip_ms += self.settings.gossip_interval_ms
+            if self._next_gossip_ms <= now_ms:
+                self._next_gossip_ms = now_ms + self.settings.gossip_interval_ms
             table = ms.table()
             if self.ring_sync.synced:
                 targets = self.rng.sample(ms.peers(), GOSSIP_FANOUT)

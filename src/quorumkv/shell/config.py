@@ -49,7 +49,7 @@ class NodeConfig:
     tick_ms: int = 5                # tick cadence while work is in flight (rounds, replay, streaming)
     #: An idle node sleeps until its core's next deadline (heartbeat, gossip), at most
     #: this long: the failure detector and periodic timers are checked this often.
-    tick_ms_idle_max: int = 100
+    tick_ms_idle_max: int = 200
     #: "uvloop" (the default, when installed: faster sockets and timers) or "asyncio".
     event_loop: str = "uvloop"
     log_level: str = "info"
