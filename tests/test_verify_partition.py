@@ -228,3 +228,37 @@ def test_node_hosts_says_why_a_cluster_cannot_be_partitioned():
     assert "own address" in partition.node_hosts({"n1": "127.0.0.1:7000", "n2": "127.0.0.1:7001"})
     assert "host names" in partition.node_hosts({"n1": "n1:7000", "n2": "n2:7000"})
     assert "loopback" in partition.node_hosts({"n1": "10.1.1.1:7000", "n2": "10.1.1.2:7000"})
+
+
+def test_the_local_rule_is_never_moved_outside_verifys_own_namespace(monkeypatch):
+    # Here (the test's own namespace) the marker names this very namespace, or is absent:
+    # both refuse before running any ip command, so the host's rules stay as they are.
+    monkeypatch.setattr(partition, "_run", lambda *a, **k: pytest.fail(f"ran {a}"))
+    for marker in (None, str(os.stat("/proc/self/ns/net").st_ino) if sys.platform == "linux" else "1"):
+        if marker is None:
+            monkeypatch.delenv(partition.NETNS_ENV, raising=False)
+        else:
+            monkeypatch.setenv(partition.NETNS_ENV, marker)
+        assert not partition.in_private_netns()
+        with pytest.raises(RuntimeError, match="refusing"):
+            partition.prepare_private_netns()
+        p = partition.Partitioner({"n1": "127.5.5.1"})
+        p.how = "iprule"
+        with pytest.raises(RuntimeError, match="own network namespace"):
+            p.open()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the namespace path is Linux-only")
+def test_the_namespace_path_needs_the_verify_command_and_its_own_cluster(monkeypatch):
+    from quorumkv.verify import runner
+
+    monkeypatch.setattr(partition, "unavailable", lambda: None)
+    monkeypatch.setattr(runner, "backend", lambda: "netns")
+    monkeypatch.setattr(partition, "backend", lambda: "netns")
+    with pytest.raises(InvalidRequestError, match=r"^--faults partition: on an existing cluster \(--dir\)"):
+        VerifyConfig(faults=("partition",), dir="/nonexistent").validate()
+    cfg = VerifyConfig(faults=("partition",))
+    assert runner.partitions_need_netns(cfg)
+    with pytest.raises(InvalidRequestError, match="re-executes itself"):
+        runner.run(cfg)  # a library caller gets the reason, not a half-made namespace
+    assert not runner.partitions_need_netns(VerifyConfig(faults=("kill",)))
