@@ -1,12 +1,18 @@
 """``quorumkv verify --faults partition`` on real clusters it starts (root on Linux:
-each node on its own loopback address, nftables drop rules between the sides).
+each node on its own loopback address; nftables drop rules between the sides where
+nft is installed, else ``ip rule`` blackholes inside a private network namespace made
+with ``unshare --net``).
 
+The key tests run twice: ``auto`` (this machine's first choice: nft here, the
+namespace on a machine without nft/iptables) and ``netns`` (``QKV_VERIFY_NETNS=1``
+forces the namespace path, so what a machine without nft runs is tested everywhere).
 The partition is real: while a node is cut off, the client bound to it completes no
 linearizable operation (it needs a quorum it cannot reach), yet completes LWW R=W=1
 ones (it serves alone — stale reads). Linearizable ``register`` stays valid under
 partition + kill; LWW R=W=1 is reported invalid. Every nft table a run creates is
-gone afterwards, also after Ctrl-C. Without the means (here: no nft/iptables on PATH)
-``--faults partition`` is a one-line usage error, exit 2.
+gone afterwards, also after Ctrl-C, and so is every node process of a namespace run.
+Without the means (here: none of nft, iptables, unshare/ip on PATH) ``--faults
+partition`` is a one-line usage error, exit 2.
 """
 
 from __future__ import annotations
@@ -26,16 +32,38 @@ from quorumkv.verify.runner import VerifyConfig
 
 pytestmark = pytest.mark.integration
 
-_reason = partition.unavailable()
-needs_partitions = pytest.mark.skipif(_reason is not None, reason=f"partitions unavailable: {_reason}")
 #: Bound on one verify subprocess (each run below takes 10-25 s on a quiet machine).
 RUN_TIMEOUT_S = 55
+MEANS = {"auto": {}, "netns": {"QKV_VERIFY_NETNS": "1"}}
 
 
-def verify(*args, history=None) -> tuple[int, dict, list[dict]]:
+def _unavailable(means: str) -> str | None:
+    saved = {k: os.environ.get(k) for k in MEANS[means]}
+    os.environ.update(MEANS[means])
+    try:
+        return partition.unavailable()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(params=sorted(MEANS))
+def means(request) -> str:
+    """The way partitions are made in this test's verify runs (its env is in ``MEANS``)."""
+    why = _unavailable(request.param)
+    if why is not None:
+        pytest.skip(f"partitions unavailable ({request.param}): {why}")
+    return request.param
+
+
+def verify(*args, history=None, means="auto") -> tuple[int, dict, list[dict]]:
     extra = ["--history", str(history)] if history else []
     proc = subprocess.run([sys.executable, "-m", "quorumkv", "verify", "-o", "json", *args, *extra],
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+                          env=dict(os.environ, **MEANS[means]))
     assert proc.stdout, proc.stderr
     ops = [json.loads(line) for line in open(history)] if history else []
     return proc.returncode, json.loads(proc.stdout), ops
@@ -68,14 +96,13 @@ def leftover() -> list[str]:
     return partition.leftover_tables()
 
 
-@needs_partitions
-def test_linearizable_register_is_valid_under_partition_and_kill(tmp_path):
+def test_linearizable_register_is_valid_under_partition_and_kill(tmp_path, means):
     before = set(leftover())
     # A partition lasts 6 s: longer than the cut-off client's operation in flight at the
     # cut (up to its 3 s time-out) plus one more that fails after the node's 2 s.
     code, report, ops = verify("--workload", "register", "--faults", "partition,kill", "--time-s", "10",
                                "--keys", "2", "--concurrency", "3", "--fault-interval-s", "0.8",
-                               "--fault-duration-s", "6", "--seed", "7", history=tmp_path / "h.jsonl")
+                               "--fault-duration-s", "6", "--seed", "7", history=tmp_path / "h.jsonl", means=means)
     assert report["verdict"] == "valid" and code == 0, report.get("counterexample")
     faults = [e["fault"] for e in report["nemesis"] if e["fault"] != "heal"]
     assert set(faults) == {"partition", "kill"}
@@ -87,11 +114,10 @@ def test_linearizable_register_is_valid_under_partition_and_kill(tmp_path):
     assert set(leftover()) <= before
 
 
-@needs_partitions
-def test_lww_r1_w1_under_partition_is_invalid_and_the_minority_serves_alone(tmp_path):
+def test_lww_r1_w1_under_partition_is_invalid_and_the_minority_serves_alone(tmp_path, means):
     code, report, ops = verify("--workload", "register", "--lww", "--r", "1", "--w", "1", "--faults", "partition",
                                "--time-s", "6", "--keys", "1", "--concurrency", "3", "--fault-interval-s", "0.5",
-                               "--fault-duration-s", "2", "--seed", "3", history=tmp_path / "h.jsonl")
+                               "--fault-duration-s", "2", "--seed", "3", history=tmp_path / "h.jsonl", means=means)
     assert report["verdict"] == "invalid" and code == 1
     assert report["counterexample"]["ops"]
     # W=1 / R=1: the cut-off node keeps acknowledging reads and writes on its own.
@@ -99,19 +125,44 @@ def test_lww_r1_w1_under_partition_is_invalid_and_the_minority_serves_alone(tmp_
     assert {o["f"] for o in served} == {"read", "write"}
 
 
-@needs_partitions
-def test_no_nft_table_or_rule_is_left_after_a_run_or_after_ctrl_c():
+def _netns_pids(pid: int) -> set[int]:
+    """Every process in the network namespace of process ``pid`` (empty once it is gone)."""
+    try:
+        ns = os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return set()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino == ns:
+                    found.add(int(entry))
+            except OSError:
+                pass  # gone meanwhile, or not ours to look at
+    return found
+
+
+def _blackhole_rules(pid: int) -> list[str]:
+    """The cut rules in the network namespace of process ``pid``."""
+    out = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "rule"], capture_output=True,
+                         text=True, timeout=RUN_TIMEOUT_S).stdout
+    return [line for line in out.splitlines() if "blackhole" in line]
+
+
+def test_nothing_is_left_after_a_run_or_after_ctrl_c(means):
+    env = dict(os.environ, **MEANS[means])
+    how = partition.backend() if means == "auto" else "netns"
     before = set(leftover())
     code, report, _ = verify("--workload", "register", "--faults", "partition", "--time-s", "3",
                              "--concurrency", "2", "--fault-interval-s", "0.3", "--fault-duration-s", "1",
-                             "--seed", "1")
+                             "--seed", "1", means=means)
     assert code in (0, 2) and [e for e in report["nemesis"] if e["fault"] == "partition"]
     assert set(leftover()) <= before
 
-    # Ctrl-C in the middle of a partition: the rules still go.
+    # Ctrl-C in the middle of a partition: the rules and the node processes still go.
     proc = subprocess.Popen([sys.executable, "-m", "quorumkv", "verify", "--faults", "partition",
                              "--time-s", "30", "--fault-interval-s", "0.2", "--fault-duration-s", "20",
-                             "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     cut = threading.Event()
 
     def watch():
@@ -120,9 +171,15 @@ def test_no_nft_table_or_rule_is_left_after_a_run_or_after_ctrl_c():
                 cut.set()
 
     threading.Thread(target=watch, daemon=True).start()
+    inside: set[int] = set()
     try:
         assert cut.wait(RUN_TIMEOUT_S), "no partition was made"
-        assert [t for t in leftover() if f"_{proc.pid}_" in t]  # the run's table is there while cut
+        if how == "netns":  # unshare exec'd verify: same pid, now in a namespace of its own
+            assert _blackhole_rules(proc.pid), "no blackhole rule while cut"
+            inside = _netns_pids(proc.pid) - {proc.pid}
+            assert len(inside) >= 3, inside  # the nodes run in verify's namespace
+        else:
+            assert [t for t in leftover() if f"_{proc.pid}_" in t]  # the run's table is there while cut
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=RUN_TIMEOUT_S)
     finally:
@@ -130,10 +187,11 @@ def test_no_nft_table_or_rule_is_left_after_a_run_or_after_ctrl_c():
             proc.kill()
             proc.wait()
     assert [t for t in leftover() if f"_{proc.pid}_" in t] == []
+    assert [p for p in inside if os.path.exists(f"/proc/{p}")] == []  # every node process is gone
 
 
 def test_partition_without_the_means_is_a_one_line_usage_error(tmp_path):
-    # No nft or iptables on PATH (as on a machine without them): exit 2, one line, no traceback.
+    # No nft, iptables, unshare or ip on PATH: exit 2, one line, no traceback.
     env = dict(os.environ, PATH=str(tmp_path))
     proc = subprocess.run([sys.executable, "-m", "quorumkv", "verify", "--faults", "partition", "--time-s", "1"],
                           capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env)
@@ -141,7 +199,7 @@ def test_partition_without_the_means_is_a_one_line_usage_error(tmp_path):
     err = proc.stderr.strip()
     assert "--faults partition:" in err and len(err.splitlines()) == 1 and "Traceback" not in err
     if sys.platform == "linux" and os.geteuid() == 0:
-        assert "nft" in err and "iptables" in err
+        assert "nft" in err and "iptables" in err and "unshare" in err
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="Linux: the root check comes after the platform one")
@@ -170,3 +228,37 @@ def test_node_hosts_says_why_a_cluster_cannot_be_partitioned():
     assert "own address" in partition.node_hosts({"n1": "127.0.0.1:7000", "n2": "127.0.0.1:7001"})
     assert "host names" in partition.node_hosts({"n1": "n1:7000", "n2": "n2:7000"})
     assert "loopback" in partition.node_hosts({"n1": "10.1.1.1:7000", "n2": "10.1.1.2:7000"})
+
+
+def test_the_local_rule_is_never_moved_outside_verifys_own_namespace(monkeypatch):
+    # Here (the test's own namespace) the marker names this very namespace, or is absent:
+    # both refuse before running any ip command, so the host's rules stay as they are.
+    monkeypatch.setattr(partition, "_run", lambda *a, **k: pytest.fail(f"ran {a}"))
+    for marker in (None, str(os.stat("/proc/self/ns/net").st_ino) if sys.platform == "linux" else "1"):
+        if marker is None:
+            monkeypatch.delenv(partition.NETNS_ENV, raising=False)
+        else:
+            monkeypatch.setenv(partition.NETNS_ENV, marker)
+        assert not partition.in_private_netns()
+        with pytest.raises(RuntimeError, match="refusing"):
+            partition.prepare_private_netns()
+        p = partition.Partitioner({"n1": "127.5.5.1"})
+        p.how = "iprule"
+        with pytest.raises(RuntimeError, match="own network namespace"):
+            p.open()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the namespace path is Linux-only")
+def test_the_namespace_path_needs_the_verify_command_and_its_own_cluster(monkeypatch):
+    from quorumkv.verify import runner
+
+    monkeypatch.setattr(partition, "unavailable", lambda: None)
+    monkeypatch.setattr(runner, "backend", lambda: "netns")
+    monkeypatch.setattr(partition, "backend", lambda: "netns")
+    with pytest.raises(InvalidRequestError, match=r"^--faults partition: on an existing cluster \(--dir\)"):
+        VerifyConfig(faults=("partition",), dir="/nonexistent").validate()
+    cfg = VerifyConfig(faults=("partition",))
+    assert runner.partitions_need_netns(cfg)
+    with pytest.raises(InvalidRequestError, match="re-executes itself"):
+        runner.run(cfg)  # a library caller gets the reason, not a half-made namespace
+    assert not runner.partitions_need_netns(VerifyConfig(faults=("kill",)))

@@ -132,6 +132,11 @@ def verify(
     """Jepsen-style check: run a workload with faults against a real cluster, then check
     every key's history for linearizability. Exit 0 valid, 1 invalid, 2 unknown."""
     from .verify.runner import VerifyConfig, format_report
+    import os
+    import sys
+
+    from .verify.partition import netns_command
+    from .verify.runner import partitions_need_netns
     from .verify.runner import run as run_verify
 
     def level(x):
@@ -146,6 +151,23 @@ def verify(
     if linearizable and (r is not None or w is not None):
         _fail(EXIT_USAGE, "--r/--w apply to --lww clients only")
     try:
+        if partitions_need_netns(cfg):
+            cfg.validate()  # usage errors here, before the re-execution
+            # No nft/iptables: the cluster, clients and nemesis run in a private network
+            # namespace (unshare execs this same command there, same process id), where
+            # ip rules can cut loopback addresses apart; it disappears with them.
+            argv = [sys.executable, "-m", "quorumkv", "verify", "--workload", workload, "--faults", faults,
+                    "--linearizable" if linearizable else "--lww", "--time-s", repr(time_s),
+                    "--concurrency", str(concurrency), "--keys", str(keys), "--nodes", str(nodes),
+                    "--budget-s", repr(budget_s), "--fault-interval-s", repr(fault_interval_s),
+                    "--fault-duration-s", repr(fault_duration_s), "-o", output.value]
+            for flag, value in (("--r", r), ("--w", w), ("--seed", seed), ("--history", history)):
+                if value is not None:
+                    argv += [flag, str(value)]
+            cmd, env = netns_command(argv)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execvpe(cmd[0], cmd, env)
         report = run_verify(cfg)
     except errors.InvalidRequestError as exc:
         _fail(EXIT_USAGE, str(exc))

@@ -12,8 +12,16 @@ locally generated, so it passes there) holds ``ip saddr A ip daddr B drop`` rule
 side that node is on (Jepsen's model: the client lives with its node).
 
 Where ``nft`` is missing, iptables is used the same way (a chain of its own, jumped to
-from OUTPUT). Blackhole routes and ``ip rule`` cannot do it: the kernel's ``local``
-table answers for 127/8 before any of them is consulted.
+from OUTPUT). Where neither is installed, ``quorumkv verify`` re-executes itself under
+``unshare --net`` (same process id: ``unshare`` execs it) so that the cluster, the
+clients and the nemesis run in a private network namespace that disappears with them;
+there (and only there: ``open()`` checks that its namespace is not the one it was
+started from) ``lo`` is brought up, the ``local`` table's rule moves from priority 0 to
+100, and a cut adds ``ip rule add pref 10 from A to B blackhole`` for both directions
+(``heal()`` deletes them). On the host's own namespace such rules would do nothing —
+the ``local`` rule at priority 0 answers for 127/8 first — and moving it is not ours to
+do. ``QKV_VERIFY_NETNS=1`` forces this path where nft is installed (to test what a
+machine without it runs).
 
 Needs root on Linux; ``unavailable()`` says why not.
 """
@@ -39,35 +47,74 @@ def _run(argv: list[str], input: str | None = None, check: bool = True) -> subpr
     return proc
 
 
+#: Set (to the network namespace inode it left) in a verify run re-executed under
+#: ``unshare --net``; only there may the ``ip rule`` backend change rules.
+NETNS_ENV = "QKV_VERIFY_NETNS_OF"
+#: The rules' priorities inside the private namespace: cuts before the local table.
+CUT_PREF, LOCAL_PREF = 10, 100
+
+
+def _netns_inode() -> int:
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def in_private_netns() -> bool:
+    """True in a verify run that re-executed itself into a namespace of its own."""
+    left = os.environ.get(NETNS_ENV)
+    return bool(left) and left.isdigit() and int(left) != _netns_inode()
+
+
 def backend() -> str | None:
-    """``nft``, ``iptables`` or None; ``QKV_VERIFY_NO_NFT=1`` skips nft (to try the fallback)."""
-    if shutil.which("nft") and os.environ.get("QKV_VERIFY_NO_NFT") != "1":
-        return "nft"
-    if shutil.which("iptables"):
-        return "iptables"
+    """How partitions are made here: ``nft``, ``iptables``, ``netns`` (re-execute under
+    ``unshare --net`` first), ``iprule`` (inside that namespace) or None.
+    ``QKV_VERIFY_NO_NFT=1`` skips nft (to try iptables); ``QKV_VERIFY_NETNS=1`` skips
+    both (to try the namespace path)."""
+    if in_private_netns():
+        return "iprule"
+    force_netns = os.environ.get("QKV_VERIFY_NETNS") == "1"
+    if not force_netns:
+        if shutil.which("nft") and os.environ.get("QKV_VERIFY_NO_NFT") != "1":
+            return "nft"
+        if shutil.which("iptables"):
+            return "iptables"
+    if shutil.which("unshare") and shutil.which("ip"):
+        return "netns"
     return None
 
 
 def unavailable() -> str | None:
     """Why partitions cannot be made on this machine, or None."""
     if sys.platform != "linux":
-        return "network partitions need Linux (nftables or iptables)"
+        return "network partitions need Linux (nftables, iptables or unshare + ip)"
     if os.geteuid() != 0:
-        return "network partitions need root (they add nftables/iptables rules)"
+        return "network partitions need root (they add nftables/iptables or ip rules)"
     how = backend()
     if how is None:
-        return "network partitions need nft (nftables) or iptables; neither is installed"
+        return ("network partitions need nft (nftables), iptables, or unshare (util-linux) with ip "
+                "(iproute2); none is installed")
     probe = f"{TABLE_PREFIX}probe{secrets.token_hex(3)}"
     if how == "nft":
         made = _run(["nft", "add", "table", "inet", probe], check=False)
         if made.returncode != 0:
             return f"nft cannot add a table here: {made.stderr.strip() or made.returncode}"
         _run(["nft", "delete", "table", "inet", probe], check=False)
-    else:
+    elif how == "iptables":
         listed = _run(["iptables", "-S", "OUTPUT"], check=False)
         if listed.returncode != 0:
             return f"iptables cannot be used here: {listed.stderr.strip() or listed.returncode}"
+    elif how == "netns":
+        tried = _run(["unshare", "--net", "--", "ip", "rule", "add", "pref", str(LOCAL_PREF), "lookup", "local"],
+                     check=False)
+        if tried.returncode != 0:
+            return f"unshare --net cannot make a network namespace here: {tried.stderr.strip() or tried.returncode}"
     return None
+
+
+def netns_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run ``argv`` in a private network namespace
+    (``unshare`` execs it: the process id stays the same)."""
+    env = dict(os.environ, **{NETNS_ENV: str(_netns_inode())})
+    return ["unshare", "--net", "--", *argv], env
 
 
 def loopback_hosts(count: int, rng) -> list[str]:
@@ -95,6 +142,17 @@ def node_hosts(addresses: dict[str, str]) -> str | None:
     return None
 
 
+def prepare_private_netns() -> None:
+    """In verify's own namespace (before the nodes start): bring ``lo`` up and move the
+    ``local`` table's rule behind the cuts' priority, so a cut's blackhole rule is
+    consulted first. Refuses anywhere else."""
+    if not in_private_netns():
+        raise RuntimeError("refusing to move the local routing rule outside verify's own network namespace")
+    _run(["ip", "link", "set", "lo", "up"])
+    _run(["ip", "rule", "add", "pref", str(LOCAL_PREF), "lookup", "local"])
+    _run(["ip", "rule", "del", "pref", "0", "lookup", "local"])
+
+
 class Partitioner:
     """Cuts and heals a cluster whose nodes have distinct loopback addresses."""
 
@@ -105,6 +163,7 @@ class Partitioner:
         self.chain = f"QKVV{secrets.token_hex(4)}"  # iptables chain names: 28 characters at most
         self.opened = False
         self.cut_now: list[list[str]] | None = None
+        self.rules: list[tuple[str, str]] = []  # iprule: (from, to) of each blackhole rule in place
 
     def open(self) -> "Partitioner":
         if self.how == "nft":
@@ -115,8 +174,14 @@ class Partitioner:
         elif self.how == "iptables":
             _run(["iptables", "-N", self.chain])
             _run(["iptables", "-I", "OUTPUT", "-j", self.chain])
+        elif self.how == "iprule":
+            if not in_private_netns():  # never on a namespace verify did not make itself
+                raise RuntimeError("ip rule partitions only run in verify's own network namespace")
+        elif self.how == "netns":
+            raise RuntimeError("partitions without nft/iptables need the run re-executed under unshare --net "
+                               "(the `quorumkv verify` command does it)")
         else:
-            raise RuntimeError(unavailable() or "no nft or iptables")
+            raise RuntimeError(unavailable() or "no nft, iptables or unshare")
         self.opened = True
         return self
 
@@ -129,6 +194,11 @@ class Partitioner:
             rules = "".join(f"add rule inet {self.name} output ip saddr {a} ip daddr {b} drop\n"
                             f"add rule inet {self.name} output ip saddr {b} ip daddr {a} drop\n" for a, b in pairs)
             _run(["nft", "-f", "-"], input=rules)
+        elif self.how == "iprule":
+            for a, b in pairs:
+                for src, dst in ((a, b), (b, a)):
+                    _run(self._rule("add", src, dst))
+                    self.rules.append((src, dst))
         else:
             for a, b in pairs:
                 for src, dst in ((a, b), (b, a)):
@@ -140,9 +210,17 @@ class Partitioner:
             return
         if self.how == "nft":
             _run(["nft", "flush", "chain", "inet", self.name, "output"])
+        elif self.how == "iprule":
+            while self.rules:
+                _run(self._rule("del", *self.rules[-1]))
+                self.rules.pop()
         else:
             _run(["iptables", "-F", self.chain])
         self.cut_now = None
+
+    @staticmethod
+    def _rule(verb: str, src: str, dst: str) -> list[str]:
+        return ["ip", "rule", verb, "pref", str(CUT_PREF), "from", src, "to", dst, "blackhole"]
 
     def close(self) -> None:
         """Remove everything this partitioner added; safe to call twice, never raises."""
@@ -152,6 +230,10 @@ class Partitioner:
         self.cut_now = None
         if self.how == "nft":
             _run(["nft", "delete", "table", "inet", self.name], check=False)
+        elif self.how == "iprule":  # the namespace goes with the run; delete the cuts anyway
+            for src, dst in self.rules:
+                _run(self._rule("del", src, dst), check=False)
+            self.rules = []
         else:
             _run(["iptables", "-D", "OUTPUT", "-j", self.chain], check=False)
             _run(["iptables", "-F", self.chain], check=False)

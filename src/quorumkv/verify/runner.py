@@ -12,8 +12,9 @@ writes and compare-and-set over a few small values, so CAS often succeeds) and
 every element is read back through every node: no acknowledged add may be lost).
 Faults: ``kill`` (SIGKILL, then restart) and ``pause``
 (SIGSTOP, then SIGCONT), one node at a time so a majority stays up; ``partition``
-(root on Linux: each node gets its own loopback address and nftables drops the
-traffic between a random minority and the rest, ``partition.py``), then heal.
+(root on Linux: each node gets its own loopback address and nftables — or iptables,
+or ``ip rule`` blackholes in a private network namespace — drops the traffic between
+a random minority and the rest, ``partition.py``), then heal.
 Faults take turns, one at a time.
 
 Outcomes: ``ok`` with its result; ``fail`` only when the operation certainly did not
@@ -44,7 +45,7 @@ from ..errors import (
     UnavailableError,
 )
 from .checker import INVALID, UNKNOWN, VALID, Op, check, overall
-from .partition import Partitioner, loopback_hosts, node_hosts
+from .partition import Partitioner, backend, loopback_hosts, node_hosts, prepare_private_netns
 
 WORKLOADS = ("register", "cas-register", "counter", "set")
 #: After healing, how long a ``set`` run lets hints and repair settle before its final reads.
@@ -104,6 +105,9 @@ class VerifyConfig:
             why = unavailable()
             if why is not None:
                 raise InvalidRequestError(f"--faults partition: {why}")
+            if self.dir is not None and backend() == "netns":
+                raise InvalidRequestError("--faults partition: on an existing cluster (--dir) it needs nft or "
+                                          "iptables (a private network namespace cannot reach its nodes)")
 
 
 @dataclass
@@ -296,6 +300,9 @@ def run(cfg: VerifyConfig) -> Report:
     from ..testing import free_base_port  # noqa: PLC0415
 
     cfg.validate()
+    if partitions_need_netns(cfg):
+        raise InvalidRequestError("--faults partition: without nft or iptables the run must be in a network "
+                                  "namespace of its own; the `quorumkv verify` command re-executes itself there")
     # R + W <= N is what an LWW run may be asked to test: don't warn on every request.
     warnings.filterwarnings("ignore", category=ConsistencyWarning)
     own = cfg.dir is None
@@ -312,6 +319,8 @@ def run(cfg: VerifyConfig) -> Report:
     # SIGTERM runs the clean-up below too (Ctrl-C does: KeyboardInterrupt).
     previous_term = _exit_on_sigterm()
     try:
+        if partitions and backend() == "iprule":
+            prepare_private_netns()  # lo up, local rule moved: before any node binds
         if own:
             cluster = LocalCluster(os.path.join(root, "cluster"))
             # Partitions tell nodes apart by address: each gets its own loopback one.
@@ -357,6 +366,11 @@ def run(cfg: VerifyConfig) -> Report:
             if cluster is not None:
                 cluster.down()
             shutil.rmtree(root, ignore_errors=True)
+
+
+def partitions_need_netns(cfg: VerifyConfig) -> bool:
+    """True when this run's partitions need it re-executed under ``unshare --net``."""
+    return "partition" in cfg.faults and backend() == "netns"
 
 
 def _exit_on_sigterm():
