@@ -12,7 +12,7 @@ import msgspec
 
 from ..errors import ProtocolError
 from .limits import FRAME_BYTES_MAX
-from .messages import Message
+from .wire import Message
 
 _HEADER = 4
 

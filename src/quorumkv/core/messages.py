@@ -11,8 +11,6 @@ Levels (``r``/``w``) travel as an int, or 0 meaning "the node's default"; string
 
 from __future__ import annotations
 
-from typing import Union
-
 import msgspec
 
 from .membership import Endpoint
@@ -258,27 +256,14 @@ class Error(_Msg, tag=99):
     message: str
 
 
-# Message families defined in their own modules (anti-entropy, ring changes) are
-# imported here, after _Msg exists, so every union below knows them.
-from .messages_ae import AE_REQUESTS, AE_RESPONSES  # noqa: E402
-from .messages_ring import RING_REQUESTS, RING_RESPONSES  # noqa: E402
-from .messages_scan import SCAN_REQUESTS, SCAN_RESPONSES  # noqa: E402
-from .messages_admin import ADMIN_REQUESTS, ADMIN_RESPONSES  # noqa: E402
-from .messages_typed import TYPED_REQUESTS, TYPED_RESPONSES  # noqa: E402
-from .messages_cas import CAS_REQUESTS, CAS_RESPONSES  # noqa: E402
-
-_BASE_REQUESTS = (Get, Put, Ping, Status, Inspect, RepWrite, RepRead, RepPeek, Heartbeat, Gossip,
-                  Latencies)
-_BASE_RESPONSES = (Reply, Pong, StatusReply, InspectReply, RepWriteAck, RepReadResp, RepPeekResp,
-                   GossipAck, Error, LatenciesReply)
-REQUEST_TYPES = (_BASE_REQUESTS + AE_REQUESTS + RING_REQUESTS + SCAN_REQUESTS + ADMIN_REQUESTS + TYPED_REQUESTS
-                 + CAS_REQUESTS)
-RESPONSE_TYPES = (_BASE_RESPONSES + AE_RESPONSES + RING_RESPONSES + SCAN_RESPONSES + ADMIN_RESPONSES
-                  + TYPED_RESPONSES + CAS_RESPONSES)
+# The base messages. Families defined in their own modules (messages_ae, _ring, _scan,
+# _admin, _typed, _cas) import _Msg from here; ``wire.py`` folds every family into the
+# REQUEST_TYPES/RESPONSE_TYPES tables and the Request/Response/Message unions.
+BASE_REQUESTS = (Get, Put, Ping, Status, Inspect, RepWrite, RepRead, RepPeek, Heartbeat, Gossip,
+                 Latencies)
+BASE_RESPONSES = (Reply, Pong, StatusReply, InspectReply, RepWriteAck, RepReadResp, RepPeekResp,
+                  GossipAck, Error, LatenciesReply)
 ClientRequest = Get | Put | Ping | Status | Inspect | Latencies
-Request = Union[REQUEST_TYPES]  # noqa: UP007 - built from a tuple
-Response = Union[RESPONSE_TYPES]  # noqa: UP007
-Message = Union[REQUEST_TYPES + RESPONSE_TYPES]  # noqa: UP007
 
 #: Requests that get no answer (they must not count against a connection's
 #: pipeline bound).

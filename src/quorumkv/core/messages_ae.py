@@ -1,4 +1,4 @@
-"""Wire messages of one protocol family; ``messages.py`` folds them into the unions.
+"""Wire messages of one protocol family; ``wire.py`` folds them into the unions.
 
 Tags: anti-entropy uses 40-49, ring changes 50-59 (frozen once released).
 

@@ -1,5 +1,5 @@
 """Wire messages of the linearizable family (``core/paxos.py``); tags 60-69 (frozen
-once released). ``messages.py`` folds them into its unions.
+once released). ``wire.py`` folds them into its unions.
 
 client -> node  Atomic       one linearizable operation on one key (read, write,
                              CAS, INCR, GETDEL, SET NX/XX/GET)

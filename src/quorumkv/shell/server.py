@@ -29,6 +29,7 @@ import msgspec
 import structlog
 
 from ..core import messages as m
+from ..core import wire
 from ..core.framing import FrameDecoder, FrameEncoder
 from ..core.limits import CLIENT_PIPELINE_MAX, PEER_QUEUE_BYTES_MAX
 from ..core.hints import HintSettings
@@ -262,11 +263,11 @@ class _Inbound(_Conn):
             self.transport.close()
 
 
-_REQUEST_TYPES = set(m.REQUEST_TYPES)
+_REQUEST_TYPES = set(wire.REQUEST_TYPES)
 #: What only a peer sends (marks an inbound connection as a peer's link).
 _PEER_REQUEST_TYPES = {m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip, PxRead, PxPrepare, PxAccept}
 # What a peer may answer on our outbound link (client-facing replies never come back there).
-_RESPONSE_TYPES = set(m.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply,
+_RESPONSE_TYPES = set(wire.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply,
                                            SnapshotReply}
 
 
