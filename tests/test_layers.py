@@ -50,8 +50,6 @@ KNOWN_CYCLES: list[list[str]] = [
      "quorumkv.cli_snapshot", "quorumkv.cli_status"],
     ["quorumkv.client", "quorumkv.client_async"],
     ["quorumkv.resp.atomic", "quorumkv.resp.commands", "quorumkv.resp.commands_crdt", "quorumkv.resp.commands_scan"],
-    ["quorumkv.shell.antientropy", "quorumkv.shell.metrics", "quorumkv.shell.resp_server", "quorumkv.shell.server"],
-    ["quorumkv.shell.storage", "quorumkv.shell.storage_redis"],
 ]
 
 

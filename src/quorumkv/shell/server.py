@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import signal
-import time
 from collections import deque
 
 import msgspec
@@ -52,8 +51,10 @@ from ..core.messages_cas import PxAccept, PxPrepare, PxRead
 from ..core.paxos import PaxosStore
 from ..core.paxos import atomic_from_plain
 from ..core.paxos import install as install_paxos
-from .storage import StorageEngine, open_engine
+from .engines import open_engine
+from .storage import StorageEngine
 from .snapshot import SnapshotShell
+from .wallclock import now_ms, set_clock_offset_ms
 from . import auth, tls
 from ..core.messages_admin import Auth, Snapshot, SnapshotReply
 
@@ -79,13 +80,6 @@ def newest_hint(hints):
     return read_result(rec for _, rec in hints)
 
 
-#: TEST ONLY (config ``clock_offset_ms``): added to the wall clock the core sees, so
-#: one machine can run a node whose clock is off. One node per process, so global.
-_clock_offset_ms = 0
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000) + _clock_offset_ms
 
 
 class _Conn(asyncio.Protocol):
@@ -416,8 +410,7 @@ class _PeerLink(_Conn):
 class NodeServer:
     def __init__(self, config: NodeConfig, storage: StorageEngine | None = None) -> None:
         self.config = config
-        global _clock_offset_ms
-        _clock_offset_ms = config.clock_offset_ms
+        set_clock_offset_ms(config.clock_offset_ms)
         self.loop = asyncio.get_running_loop()
         self.storage = storage or open_engine(
             config.storage, os.path.join(config.data_dir, "data"), fsync=config.fsync, loop=self.loop,
