@@ -46,8 +46,6 @@ SRC_DIR = PKG_DIR.parent
 #: strongly connected component; the test fails if one disappears too, so the list
 #: only shrinks.
 KNOWN_CYCLES: list[list[str]] = [
-    ["quorumkv.cli", "quorumkv.cli_app", "quorumkv.cli_certs", "quorumkv.cli_ops", "quorumkv.cli_repair",
-     "quorumkv.cli_snapshot", "quorumkv.cli_status"],
     ["quorumkv.client", "quorumkv.client_async"],
     ["quorumkv.resp.atomic", "quorumkv.resp.commands", "quorumkv.resp.commands_crdt", "quorumkv.resp.commands_scan"],
 ]
