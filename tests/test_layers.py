@@ -47,7 +47,6 @@ SRC_DIR = PKG_DIR.parent
 #: only shrinks.
 KNOWN_CYCLES: list[list[str]] = [
     ["quorumkv.client", "quorumkv.client_async"],
-    ["quorumkv.resp.atomic", "quorumkv.resp.commands", "quorumkv.resp.commands_crdt", "quorumkv.resp.commands_scan"],
 ]
 
 

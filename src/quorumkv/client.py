@@ -48,15 +48,14 @@ from .core.framing import FrameDecoder, FrameEncoder
 from .core.validation import level_to_wire, validate_key, validate_value
 from .core.version import SessionContext, Version
 from .client_typed import Siblings, SiblingsError, TypedMethods, plain_value  # noqa: F401 - re-exported
+from .core.status import raise_for_status
 from .core.typed import is_typed
 from .errors import (
     ConnectionFailedError,
     ConsistencyWarning,
     InvalidRequestError,
     NotFoundError,
-    OverloadedError,
     ProtocolError,
-    QuorumKVError,
     QuorumTimeoutError,
     UnavailableError,
 )
@@ -114,33 +113,13 @@ def _check_reply(reply) -> m.Reply:
         raise ProtocolError(f"node refused the request: {reply.message}")
     if reply.warning:
         warnings.warn(reply.warning, ConsistencyWarning, stacklevel=4)
-    status = reply.status
-    if status == m.OK or status == m.NOT_FOUND:
-        return reply
-    if status == m.UNAVAILABLE:
-        raise UnavailableError(reply.message)
-    if status == m.TIMEOUT:
-        raise QuorumTimeoutError(reply.message)
-    if status == m.INVALID:
-        raise InvalidRequestError(reply.message)
-    if status == m.OVERLOADED:
-        raise OverloadedError(reply.message)
-    raise QuorumKVError(reply.message or f"node error (status {status})")
+    raise_for_status(reply.status, reply.message)
+    return reply
 
 
 def _check_atomic(reply: mc.AtomicReply) -> mc.AtomicReply:
-    status = reply.status
-    if status == m.OK or status == m.NOT_FOUND:
-        return reply
-    if status == m.UNAVAILABLE:
-        raise UnavailableError(reply.message)
-    if status == m.TIMEOUT:
-        raise QuorumTimeoutError(reply.message)
-    if status == m.INVALID:
-        raise InvalidRequestError(reply.message)
-    if status == m.OVERLOADED:
-        raise OverloadedError(reply.message)
-    raise QuorumKVError(reply.message or f"node error (status {status})")
+    raise_for_status(reply.status, reply.message)
+    return reply
 
 
 def _consistency(value) -> str:

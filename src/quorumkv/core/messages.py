@@ -14,6 +14,7 @@ from __future__ import annotations
 import msgspec
 
 from .membership import Endpoint
+from .status import ReplyStatus
 from .version import Record, Version
 
 # Level codes on the wire.
@@ -83,19 +84,20 @@ class Latencies(_Msg, tag=6):
 
 
 # --- node -> client -------------------------------------------------------------
-# status codes of Reply
-OK = 0
-NOT_FOUND = 1
-UNAVAILABLE = 2
-TIMEOUT = 3
-INVALID = 4
-OVERLOADED = 5
-INTERNAL = 6
+# status codes of Reply: core/status.py (its Status enum, and the one status -> error table);
+# the short names stay here because every caller writes m.OK, m.NOT_FOUND...
+OK = ReplyStatus.OK
+NOT_FOUND = ReplyStatus.NOT_FOUND
+UNAVAILABLE = ReplyStatus.UNAVAILABLE
+TIMEOUT = ReplyStatus.TIMEOUT
+INVALID = ReplyStatus.INVALID
+OVERLOADED = ReplyStatus.OVERLOADED
+INTERNAL = ReplyStatus.INTERNAL
 
 
 class Reply(_Msg, tag=10):
     id: int
-    status: int
+    status: int  # a Status; int on the wire, so an unknown code still decodes
     value: bytes | None = None
     version: Version | None = None
     message: str = ""
