@@ -46,7 +46,6 @@ SRC_DIR = PKG_DIR.parent
 #: strongly connected component; the test fails if one disappears too, so the list
 #: only shrinks.
 KNOWN_CYCLES: list[list[str]] = [
-    ["quorumkv.client", "quorumkv.client_async"],
 ]
 
 
