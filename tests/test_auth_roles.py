@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from quorumkv.core import messages as m
 from quorumkv.core import wire
 from quorumkv.core.messages_admin import Auth
 from quorumkv.shell.auth import (
