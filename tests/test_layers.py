@@ -42,7 +42,7 @@ import quorumkv
 PKG_DIR = Path(quorumkv.__file__).parent
 SRC_DIR = PKG_DIR.parent
 
-#: Cycles not yet broken (issue 9). Each entry is the sorted member list of one
+#: Cycles not yet broken (none since issue 9's fixes). Each entry is the sorted member list of one
 #: strongly connected component; the test fails if one disappears too, so the list
 #: only shrinks.
 KNOWN_CYCLES: list[list[str]] = [
