@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from quorumkv.core import messages as m
+from quorumkv.core import wire
 from quorumkv.core.messages_admin import Auth
 from quorumkv.shell.auth import (
     ADMIN_TYPES, ALL_TYPES, ALLOWED_BY_ROLE, PEER_TYPES, READ_TYPES, WRITE_TYPES, Users, validate_users,
@@ -15,7 +15,7 @@ from quorumkv.shell.auth import (
 def test_every_request_type_is_classified_once():
     groups = [READ_TYPES, WRITE_TYPES, ADMIN_TYPES, PEER_TYPES]
     classified = set().union(*groups)
-    assert classified == set(m.REQUEST_TYPES) - {Auth}, "classify new request types in shell/auth.py"
+    assert classified == set(wire.REQUEST_TYPES) - {Auth}, "classify new request types in shell/auth.py"
     assert sum(len(g) for g in groups) == len(classified)  # no type in two groups
 
 

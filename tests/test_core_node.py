@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from quorumkv.core import messages as m
+from quorumkv.core import wire
 from quorumkv.core import node as node_mod
 from quorumkv.core.consistency import quorum_of, resolve, weak_warning
 from quorumkv.core.limits import KEY_BYTES_MAX, VALUE_BYTES_MAX
@@ -763,7 +764,7 @@ def test_no_peer_message_makes_the_core_raise(seed):
     members = {f"n{i}": f"127.0.0.1:{7000 + i}" for i in range(1, 6)}
     core = NodeCore(NodeSettings("n1", vnodes=16, r=2, w=2), members, now_ms=NOW)
     install(core, AESettings(interval_ms=1_000), NOW)
-    types = m.REQUEST_TYPES + m.RESPONSE_TYPES
+    types = wire.REQUEST_TYPES + wire.RESPONSE_TYPES
     t = NOW
     for i in range(3_000):
         cls = rng.choice(types)
@@ -773,7 +774,7 @@ def test_no_peer_message_makes_the_core_raise(seed):
             continue
         t += rng.randrange(50)
         # inbound connections carry requests (and confused peers' responses); outbound links answers
-        if type(msg) in m.REQUEST_TYPES if rng.random() < 0.9 else rng.random() < 0.5:
+        if type(msg) in wire.REQUEST_TYPES if rng.random() < 0.9 else rng.random() < 0.5:
             eff = core.on_request(Conn(i), msg, t)
         else:
             eff = core.on_response(rng.choice(["n2", "n3", "n4", "ghost"]), msg, t)

@@ -19,7 +19,7 @@ from test_storage import Waiter, read, rec, write
 
 from quorumkv import QUORUM, Client, NotFoundError
 from quorumkv.core.version import Record, Version
-from quorumkv.shell.storage import open_engine
+from quorumkv.shell.engines import open_engine
 from quorumkv.shell.storage_redis import SCAN_BATCH_KEYS, RedisEngine, RedisLayout
 
 

@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from quorumkv.core.version import Record, Version
-from quorumkv.shell.storage import MemoryEngine, SqliteEngine, open_engine
+from quorumkv.shell.engines import open_engine
+from quorumkv.shell.storage import MemoryEngine, SqliteEngine
 
 WAIT_S = 10
 

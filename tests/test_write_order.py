@@ -20,6 +20,7 @@ from __future__ import annotations
 import pytest
 
 from quorumkv.core import messages as m
+from quorumkv.core import wire
 from quorumkv.core import node as node_mod
 from quorumkv.core.node import SaveHlcCeiling
 from quorumkv.core.version import LOGICAL_BITS, Record, Version
@@ -176,10 +177,10 @@ def test_old_frames_without_newer_still_decode():
     import msgspec
 
     old_frame = msgspec.msgpack.encode([21, 7, True, "", 0])  # tag, id, ok, error, t_us
-    ack = msgspec.msgpack.decode(old_frame, type=m.Response)
+    ack = msgspec.msgpack.decode(old_frame, type=wire.Response)
     assert type(ack) is m.RepWriteAck and ack.newer is None
     v = Version(42, "n3")
-    again = msgspec.msgpack.decode(msgspec.msgpack.encode(m.RepWriteAck(7, True, newer=v)), type=m.Response)
+    again = msgspec.msgpack.decode(msgspec.msgpack.encode(m.RepWriteAck(7, True, newer=v)), type=wire.Response)
     assert again.newer == v
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__, errors
-from .cli import (
+from .cli_common import (
     EXIT_INTERNAL,
     EXIT_UNAVAILABLE,
     EXIT_UNREACHABLE,
@@ -27,7 +27,6 @@ from .cli import (
     _fail,
     _level,
     _run_client,
-    cmd_cluster_status,
     cmd_delete,
     cmd_get,
     cmd_put,
@@ -504,6 +503,8 @@ def cluster_up(
 def cluster_status(dir: DirOpt = None, node: NodeOpt = None, output: OutputOpt = OutputFormat.table) -> None:
     """Every node's view (run it from anywhere with --node): state, load, ownership,
     hints, pending streams, clock offset, and where the views disagree."""
+    from .cli_status import cmd_cluster_status
+
     cmd_cluster_status(dir, node, output.value)
 
 

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .cli import EXIT_UNAVAILABLE, EXIT_UNREACHABLE, OutputFormat, _addresses, _cluster, _fail
+from .cli_common import EXIT_UNAVAILABLE, EXIT_UNREACHABLE, OutputFormat, _addresses, _cluster, _fail
 from .client import Client
 from .errors import QuorumKVError
 #: How often the progress bar polls the repairing node's counters.

@@ -30,7 +30,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .cli import EXIT_UNAVAILABLE, EXIT_UNREACHABLE, EXIT_USAGE, OutputFormat, _addresses, _cluster, _fail
+from .cli_common import EXIT_UNAVAILABLE, EXIT_UNREACHABLE, EXIT_USAGE, OutputFormat, _addresses, _cluster, _fail
 from .client import Client
 from .errors import QuorumKVError
 

@@ -147,11 +147,11 @@ def _fmt_bytes(n) -> str:
 
 
 def cmd_cluster_status(dir: str | None = None, node: list[str] | None = None, output: str = "table") -> None:
-    from .cli import _STATE_COLOURS, _addresses, format_table
+    from .cli_common import _STATE_COLOURS, _addresses, format_table
 
     local = None
     if dir and not node:
-        from .cli import _cluster
+        from .cli_common import _cluster
 
         local = _cluster(dir)
     addresses = _addresses(dir, node)
@@ -212,19 +212,19 @@ def _merge_local(local, table: list[dict]) -> list[dict]:
 
 
 def cmd_ring(dir: str | None, node: list[str] | None, output: str, tokens: bool) -> None:
-    from .cli import _addresses, format_table
+    from .cli_common import _addresses, format_table
     from .core.ring import Ring
     from .core.ringinfo import TOKEN_SPACE, arcs, ownership
 
     opts = None
     if dir and not node:
-        from .cli import _cluster
+        from .cli_common import _cluster
 
         opts = _cluster(dir).client_options()
     data = gather(_addresses(dir, node), opts=opts)
     entry = data["entry"]
     if entry is None:
-        from .cli import EXIT_UNREACHABLE, _fail
+        from .cli_common import EXIT_UNREACHABLE, _fail
 
         _fail(EXIT_UNREACHABLE, "no node answered: " + ("; ".join(f"{a}: {e}" for a, e in data["errors"].items())
                                                         or "no address"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .client import (
+from .client_base import (
     _MISSING,
     DEFAULT,
     REPAIR_TIMEOUT_MS_DEFAULT,

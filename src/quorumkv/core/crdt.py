@@ -25,6 +25,8 @@ entries only grow and a node's dots are contiguous.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
 from .dvv import join_vv
@@ -62,7 +64,7 @@ class LWWMap(msgspec.Struct, frozen=True, array_like=True):
 _encode = msgspec.msgpack.Encoder(order="deterministic").encode
 
 
-def encode(state) -> bytes:
+def encode(state: object) -> bytes:
     """Canonical bytes of any state here (dicts sorted by key, lists kept sorted)."""
     return _encode(state)
 
@@ -97,12 +99,12 @@ def set_members(s: ORSet) -> list[bytes]:
     return [e.elem for e in s.entries]
 
 
-def _set_make(vv: dict[str, int], entries: dict[bytes, set]) -> ORSet:
+def _set_make(vv: dict[str, int], entries: dict[bytes, set[tuple[str, int]]]) -> ORSet:
     return ORSet(dict(sorted(vv.items())),
                  [SetEntry(e, sorted(d)) for e, d in sorted(entries.items()) if d])
 
 
-def set_add(s: ORSet, node: str, elems) -> ORSet:
+def set_add(s: ORSet, node: str, elems: Iterable[bytes]) -> ORSet:
     """Add ``elems`` under one fresh dot of ``node``; an element's older dots that
     this state holds are replaced (they are observed, and the dot supersedes them)."""
     counter = s.vv.get(node, 0) + 1
@@ -114,7 +116,7 @@ def set_add(s: ORSet, node: str, elems) -> ORSet:
     return _set_make(vv, entries)
 
 
-def set_remove(s: ORSet, elems) -> ORSet:
+def set_remove(s: ORSet, elems: Iterable[bytes]) -> ORSet:
     """Remove ``elems`` as this state sees them; their dots stay in ``vv`` (removed)."""
     drop = set(elems)
     return ORSet(s.vv, [e for e in s.entries if e.elem not in drop])
@@ -123,7 +125,7 @@ def set_remove(s: ORSet, elems) -> ORSet:
 def set_merge(a: ORSet, b: ORSet) -> ORSet:
     ea = {e.elem: set(e.dots) for e in a.entries}
     eb = {e.elem: set(e.dots) for e in b.entries}
-    out: dict[bytes, set] = {}
+    out: dict[bytes, set[tuple[str, int]]] = {}
     for elem in ea.keys() | eb.keys():
         da, db = ea.get(elem, set()), eb.get(elem, set())
         out[elem] = ((da & db) | {d for d in da - db if d[1] > b.vv.get(d[0], 0)}
@@ -132,7 +134,7 @@ def set_merge(a: ORSet, b: ORSet) -> ORSet:
 
 
 # ---------------------------------------------------------------- LWW-map
-def _stamp(f: MapField) -> tuple:
+def _stamp(f: MapField) -> tuple[int, str, bool, bytes]:
     return (f.ts, f.node, f.value is not None, f.value or b"")
 
 

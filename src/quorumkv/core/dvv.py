@@ -44,6 +44,8 @@ hard limit of 100 siblings; ours is one named limit, counted
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
 #: Siblings a causal-mode key may hold after a write (Riak: warns at 25, refuses at
@@ -86,7 +88,7 @@ def join_vv(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def _make(vv: dict[str, int], siblings) -> DVVSet:
+def _make(vv: dict[str, int], siblings: Iterable[Sibling]) -> DVVSet:
     return DVVSet(dict(sorted(vv.items())), sorted(siblings, key=lambda s: (s.node, s.counter)))
 
 

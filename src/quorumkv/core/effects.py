@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .version import Record
 
@@ -64,13 +64,13 @@ class SaveMembers(NamedTuple):
     generation or status changes (nothing to acknowledge: the node acts on it at
     once either way)."""
 
-    members: dict
+    members: dict[str, Any]
 
 
 class Log(NamedTuple):
     level: str
     event: str
-    fields: dict
+    fields: dict[str, Any]
 
 
 class ScanRange(NamedTuple):

@@ -8,11 +8,14 @@ can and closes the connection; nothing here touches a socket.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import msgspec
 
 from ..errors import ProtocolError
 from .limits import FRAME_BYTES_MAX
-from .messages import Message
+from .wire import Message
 
 _HEADER = 4
 
@@ -20,15 +23,15 @@ _HEADER = 4
 class FrameDecoder:
     __slots__ = ("_buf", "_decoder", "frame_bytes_max", "_consumed")
 
-    def __init__(self, message_type=Message, frame_bytes_max: int = FRAME_BYTES_MAX) -> None:
+    def __init__(self, message_type: Any = Message, frame_bytes_max: int = FRAME_BYTES_MAX) -> None:
         self._buf = bytearray()
         self._decoder = msgspec.msgpack.Decoder(message_type)
         self.frame_bytes_max = frame_bytes_max
 
-    def feed(self, data: bytes) -> list:
+    def feed(self, data: bytes) -> list[Any]:
         buf = self._buf
         buf += data
-        out: list = []
+        out: list[Any] = []
         size = len(buf)
         decode = self._decoder.decode
         self._consumed = 0
@@ -41,7 +44,8 @@ class FrameDecoder:
                 del buf[: self._consumed]
         return out
 
-    def _frames(self, view, size, decode, out):
+    def _frames(self, view: memoryview, size: int, decode: Callable[[memoryview], Any],
+                out: list[Any]) -> list[Any]:
         buf = self._buf
         pos = 0
         while size - pos >= _HEADER:
@@ -72,6 +76,6 @@ class FrameEncoder:
     def __init__(self) -> None:
         self._encode = msgspec.msgpack.Encoder().encode
 
-    def encode(self, msg) -> bytes:
+    def encode(self, msg: object) -> bytes:
         payload = self._encode(msg)
         return len(payload).to_bytes(_HEADER, "big") + payload

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .version import Record
+
 
 class HintSettings(NamedTuple):
     #: Hints for one target past this many bytes are refused (and counted).
@@ -26,7 +28,7 @@ def admit(settings: HintSettings, bytes_held: int, size: int) -> bool:
     return bytes_held + size <= settings.bytes_max_per_target
 
 
-def expired(settings: HintSettings, record, now_ms: int) -> bool:
+def expired(settings: HintSettings, record: Record, now_ms: int) -> bool:
     """Too old to replay: the hinted record's version (its HLC wall time) is older
     than ``age_ms_max``. Not the hint's creation time: a coordinator stores a hint at
     its write deadline, a departed node's hint is re-hinted when handed over, so a
@@ -78,22 +80,22 @@ class HintTable:
     __slots__ = ("_hints", "_next_id")
 
     def __init__(self) -> None:
-        self._hints: dict[int, tuple] = {}  # hint id -> (owner, key, record, created_ms)
+        self._hints: dict[int, tuple[str, bytes, Record, int]] = {}  # hint id -> (owner, key, record, created_ms)
         self._next_id = 1
 
-    def add(self, owner: str, key: bytes, record, created_ms: int) -> int:
+    def add(self, owner: str, key: bytes, record: Record, created_ms: int) -> int:
         hint_id = self._next_id
         self._hints[hint_id] = (owner, key, record, created_ms)
         self._next_id += 1
         return hint_id
 
-    def peek(self, key: bytes) -> list:
+    def peek(self, key: bytes) -> list[tuple[str, Record]]:
         """Every hint for ``key``: ``[(owner, record)]``."""
         return [(o, r) for o, k, r, _ in self._hints.values() if k == key]
 
-    def load(self, owner: str, limit: int) -> list:
+    def load(self, owner: str, limit: int) -> list[tuple[int, bytes, Record, int]]:
         """Oldest first: ``[(hint_id, key, record, created_ms)]``."""
-        out = []
+        out: list[tuple[int, bytes, Record, int]] = []
         for hint_id, (o, k, r, created) in self._hints.items():
             if o == owner:
                 out.append((hint_id, k, r, created))
@@ -101,7 +103,7 @@ class HintTable:
                     break
         return out
 
-    def delete(self, hint_id) -> None:
+    def delete(self, hint_id: int) -> None:
         self._hints.pop(hint_id, None)
 
     def summary(self) -> dict[str, tuple[int, int]]:

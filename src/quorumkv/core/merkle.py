@@ -149,12 +149,12 @@ class BucketCollector:
         self.wanted = set(wanted)
         self.items_max = items_max
         self.bytes_max = bytes_max
-        self.by_leaf: dict[int, list] = {}
+        self.by_leaf: dict[int, list[tuple[object, int]]] = {}
         self.items = 0
         self.bytes = 0
         self.dropped: set[int] = set()
 
-    def add(self, leaf: int, item, size: int) -> None:
+    def add(self, leaf: int, item: object, size: int) -> None:
         if leaf not in self.wanted:
             return
         self.by_leaf.setdefault(leaf, []).append((item, size))
@@ -175,5 +175,5 @@ class BucketCollector:
     def leaves(self) -> list[int]:
         return sorted(self.wanted)
 
-    def collected(self) -> list:
+    def collected(self) -> list[object]:
         return [item for leaf in sorted(self.by_leaf) for item, _ in self.by_leaf[leaf]]

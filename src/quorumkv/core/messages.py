@@ -11,11 +11,12 @@ Levels (``r``/``w``) travel as an int, or 0 meaning "the node's default"; string
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Any
 
 import msgspec
 
 from .membership import Endpoint
+from .status import ReplyStatus
 from .version import Record, Version
 
 # Level codes on the wire.
@@ -31,7 +32,7 @@ class _Msg(msgspec.Struct, array_like=True, tag=True, frozen=True):
 
 
 # --- client -> node -------------------------------------------------------------
-class Get(_Msg, tag=1):
+class Get(_Msg, tag=1, frozen=True):
     id: int
     key: bytes
     r: int = LEVEL_DEFAULT
@@ -46,7 +47,7 @@ class Get(_Msg, tag=1):
     floor: Version | None = None
 
 
-class Put(_Msg, tag=2):
+class Put(_Msg, tag=2, frozen=True):
     id: int
     key: bytes
     value: bytes | None  # None: delete (a tombstone write)
@@ -61,43 +62,44 @@ class Put(_Msg, tag=2):
     after_ts: int = 0
 
 
-class Status(_Msg, tag=4):
+class Status(_Msg, tag=4, frozen=True):
     """The node's view of the cluster and its counters."""
 
     id: int
 
 
-class Inspect(_Msg, tag=5):
+class Inspect(_Msg, tag=5, frozen=True):
     """Explain a key: its replicas and the version each holds, without repair."""
 
     id: int
     key: bytes
 
 
-class Ping(_Msg, tag=3):
+class Ping(_Msg, tag=3, frozen=True):
     id: int
 
 
-class Latencies(_Msg, tag=6):
+class Latencies(_Msg, tag=6, frozen=True):
     """The WARS latency samples this node measured on its internode traffic."""
 
     id: int
 
 
 # --- node -> client -------------------------------------------------------------
-# status codes of Reply
-OK = 0
-NOT_FOUND = 1
-UNAVAILABLE = 2
-TIMEOUT = 3
-INVALID = 4
-OVERLOADED = 5
-INTERNAL = 6
+# status codes of Reply: core/status.py (its Status enum, and the one status -> error table);
+# the short names stay here because every caller writes m.OK, m.NOT_FOUND...
+OK = ReplyStatus.OK
+NOT_FOUND = ReplyStatus.NOT_FOUND
+UNAVAILABLE = ReplyStatus.UNAVAILABLE
+TIMEOUT = ReplyStatus.TIMEOUT
+INVALID = ReplyStatus.INVALID
+OVERLOADED = ReplyStatus.OVERLOADED
+INTERNAL = ReplyStatus.INTERNAL
 
 
-class Reply(_Msg, tag=10):
+class Reply(_Msg, tag=10, frozen=True):
     id: int
-    status: int
+    status: int  # a Status; int on the wire, so an unknown code still decodes
     value: bytes | None = None
     version: Version | None = None
     message: str = ""
@@ -107,7 +109,7 @@ class Reply(_Msg, tag=10):
     w_used: int = 0  # writes: the W the coordinator used
 
 
-class Pong(_Msg, tag=11):
+class Pong(_Msg, tag=11, frozen=True):
     id: int
     node: str
     n: int
@@ -136,7 +138,7 @@ class MemberView(msgspec.Struct, frozen=True):
     clock_offset_ms: int | None = None
 
 
-class StatusReply(_Msg, tag=12):
+class StatusReply(_Msg, tag=12, frozen=True):
     id: int
     node: str
     members: list[MemberView]
@@ -161,7 +163,7 @@ class ReplicaView(msgspec.Struct, frozen=True):
     error: str = ""
 
 
-class InspectReply(_Msg, tag=13):
+class InspectReply(_Msg, tag=13, frozen=True):
     id: int
     key: bytes
     coordinator: str
@@ -170,7 +172,7 @@ class InspectReply(_Msg, tag=13):
     newest: str | None = None
 
 
-class LatenciesReply(_Msg, tag=14):
+class LatenciesReply(_Msg, tag=14, frozen=True):
     """One-way delays in ms (newest last, at most PBS_SAMPLES_MAX of each kind):
     w write request (incl. the replica's durable apply), a write ack, r read request
     (incl. the replica's read), s read response. ``recorded``: totals ever seen."""
@@ -182,18 +184,18 @@ class LatenciesReply(_Msg, tag=14):
     r: list[float]
     s: list[float]
     recorded: dict[str, int] = {}
-    model: dict = {}  # the dynamic-quorum model in force (core/dynamic.py LatencyTable.to_dict)
+    model: dict[Any, Any] = {}  # the dynamic-quorum model in force (core/dynamic.py LatencyTable.to_dict)
 
 
 # --- node -> node ---------------------------------------------------------------
-class RepWrite(_Msg, tag=20):
+class RepWrite(_Msg, tag=20, frozen=True):
     id: int
     key: bytes
     record: Record
     hint_for: str = ""  # non-empty: we are a fallback; keep it as a hint for that node
 
 
-class RepWriteAck(_Msg, tag=21):
+class RepWriteAck(_Msg, tag=21, frozen=True):
     id: int
     ok: bool
     error: str = ""
@@ -204,13 +206,13 @@ class RepWriteAck(_Msg, tag=21):
     newer: Version | None = None
 
 
-class RepRead(_Msg, tag=22):
+class RepRead(_Msg, tag=22, frozen=True):
     id: int
     key: bytes
     hint_for: str = ""  # non-empty: answer from the hints held for that node
 
 
-class RepReadResp(_Msg, tag=23):
+class RepReadResp(_Msg, tag=23, frozen=True):
     id: int
     ok: bool
     record: Record | None = None
@@ -218,20 +220,20 @@ class RepReadResp(_Msg, tag=23):
     t_us: int = 0  # replica's wall clock (µs) when it sent this response
 
 
-class RepPeek(_Msg, tag=24):
+class RepPeek(_Msg, tag=24, frozen=True):
     """Inspect: the local record and any hints for a key, read without side effects."""
 
     id: int
     key: bytes
 
 
-class RepPeekResp(_Msg, tag=25):
+class RepPeekResp(_Msg, tag=25, frozen=True):
     id: int
     record: Record | None
     hints: list[tuple[str, Record]] = []
 
 
-class Heartbeat(_Msg, tag=30):
+class Heartbeat(_Msg, tag=30, frozen=True):
     """One-way: feeds the phi detector and the clock-offset estimate. Sent as a SWIM
     probe to a few peers per heartbeat interval (``probe``: answer with a heartbeat),
     as that answer, to ask a peer to probe a suspect for us (``ask``) and to tell the
@@ -247,7 +249,7 @@ class Heartbeat(_Msg, tag=30):
     vouch: str = ""  # this node, suspect to you, answered me
 
 
-class Gossip(_Msg, tag=31):
+class Gossip(_Msg, tag=31, frozen=True):
     """Push-pull: our membership table; the peer answers with its own."""
 
     id: int
@@ -255,40 +257,27 @@ class Gossip(_Msg, tag=31):
     hlc: int = 0  # the sender's HLC, observed like a heartbeat's
 
 
-class GossipAck(_Msg, tag=32):
+class GossipAck(_Msg, tag=32, frozen=True):
     id: int
     endpoints: list[Endpoint]
     hlc: int = 0
 
 
-class Error(_Msg, tag=99):
+class Error(_Msg, tag=99, frozen=True):
     """Sent before closing a connection that sent something unacceptable."""
 
     id: int
     message: str
 
 
-# Message families defined in their own modules (anti-entropy, ring changes) are
-# imported here, after _Msg exists, so every union below knows them.
-from .messages_ae import AE_REQUESTS, AE_RESPONSES  # noqa: E402
-from .messages_ring import RING_REQUESTS, RING_RESPONSES  # noqa: E402
-from .messages_scan import SCAN_REQUESTS, SCAN_RESPONSES  # noqa: E402
-from .messages_admin import ADMIN_REQUESTS, ADMIN_RESPONSES  # noqa: E402
-from .messages_typed import TYPED_REQUESTS, TYPED_RESPONSES  # noqa: E402
-from .messages_cas import CAS_REQUESTS, CAS_RESPONSES  # noqa: E402
-
-_BASE_REQUESTS = (Get, Put, Ping, Status, Inspect, RepWrite, RepRead, RepPeek, Heartbeat, Gossip,
-                  Latencies)
-_BASE_RESPONSES = (Reply, Pong, StatusReply, InspectReply, RepWriteAck, RepReadResp, RepPeekResp,
-                   GossipAck, Error, LatenciesReply)
-REQUEST_TYPES = (_BASE_REQUESTS + AE_REQUESTS + RING_REQUESTS + SCAN_REQUESTS + ADMIN_REQUESTS + TYPED_REQUESTS
-                 + CAS_REQUESTS)
-RESPONSE_TYPES = (_BASE_RESPONSES + AE_RESPONSES + RING_RESPONSES + SCAN_RESPONSES + ADMIN_RESPONSES
-                  + TYPED_RESPONSES + CAS_RESPONSES)
+# The base messages. Families defined in their own modules (messages_ae, _ring, _scan,
+# _admin, _typed, _cas) import _Msg from here; ``wire.py`` folds every family into the
+# REQUEST_TYPES/RESPONSE_TYPES tables and the Request/Response/Message unions.
+BASE_REQUESTS = (Get, Put, Ping, Status, Inspect, RepWrite, RepRead, RepPeek, Heartbeat, Gossip,
+                 Latencies)
+BASE_RESPONSES = (Reply, Pong, StatusReply, InspectReply, RepWriteAck, RepReadResp, RepPeekResp,
+                  GossipAck, Error, LatenciesReply)
 ClientRequest = Get | Put | Ping | Status | Inspect | Latencies
-Request = Union[REQUEST_TYPES]  # noqa: UP007 - built from a tuple
-Response = Union[RESPONSE_TYPES]  # noqa: UP007
-Message = Union[REQUEST_TYPES + RESPONSE_TYPES]  # noqa: UP007
 
 #: Requests that get no answer (they must not count against a connection's
 #: pipeline bound).

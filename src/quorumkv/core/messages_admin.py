@@ -16,18 +16,18 @@ from __future__ import annotations
 from .messages import _Msg
 
 
-class Auth(_Msg, tag=80):
+class Auth(_Msg, tag=80, frozen=True):
     id: int
     user: str
     password: str
 
 
-class Snapshot(_Msg, tag=81):
+class Snapshot(_Msg, tag=81, frozen=True):
     id: int
     tag: str
 
 
-class SnapshotReply(_Msg, tag=82):
+class SnapshotReply(_Msg, tag=82, frozen=True):
     id: int
     ok: bool
     message: str = ""
@@ -38,5 +38,5 @@ class SnapshotReply(_Msg, tag=82):
     taken_ms: int = 0  # wall-clock ms when the snapshot's point in time was fixed
 
 
-ADMIN_REQUESTS: tuple = (Auth, Snapshot)
-ADMIN_RESPONSES: tuple = (SnapshotReply,)
+ADMIN_REQUESTS: tuple[type[_Msg], ...] = (Auth, Snapshot)
+ADMIN_RESPONSES: tuple[type[_Msg], ...] = (SnapshotReply,)

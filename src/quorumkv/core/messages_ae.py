@@ -1,4 +1,4 @@
-"""Wire messages of one protocol family; ``messages.py`` folds them into the unions.
+"""Wire messages of one protocol family; ``wire.py`` folds them into the unions.
 
 Tags: anti-entropy uses 40-49, ring changes 50-59 (frozen once released).
 
@@ -20,7 +20,7 @@ from .messages import _Msg
 from .version import Record, Version
 
 
-class AETree(_Msg, tag=40):
+class AETree(_Msg, tag=40, frozen=True):
     id: int
     node: str  # the initiator: the tree covers the keys it shares with the receiver
     ring_digest: int  # both sides must see the same ring, or the shared key sets differ
@@ -28,7 +28,7 @@ class AETree(_Msg, tag=40):
     leaves: bytes  # 8 bytes a leaf, big-endian (MerkleTree.leaves_bytes)
 
 
-class AETreeResp(_Msg, tag=41):
+class AETreeResp(_Msg, tag=41, frozen=True):
     id: int
     ok: bool
     error: str = ""
@@ -38,13 +38,13 @@ class AETreeResp(_Msg, tag=41):
     nodes_compared: int = 0  # Merkle nodes B compared to find them
 
 
-class AEExchange(_Msg, tag=42):
+class AEExchange(_Msg, tag=42, frozen=True):
     id: int
     records: list[tuple[bytes, Record]] = []  # store each if newer (push)
     keys: list[bytes] = []  # answer with your record for each (pull)
 
 
-class AEExchangeResp(_Msg, tag=43):
+class AEExchangeResp(_Msg, tag=43, frozen=True):
     id: int
     ok: bool
     error: str = ""
@@ -53,7 +53,7 @@ class AEExchangeResp(_Msg, tag=43):
     deferred: list[bytes] = []  # asked for but over the message bound: ask again
 
 
-class AEGc(_Msg, tag=44):
+class AEGc(_Msg, tag=44, frozen=True):
     """Tombstone GC. ``purge`` False: answer whether you hold each (key, version) or
     something newer. True: delete each record whose version is exactly that tombstone."""
 
@@ -62,18 +62,18 @@ class AEGc(_Msg, tag=44):
     purge: bool = False
 
 
-class AEGcResp(_Msg, tag=45):
+class AEGcResp(_Msg, tag=45, frozen=True):
     id: int
     held: list[bool] = []
 
 
-class Repair(_Msg, tag=46):
+class Repair(_Msg, tag=46, frozen=True):
     """Client -> node: run a full anti-entropy pass with every peer now."""
 
     id: int
 
 
-class RepairReply(_Msg, tag=47):
+class RepairReply(_Msg, tag=47, frozen=True):
     id: int
     node: str
     ok: bool
@@ -83,5 +83,5 @@ class RepairReply(_Msg, tag=47):
     message: str = ""
 
 
-AE_REQUESTS: tuple = (AETree, AEExchange, AEGc, Repair)
-AE_RESPONSES: tuple = (AETreeResp, AEExchangeResp, AEGcResp, RepairReply)
+AE_REQUESTS: tuple[type[_Msg], ...] = (AETree, AEExchange, AEGc, Repair)
+AE_RESPONSES: tuple[type[_Msg], ...] = (AETreeResp, AEExchangeResp, AEGcResp, RepairReply)

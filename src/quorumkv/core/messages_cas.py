@@ -1,5 +1,5 @@
 """Wire messages of the linearizable family (``core/paxos.py``); tags 60-69 (frozen
-once released). ``messages.py`` folds them into its unions.
+once released). ``wire.py`` folds them into its unions.
 
 client -> node  Atomic       one linearizable operation on one key (read, write,
                              CAS, INCR, GETDEL, SET NX/XX/GET)
@@ -32,7 +32,7 @@ FLAG_XX = 2  # only if present
 FLAG_KEEPTTL = 4  # keep the current expiry
 
 
-class Atomic(_Msg, tag=60):
+class Atomic(_Msg, tag=60, frozen=True):
     id: int
     key: bytes
     op: int
@@ -50,7 +50,7 @@ class Atomic(_Msg, tag=60):
     plain: bool = False
 
 
-class AtomicReply(_Msg, tag=61):
+class AtomicReply(_Msg, tag=61, frozen=True):
     """``status`` as ``Reply``'s (OK, NOT_FOUND, UNAVAILABLE, TIMEOUT, INVALID ...).
     TIMEOUT means *outcome unknown* (the change may or may not have taken effect);
     UNAVAILABLE means it did not."""
@@ -67,25 +67,25 @@ class AtomicReply(_Msg, tag=61):
     found: bool = False  # GET/CAS/SET GET/GETDEL: the key had a live value before
 
 
-class PxRead(_Msg, tag=62):
+class PxRead(_Msg, tag=62, frozen=True):
     id: int
     key: bytes
 
 
-class PxReadResp(_Msg, tag=63):
+class PxReadResp(_Msg, tag=63, frozen=True):
     id: int
     ok: bool
     record: Record | None = None
     error: str = ""
 
 
-class PxPrepare(_Msg, tag=64):
+class PxPrepare(_Msg, tag=64, frozen=True):
     id: int
     key: bytes
     ballot: Version
 
 
-class PxPromise(_Msg, tag=65):
+class PxPromise(_Msg, tag=65, frozen=True):
     id: int
     ok: bool
     promised: bool = False
@@ -94,13 +94,13 @@ class PxPromise(_Msg, tag=65):
     error: str = ""
 
 
-class PxAccept(_Msg, tag=66):
+class PxAccept(_Msg, tag=66, frozen=True):
     id: int
     key: bytes
     record: Record
 
 
-class PxAccepted(_Msg, tag=67):
+class PxAccepted(_Msg, tag=67, frozen=True):
     id: int
     ok: bool
     applied: bool = False  # stored (or that very version was there already)
@@ -109,5 +109,5 @@ class PxAccepted(_Msg, tag=67):
     error: str = ""
 
 
-CAS_REQUESTS: tuple = (Atomic, PxRead, PxPrepare, PxAccept)
-CAS_RESPONSES: tuple = (AtomicReply, PxReadResp, PxPromise, PxAccepted)
+CAS_REQUESTS: tuple[type[_Msg], ...] = (Atomic, PxRead, PxPrepare, PxAccept)
+CAS_RESPONSES: tuple[type[_Msg], ...] = (AtomicReply, PxReadResp, PxPromise, PxAccepted)

@@ -9,7 +9,7 @@ from .messages import _Msg
 from .version import Record
 
 
-class StreamRequest(_Msg, tag=50):
+class StreamRequest(_Msg, tag=50, frozen=True):
     """Send me (``target``) your records that ``target`` replicates in the ring of
     ``members``, scanning at most ``limit`` keys after ``after`` (key order)."""
 
@@ -20,14 +20,14 @@ class StreamRequest(_Msg, tag=50):
     limit: int
 
 
-class StreamBatch(_Msg, tag=51):
+class StreamBatch(_Msg, tag=51, frozen=True):
     id: int
     records: list[tuple[bytes, Record]]
     next_after: bytes | None  # None: the scan reached the end
     scanned: int = 0
 
 
-class Decommission(_Msg, tag=52):
+class Decommission(_Msg, tag=52, frozen=True):
     """Client -> the node that should leave: stream your data to the new owners, then leave.
 
     ``force``: leave even if fewer than N live nodes remain, and give each record at
@@ -40,7 +40,7 @@ class Decommission(_Msg, tag=52):
     force: bool = False
 
 
-class RingPlan(_Msg, tag=53):
+class RingPlan(_Msg, tag=53, frozen=True):
     """Reply to a dry run: token-space share that would move, per (from, to) pair."""
 
     id: int
@@ -48,7 +48,7 @@ class RingPlan(_Msg, tag=53):
     message: str = ""
 
 
-class Cleanup(_Msg, tag=54):
+class Cleanup(_Msg, tag=54, frozen=True):
     """Client -> a node: drop the records you no longer replicate (``core/cleanup.py``).
     Answered at once with a ``Reply``; progress is in ``Status`` (``cleanup_*``)."""
 
@@ -57,5 +57,5 @@ class Cleanup(_Msg, tag=54):
     keys_per_s: int = 0  # 0: the node's default (cleanup.CLEANUP_KEYS_PER_S)
 
 
-RING_REQUESTS: tuple = (StreamRequest, Decommission, Cleanup)
-RING_RESPONSES: tuple = (StreamBatch, RingPlan)
+RING_REQUESTS: tuple[type[_Msg], ...] = (StreamRequest, Decommission, Cleanup)
+RING_RESPONSES: tuple[type[_Msg], ...] = (StreamBatch, RingPlan)

@@ -12,7 +12,7 @@ from .messages import _Msg
 from .version import Version
 
 
-class Scan(_Msg, tag=70):
+class Scan(_Msg, tag=70, frozen=True):
     """Client -> node: the next page of the cluster's live keys after ``after``."""
 
     id: int
@@ -24,14 +24,14 @@ class Scan(_Msg, tag=70):
     redis_type: str = ""
 
 
-class ScanReply(_Msg, tag=71):
+class ScanReply(_Msg, tag=71, frozen=True):
     id: int
     keys: list[bytes]
     after: bytes  # the next cursor; b"": the scan is complete
     nodes: list[str] = []  # members whose pages were merged
 
 
-class ScanPeek(_Msg, tag=72):
+class ScanPeek(_Msg, tag=72, frozen=True):
     """Coordinator -> member: up to ``limit`` of your local keys after ``after``."""
 
     id: int
@@ -40,7 +40,7 @@ class ScanPeek(_Msg, tag=72):
     limit: int
 
 
-class ScanPeekResp(_Msg, tag=73):
+class ScanPeekResp(_Msg, tag=73, frozen=True):
     id: int
     ok: bool
     #: (key, version, tombstone, expires_ms) of the matching keys scanned, key order
@@ -50,5 +50,5 @@ class ScanPeekResp(_Msg, tag=73):
     error: str = ""
 
 
-SCAN_REQUESTS: tuple = (Scan, ScanPeek)
-SCAN_RESPONSES: tuple = (ScanReply, ScanPeekResp)
+SCAN_REQUESTS: tuple[type[_Msg], ...] = (Scan, ScanPeek)
+SCAN_RESPONSES: tuple[type[_Msg], ...] = (ScanReply, ScanPeekResp)

@@ -13,7 +13,7 @@ from .messages import LEVEL_DEFAULT, Put, _Msg
 from .version import Record
 
 
-class Update(_Msg, tag=100):
+class Update(_Msg, tag=100, frozen=True):
     """client -> node: apply ``action`` to the typed value of ``key``."""
 
     id: int
@@ -26,7 +26,7 @@ class Update(_Msg, tag=100):
     w: int = LEVEL_DEFAULT
 
 
-class TypedApply(_Msg, tag=101):
+class TypedApply(_Msg, tag=101, frozen=True):
     """node -> primary: apply this update to your local copy, durably, and return it."""
 
     id: int
@@ -38,7 +38,7 @@ class TypedApply(_Msg, tag=101):
     ctx: bytes | None = None
 
 
-class TypedApplied(_Msg, tag=102):
+class TypedApplied(_Msg, tag=102, frozen=True):
     id: int
     ok: bool
     record: Record | None = None  # the primary's new record (stored durably there)
@@ -46,11 +46,11 @@ class TypedApplied(_Msg, tag=102):
     error: str = ""
 
 
-class TypedPut(Put, tag=103):
+class TypedPut(Put, tag=103, frozen=True):
     """Internal, never on the wire: a write round for a record a primary already made."""
 
     record: Record | None = None
 
 
-TYPED_REQUESTS: tuple = (Update, TypedApply)
-TYPED_RESPONSES: tuple = (TypedApplied,)
+TYPED_REQUESTS: tuple[type[_Msg], ...] = (Update, TypedApply)
+TYPED_RESPONSES: tuple[type[_Msg], ...] = (TypedApplied,)

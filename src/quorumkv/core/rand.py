@@ -6,6 +6,11 @@ choices that need not be secure (gossip targets, read-repair chance).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 _MASK = (1 << 64) - 1
 
 
@@ -29,7 +34,7 @@ class SplitMix64:
     def randrange(self, n: int) -> int:
         return self.next64() % n if n > 0 else 0
 
-    def sample(self, items: list, k: int) -> list:
+    def sample(self, items: Iterable[T], k: int) -> list[T]:
         pool = list(items)
         out = []
         for _ in range(min(k, len(pool))):

@@ -85,7 +85,7 @@ def read_targets(primaries: tuple[str, ...], ring_order: tuple[str, ...], is_ali
 
 
 def joint_read_targets(candidates: list[tuple[str, str | None]], groups: list[tuple[frozenset[str], int]],
-                       all_primaries: bool = False) -> tuple[list, list]:
+                       all_primaries: bool = False) -> tuple[list[tuple[str, str | None]], list[tuple[str, str | None]]]:
     """Split read ``candidates`` (best first) into targets and spares for a joint
     round: take a candidate while some group it belongs to (by the node it stands
     for) still needs replies, so each group gets its count from its best replicas.

@@ -23,6 +23,7 @@ tells replicas holding different states of one version apart.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
 import msgspec
 
@@ -57,7 +58,7 @@ class Version(msgspec.Struct, frozen=True, array_like=True, order=False):
 
     def __str__(self) -> str:
         base = f"{self.wall_ms}.{self.ts & LOGICAL_MASK}@{self.node}"
-        if self.typed:  # a typed record: its type and state digest (core/typed.py)
+        if self.typed and self.ctx is not None:  # a typed record: its type and state digest (core/typed.py)
             kind = _KIND_NAMES.get(self.ctx["t"], str(self.ctx["t"]))
             return f"{base} {kind}#{self.ctx.get('h', 0) >> 31:08x}"
         return base
@@ -82,7 +83,7 @@ class Record(msgspec.Struct, frozen=True, array_like=True):
         return self.value is not None and (self.expires_ms == 0 or now_ms < self.expires_ms)
 
 
-def newest(records) -> Record | None:
+def newest(records: Iterable[Record | None]) -> Record | None:
     """The newest of an iterable of records (None entries are skipped)."""
     best: Record | None = None
     for rec in records:

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from ..core import messages as m
 from ..core import messages_cas as mc
+from .common import CommandError, _int_arg, check_status
 from .parser import OK, encode_array, encode_bulk, encode_int, encode_null
 
 #: The ``expected`` argument of QKV.CAS that means "the key must be absent".
@@ -45,34 +46,18 @@ class AtomicOp(NamedTuple):
 
 
 def _error():
-    from .commands import CommandError  # noqa: PLC0415 - commands imports this module
-
     return CommandError
 
 
 def check(reply) -> mc.AtomicReply:
     """A finished atomic operation's reply, or a CommandError in Redis's conventions.
     TIMEOUT means the outcome is unknown (it may have been applied)."""
-    err = _error()
     if type(reply) is not mc.AtomicReply:
-        raise err(f"ERR {getattr(reply, 'message', 'unexpected reply')}")
-    status = reply.status
-    if status == m.OK or status == m.NOT_FOUND:
-        return reply
-    if status == m.UNAVAILABLE:
-        raise err(f"NOQUORUM {reply.message}")
-    if status == m.TIMEOUT:
-        raise err(f"TIMEOUT {reply.message}")
-    if status == m.OVERLOADED:
-        raise err(f"OVERLOADED {reply.message}")
-    if status == m.INVALID:
-        raise err(f"ERR {reply.message}")
-    raise err(f"ERR internal error: {reply.message}")
+        raise CommandError(f"ERR {getattr(reply, 'message', 'unexpected reply')}")
+    return check_status(reply)
 
 
 def _int(raw: bytes) -> int:
-    from .commands import _int_arg  # noqa: PLC0415
-
     return _int_arg(raw)
 
 

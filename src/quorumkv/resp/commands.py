@@ -26,7 +26,7 @@ from __future__ import annotations
 import hmac
 import os
 import platform
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from ..core import messages as m
 from ..core.consistency import resolve, weak_warning
@@ -35,6 +35,7 @@ from ..core.node import level_to_wire
 from ..core.version import SessionContext
 from ..errors import InvalidRequestError
 from . import atomic
+from .common import Command, CommandError, ReadOp, WriteOp, _c, _check, _int_arg, _lower  # noqa: F401
 from .parser import (
     EMPTY_ARRAY,
     OK,
@@ -60,25 +61,6 @@ ERROR_ARGS_CHARS_MAX = 128
 #: SessionContext; least recently used forgotten first). Per connection, so kept
 #: small: 10,000 connections x 256 keys of ~100 bytes is ~256 MB at worst.
 RESP_SESSION_KEYS_MAX = 256
-
-
-class ReadOp(NamedTuple):
-    key: bytes
-
-
-class WriteOp(NamedTuple):
-    key: bytes
-    value: bytes | None  # None: delete (tombstone)
-    ttl_ms: int = 0
-
-
-class CommandError(Exception):
-    """Raised inside a handler: becomes an error reply. ``message`` starts with the
-    Redis error code (``ERR``, ``NOQUORUM``, ``TIMEOUT``, ``WRONGPASS`` ...)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class NodeView(Protocol):
@@ -155,33 +137,6 @@ class Session:
 
 
 # ------------------------------------------------------------------- helpers
-def _int_arg(raw: bytes) -> int:
-    try:
-        if len(raw) > 20:
-            raise ValueError
-        return int(raw)
-    except ValueError:
-        raise CommandError("ERR value is not an integer or out of range") from None
-
-
-def _check(reply) -> m.Reply:
-    """A finished quorum round's reply, or a CommandError in Redis's conventions."""
-    if type(reply) is not m.Reply:
-        raise CommandError(f"ERR {getattr(reply, 'message', 'unexpected reply')}")
-    status = reply.status
-    if status == m.OK or status == m.NOT_FOUND:
-        return reply
-    if status == m.UNAVAILABLE:
-        raise CommandError(f"NOQUORUM {reply.message}")
-    if status == m.TIMEOUT:
-        raise CommandError(f"TIMEOUT {reply.message}")
-    if status == m.OVERLOADED:
-        raise CommandError(f"OVERLOADED {reply.message}")
-    if status == m.INVALID:
-        raise CommandError(f"ERR {reply.message}")
-    raise CommandError(f"ERR internal error: {reply.message}")
-
-
 def _found(reply) -> bool:
     return _check(reply).status == m.OK
 
@@ -191,10 +146,6 @@ def _remaining_ttl_ms(reply, now_ms: int) -> int:
     if not reply.expires_ms:
         return 0
     return max(1, reply.expires_ms - now_ms)
-
-
-def _lower(raw: bytes) -> str:
-    return raw.decode("latin-1").lower()
 
 
 # ------------------------------------------------------------ connection cmds
@@ -679,25 +630,6 @@ def _version() -> str:
 
 
 # ------------------------------------------------------------------- the table
-class Command(NamedTuple):
-    name: str
-    handler: object
-    arity: int  # Redis convention: n = exactly n words (name included), -n = at least n
-    flags: tuple[str, ...]
-    first_key: int
-    last_key: int
-    step: int
-    group: str
-    summary: str
-    since: str = "1.0.0"
-    needs_auth: bool = True
-
-
-def _c(name, handler, arity, flags, keys, group, summary, since="1.0.0", needs_auth=True) -> Command:
-    first, last, step = keys
-    return Command(name, handler, arity, tuple(flags), first, last, step, group, summary, since, needs_auth)
-
-
 _NOKEY = (0, 0, 0)
 COMMANDS: dict[str, Command] = {c.name: c for c in [
     _c("ping", cmd_ping, -1, ["fast"], _NOKEY, "connection", "Returns the server's liveliness response."),
@@ -797,8 +729,7 @@ def lookup(args: list[bytes], session: Session):
     return cmd.handler, None
 
 
-# Command families in their own modules register here (they import this module's
-# helpers, so they are imported last).
+# Command families in their own modules register here.
 from .commands_scan import SCAN_COMMANDS  # noqa: E402
 
 COMMANDS.update({c.name: c for c in SCAN_COMMANDS})

@@ -31,6 +31,7 @@ from ..core import crdt, dvv, typed
 from ..core import messages as m
 from ..core.messages_typed import Update
 from ..core.version import Record
+from .common import CommandError, ReadOp, _c, _check, _int_arg
 from .parser import encode_array, encode_bulk, encode_error, encode_int, encode_map, encode_null, encode_set
 
 
@@ -47,15 +48,7 @@ class UpdateOp(NamedTuple):
 
 
 def _cmd_error():
-    from .commands import CommandError  # commands.py imports this module at its end
-
     return CommandError
-
-
-def _check(reply) -> m.Reply:
-    from .commands import _check as check
-
-    return check(reply)
 
 
 def _state(reply, kind: int):
@@ -175,8 +168,6 @@ def cmd_hlen(s, node, args):
 
 # ----------------------------------------------------------------- counters
 def _delta(raw: bytes) -> int:
-    from .commands import _int_arg
-
     value = _int_arg(raw)
     if not -crdt.INT64_MAX - 1 <= value <= crdt.INT64_MAX:
         raise _cmd_error()("ERR value is not an integer or out of range")
@@ -241,9 +232,6 @@ def cmd_qkv_delctx(s, node, args):
     (reply,) = yield (UpdateOp(args[1], typed.CAUSAL, "del", (), 0, _ctx_arg(args[2])),)
     _applied(reply)
     return encode_int(1)
-
-
-from .commands import ReadOp, _c  # noqa: E402 - after the handlers (commands.py imports us at its end)
 
 
 def register(commands: dict) -> None:

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from ..core.limits import KEY_BYTES_MAX
 from ..core.messages_scan import Scan, ScanReply
-from .commands import CommandError, _c, _check, _int_arg, _lower
+from .common import CommandError, _c, _check, _int_arg, _lower
 from .parser import encode_array, encode_bulk
 
 #: COUNT when a SCAN gives none (Redis's default).

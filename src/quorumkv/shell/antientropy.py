@@ -20,6 +20,7 @@ from ..core.antientropy import AE_EFFECTS as _CORE_AE_EFFECTS
 from ..core.antientropy import AESettings, PurgeMany, ReadMany, ScanLocal, install
 from ..core.cleanup import DropMany
 from .config import NodeConfig
+from .wallclock import now_ms
 
 #: Storage-scan effects this module executes (cleanup's DropMany shares the purge path).
 AE_EFFECTS = _CORE_AE_EFFECTS + (DropMany,)
@@ -72,8 +73,6 @@ class AntiEntropyShell:
         self.server.loop.call_soon(self._deliver, token, True, (chunk, last))
 
     def _deliver(self, token, ok: bool, result) -> None:
-        from .server import now_ms  # noqa: PLC0415 - server imports this module
-
         self.server.run(self.core.on_store_done(token, ok, result, now_ms()))
 
     def _purge(self, token, entries: list, delete) -> None:

@@ -44,6 +44,7 @@ import hmac
 import structlog
 
 from ..core import messages as m
+from ..core import wire
 from ..core.messages_admin import Auth, Snapshot
 from ..core.messages_ae import AEExchange, AEGc, AETree, Repair
 from ..core.messages_cas import OP_GET, Atomic, PxAccept, PxPrepare, PxRead
@@ -64,7 +65,7 @@ ADMIN_TYPES = frozenset({Repair, Cleanup, Decommission, Snapshot})
 PEER_TYPES = frozenset({m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip, AETree, AEExchange, AEGc,
                         StreamRequest, ScanPeek, TypedApply, PxRead, PxPrepare, PxAccept})
 #: Every request type a node serves, Auth aside (it is handled before these).
-ALL_TYPES = frozenset(m.REQUEST_TYPES) - {Auth}
+ALL_TYPES = frozenset(wire.REQUEST_TYPES) - {Auth}
 
 ALLOWED_BY_ROLE: dict[str, frozenset] = {
     "readonly": READ_TYPES,

@@ -32,6 +32,7 @@ from .. import __version__
 from ..core.membership import UP
 from ..core.ringinfo import ownership
 from .config import parse_address
+from .wallclock import now_ms
 
 log = structlog.get_logger("quorumkv.metrics")
 
@@ -290,8 +291,6 @@ class MetricsServer:
     def take_snapshot(self) -> dict:
         """A snapshot taken on the event loop (from the HTTP thread); raises
         TimeoutError when the loop does not answer within SNAPSHOT_TIMEOUT_MS."""
-        from .server import now_ms  # noqa: PLC0415 - server imports this module
-
         fut: concurrent.futures.Future = concurrent.futures.Future()
 
         def take() -> None:

@@ -44,7 +44,7 @@ from ..resp.commands import CommandError, ReadOp, Session, WriteOp, lookup
 from ..resp.parser import OK, RequestParser, RespProtocolError, encode_bulk, encode_error, encode_null
 from .auth import SECURITY_COUNTERS, Users
 from .config import parse_address
-from .server import now_ms
+from .wallclock import now_ms
 
 log = structlog.get_logger("quorumkv.resp")
 

@@ -23,13 +23,13 @@ import ipaddress
 import json
 import os
 import signal
-import time
 from collections import deque
 
 import msgspec
 import structlog
 
 from ..core import messages as m
+from ..core import wire
 from ..core.framing import FrameDecoder, FrameEncoder
 from ..core.limits import CLIENT_PIPELINE_MAX, PEER_QUEUE_BYTES_MAX
 from ..core.hints import HintSettings
@@ -52,8 +52,10 @@ from ..core.messages_cas import PxAccept, PxPrepare, PxRead
 from ..core.paxos import PaxosStore
 from ..core.paxos import atomic_from_plain
 from ..core.paxos import install as install_paxos
-from .storage import StorageEngine, open_engine
+from .engines import open_engine
+from .storage import StorageEngine
 from .snapshot import SnapshotShell
+from .wallclock import now_ms, set_clock_offset_ms
 from . import auth, tls
 from ..core.messages_admin import Auth, Snapshot, SnapshotReply
 
@@ -79,13 +81,6 @@ def newest_hint(hints):
     return read_result(rec for _, rec in hints)
 
 
-#: TEST ONLY (config ``clock_offset_ms``): added to the wall clock the core sees, so
-#: one machine can run a node whose clock is off. One node per process, so global.
-_clock_offset_ms = 0
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000) + _clock_offset_ms
 
 
 class _Conn(asyncio.Protocol):
@@ -263,11 +258,11 @@ class _Inbound(_Conn):
             self.transport.close()
 
 
-_REQUEST_TYPES = set(m.REQUEST_TYPES)
+_REQUEST_TYPES = set(wire.REQUEST_TYPES)
 #: What only a peer sends (marks an inbound connection as a peer's link).
 _PEER_REQUEST_TYPES = {m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip, PxRead, PxPrepare, PxAccept}
 # What a peer may answer on our outbound link (client-facing replies never come back there).
-_RESPONSE_TYPES = set(m.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply,
+_RESPONSE_TYPES = set(wire.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply,
                                            SnapshotReply}
 
 
@@ -433,8 +428,7 @@ class _PeerLink(_Conn):
 class NodeServer:
     def __init__(self, config: NodeConfig, storage: StorageEngine | None = None) -> None:
         self.config = config
-        global _clock_offset_ms
-        _clock_offset_ms = config.clock_offset_ms
+        set_clock_offset_ms(config.clock_offset_ms)
         self.loop = asyncio.get_running_loop()
         self.storage = storage or open_engine(
             config.storage, os.path.join(config.data_dir, "data"), fsync=config.fsync, loop=self.loop,

@@ -23,6 +23,8 @@ Engines:
   power loss (``fsync=False`` keeps kill -9 safety only). Reads run on the loop thread
   on their own connection; WAL lets them proceed during a commit.
 * ``RedisEngine`` (``storage_redis.py``) — records in a real ``redis-server``.
+
+``engines.open_engine`` picks one by name (config ``storage``).
 """
 
 from __future__ import annotations
@@ -599,15 +601,3 @@ class SqliteEngine(StorageEngine):
         self._writer.join(timeout=10)
         self._reader.close()
 
-
-def open_engine(kind: str, data_dir: str, *, fsync: bool = True, loop=None,
-                redis_url: str | None = None) -> StorageEngine:
-    if kind == "memory":
-        return MemoryEngine()
-    if kind == "sqlite":
-        return SqliteEngine(os.path.join(data_dir, "kv.sqlite3"), fsync=fsync, loop=loop)
-    if kind == "redis":
-        from .storage_redis import REDIS_URL_DEFAULT, RedisEngine
-
-        return RedisEngine(redis_url or REDIS_URL_DEFAULT, fsync=fsync, loop=loop)
-    raise ValueError(f"unknown storage engine {kind!r} (choose sqlite, memory or redis)")
