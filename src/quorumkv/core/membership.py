@@ -40,6 +40,8 @@ from typing import NamedTuple
 
 import msgspec
 
+from .rand import SplitMix64
+
 JOINING, UP, LEAVING, LEFT, REPLACING = "joining", "up", "leaving", "left", "replacing"
 ALIVE, SUSPECT, DOWN = "up", "suspect", "down"
 STATUSES = (JOINING, UP, LEAVING, LEFT, REPLACING)
@@ -274,7 +276,7 @@ class Membership:
         return None
 
     # -- probing (SWIM) -----------------------------------------------------------
-    def probe_targets(self, rng, count: int = PROBE_FANOUT) -> list[str]:
+    def probe_targets(self, rng: SplitMix64, count: int = PROBE_FANOUT) -> list[str]:
         """The peers to probe this period: the next ``count`` of a random order of
         ``peers()``, round-robin (every peer is probed once per ``peers / count``
         periods, a new member within a cycle of joining the order)."""
@@ -291,20 +293,20 @@ class Membership:
                 if node not in order:
                     order.insert(rng.randrange(len(order) + 1), node)
             self._probe_next = 0
-        out = []
+        out: list[str] = []
         for _ in range(count):
             self._probe_next %= len(order)
             out.append(order[self._probe_next])
             self._probe_next += 1
         return out
 
-    def suspects(self, rng=None, count: int = SUSPECTS_PROBED_MAX) -> list[str]:
+    def suspects(self, rng: SplitMix64 | None = None, count: int = SUSPECTS_PROBED_MAX) -> list[str]:
         """Suspect peers; with ``rng``, at most ``count`` of them picked at random
         (the ones to probe this period)."""
         found = [n for n, st in self.liveness.items() if st == SUSPECT and self.endpoints[n].status != LEFT]
         return found if rng is None or len(found) <= count else rng.sample(found, count)
 
-    def helpers_for(self, target: str, rng, count: int = INDIRECT_PROBES) -> list[str]:
+    def helpers_for(self, target: str, rng: SplitMix64, count: int = INDIRECT_PROBES) -> list[str]:
         """Live peers to ask to probe ``target`` for us (SWIM's indirect probe)."""
         live = [n for n in self.peers() if n != target and self.liveness.get(n) == ALIVE]
         return rng.sample(live, count)

@@ -1286,10 +1286,12 @@ class NodeCore:
         self.stats["ring_sync_refused"] += 1
         self.stats["requests"] += 1
         if type(msg) is Atomic:
-            from .paxos import plain_reply  # paxos imports this module: import on use
             from .messages_cas import AtomicReply
-            reply = AtomicReply(msg.id, m.UNAVAILABLE, message=text)
-            self._respond(conn, plain_reply(reply) if msg.plain else reply, now_ms, out)
+            # a plain Get/Put made linearizable by the node default expects a plain Reply
+            # (what paxos.plain_reply makes; paxos imports this module, not the reverse)
+            reply = m.Reply(msg.id, m.UNAVAILABLE, message=text) if msg.plain else \
+                AtomicReply(msg.id, m.UNAVAILABLE, message=text)
+            self._respond(conn, reply, now_ms, out)
         else:
             self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=text), now_ms, out)
 
