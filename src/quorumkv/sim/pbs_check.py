@@ -30,6 +30,7 @@ import time
 
 from ..analysis import pbs
 from ..core import messages as m
+from ..core.membership import DetectorSettings
 from .cluster import SimCluster
 from .config import SimConfig
 from .network import LatencySampler
@@ -110,8 +111,13 @@ def measure_staleness(profile: str, n: int, r: int, w: int, t_ms: float, trials:
                     sync_us=0, read_us=0, timeout_ms=NO_TIMEOUT_MS, tick_ms=1_000)
     rng = random.Random(seed)
     prof = pbs.get_profile(profile)
-    # WARS reads go to all N replicas and use the first R answers; no retries, no repair.
-    wars_core = dict(read_all_replicas=True, speculative_retry_ms=0, read_repair=False)
+    # WARS reads go to all N replicas and use the first R answers; no retries, no repair,
+    # and no failures: the detector never suspects a replica (with the protocol tick at
+    # 1 s here, SWIM's probes are sparse and a replica could look suspect, and a read
+    # sent to fewer than N replicas is staler than WARS predicts).
+    wars_core = dict(read_all_replicas=True, speculative_retry_ms=0, read_repair=False,
+                     detector=DetectorSettings(phi_suspect=1e12, acceptable_pause_ms=1e12,
+                                               suspect_to_down_ms=10**12))
     cluster = SimCluster(cfg, rng, LatencySampler(prof, rng), core_settings=wars_core)
     driver = _Trials(cluster, r, w, round(t_ms * 1000), trials)
     driver.start()
