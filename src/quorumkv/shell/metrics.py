@@ -31,6 +31,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from .. import __version__
 from ..core.membership import UP
 from ..core.ringinfo import ownership
+from ..core.version import LOGICAL_BITS
 from .config import parse_address
 from .wallclock import now_ms
 
@@ -79,6 +80,8 @@ def snapshot(server, now_ms: int) -> dict:
         "latency": {label: (b.cumulative(), b.sum) for label, b in server.request_latency.series.items()},
         "batch": (batch.cumulative(), batch.sum) if batch is not None else None,
         "serving": server.serving,
+        # how far this node's HLC runs ahead of its wall clock (a peer's clock ahead pulls it)
+        "hlc_ahead_ms": max((core.hlc.last >> LOGICAL_BITS) - now_ms, 0),
     }
 
 
@@ -229,6 +232,8 @@ def families(snap: dict):
     yield skew
     yield _gauge("quorumkv_clock_offset_max_seconds", "Largest clock offset to a live peer.",
                  g("clock_offset_ms_max", 0) / 1000)
+    yield _gauge("quorumkv_hlc_ahead_seconds", "How far this node's hybrid logical clock runs ahead of its wall clock.",
+                 snap.get("hlc_ahead_ms", 0) / 1000)
     yield _gauge("quorumkv_ring_members", "Nodes in this node's ring.", len(snap["ring_nodes"]))
     own = GaugeMetricFamily("quorumkv_ring_ownership_ratio",
                             "Share of the key space each node replicates (sums to N).", labels=["node"])
