@@ -91,25 +91,32 @@ class CausalResult:
                 "faults_injected": self.faults_injected, "ok": v.ok}
 
 
-def run_causal(cfg: SimConfig) -> CausalResult:
-    started = time.perf_counter()
+def _run_workload(cfg: SimConfig, workload_class, what: str):
+    """Run one seed's workload under the nemesis, heal, let the cluster settle, read
+    every key back: (workload, cluster, history, nemesis), ready to be checked."""
     rng = random.Random(cfg.seed)
     sampler = LatencySampler(pbs.get_profile(cfg.profile), rng)
     history = History()
     nemesis = Nemesis(cfg, rng)
     cluster = SimCluster(cfg, rng, sampler, history, gc_grace_ms=nemesis.gc_grace_ms)
     nemesis.attach(cluster)
-    workload = CausalWorkload(cfg, cluster, rng, history)
+    workload = workload_class(cfg, cluster, rng, history)
     nemesis.start()
     workload.start()
     if not cluster.run_until(lambda: workload.done, PHASE_US_MAX):
-        raise RuntimeError(f"seed {cfg.seed}: causal workload did not finish within {PHASE_US_MAX} µs")
+        raise RuntimeError(f"seed {cfg.seed}: {what} workload did not finish within {PHASE_US_MAX} µs")
     nemesis.heal_all()
     cluster.run_until(lambda: not cluster.ring_change_in_progress(), cluster.now_us + RING_CHANGE_US_MAX)
     cluster.run_until(lambda: False, cluster.now_us + RECOVERY_WINDOW_US)
     cluster.run_until(cluster.quiet, cluster.now_us + PHASE_US_MAX)
     workload.read_all_keys()
     cluster.run_until(lambda: workload.final_done and cluster.quiet(), cluster.now_us + PHASE_US_MAX)
+    return workload, cluster, history, nemesis
+
+
+def run_causal(cfg: SimConfig) -> CausalResult:
+    started = time.perf_counter()
+    workload, cluster, history, nemesis = _run_workload(cfg, CausalWorkload, "causal")
     verdict = check_causal(history, workload.final, workload.saw, cluster.replica_versions)
     return CausalResult(cfg, verdict, history, dict(nemesis.injected), time.perf_counter() - started)
 
@@ -203,23 +210,7 @@ def check_crdt(history: History, final: dict, replica_versions) -> CrdtVerdict:
 
 def run_crdt(cfg: SimConfig) -> tuple[CrdtVerdict, dict]:
     """A CRDT run: (verdict, faults injected)."""
-    rng = random.Random(cfg.seed)
-    sampler = LatencySampler(pbs.get_profile(cfg.profile), rng)
-    history = History()
-    nemesis = Nemesis(cfg, rng)
-    cluster = SimCluster(cfg, rng, sampler, history, gc_grace_ms=nemesis.gc_grace_ms)
-    nemesis.attach(cluster)
-    workload = CrdtWorkload(cfg, cluster, rng, history)
-    nemesis.start()
-    workload.start()
-    if not cluster.run_until(lambda: workload.done, PHASE_US_MAX):
-        raise RuntimeError(f"seed {cfg.seed}: CRDT workload did not finish within {PHASE_US_MAX} µs")
-    nemesis.heal_all()
-    cluster.run_until(lambda: not cluster.ring_change_in_progress(), cluster.now_us + RING_CHANGE_US_MAX)
-    cluster.run_until(lambda: False, cluster.now_us + RECOVERY_WINDOW_US)
-    cluster.run_until(cluster.quiet, cluster.now_us + PHASE_US_MAX)
-    workload.read_all_keys()
-    cluster.run_until(lambda: workload.final_done and cluster.quiet(), cluster.now_us + PHASE_US_MAX)
+    workload, cluster, history, nemesis = _run_workload(cfg, CrdtWorkload, "CRDT")
     return check_crdt(history, workload.final, cluster.replica_versions), dict(nemesis.injected)
 
 
