@@ -200,13 +200,9 @@ class AsyncClient(AsyncTypedMethods, _Base):
         if self.token_aware:
             conn = await self._routed_conn(msg)
             if conn is not None:
-                fut = asyncio.get_running_loop().create_future()
-                conn.waiters[msg.id] = fut
-                conn.transport.write(self._encoder.encode(msg))
                 try:
-                    reply = await asyncio.wait_for(fut, self.timeout_ms / 1000)
+                    reply = await self._exchange(conn, msg)
                 except (OSError, asyncio.TimeoutError) as exc:
-                    conn.waiters.pop(msg.id, None)
                     conn.transport.close()
                     for idx, pooled in list(self._pool.items()):
                         if pooled is conn:
@@ -217,19 +213,12 @@ class AsyncClient(AsyncTypedMethods, _Base):
                                                  "not re-sent, as it might run twice") from exc
                     tried += 1  # then on to the current node, as any failure
                 else:
-                    self._saw(msg, reply)
-                    if type(reply) is mc.AtomicReply:
-                        return _check_atomic(reply)
-                    return _check_reply(reply) if type(reply) is m.Reply else reply
+                    return self._checked(msg, reply)
         while True:
             conn = await self._connection()
-            fut = asyncio.get_running_loop().create_future()
-            conn.waiters[msg.id] = fut
-            conn.transport.write(self._encoder.encode(msg))
             try:
-                reply = await asyncio.wait_for(fut, self.timeout_ms / 1000)
+                reply = await self._exchange(conn, msg)
             except (OSError, asyncio.TimeoutError) as exc:
-                conn.waiters.pop(msg.id, None)
                 if conn is self._conn:
                     self._conn.transport.close()
                     self._conn = None
@@ -245,10 +234,25 @@ class AsyncClient(AsyncTypedMethods, _Base):
                 if tried >= len(self.nodes):
                     raise ConnectionFailedError(f"request failed on every node: {exc!r}") from exc
                 continue
-            self._saw(msg, reply)
-            if type(reply) is mc.AtomicReply:
-                return _check_atomic(reply)
-            return _check_reply(reply) if type(reply) is m.Reply else reply
+            return self._checked(msg, reply)
+
+    async def _exchange(self, conn, msg):
+        """Send ``msg`` on ``conn`` and wait for its reply (at most ``timeout_ms``);
+        on failure the request is no longer awaited there and the error propagates."""
+        fut = asyncio.get_running_loop().create_future()
+        conn.waiters[msg.id] = fut
+        conn.transport.write(self._encoder.encode(msg))
+        try:
+            return await asyncio.wait_for(fut, self.timeout_ms / 1000)
+        except (OSError, asyncio.TimeoutError):
+            conn.waiters.pop(msg.id, None)
+            raise
+
+    def _checked(self, msg, reply):
+        self._saw(msg, reply)
+        if type(reply) is mc.AtomicReply:
+            return _check_atomic(reply)
+        return _check_reply(reply) if type(reply) is m.Reply else reply
 
     async def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False,
                   target_latency_ms: float | None = None, context=_MISSING, consistency=DEFAULT) -> int:
