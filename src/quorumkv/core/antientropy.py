@@ -257,12 +257,12 @@ class AntiEntropy:
         self.s = settings
         for name in STAT_NAMES:
             core.stats.setdefault(name, 0)
-        core._request_handlers.update({m.AETree: self._on_tree, m.AEExchange: self._on_exchange,  # noqa: SLF001
+        core.handle_requests({m.AETree: self._on_tree, m.AEExchange: self._on_exchange,  # noqa: SLF001
                                        m.AEGc: self._on_gc, m.Repair: self._on_repair})
-        core._response_handlers.update({m.AETreeResp: self._on_tree_resp,  # noqa: SLF001
+        core.handle_responses({m.AETreeResp: self._on_tree_resp,  # noqa: SLF001
                                         m.AEExchangeResp: self._on_exchange_resp, m.AEGcResp: self._on_gc_resp})
-        core._store_handlers["ae"] = self._on_store  # noqa: SLF001
-        core._tickers.append(self._tick)  # noqa: SLF001
+        core.handle_stored("ae", self._on_store)  # noqa: SLF001
+        core.add_ticker(self._tick)  # noqa: SLF001
         self.bucket = TokenBucket(settings.repair_per_s, now_ms)
         self.session: _Session | None = None
         self.pass_: _Pass | None = None
@@ -359,7 +359,7 @@ class AntiEntropy:
 
     # ----------------------------------------------------------- initiator side
     def _start_session(self, peer: str, now_ms: int, out: list) -> None:
-        sid = self.core._new_op_id()  # noqa: SLF001 - ids unique among this node's requests
+        sid = self.core.new_op_id()
         self.session = _Session(sid, peer, self.s.leaf_bits)
         self.pass_.peer_sessions += 1
         out.append(ScanLocal(("ae", None, sid, "scan1", sid), self.s.scan_chunk_keys))
@@ -475,7 +475,7 @@ class AntiEntropy:
             self._send_exchange(s, [], now_ms, out)
 
     def _send_exchange(self, s: _Session, records: list, now_ms: int, out: list) -> None:
-        rid = self.core._new_op_id()  # noqa: SLF001
+        rid = self.core.new_op_id()
         s.inflight = rid
         s.deadline_ms = now_ms + self.s.request_timeout_ms
         out.append(Send(s.peer, m.AEExchange(rid, records, s.pending_pull)))
@@ -527,7 +527,7 @@ class AntiEntropy:
         if error:
             out.append(Respond(conn, m.AETreeResp(msg.id, False, error)))
             return
-        rid = self.core._new_op_id()  # noqa: SLF001
+        rid = self.core.new_op_id()
         self.responders[rid] = _Responder(conn, msg.id, msg.node, theirs, now_ms + self.s.request_timeout_ms)
         out.append(ScanLocal(("ae", None, rid, "rscan", rid), self.s.scan_chunk_keys))
 
@@ -568,7 +568,7 @@ class AntiEntropy:
             out.append(Respond(conn, m.AEExchangeResp(msg.id, False, f"busy (EXCHANGES_SERVING_MAX="
                                                                      f"{EXCHANGES_SERVING_MAX})")))
             return
-        xid = self.core._new_op_id()  # noqa: SLF001
+        xid = self.core.new_op_id()
         state = self.serving[xid] = [conn, msg.id, len(msg.records), None, "", not msg.keys, len(msg.records)]
         for key, rec in msg.records:
             self.core.hlc.observe(rec.version.ts, now_ms)
@@ -671,7 +671,7 @@ class AntiEntropy:
             for p in others:
                 by_peer.setdefault(p, []).append((key, ver))
         for peer, entries in by_peer.items():
-            rid = self.core._new_op_id()  # noqa: SLF001
+            rid = self.core.new_op_id()
             g.waiting[rid] = (peer, entries)
             out.append(Send(peer, m.AEGc(rid, entries, False)))
         if not g.waiting:
@@ -702,7 +702,7 @@ class AntiEntropy:
             for p in others:
                 by_peer.setdefault(p, []).append((key, ver))
         for peer, entries in by_peer.items():
-            out.append(Send(peer, m.AEGc(self.core._new_op_id(), entries, True)))  # noqa: SLF001
+            out.append(Send(peer, m.AEGc(self.core.new_op_id(), entries, True)))
         out.append(PurgeMany(("ae", None, 0, "purge", (None, 0)), [(k, v) for k, v, _ in confirmed]))
         out.append(Log("info", "tombstones_purged", {"count": len(confirmed)}))
 

@@ -71,10 +71,10 @@ class Cleanup:
         self.ring_nodes: tuple = ()
         self.bucket: TokenBucket | None = None
         self.keys_per_s = CLEANUP_KEYS_PER_S
-        core._request_handlers[CleanupMsg] = self._on_request
-        core._store_handlers["cs"] = self._on_scan
-        core._store_handlers["cd"] = self._on_dropped
-        core._tickers.append(self.tick)
+        core.handle_requests({CleanupMsg: self._on_request})
+        core.handle_stored("cs", self._on_scan)
+        core.handle_stored("cd", self._on_dropped)
+        core.add_ticker(self.tick)
 
     def refusal(self) -> str:
         """Why a cleanup cannot start now, or ""."""
@@ -92,16 +92,16 @@ class Cleanup:
     def _on_request(self, conn, msg, now_ms, out) -> None:
         core = self.core
         if self.running:
-            core._respond(conn, m.Reply(msg.id, m.OK, message=(
+            core.respond(conn, m.Reply(msg.id, m.OK, message=(
                 f"a cleanup is already running on {core.node_id} "
                 f"(scanned {self.stats['cleanup_keys_scanned']})")), now_ms, out)
             return
         why = self.refusal()
         if why:
-            core._respond(conn, m.Reply(msg.id, m.INVALID, message=f"cleanup refused: {why}"), now_ms, out)
+            core.respond(conn, m.Reply(msg.id, m.INVALID, message=f"cleanup refused: {why}"), now_ms, out)
             return
         if msg.keys_per_s < 0:
-            core._respond(conn, m.Reply(msg.id, m.INVALID, message="keys_per_s must be >= 0"), now_ms, out)
+            core.respond(conn, m.Reply(msg.id, m.INVALID, message="keys_per_s must be >= 0"), now_ms, out)
             return
         self.running = True
         self.dry_run = msg.dry_run
@@ -115,7 +115,7 @@ class Cleanup:
         self.stats["cleanup_running"] = 1
         self.stats["cleanup_dry_run"] = int(msg.dry_run)
         out.append(Log("info", "cleanup_started", {"dry_run": msg.dry_run, "keys_per_s": self.keys_per_s}))
-        core._respond(conn, m.Reply(msg.id, m.OK, message=(
+        core.respond(conn, m.Reply(msg.id, m.OK, message=(
             f"cleanup{' (dry run)' if msg.dry_run else ''} started on {core.node_id} "
             f"at {self.keys_per_s} keys/s")), now_ms, out)
         self.tick(now_ms, out)

@@ -102,7 +102,7 @@ class ClockGuard:
                            "hlc_ceiling_save_failures": 0, "hlc_remote_ignored": 0,
                            "session_reads_widened": 0, "session_floor_unmet": 0,
                            "clock_offset_ms_max": 0, "clock_refusing": 0})
-        core._store_handlers["c"] = self._on_saved  # noqa: SLF001 - the core's extension point
+        core.handle_stored("c", self._on_saved)  # noqa: SLF001 - the core's extension point
 
     # ----------------------------------------------------------- remote clocks
     def _remote_ok(self, ts: int, now_ms: int) -> bool:
@@ -170,7 +170,7 @@ class ClockGuard:
             return True
         if self.refusal:
             core.stats["clock_refused_writes"] += 1
-            core._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=self.refusal), now_ms, out)  # noqa: SLF001
+            core.respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=self.refusal), now_ms, out)
             return False
         if msg.after_ts:
             if not self._remote_ok(msg.after_ts, now_ms):
@@ -180,7 +180,7 @@ class ClockGuard:
             return True
         if len(self.held) >= HELD_WRITES_MAX:
             core.stats["overloaded"] += 1
-            core._respond(conn, m.Reply(msg.id, m.OVERLOADED, message=(  # noqa: SLF001
+            core.respond(conn, m.Reply(msg.id, m.OVERLOADED, message=(
                 f"node {self.node_id} has HELD_WRITES_MAX={HELD_WRITES_MAX} writes waiting for its clock "
                 f"ceiling to be saved{self._why_waiting()}")), now_ms, out)
             return False
@@ -192,7 +192,7 @@ class ClockGuard:
     def _invalid(self, conn, msg, field: str, ts: int, now_ms: int, out: list) -> bool:
         self.core.stats["invalid"] += 1
         ahead = _wall(ts) - max(now_ms, _wall(self.hlc.last))
-        self.core._respond(conn, m.Reply(msg.id, m.INVALID, message=(  # noqa: SLF001
+        self.core.respond(conn, m.Reply(msg.id, m.INVALID, message=(
             f"session {field} {Version(ts, '')} is {ahead} ms ahead of node {self.node_id}'s clock, beyond "
             f"max_clock_skew_ms + HLC_LEASE_MS = {self.max_skew_ms + HLC_LEASE_MS} ms: not a timestamp this "
             "cluster issued (a clock far ahead, or a corrupt session); reset the client's session")),
@@ -253,7 +253,7 @@ class ClockGuard:
         while self.held and self.held[0][2] <= now_ms:
             conn, msg, _deadline = self.held.popleft()
             self.core.stats["timeouts"] += 1
-            self.core._respond(conn, m.Reply(msg.id, m.TIMEOUT, message=(  # noqa: SLF001
+            self.core.respond(conn, m.Reply(msg.id, m.TIMEOUT, message=(
                 f"write waited timeout_ms_write={self.core.settings.timeout_ms_write} for node {self.node_id} "
                 f"to save its clock ceiling{self._why_waiting()}")), now_ms, out)
         if self.floors:
@@ -302,6 +302,6 @@ class ClockGuard:
             f"{floor} (a version it wrote or read); the replicas holding it are down or it sits in a hint. "
             "Retry later, or read without the session"), warning=op.warning)
         op.answered = True
-        core._respond(op.conn, op.reply, now_ms, out)  # noqa: SLF001
+        core.respond(op.conn, op.reply, now_ms, out)
         core._maybe_finish(op, now_ms, out)  # noqa: SLF001
         return True

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from ..errors import InvalidRequestError, UnavailableError
 from . import dynamic
@@ -296,6 +296,34 @@ class NodeCore:
         self._busy_probes.append(lambda: bool(self._sync_parked))
         self.typed = TypedCoordinator(self)  # counters, sets, maps, causal writes (core/typed_coord.py)
 
+    # ------------------------------------------------------- extension interface
+    # Protocol families in their own modules (anti-entropy, ring changes, the shell's
+    # latency and snapshot requests) plug in here, never through the private tables.
+    def handle_requests(self, handlers: dict[type, Callable[..., None]]) -> None:
+        """Route requests of these message types to ``handler(conn, msg, now_ms, out)``."""
+        for t, fn in handlers.items():
+            assert t not in self._request_handlers, f"two handlers for {t.__name__}"
+            self._request_handlers[t] = fn
+
+    def handle_responses(self, handlers: dict[type, Callable[..., None]]) -> None:
+        """Route responses of these message types to ``handler(peer, msg, now_ms, out)``."""
+        for t, fn in handlers.items():
+            assert t not in self._response_handlers, f"two handlers for {t.__name__}"
+            self._response_handlers[t] = fn
+
+    def handle_stored(self, kind: str, handler: Callable[..., None]) -> None:
+        """Route completions of storage tokens ``(kind, ...)`` to ``handler(token, ok, result, now_ms, out)``."""
+        assert kind not in self._store_handlers, f"two handlers for storage token kind {kind!r}"
+        self._store_handlers[kind] = handler
+
+    def add_ticker(self, ticker: Callable[[int, list[Any]], None]) -> None:
+        """Call ``ticker(now_ms, out)`` on every tick."""
+        self._tickers.append(ticker)
+
+    def add_busy_probe(self, probe: Callable[[], bool]) -> None:
+        """``probe()`` true means work is in flight: tick at the normal cadence (``next_deadline_ms``)."""
+        self._busy_probes.append(probe)
+
     # ------------------------------------------------------------------ config
     def _rebuild_ring(self) -> None:
         members = self.membership.ring_members()
@@ -363,7 +391,7 @@ class NodeCore:
         elif t is m.Gossip:
             self.clock.observe_remote(msg.hlc, now_ms)
             self._merge(msg.endpoints, now_ms, out)
-            self._respond(conn, m.GossipAck(msg.id, self.membership.table(), self.hlc.last), now_ms, out)
+            self.respond(conn, m.GossipAck(msg.id, self.membership.table(), self.hlc.last), now_ms, out)
         elif t is m.Get or t is m.Put:
             if not self.ring_sync.synced and self._strict(msg) and self._park(conn, msg, now_ms, out):
                 return out
@@ -373,24 +401,24 @@ class NodeCore:
         elif t is m.RepPeek:
             out.append(Peek(("p", conn, msg.id), msg.key))
         elif t is m.Ping:
-            self._respond(conn, m.Pong(msg.id, self.node_id, self.replication_factor(), self.default_r,
+            self.respond(conn, m.Pong(msg.id, self.node_id, self.replication_factor(), self.default_r,
                                        self.default_w, self.members(), ring=list(self.membership.ring_members()),
                                        vnodes=self.settings.vnodes), now_ms, out)
         elif t is m.Status:
-            self._respond(conn, self.status_reply(msg.id, now_ms), now_ms, out)
+            self.respond(conn, self.status_reply(msg.id, now_ms), now_ms, out)
         elif t is m.Inspect:
             try:
                 validate_key(msg.key)
                 self._start_inspect(conn, msg, now_ms, out)
             except InvalidRequestError as exc:
-                self._respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
+                self.respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
         elif t in self._request_handlers:
             if not self.ring_sync.synced and t in RING_SYNC_GATED and self._park(conn, msg, now_ms, out):
                 return out
             self._request_handlers[t](conn, msg, now_ms, out)
         else:
             # A response type arriving as a request: a confused peer. Answer, don't crash.
-            self._respond(conn, m.Error(getattr(msg, "id", 0), f"unexpected {t.__name__} as a request"),
+            self.respond(conn, m.Error(getattr(msg, "id", 0), f"unexpected {t.__name__} as a request"),
                           now_ms, out)
         return out
 
@@ -505,7 +533,7 @@ class NodeCore:
         else:  # "p": inspect peek
             record, hints = result if ok else (None, [])
             msg = m.RepPeekResp(req_id, record, list(hints))
-        self._respond(conn, msg, now_ms, out)
+        self.respond(conn, msg, now_ms, out)
         return out
 
     def on_hints_loaded(self, owner: str, entries: list, now_ms: int) -> list:
@@ -531,7 +559,7 @@ class NodeCore:
                 out.append(Log("warning", "hint_dropped", {"target": owner, "reason": "age",
                                                            "age_ms": now_ms - record.version.wall_ms}))
                 continue
-            op_id = self._new_op_id()
+            op_id = self.new_op_id()
             self._replays[op_id] = (owner, hint_id, size, now_ms + self.settings.timeout_ms_write)
             if departed:
                 self._hand_over(op_id, owner, key, record, now_ms, out)
@@ -640,7 +668,7 @@ class NodeCore:
         self._progress(op, now_ms, out)
         if op.kind == "read" and not op.answered:  # waited for blocking repair in vain
             op.answered = True
-            self._respond(op.conn, op.reply, now_ms, out)
+            self.respond(op.conn, op.reply, now_ms, out)
         self._maybe_finish(op, now_ms, out, expired=True)
 
     # ------------------------------------------------------------ replica side
@@ -654,7 +682,7 @@ class NodeCore:
         refused = self._hint_target_refused(owner)
         if refused:
             self.stats["hints_refused_target"] += 1
-            self._respond(conn, m.RepWriteAck(msg.id, False, refused), now_ms, out)
+            self.respond(conn, m.RepWriteAck(msg.id, False, refused), now_ms, out)
             return
         size = record_size(msg.key, msg.record.value)
         held = self.hints_held.setdefault(owner, [0, 0])
@@ -662,7 +690,7 @@ class NodeCore:
             self.stats["hints_dropped_bytes"] += 1
             out.append(Log("warning", "hint_dropped", {"target": owner, "reason": "bytes",
                                                        "held_bytes": held[1]}))
-            self._respond(conn, m.RepWriteAck(msg.id, False, f"hints for {owner} are full "
+            self.respond(conn, m.RepWriteAck(msg.id, False, f"hints for {owner} are full "
                                               f"(bytes_max_per_target={self.settings.hints.bytes_max_per_target})"),
                           now_ms, out)
             return
@@ -683,7 +711,7 @@ class NodeCore:
         return ""
 
     # ------------------------------------------------------------- coordinator
-    def _new_op_id(self) -> int:
+    def new_op_id(self) -> int:
         op_id = self._next_op
         self._next_op += 1
         return op_id
@@ -694,11 +722,11 @@ class NodeCore:
             self._coordinate(conn, msg, now_ms, out)
         except InvalidRequestError as exc:
             self.stats["invalid"] += 1
-            self._respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
+            self.respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
             return
         except UnavailableError as exc:
             self.stats["lost"] += 1
-            self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=str(exc)), now_ms, out)
+            self.respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=str(exc)), now_ms, out)
             return
         if type(msg) is m.Get and msg.floor is not None and op_id in self.ops:
             self.clock.note_read(op_id, msg.floor)
@@ -798,7 +826,7 @@ class NodeCore:
         key = msg.key
         validate_key(key)
         if self.ring is None:
-            self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=f"node {self.node_id} is joining "
+            self.respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=f"node {self.node_id} is joining "
                                         "and has no ring yet"), now_ms, out)
             return
         n = self.ring.n
@@ -810,7 +838,7 @@ class NodeCore:
             live = sum(map(self.membership.is_alive, self.ring.preference_list(key)))
             level, why = dynamic.level_for(msg, self.latency_model, n, self.default_w, live)
             if level is None:
-                self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=why), now_ms, out)
+                self.respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=why), now_ms, out)
                 return
         if is_get:
             needed = self._count(level, n, self.default_r, "R")
@@ -825,7 +853,7 @@ class NodeCore:
             deadline = now_ms + self.settings.timeout_ms_write
         if len(self.ops) >= ROUNDS_INFLIGHT_MAX:
             self.stats["overloaded"] += 1
-            self._respond(conn, m.Reply(msg.id, m.OVERLOADED,
+            self.respond(conn, m.Reply(msg.id, m.OVERLOADED,
                                         message=f"node {self.node_id} has ROUNDS_INFLIGHT_MAX="
                                         f"{ROUNDS_INFLIGHT_MAX} rounds open"), now_ms, out)
             return
@@ -852,7 +880,7 @@ class NodeCore:
             spares = []
         covered = {owner or node for node, owner in targets} | {owner or node for node, owner in spares}
         unreachable = [p for p in primaries if p not in covered]
-        op_id = self._new_op_id()
+        op_id = self.new_op_id()
         kind = "read" if is_get else "write"
         groups = None
         if joint is not None:  # each set counts the fallbacks standing in for its members
@@ -975,7 +1003,7 @@ class NodeCore:
         for node in old.outstanding:  # the old attempt's acks will be ignored
             self.load.done(node, None)
         del self.ops[op.op_id]
-        op.op_id = self._new_op_id()
+        op.op_id = self.new_op_id()
         self.ops[op.op_id] = op
         heapq.heappush(self._deadlines, (op.deadline_ms, op.op_id))
         op.restamps += 1
@@ -1062,7 +1090,7 @@ class NodeCore:
                                    message=rnd.error_message(), warning=op.warning)
             if not op.repairs_pending:
                 op.answered = True
-                self._respond(op.conn, op.reply, now_ms, out)
+                self.respond(op.conn, op.reply, now_ms, out)
         self._maybe_finish(op, now_ms, out)
 
     def _read_result(self, op: _Op) -> Record | None:
@@ -1082,7 +1110,7 @@ class NodeCore:
             for node in rnd.outstanding:  # never answered: no longer in flight for load purposes
                 self.load.done(node, None)
         if op.kind == "inspect":
-            self._respond(op.conn, self._inspect_reply(op, now_ms), now_ms, out)
+            self.respond(op.conn, self._inspect_reply(op, now_ms), now_ms, out)
         elif op.kind == "read" and rnd.status == WON and not op.blocking_repair and self.settings.read_repair:
             self._repair(op, self._read_result(op), now_ms, out, reply_id=0)
 
@@ -1111,10 +1139,10 @@ class NodeCore:
         op.repairs_pending.discard(peer)
         if not op.repairs_pending and op.reply is not None and not op.answered:
             op.answered = True
-            self._respond(op.conn, op.reply, now_ms, out)
+            self.respond(op.conn, op.reply, now_ms, out)
         self._maybe_finish(op, now_ms, out)
 
-    def _respond(self, conn, msg, now_ms: int, out: list) -> None:
+    def respond(self, conn, msg, now_ms: int, out: list) -> None:
         if conn is SELF:
             if msg.id:  # id 0: fire-and-forget (read repair); nobody waits for it
                 out.extend(self.on_response(self.node_id, msg, now_ms))
@@ -1125,11 +1153,11 @@ class NodeCore:
     def _start_inspect(self, conn, msg, now_ms: int, out: list) -> None:
         if len(self.ops) >= ROUNDS_INFLIGHT_MAX:  # an inspect is a round like any other
             self.stats["overloaded"] += 1
-            self._respond(conn, m.Reply(msg.id, m.OVERLOADED, message=f"node {self.node_id} has "
+            self.respond(conn, m.Reply(msg.id, m.OVERLOADED, message=f"node {self.node_id} has "
                                         f"ROUNDS_INFLIGHT_MAX={ROUNDS_INFLIGHT_MAX} rounds open"), now_ms, out)
             return
         nodes = sorted(set(self.membership.peers()) | {self.node_id})
-        op_id = self._new_op_id()
+        op_id = self.new_op_id()
         rnd = QuorumRound("inspect", tuple(nodes), len(nodes))
         deadline = now_ms + self.settings.timeout_ms_inspect
         op = _Op(op_id, "inspect", rnd, conn, msg.id, deadline, "", msg.key)
@@ -1177,7 +1205,7 @@ class NodeCore:
             # Admitted: we have the cluster's table. Stream our ranges' data, then go up.
             self.ring_change.start_pull("join" if me.status == JOINING else "replace", now_ms, out)
         if (self.membership.ring_members(), self.membership.future_ring_members()) != before:
-            self._ring_changed(now_ms, out)
+            self.ring_changed(now_ms, out)
         if not self.ring_sync.synced and self.ring_sync.update(self.membership, now_ms):
             self._ring_synced(now_ms, out)  # members left: fewer answers make a majority
         # Persist what we know of the others — who joined, is joining, was replaced,
@@ -1191,7 +1219,7 @@ class NodeCore:
             self._known_saved = key
             out.append(SaveMembers(self.membership.known()))
 
-    def _ring_changed(self, now_ms: int, out: list) -> None:
+    def ring_changed(self, now_ms: int, out: list) -> None:
         self.stats["membership_changes"] += 1
         self._rebuild_ring()
         out.append(Log("info", "ring_changed", {"members": list(self.membership.ring_members()),
@@ -1291,9 +1319,9 @@ class NodeCore:
             # (what paxos.plain_reply makes; paxos imports this module, not the reverse)
             reply = m.Reply(msg.id, m.UNAVAILABLE, message=text) if msg.plain else \
                 AtomicReply(msg.id, m.UNAVAILABLE, message=text)
-            self._respond(conn, reply, now_ms, out)
+            self.respond(conn, reply, now_ms, out)
         else:
-            self._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=text), now_ms, out)
+            self.respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=text), now_ms, out)
 
     def _sync_tick(self, now_ms: int, out: list) -> None:
         """Answer the held requests whose ``timeout_ms_ring_sync`` has passed."""

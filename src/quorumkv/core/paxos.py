@@ -148,16 +148,17 @@ class Paxos:
         # would otherwise only duel each other's ballots. The others wait in order.
         self.active: dict[bytes, int] = {}  # key -> pid of the proposal running
         self.queued: dict[bytes, deque] = {}  # key -> pids waiting behind it
-        core._request_handlers.update({  # noqa: SLF001 - the core's extension points
+        core.handle_requests({
             mc.Atomic: self._on_client, mc.PxRead: self._on_read, mc.PxPrepare: self._on_prepare,
             mc.PxAccept: self._on_accept})
-        core._response_handlers.update({  # noqa: SLF001
+        core.handle_responses({
             mc.PxReadResp: self._on_reply, mc.PxPromise: self._on_reply, mc.PxAccepted: self._on_reply,
             mc.AtomicReply: self._on_forward_reply})
         self.forwards: dict[int, tuple] = {}  # fid -> (conn, client's id, deadline_ms, home)
-        core._store_handlers.update({"xr": self._stored, "xp": self._stored, "xa": self._stored})  # noqa: SLF001
-        core._tickers.append(self._tick)  # noqa: SLF001
-        core._busy_probes.append(lambda: bool(self.props or self.forwards))  # noqa: SLF001
+        for kind in ("xr", "xp", "xa"):
+            core.handle_stored(kind, self._stored)
+        core.add_ticker(self._tick)  # noqa: SLF001
+        core.add_busy_probe(lambda: bool(self.props or self.forwards))
         core.stats.update({name: 0 for name in STAT_NAMES})
 
     # ------------------------------------------------------------- acceptor side
@@ -192,7 +193,7 @@ class Paxos:
                 reply = mc.PxAccepted(req_id, False, error=str(result))
         if ok and ((kind == "xp" and not reply.promised) or (kind == "xa" and not reply.applied)):
             self.core.stats["paxos_refused"] += 1
-        self.core._respond(conn, reply, now_ms, out)  # noqa: SLF001
+        self.core.respond(conn, reply, now_ms, out)
 
     # ------------------------------------------------------------ proposer side
     def _on_client(self, conn, msg, now_ms: int, out: list) -> None:
@@ -217,7 +218,7 @@ class Paxos:
         # Ids from the core's own counter: the shell reports a failed send by the
         # message's id (on_send_failed), which must never name a round of node.py's
         # or a ring change's.
-        pid = self.core._new_op_id()  # noqa: SLF001
+        pid = self.core.new_op_id()
         prop = _Proposal(pid, conn, msg, now_ms + core.settings.timeout_ms_write)
         self.props[pid] = prop
         if msg.op == mc.OP_GET:
@@ -252,7 +253,7 @@ class Paxos:
         home = self._home(msg.key)
         if home is None or home == self.core.node_id or len(self.forwards) >= FORWARDS_INFLIGHT_MAX:
             return False
-        fid = self.core._new_op_id()  # noqa: SLF001
+        fid = self.core.new_op_id()
         # Our deadline is later than the home's own (it answers at its timeout_ms_write).
         self.forwards[fid] = (conn, msg.id, now_ms + 2 * self.core.settings.timeout_ms_write, home)
         self.core.stats["cas_forwarded"] += 1

@@ -167,13 +167,13 @@ class RingChange:
                      "stream_keys_received", "stream_keys_sent", "stream_failures", "stream_pending",
                      "stream_undelivered", "stream_done"):
             self.stats.setdefault(name, 0)
-        core._request_handlers[StreamRequest] = self._on_stream_request
-        core._request_handlers[Decommission] = self._on_decommission
-        core._response_handlers[StreamBatch] = self._on_batch
-        core._store_handlers["sr"] = self._on_source_scan
-        core._store_handlers["sw"] = self._on_stored
-        core._store_handlers["ds"] = self._on_push_scan
-        core._tickers.append(self.tick)
+        core.handle_requests({StreamRequest: self._on_stream_request})
+        core.handle_requests({Decommission: self._on_decommission})
+        core.handle_responses({StreamBatch: self._on_batch})
+        core.handle_stored("sr", self._on_source_scan)
+        core.handle_stored("sw", self._on_stored)
+        core.handle_stored("ds", self._on_push_scan)
+        core.add_ticker(self.tick)
         self.cleanup = Cleanup(core, self)
 
     # ------------------------------------------------------------------ helpers
@@ -196,7 +196,7 @@ class RingChange:
     # ------------------------------------------------------------ source side
     def _on_stream_request(self, conn, msg, now_ms, out) -> None:
         if not msg.members or msg.limit <= 0:
-            self.core._respond(conn, StreamBatch(msg.id, [], None, 0), now_ms, out)
+            self.core.respond(conn, StreamBatch(msg.id, [], None, 0), now_ms, out)
             return
         limit = min(msg.limit, STREAM_SCAN_KEYS)
         out.append(ScanRange(("sr", conn, msg.id, msg.target, tuple(msg.members), limit), msg.after, limit))
@@ -204,7 +204,7 @@ class RingChange:
     def _on_source_scan(self, token, ok, result, now_ms, out) -> None:
         _, conn, req_id, target, members, limit = token
         if not ok:
-            self.core._respond(conn, m.Error(req_id, f"scan failed: {result}"), now_ms, out)
+            self.core.respond(conn, m.Error(req_id, f"scan failed: {result}"), now_ms, out)
             return
         core = self.core
         target_ring = self._ring(members)
@@ -214,7 +214,7 @@ class RingChange:
         records = [(k, r) for k, r in result
                    if mine is not None and me in mine.preference_list(k) and target in target_ring.preference_list(k)]
         next_after = result[-1][0] if len(result) >= limit else None
-        core._respond(conn, StreamBatch(req_id, records, next_after, len(result)), now_ms, out)
+        core.respond(conn, StreamBatch(req_id, records, next_after, len(result)), now_ms, out)
 
     # --------------------------------------------------- receiving side (pull)
     def start_pull(self, mode: str, now_ms: int, out: list) -> None:
@@ -258,7 +258,7 @@ class RingChange:
         self.sources.remove(ready)
         self.sources.insert(0, ready)
         core = self.core
-        self.request_id = core._new_op_id()
+        self.request_id = core.new_op_id()
         self.request_deadline_ms = now_ms + STREAM_TIMEOUT_MS
         out.append(Send(ready, StreamRequest(self.request_id, core.node_id, self._target_members(),
                                              self.cursor.get(ready), STREAM_SCAN_KEYS)))
@@ -319,7 +319,7 @@ class RingChange:
         self.state = "done"
         self.stats["stream_done"] = 1
         core.membership.set_status(UP)
-        core._ring_changed(now_ms, out)
+        core.ring_changed(now_ms, out)
         self._log(out, f"{self.mode}_completed", received=self.stats["stream_keys_received"])
 
     # ------------------------------------------------------ decommission (push)
@@ -351,17 +351,17 @@ class RingChange:
         if msg.dry_run:
             moves = plan_moves(ms.ring_members(), remaining, core.settings.n, core.settings.vnodes) if remaining else []
             note = warning + ("; decommission refuses this without --force" if warning else "")
-            core._respond(conn, RingPlan(msg.id, moves, note), now_ms, out)
+            core.respond(conn, RingPlan(msg.id, moves, note), now_ms, out)
             return
         if not remaining:
-            core._respond(conn, m.Reply(msg.id, m.INVALID, message="the last node cannot leave"), now_ms, out)
+            core.respond(conn, m.Reply(msg.id, m.INVALID, message="the last node cannot leave"), now_ms, out)
             return
         if self.in_progress() and self.mode != "decommission":
-            core._respond(conn, m.Reply(msg.id, m.INVALID,
+            core.respond(conn, m.Reply(msg.id, m.INVALID,
                                         message=f"a {self.mode} is in progress"), now_ms, out)
             return
         if self.cleanup.running:
-            core._respond(conn, m.Reply(msg.id, m.INVALID, message="a cleanup is running; wait for it "
+            core.respond(conn, m.Reply(msg.id, m.INVALID, message="a cleanup is running; wait for it "
                                         "to finish"), now_ms, out)
             return
         if self.mode == "decommission" and self.in_progress():
@@ -375,13 +375,13 @@ class RingChange:
             if self.force:
                 text += (f" (forced: a record still failing after {STREAM_FORCE_ATTEMPTS_MAX} attempts is left "
                          "undelivered)")
-            core._respond(conn, m.Reply(msg.id, m.OK, message=text), now_ms, out)
+            core.respond(conn, m.Reply(msg.id, m.OK, message=text), now_ms, out)
             return
         if ms.me.status == LEFT:
-            core._respond(conn, m.Reply(msg.id, m.OK, message=f"{core.node_id} is left"), now_ms, out)
+            core.respond(conn, m.Reply(msg.id, m.OK, message=f"{core.node_id} is left"), now_ms, out)
             return
         if warning and not msg.force:
-            core._respond(conn, m.Reply(msg.id, m.INVALID, message=(
+            core.respond(conn, m.Reply(msg.id, m.INVALID, message=(
                 f"refusing to decommission {core.node_id}: {warning}; add a node first, or pass "
                 "--force to accept it")), now_ms, out)
             return
@@ -397,12 +397,12 @@ class RingChange:
         self.stats["stream_done"] = 0
         self.stats["stream_undelivered"] = 0
         ms.set_status(LEAVING)
-        core._ring_changed(now_ms, out)
+        core.ring_changed(now_ms, out)
         self._log(out, "decommission_started", settle_ms=self.settle_ms, force=self.force)
         text = f"{core.node_id} is {ms.me.status}"
         if warning:
             text += f" (forced: {warning})"
-        core._respond(conn, m.Reply(msg.id, m.OK, message=text), now_ms, out)
+        core.respond(conn, m.Reply(msg.id, m.OK, message=text), now_ms, out)
 
     def _backlog(self) -> int:
         return len(self.push_inflight) + len(self.push_ready) + len(self.push_waiting)
@@ -444,7 +444,7 @@ class RingChange:
             self.push_ready.append(heapq.heappop(self.push_waiting)[2])
         while self.push_ready and len(self.push_inflight) < STREAM_PUSH_WINDOW:
             node, key, record, tries = self.push_ready.popleft()
-            op_id = core._new_op_id()
+            op_id = core.new_op_id()
             self.push_inflight[op_id] = (node, key, record, tries, now_ms + STREAM_TIMEOUT_MS)
             out.append(Send(node, m.RepWrite(op_id, key, record)))
         self.stats["stream_pending"] = self._backlog()
@@ -478,7 +478,7 @@ class RingChange:
         self.stats["stream_done"] = 1
         self.stats["stream_pending"] = 0
         core.membership.set_status(LEFT)
-        core._ring_changed(now_ms, out)
+        core.ring_changed(now_ms, out)
         # Tell every member at once, not by gossip rounds: the others persist our
         # departure (SaveMembers) when they learn it, and until then a whole-cluster
         # restart would put us back in their rings (the operator stops us now).

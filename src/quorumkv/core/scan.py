@@ -152,12 +152,12 @@ class ScanCoordinator:
         self.core = core
         self.pages: dict[int, _Page] = {}
         self._patterns: dict[bytes, re.Pattern] = {}
-        core._request_handlers[Scan] = self._on_scan  # noqa: SLF001 - the core's extension point
-        core._request_handlers[ScanPeek] = self._on_peek  # noqa: SLF001
-        core._response_handlers[ScanPeekResp] = self._on_peek_resp  # noqa: SLF001
-        core._store_handlers["sk"] = self._on_scanned  # noqa: SLF001
-        core._tickers.append(self._tick)  # noqa: SLF001
-        core._busy_probes.append(lambda: bool(self.pages))  # noqa: SLF001
+        core.handle_requests({Scan: self._on_scan})  # noqa: SLF001 - the core's extension point
+        core.handle_requests({ScanPeek: self._on_peek})  # noqa: SLF001
+        core.handle_responses({ScanPeekResp: self._on_peek_resp})  # noqa: SLF001
+        core.handle_stored("sk", self._on_scanned)  # noqa: SLF001
+        core.add_ticker(self._tick)  # noqa: SLF001
+        core.add_busy_probe(lambda: bool(self.pages))
         for name in ("scan_pages", "scan_pages_failed", "scan_peeks"):
             core.stats.setdefault(name, 0)
 
@@ -184,15 +184,15 @@ class ScanCoordinator:
         core = self.core
         error = self._check(msg.match, msg.count)
         if error:
-            core._respond(conn, m.Reply(msg.id, m.INVALID, message=error), now_ms, out)  # noqa: SLF001
+            core.respond(conn, m.Reply(msg.id, m.INVALID, message=error), now_ms, out)
             return
         if core.ring is None:
-            core._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=f"node {core.node_id} is joining "  # noqa: SLF001
+            core.respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=f"node {core.node_id} is joining "
                                         "and has no ring yet"), now_ms, out)
             return
         if len(self.pages) >= SCANS_INFLIGHT_MAX:
             core.stats["overloaded"] += 1
-            core._respond(conn, m.Reply(msg.id, m.OVERLOADED, message=f"node {core.node_id} has "  # noqa: SLF001
+            core.respond(conn, m.Reply(msg.id, m.OVERLOADED, message=f"node {core.node_id} has "
                                         f"SCANS_INFLIGHT_MAX={SCANS_INFLIGHT_MAX} scan pages open"), now_ms, out)
             return
         members = set(core.ring.nodes)
@@ -202,10 +202,10 @@ class ScanCoordinator:
         missing = self.uncovered(targets)
         if missing:
             core.stats["scan_pages_failed"] += 1
-            core._respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=self._uncovered_message(  # noqa: SLF001
+            core.respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=self._uncovered_message(  # noqa: SLF001
                 missing, members - set(targets))), now_ms, out)
             return
-        page_id = core._new_op_id()  # noqa: SLF001 - ids share the namespace of our links
+        page_id = core.new_op_id()
         page = self.pages[page_id] = _Page(conn, msg.id, msg.after, set(targets),
                                            now_ms + core.settings.timeout_ms_read, msg.redis_type.lower())
         peek = ScanPeek(page_id, msg.after, msg.match, min(msg.count, SCAN_COUNT_MAX))
@@ -268,7 +268,7 @@ class ScanCoordinator:
             core.stats["scan_pages"] += 1
             keys, after = merge_pages(page.answers.values(), now_ms, page.type)
             reply = ScanReply(page.req_id, keys, after, answered)
-        core._respond(page.conn, reply, now_ms, out)  # noqa: SLF001
+        core.respond(page.conn, reply, now_ms, out)
 
     # ---------------------------------------------------------------- member
     def _on_peek(self, conn, msg: ScanPeek, now_ms: int, out: list) -> None:
@@ -276,7 +276,7 @@ class ScanCoordinator:
         core.stats["scan_peeks"] += 1
         error = self._check(msg.match, msg.limit)
         if error:
-            core._respond(conn, ScanPeekResp(msg.id, False, error=error), now_ms, out)  # noqa: SLF001
+            core.respond(conn, ScanPeekResp(msg.id, False, error=error), now_ms, out)
             return
         limit = min(msg.limit, SCAN_COUNT_MAX)
         out.append(ScanKeys(("sk", conn, msg.id, msg.match, limit), msg.after or None, limit))
@@ -284,7 +284,7 @@ class ScanCoordinator:
     def _on_scanned(self, token, ok: bool, result, now_ms: int, out: list) -> None:
         _, conn, req_id, match, limit = token
         if not ok:
-            self.core._respond(conn, ScanPeekResp(req_id, False, error=f"scan failed: {result}"),  # noqa: SLF001
+            self.core.respond(conn, ScanPeekResp(req_id, False, error=f"scan failed: {result}"),
                                now_ms, out)
             return
         pat = self._pattern(match)
@@ -298,7 +298,7 @@ class ScanCoordinator:
                 if size >= SCAN_PEEK_BYTES_MAX and key != result[-1][0]:
                     last = key  # the page ends here; the coordinator asks again after it
                     break
-        self.core._respond(conn, ScanPeekResp(req_id, True, entries, last), now_ms, out)  # noqa: SLF001
+        self.core.respond(conn, ScanPeekResp(req_id, True, entries, last), now_ms, out)
 
 
 def _redis_type(version) -> str:

@@ -73,12 +73,12 @@ class TypedCoordinator:
         self.keys: dict[bytes, deque[_Job]] = {}  # head: running
         self.jobs: dict[int, _Job] = {}
         self.forwards: dict[int, tuple] = {}  # forward id -> (conn, Update, primary, deadline_ms)
-        core._request_handlers[Update] = self._on_update  # noqa: SLF001 - the core's extension points
-        core._request_handlers[TypedApply] = self._on_apply  # noqa: SLF001
-        core._response_handlers[TypedApplied] = self._on_applied  # noqa: SLF001
-        core._store_handlers["ty"] = self._on_store  # noqa: SLF001
-        core._tickers.append(self._tick)  # noqa: SLF001
-        core._busy_probes.append(lambda: bool(self.jobs or self.forwards))  # noqa: SLF001
+        core.handle_requests({Update: self._on_update})  # noqa: SLF001 - the core's extension points
+        core.handle_requests({TypedApply: self._on_apply})  # noqa: SLF001
+        core.handle_responses({TypedApplied: self._on_applied})  # noqa: SLF001
+        core.handle_stored("ty", self._on_store)  # noqa: SLF001
+        core.add_ticker(self._tick)  # noqa: SLF001
+        core.add_busy_probe(lambda: bool(self.jobs or self.forwards))
         core.stats.update({"typed_updates": 0, "typed_applied": 0, "typed_forwarded": 0,
                            "typed_refused": 0, "typed_siblings_refused": 0})
 
@@ -109,11 +109,11 @@ class TypedCoordinator:
                                      f"write (primaries: {', '.join(primaries)})", now_ms, out)
         deadline_ms = now_ms + core.settings.timeout_ms_write
         if primary == core.node_id:
-            return self._enqueue(_Job(core._new_op_id(), msg, conn, True, deadline_ms), now_ms, out)  # noqa: SLF001
+            return self._enqueue(_Job(core.new_op_id(), msg, conn, True, deadline_ms), now_ms, out)  # noqa: SLF001
         if len(self.forwards) >= TYPED_FORWARDS_MAX:
             return self._fail_client(conn, msg, m.OVERLOADED, f"node {core.node_id} has TYPED_FORWARDS_MAX="
                                      f"{TYPED_FORWARDS_MAX} typed writes forwarded", now_ms, out)
-        fid = core._new_op_id()  # noqa: SLF001
+        fid = core.new_op_id()
         self.forwards[fid] = (conn, msg, primary, deadline_ms)
         core.stats["typed_forwarded"] += 1
         out.append(Send(primary, TypedApply(fid, msg.key, msg.kind, msg.action, msg.args, msg.delta, msg.ctx)))
@@ -134,7 +134,7 @@ class TypedCoordinator:
 
     def _fail_client(self, conn, msg, status: int, error: str, now_ms: int, out: list) -> None:
         self.core.stats["typed_refused"] += 1
-        self.core._respond(conn, m.Reply(msg.id, status, message=error), now_ms, out)  # noqa: SLF001
+        self.core.respond(conn, m.Reply(msg.id, status, message=error), now_ms, out)
 
     # ------------------------------------------------------------ applying primary
     def _on_apply(self, conn, msg: TypedApply, now_ms: int, out: list) -> None:
@@ -152,7 +152,7 @@ class TypedCoordinator:
         if error:
             out.append(Respond(conn, TypedApplied(msg.id, False, status=m.INVALID, error=error)))
             return
-        self._enqueue(_Job(core._new_op_id(), msg, conn, False, now_ms + core.settings.timeout_ms_write),  # noqa: SLF001
+        self._enqueue(_Job(core.new_op_id(), msg, conn, False, now_ms + core.settings.timeout_ms_write),  # noqa: SLF001
                       now_ms, out)
 
     def _enqueue(self, job: _Job, now_ms: int, out: list) -> None:

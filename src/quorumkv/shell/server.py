@@ -487,16 +487,16 @@ class NodeServer:
         self.linearizable_default = config.consistency == "linearizable"
         self.ae = AntiEntropyShell(self, now)  # Merkle anti-entropy + tombstone GC (shell/antientropy.py)
         ae = self.ae.ae
-        self.core._busy_probes.append(  # an exchange in flight keeps the tick cadence up
+        self.core.add_busy_probe(  # an exchange in flight keeps the tick cadence up
             lambda: bool(ae.session or ae.pass_ or ae.repairs or ae.responders or ae.gc_round or ae.serving))
         # Live WARS samples of our internode traffic and the dynamic-quorum model
         # rebuilt from them every MODEL_REFRESH_MS (shell/latency.py, core/dynamic.py).
         self.latency = LatencyRecorder()
         self.core.latency_model = build_table({}, self.core.replication_factor(), now)
-        self.core._request_handlers[m.Latencies] = self._on_latencies
+        self.core.handle_requests({m.Latencies: self._on_latencies})
         self.scan = ScanCoordinator(self.core)  # SCAN/KEYS across the cluster (core/scan.py)
         self.snapshots = SnapshotShell(self)  # backups (shell/snapshot.py)
-        self.core._request_handlers[Snapshot] = self.snapshots.on_request
+        self.core.handle_requests({Snapshot: self.snapshots.on_request})
         self._model_handle = None
         self._model_job = None
         self._model_seen: tuple = ()
