@@ -34,3 +34,33 @@ def test_the_smallest_safe_grace_is_accepted_and_gc_off_needs_none():
 def test_a_hint_age_of_zero_is_refused():
     with pytest.raises(ValueError, match="hint_age_ms_max must be > 0"):
         cfg(hint_age_ms_max=0)
+
+
+def test_config_defaults_are_the_cores_defaults():
+    """One place for defaults: every setting the core's records also have takes the
+    core's default, so the file format and the core cannot drift apart."""
+    import dataclasses
+
+    from quorumkv.core.antientropy import AESettings
+    from quorumkv.core.hints import HintSettings
+    from quorumkv.core.membership import DetectorSettings
+    from quorumkv.core.node import NodeSettings
+
+    cfg = {f.name: f.default for f in dataclasses.fields(NodeConfig)}
+    pairs = {name: NodeSettings._field_defaults[name] for name in NodeSettings._field_defaults
+             if name in cfg and name not in ("r", "w", "seeds", "tombstone_gc_grace_ms")}
+    pairs.update({name: DetectorSettings._field_defaults[name] for name in DetectorSettings._fields if name in cfg})
+    pairs.update({f"hint_{name}": v for name, v in HintSettings._field_defaults.items() if f"hint_{name}" in cfg})
+    pairs.update({"ae_interval_ms": AESettings._field_defaults["interval_ms"],
+                  "tombstone_gc_grace_ms": AESettings._field_defaults["gc_grace_ms"]})
+    assert "timeout_ms_ring_sync" in pairs and "hint_age_ms_max" in pairs and len(pairs) >= 15
+    assert {k: cfg[k] for k in pairs} == pairs
+
+
+def test_timeout_ms_ring_sync_is_a_config_key(tmp_path):
+    path = tmp_path / "n1.toml"
+    path.write_text('node_id = "n1"\nlisten = "127.0.0.1:7101"\ndata_dir = "d"\ntimeout_ms_ring_sync = 750\n')
+    assert NodeConfig.load(str(path)).timeout_ms_ring_sync == 750
+    path.write_text('node_id = "n1"\nlisten = "127.0.0.1:7101"\ndata_dir = "d"\ntimeout_ms_ring_sync = 0\n')
+    with pytest.raises(ValueError, match="timeout_ms_ring_sync must be > 0"):
+        NodeConfig.load(str(path))
