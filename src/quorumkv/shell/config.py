@@ -113,7 +113,7 @@ class NodeConfig:
     tls_key: str = ""
     tls_ca: str = ""
     #: TEST ONLY: shift the wall clock this node's core sees by this many ms, to run
-    #: a node with a skewed clock on one machine (tests/test_clock_safety.py)
+    #: a node with a skewed clock on one machine (tests/io/test_clock_safety.py)
     clock_offset_ms: int = 0
 
     def __post_init__(self) -> None:

@@ -8,7 +8,7 @@ diff against ``tests/golden/<scenario>.txt``.
 
 When a change is *meant* to alter a trace, regenerate and review the diff::
 
-    QKV_UPDATE_GOLDEN=1 python -m pytest tests/test_core_golden.py
+    QKV_UPDATE_GOLDEN=1 python -m pytest tests/core/test_core_golden.py
     git diff tests/golden/
 
 Each line is ``<node> <effect> <fields>``; message ids, timestamps and HLC values are
