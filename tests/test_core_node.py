@@ -814,7 +814,7 @@ def _run_cluster_requests(core, requests):
 
 
 def test_fast_path_answers_exactly_as_the_general_path(monkeypatch):
-    """Plain Get/Put take _coordinate_fast; the same requests through the general
+    """Plain Get/Put take the coordinators' start_fast; the same requests through the general
     machinery alone give the same replies (versions included) and counters."""
     requests = []
     for i in range(30):
@@ -827,12 +827,21 @@ def test_fast_path_answers_exactly_as_the_general_path(monkeypatch):
 
     fast = make(read_all_replicas=False, speculative_retry_ms=0)
     taken = []
-    real = fast._coordinate_fast
-    monkeypatch.setattr(fast, "_coordinate_fast", lambda *a: taken.append(real(*a)) or taken[-1])
+
+    def spy(real):
+        def start_fast(*a):
+            op = real(*a)
+            taken.append(op is not None)
+            return op
+        return start_fast
+
+    for coordinator in (fast.reads, fast.writes):
+        monkeypatch.setattr(coordinator, "start_fast", spy(coordinator.start_fast))
     got_fast, stats_fast = _run_cluster_requests(fast, requests)
     assert taken.count(True) == len(requests) - 1  # all but the invalid one
     slow = make(read_all_replicas=False, speculative_retry_ms=0)
-    monkeypatch.setattr(slow, "_coordinate_fast", lambda *a: False)
+    monkeypatch.setattr(slow.reads, "start_fast", lambda *a: None)
+    monkeypatch.setattr(slow.writes, "start_fast", lambda *a: None)
     got_slow, stats_slow = _run_cluster_requests(slow, requests)
     assert len(got_fast) == len(requests)
     assert [r.status for r in got_fast].count(m.OK) > 40
