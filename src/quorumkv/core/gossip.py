@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import messages as m
 from .effects import Log, SaveMembers, Send
-from .membership import ALIVE, JOINING, REPLACING
+from .levels import NodeSettings
+from .membership import ALIVE, JOINING, LEFT, REPLACING, UP, Membership
 
 if TYPE_CHECKING:
     from .node import NodeCore
@@ -24,6 +25,19 @@ GOSSIP_FANOUT = 2
 Out = list[Any]
 
 
+def starting_membership(settings: NodeSettings, members: dict[str, str], now_ms: int,
+                        departed: dict[str, tuple[str, int, int]] | None,
+                        known: dict[str, tuple[str, int, int, str]] | None) -> Membership:
+    """The table a node starts from: its config's ``members``, what it knew before a
+    restart (``known``, and ``departed`` from older state files)."""
+    address = settings.address or members[settings.node_id]
+    # A node that knows only itself but has seeds is joining an existing cluster.
+    joining = bool(settings.seeds) and len(members) == 1
+    status = REPLACING if settings.replace else JOINING if joining else UP
+    return Membership(settings.node_id, address, settings.generation, members, settings.detector, now_ms, status,
+                      {**{n: (*e, LEFT) for n, e in (departed or {}).items()}, **(known or {})})
+
+
 class Gossiper:
     def __init__(self, core: NodeCore, now_ms: int) -> None:
         self.core = core
@@ -32,6 +46,8 @@ class Gossiper:
         self.next_heartbeat_ms = now_ms
         self.next_gossip_ms = now_ms
         self._known_saved = self.membership.known_key()
+        #: suspicion timeouts restarted by an indirect probe; ring (re)builds
+        core.stats.update({"suspects_vouched": 0, "membership_changes": 0})
 
     def next_wakeup_ms(self) -> int:
         if self.settings.gossip_interval_ms >= self.settings.detector.heartbeat_interval_ms:

@@ -47,6 +47,9 @@ class Handoff:
         # op -> replicas whose ack is still awaited (the hint is deleted once all acked).
         self.handovers: dict[int, set[str]] = {}
         self.bucket = TokenBucket(self.settings.replay_per_s, now_ms)
+        self.stats.update(dict.fromkeys((
+            "hints_stored", "hints_replayed", "hints_handed_over", "hints_dropped_bytes", "hints_dropped_age",
+            "hints_refused_target"), 0))
 
     def busy(self) -> bool:
         """Replays in flight, or hints waiting to be replayed."""

@@ -1,5 +1,5 @@
 """What a node tells an operator: ``Inspect`` (every node's copy of one key, without
-repair), ``Status`` (the membership as this node sees it, and its counters).
+repair), ``Status`` (the membership as this node sees it, and its counters), ``Ping``.
 
 An inspect is a round like a read — it counts towards ROUNDS_INFLIGHT_MAX and has
 a deadline (``timeout_ms_inspect``) — sent to every member as a RepPeek; it answers
@@ -26,6 +26,15 @@ class Inspector:
     def __init__(self, core: NodeCore, rounds: Rounds) -> None:
         self.core = core
         self.rounds = rounds
+
+    def on_ping(self, conn: Any, msg: m.Ping, now_ms: int, out: Out) -> None:
+        core = self.core
+        core.respond(conn, m.Pong(msg.id, core.node_id, core.replication_factor(), core.default_r, core.default_w,
+                                  core.members(), ring=list(core.membership.ring_members()),
+                                  vnodes=core.settings.vnodes), now_ms, out)
+
+    def on_status(self, conn: Any, msg: m.Status, now_ms: int, out: Out) -> None:
+        self.core.respond(conn, status_reply(self.core, msg.id, now_ms), now_ms, out)
 
     def on_request(self, conn: Any, msg: m.Inspect, now_ms: int, out: Out) -> None:
         core = self.core

@@ -18,22 +18,19 @@ event (method)           what it means
                          speculative retries, hint replay
 =======================  ====================================================
 
-The effects (``Send``, ``Respond``, ``StoreWrite``, ``StoreRead``, ``StoreHint``,
-``ReadHint``, ``Peek``, ``LoadHints``, ``DeleteHint``, ``Log``, ``SaveHlcCeiling``,
-``SaveMembers``, ``ScanRange``) and what the shell must do for each are in
-core/effects.py. Persist-before-ack: a replica's ack is produced only by
-``on_store_done``, which the shell calls after the storage effect is durable. Time
-(``now_ms``, wall-clock milliseconds) and randomness (a seed) are arguments; the
-core owns no clock, socket or global random state, so the simulator runs it under
-virtual time.
+The effects it returns and what the shell must do for each: core/effects.py.
+Persist-before-ack: a replica's ack is produced only by ``on_store_done``, after
+the storage effect is durable (core/replica.py). Time (``now_ms``) and randomness
+(a seed) are arguments; the core owns no clock, socket or global random state.
 
-Who does what (riak_kv's get_core/put_core split): requests go by message type to
-one handler (``_requests``: the read and write coordinators, core/getcore.py and
-core/putcore.py; the replica side, core/replica.py; gossip, core/gossip.py;
-inspect, core/inspection.py; extensions). A reply to one of our messages goes to
-whoever sent it through ONE op-id → owner map (``owners``); storage completions go
-by token kind. The last step of a round returns its decisions (read repairs, hints)
-as values, which ``apply`` turns into effects.
+This module only dispatches (riak_kv's get_core/put_core split). A request goes by
+type to one handler: the read/write coordinators (core/getcore.py, putcore.py,
+rounds.py), the replica side (replica.py), gossip.py, inspection.py or an extension
+(``handle_requests``). A reply to a message we sent finds its sender through ONE
+op-id → owner map (``owners``); a storage completion goes by its token's kind. A
+round's last step returns its decisions (read repairs, hints) as values that
+``apply`` turns into effects. Also: handoff.py (hints), parking.py (requests held
+until a restarted node's ring is synced), levels.py (settings, R/W).
 """
 
 from __future__ import annotations
@@ -47,25 +44,24 @@ from .effects import (  # noqa: F401 - re-exported: the shell and tests import t
     StoreRead, StoreWrite,
 )
 from .getcore import ReadCoordinator
-from .gossip import GOSSIP_FANOUT, SEED_PREFIX, Gossiper  # noqa: F401 - re-exported
+from .gossip import GOSSIP_FANOUT, SEED_PREFIX, Gossiper, starting_membership  # noqa: F401 - re-exported
 from .handoff import HINT_TARGETS_MAX, Handoff  # bounds re-exported: NodeCore builds its parts with them
 from .inspection import Inspector, statistics, status_reply
 from .levels import Levels, NodeSettings, level_from_wire  # noqa: F401 - re-exported
 from .limits import ROUNDS_INFLIGHT_MAX
-from .membership import JOINING, LEFT, REPLACING, UP, Membership, RingSync
+from .membership import RingSync
 from .parking import RING_SYNC_GATED, RING_SYNC_PARKED_MAX, Parking  # noqa: F401 - re-exported
 from .putcore import RESTAMPS_MAX, WriteCoordinator
 from .rand import SplitMix64
 from .replica import Replica
 from .ring import Ring
 from .ringchange import RingChange
-from .rounds import LOCAL_READ, LOCAL_WRITE, SELF, Hint, Op, Out, Repair, ReplyOwner, RoundOwner, Rounds  # noqa: F401
+from .rounds import (  # noqa: F401 - SELF, LOCAL_*: re-exported
+    LOCAL_READ, LOCAL_WRITE, ROUND_STATS, SELF, Hint, Op, Out, Repair, ReplyOwner, RoundOwner, Rounds,
+)
 from .routing import LoadTracker
 from .typed_coord import TypedCoordinator
-# Checks every request gets, on the client before sending and here on receipt; they
-# live in .validation so that the client (and the CLI's start-up) need not import
-# this module.
-from .validation import level_to_wire, validate_key, validate_value  # noqa: F401
+from .validation import level_to_wire, validate_key, validate_value  # noqa: F401 - re-exported
 from .version import HLC
 
 #: The replies a replica sends to a round, a replay or a push: found by op id.
@@ -91,13 +87,7 @@ class NodeCore:
             raise ValueError(f"node {settings.node_id!r} is not in its own member list")
         self.settings = settings
         self.node_id = settings.node_id
-        address = settings.address or members[settings.node_id]
-        # A node that knows only itself but has seeds is joining an existing cluster.
-        joining = bool(settings.seeds) and len(members) == 1
-        status = REPLACING if settings.replace else JOINING if joining else UP
-        self.membership = Membership(self.node_id, address, settings.generation, members,
-                                     settings.detector, now_ms, status,
-                                     {**{n: (*e, LEFT) for n, e in (departed or {}).items()}, **(known or {})})
+        self.membership = starting_membership(settings, members, now_ms, departed, known)
         self.ring: Ring | None = None
         self.future_ring: Ring | None = None  # set while a join/leave is in progress
         self.default_r = self.default_w = 0
@@ -110,15 +100,7 @@ class NodeCore:
         self.owners: dict[int, ReplyOwner] = {}  # op id -> who handles replies to it
         self._next_op = 1
         self.latency_model: Any = None  # core/dynamic.py LatencyTable, kept current by the shell
-        self.stats: dict[str, int] = {
-            "suspects_vouched": 0,  # suspicion timeouts restarted by an indirect probe
-            "requests": 0, "reads": 0, "writes": 0, "won": 0, "lost": 0, "timeouts": 0,
-            "invalid": 0, "overloaded": 0, "replica_writes": 0, "replica_reads": 0,
-            "hinted_writes": 0, "hints_stored": 0, "hints_replayed": 0,
-            "hints_dropped_bytes": 0, "hints_dropped_age": 0, "hints_refused_target": 0,
-            "hints_handed_over": 0, "read_repairs": 0,
-            "speculative_retries": 0, "membership_changes": 0, "write_restamps": 0,
-        }
+        self.stats: dict[str, int] = dict.fromkeys(ROUND_STATS, 0)  # each part adds its own counters
         self.rounds = Rounds(self, ROUNDS_INFLIGHT_MAX)
         self.reads = ReadCoordinator(self, self.rounds)
         self.writes = WriteCoordinator(self, self.rounds, RESTAMPS_MAX)
@@ -136,7 +118,7 @@ class NodeCore:
             m.RepWrite: self.replica.on_write, m.RepRead: self.replica.on_read, m.RepPeek: self.replica.on_peek,
             m.Get: self.reads.on_client, m.Put: self.writes.on_client, m.Inspect: self.inspector.on_request,
             m.Heartbeat: self.gossip.on_heartbeat, m.Gossip: self.gossip.on_gossip,
-            m.Ping: self._on_ping, m.Status: self._on_status,
+            m.Ping: self.inspector.on_ping, m.Status: self.inspector.on_status,
         }
         self._responses: dict[type, Handler] = {m.GossipAck: self.gossip.on_gossip_ack}
         self._stored: dict[str, Handler] = {LOCAL_WRITE: self.writes.local_done, LOCAL_READ: self.reads.local_done,
@@ -243,6 +225,11 @@ class NodeCore:
     def statistics(self) -> dict[str, Any]:
         return statistics(self)
 
+    def install_latency_model(self, model: Any) -> None:
+        """Event: the shell (or a test) hands over a new dynamic-quorum latency model
+        (core/dynamic.py ``LatencyTable``), built off the core from live samples."""
+        self.latency_model = model
+
     # ------------------------------------------------------------------ events
     def on_request(self, conn: Any, msg: Any, now_ms: int) -> Out:
         out: Out = []
@@ -256,14 +243,6 @@ class NodeCore:
                          now_ms, out)
         elif self.ring_sync.synced or not self.parking.holds(conn, msg, now_ms, out):
             handler(conn, msg, now_ms, out)
-
-    def _on_ping(self, conn: Any, msg: m.Ping, now_ms: int, out: Out) -> None:
-        self.respond(conn, m.Pong(msg.id, self.node_id, self.replication_factor(), self.default_r, self.default_w,
-                                  self.members(), ring=list(self.membership.ring_members()),
-                                  vnodes=self.settings.vnodes), now_ms, out)
-
-    def _on_status(self, conn: Any, msg: m.Status, now_ms: int, out: Out) -> None:
-        self.respond(conn, self.status_reply(msg.id, now_ms), now_ms, out)
 
     def on_response(self, peer: str, msg: Any, now_ms: int) -> Out:
         out: Out = []
@@ -321,13 +300,10 @@ class NodeCore:
 
     def next_deadline_ms(self, now_ms: int) -> int:
         """When this core next needs ``tick`` (absolute ms), so an idle shell can sleep.
-
-        Work in flight — quorum rounds (deadlines, speculative retries), hint replay,
-        hints waiting to be replayed, a ring change or anti-entropy exchange (the
-        ``_busy_probes``) — answers ``now_ms``: tick at the shell's normal cadence.
-        Otherwise the next heartbeat or gossip round; the shell still caps its sleep
-        (the failure detector's checks and protocol families' periodic timers run
-        at that cap)."""
+        Work in flight (rounds, hints to replay, a busy protocol family) answers
+        ``now_ms``: tick at the shell's normal cadence. Otherwise the next heartbeat
+        or gossip round; the shell still caps its sleep (the detector's checks and
+        protocol families' periodic timers run at that cap)."""
         if self.ops or self.handoff.busy() or any(busy() for busy in self._busy_probes):
             return now_ms
         return self.gossip.next_wakeup_ms()

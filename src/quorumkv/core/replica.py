@@ -39,6 +39,7 @@ class Replica:
         self.handoff = handoff
         self.stats = core.stats
         self.node_id = core.node_id
+        self.stats.update({"replica_writes": 0, "replica_reads": 0})
 
     def store_handlers(self) -> dict[str, Any]:
         """Storage token kind -> handler(token, ok, result, now_ms, out)."""

@@ -34,6 +34,9 @@ LOCAL_WRITE = "lw"
 LOCAL_READ = "lr"
 
 Out = list[Any]  # the effects of one step, in order
+#: The counters of client requests and their rounds (``NodeCore.stats``).
+ROUND_STATS = ("requests", "reads", "writes", "won", "lost", "timeouts", "invalid", "overloaded",
+               "hinted_writes", "read_repairs", "speculative_retries", "write_restamps")
 
 
 class ReplyOwner(Protocol):
