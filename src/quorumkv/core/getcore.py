@@ -46,14 +46,8 @@ class ReadCoordinator:
         """Open a read round for ``msg`` (or answer why not)."""
         try:
             op = self.start_fast(conn, msg, now_ms, out) or self.start(conn, msg, now_ms, out)
-        except InvalidRequestError as exc:
-            self.stats["invalid"] += 1
-            self.core.respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
-            return
-        except UnavailableError as exc:
-            self.stats["lost"] += 1
-            self.core.respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=str(exc)), now_ms, out)
-            return
+        except (InvalidRequestError, UnavailableError) as exc:
+            return self.rounds.refuse(conn, msg.id, exc, now_ms, out)
         if msg.floor is not None and op is not None and op.op_id in self.ops:
             self.core.clock.note_read(op.op_id, msg.floor)
 
@@ -149,7 +143,7 @@ class ReadCoordinator:
             self._reply(op, peer, msg, now_ms, out)
 
     def _reply(self, op: Op, peer: str, msg: Any, now_ms: int, out: Out) -> None:
-        sent = op.sent_ms.get(peer)
+        sent = op.sent_ms.get(peer)  # (inline: every reply takes this path)
         self.core.load.done(peer, (now_ms - sent) if sent is not None else None)
         t = type(msg)
         if t is m.RepReadResp:
@@ -262,6 +256,7 @@ class ReadCoordinator:
             return
         if not self.rounds.close(op):
             return
+        assert op.answered, f"read {op.op_id} closed without an answer"
         if rnd.status == WON and not op.blocking_repair and self.settings.read_repair:
             self.core.apply(self.final_action(op, read_result(rnd.records.values()), reply_id=0), now_ms, out)
 

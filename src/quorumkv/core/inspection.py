@@ -57,8 +57,7 @@ class Inspector:
         op = self.core.ops.get(op_id)
         if op is None:
             return
-        sent = op.sent_ms.get(peer)
-        self.core.load.done(peer, (now_ms - sent) if sent is not None else None)
+        self.rounds.replied(op, peer, now_ms)
         if type(msg) is m.RepPeekResp:
             op.round.add_ok(peer, (msg.record, msg.hints))  # type: ignore[arg-type]
         else:

@@ -64,12 +64,8 @@ class WriteCoordinator:
         try:
             if self.start_fast(conn, msg, now_ms, out) is None:
                 self.start(conn, msg, now_ms, out)
-        except InvalidRequestError as exc:
-            self.stats["invalid"] += 1
-            self.core.respond(conn, m.Reply(msg.id, m.INVALID, message=str(exc)), now_ms, out)
-        except UnavailableError as exc:
-            self.stats["lost"] += 1
-            self.core.respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=str(exc)), now_ms, out)
+        except (InvalidRequestError, UnavailableError) as exc:
+            self.rounds.refuse(conn, msg.id, exc, now_ms, out)
 
     def _record(self, msg: m.Put, now_ms: int) -> Record:
         record: Record | None = getattr(msg, "record", None)  # a TypedPut's
@@ -173,7 +169,7 @@ class WriteCoordinator:
             self._reply(op, peer, msg, now_ms, out)
 
     def _reply(self, op: Op, peer: str, msg: Any, now_ms: int, out: Out) -> None:
-        sent = op.sent_ms.get(peer)
+        sent = op.sent_ms.get(peer)  # (inline: every reply takes this path)
         self.core.load.done(peer, (now_ms - sent) if sent is not None else None)
         rnd = op.round
         if type(msg) is not m.RepWriteAck:
@@ -226,6 +222,7 @@ class WriteCoordinator:
                 op.reply = self.rounds.lost_reply(op)
             self.rounds.answer(op, now_ms, out)
         if rnd.complete or rnd.status == LOST:
+            assert op.answered, f"write {op.op_id} closed without an answer"
             self.rounds.close(op)
 
     def expire(self, op: Op, now_ms: int, out: Out) -> None:

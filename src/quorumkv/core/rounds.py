@@ -15,7 +15,7 @@ import heapq
 from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, UnavailableError
 from . import dynamic
 from . import messages as m
 from .consistency import weak_warning
@@ -181,6 +181,19 @@ class Rounds:
         assert not op.answered, f"op {op.op_id} answered twice"
         op.answered = True
         self.core.respond(op.conn, op.reply, now_ms, out)
+
+    def refuse(self, conn: Any, req_id: int, exc: InvalidRequestError | UnavailableError, now_ms: int,
+               out: Out) -> None:
+        """A request no round can serve: the client's fault (INVALID), or not now (UNAVAILABLE)."""
+        core = self.core
+        invalid = isinstance(exc, InvalidRequestError)
+        core.stats["invalid" if invalid else "lost"] += 1
+        core.respond(conn, m.Reply(req_id, m.INVALID if invalid else m.UNAVAILABLE, message=str(exc)), now_ms, out)
+
+    def replied(self, op: Op, peer: str, now_ms: int) -> None:
+        """``peer`` answered ``op``: no longer in flight, and how long it took."""
+        sent = op.sent_ms.get(peer)
+        self.core.load.done(peer, (now_ms - sent) if sent is not None else None)
 
     def refuse_overloaded(self, conn: Any, req_id: int, now_ms: int, out: Out) -> bool:
         """True (and answered OVERLOADED): ``open_max`` rounds are open already."""
