@@ -236,7 +236,7 @@ class ClockGuard:
         core = self.core
         while self.held and self._may_issue(now_ms):
             conn, msg, _deadline = self.held.popleft()
-            core._coordinate_client(conn, msg, now_ms, out)  # noqa: SLF001
+            core.writes.coordinate(conn, msg, now_ms, out)  # only writes are held
         self._save_if_needed(now_ms, out)
 
     def _save_if_needed(self, now_ms: int, out: list) -> None:
@@ -292,7 +292,7 @@ class ClockGuard:
             rnd.status = PENDING
             if not rnd.outstanding:
                 spare, owner = op.spares.pop(0)
-                core._send_read(op, spare, owner, now_ms, out)  # noqa: SLF001
+                core.reads.send_read(op, spare, owner, now_ms, out)
             return True
         del self.floors[op.op_id]
         core.stats["session_floor_unmet"] += 1
@@ -303,5 +303,5 @@ class ClockGuard:
             "Retry later, or read without the session"), warning=op.warning)
         op.answered = True
         core.respond(op.conn, op.reply, now_ms, out)
-        core._maybe_finish(op, now_ms, out)  # noqa: SLF001
+        core.reads.finish(op, now_ms, out)
         return True

@@ -285,7 +285,7 @@ class Paxos:
             return False
         primaries = core.ring.preference_list(prop.key)
         needed = len(primaries) // 2 + 1
-        joint = core._joint_sets(prop.key, primaries, "QUORUM", needed, False)  # noqa: SLF001
+        joint = core.levels.joint_sets(prop.key, primaries, "QUORUM", needed, False)
         replicas = tuple(primaries)
         groups = None
         if joint is not None:

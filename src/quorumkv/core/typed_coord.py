@@ -130,7 +130,7 @@ class TypedCoordinator:
 
     def _replicate(self, conn, update: Update, record, now_ms: int, out: list) -> None:
         put = TypedPut(update.id, update.key, record.value, w=update.w, record=record)
-        self.core._coordinate_client(conn, put, now_ms, out)  # noqa: SLF001 - the usual write round
+        self.core.writes.coordinate(conn, put, now_ms, out)  # the usual write round
 
     def _fail_client(self, conn, msg, status: int, error: str, now_ms: int, out: list) -> None:
         self.core.stats["typed_refused"] += 1
