@@ -1420,6 +1420,11 @@ class NodeCore:
         return dict(self.stats, rounds_open=len(self.ops),
                     hints_held=sum(c for c, _ in self.hints_held.values()))
 
+    def install_latency_model(self, model) -> None:
+        """Event: the shell (or a test) hands over a new dynamic-quorum latency model
+        (core/dynamic.py ``LatencyTable``), built off the core from live samples."""
+        self.latency_model = model
+
 
 def _view(node, role, state, answered, rec, hint_for=None, error="") -> m.ReplicaView:
     if rec is None:

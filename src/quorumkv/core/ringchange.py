@@ -49,7 +49,7 @@ from collections import deque
 
 from . import messages as m
 from .cleanup import Cleanup
-from .effects import Log, ScanRange, Send, StoreWrite
+from .effects import Log, SaveBootstrapped, ScanRange, Send, StoreWrite
 from .hints import record_size
 from .messages_ring import Decommission, RingPlan, StreamBatch, StreamRequest
 from .membership import LEAVING, LEFT, UP
@@ -320,6 +320,7 @@ class RingChange:
         self.stats["stream_done"] = 1
         core.membership.set_status(UP)
         core.ring_changed(now_ms, out)
+        out.append(SaveBootstrapped(core.members()))  # a restart comes back as a member
         self._log(out, f"{self.mode}_completed", received=self.stats["stream_keys_received"])
 
     # ------------------------------------------------------ decommission (push)

@@ -4,7 +4,7 @@ A connection parses commands (``resp/parser.py``), runs their handlers
 (``resp/commands.py``) and submits the reads and writes they ask for to the node's
 core exactly like a native client request: ``core.on_request(self, Get|Put, now)``
 then ``server.run(effects)``; the core answers through ``self.respond(reply)``
-(the same duck type as ``_Inbound``). Request ids are unique per connection.
+(the same duck type as ``conns.Inbound``). Request ids are unique per connection.
 
 Order: Redis clients match replies to requests by position, so every command gets a
 slot in a FIFO; quorum rounds may finish in any order, and only the ready prefix of
@@ -308,7 +308,7 @@ class RespConnection(asyncio.Protocol):
                 msg = op.request(rid)
             try:
                 server.run(server.core.on_request(self, msg, now))
-            except Exception as exc:  # as _Inbound: a core bug drops this connection, not the node
+            except Exception as exc:  # as conns.Inbound: a core bug drops this connection, not the node
                 log.exception("resp_request_failed", peer=session.addr)
                 self._fatal(f"ERR internal error: {type(exc).__name__}")
                 return
@@ -331,7 +331,7 @@ class RespConnection(asyncio.Protocol):
         self.timing[rid] = server.request_latency.start(msg)
         try:
             server.run(server.core.on_request(self, msg, self._now))
-        except Exception as exc:  # as _Inbound: a core bug drops this connection, not the node
+        except Exception as exc:  # as conns.Inbound: a core bug drops this connection, not the node
             log.exception("resp_request_failed", peer=session.addr)
             self._fatal(f"ERR internal error: {type(exc).__name__}")
 
@@ -424,7 +424,7 @@ class RespConnection(asyncio.Protocol):
         if self.closed or self.transport is None or self._lingering:
             return
         pending = len(self.slots)
-        # Hysteresis as in _Inbound: stop at CLIENT_PIPELINE_MAX, resume below half.
+        # Hysteresis as in conns.Inbound: stop at CLIENT_PIPELINE_MAX, resume below half.
         limit = CLIENT_PIPELINE_MAX // 2 if self._reading_paused else CLIENT_PIPELINE_MAX
         # Commands still in the parser (past COMMANDS_PER_TURN_MAX) are run before
         # more is read: the buffer holds at most one read beyond them.
