@@ -16,7 +16,7 @@ import asyncio
 import json
 import os
 
-from .storage import StorageEngine
+from .storage_base import StorageEngine
 from .wallclock import now_ms
 
 

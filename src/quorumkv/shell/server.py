@@ -43,7 +43,7 @@ from .latency import MODEL_IN_USE_MS, MODEL_REFRESH_MS, MODEL_REFRESH_MS_IDLE, L
 from .metrics_hist import RequestLatency
 from .peers import RECONNECT_MS_MIN, PeerLink, SocketTransport, loopback_source
 from .snapshot import SnapshotShell
-from .storage import StorageEngine
+from .storage_base import StorageEngine
 from .wallclock import now_ms, set_clock_offset_ms
 
 log = structlog.get_logger("quorumkv.node")
