@@ -25,6 +25,9 @@ The layering rules (docs/architecture.md, "Layering"):
 * ``core/`` imports only ``core/`` and ``quorumkv.errors`` (the exception hierarchy is
   pure: no imports at all, and the core raises InvalidRequestError/ProtocolError that the
   client and the RESP layer catch — one class on both sides of the wire);
+* ``runtime/`` (the one effect executor and its Storage/Transport/Clock interfaces)
+  imports only ``core/`` and ``quorumkv.errors``: the real node, the simulator and the
+  tests supply the edges, so the runtime may not know any of them;
 * ``shell/`` (the node's I/O) never imports the client or the CLI;
 * ``resp/`` (pure RESP command handlers) never imports ``shell/``;
 * ``sim/`` never imports ``shell/`` (the simulator runs the core, not the node runtime).
@@ -198,6 +201,8 @@ def upward_imports(graph: dict[str, dict[str, bool]]) -> list[str]:
             dst_layer = _layer(dst)
             if layer == "core" and dst_layer != "core" and dst != "quorumkv.errors":
                 bad.append(f"{src} -> {dst} (core imports only core and quorumkv.errors)")
+            elif layer == "runtime" and dst_layer not in ("core", "runtime") and dst != "quorumkv.errors":
+                bad.append(f"{src} -> {dst} (runtime imports only core and quorumkv.errors)")
             elif layer == "shell" and _is_client_or_cli(dst):
                 bad.append(f"{src} -> {dst} (the node's shell does not use the client or the CLI)")
             elif layer in ("resp", "sim") and dst_layer == "shell":
@@ -211,6 +216,13 @@ GRAPH = build_graph()
 def test_graph_sees_the_package():
     assert {"quorumkv.core.node", "quorumkv.shell.server", "quorumkv.client", "quorumkv.cli"} <= set(GRAPH)
     assert "quorumkv.core.node" in GRAPH["quorumkv.shell.server"]
+
+
+def test_the_node_and_the_simulator_share_the_one_runtime():
+    assert "quorumkv.runtime.executor" in GRAPH["quorumkv.runtime"]
+    assert "quorumkv.runtime" in GRAPH["quorumkv.shell.server"]
+    assert "quorumkv.runtime" in GRAPH["quorumkv.sim.cluster"]
+    assert "quorumkv.runtime" in GRAPH["quorumkv.sim.scenario"]
 
 
 def test_no_import_cycle():
@@ -261,11 +273,14 @@ def test_checker_sees_every_form(src, expected):
 
 def test_checker_finds_a_lazy_cycle_and_an_upward_import():
     graph = _graph_of({
+        "quorumkv.runtime.executor": "from ..sim import cluster",
+        "quorumkv.sim.cluster": "", "quorumkv.sim": "", "quorumkv.runtime": "",
         "quorumkv.shell.server": "from .antientropy import x",
         "quorumkv.shell.antientropy": "def f():\n    from .server import now_ms\n",
         "quorumkv.core.ring": "from ..shell import server",
         "quorumkv.shell": "", "quorumkv.core": "", "quorumkv": "",
     })
     assert cycles(graph) == [["quorumkv.shell.antientropy", "quorumkv.shell.server"]]
-    assert upward_imports(graph) == ["quorumkv.core.ring -> quorumkv.shell.server (core imports only core and "
-                                     "quorumkv.errors)"]
+    assert upward_imports(graph) == [
+        "quorumkv.core.ring -> quorumkv.shell.server (core imports only core and quorumkv.errors)",
+        "quorumkv.runtime.executor -> quorumkv.sim.cluster (runtime imports only core and quorumkv.errors)"]

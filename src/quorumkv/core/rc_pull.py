@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import messages as m
-from .effects import ScanRange, Send, StoreWrite
+from .effects import SaveBootstrapped, ScanRange, Send, StoreWrite
 from .membership import UP
 from .messages_ring import StreamBatch, StreamRequest
 from .rc_common import (
@@ -168,6 +168,7 @@ class StreamPull:
         self.stats["stream_done"] = 1
         core.membership.set_status(UP)
         core.ring_changed(now_ms, out)
+        out.append(SaveBootstrapped(core.members()))  # a restart comes back as a member
         self.rc.log(out, f"{self.rc.mode}_completed", received=self.stats["stream_keys_received"])
 
     def tick(self, now_ms: int, out: list[Any]) -> None:

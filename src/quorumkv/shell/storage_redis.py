@@ -68,7 +68,7 @@ from redis.retry import Retry
 from .batching import BatchQueue, call_in_loop
 from ..core.typed import is_typed, resolve
 from ..core.version import Record, Version
-from .storage import Done, StorageEngine
+from .storage_base import Done, StorageEngine
 
 REDIS_URL_DEFAULT = "redis://127.0.0.1:6379/0"
 KEY_PREFIX_DEFAULT = b"qkv:"
