@@ -198,7 +198,7 @@ class Net(CoreMesh):
         return self.disk
 
     def put(self, nid: str, key: bytes, rec: Record) -> None:
-        store(self.disk[nid], key, rec)
+        self.apply_write(nid, key, rec)
 
     def _deliver_send(self, node: str, peer: str, msg) -> None:
         if peer not in self.down and node not in self.down:

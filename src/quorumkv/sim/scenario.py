@@ -209,7 +209,7 @@ class _MeshStorage:
         mesh = self.mesh
 
         def apply():
-            newer = store(mesh.disk[self.node], key, record)
+            newer = mesh.apply_write(self.node, key, record)
             return newer if mesh.report_newer else None
         self._later(apply, done)
 
@@ -357,6 +357,11 @@ class CoreMesh:
 
     def clock(self, node: str) -> int:
         return self.time_ms + self.offset_ms[node]
+
+    def apply_write(self, node: str, key: bytes, record: Record) -> Version | None:
+        """A replica write reaching ``node``'s disk: the engines' newer-wins rule
+        (``store``). A test whose storage merges (typed records) overrides this."""
+        return store(self.disk[node], key, record)
 
     def boot(self, node: str) -> NodeCore:
         hlc_last = max((r.version.ts for r in self.disk[node].values()), default=0)
