@@ -26,6 +26,7 @@ from quorumkv.core.ringchange import (
     STREAM_FORCE_ATTEMPTS_MAX, STREAM_RETRY_MS_MAX, STREAM_RETRY_MS_MIN, pull_sources, retry_delay_ms,
 )
 from quorumkv.core.version import Record, Version, pack_ts
+from quorumkv.sim.scenario import CoreMesh, MeshClient
 
 T0 = 1_700_000_000_000
 VNODES = 16
@@ -36,148 +37,60 @@ AE = AESettings(interval_ms=0, repair_per_s=100_000, keys_per_message=100, scan_
                 gc=True, gc_grace_ms=GRACE_MS, request_timeout_ms=2_000)
 
 
-def addr(nid: str) -> str:
-    return f"{nid}:1"
+NODE_SETTINGS = dict(vnodes=VNODES, settle_ms=SETTLE_MS, timeout_ms_write=1_000)
 
 
-class Net:
-    """NodeCores, dict storage, an instant FIFO network. A node in ``down`` neither
-    ticks nor receives: sends to it fail at once (connection refused)."""
+class Net(CoreMesh):
+    """NodeCores with anti-entropy on the shared harness (``quorumkv.sim.scenario.CoreMesh``:
+    the one runtime with FIFO edges, dict disks and hint tables; ``self.now`` is the
+    virtual clock). A node in ``down`` neither ticks, sends nor receives: sends to it
+    fail at once (connection refused). ``fail_store[(node, key)]`` counts replica writes
+    of that key still to fail ("disk full")."""
 
     def __init__(self, names, now_ms: int = T0, n: int = 3):
-        self.now = now_ms
         self.n = n
-        self.cores: dict[str, NodeCore] = {}
-        self.store: dict[str, dict[bytes, Record]] = {}
-        self.hints: dict[str, HintTable] = {}
-        self.down: set[str] = set()
-        self.fail_store: dict[tuple[str, bytes], int] = {}  # (node, key) -> StoreWrites still to fail
-        self.queue: list = []
-        self.replies: dict[object, object] = {}
-        self.logs: list[tuple[str, str, dict]] = []
-        self.known: dict[str, dict] = {}  # node -> its last SaveMembers
-        self._scans: dict = {}
-        members = {x: addr(x) for x in names}
-        for x in names:
-            self._add(x, NodeSettings(x, n=n, vnodes=VNODES, settle_ms=SETTLE_MS, timeout_ms_write=1_000), members)
+        self.fail_store: dict[tuple[str, bytes], int] = {}
+        super().__init__(names, n=n, time_ms=now_ms, report_newer=False, read_repair=True,
+                         speculative_retry_ms=20, **NODE_SETTINGS)
 
-    def _add(self, nid: str, settings: NodeSettings, members: dict) -> NodeCore:
-        core = NodeCore(settings, members, now_ms=self.now)
-        install(core, AE, self.now)
-        self.cores[nid] = core
-        self.store[nid] = {}
-        self.hints[nid] = HintTable()
-        return core
+    @property
+    def now(self) -> int:
+        return self.time_ms
+
+    @property
+    def store(self) -> dict[str, dict[bytes, Record]]:
+        return self.disk
+
+    def restart(self, node: str) -> None:
+        super().restart(node)
+        install(self.cores[node], AE, self.now)
 
     def join(self, nid: str, seed: str = "n1") -> NodeCore:
-        return self._add(nid, NodeSettings(nid, n=self.n, vnodes=VNODES, settle_ms=SETTLE_MS, address=addr(nid),
-                                           seeds=(addr(seed),), timeout_ms_write=1_000), {nid: addr(nid)})
+        return self.add_node(nid, (seed,))
 
-    # --------------------------------------------------------------- plumbing
-    def _peer_of(self, peer: str) -> str:
-        if peer.startswith(SEED_PREFIX):
-            address = peer[len(SEED_PREFIX):]
-            return next(x for x in self.cores if addr(x) == address)
-        return peer
+    def write_error(self, node: str, key: bytes) -> str | None:
+        if self.fail_store.get((node, key), 0) > 0:
+            self.fail_store[node, key] -= 1
+            return "disk full"
+        return None
 
-    def run(self, nid: str, effects: list) -> None:
-        self.queue.extend((nid, e) for e in effects)
+    def _deliver_send(self, node: str, peer: str, msg) -> None:
+        if node not in self.down:
+            super()._deliver_send(node, peer, msg)
 
-    def put_local(self, nid: str, key: bytes, rec: Record) -> None:
-        cur = self.store[nid].get(key)
-        if cur is None or rec.version.newer_than(cur.version):
-            self.store[nid][key] = rec
-
-    def step(self) -> None:
-        while self.queue:
-            nid, eff = self.queue.pop(0)
-            if nid in self.down:
-                continue
-            core, t, now = self.cores[nid], type(eff), self.now
-            if t is Send:
-                dst = self._peer_of(eff.peer)
-                if dst in self.down:
-                    self.run(nid, core.on_send_failed(eff.peer, eff.msg, "connection refused", now))
-                else:
-                    self.run(dst, self.cores[dst].on_request(("peer", nid), eff.msg, now))
-            elif t is Respond:
-                if eff.conn[0] == "client":
-                    self.replies[eff.conn[1]] = eff.msg
-                elif eff.conn[1] not in self.down:
-                    self.run(eff.conn[1], self.cores[eff.conn[1]].on_response(nid, eff.msg, now))
-            elif t is StoreWrite:
-                if self.fail_store.get((nid, eff.key), 0) > 0:
-                    self.fail_store[nid, eff.key] -= 1
-                    self.run(nid, core.on_store_done(eff.token, False, "disk full", now))
-                    continue
-                self.put_local(nid, eff.key, eff.record)
-                self.run(nid, core.on_store_done(eff.token, True, None, now))
-            elif t is StoreRead:
-                self.run(nid, core.on_store_done(eff.token, True, self.store[nid].get(eff.key), now))
-            elif t is StoreHint:
-                self.hints[nid].add(eff.owner, eff.key, eff.record, eff.created_ms)
-                self.run(nid, core.on_store_done(eff.token, True, None, now))
-            elif t is ReadHint:
-                recs = [r for _, r in self.hints[nid].peek(eff.key)]
-                best = max(recs, key=lambda r: r.version.key(), default=None)
-                self.run(nid, core.on_store_done(eff.token, True, best, now))
-            elif t is Peek:
-                self.run(nid, core.on_store_done(eff.token, True, (self.store[nid].get(eff.key),
-                                                                   self.hints[nid].peek(eff.key)), now))
-            elif t is LoadHints:
-                self.run(nid, core.on_hints_loaded(eff.owner, self.hints[nid].load(eff.owner, eff.limit), now))
-            elif t is DeleteHint:
-                self.hints[nid].delete(eff.hint_id)
-            elif t is SaveMembers:
-                self.known[nid] = eff.members
-            elif t is ScanRange:
-                items = sorted((k, r) for k, r in self.store[nid].items() if eff.after is None or k > eff.after)
-                self.run(nid, core.on_store_done(eff.token, True, items[:eff.limit], now))
-            elif t is ScanLocal:
-                key = (nid, eff.token)
-                if eff.limit <= 0:
-                    self._scans.pop(key, None)
-                    continue
-                rest = self._scans.get(key)
-                if rest is None:
-                    rest = sorted(self.store[nid].items())
-                part, rest = rest[:eff.limit], rest[eff.limit:]
-                last = len(part) < eff.limit
-                if last:
-                    self._scans.pop(key, None)
-                else:
-                    self._scans[key] = rest
-                self.run(nid, core.on_store_done(eff.token, True, (part, last), now))
-            elif t is ReadMany:
-                self.run(nid, core.on_store_done(eff.token, True, [self.store[nid].get(k) for k in eff.keys], now))
-            elif t is PurgeMany:
-                purged = 0
-                for k, v in eff.entries:
-                    if purge_applies(self.store[nid].get(k), v):
-                        del self.store[nid][k]
-                        purged += 1
-                self.run(nid, core.on_store_done(eff.token, True, purged, now))
-            elif t is DropMany:
-                dropped = 0
-                for k, v in eff.entries:
-                    cur = self.store[nid].get(k)
-                    if cur is not None and cur.version.key() == v.key():
-                        del self.store[nid][k]
-                        dropped += 1
-                self.run(nid, core.on_store_done(eff.token, True, dropped, now))
-            elif t is Log:
-                self.logs.append((nid, eff.event, eff.fields))
-            else:  # pragma: no cover - a new effect this harness must learn
-                raise AssertionError(f"unknown effect {eff!r}")
+    def _deliver_respond(self, node: str, conn, msg) -> None:
+        if node in self.down or (isinstance(conn, tuple) and conn[1] in self.down):
+            return
+        super()._deliver_respond(node, conn, msg)
 
     def advance(self, ms: int) -> None:
         end = self.now + ms
         while self.now < end:
-            self.now += TICK_MS
+            self.time_ms += TICK_MS
             for nid in sorted(self.cores):
                 if nid not in self.down:
-                    self.run(nid, self.cores[nid].tick(self.now))
-            self.step()
+                    self.executors[nid].tick()
+            self.settle()
 
     def until(self, cond, ms_max: int, what: str) -> None:
         waited = 0
@@ -186,28 +99,28 @@ class Net:
             self.advance(100)
             waited += 100
 
-    def request(self, nid: str, msg):
-        tag = object()
-        self.run(nid, self.cores[nid].on_request(("client", tag), msg, self.now))
-        self.step()
+    def ask(self, nid: str, msg):
+        client = MeshClient("operator")
+        reply = self.request(client, nid, msg)
         for _ in range(500):
-            if tag in self.replies:
-                return self.replies.pop(tag)
+            if reply is not None:
+                return reply
             self.advance(TICK_MS)
+            reply = client.replies.get(msg.id)
         raise AssertionError(f"no reply to {msg!r}")
 
     def put(self, nid: str, key: bytes, value: bytes | None, w=m.LEVEL_ALL):
-        return self.request(nid, m.Put(1, key, value, w))
+        return self.ask(nid, m.Put(1, key, value, w))
 
     def get(self, nid: str, key: bytes, r=m.LEVEL_ALL):
-        return self.request(nid, m.Get(1, key, r))
+        return self.ask(nid, m.Get(1, key, r))
 
     def kill(self, nid: str) -> None:
         self.down.add(nid)
         for x in sorted(self.cores):
             if x not in self.down:
-                self.run(x, self.cores[x].on_peer_lost(nid, "connection reset", self.now))
-        self.step()
+                self.executors[x].peer_lost(nid, "connection reset")
+        self.settle()
 
     def status(self, nid: str, of: str) -> str | None:
         e = self.cores[nid].membership.endpoints.get(of)
@@ -266,7 +179,7 @@ def _delete_and_gc(net: Net, k: bytes, primaries) -> None:
     assert all(net.store[p][k].value is None for p in primaries)
     net.advance(GRACE_MS + 500)  # tombstone and ring older than gc_grace
     driver = primaries[0]
-    reply = net.request(driver, mae.Repair(1))  # a session's first scan picks GC candidates
+    reply = net.ask(driver, mae.Repair(1))  # a session's first scan picks GC candidates
     assert reply.ok, reply
     net.advance(500)
 
@@ -302,14 +215,14 @@ def test_a_leftover_copy_blocks_tombstone_gc_until_cleanup_drops_it():
     assert net.cores[p6[0]].stats["gc_tombstones_checked"] >= 1
     assert net.cores[p6[0]].stats["gc_tombstones_confirmed"] == 0
     # cleanup on the holder drops the leftover (it does not replicate k) ...
-    reply = net.request(holder, Cleanup(1))
+    reply = net.ask(holder, Cleanup(1))
     assert reply.status == m.OK, reply
     net.until(lambda: not net.cores[holder].stats["cleanup_running"], 10_000, "cleanup done")
     st = net.cores[holder].stats
     assert k not in net.store[holder]
     assert st["cleanup_keys_dropped"] == st["cleanup_keys_not_replicated"] >= 1
     # ... and the next GC round purges the tombstone everywhere.
-    net.request(p6[0], mae.Repair(2))
+    net.ask(p6[0], mae.Repair(2))
     net.advance(500)
     assert net.holders(k) == {}, net.holders(k)
     _join(net, "n7")
@@ -327,7 +240,7 @@ def test_a_source_streams_only_the_keys_it_replicates():
     leftover = key_where(lambda k: src not in r5.preference_list(k) and "n6" in target_ring.preference_list(k))
     net.store[src][mine] = rec(T0, b"mine")
     net.store[src][leftover] = rec(T0, b"old leftover")
-    reply = net.request(src, StreamRequest(7, "n6", FIVE + ["n6"], None, 512))
+    reply = net.ask(src, StreamRequest(7, "n6", FIVE + ["n6"], None, 512))
     assert type(reply) is StreamBatch and reply.scanned == 2
     assert [k for k, _ in reply.records] == [mine]
 
@@ -355,7 +268,7 @@ def test_cleanup_dry_run_counts_and_drops_nothing_and_is_throttled():
         net.store["n1"][k] = rec(T0, b"v")  # n1 holds everything; it replicates ~3/4
     foreign = sum(1 for k in keys if "n1" not in r.preference_list(k))
     assert 0 < foreign < len(keys)
-    reply = net.request("n1", Cleanup(1, dry_run=True, keys_per_s=1_000))
+    reply = net.ask("n1", Cleanup(1, dry_run=True, keys_per_s=1_000))
     assert reply.status == m.OK and "dry run" in reply.message
     net.advance(1_000)
     st = net.cores["n1"].stats
@@ -366,7 +279,7 @@ def test_cleanup_dry_run_counts_and_drops_nothing_and_is_throttled():
     assert st["cleanup_keys_scanned"] == len(keys)
     assert st["cleanup_keys_not_replicated"] == foreign and st["cleanup_keys_dropped"] == 0
     assert len(net.store["n1"]) == len(keys)
-    net.request("n1", Cleanup(2))
+    net.ask("n1", Cleanup(2))
     net.until(lambda: not net.cores["n1"].stats["cleanup_running"], 10_000, "cleanup done")
     assert st["cleanup_keys_dropped"] == foreign
     assert sorted(net.store["n1"]) == sorted(k for k in keys if "n1" in r.preference_list(k))
@@ -377,12 +290,12 @@ def test_cleanup_is_refused_during_a_ring_change_and_aborts_when_the_ring_change
     net.join("n6")
     net.until(lambda: net.status("n1", "n6") == JOINING and net.cores["n1"].future_ring is not None, 5_000,
               "n6 joining")
-    reply = net.request("n1", Cleanup(1))
+    reply = net.ask("n1", Cleanup(1))
     assert reply.status == m.INVALID and "ring change is in progress" in reply.message
     net.until(lambda: net.status("n6", "n6") == UP and net.settled(), 30_000, "n6 up")
     for i in range(4 * CLEANUP_SCAN_KEYS):
         net.store["n2"][f"z{i}".encode()] = rec(T0, b"v")
-    assert net.request("n2", Cleanup(2, keys_per_s=200)).status == m.OK
+    assert net.ask("n2", Cleanup(2, keys_per_s=200)).status == m.OK
     net.advance(200)
     net.join("n7")
     net.until(lambda: not net.cores["n2"].stats["cleanup_running"], 10_000, "cleanup stopped")
@@ -416,7 +329,7 @@ def test_decommission_waits_for_a_down_new_owner_and_delivers_when_it_returns():
              and "n2" not in ring_of(FIVE).preference_list(k)]
     assert gains
     net.kill("n2")
-    assert net.request("n4", Decommission(1)).status == m.OK  # 3 live nodes remain: N=3 is kept
+    assert net.ask("n4", Decommission(1)).status == m.OK  # 3 live nodes remain: N=3 is kept
     net.advance(30_000)
     st = net.cores["n4"].stats
     assert net.status("n4", "n4") == LEAVING, "left with records undelivered"
@@ -435,11 +348,11 @@ def test_forced_decommission_finishes_and_counts_what_it_could_not_deliver():
     r4 = ring_of(["n1", "n2", "n3", "n5"])
     gains = [k for k in data if "n2" in r4.preference_list(k) and "n2" not in ring_of(FIVE).preference_list(k)]
     net.kill("n2")
-    assert net.request("n4", Decommission(1)).status == m.OK
+    assert net.ask("n4", Decommission(1)).status == m.OK
     net.advance(20_000)
     assert net.status("n4", "n4") == LEAVING
     # the operator gives up waiting: force again on the leaving node
-    reply = net.request("n4", Decommission(2, force=True))
+    reply = net.ask("n4", Decommission(2, force=True))
     assert reply.status == m.OK and "forced" in reply.message
     net.until(lambda: net.status("n4", "n4") == LEFT, 60_000, "n4 left")
     st = net.cores["n4"].stats
@@ -456,11 +369,11 @@ def test_forced_decommission_finishes_and_counts_what_it_could_not_deliver():
 
 def test_decommission_refuses_to_go_below_n_live_nodes_and_the_dry_run_says_so():
     net = Net(["n1", "n2", "n3"])
-    plan = net.request("n3", Decommission(1, dry_run=True))
+    plan = net.ask("n3", Decommission(1, dry_run=True))
     assert type(plan) is RingPlan
     assert plan.moves == [] and "under-replication" in plan.message and "100.00%" in plan.message
     assert "N=3" in plan.message
-    reply = net.request("n3", Decommission(2))
+    reply = net.ask("n3", Decommission(2))
     assert reply.status == m.INVALID and "refusing to decommission n3" in reply.message and "--force" in reply.message
     assert net.status("n3", "n3") == UP
     # five nodes, two of them down: leaving would leave 2 live nodes for N=3
@@ -468,10 +381,10 @@ def test_decommission_refuses_to_go_below_n_live_nodes_and_the_dry_run_says_so()
     net5.kill("n1")
     net5.kill("n2")
     net5.advance(3_000)  # the detector marks them down
-    reply = net5.request("n5", Decommission(1))
+    reply = net5.ask("n5", Decommission(1))
     assert reply.status == m.INVALID and "n1, n2 down" in reply.message
     # forced, it goes
-    reply = net.request("n3", Decommission(3, force=True))
+    reply = net.ask("n3", Decommission(3, force=True))
     assert reply.status == m.OK and "forced" in reply.message
     net.until(lambda: net.status("n3", "n3") == LEFT, 10_000, "n3 left")
 
@@ -522,7 +435,7 @@ def test_decommission_of_a_node_pushes_only_what_it_replicates(force):
     r4 = ring_of(["n1", "n2", "n3", "n5"])
     k = key_where(lambda k: "n4" not in r5.preference_list(k))
     net.store["n4"][k] = rec(T0 - 50_000, b"ancient leftover")
-    assert net.request("n4", Decommission(1, force=force)).status == m.OK
+    assert net.ask("n4", Decommission(1, force=force)).status == m.OK
     net.until(lambda: net.status("n4", "n4") == LEFT, 30_000, "n4 left")
     assert all(k not in net.store[p] for p in r4.preference_list(k))
 
@@ -541,7 +454,7 @@ def test_a_node_that_left_tells_every_member_at_once():
             batches.append(list(effects))
         run(nid, effects)
     net.run = spy
-    assert net.request("n4", Decommission(1)).status == m.OK
+    assert net.ask("n4", Decommission(1)).status == m.OK
     net.until(lambda: net.status("n4", "n4") == LEFT, 30_000, "n4 left")
     (batch,) = [b for b in batches if any(type(e) is Log and e.event == "decommission_completed" for e in b)]
     told = sorted(e.peer for e in batch if type(e) is Send and type(e.msg) is m.Gossip

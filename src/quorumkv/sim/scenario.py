@@ -31,7 +31,7 @@ from ..core import messages as m
 from ..core.casops import paxos_step
 from ..core.hints import HintTable
 from ..core.membership import LEFT, UP
-from ..core.node import NodeCore, NodeSettings
+from ..core.node import SEED_PREFIX, NodeCore, NodeSettings
 from ..core.ring import Ring
 from ..core.version import Record, Version
 from ..runtime import Executor
@@ -198,6 +198,12 @@ class _MeshStorage:
         self.mesh, self.node, self.core = mesh, node, core
         self.hints = HintTable()
 
+    def _fail(self, error: str, done) -> None:
+        def complete() -> None:
+            if self.mesh.cores.get(self.node) is self.core:
+                done(False, error)
+        self.mesh.queue.append(complete)
+
     def _later(self, apply, done) -> None:
         def complete() -> None:
             result = apply()
@@ -207,6 +213,10 @@ class _MeshStorage:
 
     def write(self, key, record, done) -> None:
         mesh = self.mesh
+        error = mesh.write_error(self.node, key)
+        if error is not None:
+            self._fail(error, done)
+            return
 
         def apply():
             newer = mesh.apply_write(self.node, key, record)
@@ -248,7 +258,7 @@ class _MeshStorage:
         self.hints.delete(hint_id)
 
     def save_members(self, members) -> None:
-        pass  # a mesh restart keeps the member list it was built with
+        self.mesh.known[self.node] = members  # kept for tests; a mesh restart keeps its member list
 
     def save_bootstrapped(self, members) -> None:
         pass
@@ -330,14 +340,19 @@ class CoreMesh:
       advances time and ticks every core.
     * ``restart(node)``: a new core as the shell builds one — HLC from the disk's
       newest timestamp, the last saved ceiling (``ceiling=False``: none kept).
-    * ``acks``: every ``RepWriteAck`` a replica sent, in order.
+    * ``acks``: every ``RepWriteAck`` a replica sent, in order; ``logs``: every
+      ``Log`` as (node, event, fields); ``known``: each node's last ``SaveMembers``.
+    * ``add_node(node, seeds)``: a new node that knows only itself and its seeds
+      (a join); seed peers (``seed:ADDRESS``) are resolved by address.
+    * Hooks a test may override: ``apply_write`` (the disk's write rule),
+      ``write_error`` (a replica write that fails).
     """
 
     def __init__(self, names, n: int = 3, r: int = 2, w: int = 2, ceiling: bool = True,
                  report_newer: bool = True, time_ms: int = MESH_T0_MS, **settings) -> None:
         self.names = tuple(names)
         self.members = {x: f"mesh://{x}" for x in self.names}
-        self.kw = dict(n=n, r=r, w=w, read_repair=False, speculative_retry_ms=0, **settings)
+        self.kw = {"read_repair": False, "speculative_retry_ms": 0, **settings, "n": n, "r": r, "w": w}
         self.ceiling = ceiling
         self.report_newer = report_newer
         self.time_ms = time_ms
@@ -350,6 +365,9 @@ class CoreMesh:
         self.down: set[str] = set()
         self.queue: deque = deque()
         self.acks: list[m.RepWriteAck] = []
+        self.logs: list[tuple[str, str, dict]] = []
+        self.known: dict[str, dict] = {}
+        self.boot_overrides: dict[str, tuple[dict, dict[str, str]]] = {}  # node -> (settings, members)
         self.cores: dict[str, NodeCore] = {}
         self.executors: dict[str, _MeshExecutor] = {}
         for x in self.names:
@@ -363,15 +381,41 @@ class CoreMesh:
         (``store``). A test whose storage merges (typed records) overrides this."""
         return store(self.disk[node], key, record)
 
+    def write_error(self, node: str, key: bytes) -> str | None:
+        """Why a replica write of ``key`` on ``node`` fails (None: it does not)."""
+        return None
+
+    def add_node(self, node: str, seeds: tuple[str, ...], **settings) -> NodeCore:
+        """Boot a new node that knows only itself and ``seeds`` (nodes of the mesh)."""
+        self.names += (node,)
+        self.members[node] = f"mesh://{node}"
+        self.offset_ms[node] = 0
+        self.disk[node], self.promises[node], self.saved_ceiling[node] = {}, {}, 0
+        kw = {**self.kw, **settings, "address": self.members[node],
+              "seeds": tuple(self.members[x] for x in seeds)}
+        self.boot_overrides[node] = (kw, {node: self.members[node]})
+        self.restart(node)
+        return self.cores[node]
+
+    def resolve(self, peer: str) -> str:
+        """A peer name as the core uses it: a node, or ``seed:ADDRESS`` before a
+        seed's node id is known."""
+        if peer.startswith(SEED_PREFIX):
+            address = peer[len(SEED_PREFIX):]
+            return next(x for x, a in self.members.items() if a == address)
+        return peer
+
     def boot(self, node: str) -> NodeCore:
         hlc_last = max((r.version.ts for r in self.disk[node].values()), default=0)
-        return NodeCore(NodeSettings(node, **self.kw), self.members, hlc_last=hlc_last, now_ms=self.clock(node),
+        kw, members = self.boot_overrides.get(node, (self.kw, self.members))
+        return NodeCore(NodeSettings(node, **kw), members, hlc_last=hlc_last, now_ms=self.clock(node),
                         hlc_ceiling=self.saved_ceiling[node] if self.ceiling else None)
 
     def restart(self, node: str) -> None:
         core = self.cores[node] = self.boot(node)
         ex = self.executors[node] = _MeshExecutor(core, _MeshStorage(self, node, core),
-                                                  _MeshTransport(self, node), _MeshClock(self, node))
+                                                  _MeshTransport(self, node), _MeshClock(self, node),
+                                                  on_log=lambda eff: self.logs.append((node, eff.event, eff.fields)))
         ex.mesh, ex.node = self, node
 
     # -- effects ------------------------------------------------------------------
@@ -384,12 +428,13 @@ class CoreMesh:
             self.queue.popleft()()
 
     def _deliver_send(self, node: str, peer: str, msg) -> None:
-        if peer in self.down:
+        to = self.resolve(peer)
+        if to in self.down:
             self.executors[node].send_failed(peer, msg, "unreachable")
-        elif peer in self.held_to:
+        elif to in self.held_to:
             self.held.append(lambda: self._deliver_send(node, peer, msg))
         else:
-            self.executors[peer].request(("peer", node), msg)
+            self.executors[to].request(("peer", node), msg)
 
     def _deliver_respond(self, node: str, conn, msg) -> None:
         if isinstance(conn, MeshClient):
