@@ -157,18 +157,14 @@ class WriteCoordinator:
     def local_done(self, token: Any, ok: bool, result: Any, now_ms: int, out: Out) -> None:
         """Our own replica's write for round ``token[2]`` (LOCAL_WRITE) is durable, or
         failed: the ack a peer would send, taken directly."""
-        op = self.ops.get(token[2])
-        if op is not None:
-            ack = m.RepWriteAck(token[2], ok, "" if ok else str(result),
-                                newer=result if ok and type(result) is Version else None)
-            self._reply(op, self.core.node_id, ack, now_ms, out)
+        ack = m.RepWriteAck(token[2], ok, "" if ok else str(result),
+                            newer=result if ok and type(result) is Version else None)
+        self.on_reply(token[2], self.core.node_id, ack, now_ms, out)
 
     def on_reply(self, op_id: int, peer: str, msg: Any, now_ms: int, out: Out) -> None:
         op = self.ops.get(op_id)
-        if op is not None:
-            self._reply(op, peer, msg, now_ms, out)
-
-    def _reply(self, op: Op, peer: str, msg: Any, now_ms: int, out: Out) -> None:
+        if op is None:
+            return  # closed already, or an earlier attempt of a re-stamped write
         sent = op.sent_ms.get(peer)  # (inline: every reply takes this path)
         self.core.load.done(peer, (now_ms - sent) if sent is not None else None)
         rnd = op.round
@@ -220,10 +216,13 @@ class WriteCoordinator:
                 if rnd.timed_out:
                     self.stats["timeouts"] += 1
                 op.reply = self.rounds.lost_reply(op)
-            self.rounds.answer(op, now_ms, out)
-        if rnd.complete or rnd.status == LOST:
+            assert not op.answered, f"op {op.op_id} answered twice"  # answer (inline: Rounds.answer)
+            op.answered = True
+            self.core.respond(op.conn, op.reply, now_ms, out)
+        complete = rnd.complete
+        if complete or rnd.status == LOST:
             assert op.answered, f"write {op.op_id} closed without an answer"
-            self.rounds.close(op)
+            self.rounds.close(op, complete)
 
     def expire(self, op: Op, now_ms: int, out: Out) -> None:
         """``op``'s deadline passed: the replicas still silent get a hint kept here."""
@@ -233,7 +232,7 @@ class WriteCoordinator:
                         now_ms, out)
         op.round.expire()
         self.progress(op, now_ms, out)
-        self.rounds.close(op)
+        self.rounds.close(op, op.round.complete)
 
     def _restamp(self, op: Op, now_ms: int, out: Out) -> bool:
         """A write round lost because replicas hold a newer version (``op.newer``):
