@@ -34,6 +34,7 @@ class ReadCoordinator:
         self.ops = core.ops
         self.owners = core.owners
         self.stats = core.stats
+        self.load, self.hlc, self.node_id = core.load, core.hlc, core.node_id  # (lookups the fast path saves)
         self._fast_fifo = rounds.fast_deadlines[1]
 
     # ------------------------------------------------------------------ start
@@ -133,19 +134,19 @@ class ReadCoordinator:
     def local_done(self, token: Any, ok: bool, result: Any, now_ms: int, out: Out) -> None:
         """Our own replica's read for round ``token[2]`` (LOCAL_READ)."""
         resp = m.RepReadResp(token[2], ok, result if ok else None, "" if ok else str(result))
-        self.on_reply(token[2], self.core.node_id, resp, now_ms, out)
+        self.on_reply(token[2], self.node_id, resp, now_ms, out)
 
     def on_reply(self, op_id: int, peer: str, msg: Any, now_ms: int, out: Out) -> None:
         op = self.ops.get(op_id)
         if op is None:
             return  # closed already
         sent = op.sent_ms.get(peer)  # (inline: every reply takes this path)
-        self.core.load.done(peer, (now_ms - sent) if sent is not None else None)
+        self.load.done(peer, (now_ms - sent) if sent is not None else None)
         t = type(msg)
         if t is m.RepReadResp:
             if msg.ok:
                 if msg.record is not None:
-                    self.core.hlc.observe(msg.record.version.ts, now_ms)
+                    self.hlc.observe(msg.record.version.ts, now_ms)
                 op.round.add_ok(peer, msg.record)
             else:
                 self._replica_failed(op, peer, f"failed: {msg.error}", now_ms, out)
