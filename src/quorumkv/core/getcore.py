@@ -34,6 +34,7 @@ class ReadCoordinator:
         self.ops = core.ops
         self.owners = core.owners
         self.stats = core.stats
+        self.load, self.hlc, self.node_id = core.load, core.hlc, core.node_id  # (lookups the fast path saves)
         self._fast_fifo = rounds.fast_deadlines[1]
 
     # ------------------------------------------------------------------ start
@@ -132,24 +133,20 @@ class ReadCoordinator:
     # ---------------------------------------------------------------- replies
     def local_done(self, token: Any, ok: bool, result: Any, now_ms: int, out: Out) -> None:
         """Our own replica's read for round ``token[2]`` (LOCAL_READ)."""
-        op = self.ops.get(token[2])
-        if op is not None:
-            resp = m.RepReadResp(token[2], ok, result if ok else None, "" if ok else str(result))
-            self._reply(op, self.core.node_id, resp, now_ms, out)
+        resp = m.RepReadResp(token[2], ok, result if ok else None, "" if ok else str(result))
+        self.on_reply(token[2], self.node_id, resp, now_ms, out)
 
     def on_reply(self, op_id: int, peer: str, msg: Any, now_ms: int, out: Out) -> None:
         op = self.ops.get(op_id)
-        if op is not None:
-            self._reply(op, peer, msg, now_ms, out)
-
-    def _reply(self, op: Op, peer: str, msg: Any, now_ms: int, out: Out) -> None:
+        if op is None:
+            return  # closed already
         sent = op.sent_ms.get(peer)  # (inline: every reply takes this path)
-        self.core.load.done(peer, (now_ms - sent) if sent is not None else None)
+        self.load.done(peer, (now_ms - sent) if sent is not None else None)
         t = type(msg)
         if t is m.RepReadResp:
             if msg.ok:
                 if msg.record is not None:
-                    self.core.hlc.observe(msg.record.version.ts, now_ms)
+                    self.hlc.observe(msg.record.version.ts, now_ms)
                 op.round.add_ok(peer, msg.record)
             else:
                 self._replica_failed(op, peer, f"failed: {msg.error}", now_ms, out)
@@ -242,19 +239,22 @@ class ReadCoordinator:
                 if rnd.timed_out:
                     self.stats["timeouts"] += 1
                 op.reply = self.rounds.lost_reply(op)
-            if not op.repairs_pending:
-                self.rounds.answer(op, now_ms, out)
+            if not op.repairs_pending:  # answer (inline: Rounds.answer)
+                assert not op.answered, f"op {op.op_id} answered twice"
+                op.answered = True
+                core.respond(op.conn, op.reply, now_ms, out)
         self.finish(op, now_ms, out)
 
     def finish(self, op: Op, now_ms: int, out: Out, expired: bool = False) -> None:
         """Close ``op`` once nothing more is to come (every reply, or decided lost,
         or its deadline); then a fire-and-forget read repair."""
         rnd = op.round
-        if not (rnd.complete or expired or rnd.status == LOST):
+        complete = rnd.complete
+        if not (complete or expired or rnd.status == LOST):
             return
         if op.repairs_pending and not expired:
             return
-        if not self.rounds.close(op):
+        if not self.rounds.close(op, complete):
             return
         assert op.answered, f"read {op.op_id} closed without an answer"
         if rnd.status == WON and not op.blocking_repair and self.settings.read_repair:

@@ -79,7 +79,7 @@ class Inspector:
         self._finish(op, now_ms, out)
 
     def _finish(self, op: Op, now_ms: int, out: Out) -> None:
-        if op.round.complete and self.rounds.close(op):
+        if op.round.complete and self.rounds.close(op, True):
             op.reply = self._reply(op)
             self.rounds.answer(op, now_ms, out)
 

@@ -49,7 +49,6 @@ from .handoff import HINT_TARGETS_MAX, Handoff  # bounds re-exported: NodeCore b
 from .inspection import Inspector, statistics, status_reply
 from .levels import Levels, NodeSettings, level_from_wire  # noqa: F401 - re-exported
 from .limits import ROUNDS_INFLIGHT_MAX
-from .membership import RingSync
 from .parking import RING_SYNC_GATED, RING_SYNC_PARKED_MAX, Parking  # noqa: F401 - re-exported
 from .putcore import RESTAMPS_MAX, WriteCoordinator
 from .rand import SplitMix64
@@ -109,7 +108,10 @@ class NodeCore:
         self.replica = Replica(self, self.handoff)
         self.inspector = Inspector(self, self.rounds)
         self.gossip = Gossiper(self, now_ms)
-        self.parking = Parking(self)
+        # ``known`` None: the caller keeps no membership across starts (bare cores in
+        # unit tests), so there is nothing a start could have missed: synced at once.
+        self.parking = Parking(self, now_ms, synced=known is None and departed is None)
+        self.ring_sync = self.parking.ring_sync
         self._coordinators: dict[str, RoundOwner] = {"read": self.reads, "write": self.writes,
                                                      "inspect": self.inspector}
         # Message type -> handler(conn, msg, now_ms, out); reply type -> handler(peer,
@@ -130,11 +132,6 @@ class NodeCore:
         self._busy_probes: list[Callable[[], bool]] = [
             lambda: rc.state in ("settling", "streaming") or bool(rc.push_inflight), lambda: bool(self.parking.parked)]
         self.clock = ClockGuard(self, hlc_ceiling, now_ms)
-        # ``known`` None: the caller keeps no membership across starts (bare cores in
-        # unit tests), so there is nothing a start could have missed: synced at once.
-        self.ring_sync = RingSync(self.membership, now_ms, synced=known is None and departed is None)
-        self.stats.update({"ring_synced": int(self.ring_sync.synced), "ring_sync_ms": 0,
-                           "ring_sync_waits": 0, "ring_sync_refused": 0})
         self.typed = TypedCoordinator(self)  # counters, sets, maps, causal writes (core/typed_coord.py)
 
     # ------------------------------------------------------- extension interface
@@ -233,16 +230,13 @@ class NodeCore:
     # ------------------------------------------------------------------ events
     def on_request(self, conn: Any, msg: Any, now_ms: int) -> Out:
         out: Out = []
-        self.dispatch(conn, msg, now_ms, out)
-        return out
-
-    def dispatch(self, conn: Any, msg: Any, now_ms: int, out: Out) -> None:
         handler = self._requests.get(type(msg))
         if handler is None:  # a response type arriving as a request: a confused peer. Answer, don't crash.
             self.respond(conn, m.Error(getattr(msg, "id", 0), f"unexpected {type(msg).__name__} as a request"),
                          now_ms, out)
         elif self.ring_sync.synced or not self.parking.holds(conn, msg, now_ms, out):
             handler(conn, msg, now_ms, out)
+        return out
 
     def on_response(self, peer: str, msg: Any, now_ms: int) -> Out:
         out: Out = []

@@ -38,9 +38,12 @@ Out = list[Any]
 
 
 class Parking:
-    def __init__(self, core: NodeCore) -> None:
+    def __init__(self, core: NodeCore, now_ms: int, synced: bool) -> None:
         self.core = core
+        self.ring_sync = RingSync(core.membership, now_ms, synced)
         self.parked: deque[tuple[int, Any, Any]] = deque()  # (deadline_ms, conn, msg), arrival order
+        core.stats.update({"ring_synced": int(self.ring_sync.synced), "ring_sync_ms": 0, "ring_sync_waits": 0,
+                           "ring_sync_refused": 0})
 
     def holds(self, conn: Any, msg: Any, now_ms: int, out: Out) -> bool:
         """The ring is not synced yet: True if ``msg`` is held (or refused) here."""
@@ -107,5 +110,5 @@ class Parking:
         core.stats["ring_synced"] = 1  # in ``status``; no log line: most starts sync in one round trip
         core.stats["ring_sync_ms"] = now_ms - core.ring_sync.since_ms
         parked, self.parked = self.parked, deque()
-        for _, conn, msg in parked:
-            core.dispatch(conn, msg, now_ms, out)
+        for _, conn, msg in parked:  # (a request, delivered again)
+            out.extend(core.on_request(conn, msg, now_ms))

@@ -47,6 +47,7 @@ class WriteCoordinator:
         self.ops = core.ops
         self.owners = core.owners
         self.stats = core.stats
+        self.load, self.hlc, self.node_id = core.load, core.hlc, core.node_id  # (lookups the fast path saves)
         #: RESTAMPS_MAX, as the node was built with it
         self.restamps_max = restamps_max
         self._fast_fifo = rounds.fast_deadlines[0]
@@ -72,7 +73,7 @@ class WriteCoordinator:
         if record is not None:
             return record
         expires = now_ms + msg.ttl_ms if msg.ttl_ms and msg.value is not None else 0
-        return Record(Version(self.core.hlc.now(now_ms), self.core.node_id), msg.value, expires)
+        return Record(Version(self.hlc.now(now_ms), self.node_id), msg.value, expires)
 
     def start_fast(self, conn: Any, msg: m.Put, now_ms: int, out: Out) -> Op | None:
         """The common case without the general machinery: the default W, no latency
@@ -157,20 +158,16 @@ class WriteCoordinator:
     def local_done(self, token: Any, ok: bool, result: Any, now_ms: int, out: Out) -> None:
         """Our own replica's write for round ``token[2]`` (LOCAL_WRITE) is durable, or
         failed: the ack a peer would send, taken directly."""
-        op = self.ops.get(token[2])
-        if op is not None:
-            ack = m.RepWriteAck(token[2], ok, "" if ok else str(result),
-                                newer=result if ok and type(result) is Version else None)
-            self._reply(op, self.core.node_id, ack, now_ms, out)
+        ack = m.RepWriteAck(token[2], ok, "" if ok else str(result),
+                            newer=result if ok and type(result) is Version else None)
+        self.on_reply(token[2], self.node_id, ack, now_ms, out)
 
     def on_reply(self, op_id: int, peer: str, msg: Any, now_ms: int, out: Out) -> None:
         op = self.ops.get(op_id)
-        if op is not None:
-            self._reply(op, peer, msg, now_ms, out)
-
-    def _reply(self, op: Op, peer: str, msg: Any, now_ms: int, out: Out) -> None:
+        if op is None:
+            return  # closed already, or an earlier attempt of a re-stamped write
         sent = op.sent_ms.get(peer)  # (inline: every reply takes this path)
-        self.core.load.done(peer, (now_ms - sent) if sent is not None else None)
+        self.load.done(peer, (now_ms - sent) if sent is not None else None)
         rnd = op.round
         if type(msg) is not m.RepWriteAck:
             rnd.add_failure(peer, f"sent unexpected {type(msg).__name__}")
@@ -220,10 +217,13 @@ class WriteCoordinator:
                 if rnd.timed_out:
                     self.stats["timeouts"] += 1
                 op.reply = self.rounds.lost_reply(op)
-            self.rounds.answer(op, now_ms, out)
-        if rnd.complete or rnd.status == LOST:
+            assert not op.answered, f"op {op.op_id} answered twice"  # answer (inline: Rounds.answer)
+            op.answered = True
+            self.core.respond(op.conn, op.reply, now_ms, out)
+        complete = rnd.complete
+        if complete or rnd.status == LOST:
             assert op.answered, f"write {op.op_id} closed without an answer"
-            self.rounds.close(op)
+            self.rounds.close(op, complete)
 
     def expire(self, op: Op, now_ms: int, out: Out) -> None:
         """``op``'s deadline passed: the replicas still silent get a hint kept here."""
@@ -233,7 +233,7 @@ class WriteCoordinator:
                         now_ms, out)
         op.round.expire()
         self.progress(op, now_ms, out)
-        self.rounds.close(op)
+        self.rounds.close(op, op.round.complete)
 
     def _restamp(self, op: Op, now_ms: int, out: Out) -> bool:
         """A write round lost because replicas hold a newer version (``op.newer``):
@@ -254,7 +254,7 @@ class WriteCoordinator:
             return True
         waiting.discard(op.op_id)
         old = op.round
-        done = self.core.load.done
+        done = self.load.done
         for node in old.outstanding:  # the old attempt's acks will be ignored
             done(node, None)
         self.rounds.renumber(op, self)
@@ -263,7 +263,7 @@ class WriteCoordinator:
         self.stats["write_restamps"] += 1
         rec = op.record
         assert rec is not None
-        op.record = Record(Version(self.core.hlc.now(now_ms), self.core.node_id, rec.version.ctx), rec.value,
+        op.record = Record(Version(self.hlc.now(now_ms), self.node_id, rec.version.ctx), rec.value,
                            rec.expires_ms)
         op.round = QuorumRound(old.kind, old.replicas, old.needed, old.groups)
         for p in op.targets[1]:

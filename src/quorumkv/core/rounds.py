@@ -136,15 +136,15 @@ class Rounds:
         self.owners[op.op_id] = owner
         heapq.heappush(self._deadlines, (op.deadline_ms, op.op_id))
 
-    def close(self, op: Op) -> bool:
-        """Forget ``op``: its late replies find no owner. False: already closed."""
+    def close(self, op: Op, complete: bool) -> bool:
+        """Forget ``op`` (``complete``: every replica answered): its late replies find
+        no owner. False: already closed."""
         if self.ops.pop(op.op_id, None) is None:
             return False
         del self.owners[op.op_id]
-        rnd = op.round
-        if not rnd.complete:
+        if not complete:
             done = self.core.load.done
-            for node in rnd.outstanding:  # never answered: no longer in flight for load purposes
+            for node in op.round.outstanding:  # never answered: no longer in flight for load purposes
                 done(node, None)
         return True
 
