@@ -189,7 +189,7 @@ class ClockGuard:
             if not self._remote_ok(msg.after_ts, now_ms):
                 return self._invalid(conn, msg, "after_ts", msg.after_ts, now_ms, out)
             self.hlc.observe(msg.after_ts, now_ms)
-        if self.durable is None or (not self.held and self._may_issue(now_ms)):
+        if self.durable is None or (not self.held and self.may_issue(now_ms)):
             return True
         if len(self.held) >= HELD_WRITES_MAX:
             core.stats["overloaded"] += 1
@@ -212,7 +212,9 @@ class ClockGuard:
             now_ms, out)
         return False
 
-    def _may_issue(self, now_ms: int) -> bool:
+    def may_issue(self, now_ms: int) -> bool:
+        """With a durable ceiling: a timestamp taken now would be above every one issued
+        before the restart and within the saved ceiling. (Else wait: ``save``.)"""
         assert self.durable is not None, "only a durable ceiling limits what may be issued"
         return self.start_floor < self.hlc.peek(now_ms) <= self.durable
 
@@ -225,7 +227,8 @@ class ClockGuard:
         return ""
 
     # --------------------------------------------------------- durable ceiling
-    def _save(self, now_ms: int, out: list[Any]) -> None:
+    def save(self, now_ms: int, out: list[Any]) -> None:
+        """Save a new ceiling a lease ahead (unless a save is out or backing off)."""
         if self.saving or now_ms < self.retry_at_ms:
             return
         target = (max(now_ms, _wall(self.hlc.last)) + HLC_LEASE_MS) << LOGICAL_BITS
@@ -249,7 +252,7 @@ class ClockGuard:
 
     def _release(self, now_ms: int, out: list[Any]) -> None:
         core = self.core
-        while self.held and self._may_issue(now_ms):
+        while self.held and self.may_issue(now_ms):
             conn, msg, _deadline = self.held.popleft()
             core.writes.coordinate(conn, msg, now_ms, out)  # only writes are held
         self._save_if_needed(now_ms, out)
@@ -258,7 +261,7 @@ class ClockGuard:
         if self.held:
             assert self.durable is not None, "writes are held only for a durable ceiling"
             if self.hlc.peek(now_ms) > self.durable:
-                self._save(now_ms, out)
+                self.save(now_ms, out)
 
     def tick(self, now_ms: int, out: list[Any]) -> None:
         self._now_seen = now_ms
@@ -266,7 +269,7 @@ class ClockGuard:
         if self.held:
             self._release(now_ms, out)
         if self.durable is not None and _wall(self.durable) - max(now_ms, _wall(self.hlc.last)) < HLC_RENEW_MS:
-            self._save(now_ms, out)
+            self.save(now_ms, out)
         while self.held and self.held[0][2] <= now_ms:
             conn, msg, _deadline = self.held.popleft()
             self.core.stats["timeouts"] += 1
@@ -276,6 +279,10 @@ class ClockGuard:
         if self.floors:
             for op_id in [i for i in self.floors if i not in self.core.ops]:
                 del self.floors[op_id]
+
+    # The names node.py calls (it is being split; it moves to the public ones then).
+    _may_issue = may_issue
+    _save = save
 
     # ------------------------------------------------------------- read floors
     def note_read(self, op_id: int, floor: Version) -> None:

@@ -198,8 +198,8 @@ class Paxos:
             self._broadcast(prop, lambda: mc.PxRead(prop.pid, prop.key), now_ms, out)
             return
         clock = self.core.clock
-        if clock.durable is not None and not clock._may_issue(now_ms):  # noqa: SLF001 - wait for the ceiling
-            clock._save(now_ms, out)  # noqa: SLF001
+        if clock.durable is not None and not clock.may_issue(now_ms):  # wait for the ceiling
+            clock.save(now_ms, out)
             prop.to(Phase.IDLE)
             prop.retry_at_ms = now_ms
             prop.attempt -= 1

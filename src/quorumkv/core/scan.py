@@ -159,11 +159,11 @@ class ScanCoordinator:
         self.core = core
         self.pages: dict[int, _Page] = {}
         self._patterns: dict[bytes, re.Pattern[bytes]] = {}
-        core.handle_requests({Scan: self._on_scan})  # noqa: SLF001 - the core's extension point
-        core.handle_requests({ScanPeek: self._on_peek})  # noqa: SLF001
-        core.handle_responses({ScanPeekResp: self._on_peek_resp})  # noqa: SLF001
+        core.handle_requests({Scan: self._on_scan})  # the core's extension interface
+        core.handle_requests({ScanPeek: self._on_peek})
+        core.handle_responses({ScanPeekResp: self._on_peek_resp})
         core.handle_stored(StoreKind.SCAN_KEYS, self._on_scanned)
-        core.add_ticker(self._tick)  # noqa: SLF001
+        core.add_ticker(self._tick)
         core.add_busy_probe(lambda: bool(self.pages))
         for name in ("scan_pages", "scan_pages_failed", "scan_peeks"):
             core.stats.setdefault(name, 0)
@@ -209,7 +209,7 @@ class ScanCoordinator:
         missing = self.uncovered(targets)
         if missing:
             core.stats["scan_pages_failed"] += 1
-            core.respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=self._uncovered_message(  # noqa: SLF001
+            core.respond(conn, m.Reply(msg.id, m.UNAVAILABLE, message=self._uncovered_message(
                 missing, members - set(targets))), now_ms, out)
             return
         page_id = core.new_op_id()

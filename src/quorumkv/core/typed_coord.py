@@ -87,11 +87,11 @@ class TypedCoordinator:
         self.keys: dict[bytes, deque[_Job]] = {}  # head: running
         self.jobs: dict[int, _Job] = {}
         self.forwards: dict[int, TypedForward] = {}  # forward id -> the update it carries
-        core.handle_requests({Update: self._on_update})  # noqa: SLF001 - the core's extension points
-        core.handle_requests({TypedApply: self._on_apply})  # noqa: SLF001
-        core.handle_responses({TypedApplied: self._on_applied})  # noqa: SLF001
+        core.handle_requests({Update: self._on_update})  # the core's extension interface
+        core.handle_requests({TypedApply: self._on_apply})
+        core.handle_responses({TypedApplied: self._on_applied})
         core.handle_stored(StoreKind.TYPED, self._on_store)
-        core.add_ticker(self._tick)  # noqa: SLF001
+        core.add_ticker(self._tick)
         core.add_busy_probe(lambda: bool(self.jobs or self.forwards))
         core.stats.update({"typed_updates": 0, "typed_applied": 0, "typed_forwarded": 0,
                            "typed_refused": 0, "typed_siblings_refused": 0})
@@ -124,7 +124,7 @@ class TypedCoordinator:
                                      f"write (primaries: {', '.join(primaries)})", now_ms, out)
         deadline_ms = now_ms + core.settings.timeout_ms_write
         if primary == core.node_id:
-            return self._enqueue(_Job(core.new_op_id(), msg, conn, True, deadline_ms), now_ms, out)  # noqa: SLF001
+            return self._enqueue(_Job(core.new_op_id(), msg, conn, True, deadline_ms), now_ms, out)
         if len(self.forwards) >= TYPED_FORWARDS_MAX:
             return self._fail_client(conn, msg, m.OVERLOADED, f"node {core.node_id} has TYPED_FORWARDS_MAX="
                                      f"{TYPED_FORWARDS_MAX} typed writes forwarded", now_ms, out)
@@ -167,7 +167,7 @@ class TypedCoordinator:
         if error:
             out.append(Respond(conn, TypedApplied(msg.id, False, status=m.INVALID, error=error)))
             return
-        self._enqueue(_Job(core.new_op_id(), msg, conn, False, now_ms + core.settings.timeout_ms_write),  # noqa: SLF001
+        self._enqueue(_Job(core.new_op_id(), msg, conn, False, now_ms + core.settings.timeout_ms_write),
                       now_ms, out)
 
     def _enqueue(self, job: _Job, now_ms: int, out: list[Any]) -> None:
@@ -205,9 +205,9 @@ class TypedCoordinator:
         clock = core.clock
         if clock.refusal:
             return self._done(job, m.UNAVAILABLE, clock.refusal, None, now_ms, out)
-        if clock.durable is not None and not clock._may_issue(now_ms):  # noqa: SLF001 - as _restamp does
+        if clock.durable is not None and not clock.may_issue(now_ms):  # as _restamp does
             job.waiting_clock = True  # _tick retries once the ceiling is saved
-            clock._save(now_ms, out)  # noqa: SLF001
+            clock.save(now_ms, out)
             return
         job.waiting_clock = False
         try:
