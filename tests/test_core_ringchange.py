@@ -14,8 +14,8 @@ from quorumkv.core import messages_ae as mae
 from quorumkv.core.antientropy import AESettings, PurgeMany, ReadMany, ScanLocal, install, purge_applies
 from quorumkv.core.cleanup import CLEANUP_SCAN_KEYS, DropMany
 from quorumkv.core.effects import (
-    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveMembers, ScanRange, Send, StoreHint, StoreRead,
-    StoreWrite,
+    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveBootstrapped, SaveMembers, ScanRange, Send, StoreHint,
+    StoreRead, StoreWrite,
 )
 from quorumkv.core.hints import HintTable
 from quorumkv.core.membership import JOINING, LEAVING, LEFT, UP
@@ -56,6 +56,7 @@ class Net:
         self.replies: dict[object, object] = {}
         self.logs: list[tuple[str, str, dict]] = []
         self.known: dict[str, dict] = {}  # node -> its last SaveMembers
+        self.bootstrapped: dict[str, dict] = {}  # node -> its SaveBootstrapped members (join/replace done)
         self._scans: dict = {}
         members = {x: addr(x) for x in names}
         for x in names:
@@ -130,6 +131,8 @@ class Net:
                 self.hints[nid].delete(eff.hint_id)
             elif t is SaveMembers:
                 self.known[nid] = eff.members
+            elif t is SaveBootstrapped:
+                self.bootstrapped[nid] = eff.members
             elif t is ScanRange:
                 items = sorted((k, r) for k, r in self.store[nid].items() if eff.after is None or k > eff.after)
                 self.run(nid, core.on_store_done(eff.token, True, items[:eff.limit], now))
