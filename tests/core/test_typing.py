@@ -21,9 +21,9 @@ SRC_DIR = CORE_DIR.parent.parent
 
 #: Modules of core/ that pass ``mypy --strict``.
 STRICT_CORE_MODULES = [
-    "__init__", "consistency", "crdt", "dvv", "effects", "framing", "hints", "limits", "membership",
+    "__init__", "consistency", "crdt", "detector", "dvv", "effects", "framing", "hints", "limits", "membership",
     "merkle", "messages", "messages_admin", "messages_ae", "messages_cas", "messages_ring", "messages_scan",
-    "messages_typed", "quorum", "rand", "ring", "ringinfo", "routing", "status", "validation", "version",
+    "messages_typed", "quorum", "rand", "ring", "ringinfo", "ringsync", "routing", "status", "validation", "version",
     "wire",
     # NodeCore split along the request paths (issue 9, item 1)
     "node", "levels", "rounds", "getcore", "putcore", "replica", "handoff", "inspection", "gossip", "parking",
