@@ -4,11 +4,14 @@ Starts NODES memory nodes, times how long until every node sees every other one 
 (``converged_s``: membership agreement, measured from the start of ``cluster up``)
 and a write and a read through every node succeed (``serving``), lets the cluster
 settle, then reads each process's user+system CPU time from /proc before and after
-a window and prints the mean and max per node as a percentage of one core. Linux
-only (reads /proc/PID/stat).
+a window and prints the mean and max per node as a percentage of one core. With
+``--kill``, it then SIGKILLs the last node and times how long until every survivor
+shows it suspect (``kill_to_suspect_s``: the first and the last survivor to) and down
+(``kill_to_down_s``), polling each survivor's status every ~50 ms. Linux only (reads
+/proc/PID/stat).
 
     PYTHONPATH=src python benchmarks/bench_idle.py [--nodes 12] [--window-s 10]
-        [--settle-s 3] [--base-port 0] [--set heartbeat_interval_ms=500 ...]
+        [--settle-s 3] [--base-port 0] [--set heartbeat_interval_ms=500 ...] [--kill]
 
 Run it with the worktree's PYTHONPATH so the nodes run the code you mean to measure;
 on a shared machine compare two runs made back to back (or interleaved).
@@ -20,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 
@@ -55,6 +59,39 @@ def serves(cluster) -> bool:
     return True
 
 
+def states_of(cluster, victim: str, survivors) -> dict[str, str]:
+    out = {}
+    for node in survivors:
+        with Client([node.address]) as c:
+            out[node.id] = next((v.state for v in c.status().members if v.node == victim), "unknown")
+    return out
+
+
+def detection(cluster) -> dict[str, float]:
+    """SIGKILL the last node; seconds until the first/last survivor shows it suspect
+    (or down) and down."""
+    victim = cluster.nodes[-1]
+    survivors = cluster.nodes[:-1]
+    os.kill(victim.pid(), signal.SIGKILL)
+    t0 = time.monotonic()
+    suspect: dict[str, float] = {}
+    down: dict[str, float] = {}
+    while len(down) < len(survivors):
+        if time.monotonic() - t0 > 60:
+            raise SystemExit(f"{victim.id} not down everywhere within 60 s: {states_of(cluster, victim.id, survivors)}")
+        now = time.monotonic() - t0
+        for node_id, state in states_of(cluster, victim.id, survivors).items():
+            if state in ("suspect", "down"):
+                suspect.setdefault(node_id, now)
+            if state == "down":
+                down.setdefault(node_id, now)
+        time.sleep(0.05)
+    return {"kill_to_suspect_s_first": round(min(suspect.values()), 2),
+            "kill_to_suspect_s_last": round(max(suspect.values()), 2),
+            "kill_to_down_s_first": round(min(down.values()), 2),
+            "kill_to_down_s_last": round(max(down.values()), 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=12)
@@ -62,6 +99,7 @@ def main() -> None:
     ap.add_argument("--settle-s", type=float, default=3.0)
     ap.add_argument("--base-port", type=int, default=0, help="0: pick free ports")
     ap.add_argument("--label", default="")
+    ap.add_argument("--kill", action="store_true", help="then SIGKILL a node and time its detection")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=INT",
                     help="a node config field (integer) for every node, e.g. heartbeat_interval_ms=500")
     args = ap.parse_args()
@@ -92,12 +130,13 @@ def main() -> None:
         elapsed = time.monotonic() - w0
         after = [cpu_s(p) for p in pids]
         per_node = [100 * (a - b) / elapsed for a, b in zip(after, before)]
+        detected = detection(cluster) if args.kill else {}
         print(json.dumps({"bench": "idle", "label": args.label, "nodes": args.nodes, "set": args.set,
                           "window_s": round(elapsed, 2), "up_s": round(up_s, 2),
                           "converged_s": round(converged_s, 2), "serving": serving,
                           "cpu_pct_per_node_mean": round(sum(per_node) / len(per_node), 2),
                           "cpu_pct_per_node_max": round(max(per_node), 2),
-                          "cpu_pct_total": round(sum(per_node), 1)}))
+                          "cpu_pct_total": round(sum(per_node), 1), **detected}))
     finally:
         cluster.down()
         shutil.rmtree(root, ignore_errors=True)

@@ -146,7 +146,7 @@ def test_check_transitions_exactly_suspect_then_down_then_up():
     t2 = t + 5
     assert ms.on_heartbeat("b", 0, t2) == Transition("b", DOWN, ALIVE)
     assert ms.on_heartbeat("b", 0, t2 + INTERVAL) is None
-    assert ms.is_alive("b") and ms.state_of("b") == ALIVE
+    assert ms.is_alive("b") and ms.state_of("b") == ALIVE.shown == "up"
 
 
 def test_heartbeat_while_suspect_returns_up_and_resets_suspicion_clock():
@@ -305,13 +305,13 @@ def test_ring_members_only_up_or_leaving(status, in_ring):
     assert changed is in_ring
     assert ("d" in ms.ring_members()) is in_ring
     assert ms.ring_members() == tuple(sorted(ms.ring_members()))
-    assert ms.state_of("d") == (ALIVE if status == UP else status)
+    assert ms.state_of("d") == ("up" if status == UP else status)
 
 
 def test_state_of_unknown_and_self():
     ms = three()
     assert ms.state_of("nobody") == "unknown"
-    assert ms.state_of("a") == ALIVE and ms.is_alive("a")
+    assert ms.state_of("a") == "up" and ms.is_alive("a")
 
 
 # ------------------------------------------------ joining through NodeCore
@@ -455,3 +455,113 @@ def test_a_restarted_core_routes_by_the_ring_it_knew_not_by_its_config():
     # The control: the config alone (what a restart used before) routes by another ring.
     forgetful = NodeCore(NodeSettings("a", n=2, vnodes=8, generation=NOW + 1), members, now_ms=NOW + 1)
     assert forgetful.ring.nodes == ("a", "b", "c") and forgetful.future_ring is None
+
+
+# -- vocabulary: enums and transition tables (issue 9, item 3) -----------------------
+def test_liveness_and_status_are_different_words():
+    from quorumkv.core.membership import Liveness, Status
+
+    assert ALIVE != UP and ALIVE not in tuple(Status) and UP not in tuple(Liveness)
+    assert ALIVE.shown == "up" == UP.value and SUSPECT.shown == "suspect" and DOWN.shown == "down"
+    assert Transition("b", ALIVE, SUSPECT).event == "node_suspect"
+    assert Transition("b", DOWN, ALIVE).event == "node_up" and Transition("b", DOWN, ALIVE).was == "down"
+
+
+def test_own_status_follows_the_transition_table():
+    from quorumkv.core.membership import STATUS_TRANSITIONS, Status
+
+    assert set(STATUS_TRANSITIONS) == set(Status)
+    for old in Status:
+        for new in Status:
+            ms = Membership("a", "x", 1, {}, DS, NOW, status=old)
+            version = ms.me.version
+            if new == old or new in STATUS_TRANSITIONS[old]:
+                ms.set_status(new)
+                assert ms.me.status == new and ms.me.version == version + 1
+            else:
+                with pytest.raises(AssertionError):
+                    ms.set_status(new)
+                assert ms.me.status == old and ms.me.version == version  # refused, nothing changed
+
+
+def test_liveness_changes_follow_the_transition_table():
+    from quorumkv.core.membership import LIVENESS_TRANSITIONS
+
+    ms = Membership("a", "x", 1, {"b": "y"}, DS, NOW)
+    seen = set()
+    t = NOW
+    for _ in range(3):
+        while (tr := ms.check(t)) == []:
+            t += 50
+        seen.update((x.old, x.new) for x in tr)
+        t += DS.suspect_to_down_ms
+        seen.update((x.old, x.new) for x in ms.check(t))
+        tr = ms.on_heartbeat("b", 0, t)
+        seen.add((tr.old, tr.new))
+    assert seen == {(ALIVE, SUSPECT), (SUSPECT, DOWN), (DOWN, ALIVE)}
+    assert all(new in LIVENESS_TRANSITIONS[old] for old, new in seen)
+    ms.liveness["b"] = DOWN  # an impossible step is caught, not recorded
+    with pytest.raises(AssertionError):
+        ms._judge("b", SUSPECT)
+
+
+# -- digest-driven gossip -------------------------------------------------------------
+def test_digest_is_the_same_for_the_same_table_in_any_order_and_changes_with_any_field():
+    from quorumkv.core.membership import table_digest
+
+    base = [E("a", 1, 1, UP), E("b", 2, 3, LEAVING), E("c", 5, 1, JOINING)]
+    d = table_digest(base)
+    assert d == table_digest(list(reversed(base))) and d > 0
+    changed = [E("a", 1, 2, UP), E("a", 2, 1, UP), E("a", 1, 1, LEAVING), E("a", 1, 1, UP, "other:1")]
+    for entry in changed:
+        assert table_digest([entry] + base[1:]) != d, entry
+    assert table_digest(base[:2]) != d
+
+
+def test_the_digest_follows_every_change_of_the_table():
+    ms = Membership("a", "x", 1, {"b": "y", "c": "z"}, DS, NOW)
+    other = Membership("b", "y", 1, {"a": "x", "c": "z"}, DS, NOW)
+    seen = {ms.digest()}
+    ms.merge([E("d", 3, 1, JOINING)], NOW)
+    seen.add(ms.digest())
+    ms.set_status(LEAVING)
+    seen.add(ms.digest())
+    ms.endpoints["c"] = E("c", 9, 9, UP)  # a direct write is seen too
+    seen.add(ms.digest())
+    assert len(seen) == 4
+    ms.merge([E("d", 3, 1, JOINING)], NOW)  # nothing new: same digest
+    assert ms.digest() in seen and len(seen | {ms.digest()}) == 4
+    # two nodes that merged each other's tables agree on the digest
+    other.merge(ms.table(), NOW)
+    ms.merge(other.table(), NOW)
+    assert ms.digest() == other.digest()
+
+
+def test_gossip_targets_are_the_peers_that_differ_and_are_forgotten_once_chosen():
+    from quorumkv.core.membership import NO_DIGEST
+    from quorumkv.core.rand import SplitMix64
+
+    peers = {p: f"{p}:1" for p in "bcdefg"}
+    ms = Membership("a", "x", 1, peers, DS, NOW)
+    rng = SplitMix64(1)
+    mine = ms.digest()
+    for p, digest in zip("bcdefg", (mine, mine ^ 1, NO_DIGEST, mine ^ 2, mine ^ 3, mine)):
+        ms.on_heartbeat(p, 0, NOW + 1, digest)
+    first = ms.gossip_targets(rng, 2)
+    second = ms.gossip_targets(rng, 2)
+    assert len(first) == 2 and len(second) == 1
+    assert set(first) | set(second) == {"c", "e", "f"}
+    assert ms.gossip_targets(rng, 2) == []  # until a later heartbeat says they still differ
+
+
+@given(st.lists(st.integers(1, 5_000), min_size=1, max_size=60), st.integers(0, 20_000))
+@settings(max_examples=200, deadline=None)
+def test_cheap_crossing_check_agrees_with_phi(intervals, silence):
+    det = PhiDetector(DS, 0, 400)
+    t = 0
+    for x in intervals:
+        t += x
+        det.heartbeat(t)
+    assert det.suspicious(t + silence) == (det.phi(t + silence) >= DS.phi_suspect)
+    if not det.may_cross(t + silence):
+        assert det.phi(t + silence) < DS.phi_suspect

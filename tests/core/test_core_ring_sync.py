@@ -43,7 +43,7 @@ def test_majority_counts_the_node_itself_and_ignores_the_departed() -> None:
         restarted({k: FIVE[k] for k in ("n1", "n2", "n3")}).membership) == 1
 
 
-def test_unsynced_node_gossips_to_every_unheard_peer_then_back_to_the_fanout() -> None:
+def test_unsynced_node_gossips_to_every_unheard_peer_then_only_to_peers_that_differ() -> None:
     core = restarted()
     first = {e.peer for e in core.tick(NOW) if type(e) is Send and type(e.msg) is m.Gossip}
     assert first == {"n2", "n3", "n4", "n5"}
@@ -52,7 +52,11 @@ def test_unsynced_node_gossips_to_every_unheard_peer_then_back_to_the_fanout() -
     ack_from(core, "n4", NOW + 2)
     assert core.ring_sync.synced and core.stats["ring_synced"] == 1 and core.stats["ring_sync_ms"] == 2
     later = [e.peer for e in core.tick(NOW + 1_000) if type(e) is Send and type(e.msg) is m.Gossip]
-    assert len(later) == 2  # GOSSIP_FANOUT again
+    assert later == []  # synced: digest-driven again, and no peer said its table differs
+    for peer in ("n3", "n5"):
+        core.on_request("c", m.Heartbeat(0, peer, 1, digest=core.membership.digest() ^ 1), NOW + 1_001)
+    later = [e.peer for e in core.tick(NOW + 2_000) if type(e) is Send and type(e.msg) is m.Gossip]
+    assert sorted(later) == ["n3", "n5"]  # GOSSIP_FANOUT of those that differ
 
 
 def test_strict_request_waits_and_is_served_once_a_majority_answered() -> None:

@@ -13,10 +13,12 @@ from quorumkv.core.membership import (
     PROBE_FANOUT,
     RELAYS_MAX,
     SUSPECT,
+    UP,
     DetectorSettings,
+    Endpoint,
     Membership,
 )
-from quorumkv.core.node import NodeCore, NodeSettings, Send
+from quorumkv.core.node import GOSSIP_FANOUT, NodeCore, NodeSettings, Send
 from quorumkv.core.rand import SplitMix64
 
 NOW = 1_700_000_000_000
@@ -151,19 +153,51 @@ def test_relay_requests_are_bounded_and_expire():
     assert ms.relayed_to("n3", NOW + DS.suspect_to_down_ms + 3) == []
 
 
-def test_an_idle_core_wakes_once_per_period_and_gossip_keeps_its_average_rate():
-    core = NodeCore(NodeSettings("n1"), members(12), now_ms=NOW)
-    t, wakeups, rounds = NOW, 0, 0
-    end = NOW + 100 * core.settings.gossip_interval_ms
+def _run_idle(core, peer_digest, intervals: int):
+    """Tick ``core`` for ``intervals`` gossip intervals at its own deadlines, every peer
+    answering each period with ``peer_digest(core)`` as its table digest. Returns
+    (wake-ups, gossip rounds, peers gossiped to)."""
+    t, wakeups, rounds, gossiped = NOW, 0, 0, Counter()
+    end = NOW + intervals * core.settings.gossip_interval_ms
     while t < end:
         out = core.tick(t)
         wakeups += 1
-        rounds += any(type(e) is Send and type(e.msg) is m.Gossip for e in out)
+        sent = [e.peer for e in out if type(e) is Send and type(e.msg) is m.Gossip]
+        rounds += bool(sent)
+        gossiped.update(sent)
         for p in core.membership.peers():  # everyone answers: nobody is suspect
-            core.on_request("c", m.Heartbeat(0, p, 1), t + 1)
+            core.on_request("c", m.Heartbeat(0, p, 1, digest=peer_digest(core)), t + 1)
         t = core.next_deadline_ms(t + 1)
-    assert wakeups <= (end - NOW) // PERIOD + 1  # one wake-up per protocol period
-    assert abs(rounds - 100) <= 1  # one gossip round per gossip interval on average
+    return wakeups, rounds, gossiped
+
+
+def test_an_idle_core_wakes_once_per_period_and_sends_no_gossip_while_tables_agree():
+    core = NodeCore(NodeSettings("n1"), members(12), now_ms=NOW)
+    wakeups, rounds, _ = _run_idle(core, lambda c: c.membership.digest(), 100)
+    assert wakeups <= 100 * core.settings.gossip_interval_ms // PERIOD + 1  # one wake-up per protocol period
+    assert rounds == 0  # the digests agree: nothing to exchange
+    # a peer that sends no digest (NO_DIGEST) is no reason to gossip either
+    assert _run_idle(core, lambda c: 0, 10)[1] == 0
+
+
+def test_peers_whose_digest_differs_get_a_push_pull_round_per_gossip_interval():
+    core = NodeCore(NodeSettings("n1", rng_seed=3), members(12), now_ms=NOW)
+    _, rounds, gossiped = _run_idle(core, lambda c: c.membership.digest() ^ 1, 100)
+    assert abs(rounds - 100) <= 1  # one round per gossip interval on average, as before
+    assert sum(gossiped.values()) <= GOSSIP_FANOUT * rounds
+    assert set(gossiped) == set(core.membership.peers())  # the differing peers are taken in turn
+
+
+def test_a_table_change_changes_the_digest_that_heartbeats_carry():
+    core = NodeCore(NodeSettings("n1"), members(4), now_ms=NOW)
+    before = core.membership.digest()
+    probes = heartbeats(core.tick(NOW))
+    assert probes and all(e.msg.digest == before for e in probes)
+    core.membership.merge([Endpoint("n9", "127.0.0.1:7009", 5, 1, UP)], NOW)
+    assert core.membership.digest() != before
+    core.on_request("c", m.Heartbeat(0, "n2", 1, probe=True), NOW + 1)  # answered with the new digest
+    answer = heartbeats(core.on_request("c", m.Heartbeat(0, "n2", 1, probe=True), NOW + 2))
+    assert answer and answer[0].msg.digest == core.membership.digest()
 
 
 def test_many_suspects_at_once_are_probed_a_bounded_number_per_period():

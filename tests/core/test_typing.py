@@ -24,9 +24,9 @@ STRICT_CORE_MODULES = [
     "ae_common", "ae_gc", "ae_responder", "ae_session", "antientropy", "casops", "paxos", "paxos_acceptor",
     "paxos_forward", "paxos_proposal", "rc_common", "rc_pull", "rc_push", "ringchange", "tokens", "cleanup",
     "dynamic", "scan", "typed", "clock", "typed_coord",
-    "__init__", "consistency", "crdt", "dvv", "effects", "framing", "hints", "limits", "membership",
+    "__init__", "consistency", "crdt", "detector", "dvv", "effects", "framing", "hints", "limits", "membership",
     "merkle", "messages", "messages_admin", "messages_ae", "messages_cas", "messages_ring", "messages_scan",
-    "messages_typed", "quorum", "rand", "ring", "ringinfo", "routing", "status", "validation", "version",
+    "messages_typed", "quorum", "rand", "ring", "ringinfo", "ringsync", "routing", "status", "validation", "version",
     "wire",
     # NodeCore split along the request paths (issue 9, item 1)
     "node", "levels", "rounds", "getcore", "putcore", "replica", "handoff", "inspection", "gossip", "parking",

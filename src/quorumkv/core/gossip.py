@@ -60,7 +60,7 @@ class Gossiper:
     def on_heartbeat(self, conn: Any, msg: m.Heartbeat, now_ms: int, out: Out) -> None:
         core = self.core
         core.clock.on_heartbeat(msg, now_ms)
-        tr = self.membership.on_heartbeat(msg.node, msg.generation, now_ms)
+        tr = self.membership.on_heartbeat(msg.node, msg.generation, now_ms, msg.digest)
         if tr is not None:
             self._transition(tr, out)
         self._on_probe(msg, now_ms, out)
@@ -104,7 +104,8 @@ class Gossiper:
 
     def _heartbeat(self, now_ms: int, probe: bool = False, ask: str = "", vouch: str = "") -> m.Heartbeat:
         core = self.core
-        return m.Heartbeat(0, core.node_id, self.membership.me.generation, core.hlc.last, now_ms, probe, ask, vouch)
+        return m.Heartbeat(0, core.node_id, self.membership.me.generation, core.hlc.last, now_ms, probe, ask, vouch,
+                           self.membership.digest())
 
     def _on_probe(self, msg: m.Heartbeat, now_ms: int, out: Out) -> None:
         """The SWIM side of a heartbeat (core/membership.py): answer a probe, pass a
@@ -147,10 +148,10 @@ class Gossiper:
                 self.next_gossip_ms = now_ms + self.settings.gossip_interval_ms
             table = ms.table()
             if core.ring_sync.synced:
-                peers = core.rng.sample(ms.peers(), GOSSIP_FANOUT)
+                peers = ms.gossip_targets(core.rng, GOSSIP_FANOUT)  # those whose digest differs: idle, none
             else:  # every member not heard from yet: a majority's answers in one round trip
                 peers = core.ring_sync.unheard(ms)
-            if ms.me.status == JOINING or not peers:
+            if ms.me.status == JOINING or not (peers or core.ring_sync.synced and ms.peers()):
                 peers += [SEED_PREFIX + s for s in self.settings.seeds if s != ms.me.address]
             for peer in peers:
                 out.append(Send(peer, m.Gossip(0, table, core.hlc.last)))
@@ -160,4 +161,4 @@ class Gossiper:
     @staticmethod
     def _transition(tr: Any, out: Out) -> None:
         level = "info" if tr.new == ALIVE else "warning"
-        out.append(Log(level, f"node_{tr.new}", {"peer": tr.node, "was": tr.old}))
+        out.append(Log(level, tr.event, {"peer": tr.node, "was": tr.was}))

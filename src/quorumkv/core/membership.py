@@ -1,17 +1,26 @@
 """Membership by push-pull gossip, and failure detection by phi accrual.
 
-Two kinds of state, kept apart on purpose (as in Cassandra):
+Two kinds of state, kept apart on purpose (as in Cassandra), each an enum:
 
-* **Gossiped** (``Endpoint``): what a node says about itself — address, status
-  (joining / up / leaving / left), its ``generation`` (set when the process starts:
-  a restart gets a new, larger one) and a ``version`` it bumps whenever it changes
-  something. Merge rule: the entry with the larger ``(generation, version)`` wins,
-  so a rumour from before a restart — or an older rumour in general — always loses.
-  Only the node itself bumps its own entry.
-* **Local** liveness (up / suspect / down): each node's own judgement from the
-  heartbeats it receives directly, through a phi-accrual detector (Hayashibara et
-  al. 2004; Akka's and Cassandra's variant). Never gossiped: a partition should not
-  let one side declare the other dead for everyone.
+* **Gossiped** (``Endpoint``, ``Status``): what a node says about itself — address,
+  status (joining / up / leaving / left / replacing: its part in the ring), its
+  ``generation`` (set when the process starts: a restart gets a new, larger one) and
+  a ``version`` it bumps whenever it changes something. Merge rule: the entry with
+  the larger ``(generation, version)`` wins, so a rumour from before a restart — or
+  an older rumour in general — always loses. Only the node itself bumps its own
+  entry, along ``STATUS_TRANSITIONS``.
+* **Local** liveness (``Liveness``: alive / suspect / down): each node's own
+  judgement from the heartbeats it receives directly, through a phi-accrual detector
+  (core/detector.py), along ``LIVENESS_TRANSITIONS``. Never gossiped: a partition
+  should not let one side declare the other dead for everyone. ``cluster status``
+  shows an alive member whose status is up as "up" (``state_of``).
+
+Gossip is digest-driven: every heartbeat carries the sender's ``digest()`` (a hash
+of its whole table), so two nodes whose tables agree exchange nothing more; a node
+gossips its table (push-pull) only to peers whose last digest differed from its own
+(``gossip_targets``). An idle cluster sends no tables at all, and a change spreads
+along the probes, which reach every peer every probe cycle (memberlist's push-pull
+sync, with the comparison made cheap by the digest).
 
 Heartbeats are SWIM-style probes (Das et al. 2002; memberlist's probe loop), not
 all-to-all: every protocol period (``heartbeat_interval_ms``) a node probes
@@ -23,28 +32,72 @@ and receives O(1) heartbeats per period however large the cluster (all-to-all wa
 O(n) per node, O(n^2) in all).
 
 A node is suspected when phi crosses ``phi_suspect`` and declared down when it has
-stayed suspect for ``suspect_to_down_ms``; one heartbeat makes it up again. While a
-peer is suspect the node probes it directly each period (at most ``SUSPECTS_PROBED_MAX``
-suspects a period) and asks
-``INDIRECT_PROBES`` other live peers to probe it too (SWIM's indirect probe); a
-helper that hears from the suspect vouches for it, which restarts the suspicion
-timeout (``vouch``) instead of making it up: routing needs a direct link, so a peer
-only this node cannot reach stays suspect (not routed to) rather than going down.
-Liveness stays local: suspicion is not disseminated (memberlist gossips it).
+stayed suspect for ``suspect_to_down_ms``; one heartbeat makes it alive again. While
+a peer is suspect the node probes it directly each period (at most
+``SUSPECTS_PROBED_MAX`` suspects a period) and asks ``INDIRECT_PROBES`` other live
+peers to probe it too (SWIM's indirect probe); a helper that hears from the suspect
+vouches for it, which restarts the suspicion timeout (``vouch``) instead of making
+it alive: routing needs a direct link, so a peer only this node cannot reach stays
+suspect (not routed to) rather than going down. Liveness stays local: suspicion is
+not disseminated (memberlist gossips it).
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
+from enum import StrEnum
 from typing import NamedTuple
 
 import msgspec
 
+from .detector import PHI_WINDOW, DetectorSettings, PhiDetector
 from .rand import SplitMix64
+from .ringsync import RingSync
 
-JOINING, UP, LEAVING, LEFT, REPLACING = "joining", "up", "leaving", "left", "replacing"
-ALIVE, SUSPECT, DOWN = "up", "suspect", "down"
-STATUSES = (JOINING, UP, LEAVING, LEFT, REPLACING)
+__all__ = ["PHI_WINDOW", "DetectorSettings", "PhiDetector", "RingSync"]  # re-exported
+
+
+class Status(StrEnum):
+    """What a node gossips about itself (the values are the wire's)."""
+
+    JOINING = "joining"  # streaming its ranges in; not on the ring yet
+    UP = "up"  # owns its ranges
+    LEAVING = "leaving"  # decommissioning: still owns its ranges, streaming them out
+    LEFT = "left"  # gone for good (kept so a restart does not bring it back)
+    REPLACING = "replacing"  # took a dead node's id: takes writes, not reads, until streamed
+
+
+class Liveness(StrEnum):
+    """This node's own judgement of a peer (never gossiped, never on the wire)."""
+
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DOWN = "down"
+
+    @property
+    def shown(self) -> str:
+        """The word ``cluster status``, metrics and logs use ("up" for alive)."""
+        return Status.UP.value if self is Liveness.ALIVE else self.value
+
+
+JOINING, UP, LEAVING, LEFT, REPLACING = Status.JOINING, Status.UP, Status.LEAVING, Status.LEFT, Status.REPLACING
+ALIVE, SUSPECT, DOWN = Liveness.ALIVE, Liveness.SUSPECT, Liveness.DOWN
+STATUSES = tuple(Status)
+#: A node's own status changes (``set_status``), the ring-change steps
+#: (docs/ring-changes.md); setting the status it has again is allowed (a retried step).
+STATUS_TRANSITIONS: dict[Status, frozenset[Status]] = {
+    JOINING: frozenset({UP, LEAVING}),  # streamed in; or decommissioned before it was admitted
+    REPLACING: frozenset({UP, LEAVING}),
+    UP: frozenset({LEAVING}),
+    LEAVING: frozenset({LEFT}),
+    LEFT: frozenset(),
+}
+#: Liveness changes: phi crosses the threshold, the suspicion times out, a heartbeat.
+LIVENESS_TRANSITIONS: dict[Liveness, frozenset[Liveness]] = {
+    ALIVE: frozenset({SUSPECT}),
+    SUSPECT: frozenset({DOWN, ALIVE}),
+    DOWN: frozenset({ALIVE}),
+}
 #: statuses whose node owns ranges on the ring now (a replacement takes over the
 #: dead node's id and so its ranges at once; it receives writes but not reads until
 #: it has streamed the data)
@@ -70,9 +123,9 @@ SUSPECTS_PROBED_MAX = 2
 #: possible member pair would be MEMBERS_MAX^2; requests expire after the suspicion
 #: timeout and a requester asks at most INDIRECT_PROBES helpers per suspect per period.
 RELAYS_MAX = 4 * MEMBERS_MAX
-#: Heartbeat intervals remembered per peer by the detector (Akka: 1000; fewer
-#: adapts faster after a change of load, 100 is plenty on a LAN).
-PHI_WINDOW = 100
+#: The "no digest" value of a heartbeat (a sender that does not send one): never a
+#: reason to gossip.
+NO_DIGEST = 0
 
 
 class Endpoint(msgspec.Struct, array_like=True, frozen=True):
@@ -80,83 +133,52 @@ class Endpoint(msgspec.Struct, array_like=True, frozen=True):
     address: str
     generation: int
     version: int
-    status: str
+    status: str  # a Status value; kept a str on the wire so a newer peer's status is skipped, not fatal
 
     def newer_than(self, other: "Endpoint | None") -> bool:
         return other is None or (self.generation, self.version) > (other.generation, other.version)
 
 
-class DetectorSettings(NamedTuple):
-    heartbeat_interval_ms: int = 200
-    phi_suspect: float = 8.0
-    #: Floor on the interval deviation, so a perfectly regular peer is not
-    #: suspected after one late beat (Akka min-std-deviation, default 100 ms).
-    min_std_ms: float = 50.0
-    #: Pause tolerated before phi starts rising (GC, scheduling; Akka default 3 s,
-    #: far too slow for a quorum store on a LAN).
-    acceptable_pause_ms: float = 300.0
-    suspect_to_down_ms: int = 1_000
+_ENCODER = msgspec.msgpack.Encoder()
 
 
-class PhiDetector:
-    __slots__ = ("intervals", "last_ms", "settings", "_mean_ms", "_std_ms", "_sum", "_sumsq")
+def table_digest(entries: list[Endpoint]) -> int:
+    """A 63-bit hash of a membership table, the same in every process for the same
+    entries in any order (never ``NO_DIGEST``): equal digests mean equal tables."""
+    data = _ENCODER.encode(sorted(entries, key=lambda e: e.node))
+    return (int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1) or 1
 
-    def __init__(self, settings: DetectorSettings, now_ms: int, expected_ms: int | None = None) -> None:
-        self.settings = settings
-        # Seed with the expected interval so phi is meaningful from the start (with
-        # SWIM probing a peer is heard from once per probe cycle at least, not every
-        # period: seeding with the period would suspect it before it learns better,
-        # and intervals are not learned while suspect).
-        self.intervals: list[float] = [float(expected_ms or settings.heartbeat_interval_ms)] * 2
-        self.last_ms = now_ms
-        self._sum = sum(self.intervals)
-        self._sumsq = sum(x * x for x in self.intervals)
-        self._stats()
 
-    def _stats(self) -> None:
-        """Mean and deviation of the window from running sums, kept from one heartbeat
-        to the next: phi is evaluated on every tick for every peer, the window changes
-        only when a heartbeat arrives."""
-        n = len(self.intervals)
-        mean = self._sum / n
-        var = max(self._sumsq / n - mean * mean, 0.0)  # intervals are ~1e2..1e4 ms: no cancellation trouble
-        self._mean_ms = mean + self.settings.acceptable_pause_ms
-        self._std_ms = max(math.sqrt(var), self.settings.min_std_ms)
+class _Table(dict[str, Endpoint]):
+    """The endpoints by node, counting its changes (``epoch``): what is derived from
+    the table (its digest, the probe order) is recomputed only after a change."""
 
-    def heartbeat(self, now_ms: int) -> None:
-        interval = now_ms - self.last_ms
-        # A silence that made the peer suspect (an outage, a long pause) is not a
-        # sample of its rhythm: learning it would blind the detector to the next
-        # failure for minutes (Akka records intervals only while the peer is available).
-        available = self.phi(now_ms) < self.settings.phi_suspect
-        self.last_ms = now_ms
-        if interval <= 0 or not available:
-            return
-        x = float(interval)
-        self.intervals.append(x)
-        self._sum += x
-        self._sumsq += x * x
-        if len(self.intervals) > PHI_WINDOW:
-            old = self.intervals.pop(0)
-            self._sum -= old
-            self._sumsq -= old * old
-        self._stats()
+    epoch = 0
 
-    def phi(self, now_ms: int) -> float:
-        mean, std = self._mean_ms, self._std_ms
-        elapsed = now_ms - self.last_ms
-        # Logistic approximation of the normal CDF (Akka's PhiAccrualFailureDetector):
-        # phi = -log10(1 - F(elapsed)) = softplus(z) / ln 10, computed without overflow.
-        y = (elapsed - mean) / std
-        z = y * (1.5976 + 0.070566 * y * y)
-        softplus = z if z > 30 else math.log1p(math.exp(z))
-        return softplus / math.log(10)
+    def __setitem__(self, node: str, entry: Endpoint) -> None:
+        assert entry.node == node, (node, entry)
+        if self.get(node) != entry:
+            self.epoch += 1
+        super().__setitem__(node, entry)
+
+    def __delitem__(self, node: str) -> None:
+        self.epoch += 1
+        super().__delitem__(node)
 
 
 class Transition(NamedTuple):
     node: str
-    old: str
-    new: str
+    old: Liveness
+    new: Liveness
+
+    @property
+    def event(self) -> str:
+        """The log event: node_up, node_suspect or node_down."""
+        return f"node_{self.new.shown}"
+
+    @property
+    def was(self) -> str:
+        return self.old.shown
 
 
 class Membership:
@@ -171,9 +193,10 @@ class Membership:
         replaced (new address), is joining or leaving, or has left since the config
         was written keeps that state across a restart — even a whole-cluster one,
         when nobody else is left to gossip it (docs/ring-changes.md, "Restarts")."""
+        assert status in STATUSES, status
         self.self_id = self_id
         self.settings = settings
-        self.endpoints: dict[str, Endpoint] = {}
+        self.endpoints = _Table()
         for node, addr in bootstrap.items():
             if node != self_id:
                 # Configured members are assumed up at generation 0 until they speak.
@@ -183,12 +206,16 @@ class Membership:
                 entry = Endpoint(node, addr, gen, ver, was)
                 if entry.newer_than(self.endpoints.get(node)):
                     self.endpoints[node] = entry
-        self.endpoints[self_id] = Endpoint(self_id, address, generation, 1, status)
+        self.endpoints[self_id] = Endpoint(self_id, address, generation, 1, Status(status))
         self.detectors: dict[str, PhiDetector] = {}
-        self.liveness: dict[str, str] = {}
+        self.liveness: dict[str, Liveness] = {}
         self.suspect_since: dict[str, int] = {}
         self._probe_order: list[str] = []  # peers in a random order, probed round-robin
         self._probe_next = 0
+        self._probe_epoch = -1  # the table's epoch when _probe_order was last checked
+        self._digest = (-1, NO_DIGEST)  # (the table's epoch, its digest)
+        #: the digest each peer's last heartbeat carried (forgotten once we gossip to it)
+        self.peer_digests: dict[str, int] = {}
         #: indirect probes asked of us: (target, requester) -> expiry (ms)
         self.relays: dict[tuple[str, str], int] = {}
         for node in self.endpoints:
@@ -202,13 +229,20 @@ class Membership:
         self.detectors[node] = PhiDetector(self.settings, now_ms, self.settings.heartbeat_interval_ms * cycle)
         self.liveness[node] = ALIVE
 
+    def _judge(self, node: str, new: Liveness) -> Transition:
+        old = self.liveness[node]
+        assert new in LIVENESS_TRANSITIONS[old], (node, old, new)
+        self.liveness[node] = new
+        return Transition(node, old, new)
+
     # -- own state --------------------------------------------------------------
     @property
     def me(self) -> Endpoint:
         return self.endpoints[self.self_id]
 
-    def set_status(self, status: str) -> None:
+    def set_status(self, status: Status) -> None:
         me = self.me
+        assert status == me.status or status in STATUS_TRANSITIONS[Status(me.status)], (me.status, status)
         self.endpoints[self.self_id] = msgspec.structs.replace(me, version=me.version + 1, status=status)
 
     def beat(self) -> Endpoint:
@@ -245,6 +279,26 @@ class Membership:
     def table(self) -> list[Endpoint]:
         return list(self.endpoints.values())
 
+    def digest(self) -> int:
+        """``table_digest`` of our table, recomputed only after it changed."""
+        epoch, value = self._digest
+        if epoch != self.endpoints.epoch:
+            value = table_digest(self.table())
+            self._digest = (self.endpoints.epoch, value)
+        return value
+
+    def gossip_targets(self, rng: SplitMix64, count: int) -> list[str]:
+        """Peers to push-pull our table with this round: at most ``count`` of those
+        whose last heartbeat carried a digest other than ours (none when the tables
+        agree: an idle cluster gossips nothing). Their digests are forgotten: a peer is
+        gossiped to again only once a later heartbeat says it still differs."""
+        mine = self.digest()
+        differ = [p for p in self.peers() if self.peer_digests.get(p, mine) not in (mine, NO_DIGEST)]
+        chosen = differ if len(differ) <= count else rng.sample(differ, count)
+        for peer in chosen:
+            del self.peer_digests[peer]
+        return chosen
+
     def known(self) -> dict[str, tuple[str, int, int, str]]:
         """What a restart must not forget (``SaveMembers``): every other node's
         node -> (address, generation, version, status), the departed included."""
@@ -263,16 +317,17 @@ class Membership:
                 if e.status == LEFT and n != self.self_id}
 
     # -- failure detection --------------------------------------------------------
-    def on_heartbeat(self, node: str, generation: int, now_ms: int) -> Transition | None:
+    def on_heartbeat(self, node: str, generation: int, now_ms: int, digest: int = NO_DIGEST) -> Transition | None:
+        """A heartbeat from ``node`` (``digest``: its table's, for ``gossip_targets``)."""
         det = self.detectors.get(node)
         if det is None:
             return None  # not a member we know (yet): gossip will introduce it
         det.heartbeat(now_ms)
-        old = self.liveness.get(node, ALIVE)
+        if digest != NO_DIGEST:
+            self.peer_digests[node] = digest
         self.suspect_since.pop(node, None)
-        if old != ALIVE:
-            self.liveness[node] = ALIVE
-            return Transition(node, old, ALIVE)
+        if self.liveness[node] != ALIVE:
+            return self._judge(node, ALIVE)
         return None
 
     # -- probing (SWIM) -----------------------------------------------------------
@@ -280,19 +335,21 @@ class Membership:
         """The peers to probe this period: the next ``count`` of a random order of
         ``peers()``, round-robin (every peer is probed once per ``peers / count``
         periods, a new member within a cycle of joining the order)."""
-        peers = self.peers()
-        if len(peers) <= count:
-            return peers
         order = self._probe_order
-        if len(order) != len(peers) or set(order) != set(peers):
-            # membership changed: keep the order of those still here (a reshuffle could
-            # leave a peer unprobed for two cycles), new ones at random places
-            live = set(peers)
-            order[:] = [n for n in order if n in live]
-            for node in peers:
-                if node not in order:
-                    order.insert(rng.randrange(len(order) + 1), node)
-            self._probe_next = 0
+        if self._probe_epoch != self.endpoints.epoch:
+            self._probe_epoch = self.endpoints.epoch
+            peers = self.peers()
+            if len(order) != len(peers) or set(order) != set(peers):
+                # membership changed: keep the order of those still here (a reshuffle could
+                # leave a peer unprobed for two cycles), new ones at random places
+                live = set(peers)
+                order[:] = [n for n in order if n in live]
+                for node in peers:
+                    if node not in order:
+                        order.insert(rng.randrange(len(order) + 1), node)
+                self._probe_next = 0
+        if len(order) <= count:
+            return list(order)
         out: list[str] = []
         for _ in range(count):
             self._probe_next %= len(order)
@@ -349,16 +406,14 @@ class Membership:
         out = []
         s = self.settings
         for node, det in self.detectors.items():
-            if self.endpoints[node].status == LEFT:
-                continue
             old = self.liveness[node]
-            if old == ALIVE and det.phi(now_ms) >= s.phi_suspect:
-                self.liveness[node] = SUSPECT
-                self.suspect_since[node] = now_ms
-                out.append(Transition(node, old, SUSPECT))
-            elif old == SUSPECT and now_ms - self.suspect_since[node] >= s.suspect_to_down_ms:
-                self.liveness[node] = DOWN
-                out.append(Transition(node, old, DOWN))
+            if old == ALIVE:
+                if det.may_cross(now_ms) and det.suspicious(now_ms) and self.endpoints[node].status != LEFT:
+                    self.suspect_since[node] = now_ms
+                    out.append(self._judge(node, SUSPECT))
+            elif (old == SUSPECT and now_ms - self.suspect_since[node] >= s.suspect_to_down_ms
+                  and self.endpoints[node].status != LEFT):
+                out.append(self._judge(node, DOWN))
         return out
 
     # -- views ------------------------------------------------------------------
@@ -382,70 +437,14 @@ class Membership:
         return [n for n, e in self.endpoints.items() if n != self.self_id and e.status != LEFT]
 
     def state_of(self, node: str) -> str:
-        """What ``cluster status`` shows: joining/leaving/left, else up/suspect/down."""
+        """What ``cluster status`` shows: joining/leaving/left/replacing, else up/suspect/down."""
         e = self.endpoints.get(node)
         if e is None:
             return "unknown"
-        if e.status in (JOINING, LEAVING, LEFT, REPLACING):
+        if e.status != UP:
             return e.status
-        return ALIVE if node == self.self_id else self.liveness.get(node, ALIVE)
+        return ALIVE.shown if node == self.self_id else self.liveness.get(node, ALIVE).shown
 
     def address_of(self, node: str) -> str | None:
         e = self.endpoints.get(node)
         return e.address if e else None
-
-
-class RingSync:
-    """Whether a node that just started may trust its ring (docs/ring-changes.md,
-    "Restarts"). A restarted node starts from the table it saved, which misses every
-    ring change that happened while it was down; routing strict requests by it
-    breaks quorum intersection. So it is *unsynced* until it has merged the tables
-    of a majority of the members it knows, itself included: push-pull gossip
-    exchanges it started since this start (a ``GossipAck`` from each of
-    ``needed()`` distinct peers). Why a majority, not one peer: a peer may be as
-    stale as we are (down across the same change, or restarted with us); every node
-    that was live while a change settled knows it, so unless half the members were
-    down for the whole of it, any majority includes one that knows. It needs no
-    special case for a whole-cluster restart (each node hears from the others), and
-    a node that knows no other member (a single-node cluster, or a new node that
-    will take its whole table from a seed) is synced at once. Synced stays synced
-    until the process stops: from then on gossip keeps the ring current, as for
-    any live node."""
-
-    __slots__ = ("heard", "synced", "since_ms", "synced_ms")
-
-    def __init__(self, membership: "Membership", now_ms: int, synced: bool = False) -> None:
-        self.heard: set[str] = set()
-        self.since_ms = now_ms
-        self.synced_ms: int | None = now_ms if synced else None
-        self.synced = synced
-        self.update(membership, now_ms)
-
-    @staticmethod
-    def needed(membership: "Membership") -> int:
-        """Peers to hear from: a majority of the non-departed members, ourselves
-        counted (3 members: 1 peer; 5: 2; 6: 3)."""
-        return (len(membership.peers()) + 1) // 2
-
-    def heard_from(self, peer: str, membership: "Membership", now_ms: int) -> bool:
-        """``peer`` answered our gossip (its table is merged). True when this makes us synced."""
-        if self.synced or peer not in membership.endpoints or peer == membership.self_id:
-            return False
-        self.heard.add(peer)
-        return self.update(membership, now_ms)
-
-    def update(self, membership: "Membership", now_ms: int) -> bool:
-        if self.synced:
-            return False
-        live = set(membership.peers())
-        if len(self.heard & live) >= self.needed(membership):
-            self.synced = True
-            self.synced_ms = now_ms
-            self.heard = set()
-            return True
-        return False
-
-    def unheard(self, membership: "Membership") -> list[str]:
-        """Peers to gossip to while unsynced: every member not heard from yet."""
-        return [p for p in membership.peers() if p not in self.heard]
-

@@ -247,6 +247,7 @@ class Heartbeat(_Msg, tag=30, frozen=True):
     probe: bool = False  # answer with a heartbeat
     ask: str = ""  # probe this node for me and vouch for it if it answers
     vouch: str = ""  # this node, suspect to you, answered me
+    digest: int = 0  # the sender's membership table digest (core/membership.py: gossip when it differs)
 
 
 class Gossip(_Msg, tag=31, frozen=True):
