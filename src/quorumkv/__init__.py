@@ -21,7 +21,7 @@ _LAZY = {
     "UnavailableError": "errors", "QuorumTimeoutError": "errors", "OverloadedError": "errors",
     "ProtocolError": "errors", "ConnectionFailedError": "errors", "ConsistencyWarning": "errors",
     "Target": "core.dynamic",
-    "Siblings": "client_typed", "SiblingsError": "client_typed",
+    "Siblings": "client", "SiblingsError": "client",
 }
 
 __all__ = ["ALL", "ONE", "QUORUM", *_LAZY]

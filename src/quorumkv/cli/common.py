@@ -1,10 +1,10 @@
 """What every ``quorumkv`` command shares: exit codes, output formats, cluster
 addressing, the client runner, the table printer — and the fast commands (``put``,
-``get``, ``delete``) that both the argparse fast path (``cli.py``) and the Typer app
-(``cli_app.py``) call.
+``get``, ``delete``) that both the argparse fast path (``fast.py``) and the Typer app
+(``commands.py``) call.
 
-Below every ``cli*`` module (they import it; it imports none of them), and as light
-as ``cli.py`` itself: no Typer, no Rich (tests/test_cli_startup.py).
+Below every other module of ``cli/`` (they import it; it imports none of them), and as light
+as ``fast.py`` itself: no Typer, no Rich (tests/test_cli_startup.py).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import sys
 import warnings
 from enum import Enum
 
-from . import errors
-from .core.limits import VALUE_BYTES_MAX
+from .. import errors
+from ..core.limits import VALUE_BYTES_MAX
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -84,7 +84,7 @@ def exit_code_of(exc: BaseException) -> int:
 
 
 def _run_client(addresses: list[str], fn):
-    from .client import Client
+    from ..client import Client
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", errors.ConsistencyWarning)
@@ -144,7 +144,7 @@ def cmd_get(key: str, r: str | None, dir: str | None, node: list[str] | None, ta
     mode = _consistency(linearizable, r, target_fresh, within_ms)
     target = None
     if target_fresh is not None or within_ms is not None:
-        from .core.dynamic import Target
+        from ..core.dynamic import Target
 
         if r is not None:
             _fail(EXIT_USAGE, "give either --r or --target-fresh/--within-ms, not both")

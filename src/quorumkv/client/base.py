@@ -1,4 +1,4 @@
-"""What ``Client`` (``client.py``) and ``AsyncClient`` (``client_async.py``) share: the
+"""What ``Client`` (``sync.py``) and ``AsyncClient`` (``aio.py``) share: the
 defaults, ``Item``, argument checks, the reply checks and ``_Base`` (configuration and
 request building). Both client modules import it; it imports neither, so the sync and
 async twins do not import each other.
@@ -11,15 +11,15 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from .core import messages as m
-from .core import messages_cas as mc
-from .core.dynamic import Target, validate_latency_bound
-from .core.validation import level_to_wire, validate_key, validate_value
-from .core.version import SessionContext, Version
-from .client_typed import plain_value
-from .core.status import raise_for_status
-from .core.typed import is_typed
-from .errors import (
+from ..core import messages as m
+from ..core import messages_cas as mc
+from ..core.dynamic import Target, validate_latency_bound
+from ..core.validation import level_to_wire, validate_key, validate_value
+from ..core.version import SessionContext, Version
+from .typed import plain_value
+from ..core.status import raise_for_status
+from ..core.typed import is_typed
+from ..errors import (
     ConsistencyWarning,
     InvalidRequestError,
     NotFoundError,
@@ -71,7 +71,8 @@ class Item:
     r_used: int = 0  # the R the coordinator used (chosen by it for a dynamic read)
 
 
-def _to_bytes(data, what: str) -> bytes:
+def to_bytes(data, what: str) -> bytes:
+    """``data`` as bytes (str is UTF-8 encoded); InvalidRequestError naming ``what`` otherwise."""
     if isinstance(data, bytes):
         return data
     if isinstance(data, str):
@@ -142,7 +143,7 @@ RING_CACHE_MAX = 8
 
 
 def _ring_of(members: tuple[str, ...], n: int, vnodes: int):
-    from .core.ring import Ring  # noqa: PLC0415 - only token-aware clients need it
+    from ..core.ring import Ring  # noqa: PLC0415 - only token-aware clients need it
 
     key = (members, n, vnodes)
     ring = _RING_CACHE.get(key)
@@ -159,7 +160,7 @@ class _Base:
                  token_aware: bool = False):
         self.nodes = _parse_nodes(nodes)
         #: causal mode: ``resolver(values) -> value`` merges siblings on ``get`` and the
-        #: client writes the result back with their context (client_typed.py)
+        #: client writes the result back with their context (typed.py)
         self.resolver = resolver
         #: "lww" (quorum reads/writes at r/w) or "linearizable" for get/put/delete
         self.consistency = _consistency(consistency)
@@ -226,11 +227,11 @@ class _Base:
 
     def _atomic_msg(self, key, op: int, value=None, *, expected=None, expect_absent=False, delta=0, flags=0,
                     ttl_ms=None) -> mc.Atomic:
-        k = _to_bytes(key, "key")
+        k = to_bytes(key, "key")
         validate_key(k)
-        v = None if value is None else _to_bytes(value, "value")
+        v = None if value is None else to_bytes(value, "value")
         validate_value(v)
-        e = None if expected is None else _to_bytes(expected, "expected value")
+        e = None if expected is None else to_bytes(expected, "expected value")
         validate_value(e)
         if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0):
             raise InvalidRequestError(f"ttl_ms must be a positive integer, not {ttl_ms!r}")
@@ -249,10 +250,10 @@ class _Base:
         new = fn(current)
         if new is not None and not isinstance(new, (bytes, str, bytearray, memoryview)):
             raise InvalidRequestError(f"update function must return bytes, str or None, not {type(new).__name__}")
-        return None if new is None else _to_bytes(new, "value")
+        return None if new is None else to_bytes(new, "value")
 
     def _get_msg(self, key, r, primary_only=False, blocking_repair=False, target=None) -> m.Get:
-        k = _to_bytes(key, "key")
+        k = to_bytes(key, "key")
         validate_key(k)
         if target is not None:
             if not isinstance(target, Target):
@@ -268,7 +269,7 @@ class _Base:
         return self.session.floor(key) if self.session is not None else None
 
     def _inspect_msg(self, key) -> m.Inspect:
-        k = _to_bytes(key, "key")
+        k = to_bytes(key, "key")
         validate_key(k)
         return m.Inspect(next(self._ids), k)
 
@@ -278,9 +279,9 @@ class _Base:
             if w is not DEFAULT and w is not None:
                 raise InvalidRequestError("give either w or target_latency_ms, not both")
             w = None
-        k = _to_bytes(key, "key")
+        k = to_bytes(key, "key")
         validate_key(k)
-        v = None if value is None else _to_bytes(value, "value")
+        v = None if value is None else to_bytes(value, "value")
         validate_value(v)
         if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0):
             raise InvalidRequestError(f"ttl_ms must be a positive integer, not {ttl_ms!r}")
@@ -289,10 +290,10 @@ class _Base:
                      self.session.floor_ts if self.session is not None else 0)
 
     def _scan_msg(self, cursor, match, count):
-        from .core.messages_scan import Scan
+        from ..core.messages_scan import Scan
 
-        after = _to_bytes(cursor, "cursor")
-        pattern = None if match is None else _to_bytes(match, "match")
+        after = to_bytes(cursor, "cursor")
+        pattern = None if match is None else to_bytes(match, "match")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise InvalidRequestError(f"count must be a positive integer, not {count!r}")
         return Scan(next(self._ids), after, pattern, count)

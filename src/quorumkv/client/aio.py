@@ -1,12 +1,13 @@
-"""The asyncio twin of ``quorumkv.client.Client`` (import it from ``quorumkv`` or
+"""``AsyncClient``, the asyncio twin of ``Client`` (import it from ``quorumkv`` or
 ``quorumkv.client``; it lives here so that the blocking client, and the CLI built on
-it, start without importing asyncio)."""
+it, start without importing asyncio), and the asyncio TCP transport
+(``transport.AsyncTransport``)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from .client_base import (
+from .base import (
     _MISSING,
     DEFAULT,
     REPAIR_TIMEOUT_MS_DEFAULT,
@@ -22,13 +23,14 @@ from .client_base import (
     _security,
     UPDATE_ATTEMPTS_MAX,
 )
-from .client_typed import AsyncTypedMethods, SiblingsError
-from .core import messages as m
-from .core import messages_cas as mc
-from .core.dynamic import Target
-from .core.framing import FrameDecoder, FrameEncoder
-from .core.version import SessionContext
-from .errors import (
+from .typed import AsyncTypedMethods, SiblingsError
+from ..core import messages as m
+from ..core import messages_cas as mc
+from ..core.dynamic import Target
+from ..core.framing import FrameDecoder, FrameEncoder
+from ..core.version import SessionContext
+from .transport import AsyncConnection, AsyncTransport
+from ..errors import (
     ConnectionFailedError,
     InvalidRequestError,
     ProtocolError,
@@ -38,10 +40,13 @@ from .errors import (
 )
 
 
-class _AsyncConn(asyncio.Protocol):
+class AsyncTcpConnection(asyncio.Protocol):
+    """quorumkv frames over one asyncio connection; replies find their request by id."""
+
     def __init__(self) -> None:
-        self.transport = None
+        self.transport: asyncio.Transport | None = None
         self.decoder = FrameDecoder()
+        self.encoder = FrameEncoder()
         self.waiters: dict[int, asyncio.Future] = {}
         self.lost: Exception | None = None
 
@@ -52,7 +57,7 @@ class _AsyncConn(asyncio.Protocol):
         try:
             replies = self.decoder.feed(data)
         except ProtocolError as exc:
-            self.transport.close()
+            self.close()
             self._fail_all(exc)
             return
         for reply in replies:
@@ -78,6 +83,37 @@ class _AsyncConn(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(exc)
 
+    async def request(self, msg, timeout_ms: int):
+        """Send ``msg`` and wait for its reply (at most ``timeout_ms``); on failure the
+        request is no longer awaited here and the error propagates."""
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters[msg.id] = fut
+        self.transport.write(self.encoder.encode(msg))
+        try:
+            return await asyncio.wait_for(fut, timeout_ms / 1000)
+        except (OSError, asyncio.TimeoutError):
+            self.waiters.pop(msg.id, None)
+            raise
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class AsyncTcpTransport:
+    """asyncio TCP, with TLS when ``ssl_context`` is given (the default ``AsyncTransport``)."""
+
+    def __init__(self, ssl_context=None) -> None:
+        self.ssl_context = ssl_context
+
+    async def connect(self, host: str, port: int, timeout_ms: int) -> AsyncTcpConnection:
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(AsyncTcpConnection, host, port, ssl=self.ssl_context,
+                                   server_hostname=host if self.ssl_context is not None else None),
+            timeout_ms / 1000)
+        return conn
+
 
 class AsyncClient(AsyncTypedMethods, _Base):
     """asyncio client with the same methods as ``Client``; requests pipeline on one
@@ -87,16 +123,17 @@ class AsyncClient(AsyncTypedMethods, _Base):
     def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
                  session: bool | SessionContext = True, user: str | None = None, password: str | None = None,
                  tls_ca: str | None = None, ssl_context=None, resolver=None, consistency: str = "lww",
-                 token_aware: bool = False):
+                 token_aware: bool = False, transport: AsyncTransport | None = None):
         super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session, resolver=resolver,
                          consistency=consistency, token_aware=token_aware)
-        self._user, self._password, self._ssl = _security(user, password, tls_ca, ssl_context)
-        self._conn: _AsyncConn | None = None
+        self._user, self._password, ssl_context = _security(user, password, tls_ca, ssl_context)
+        #: the seam to the nodes (transport.py): TCP, with TLS when configured
+        self.transport: AsyncTransport = transport if transport is not None else AsyncTcpTransport(ssl_context)
+        self._conn: AsyncConnection | None = None
         self._connecting: asyncio.Lock | None = None
-        self._encoder = FrameEncoder()
         #: token-aware routing: connections to the key's replicas, by index in
         #: ``nodes`` (at most one per node; the current one stays ``_conn``)
-        self._pool: dict[int, _AsyncConn] = {}
+        self._pool: dict[int, AsyncConnection] = {}
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -105,26 +142,25 @@ class AsyncClient(AsyncTypedMethods, _Base):
         await self.close()
 
     async def close(self) -> None:
-        if self._conn is not None and self._conn.transport is not None:
-            self._conn.transport.close()
+        if self._conn is not None:
+            self._conn.close()
         self._conn = None
         for conn in self._pool.values():
-            if conn.transport is not None:
-                conn.transport.close()
+            conn.close()
         self._pool.clear()
 
-    async def _open(self, idx: int) -> _AsyncConn:
+    async def _open(self, idx: int) -> AsyncConnection:
         host, port = self.nodes[idx]
-        loop = asyncio.get_running_loop()
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(_AsyncConn, host, port, ssl=self._ssl,
-                                   server_hostname=host if self._ssl is not None else None),
-            self.timeout_ms / 1000)
+        conn = await self.transport.connect(host, port, self.timeout_ms)
         if self._user is not None:
-            await self._authenticate(conn)
+            try:
+                await self._authenticate(conn)
+            except BaseException:
+                conn.close()
+                raise
         return conn
 
-    async def _routed_conn(self, msg) -> _AsyncConn | None:
+    async def _routed_conn(self, msg) -> AsyncConnection | None:
         """A connection to one of ``msg``'s key's replicas, or None: use the current one."""
         t = type(msg)
         if t is not m.Get and t is not m.Put:
@@ -155,7 +191,7 @@ class AsyncClient(AsyncTypedMethods, _Base):
             self._pool[idx] = conn
             return conn
 
-    async def _connection(self) -> _AsyncConn:
+    async def _connection(self) -> AsyncConnection:
         conn = self._conn
         if conn is not None and conn.lost is None:
             return conn
@@ -164,18 +200,12 @@ class AsyncClient(AsyncTypedMethods, _Base):
         async with self._connecting:
             if self._conn is not None and self._conn.lost is None:
                 return self._conn
-            loop = asyncio.get_running_loop()
             errors = []
             for attempt in range(len(self.nodes)):
                 idx = (self._current + attempt) % len(self.nodes)
                 host, port = self.nodes[idx]
                 try:
-                    _, conn = await asyncio.wait_for(
-                        loop.create_connection(_AsyncConn, host, port, ssl=self._ssl,
-                                               server_hostname=host if self._ssl is not None else None),
-                        self.timeout_ms / 1000)
-                    if self._user is not None:
-                        await self._authenticate(conn)
+                    conn = await self._open(idx)
                 except (OSError, asyncio.TimeoutError) as exc:
                     errors.append(f"{host}:{port}: {exc}")
                     self._route_failed(idx)
@@ -185,15 +215,11 @@ class AsyncClient(AsyncTypedMethods, _Base):
                 return conn
             raise ConnectionFailedError("no node reachable: " + "; ".join(errors))
 
-    async def _authenticate(self, conn: _AsyncConn) -> None:
+    async def _authenticate(self, conn: AsyncConnection) -> None:
         """``Auth`` first on a new connection; a refusal is a ProtocolError."""
-        from .core.messages_admin import Auth
+        from ..core.messages_admin import Auth
 
-        msg = Auth(next(self._ids), self._user, self._password or "")
-        fut = asyncio.get_running_loop().create_future()
-        conn.waiters[msg.id] = fut
-        conn.transport.write(self._encoder.encode(msg))
-        await asyncio.wait_for(fut, self.timeout_ms / 1000)
+        await conn.request(Auth(next(self._ids), self._user, self._password or ""), self.timeout_ms)
 
     async def _call(self, msg, retry: bool = True):
         tried = 0
@@ -201,9 +227,9 @@ class AsyncClient(AsyncTypedMethods, _Base):
             conn = await self._routed_conn(msg)
             if conn is not None:
                 try:
-                    reply = await self._exchange(conn, msg)
+                    reply = await conn.request(msg, self.timeout_ms)
                 except (OSError, asyncio.TimeoutError) as exc:
-                    conn.transport.close()
+                    conn.close()
                     for idx, pooled in list(self._pool.items()):
                         if pooled is conn:
                             del self._pool[idx]
@@ -217,10 +243,10 @@ class AsyncClient(AsyncTypedMethods, _Base):
         while True:
             conn = await self._connection()
             try:
-                reply = await self._exchange(conn, msg)
+                reply = await conn.request(msg, self.timeout_ms)
             except (OSError, asyncio.TimeoutError) as exc:
                 if conn is self._conn:
-                    self._conn.transport.close()
+                    self._conn.close()
                     self._conn = None
                 if not self._resendable(msg):
                     raise QuorumTimeoutError(f"outcome unknown: no answer to the request ({exc!r}); it was not "
@@ -235,18 +261,6 @@ class AsyncClient(AsyncTypedMethods, _Base):
                     raise ConnectionFailedError(f"request failed on every node: {exc!r}") from exc
                 continue
             return self._checked(msg, reply)
-
-    async def _exchange(self, conn, msg):
-        """Send ``msg`` on ``conn`` and wait for its reply (at most ``timeout_ms``);
-        on failure the request is no longer awaited there and the error propagates."""
-        fut = asyncio.get_running_loop().create_future()
-        conn.waiters[msg.id] = fut
-        conn.transport.write(self._encoder.encode(msg))
-        try:
-            return await asyncio.wait_for(fut, self.timeout_ms / 1000)
-        except (OSError, asyncio.TimeoutError):
-            conn.waiters.pop(msg.id, None)
-            raise
 
     def _checked(self, msg, reply):
         self._saw(msg, reply)
@@ -354,7 +368,7 @@ class AsyncClient(AsyncTypedMethods, _Base):
 
     async def repair(self, *, timeout_ms: int | None = None):
         """As ``Client.repair``."""
-        from .core.messages_ae import Repair
+        from ..core.messages_ae import Repair
 
         saved = self.timeout_ms
         self.timeout_ms = timeout_ms or REPAIR_TIMEOUT_MS_DEFAULT

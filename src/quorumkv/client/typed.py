@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .core import crdt, dvv, typed
-from .core import messages as m
-from .core.messages_typed import Update
-from .core.validation import level_to_wire, validate_key, validate_value
-from .core.version import Record
-from .errors import InvalidRequestError, QuorumKVError
+from ..core import crdt, dvv, typed
+from ..core import messages as m
+from ..core.messages_typed import Update
+from ..core.validation import level_to_wire, validate_key, validate_value
+from ..core.version import Record
+from ..errors import InvalidRequestError, QuorumKVError
 
 
 #: "the client's default R or W" (``None`` passed explicitly means the node's default)
