@@ -8,7 +8,7 @@ through a different node. Halfway through, one node is SIGKILLed. Every add a
 shopper saw acknowledged must be in the cart at the end unless that same shopper
 removed it afterwards; an add concurrent with a remove of the same item wins
 (observed-remove semantics: a remove only takes away the adds it has seen — shown
-deterministically by tests/test_core_crdt.py::test_or_set_add_wins_over_a_concurrent_remove).
+deterministically by tests/core/test_core_crdt.py::test_or_set_add_wins_over_a_concurrent_remove).
 A remove is applied by the replica coordinating it, so a remove sent after a
 fail-over to a replica that had not received the add yet leaves the item in:
 reported as "removed items still in the cart", never an add lost.

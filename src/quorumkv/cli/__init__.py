@@ -12,7 +12,7 @@
   (a local ``redis-server``) and ``testing.py`` (free ports for test clusters).
 
 Above every other layer: it may import the client, the node's shell (``serve``,
-``NodeConfig``) and the simulator; nothing imports it (tests/test_layers.py).
+``NodeConfig``) and the simulator; nothing below imports it (tests/core/test_layers.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ addressing, the client runner, the table printer — and the fast commands (``pu
 (``commands.py``) call.
 
 Below every other module of ``cli/`` (they import it; it imports none of them), and as light
-as ``fast.py`` itself: no Typer, no Rich (tests/test_cli_startup.py).
+as ``fast.py`` itself: no Typer, no Rich (tests/io/test_cli_startup.py).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ other commands need (``python -X importtime -c 'import quorumkv.cli'`` shows wha
 is left). Anything this fast path does not fully understand — ``--help``, a typo, any
 other command — goes to the Typer app in ``commands``, which declares every command
 (these included, for help and error messages) and calls the same functions. A test
-(tests/test_cli_startup.py) checks that both parsers know the same options.
+(tests/io/test_cli_startup.py) checks that both parsers know the same options.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _cluster_opts(p: _Parser) -> None:
 
 
 def fast_parsers() -> dict[tuple[str, ...], _Parser]:
-    """The commands the fast path takes, by their words. tests/test_cli_startup.py
+    """The commands the fast path takes, by their words. tests/io/test_cli_startup.py
     checks these options against the Typer declarations in ``commands``."""
     put = _parser("put")
     put.add_argument("key")

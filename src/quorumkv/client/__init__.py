@@ -5,7 +5,7 @@ The package: ``sync.py`` (``Client``) and ``aio.py`` (``AsyncClient``) are twins
 ``typed.py`` (typed keys: siblings, counters, sets, maps); each talks to the nodes
 through ``transport.py`` — the seam where a test can put a simulated network instead
 of TCP (``Client(..., transport=...)``). The client imports only ``core/`` and
-``quorumkv.errors`` (tests/test_layers.py).
+``quorumkv.errors`` (tests/core/test_layers.py).
 
 Both take a list of node addresses (``"host:port"``); any node coordinates any key.
 If the node in use cannot be reached the client moves to the next one. Puts and

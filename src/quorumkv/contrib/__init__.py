@@ -5,5 +5,5 @@
   node's Redis storage engine (``core/redis_layout.py``), so each reads the other's data.
 
 contrib/ imports ``core/`` and ``quorumkv.errors`` only — never the node's shell
-(tests/test_layers.py).
+(tests/core/test_layers.py).
 """

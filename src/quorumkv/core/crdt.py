@@ -4,7 +4,7 @@ Written from Shapiro, Preguiça, Baquero, Zawirski, "A comprehensive study of
 Convergent and Commutative Replicated Data Types" (2011) and Almeida et al., "Delta
 State Replicated Data Types" (2018, for the dotted OR-set). Each type is a frozen
 msgspec struct with a canonical encoding (equal states give equal bytes), a
-``merge`` that is commutative, associative and idempotent (tests/test_core_crdt.py
+``merge`` that is commutative, associative and idempotent (tests/core/test_core_crdt.py
 checks all three with Hypothesis), and update functions that the *coordinating
 replica* applies to its own local state (core/typed_coord.py): like Riak, an update
 is made where the node's previous updates of the key already are, so per-node

@@ -25,7 +25,7 @@ A value whose dot is covered by a context but absent from that state was
   ``(values, ctx)`` and writes with that ``ctx`` replaces exactly what it read; a
   write with an empty (or stale) context adds a sibling.
 * ``sync(a, b)``: a sibling survives if both hold it, or if the side lacking it has
-  not seen its dot. Commutative, associative, idempotent (tests/test_core_dvv.py).
+  not seen its dot. Commutative, associative, idempotent (tests/core/test_core_dvv.py).
 * A delete (``value=None``) is an update that adds no sibling: the context it
   carries stays in ``vv``, so a replica still holding a deleted value drops it on
   sync, while a write concurrent with the delete (a dot the delete never saw)

@@ -8,7 +8,7 @@ instead of failing the whole frame.
 
 ``STATUS_ERRORS`` is the single status -> error map: the exception the Python client
 raises and the error prefix the RESP front end answers with. ``client.py``,
-``resp/commands.py`` and ``resp/atomic.py`` all go through it; ``tests/test_status.py``
+``resp/commands.py`` and ``resp/atomic.py`` all go through it; ``tests/core/test_status.py``
 checks that every status has an entry.
 """
 

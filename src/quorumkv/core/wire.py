@@ -5,7 +5,7 @@ and ``_Msg``; ``messages_ae``, ``_ring``, ``_scan``, ``_admin``, ``_typed``, ``_
 the families, each with its ``*_REQUESTS``/``*_RESPONSES`` tuple). This module sits
 above all of them, so the imports run one way (families -> ``messages``, ``wire`` ->
 all). A new family: add its module and its two tuples here. Tags never change once
-released (``tests/test_core_framing.py`` pins them).
+released (``tests/core/test_core_framing.py`` pins them).
 """
 
 from __future__ import annotations

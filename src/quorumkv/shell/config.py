@@ -24,9 +24,19 @@ from __future__ import annotations
 import tomllib
 from dataclasses import asdict, dataclass, field
 
+from ..core.antientropy import AESettings
 from ..core.consistency import quorum_of
-from ..core.hints import safe_with_gc
+from ..core.hints import HintSettings, safe_with_gc
 from ..core.limits import REPLICAS_MAX
+from ..core.membership import DetectorSettings
+from ..core.node import NodeSettings
+
+# One place for defaults: a setting the core also has takes the core's default (its
+# settings records), so the file and the core cannot drift apart.
+_NODE = NodeSettings._field_defaults
+_DETECTOR = DetectorSettings._field_defaults
+_HINTS = HintSettings._field_defaults
+_AE = AESettings._field_defaults
 
 
 @dataclass
@@ -38,14 +48,14 @@ class NodeConfig:
     storage: str = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"  # storage = "redis": the server holding this node's data
     fsync: bool = True
-    n: int = 3
+    n: int = _NODE["n"]
     r: int | str = "QUORUM"
     w: int | str = "QUORUM"
     #: "lww" or "linearizable": the mode of a new RESP connection's GET/SET/DEL (an
     #: unmodified Redis client gets linearizable reads and writes; docs/consistency.md)
     consistency: str = "lww"
-    timeout_ms_read: int = 2_000
-    timeout_ms_write: int = 2_000
+    timeout_ms_read: int = _NODE["timeout_ms_read"]
+    timeout_ms_write: int = _NODE["timeout_ms_write"]
     tick_ms: int = 5                # tick cadence while work is in flight (rounds, replay, streaming)
     #: An idle node sleeps until its core's next deadline (heartbeat, gossip), at most
     #: this long: the failure detector and periodic timers are checked this often.
@@ -56,28 +66,28 @@ class NodeConfig:
     #: addresses of existing members to join through (a new node lists only itself
     #: in ``members`` and at least one seed)
     seeds: list[str] = field(default_factory=list)
-    heartbeat_interval_ms: int = 200
-    phi_suspect: float = 8.0
-    suspect_to_down_ms: int = 1_000
-    gossip_interval_ms: int = 500
-    speculative_retry_ms: int = 20
-    read_repair: bool = True
-    sloppy_quorum: bool = True
+    heartbeat_interval_ms: int = _DETECTOR["heartbeat_interval_ms"]
+    phi_suspect: float = _DETECTOR["phi_suspect"]
+    suspect_to_down_ms: int = _DETECTOR["suspect_to_down_ms"]
+    gossip_interval_ms: int = _NODE["gossip_interval_ms"]
+    speculative_retry_ms: int = _NODE["speculative_retry_ms"]
+    read_repair: bool = _NODE["read_repair"]
+    sloppy_quorum: bool = _NODE["sloppy_quorum"]
     #: start as the replacement of a dead node with this node_id (streams its data)
-    replace: bool = False
+    replace: bool = _NODE["replace"]
     #: wait this long after starting a join/replace/decommission before streaming
-    settle_ms: int = 2_000
-    read_all_replicas: bool = False
-    hint_bytes_max_per_target: int = 64 * 1024 * 1024
-    hint_age_ms_max: int = 3 * 3600 * 1000
-    hint_replay_per_s: int = 2_000
+    settle_ms: int = _NODE["settle_ms"]
+    read_all_replicas: bool = _NODE["read_all_replicas"]
+    hint_bytes_max_per_target: int = _HINTS["bytes_max_per_target"]
+    hint_age_ms_max: int = _HINTS["age_ms_max"]
+    hint_replay_per_s: int = _HINTS["replay_per_s"]
     # anti-entropy and tombstone GC (docs/antientropy.md)
-    ae_interval_ms: int = 60_000    # a Merkle-tree sync with the next live peer this often; 0 = off
-    ae_repair_per_s: int = 5_000    # keys pushed + pulled per second at most
-    ae_keys_per_message: int = 500
-    tombstone_gc: bool = True
+    ae_interval_ms: int = _AE["interval_ms"]  # a Merkle-tree sync with the next live peer this often; 0 = off
+    ae_repair_per_s: int = _AE["repair_per_s"]  # keys pushed + pulled per second at most
+    ae_keys_per_message: int = _AE["keys_per_message"]
+    tombstone_gc: bool = _AE["gc"]
     #: > hint_age_ms_max + max_clock_skew_ms, so no hint can resurrect (core.hints.safe_with_gc)
-    tombstone_gc_grace_ms: int = 4 * 3600 * 1000
+    tombstone_gc_grace_ms: int = _AE["gc_grace_ms"]
     resp_listen: str = ""    # HOST:PORT of the Redis-protocol listener; "" = none
     resp_password: str = ""  # when set, RESP clients must AUTH / HELLO AUTH first
     #: HOST:PORT of the HTTP listener for Prometheus metrics, /health and /ready
@@ -85,7 +95,10 @@ class NodeConfig:
     metrics_listen: str = ""
     #: refuse to coordinate writes when this node's clock is further than this off
     #: from most live peers (CockroachDB's max offset; docs/consistency.md); 0 = off
-    max_clock_skew_ms: int = 500
+    max_clock_skew_ms: int = _NODE["max_clock_skew_ms"]
+    #: after a start, how long a strict request waits for this node to hear the ring of
+    #: a majority of members before it is answered UNAVAILABLE (docs/ring-changes.md, "Restarts")
+    timeout_ms_ring_sync: int = _NODE["timeout_ms_ring_sync"]
     # -- security (docs/operations.md, "Security"; shell/auth.py, shell/tls.py) --------
     #: ACL-style users of the native and RESP ports: ``[users.NAME]`` tables with
     #: ``password`` (or ``"sha256:HEX"``) and ``role`` (readonly, readwrite, admin, node)
@@ -100,7 +113,7 @@ class NodeConfig:
     tls_key: str = ""
     tls_ca: str = ""
     #: TEST ONLY: shift the wall clock this node's core sees by this many ms, to run
-    #: a node with a skewed clock on one machine (tests/test_clock_safety.py)
+    #: a node with a skewed clock on one machine (tests/io/test_clock_safety.py)
     clock_offset_ms: int = 0
 
     def __post_init__(self) -> None:
@@ -139,7 +152,7 @@ class NodeConfig:
             raise ValueError(f"event_loop must be 'uvloop' or 'asyncio', got {self.event_loop!r}")
         if self.tick_ms_idle_max < self.tick_ms:
             raise ValueError(f"tick_ms_idle_max={self.tick_ms_idle_max} must be >= tick_ms={self.tick_ms}")
-        for name in ("timeout_ms_read", "timeout_ms_write", "tick_ms", "heartbeat_interval_ms",
+        for name in ("timeout_ms_read", "timeout_ms_write", "timeout_ms_ring_sync", "tick_ms", "heartbeat_interval_ms",
                      "suspect_to_down_ms", "gossip_interval_ms", "hint_replay_per_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")

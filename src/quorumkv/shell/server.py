@@ -456,6 +456,7 @@ class NodeServer:
             rng_seed=int.from_bytes(os.urandom(8), "big"),
             replace=replace, settle_ms=c.settle_ms, max_clock_skew_ms=c.max_clock_skew_ms,
             tombstone_gc_grace_ms=c.tombstone_gc_grace_ms if c.tombstone_gc and self.storage.supports_purge else 0,
+            timeout_ms_ring_sync=c.timeout_ms_ring_sync,
         )
         self.core = NodeCore(settings, members, hlc_last=self.storage.max_timestamp(), now_ms=now,
                              hints_held=self.storage.hint_summary(), hlc_ceiling=self.storage.hlc_ceiling(),

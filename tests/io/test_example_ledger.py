@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "ledger.py")
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "ledger.py")
 
 
 def test_ledger_keeps_the_total_with_a_node_killed_mid_run():

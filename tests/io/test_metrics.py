@@ -25,7 +25,7 @@ from helpers import wait_for
 
 redis = pytest.importorskip("redis")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "ops" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "ops" / "grafana" / "quorumkv-dashboard.json"
 #: Series Prometheus makes itself for every target (not exposed by a node).

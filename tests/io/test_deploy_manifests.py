@@ -5,7 +5,7 @@ image is not built; instead each artefact's command and environment are parsed a
 executed with ``quorumkv serve --check`` (the configuration validated and printed,
 nothing served), and the shapes orchestrators rely on are checked. The compose
 commands also run for real, five hosts in network namespaces, in
-tests/test_netns_cluster.py.
+tests/io/test_netns_cluster.py.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from quorumkv.shell.config import NodeConfig
 
 from netns import compose_command
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 #: Config keys the manifests use that another part of issue 13 adds (the metrics
 #: listener): validated once this branch's NodeConfig knows them, else set aside.

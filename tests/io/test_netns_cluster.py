@@ -27,7 +27,7 @@ from quorumkv.errors import QuorumKVError
 
 import netns
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "compose.yaml"
 PORT = 7100
 METRICS_PORT = 9100  # metrics_listen in deploy/quorumkv.toml

@@ -158,7 +158,7 @@ def test_a_caspaxos_record_is_not_typed_and_stays_last_writer_wins():
     """CASPaxos records name their parent state in ``Version.ctx`` (core/paxos.py); only
     a ``"t"`` in ctx makes a record typed. Before the two features met, a plain read of
     a CAS-written key with replicas one accept apart raised KeyError in read_result and
-    the round never answered (tests/test_resp_atomic.py::test_atomic_string_commands)."""
+    the round never answered (tests/io/test_resp_atomic.py::test_atomic_string_commands)."""
     from quorumkv.core import typed
     from quorumkv.core.paxos import parent_ctx
     from quorumkv.core.version import Record, Version

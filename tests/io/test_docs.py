@@ -45,7 +45,7 @@ from quorumkv.cli.localcluster import LocalCluster
 from quorumkv.cli.redis_server import find_redis_tool
 from quorumkv.cli.testing import free_base_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = "<!-- runnable -->"
 #: The port range a runnable block may use, as written in the docs: 7100..7100+PORTS_SPAN-1.

@@ -1,6 +1,6 @@
 """RingSync on the pure core: a (re)started node holds strict requests until it has
 merged the gossip tables of a majority of the members it knows (docs/ring-changes.md,
-"Restarts"); the end-to-end scenario is tests/test_sim_ring_sync.py."""
+"Restarts"); the end-to-end scenario is tests/sim/test_sim_ring_sync.py."""
 
 from __future__ import annotations
 

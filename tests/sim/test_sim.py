@@ -18,14 +18,14 @@ from quorumkv.sim.history import INVOKE
 from quorumkv.sim.network import LatencySampler
 from quorumkv.analysis import pbs
 
-# Kept small so every tests/test_sim*.py file together stays within a minute of CPU;
+# Kept small so every tests/sim/test_sim*.py file together stays within a minute of CPU;
 # benchmarks/soak_sim.py is where many seeds run.
 FIXED_SEEDS = [1, 2, 3]
 FRESH_SEEDS = [random.SystemRandom().randrange(2**32) for _ in range(2)]
 SEEDS = FIXED_SEEDS + FRESH_SEEDS
 ALL_FAULTS = parse_faults("all")
 #: The faults today's core survives (no clock skew, no ring changes, no tombstone GC):
-#: the full set finds issue 10's holes (tests/test_sim_safety.py, test_sim_swarm.py).
+#: the full set finds issue 10's holes (tests/sim/test_sim_safety.py, test_sim_swarm.py).
 CLASSIC_FAULTS = parse_faults("loss,dup,reorder,partition,crash,crash-all")
 
 
