@@ -25,7 +25,6 @@ from .common import (
     _addresses,
     _cluster,
     _fail,
-    _level,
     _run_client,
     cmd_delete,
     cmd_get,
@@ -405,6 +404,21 @@ def replace(dead_node_id: str, dir: Annotated[str, typer.Option("--dir")],
 
 
 # ---------------------------------------------------------------------- serving
+def _config_level(text: str | None) -> int | str | None:
+    """``--r``/``--w`` as the node's config holds them (``r = 2``, ``r = "QUORUM"``), after
+    the one level parser (``core.validation.level_to_wire``) accepted the text; the node
+    checks it against N at start-up."""
+    if text is None:
+        return None
+    from ..core.validation import level_to_wire
+
+    try:
+        level_to_wire(text)
+    except errors.InvalidRequestError as exc:
+        _fail(EXIT_USAGE, f"bad configuration: {exc}")
+    return int(text) if text.strip().isdigit() else text
+
+
 @app.command()
 def serve(
     config: Annotated[Optional[str], typer.Option("--config", help="Node config file (TOML).")] = None,
@@ -433,7 +447,7 @@ def serve(
                 raise typer.BadParameter(f"--member {item!r}: expected ID=HOST:PORT")
             members[mid] = addr
     overrides = dict(node_id=node_id, listen=listen, data_dir=data_dir, members=members, seeds=seed,
-                     storage=storage, n=n, r=_level(r), w=_level(w))
+                     storage=storage, n=n, r=_config_level(r), w=_config_level(w))
     try:
         if config:
             cfg = NodeConfig.load(config, **overrides)

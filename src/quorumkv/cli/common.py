@@ -64,12 +64,6 @@ def _addresses(dir_: str | None, node: list[str] | None) -> list[str]:
     return []
 
 
-def _level(value: str | None) -> int | str | None:
-    if value is None:
-        return None
-    return int(value) if value.isdigit() else value
-
-
 def exit_code_of(exc: BaseException) -> int:
     """The documented exit code for a quorumkv error."""
     if isinstance(exc, errors.NotFoundError):
@@ -133,7 +127,7 @@ def cmd_put(key: str, value: str | None, w: str | None, dir: str | None, node: l
     mode = _consistency(linearizable, w, target_latency_ms)
     data = read_value(value, file)
     w_used = _run_client(_addresses(dir, node),
-                         lambda c: c.put(key, data, w=_level(w), target_latency_ms=target_latency_ms,
+                         lambda c: c.put(key, data, w=w, target_latency_ms=target_latency_ms,
                                          consistency=mode))
     if verbose:
         print(f"w_used={w_used}", file=sys.stderr)
@@ -154,7 +148,7 @@ def cmd_get(key: str, r: str | None, dir: str | None, node: list[str] | None, ta
             target = Target(target_fresh, within_ms or 0.0)
         except errors.InvalidRequestError as exc:
             _fail(EXIT_USAGE, f"InvalidRequestError: {exc}")
-    item = _run_client(_addresses(dir, node), lambda c: c.get_item(key, r=_level(r), target=target,
+    item = _run_client(_addresses(dir, node), lambda c: c.get_item(key, r=r, target=target,
                                                                  consistency=mode))
     if verbose:
         chosen = f" (chosen for P(fresh) >= {target.p_fresh:g} within {target.within_ms:g} ms)" if target else ""
@@ -167,7 +161,7 @@ def cmd_get(key: str, r: str | None, dir: str | None, node: list[str] | None, ta
 
 def cmd_delete(key: str, w: str | None, dir: str | None, node: list[str] | None, linearizable: bool = False) -> None:
     mode = _consistency(linearizable, w)
-    _run_client(_addresses(dir, node), lambda c: c.delete(key, w=_level(w), consistency=mode))
+    _run_client(_addresses(dir, node), lambda c: c.delete(key, w=w, consistency=mode))
 
 
 #: ``cluster status`` colours per state (ANSI, only on a terminal and without NO_COLOR).
