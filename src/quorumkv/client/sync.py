@@ -4,6 +4,9 @@ and replies judged in ``base.py``; bytes move through a ``transport.Transport``
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
 from ..core import messages as m
 from ..core import messages_cas as mc
 from ..core.dynamic import Target
@@ -21,14 +24,21 @@ from .base import (
     UPDATE_ATTEMPTS_MAX,
     Item,
     _Base,
+    _Default,
     _check_atomic,
     _check_inspect,
     _check_reply,
     _monotonic,
     _security,
 )
-from .transport import Connection, TcpTransport, Transport
+from .base import Data, Level, Resolver
+from .transport import Connection, Request, TcpTransport, Transport
 from .typed import SiblingsError, TypedMethods
+
+if TYPE_CHECKING:
+    import ssl
+
+    from ..core.messages_scan import ScanReply
 
 
 class Client(TypedMethods, _Base):
@@ -40,10 +50,11 @@ class Client(TypedMethods, _Base):
     ``QUORUMKV_USER`` / ``QUORUMKV_PASSWORD`` / ``QUORUMKV_TLS_CA``.
     """
 
-    def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
-                 session: bool | SessionContext = True, user: str | None = None, password: str | None = None,
-                 tls_ca: str | None = None, ssl_context=None, resolver=None, consistency: str = "lww",
-                 token_aware: bool = False, transport: Transport | None = None):
+    def __init__(self, nodes: str | Iterable[str], *, r: Level = None, w: Level = None,
+                 timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT, session: bool | SessionContext = True,
+                 user: str | None = None, password: str | None = None, tls_ca: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None, resolver: Resolver | None = None,
+                 consistency: str = "lww", token_aware: bool = False, transport: Transport | None = None) -> None:
         super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session, resolver=resolver,
                          consistency=consistency, token_aware=token_aware)
         self._user, self._password, ssl_context = _security(user, password, tls_ca, ssl_context)
@@ -57,7 +68,7 @@ class Client(TypedMethods, _Base):
     def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -83,9 +94,8 @@ class Client(TypedMethods, _Base):
         self._current = idx
         self._conn = self._pool.pop(idx, None)
 
-    def _route(self, msg) -> None:
-        t = type(msg)
-        if t is not m.Get and t is not m.Put:
+    def _route(self, msg: Request) -> None:
+        if not isinstance(msg, (m.Get, m.Put)):
             return
         if self._ring_stale():
             self._ring_at_s = _monotonic()  # a failing ping is not retried per request
@@ -129,7 +139,7 @@ class Client(TypedMethods, _Base):
     def _authenticate(self, conn: Connection) -> None:
         from ..core.messages_admin import Auth
 
-        msg = Auth(next(self._ids), self._user, self._password or "")
+        msg = Auth(next(self._ids), self._user or "", self._password or "")
         conn.send(msg)
         while True:
             for reply in conn.receive():
@@ -138,7 +148,7 @@ class Client(TypedMethods, _Base):
                 if reply.id == msg.id:
                     return
 
-    def _call(self, msg, retry: bool = True):
+    def _call(self, msg: Request, retry: bool = True) -> Any:
         if self.token_aware:
             self._route(msg)
         tried = 0
@@ -169,8 +179,9 @@ class Client(TypedMethods, _Base):
                 if tried >= len(self.nodes):
                     raise ConnectionFailedError(f"request failed on every node: {exc}") from exc
 
-    def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False,
-            target_latency_ms: float | None = None, context=_MISSING, consistency=DEFAULT) -> int:
+    def put(self, key: Data, value: Data, *, w: Level = DEFAULT, ttl_ms: int | None = None,
+            primary_only: bool = False, target_latency_ms: float | None = None, context: bytes | None = _MISSING,
+            consistency: str | _Default = DEFAULT) -> int:
         """Write ``value``; with ``ttl_ms`` it expires that long after the write.
 
         ``primary_only`` (Riak's pw): only the key's own replicas count towards W;
@@ -185,23 +196,27 @@ class Client(TypedMethods, _Base):
         if value is None:
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
         if context is not _MISSING:  # causal mode (typed.py): None adds a sibling
-            return self._causal_write(key, value, context, self.w if w is DEFAULT else w)
+            return self._causal_write(key, value, context, self.w if isinstance(w, _Default) else w)
         if self._linearizable(consistency):  # a majority of primaries: W is the quorum
             self._call(self._atomic_msg(key, mc.OP_SET, value, ttl_ms=ttl_ms))
             return 0
-        return self._call(self._put_msg(key, value, w, ttl_ms, primary_only, target_latency_ms)).w_used
+        reply: m.Reply = self._call(self._put_msg(key, value, w, ttl_ms, primary_only, target_latency_ms))
+        return reply.w_used
 
-    def delete(self, key, *, w=DEFAULT, primary_only: bool = False, context=_MISSING, consistency=DEFAULT) -> None:
+    def delete(self, key: Data, *, w: Level = DEFAULT, primary_only: bool = False, context: bytes | None = _MISSING,
+               consistency: str | _Default = DEFAULT) -> None:
         """Delete ``key``; with ``context`` (causal mode) only the siblings it saw."""
         if context is not _MISSING:
-            return self._causal_write(key, None, context, self.w if w is DEFAULT else w)
+            self._causal_write(key, None, context, self.w if isinstance(w, _Default) else w)
+            return
         if self._linearizable(consistency):
             self._call(self._atomic_msg(key, mc.OP_SET, None))
             return
         self._call(self._put_msg(key, None, w, None, primary_only))
 
-    def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,
-            blocking_repair: bool = False, target: Target | None = None, consistency=DEFAULT) -> bytes:
+    def get(self, key: Data, *, r: Level = DEFAULT, default: Any = _MISSING, primary_only: bool = False,
+            blocking_repair: bool = False, target: Target | None = None,
+            consistency: str | _Default = DEFAULT) -> Any:
         """The value of ``key``. ``blocking_repair``: return only after stale replicas
         that answered were repaired (default: repair in the background). ``target``
         instead of ``r``: the coordinator picks the smallest R meeting it.
@@ -217,8 +232,8 @@ class Client(TypedMethods, _Base):
                 raise
             return self._resolve(key, reply)  # causal key with siblings: resolve, write back
 
-    def get_item(self, key, *, r=DEFAULT, primary_only: bool = False, blocking_repair: bool = False,
-                 target: Target | None = None, consistency=DEFAULT) -> Item:
+    def get_item(self, key: Data, *, r: Level = DEFAULT, primary_only: bool = False, blocking_repair: bool = False,
+                 target: Target | None = None, consistency: str | _Default = DEFAULT) -> Item:
         """The value, its version and the R used; a missing key gives ``Item(None, None)``."""
         if self._linearizable(consistency):
             reply = self._call(self._atomic_msg(key, mc.OP_GET))
@@ -227,30 +242,33 @@ class Client(TypedMethods, _Base):
         return Item(reply.value, reply.version, reply.expires_ms, reply.r_used)
 
     # -- atomic per key (CASPaxos, core/paxos.py) -------------------------------------
-    def cas(self, key, expected, new, *, ttl_ms: int | None = None) -> bool:
+    def cas(self, key: Data, expected: Data | None, new: Data | None, *, ttl_ms: int | None = None) -> bool:
         """Set ``key`` to ``new`` iff its current value is ``expected`` (None: the key
         is absent); ``new`` None deletes. True when applied."""
-        return self._call(self._atomic_msg(key, mc.OP_CAS, new, expected=expected, expect_absent=expected is None,
-                                           ttl_ms=ttl_ms)).applied
+        reply: mc.AtomicReply = self._call(self._atomic_msg(key, mc.OP_CAS, new, expected=expected,
+                                                            expect_absent=expected is None, ttl_ms=ttl_ms))
+        return reply.applied
 
-    def incr(self, key, delta: int = 1) -> int:
+    def incr(self, key: Data, delta: int = 1) -> int:
         """Add ``delta`` to the key's integer value (absent: 0), atomically; the new value."""
-        return self._call(self._atomic_msg(key, mc.OP_INCR, delta=delta)).number
+        reply: mc.AtomicReply = self._call(self._atomic_msg(key, mc.OP_INCR, delta=delta))
+        return reply.number
 
-    def getdel(self, key, *, default=None):
+    def getdel(self, key: Data, *, default: Any = None) -> Any:
         """Delete ``key`` atomically, returning the value it had (``default`` if none)."""
         reply = self._call(self._atomic_msg(key, mc.OP_GETDEL))
         return reply.old if reply.applied else default
 
-    def update(self, key, fn, *, attempts: int = UPDATE_ATTEMPTS_MAX):
+    def update(self, key: Data, fn: Callable[[bytes | None], Data | None], *,
+               attempts: int = UPDATE_ATTEMPTS_MAX) -> bytes | None:
         """Atomically replace the value ``v`` (None: absent) by ``fn(v)`` (None:
         delete), retrying with the fresh value when another writer got in between;
         returns the value written. ``fn`` may run several times: keep it pure."""
         current = self.get(key, default=None, consistency="linearizable")
         for _ in range(attempts):
             new = self._update_value(fn, current)
-            reply = self._call(self._atomic_msg(key, mc.OP_CAS, new, expected=current,
-                                                expect_absent=current is None))
+            reply: mc.AtomicReply = self._call(self._atomic_msg(key, mc.OP_CAS, new, expected=current,
+                                                                expect_absent=current is None))
             if reply.applied:
                 return new
             current = reply.value
@@ -258,28 +276,32 @@ class Client(TypedMethods, _Base):
 
     def latencies(self) -> m.LatenciesReply:
         """The connected node's WARS latency samples (ms) and its dynamic-quorum model."""
-        return self._call(m.Latencies(next(self._ids)))
+        reply: m.LatenciesReply = self._call(m.Latencies(next(self._ids)))
+        return reply
 
     def ping(self) -> m.Pong:
-        return self._call(m.Ping(next(self._ids)))
+        reply: m.Pong = self._call(m.Ping(next(self._ids)))
+        return reply
 
     def status(self) -> m.StatusReply:
         """The connected node's view: members with their states, ring, counters, hints."""
-        return self._call(m.Status(next(self._ids)))
+        reply: m.StatusReply = self._call(m.Status(next(self._ids)))
+        return reply
 
-    def inspect(self, key) -> m.InspectReply:
+    def inspect(self, key: Data) -> m.InspectReply | m.Reply:
         """Where ``key`` lives and which version each replica holds (no read repair)."""
         return _check_inspect(self._call(self._inspect_msg(key)))
 
-    def scan_page(self, cursor=b"", *, match=None, count: int = SCAN_COUNT_DEFAULT) -> tuple[bytes, list[bytes]]:
+    def scan_page(self, cursor: Data = b"", *, match: Data | None = None,
+                  count: int = SCAN_COUNT_DEFAULT) -> tuple[bytes, list[bytes]]:
         """One page of the cluster-wide key scan: ``(next_cursor, keys)``; start with
         ``b""``, stop when ``next_cursor == b""``. The cursor is the last key returned,
         so any node can continue it (docs/operations.md, "Listing keys"). ``match``: a
         Redis glob; ``count``: keys each member scans for this page (a hint)."""
-        reply = self._call(self._scan_msg(cursor, match, count))
+        reply: ScanReply = self._call(self._scan_msg(cursor, match, count))
         return reply.after, reply.keys
 
-    def scan(self, *, match=None, count: int = SCAN_COUNT_DEFAULT):
+    def scan(self, *, match: Data | None = None, count: int = SCAN_COUNT_DEFAULT) -> Iterator[bytes]:
         """Every live key of the cluster once, in key order (an iterator of bytes)."""
         cursor = b""
         while True:
@@ -288,11 +310,11 @@ class Client(TypedMethods, _Base):
             if not cursor:
                 return
 
-    def keys(self, pattern="*") -> list[bytes]:
+    def keys(self, pattern: Data = "*") -> list[bytes]:
         """Every live key matching the Redis glob ``pattern``, in key order."""
         return list(self.scan(match=pattern, count=SCAN_COUNT_KEYS))
 
-    def decommission(self, *, dry_run: bool = False, force: bool = False):
+    def decommission(self, *, dry_run: bool = False, force: bool = False) -> Any:
         """Ask the connected node to stream its data to the new owners and leave the ring.
 
         Returns at once (progress: ``status()``); with ``dry_run`` returns the plan
@@ -304,14 +326,14 @@ class Client(TypedMethods, _Base):
 
         return self._call(Decommission(next(self._ids), dry_run, force))
 
-    def cleanup(self, *, dry_run: bool = False, keys_per_s: int = 0):
+    def cleanup(self, *, dry_run: bool = False, keys_per_s: int = 0) -> Any:
         """Ask the connected node to drop the records it no longer replicates
         (``core/cleanup.py``); returns at once, progress in ``status()`` (``cleanup_*``)."""
         from ..core.messages_ring import Cleanup
 
         return self._call(Cleanup(next(self._ids), dry_run, keys_per_s))
 
-    def repair(self, *, timeout_ms: int | None = None):
+    def repair(self, *, timeout_ms: int | None = None) -> Any:
         """Run a full anti-entropy pass on the connected node now — against every peer
         it shares ranges with — and return its ``RepairReply`` (``ok``, ``summary``
         of keys compared/pushed/pulled, ``peers_synced``, ``peers_failed``). Waits up
@@ -330,7 +352,7 @@ class Client(TypedMethods, _Base):
             if self._conn is not None:
                 self._conn.set_timeout_ms(saved)
 
-    def snapshot(self, tag: str, *, timeout_ms: int | None = None):
+    def snapshot(self, tag: str, *, timeout_ms: int | None = None) -> Any:
         """Ask the connected node for a consistent snapshot of its storage under
         ``<data_dir>/snapshots/<tag>/`` on its host; returns its ``SnapshotReply``
         (``ok``, ``message``, ``path``, ``keys``, ``bytes``, ``taken_ms``). Progress:

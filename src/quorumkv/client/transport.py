@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..core import messages as m
 from ..core.framing import FrameDecoder, FrameEncoder
 
 if TYPE_CHECKING:
@@ -38,12 +37,19 @@ if TYPE_CHECKING:
 RECV_BYTES_MAX = 65_536
 
 
+class Request(Protocol):
+    """A request message: every one carries the id its reply echoes."""
+
+    @property
+    def id(self) -> int: ...
+
+
 class Connection(Protocol):
     """One open connection to one node (blocking)."""
 
     def send(self, msg: object) -> None: ...
 
-    def receive(self) -> Sequence[object]: ...
+    def receive(self) -> Sequence[Any]: ...
 
     def set_timeout_ms(self, timeout_ms: int) -> None: ...
 
@@ -59,7 +65,7 @@ class AsyncConnection(Protocol):
 
     lost: Exception | None
 
-    async def request(self, msg: m.Message, timeout_ms: int) -> object: ...
+    async def request(self, msg: Request, timeout_ms: int) -> Any: ...
 
     def close(self) -> None: ...
 
@@ -80,7 +86,7 @@ class TcpConnection:
     def send(self, msg: object) -> None:
         self.sock.sendall(self._encoder.encode(msg))
 
-    def receive(self) -> Sequence[object]:
+    def receive(self) -> Sequence[Any]:
         data = self.sock.recv(RECV_BYTES_MAX)
         if not data:
             raise ConnectionResetError("node closed the connection")
