@@ -20,6 +20,7 @@ _LAZY = {
     "QuorumKVError": "errors", "InvalidRequestError": "errors", "NotFoundError": "errors",
     "UnavailableError": "errors", "QuorumTimeoutError": "errors", "OverloadedError": "errors",
     "ProtocolError": "errors", "ConnectionFailedError": "errors", "ConsistencyWarning": "errors",
+    "PeerFaultError": "errors", "RefusedError": "errors", "QuorumNotMetError": "errors",
     "Target": "core.dynamic",
     "Siblings": "client", "SiblingsError": "client",
 }

@@ -59,10 +59,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..client.base import Item, to_bytes
 from ..core.consistency import quorum_of, resolve, weak_warning
 from ..core.quorum import PENDING, WON, QuorumRound
+from ..core.status import Status, raise_for_status
 from ..core.redis_layout import KEY_PREFIX_DEFAULT, WRITE_IF_NEWER_LUA, WRITE_IF_NEWER_SHA, RedisLayout, decode_record
 from ..core.validation import validate_key, validate_value
 from ..core.version import HLC, Record, Version
-from ..errors import ConsistencyWarning, InvalidRequestError, NotFoundError, QuorumTimeoutError, UnavailableError
+from ..errors import ConsistencyWarning, InvalidRequestError, NotFoundError
 
 #: Deadline of one get/put/delete (and of the repairs a read triggers).
 TIMEOUT_MS_DEFAULT = 1_000
@@ -269,7 +270,7 @@ class AsyncQuorumRedis:
             for task in pending:
                 task.cancel()
             msg = rnd.error_message()
-            raise QuorumTimeoutError(msg) if rnd.timed_out else UnavailableError(msg)
+            raise_for_status(Status.TIMEOUT if rnd.timed_out else Status.UNAVAILABLE, msg)  # the one status -> error map
         return rnd, pending, deadline
 
     @staticmethod
