@@ -11,7 +11,7 @@ from quorumkv.core.version import Version, pack_ts
 class MergingNet(Net):
     """The test network's storage with the engines' rule: ``core.typed.resolve``."""
 
-    def put(self, nid, key, rec):
+    def apply_write(self, nid, key, rec):
         keep, _newer = typed.resolve(self.store[nid].get(key), rec)
         if keep is not None:
             self.store[nid][key] = keep

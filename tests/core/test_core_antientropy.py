@@ -9,15 +9,14 @@ from hypothesis import strategies as st
 
 from quorumkv.core import messages_ae as m
 from quorumkv.core.antientropy import (
-    AESettings, PurgeMany, ReadMany, ScanLocal, gc_candidate, gc_confirmed, gc_holds, install, purge_applies,
+    AESettings, gc_candidate, gc_confirmed, gc_holds, install, purge_applies,
 )
-from quorumkv.core.effects import Respond, Send, StoreWrite
 from quorumkv.core.merkle import (
     BucketCollector, MerkleTree, compare_entries, diff, entry_hash, leaf_of,
 )
-from quorumkv.core.node import NodeCore, NodeSettings
 from quorumkv.core.ring import token
 from quorumkv.core.version import Record, Version, pack_ts
+from quorumkv.sim.scenario import CoreMesh, MeshClient, store
 
 # ----------------------------------------------------------------------- merkle
 
@@ -176,89 +175,57 @@ def test_purge_applies_only_to_exactly_that_tombstone(local, expect):
 MEMBERS = {f"n{i}": f"127.0.0.1:{7000 + i}" for i in range(1, 6)}
 
 
-class Net:
-    """NodeCores with anti-entropy, dict storage, and a FIFO network. Time is virtual."""
+class Net(CoreMesh):
+    """NodeCores with anti-entropy on the shared harness (``quorumkv.sim.scenario.CoreMesh``:
+    the one runtime with FIFO edges and dict disks). A node in ``down`` neither sends
+    nor receives: its traffic is dropped, not refused. Time is virtual (``now``)."""
 
     def __init__(self, ae: AESettings, nodes=MEMBERS, now_ms: int = T0):
-        self.now = now_ms
-        self.cores = {}
+        self.ae_settings = ae
         self.ae = {}
-        self.store: dict[str, dict[bytes, Record]] = {}
-        self.down: set[str] = set()
-        self.scans: dict = {}
-        self.queue: list = []
-        self.replies: list = []
-        for nid in nodes:
-            core = NodeCore(NodeSettings(nid, n=3), dict(nodes), now_ms=now_ms)
-            self.cores[nid] = core
-            self.ae[nid] = install(core, ae, now_ms)
-            self.store[nid] = {}
+        super().__init__(nodes, n=3, report_newer=False, time_ms=now_ms)
+
+    def restart(self, node: str) -> None:
+        super().restart(node)
+        self.ae[node] = install(self.cores[node], self.ae_settings, self.now)
+
+    @property
+    def now(self) -> int:
+        return self.time_ms
+
+    @property
+    def store(self) -> dict[str, dict[bytes, Record]]:
+        return self.disk
 
     def put(self, nid: str, key: bytes, rec: Record) -> None:
-        cur = self.store[nid].get(key)
-        if cur is None or rec.version.newer_than(cur.version):
-            self.store[nid][key] = rec
+        self.apply_write(nid, key, rec)
 
-    def run(self, nid: str, effects: list) -> None:
-        for eff in effects:
-            self.queue.append((nid, eff))
+    def _deliver_send(self, node: str, peer: str, msg) -> None:
+        if peer not in self.down and node not in self.down:
+            super()._deliver_send(node, peer, msg)
 
-    def step(self) -> None:
-        while self.queue:
-            nid, eff = self.queue.pop(0)
-            core, t = self.cores[nid], type(eff)
-            if t is Send:
-                if eff.peer in self.down or nid in self.down:
-                    continue
-                self.run(eff.peer, self.cores[eff.peer].on_request(("peer", nid), eff.msg, self.now))
-            elif t is Respond:
-                if eff.conn == "client":
-                    self.replies.append((nid, eff.msg))
-                elif eff.conn[1] not in self.down and nid not in self.down:
-                    self.run(eff.conn[1], self.cores[eff.conn[1]].on_response(nid, eff.msg, self.now))
-            elif t is StoreWrite:
-                self.put(nid, eff.key, eff.record)
-                self.run(nid, core.on_store_done(eff.token, True, None, self.now))
-            elif t is ScanLocal:
-                key = (nid, eff.token)
-                if eff.limit == 0:
-                    self.scans.pop(key, None)
-                    continue
-                it = self.scans.setdefault(key, iter(sorted(self.store[nid].items())))
-                chunk = [x for _, x in zip(range(eff.limit), it)]
-                if len(chunk) < eff.limit:
-                    self.scans.pop(key, None)
-                self.run(nid, core.on_store_done(eff.token, True, (chunk, len(chunk) < eff.limit), self.now))
-            elif t is ReadMany:
-                recs = [self.store[nid].get(k) for k in eff.keys]
-                self.run(nid, core.on_store_done(eff.token, True, recs, self.now))
-            elif t is PurgeMany:
-                n = 0
-                for k, v in eff.entries:
-                    if purge_applies(self.store[nid].get(k), v):
-                        del self.store[nid][k]
-                        n += 1
-                self.run(nid, core.on_store_done(eff.token, True, n, self.now))
+    def _deliver_respond(self, node: str, conn, msg) -> None:
+        if isinstance(conn, MeshClient) or (conn[1] not in self.down and node not in self.down):
+            super()._deliver_respond(node, conn, msg)
 
     def advance(self, ms: int, tick_ms: int = 5) -> None:
         end = self.now + ms
         while self.now < end:
-            self.now += tick_ms
-            for nid, core in self.cores.items():
+            self.time_ms += tick_ms
+            for nid in self.names:
                 if nid not in self.down:
-                    self.run(nid, core.tick(self.now))
-            self.step()
+                    self.executors[nid].tick()
+            self.settle()
 
     def repair(self, nid: str, ms: int = 5_000) -> m.RepairReply:
-        self.replies.clear()
-        self.run(nid, self.cores[nid].on_request("client", m.Repair(1), self.now))
-        self.step()
+        client = MeshClient("operator")
+        self.request(client, nid, m.Repair(1))
         for _ in range(ms // 50):
-            if self.replies:
+            if client.replies:
                 break
             self.advance(50)
-        assert self.replies, "repair never answered"
-        return self.replies[-1][1]
+        assert client.replies, "repair never answered"
+        return client.replies[1]
 
     def primaries(self, key: bytes):
         return self.cores["n1"].ring.preference_list(key)

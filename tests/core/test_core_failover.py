@@ -323,7 +323,7 @@ def test_hint_replay_failure_does_not_delete(failure):
     else:
         eff = core.on_peer_lost(P3, "reset", NOW + 1)
     assert not of(eff, DeleteHint)
-    assert core.hints_held[P3] == [1, 100] and core._replays == {}
+    assert core.hints_held[P3] == [1, 100] and core.handoff.replays == {} and core.owners == {}
     # A late ack for the abandoned send changes nothing.
     assert core.on_response(P3, m.RepWriteAck(send.msg.id, True), NOW + 400) == []
     assert core.hints_held[P3] == [1, 100]

@@ -814,7 +814,7 @@ def _run_cluster_requests(core, requests):
 
 
 def test_fast_path_answers_exactly_as_the_general_path(monkeypatch):
-    """Plain Get/Put take _coordinate_fast; the same requests through the general
+    """Plain Get/Put take the coordinators' start_fast; the same requests through the general
     machinery alone give the same replies (versions included) and counters."""
     requests = []
     for i in range(30):
@@ -827,12 +827,21 @@ def test_fast_path_answers_exactly_as_the_general_path(monkeypatch):
 
     fast = make(read_all_replicas=False, speculative_retry_ms=0)
     taken = []
-    real = fast._coordinate_fast
-    monkeypatch.setattr(fast, "_coordinate_fast", lambda *a: taken.append(real(*a)) or taken[-1])
+
+    def spy(real):
+        def start_fast(*a):
+            op = real(*a)
+            taken.append(op is not None)
+            return op
+        return start_fast
+
+    for coordinator in (fast.reads, fast.writes):
+        monkeypatch.setattr(coordinator, "start_fast", spy(coordinator.start_fast))
     got_fast, stats_fast = _run_cluster_requests(fast, requests)
     assert taken.count(True) == len(requests) - 1  # all but the invalid one
     slow = make(read_all_replicas=False, speculative_retry_ms=0)
-    monkeypatch.setattr(slow, "_coordinate_fast", lambda *a: False)
+    monkeypatch.setattr(slow.reads, "start_fast", lambda *a: None)
+    monkeypatch.setattr(slow.writes, "start_fast", lambda *a: None)
     got_slow, stats_slow = _run_cluster_requests(slow, requests)
     assert len(got_fast) == len(requests)
     assert [r.status for r in got_fast].count(m.OK) > 40
@@ -846,3 +855,42 @@ def test_fast_path_is_not_taken_when_a_primary_is_down():
     eff = core.on_request(Conn("c"), m.Put(1, KEY, b"v"), NOW)
     local = of(eff, StoreWrite)
     assert [w.token[0] for w in local] == ["w"]  # the general path: a fallback or a hint
+
+
+def test_every_reply_finds_its_round_through_the_one_owner_map():
+    """Each open round's op id maps to its coordinator in ``core.owners``; once the
+    round is answered and closed, the id leaves both tables, so a late or duplicate
+    reply finds no owner and changes nothing."""
+    core = make()
+    client = Conn("c")
+    sw, sends = start_put(core, client, w=m.LEVEL_ALL)  # the general path: every primary must ack
+    (op_id,) = core.ops
+    assert core.owners == {op_id: core.writes}
+    assert core.on_store_done(sw.token, True, None, NOW) == []
+    assert core.on_response("n2", ack(sends, "n2"), NOW) == []
+    reply = only_reply(core.on_response("n3", ack(sends, "n3"), NOW), client)
+    assert reply.status == m.OK
+    assert core.ops == {} and core.owners == {}
+    assert core.on_response("n3", ack(sends, "n3"), NOW) == []  # a duplicate: no second answer
+    rd, rsends = start_get(core, client, req_id=2)
+    (read_id,) = core.ops
+    assert core.owners == {read_id: core.reads} and read_id != op_id  # op ids are never reused
+
+
+def test_the_local_replica_is_served_without_reentering_on_request(monkeypatch):
+    """A general-path round reaches this node's own replica through the request table
+    (connection SELF), not by calling the public ``on_request`` again; its ack comes
+    back to the round without ``on_response`` either."""
+    core = make()
+    client = Conn("c")
+    entered = []
+    real_request, real_response = core.on_request, core.on_response
+    monkeypatch.setattr(core, "on_request", lambda *a: entered.append("request") or real_request(*a))
+    monkeypatch.setattr(core, "on_response", lambda *a: entered.append("response") or real_response(*a))
+    eff = core.on_request(client, m.Put(1, KEY, b"v", m.LEVEL_ALL), NOW)
+    (local,) = of(eff, StoreWrite)
+    assert local.token[0] == "w" and local.token[1] is SELF  # the replica side's own token
+    assert core.on_store_done(local.token, True, None, NOW) == []  # the ack went to the round
+    assert entered == ["request"]
+    (op,) = core.ops.values()
+    assert op.round.oks == ["n1"]

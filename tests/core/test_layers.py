@@ -25,6 +25,9 @@ The layering rules (docs/architecture.md, "Layering"):
 * ``core/`` imports only ``core/`` and ``quorumkv.errors`` (the exception hierarchy is
   pure: no imports at all, and the core raises InvalidRequestError/ProtocolError that the
   client and the RESP layer catch — one class on both sides of the wire);
+* ``runtime/`` (the one effect executor and its Storage/Transport/Clock interfaces)
+  imports only ``core/`` and ``quorumkv.errors``: the real node, the simulator and the
+  tests supply the edges, so the runtime may not know any of them;
 * ``client/`` (a library) imports only ``client/``, ``core/`` and ``quorumkv.errors``:
   never the node's shell, the CLI or contrib;
 * ``contrib/`` (optional add-ons) never imports ``shell/`` or ``cli/`` (the Redis record
@@ -207,6 +210,8 @@ def upward_imports(graph: dict[str, dict[str, bool]]) -> list[str]:
                 bad.append(f"{src} -> {dst} (the client imports only client, core and quorumkv.errors)")
             elif layer == "contrib" and dst_layer in ("shell", "cli"):
                 bad.append(f"{src} -> {dst} (contrib/ does not import the node's shell or the CLI)")
+            elif layer == "runtime" and dst_layer not in ("core", "runtime") and dst != "quorumkv.errors":
+                bad.append(f"{src} -> {dst} (runtime imports only core and quorumkv.errors)")
             elif layer == "shell" and dst_layer in ("client", "cli", "contrib"):
                 bad.append(f"{src} -> {dst} (the node's shell does not use the client, the CLI or contrib)")
             elif layer in ("resp", "sim") and dst_layer == "shell":
@@ -228,6 +233,13 @@ def test_graph_sees_the_package():
             "quorumkv.contrib.redis_quorum", "quorumkv.core.redis_layout"} <= set(GRAPH)
     top = {m for m in GRAPH if m.count(".") == 1 and not (PKG_DIR / m.split(".")[1]).is_dir()}
     assert top == {"quorumkv.errors", "quorumkv.__main__"}, f"flat modules at the top: {sorted(top)}"
+
+
+def test_the_node_and_the_simulator_share_the_one_runtime():
+    assert "quorumkv.runtime.executor" in GRAPH["quorumkv.runtime"]
+    assert "quorumkv.runtime" in GRAPH["quorumkv.shell.server"]
+    assert "quorumkv.runtime" in GRAPH["quorumkv.sim.cluster"]
+    assert "quorumkv.runtime" in GRAPH["quorumkv.sim.scenario"]
 
 
 def test_no_import_cycle():
@@ -278,14 +290,17 @@ def test_checker_sees_every_form(src, expected):
 
 def test_checker_finds_a_lazy_cycle_and_an_upward_import():
     graph = _graph_of({
+        "quorumkv.runtime.executor": "from ..sim import cluster",
+        "quorumkv.sim.cluster": "", "quorumkv.sim": "", "quorumkv.runtime": "",
         "quorumkv.shell.server": "from .antientropy import x",
         "quorumkv.shell.antientropy": "def f():\n    from .server import now_ms\n",
         "quorumkv.core.ring": "from ..shell import server",
         "quorumkv.shell": "", "quorumkv.core": "", "quorumkv": "",
     })
     assert cycles(graph) == [["quorumkv.shell.antientropy", "quorumkv.shell.server"]]
-    assert upward_imports(graph) == ["quorumkv.core.ring -> quorumkv.shell.server (core imports only core and "
-                                     "quorumkv.errors)"]
+    assert upward_imports(graph) == [
+        "quorumkv.core.ring -> quorumkv.shell.server (core imports only core and quorumkv.errors)",
+        "quorumkv.runtime.executor -> quorumkv.sim.cluster (runtime imports only core and quorumkv.errors)"]
 
 
 @pytest.mark.parametrize("src,dst,why", [

@@ -26,12 +26,19 @@ drops them:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import messages as m
 from .effects import Log, ScanRange
 from .hints import TokenBucket
 from .messages_ring import Cleanup as CleanupMsg
+from .ring import Ring
+from .tokens import StoreKind
+from .version import Version
+
+if TYPE_CHECKING:
+    from .node import NodeCore
+    from .ringchange import RingChange
 
 #: Keys scanned per step (one ScanRange; bounds the memory of one step).
 CLEANUP_SCAN_KEYS = 512
@@ -49,16 +56,16 @@ class DropMany(NamedTuple):
     version (value or tombstone); ``on_store_done(token, True, dropped_count)``."""
 
     token: object
-    entries: list
+    entries: list[tuple[bytes, Version]]
 
 
-def not_replicated(ring, me: str, key: bytes) -> bool:
+def not_replicated(ring: Ring | None, me: str, key: bytes) -> bool:
     """A record this node holds but does not replicate under ``ring`` (a leftover)."""
     return ring is not None and me not in ring.preference_list(key)
 
 
 class Cleanup:
-    def __init__(self, core, ring_change) -> None:
+    def __init__(self, core: NodeCore, ring_change: RingChange) -> None:
         self.core = core
         self.ring_change = ring_change
         for name in STAT_NAMES:
@@ -68,12 +75,12 @@ class Cleanup:
         self.dry_run = False
         self.after: bytes | None = None
         self.busy = False  # a scan or a drop is out
-        self.ring_nodes: tuple = ()
+        self.ring_nodes: tuple[str, ...] = ()
         self.bucket: TokenBucket | None = None
         self.keys_per_s = CLEANUP_KEYS_PER_S
         core.handle_requests({CleanupMsg: self._on_request})
-        core.handle_stored("cs", self._on_scan)
-        core.handle_stored("cd", self._on_dropped)
+        core.handle_stored(StoreKind.CLEANUP_SCAN, self._on_scan)
+        core.handle_stored(StoreKind.CLEANUP_DROP, self._on_dropped)
         core.add_ticker(self.tick)
 
     def refusal(self) -> str:
@@ -89,7 +96,7 @@ class Cleanup:
             return f"{core.node_id} is not a ring member"
         return ""
 
-    def _on_request(self, conn, msg, now_ms, out) -> None:
+    def _on_request(self, conn: object, msg: CleanupMsg, now_ms: int, out: list[Any]) -> None:
         core = self.core
         if self.running:
             core.respond(conn, m.Reply(msg.id, m.OK, message=(
@@ -109,6 +116,7 @@ class Cleanup:
         self.bucket = TokenBucket(self.keys_per_s, now_ms)
         self.after = None
         self.busy = False
+        assert core.ring is not None  # refusal() checked it
         self.ring_nodes = core.ring.nodes
         for name in ("cleanup_keys_scanned", "cleanup_keys_not_replicated", "cleanup_keys_dropped"):
             self.stats[name] = 0
@@ -120,7 +128,7 @@ class Cleanup:
             f"at {self.keys_per_s} keys/s")), now_ms, out)
         self.tick(now_ms, out)
 
-    def _stop(self, out, aborted: str = "") -> None:
+    def _stop(self, out: list[Any], aborted: str = "") -> None:
         self.running = False
         self.stats["cleanup_running"] = 0
         self.stats["cleanup_runs"] += 1
@@ -132,20 +140,21 @@ class Cleanup:
         else:
             out.append(Log("info", "cleanup_done", {"dry_run": self.dry_run, **fields}))
 
-    def tick(self, now_ms, out) -> None:
+    def tick(self, now_ms: int, out: list[Any]) -> None:
         if not self.running or self.busy:
             return
         core = self.core
         if core.ring is None or core.ring.nodes != self.ring_nodes or core.future_ring is not None:
             self._stop(out, "the ring changed")
             return
+        assert self.bucket is not None, "a running cleanup has its bucket"
         got = self.bucket.take(CLEANUP_SCAN_KEYS, now_ms)
         if got <= 0:
             return
         self.busy = True
-        out.append(ScanRange(("cs", None, 0, got), self.after, got))
+        out.append(ScanRange((StoreKind.CLEANUP_SCAN, None, 0, got), self.after, got))
 
-    def _on_scan(self, token, ok, result, now_ms, out) -> None:
+    def _on_scan(self, token: tuple[Any, ...], ok: bool, result: Any, now_ms: int, out: list[Any]) -> None:
         self.busy = False
         if not self.running:
             return
@@ -166,12 +175,12 @@ class Cleanup:
             self.after = result[-1][0]
         if drop and not self.dry_run:
             self.busy = True
-            out.append(DropMany(("cd", None, 0, done), drop))
+            out.append(DropMany((StoreKind.CLEANUP_DROP, None, 0, done), drop))
             return
         if done:
             self._stop(out)
 
-    def _on_dropped(self, token, ok, result, now_ms, out) -> None:
+    def _on_dropped(self, token: tuple[Any, ...], ok: bool, result: Any, now_ms: int, out: list[Any]) -> None:
         self.busy = False
         if not self.running:
             return

@@ -45,11 +45,16 @@ asking further replicas until one holds that version or a newer one
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import messages as m
 from .effects import Log, SaveHlcCeiling
 from .quorum import PENDING
+from .tokens import StoreKind
 from .version import LOGICAL_BITS, Version, newest
+
+if TYPE_CHECKING:
+    from .node import NodeCore
 
 #: How far ahead of issued timestamps the persisted ceiling runs. A restart faster
 #: than this starts the HLC up to this far ahead of the wall clock (harmless: the
@@ -74,10 +79,18 @@ def _wall(ts: int) -> int:
     return ts >> LOGICAL_BITS
 
 
+class HeldWrite(NamedTuple):
+    """A client write waiting for the ceiling to be saved."""
+
+    conn: object
+    msg: Any  # the client's Put
+    deadline_ms: int
+
+
 class ClockGuard:
     """The clock-safety state of one NodeCore (see the module doc)."""
 
-    def __init__(self, core, hlc_ceiling: int | None, now_ms: int) -> None:
+    def __init__(self, core: NodeCore, hlc_ceiling: int | None, now_ms: int) -> None:
         self.core = core
         self.hlc = core.hlc
         self.node_id = core.node_id
@@ -94,15 +107,15 @@ class ClockGuard:
         self._now_seen = now_ms  # the last wall-clock reading (for messages)
         self.retry_at_ms = 0
         self.save_error = ""
-        self.held: deque = deque()  # (conn, msg, deadline_ms), oldest first
-        self.offsets: dict[str, deque] = {}  # peer -> recent (their wall - our wall) readings
+        self.held: deque[HeldWrite] = deque()  # oldest first
+        self.offsets: dict[str, deque[int]] = {}  # peer -> recent (their wall - our wall) readings
         self.refusal = ""  # non-empty: why this node refuses to coordinate writes
         self.floors: dict[int, Version] = {}  # read op id -> the session's floor for its key
         core.stats.update({"clock_refused_writes": 0, "clock_writes_held": 0, "hlc_ceiling_saves": 0,
                            "hlc_ceiling_save_failures": 0, "hlc_remote_ignored": 0,
                            "session_reads_widened": 0, "session_floor_unmet": 0,
                            "clock_offset_ms_max": 0, "clock_refusing": 0})
-        core.handle_stored("c", self._on_saved)  # noqa: SLF001 - the core's extension point
+        core.handle_stored(StoreKind.CLOCK, self._on_saved)
 
     # ----------------------------------------------------------- remote clocks
     def _remote_ok(self, ts: int, now_ms: int) -> bool:
@@ -120,7 +133,7 @@ class ClockGuard:
         else:
             self.core.stats["hlc_remote_ignored"] += 1
 
-    def on_heartbeat(self, msg, now_ms: int) -> None:
+    def on_heartbeat(self, msg: m.Heartbeat, now_ms: int) -> None:
         if msg.wall_ms:
             window = self.offsets.get(msg.node)
             if window is None:
@@ -157,7 +170,7 @@ class ClockGuard:
         self.core.stats["clock_refusing"] = int(bool(self.refusal))
 
     # --------------------------------------------------------- client requests
-    def admit(self, conn, msg, now_ms: int, out: list) -> bool:
+    def admit(self, conn: object, msg: Any, now_ms: int, out: list[Any]) -> bool:
         """Clock checks before a client Get/Put is coordinated. False: it was
         answered (refused, invalid) or held until the ceiling is saved."""
         core = self.core
@@ -185,11 +198,11 @@ class ClockGuard:
                 f"ceiling to be saved{self._why_waiting()}")), now_ms, out)
             return False
         core.stats["clock_writes_held"] += 1
-        self.held.append((conn, msg, now_ms + core.settings.timeout_ms_write))
+        self.held.append(HeldWrite(conn, msg, now_ms + core.settings.timeout_ms_write))
         self._save_if_needed(now_ms, out)
         return False
 
-    def _invalid(self, conn, msg, field: str, ts: int, now_ms: int, out: list) -> bool:
+    def _invalid(self, conn: object, msg: Any, field: str, ts: int, now_ms: int, out: list[Any]) -> bool:
         self.core.stats["invalid"] += 1
         ahead = _wall(ts) - max(now_ms, _wall(self.hlc.last))
         self.core.respond(conn, m.Reply(msg.id, m.INVALID, message=(
@@ -200,6 +213,7 @@ class ClockGuard:
         return False
 
     def _may_issue(self, now_ms: int) -> bool:
+        assert self.durable is not None, "only a durable ceiling limits what may be issued"
         return self.start_floor < self.hlc.peek(now_ms) <= self.durable
 
     def _why_waiting(self) -> str:
@@ -211,14 +225,14 @@ class ClockGuard:
         return ""
 
     # --------------------------------------------------------- durable ceiling
-    def _save(self, now_ms: int, out: list) -> None:
+    def _save(self, now_ms: int, out: list[Any]) -> None:
         if self.saving or now_ms < self.retry_at_ms:
             return
         target = (max(now_ms, _wall(self.hlc.last)) + HLC_LEASE_MS) << LOGICAL_BITS
         self.saving = target
-        out.append(SaveHlcCeiling(("c", None, 0), target))
+        out.append(SaveHlcCeiling((StoreKind.CLOCK, None, 0), target))
 
-    def _on_saved(self, token, ok: bool, result, now_ms: int, out: list) -> None:
+    def _on_saved(self, token: object, ok: bool, result: object, now_ms: int, out: list[Any]) -> None:
         target, self.saving = self.saving, 0
         if not ok:
             self.core.stats["hlc_ceiling_save_failures"] += 1
@@ -228,22 +242,25 @@ class ClockGuard:
             return
         self.core.stats["hlc_ceiling_saves"] += 1
         self.save_error = ""
+        assert self.durable is not None, "a save is made only for a durable ceiling"
         if target > self.durable:
             self.durable = self.hlc.limit = target
         self._release(now_ms, out)
 
-    def _release(self, now_ms: int, out: list) -> None:
+    def _release(self, now_ms: int, out: list[Any]) -> None:
         core = self.core
         while self.held and self._may_issue(now_ms):
             conn, msg, _deadline = self.held.popleft()
-            core._coordinate_client(conn, msg, now_ms, out)  # noqa: SLF001
+            core.writes.coordinate(conn, msg, now_ms, out)  # only writes are held
         self._save_if_needed(now_ms, out)
 
-    def _save_if_needed(self, now_ms: int, out: list) -> None:
-        if self.held and self.hlc.peek(now_ms) > self.durable:
-            self._save(now_ms, out)
+    def _save_if_needed(self, now_ms: int, out: list[Any]) -> None:
+        if self.held:
+            assert self.durable is not None, "writes are held only for a durable ceiling"
+            if self.hlc.peek(now_ms) > self.durable:
+                self._save(now_ms, out)
 
-    def tick(self, now_ms: int, out: list) -> None:
+    def tick(self, now_ms: int, out: list[Any]) -> None:
         self._now_seen = now_ms
         self._judge()
         if self.held:
@@ -264,7 +281,7 @@ class ClockGuard:
     def note_read(self, op_id: int, floor: Version) -> None:
         self.floors[op_id] = floor
 
-    def read_floor(self, op, now_ms: int, out: list) -> bool:
+    def read_floor(self, op: Any, now_ms: int, out: list[Any]) -> bool:
         """A read round was won: does its answer honour the session's floor?
 
         False: yes (or no floor): answer as usual. True: handled here — the round
@@ -292,7 +309,7 @@ class ClockGuard:
             rnd.status = PENDING
             if not rnd.outstanding:
                 spare, owner = op.spares.pop(0)
-                core._send_read(op, spare, owner, now_ms, out)  # noqa: SLF001
+                core.reads.send_read(op, spare, owner, now_ms, out)
             return True
         del self.floors[op.op_id]
         core.stats["session_floor_unmet"] += 1
@@ -303,5 +320,5 @@ class ClockGuard:
             "Retry later, or read without the session"), warning=op.warning)
         op.answered = True
         core.respond(op.conn, op.reply, now_ms, out)
-        core._maybe_finish(op, now_ms, out)  # noqa: SLF001
+        core.reads.finish(op, now_ms, out)
         return True

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import InvalidRequestError
 
@@ -102,7 +103,7 @@ class LatencyTable:
     def ready(self) -> bool:
         return bool(self.curves)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "n": self.n, "samples": dict(self.samples), "trials": self.trials,
             "computed_ms": self.computed_ms, "ready": self.ready,
@@ -173,6 +174,7 @@ def read_level(table: LatencyTable | None, p_target: float, within_ms: float, w:
     why = _not_ready(table, n)
     if why:
         return None, f"cannot choose R for target P(fresh) >= {p_target:g} within {within_ms:g} ms: {why}"
+    assert table is not None  # _not_ready said so
     r = choose_r(table, target, w, live)
     if r is not None:
         return r, ""
@@ -194,6 +196,7 @@ def write_level(table: LatencyTable | None, latency_ms: float, n: int) -> tuple[
     why = _not_ready(table, n)
     if why:
         return None, f"cannot choose W for target latency {latency_ms:g} ms: {why}"
+    assert table is not None  # _not_ready said so
     w = choose_w(table, latency_ms)
     if w is not None:
         return w, ""
@@ -203,13 +206,13 @@ def write_level(table: LatencyTable | None, latency_ms: float, n: int) -> tuple[
                   f"{pct} write latency {fastest:.3g} ms")
 
 
-def wants_target(msg) -> bool:
+def wants_target(msg: object) -> bool:
     """True when a Get/Put states a target instead of a fixed R/W."""
     return bool(getattr(msg, "target_p_fresh", 0.0) or getattr(msg, "target_within_ms", 0.0)
                 or getattr(msg, "target_latency_ms", 0.0))
 
 
-def level_for(msg, table: LatencyTable | None, n: int, default_w: int, live: int) -> tuple[int | None, str]:
+def level_for(msg: Any, table: LatencyTable | None, n: int, default_w: int, live: int) -> tuple[int | None, str]:
     """The R (Get) or W (Put) a dynamic request gets, or (None, why).
 
     Raises InvalidRequestError when the request is malformed (both a level and a

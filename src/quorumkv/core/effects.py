@@ -67,6 +67,16 @@ class SaveMembers(NamedTuple):
     members: dict[str, Any]
 
 
+class SaveBootstrapped(NamedTuple):
+    """Durably record that this node's join or replace has streamed its data and it
+    is a member: a restart must come back ``up`` with these ``members`` (node ->
+    address), not join or replace again (``node-state.json`` in the shell). Emitted
+    once, just before the ``join_completed`` / ``replace_completed`` log; nothing
+    waits on it (the node is a member at once either way)."""
+
+    members: dict[str, str]
+
+
 class Log(NamedTuple):
     level: str
     event: str

@@ -1,26 +1,19 @@
 """Linearizable operations per key without a leader: CASPaxos and ABD reads.
 
 Pure, like the rest of the core: ``install(core)`` registers this family's handlers
-on a ``NodeCore`` (its extension points) and returns the ``Paxos`` object. The change
-functions and the acceptor's rules are in ``casops.py``. Messages
-are in ``messages_cas.py``; the acceptor's durable steps are the ``PaxosStore``
-effect, which the shell runs on the storage engine (``shell/storage.py``).
+on a ``NodeCore`` (its public extension interface) and returns the ``Paxos`` object
+(the proposer). The change functions and the acceptor's rules are in ``casops.py``,
+the acceptor in ``paxos_acceptor.py``, forwarding to a key's home in
+``paxos_forward.py``. Messages are in ``messages_cas.py``; the acceptor's durable
+steps are the ``PaxosStore`` effect, which the shell runs on the storage engine
+(``shell/storage.py``).
 
 **Acceptors** are the key's primary replicas (during a ring change: the current *and*
 the future ones; every round needs a majority of each set — joint quorums, as the
 plain rounds use, docs/failures.md "Ring changes"). An acceptor keeps, per key, its
-record (the ordinary LWW record: version + value) and a *promise* (a ballot). Ballots
+record and a *promise* (a ballot); its rules are in ``paxos_acceptor.py``. Ballots
 and versions are one order: a ballot is ``Version(HLC timestamp, node id)``, unique
-per node across restarts (the durable HLC ceiling, core/clock.py). The acceptor's
-rules, each executed atomically by the storage engine and durable before the answer:
-
-* ``prepare(b)``: if ``b`` is above both the promise and the record's version, promise
-  ``b``. Answer the record and the promise either way.
-* ``accept(rec)``: store ``rec`` iff its version is above the record's version and not
-  below the promise ("applied"; the very same version again also counts as applied).
-* A *plain* replica write (RepWrite: client writes, read repair, hints, streaming,
-  anti-entropy) obeys the same rule: a version below the promise is not stored and
-  is reported as ``newer`` (the coordinator re-stamps above it, core/node.py).
+per node across restarts (the durable HLC ceiling, core/clock.py).
 
 **CAS (CASPaxos, Rystsov 2018).** The proposer (the node the client asked) picks a
 ballot ``b``, gets promises from a majority (phase 1), takes the newest record among
@@ -71,18 +64,24 @@ safe next to CAS.
 from __future__ import annotations
 
 from collections import deque
-from typing import NamedTuple
-
-from msgspec.structs import replace as msgspec_replace
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import InvalidRequestError
 from . import messages as m
 from . import messages_cas as mc
-from .effects import Respond, Send, StoreRead
-from .node import SELF as _SELF  # the connection token of requests a node sends to itself
+from .effects import Respond, Send
+from .rounds import SELF as _SELF  # the connection token of requests a node sends to itself
 from .quorum import LOST, PENDING, QuorumRound
-from .casops import _KEEP, OpResult, apply_op, validate_atomic
+from .casops import _KEEP, Change, OpResult, apply_op, validate_atomic
+from .casops import agree as _agree
+from .casops import atomic_from_plain, newest_version, parent_ctx, parent_of, plain_reply
+from .paxos_acceptor import Acceptor, PaxosStore
+from .paxos_forward import FORWARDS_INFLIGHT_MAX, Forwarder
+from .paxos_proposal import Groups, Phase, _Proposal
 from .version import Record, Version, newest
+
+if TYPE_CHECKING:
+    from .node import NodeCore
 
 #: Attempts (phase 1 + phase 2) one operation makes at most before giving up: duelling
 #: proposers on one key back off randomly, so a handful usually settles it; 12 covers
@@ -96,44 +95,6 @@ BACKOFF_MS_MAX = 100
 #: Linearizable operations one node coordinates at once (each holds a quorum round and
 #: its client's request); past it a request is answered OVERLOADED.
 PROPOSALS_INFLIGHT_MAX = 10_000
-#: Requests this node has forwarded to their key's home and awaits answers for.
-FORWARDS_INFLIGHT_MAX = 10_000
-class PaxosStore(NamedTuple):
-    """Effect: run an acceptor step atomically and durably on ``key``, then
-    ``on_store_done(token, ok, result)``. ``op`` "prepare" (``ballot``): result
-    ``(promised: bool, record | None, promise | None)``. ``op`` "accept" (``record``):
-    result ``(applied: bool, stored version | None, promise | None)``."""
-
-    token: object
-    op: str
-    key: bytes
-    ballot: Version | None
-    record: Record | None
-
-
-class _Proposal:
-    __slots__ = ("pid", "conn", "msg", "key", "deadline_ms", "phase", "round", "ballot", "attempt",
-                 "retry_at_ms", "pending", "result", "cur", "groups", "replicas", "needed", "why")
-
-    def __init__(self, pid, conn, msg, deadline_ms) -> None:
-        self.pid = pid
-        self.conn = conn
-        self.msg = msg
-        self.key = msg.key
-        self.deadline_ms = deadline_ms
-        self.phase = "idle"  # idle (waiting to start an attempt), read, writeback, prepare, accept
-        self.round: QuorumRound | None = None
-        self.ballot: Version | None = None
-        self.attempt = 0
-        self.retry_at_ms = 0
-        #: (ballot, OpResult) of a phase 2 that may have been applied by some acceptor
-        self.pending: tuple[Version, OpResult] | None = None
-        self.result: OpResult | None = None
-        self.cur: Record | None = None
-        self.groups = None
-        self.replicas: tuple[str, ...] = ()
-        self.needed = 0
-        self.why = ""  # the last attempt's failure, for the final error message
 
 
 STAT_NAMES = ("lin_reads", "lin_reads_fast", "lin_writebacks", "cas_ops", "cas_forwarded", "cas_attempts", "cas_accepts_skipped",
@@ -141,62 +102,31 @@ STAT_NAMES = ("lin_reads", "lin_reads_fast", "lin_writebacks", "cas_ops", "cas_f
 
 
 class Paxos:
-    def __init__(self, core) -> None:
+    """The proposer side on one node (the acceptor side is ``Acceptor``, installed with it)."""
+
+    def __init__(self, core: NodeCore) -> None:
         self.core = core
         self.props: dict[int, _Proposal] = {}
         # One proposal per key at a time from this node: proposals of one coordinator
         # would otherwise only duel each other's ballots. The others wait in order.
         self.active: dict[bytes, int] = {}  # key -> pid of the proposal running
-        self.queued: dict[bytes, deque] = {}  # key -> pids waiting behind it
-        core.handle_requests({
-            mc.Atomic: self._on_client, mc.PxRead: self._on_read, mc.PxPrepare: self._on_prepare,
-            mc.PxAccept: self._on_accept})
+        self.queued: dict[bytes, deque[int]] = {}  # key -> pids waiting behind it
+        self.acceptor = Acceptor(core)
+        self.forwarder = Forwarder(core, self._answer_conn)
+        core.handle_requests({mc.Atomic: self._on_client})
         core.handle_responses({
             mc.PxReadResp: self._on_reply, mc.PxPromise: self._on_reply, mc.PxAccepted: self._on_reply,
-            mc.AtomicReply: self._on_forward_reply})
-        self.forwards: dict[int, tuple] = {}  # fid -> (conn, client's id, deadline_ms, home)
-        for kind in ("xr", "xp", "xa"):
-            core.handle_stored(kind, self._stored)
-        core.add_ticker(self._tick)  # noqa: SLF001
-        core.add_busy_probe(lambda: bool(self.props or self.forwards))
+            mc.AtomicReply: self.forwarder.on_reply})
+        core.add_ticker(self._tick)
+        core.add_busy_probe(lambda: bool(self.props or self.forwarder.forwards))
         core.stats.update({name: 0 for name in STAT_NAMES})
 
-    # ------------------------------------------------------------- acceptor side
-    def _on_read(self, conn, msg, now_ms: int, out: list) -> None:
-        out.append(StoreRead(("xr", conn, msg.id), msg.key))
-
-    def _on_prepare(self, conn, msg, now_ms: int, out: list) -> None:
-        self.core.stats["paxos_prepares"] += 1
-        self.core.clock.observe_remote(msg.ballot.ts, now_ms)
-        out.append(PaxosStore(("xp", conn, msg.id), "prepare", msg.key, msg.ballot, None))
-
-    def _on_accept(self, conn, msg, now_ms: int, out: list) -> None:
-        self.core.stats["paxos_accepts"] += 1
-        self.core.clock.observe_remote(msg.record.version.ts, now_ms)
-        out.append(PaxosStore(("xa", conn, msg.id), "accept", msg.key, None, msg.record))
-
-    def _stored(self, token, ok: bool, result, now_ms: int, out: list) -> None:
-        kind, conn, req_id = token[:3]
-        if kind == "xr":
-            reply = mc.PxReadResp(req_id, ok, result if ok else None, "" if ok else str(result))
-        elif kind == "xp":
-            if ok:
-                promised, record, promise = result
-                reply = mc.PxPromise(req_id, True, promised, record, promise)
-            else:
-                reply = mc.PxPromise(req_id, False, error=str(result))
-        else:
-            if ok:
-                applied, stored, promise = result
-                reply = mc.PxAccepted(req_id, True, applied, stored, promise)
-            else:
-                reply = mc.PxAccepted(req_id, False, error=str(result))
-        if ok and ((kind == "xp" and not reply.promised) or (kind == "xa" and not reply.applied)):
-            self.core.stats["paxos_refused"] += 1
-        self.core.respond(conn, reply, now_ms, out)
+    @property
+    def forwards(self) -> dict[int, Any]:
+        return self.forwarder.forwards
 
     # ------------------------------------------------------------ proposer side
-    def _on_client(self, conn, msg, now_ms: int, out: list) -> None:
+    def _on_client(self, conn: object, msg: mc.Atomic, now_ms: int, out: list[Any]) -> None:
         core = self.core
         core.stats["requests"] += 1
         try:
@@ -226,56 +156,19 @@ class Paxos:
         else:
             core.stats["cas_ops"] += 1
             if msg.key in self.active:
-                prop.phase = "queued"
+                prop.to(Phase.QUEUED)
                 self.queued.setdefault(msg.key, deque()).append(pid)
                 return
             self.active[msg.key] = pid
         self._start(prop, now_ms, out)
 
-    def _refuse(self, conn, msg, status: int, message: str, now_ms: int, out: list) -> None:
+    def _refuse(self, conn: object, msg: mc.Atomic, status: int, message: str, now_ms: int, out: list[Any]) -> None:
         reply = mc.AtomicReply(msg.id, status, message=message)
         self._answer_conn(conn, plain_reply(reply) if msg.plain else reply, now_ms, out)
 
-    # A key's changes go to one proposer, its *home* — the first primary that is up —
-    # which runs them one at a time (``active``/``queued``): proposers on different
-    # nodes would otherwise duel (each prepare voiding the other's accept), and a
-    # proposer that loses a duel after an uncertain phase 2 can only answer "outcome
-    # unknown". Safety never depends on it: two nodes that both think they are home
-    # are two proposers, which Paxos allows. Reads are not forwarded.
-    def _home(self, key: bytes) -> str | None:
-        core = self.core
-        for node in core.ring.preference_list(key):
-            if node == core.node_id or core.membership.is_alive(node):
-                return node
-        return None
-
-    def _forward(self, conn, msg, now_ms: int, out: list) -> bool:
-        home = self._home(msg.key)
-        if home is None or home == self.core.node_id or len(self.forwards) >= FORWARDS_INFLIGHT_MAX:
-            return False
-        fid = self.core.new_op_id()
-        # Our deadline is later than the home's own (it answers at its timeout_ms_write).
-        self.forwards[fid] = (conn, msg.id, now_ms + 2 * self.core.settings.timeout_ms_write, home)
-        self.core.stats["cas_forwarded"] += 1
-        out.append(Send(home, msgspec_replace(msg, id=fid, forwarded=True)))
-        return True
-
-    def _on_forward_reply(self, peer: str, msg, now_ms: int, out: list) -> None:
-        entry = self.forwards.pop(msg.id, None)
-        if entry is None or entry[3] != peer:
-            if entry is not None:
-                self.forwards[msg.id] = entry  # not from the node it went to: ignored
-            return
-        conn, client_id, _deadline, _home = entry
-        self._answer_conn(conn, msgspec_replace(msg, id=client_id), now_ms, out)
-
-    def _forward_tick(self, now_ms: int, out: list) -> None:
-        for fid, (conn, client_id, deadline, home) in list(self.forwards.items()):
-            if now_ms >= deadline:
-                del self.forwards[fid]
-                self.core.stats["cas_unknown"] += 1
-                self._answer_conn(conn, mc.AtomicReply(client_id, m.TIMEOUT, message=(
-                    f"outcome unknown: forwarded to the key's home {home}, which did not answer")), now_ms, out)
+    def _forward(self, conn: object, msg: mc.Atomic, now_ms: int, out: list[Any]) -> bool:
+        """To the key's home (``paxos_forward.py``); False: run it here."""
+        return self.forwarder.forward(conn, msg, now_ms, out)
 
     def _targets(self, prop: _Proposal) -> bool:
         """The key's primaries (current and future during a ring change) and the
@@ -285,42 +178,43 @@ class Paxos:
             return False
         primaries = core.ring.preference_list(prop.key)
         needed = len(primaries) // 2 + 1
-        joint = core._joint_sets(prop.key, primaries, "QUORUM", needed, False)  # noqa: SLF001
+        joint = core.levels.joint_sets(prop.key, primaries, "QUORUM", needed, False)
         replicas = tuple(primaries)
-        groups = None
+        groups: Groups | None = None
         if joint is not None:
             replicas += tuple(x for x in joint[1][1] if x not in replicas)
             groups = tuple((name, frozenset(g), len(g) // 2 + 1) for name, g, _ in joint)
         prop.replicas, prop.needed, prop.groups = replicas, needed, groups
         return True
 
-    def _start(self, prop: _Proposal, now_ms: int, out: list) -> None:
+    def _start(self, prop: _Proposal, now_ms: int, out: list[Any]) -> None:
         """Begin the next attempt: a read round (OP_GET) or phase 1."""
         if not self._targets(prop):
             return self._fail(prop, m.UNAVAILABLE, f"node {self.core.node_id} has no ring", now_ms, out)
         prop.attempt += 1
         if prop.msg.op == mc.OP_GET:
-            prop.phase = "read"
+            prop.to(Phase.READ)
             prop.round = QuorumRound("read", prop.replicas, prop.needed, prop.groups)
             self._broadcast(prop, lambda: mc.PxRead(prop.pid, prop.key), now_ms, out)
             return
         clock = self.core.clock
         if clock.durable is not None and not clock._may_issue(now_ms):  # noqa: SLF001 - wait for the ceiling
             clock._save(now_ms, out)  # noqa: SLF001
-            prop.phase = "idle"
+            prop.to(Phase.IDLE)
             prop.retry_at_ms = now_ms
             prop.attempt -= 1
             return
         self.core.stats["cas_attempts"] += 1
-        prop.ballot = Version(self.core.hlc.now(now_ms), self.core.node_id)
-        prop.phase = "prepare"
+        ballot = prop.ballot = Version(self.core.hlc.now(now_ms), self.core.node_id)
+        prop.to(Phase.PREPARE)
         prop.round = QuorumRound("read", prop.replicas, prop.needed, prop.groups)
-        self._broadcast(prop, lambda: mc.PxPrepare(prop.pid, prop.key, prop.ballot), now_ms, out)
+        self._broadcast(prop, lambda: mc.PxPrepare(prop.pid, prop.key, ballot), now_ms, out)
 
-    def _broadcast(self, prop: _Proposal, make, now_ms: int, out: list) -> None:
+    def _broadcast(self, prop: _Proposal, make: Callable[[], Any], now_ms: int, out: list[Any]) -> None:
         core = self.core
         pid = prop.pid
         rnd = prop.round
+        assert rnd is not None
         for node in rnd.replicas:
             msg = make()
             if node == core.node_id:
@@ -330,21 +224,21 @@ class Paxos:
             if self.props.get(pid) is not prop or prop.round is not rnd:
                 return  # this phase ended synchronously (a one-node ring answers at once)
 
-    def _on_reply(self, peer: str, msg, now_ms: int, out: list) -> None:
+    def _on_reply(self, peer: str, msg: Any, now_ms: int, out: list[Any]) -> None:
         prop = self.props.get(msg.id)
         if prop is None or prop.round is None or prop.round.complete:
             return  # late, or for a finished attempt
-        if prop.round.status != PENDING and prop.phase != "accept":
+        if prop.round.status != PENDING and prop.phase != Phase.ACCEPT:
             return  # decided; only a lost phase 2 waits for every answer (_progress)
         rnd = prop.round
         t = type(msg)
         if not msg.ok:
             rnd.add_failure(peer, f"failed: {msg.error}")
-        elif t is mc.PxReadResp and prop.phase == "read":
+        elif t is mc.PxReadResp and prop.phase == Phase.READ:
             if msg.record is not None:
                 self.core.clock.observe_remote(msg.record.version.ts, now_ms)
             rnd.add_ok(peer, msg.record)
-        elif t is mc.PxPromise and prop.phase == "prepare":
+        elif t is mc.PxPromise and prop.phase == Phase.PREPARE:
             if msg.promised:
                 rnd.add_ok(peer, msg.record)
             else:
@@ -352,7 +246,7 @@ class Paxos:
                 if seen is not None:
                     self.core.clock.observe_remote(seen.ts, now_ms)
                 rnd.add_failure(peer, f"refused: promised or holds {seen}")
-        elif t is mc.PxAccepted and prop.phase in ("accept", "writeback"):
+        elif t is mc.PxAccepted and prop.phase in (Phase.ACCEPT, Phase.WRITEBACK):
             if msg.applied:
                 rnd.add_ok(peer)
             else:
@@ -364,46 +258,52 @@ class Paxos:
             return  # a reply of another phase of this proposal: stale
         self._progress(prop, now_ms, out)
 
-    def _progress(self, prop: _Proposal, now_ms: int, out: list) -> None:
+    def _progress(self, prop: _Proposal, now_ms: int, out: list[Any]) -> None:
         rnd = prop.round
+        assert rnd is not None, "a proposal makes progress only in a round"
         if rnd.status == PENDING:
             return
         phase = prop.phase
         if rnd.status == LOST:
-            if phase == "accept":
+            if phase == Phase.ACCEPT:
                 if not rnd.complete and not rnd.timed_out:
                     return  # wait for every acceptor: if none stored it, a retry is clean
                 if rnd.oks or any(not why.startswith("refused") for why in rnd.failures.values()):
                     # Some acceptor stored it, or may have: a retry must not apply it twice.
+                    assert prop.ballot is not None and prop.result is not None
                     prop.pending = (prop.ballot, prop.result)
             prop.why = rnd.error_message()
             return self._retry(prop, now_ms, out)
         # WON
-        if phase == "read":
+        if phase == Phase.READ:
             records = list(rnd.records.values())
             cur = newest(records)
             if _agree(records):
                 self.core.stats["lin_reads_fast"] += 1
                 return self._answer_read(prop, cur, now_ms, out)
             self.core.stats["lin_writebacks"] += 1
+            assert cur is not None, "answers that disagree hold a record"
             prop.cur = cur
-            prop.phase = "writeback"
+            prop.to(Phase.WRITEBACK)
             prop.round = QuorumRound("write", prop.replicas, prop.needed, prop.groups)
             return self._broadcast(prop, lambda: mc.PxAccept(prop.pid, prop.key, cur), now_ms, out)
-        if phase == "writeback":
+        if phase == Phase.WRITEBACK:
             return self._answer_read(prop, prop.cur, now_ms, out)
-        if phase == "prepare":
+        if phase == Phase.PREPARE:
             return self._prepared(prop, now_ms, out)
-        if phase == "accept":
+        if phase == Phase.ACCEPT:
+            assert prop.result is not None, "phase 2 carries the change's result"
             if prop.result.error:  # the state is chosen now; the operation itself is refused
                 return self._fail(prop, m.INVALID, prop.result.error, now_ms, out)
             return self._answer(prop, prop.result, prop.ballot, now_ms, out)
 
-    def _prepared(self, prop: _Proposal, now_ms: int, out: list) -> None:
+    def _prepared(self, prop: _Proposal, now_ms: int, out: list[Any]) -> None:
+        assert prop.round is not None and prop.ballot is not None
         records = list(prop.round.records.values())
         cur = newest(records)
         agree = _agree(records)
-        result = None
+        result: OpResult | None = None
+        new: Change = _KEEP
         if prop.pending is not None:
             pb, presult = prop.pending
             parent = parent_of(cur.version) if cur is not None else None
@@ -439,11 +339,12 @@ class Paxos:
         else:
             value, expires = new
             record = Record(version, value, expires)
-        prop.phase = "accept"
+        prop.to(Phase.ACCEPT)
         prop.round = QuorumRound("write", prop.replicas, prop.needed, prop.groups)
         self._broadcast(prop, lambda: mc.PxAccept(prop.pid, prop.key, record), now_ms, out)
 
-    def _retry(self, prop: _Proposal, now_ms: int, out: list) -> None:
+    def _retry(self, prop: _Proposal, now_ms: int, out: list[Any]) -> None:
+        assert prop.round is not None
         if prop.attempt >= ATTEMPTS_MAX or now_ms >= prop.deadline_ms or prop.round.timed_out:
             if prop.pending is not None:
                 self.core.stats["cas_unknown"] += 1
@@ -454,19 +355,19 @@ class Paxos:
                               f"(ATTEMPTS_MAX={ATTEMPTS_MAX}): {prop.why}", now_ms, out)
         self.core.stats["cas_retries"] += 1
         span = min(BACKOFF_MS_MAX, BACKOFF_MS_BASE << min(prop.attempt, 16))
-        prop.phase = "idle"
+        prop.to(Phase.IDLE)
         prop.round = None
         prop.retry_at_ms = now_ms + 1 + self.core.rng.randrange(span)
 
-    def _tick(self, now_ms: int, out: list) -> None:
-        if self.forwards:
-            self._forward_tick(now_ms, out)
+    def _tick(self, now_ms: int, out: list[Any]) -> None:
+        if self.forwarder.forwards:
+            self.forwarder.tick(now_ms, out)
         for prop in list(self.props.values()):
-            if prop.phase == "queued":
+            if prop.phase == Phase.QUEUED:
                 if now_ms >= prop.deadline_ms:
                     self._fail(prop, m.UNAVAILABLE, "not started: timed out waiting behind this node's other "
                                "operations on the key", now_ms, out)
-            elif prop.phase == "idle":
+            elif prop.phase == Phase.IDLE:
                 if now_ms >= prop.deadline_ms:
                     prop.round = QuorumRound("read", ("-",), 1)
                     prop.round.expire()
@@ -478,98 +379,57 @@ class Paxos:
                 self._progress(prop, now_ms, out)
 
     # ---------------------------------------------------------------- answers
-    def _answer_read(self, prop: _Proposal, cur: Record | None, now_ms: int, out: list) -> None:
+    def _answer_read(self, prop: _Proposal, cur: Record | None, now_ms: int, out: list[Any]) -> None:
         live = cur is not None and cur.live_at(now_ms)
-        reply = mc.AtomicReply(prop.msg.id, m.OK if live else m.NOT_FOUND, value=cur.value if live else None,
-                               version=cur.version if cur else None, expires_ms=cur.expires_ms if live else 0,
-                               found=live)
+        if cur is not None and live:
+            reply = mc.AtomicReply(prop.msg.id, m.OK, value=cur.value, version=cur.version,
+                                   expires_ms=cur.expires_ms, found=True)
+        else:
+            reply = mc.AtomicReply(prop.msg.id, m.NOT_FOUND, version=cur.version if cur else None)
         self._finish(prop, reply, now_ms, out)
 
-    def _answer(self, prop: _Proposal, result: OpResult, version: Version | None, now_ms: int, out: list) -> None:
+    def _answer(self, prop: _Proposal, result: OpResult, version: Version | None, now_ms: int, out: list[Any]) -> None:
         self.core.stats["won"] += 1
         reply = mc.AtomicReply(prop.msg.id, m.OK, result.applied, result.value, result.old, result.number,
                                version, found=result.found)
         self._finish(prop, reply, now_ms, out)
 
-    def _fail(self, prop: _Proposal, status: int, message: str, now_ms: int, out: list) -> None:
+    def _fail(self, prop: _Proposal, status: int, message: str, now_ms: int, out: list[Any]) -> None:
         if status != m.INVALID:
             self.core.stats["lost"] += 1
         what = mc.OP_NAMES[prop.msg.op]
         self._finish(prop, mc.AtomicReply(prop.msg.id, status, message=f"linearizable {what}: {message}"),
                      now_ms, out)
 
-    def _finish(self, prop: _Proposal, reply, now_ms: int, out: list) -> None:
+    def _finish(self, prop: _Proposal, reply: mc.AtomicReply, now_ms: int, out: list[Any]) -> None:
         if self.props.pop(prop.pid, None) is None:
             return
-        prop.phase = "done"
-        if prop.msg.plain:
-            reply = plain_reply(reply)
-        self._answer_conn(prop.conn, reply, now_ms, out)
+        prop.to(Phase.DONE)
+        self._answer_conn(prop.conn, plain_reply(reply) if prop.msg.plain else reply, now_ms, out)
         if self.active.get(prop.key) == prop.pid:
             del self.active[prop.key]
             waiting = self.queued.get(prop.key)
             while waiting:
                 nxt = self.props.get(waiting.popleft())
-                if nxt is not None and nxt.phase == "queued":
+                if nxt is not None and nxt.phase == Phase.QUEUED:
                     self.active[prop.key] = nxt.pid
                     self._start(nxt, now_ms, out)
                     break
             if not waiting:
                 self.queued.pop(prop.key, None)
 
-    def _answer_conn(self, conn, reply, now_ms: int, out: list) -> None:
+    def _answer_conn(self, conn: object, reply: mc.AtomicReply | m.Reply, now_ms: int, out: list[Any]) -> None:
         if conn is _SELF:
             return
         out.append(Respond(conn, reply))
 
 
-def atomic_from_plain(msg) -> mc.Atomic:
-    """A client's plain Get/Put as a linearizable operation (the node's default mode,
-    ``consistency = "linearizable"``); answered with a plain Reply (``plain_reply``).
-    Levels, targets and session floors are moot: a majority of primaries decides."""
-    if type(msg) is m.Get:
-        return mc.Atomic(msg.id, msg.key, mc.OP_GET, plain=True)
-    return mc.Atomic(msg.id, msg.key, mc.OP_SET, msg.value, ttl_ms=msg.ttl_ms, plain=True)
-
-
-def plain_reply(reply: mc.AtomicReply) -> m.Reply:
-    return m.Reply(reply.id, reply.status, reply.value, reply.version, reply.message, "", reply.expires_ms)
-
-
-def _agree(records: list) -> bool:
-    """Every answer carried the same version (or none had a record)."""
-    keys = {r.version.key() if r is not None else None for r in records}
-    return len(keys) <= 1
-
-
-_PARENT_PREFIX = "^"  # Version.ctx key of a CASPaxos record's parent: "^" + node -> ts
-
-
-def parent_ctx(cur: Record | None) -> dict[str, int] | None:
-    if cur is None:
-        return None
-    return {_PARENT_PREFIX + cur.version.node: cur.version.ts}
-
-
-def parent_of(version: Version) -> tuple[int, str] | None:
-    """The (ts, node) of the state a CASPaxos record was derived from; None when
-    unknown (a plain write, or a state derived from no record)."""
-    ctx = version.ctx
-    if not ctx or len(ctx) != 1:
-        return None
-    (name, ts), = ctx.items()
-    if not name.startswith(_PARENT_PREFIX):
-        return None
-    return (ts, name[len(_PARENT_PREFIX):])
-
-
-def newest_version(a: Version | None, b: Version | None) -> Version | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return b if b.newer_than(a) else a
-
-
-def install(core) -> Paxos:
+def install(core: NodeCore) -> Paxos:
     return Paxos(core)
+
+
+__all__ = [
+    "ATTEMPTS_MAX", "BACKOFF_MS_BASE", "BACKOFF_MS_MAX", "FORWARDS_INFLIGHT_MAX", "PROPOSALS_INFLIGHT_MAX",
+    "Paxos", "PaxosStore", "Phase", "atomic_from_plain", "install", "newest_version", "parent_ctx", "parent_of",
+    "plain_reply",
+]

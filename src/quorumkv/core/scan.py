@@ -33,13 +33,19 @@ scanned, not matched: a page may be empty while the cursor moves on, as in Redis
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import messages as m
 from .effects import Send
 from .messages_scan import Scan, ScanPeek, ScanPeekResp, ScanReply
 from .typed import LWW, REDIS_TYPES
-from .node import SELF
+from .rounds import SELF
+from .tokens import StoreKind
+from .version import Version
+
+if TYPE_CHECKING:
+    from .node import NodeCore
 
 #: Keys a member scans for one page at most (a Redis COUNT above it is clamped): bounds
 #: the rows one page reads from storage and holds in memory per member.
@@ -109,7 +115,7 @@ def _char_class(pattern: bytes, i: int) -> tuple[bytes | None, int]:
     neg = pattern[i:i + 1] == b"^"
     if neg:
         i += 1
-    parts = []
+    parts: list[bytes] = []
     while i < n:
         c = pattern[i:i + 1]
         if c == b"]":
@@ -134,7 +140,8 @@ def _char_class(pattern: bytes, i: int) -> tuple[bytes | None, int]:
 class _Page:
     __slots__ = ("conn", "req_id", "after", "waiting", "answers", "deadline_ms", "failed", "type")
 
-    def __init__(self, conn, req_id: int, after: bytes, waiting: set, deadline_ms: int, type_: str = "") -> None:
+    def __init__(self, conn: object, req_id: int, after: bytes, waiting: set[str], deadline_ms: int,
+                 type_: str = "") -> None:
         self.type = type_
         self.conn = conn
         self.req_id = req_id
@@ -148,20 +155,20 @@ class _Page:
 class ScanCoordinator:
     """Registers the scan messages on a NodeCore (its extension points)."""
 
-    def __init__(self, core) -> None:
+    def __init__(self, core: NodeCore) -> None:
         self.core = core
         self.pages: dict[int, _Page] = {}
-        self._patterns: dict[bytes, re.Pattern] = {}
+        self._patterns: dict[bytes, re.Pattern[bytes]] = {}
         core.handle_requests({Scan: self._on_scan})  # noqa: SLF001 - the core's extension point
         core.handle_requests({ScanPeek: self._on_peek})  # noqa: SLF001
         core.handle_responses({ScanPeekResp: self._on_peek_resp})  # noqa: SLF001
-        core.handle_stored("sk", self._on_scanned)  # noqa: SLF001
+        core.handle_stored(StoreKind.SCAN_KEYS, self._on_scanned)
         core.add_ticker(self._tick)  # noqa: SLF001
         core.add_busy_probe(lambda: bool(self.pages))
         for name in ("scan_pages", "scan_pages_failed", "scan_peeks"):
             core.stats.setdefault(name, 0)
 
-    def _pattern(self, match: bytes | None):
+    def _pattern(self, match: bytes | None) -> re.Pattern[bytes] | None:
         if match is None or match == b"*":
             return None
         pat = self._patterns.get(match)
@@ -180,7 +187,7 @@ class ScanCoordinator:
         return ""
 
     # ----------------------------------------------------------- coordinator
-    def _on_scan(self, conn, msg: Scan, now_ms: int, out: list) -> None:
+    def _on_scan(self, conn: object, msg: Scan, now_ms: int, out: list[Any]) -> None:
         core = self.core
         error = self._check(msg.match, msg.count)
         if error:
@@ -217,12 +224,13 @@ class ScanCoordinator:
         if page_id in self.pages and not page.waiting:
             self._finish(page_id, now_ms, out)
 
-    def uncovered(self, nodes) -> list[tuple[str, ...]]:
+    def uncovered(self, nodes: Iterable[str]) -> list[tuple[str, ...]]:
         """Preference lists of the current ring with no member among ``nodes``."""
         have = set(nodes)
         ring = self.core.ring
-        gaps = []
-        seen = set()
+        assert ring is not None
+        gaps: list[tuple[str, ...]] = []
+        seen: set[tuple[str, ...]] = set()
         for tok in ring.tokens:
             plist = ring.preference_list_of_token(tok)
             if plist not in seen and not have.intersection(plist):
@@ -231,11 +239,11 @@ class ScanCoordinator:
         return gaps
 
     @staticmethod
-    def _uncovered_message(gaps, down) -> str:
+    def _uncovered_message(gaps: list[tuple[str, ...]], down: Iterable[str]) -> str:
         return (f"scan unavailable: {len(gaps)} replica set(s) have no live member that answered "
                 f"(e.g. {list(gaps[0])}); down or silent: {sorted(down)}. Retry the same cursor later")
 
-    def _on_peek_resp(self, peer: str, msg: ScanPeekResp, now_ms: int, out: list) -> None:
+    def _on_peek_resp(self, peer: str, msg: ScanPeekResp, now_ms: int, out: list[Any]) -> None:
         page = self.pages.get(msg.id)
         if page is None or peer not in page.waiting:
             return  # late (the page was answered without it) or from a node not asked
@@ -247,7 +255,7 @@ class ScanCoordinator:
         if not page.waiting:
             self._finish(msg.id, now_ms, out)
 
-    def _tick(self, now_ms: int, out: list) -> None:
+    def _tick(self, now_ms: int, out: list[Any]) -> None:
         for page_id, page in list(self.pages.items()):
             if page.deadline_ms <= now_ms:
                 for node in page.waiting:
@@ -255,11 +263,13 @@ class ScanCoordinator:
                 page.waiting.clear()
                 self._finish(page_id, now_ms, out)
 
-    def _finish(self, page_id: int, now_ms: int, out: list) -> None:
+    def _finish(self, page_id: int, now_ms: int, out: list[Any]) -> None:
         core = self.core
         page = self.pages.pop(page_id)
         answered = sorted(page.answers)
-        missing = self.uncovered(answered) if core.ring is not None else [()]
+        no_ring: list[tuple[str, ...]] = [()]
+        missing = self.uncovered(answered) if core.ring is not None else no_ring
+        reply: m.Reply | ScanReply
         if missing:
             core.stats["scan_pages_failed"] += 1
             reply = m.Reply(page.req_id, m.UNAVAILABLE, message=self._uncovered_message(
@@ -271,7 +281,7 @@ class ScanCoordinator:
         core.respond(page.conn, reply, now_ms, out)
 
     # ---------------------------------------------------------------- member
-    def _on_peek(self, conn, msg: ScanPeek, now_ms: int, out: list) -> None:
+    def _on_peek(self, conn: object, msg: ScanPeek, now_ms: int, out: list[Any]) -> None:
         core = self.core
         core.stats["scan_peeks"] += 1
         error = self._check(msg.match, msg.limit)
@@ -279,16 +289,16 @@ class ScanCoordinator:
             core.respond(conn, ScanPeekResp(msg.id, False, error=error), now_ms, out)
             return
         limit = min(msg.limit, SCAN_COUNT_MAX)
-        out.append(ScanKeys(("sk", conn, msg.id, msg.match, limit), msg.after or None, limit))
+        out.append(ScanKeys((StoreKind.SCAN_KEYS, conn, msg.id, msg.match, limit), msg.after or None, limit))
 
-    def _on_scanned(self, token, ok: bool, result, now_ms: int, out: list) -> None:
+    def _on_scanned(self, token: tuple[Any, ...], ok: bool, result: Any, now_ms: int, out: list[Any]) -> None:
         _, conn, req_id, match, limit = token
         if not ok:
             self.core.respond(conn, ScanPeekResp(req_id, False, error=f"scan failed: {result}"),
                                now_ms, out)
             return
         pat = self._pattern(match)
-        entries = []
+        entries: list[tuple[bytes, Version, bool, int]] = []
         size = 0
         last = result[-1][0] if len(result) >= limit else b""
         for key, rec in result:
@@ -301,19 +311,19 @@ class ScanCoordinator:
         self.core.respond(conn, ScanPeekResp(req_id, True, entries, last), now_ms, out)
 
 
-def _redis_type(version) -> str:
+def _redis_type(version: Version) -> str:
     ctx = version.ctx
     return REDIS_TYPES.get(ctx.get("t", LWW) if ctx else LWW, "string")
 
 
-def merge_pages(pages, now_ms: int, redis_type: str = "") -> tuple[list[bytes], bytes]:
+def merge_pages(pages: Iterable[ScanPeekResp], now_ms: int, redis_type: str = "") -> tuple[list[bytes], bytes]:
     """Merge members' pages: (live keys in key order, next cursor; b"": done).
     ``redis_type``: only keys whose newest record holds that Redis type ("": any)."""
     boundary = b""
     for p in pages:
         if p.last and (not boundary or p.last < boundary):
             boundary = p.last
-    newest: dict[bytes, tuple] = {}
+    newest: dict[bytes, tuple[Version, bool, int]] = {}
     for p in pages:
         for key, version, tomb, expires in p.entries:
             if boundary and key > boundary:

@@ -27,6 +27,8 @@ every replica whose state differs from the merge (``needs_repair``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
+from typing import Any, Callable
 
 import msgspec
 
@@ -42,9 +44,13 @@ KIND_NAMES = {LWW: "lww", CAUSAL: "causal", COUNTER: "counter", SET: "set", MAP:
 #: Redis TYPE names of each kind (RESP ``TYPE``): causal values are strings with siblings.
 REDIS_TYPES = {LWW: "string", CAUSAL: "string", COUNTER: "string", SET: "set", MAP: "hash"}
 
-_TYPES = {CAUSAL: dvv.DVVSet, COUNTER: crdt.PNCounter, SET: crdt.ORSet, MAP: crdt.LWWMap}
-_DECODERS = {k: msgspec.msgpack.Decoder(t) for k, t in _TYPES.items()}
-_MERGE = {CAUSAL: dvv.sync, COUNTER: crdt.counter_merge, SET: crdt.set_merge, MAP: crdt.map_merge}
+#: A typed record's decoded state: a ``dvv.DVVSet``, ``crdt.PNCounter``, ``crdt.ORSet`` or
+#: ``crdt.LWWMap`` by kind. ``Any``: which one is decided at run time by the kind tag.
+State = Any
+
+_TYPES: dict[int, type] = {CAUSAL: dvv.DVVSet, COUNTER: crdt.PNCounter, SET: crdt.ORSet, MAP: crdt.LWWMap}
+_DECODERS: dict[int, msgspec.msgpack.Decoder[Any]] = {k: msgspec.msgpack.Decoder(t) for k, t in _TYPES.items()}
+_MERGE: dict[int, Callable[[Any, Any], State]] = {CAUSAL: dvv.sync, COUNTER: crdt.counter_merge, SET: crdt.set_merge, MAP: crdt.map_merge}
 _DIGEST_MASK = (1 << 63) - 1  # msgpack ints are int64: keep the digest positive
 
 
@@ -74,11 +80,11 @@ def tag(kind: int, value: bytes) -> dict[str, int]:
     return {"h": digest(value), "t": kind}
 
 
-def empty(kind: int):
+def empty(kind: int) -> State:
     return _TYPES[kind]()
 
 
-def decode(kind: int, value: bytes):
+def decode(kind: int, value: bytes) -> State:
     """The state in a typed record's value. ValueError when corrupt or of an unknown kind."""
     dec = _DECODERS.get(kind)
     if dec is None:
@@ -90,15 +96,15 @@ def decode(kind: int, value: bytes):
     return dvv.decode(value) if kind == CAUSAL else state
 
 
-def encode(kind: int, state) -> bytes:
+def encode(kind: int, state: State) -> bytes:
     return dvv.encode(state) if kind == CAUSAL else crdt.encode(state)
 
 
-def state_of(rec: Record | None, kind: int, now_ms: int):
+def state_of(rec: Record | None, kind: int, now_ms: int) -> State:
     """The ``kind`` state a record holds: empty for no record, a tombstone or an expired
     value; WrongTypeError when it holds a live value of another type."""
     k = kind_of(rec)
-    if k == kind and rec.value is not None:
+    if k == kind and rec is not None and rec.value is not None:
         return decode(kind, rec.value)
     if rec is None or not rec.live_at(now_ms):
         return empty(kind)
@@ -106,7 +112,7 @@ def state_of(rec: Record | None, kind: int, now_ms: int):
                          f"(it holds a {KIND_NAMES[k]} value, not a {KIND_NAMES[kind]})")
 
 
-def typed_record(version: Version, kind: int, state) -> Record:
+def typed_record(version: Version, kind: int, state: State) -> Record:
     value = encode(kind, state)
     return Record(Version(version.ts, version.node, tag(kind, value)), value)
 
@@ -114,12 +120,13 @@ def typed_record(version: Version, kind: int, state) -> Record:
 def merge(a: Record, b: Record) -> Record:
     """Two records of the same typed kind merged; the larger version is kept."""
     kind = kind_of(a)
+    assert a.value is not None and b.value is not None, "tombstones are not merged"
     state = _MERGE[kind](decode(kind, a.value), decode(kind, b.value))
     top = a.version if not b.version.newer_than(a.version) else b.version
     return typed_record(top, kind, state)
 
 
-def _order(rec: Record) -> tuple:
+def _order(rec: Record) -> tuple[int, str, int, int]:
     """Total order across types: version, then (only on a tie, which distinct HLC
     stamps never produce) kind and digest, so every replica picks the same record."""
     ctx = rec.version.ctx or {}
@@ -137,6 +144,7 @@ def resolve(stored: Record | None, incoming: Record) -> tuple[Record | None, Ver
         return incoming, None
     ki, ks = kind_of(incoming), kind_of(stored)
     if ki != LWW and ki == ks and incoming.value is not None and stored.value is not None:
+        assert incoming.version.ctx is not None and stored.version.ctx is not None  # typed: tagged
         if incoming.version.ctx.get("h") == stored.version.ctx.get("h"):  # same state
             return (incoming if incoming.version.newer_than(stored.version) else None), None
         merged = merge(stored, incoming)
@@ -148,7 +156,7 @@ def resolve(stored: Record | None, incoming: Record) -> tuple[Record | None, Ver
     return None, Version(stored.version.ts, stored.version.node)  # as every engine reports it
 
 
-def read_result(records) -> Record | None:
+def read_result(records: Iterable[Record | None]) -> Record | None:
     """What a read answers from the replicas' records: the newest, and when that is
     typed, the merge of every record of its kind that is newer than the newest record
     of another type (older ones were overwritten by it)."""
@@ -180,6 +188,7 @@ def needs_repair(result: Record, rec: Record | None) -> bool:
     if rec is None:
         return True
     if is_typed(result.version) and kind_of(rec) == kind_of(result) and rec.value is not None:
+        assert rec.version.ctx is not None and result.version.ctx is not None  # typed: tagged
         return rec.version.ctx.get("h") != result.version.ctx.get("h")
     return result.version.newer_than(rec.version)
 
@@ -215,8 +224,8 @@ def check_update(kind: int, action: str, args: list[bytes], ctx: bytes | None) -
     return dvv.decode_context(ctx) if kind == CAUSAL else {}
 
 
-def apply_update(kind: int, state, action: str, args: list[bytes], delta: int, ctx: dict[str, int],
-                 node: str, ts_floor: int):
+def apply_update(kind: int, state: State, action: str, args: list[bytes], delta: int, ctx: dict[str, int],
+                 node: str, ts_floor: int) -> State:
     """The new state after ``node`` applies an update to its own local ``state``.
 
     ``ts_floor`` (the node's clock, an HLC reading) stamps map fields. Raises

@@ -32,15 +32,20 @@ streams the data first), as Riak does by giving a vnode a fresh id.
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import InvalidRequestError
+from . import crdt, dvv, typed
 from . import messages as m
-from . import typed
 from .effects import Respond, Send, StoreRead, StoreWrite
 from .limits import VALUE_BYTES_MAX
 from .messages_typed import TypedApplied, TypedApply, TypedPut, Update
+from .tokens import StoreKind
 from .validation import validate_key
-from .version import Version
+from .version import Record, Version
+
+if TYPE_CHECKING:
+    from .node import NodeCore
 
 #: Keys with typed updates queued or running on this node as their applying primary.
 #: Each holds its updates in memory until durable; past this, new keys are refused
@@ -53,44 +58,53 @@ TYPED_QUEUE_PER_KEY_MAX = 256
 TYPED_FORWARDS_MAX = 10_000
 
 
+class TypedForward(NamedTuple):
+    """A client's update forwarded to the key's applying primary."""
+
+    conn: object
+    update: Update
+    primary: str
+    deadline_ms: int
+
+
 class _Job:
     __slots__ = ("jid", "key", "msg", "conn", "client", "deadline_ms", "local", "waiting_clock")
 
-    def __init__(self, jid: int, msg, conn, client: bool, deadline_ms: int) -> None:
+    def __init__(self, jid: int, msg: Update | TypedApply, conn: object, client: bool, deadline_ms: int) -> None:
         self.jid = jid
         self.key = msg.key
         self.msg = msg  # Update (from a client) or TypedApply (from a peer)
         self.conn = conn
         self.client = client
         self.deadline_ms = deadline_ms
-        self.local = None  # the local record read, once read
+        self.local: Record | None = None  # the local record read, once read
         self.waiting_clock = False
 
 
 class TypedCoordinator:
-    def __init__(self, core) -> None:
+    def __init__(self, core: NodeCore) -> None:
         self.core = core
         self.keys: dict[bytes, deque[_Job]] = {}  # head: running
         self.jobs: dict[int, _Job] = {}
-        self.forwards: dict[int, tuple] = {}  # forward id -> (conn, Update, primary, deadline_ms)
+        self.forwards: dict[int, TypedForward] = {}  # forward id -> the update it carries
         core.handle_requests({Update: self._on_update})  # noqa: SLF001 - the core's extension points
         core.handle_requests({TypedApply: self._on_apply})  # noqa: SLF001
         core.handle_responses({TypedApplied: self._on_applied})  # noqa: SLF001
-        core.handle_stored("ty", self._on_store)  # noqa: SLF001
+        core.handle_stored(StoreKind.TYPED, self._on_store)
         core.add_ticker(self._tick)  # noqa: SLF001
         core.add_busy_probe(lambda: bool(self.jobs or self.forwards))
         core.stats.update({"typed_updates": 0, "typed_applied": 0, "typed_forwarded": 0,
                            "typed_refused": 0, "typed_siblings_refused": 0})
 
     # ------------------------------------------------------------ receiving node
-    def _on_update(self, conn, msg: Update, now_ms: int, out: list) -> None:
+    def _on_update(self, conn: object, msg: Update, now_ms: int, out: list[Any]) -> None:
         core = self.core
         core.stats["typed_updates"] += 1
         core.stats["requests"] += 1
         try:
             validate_key(msg.key)
             typed.check_update(msg.kind, msg.action, msg.args, msg.ctx)
-            if msg.kind == typed.COUNTER and not -typed.crdt.INT64_MAX - 1 <= msg.delta <= typed.crdt.INT64_MAX:
+            if msg.kind == typed.COUNTER and not -crdt.INT64_MAX - 1 <= msg.delta <= crdt.INT64_MAX:
                 raise ValueError("delta is not a 64-bit integer")
         except (InvalidRequestError, ValueError) as exc:
             return self._fail_client(conn, msg, m.INVALID, str(exc), now_ms, out)
@@ -100,6 +114,7 @@ class TypedCoordinator:
         primaries = ring.preference_list(msg.key)
         # A replacement still streaming does not hold its earlier dots yet: not it.
         serves = core.membership.serves_reads
+        primary: str | None
         if core.node_id in primaries and serves(core.node_id):
             primary = core.node_id
         else:
@@ -114,13 +129,13 @@ class TypedCoordinator:
             return self._fail_client(conn, msg, m.OVERLOADED, f"node {core.node_id} has TYPED_FORWARDS_MAX="
                                      f"{TYPED_FORWARDS_MAX} typed writes forwarded", now_ms, out)
         fid = core.new_op_id()
-        self.forwards[fid] = (conn, msg, primary, deadline_ms)
+        self.forwards[fid] = TypedForward(conn, msg, primary, deadline_ms)
         core.stats["typed_forwarded"] += 1
         out.append(Send(primary, TypedApply(fid, msg.key, msg.kind, msg.action, msg.args, msg.delta, msg.ctx)))
 
-    def _on_applied(self, peer: str, msg: TypedApplied, now_ms: int, out: list) -> None:
+    def _on_applied(self, peer: str, msg: TypedApplied, now_ms: int, out: list[Any]) -> None:
         fwd = self.forwards.pop(msg.id, None)
-        if fwd is None or fwd[2] != peer:
+        if fwd is None or fwd.primary != peer:
             return  # late (timed out already) or from a node we did not ask
         conn, update, _primary, _deadline = fwd
         if msg.ok and msg.record is not None and typed.kind_of(msg.record) == update.kind:
@@ -128,16 +143,16 @@ class TypedCoordinator:
         self._fail_client(conn, update, msg.status or m.INTERNAL, msg.error or "bad answer from the primary",
                           now_ms, out)
 
-    def _replicate(self, conn, update: Update, record, now_ms: int, out: list) -> None:
+    def _replicate(self, conn: object, update: Update, record: Record, now_ms: int, out: list[Any]) -> None:
         put = TypedPut(update.id, update.key, record.value, w=update.w, record=record)
-        self.core._coordinate_client(conn, put, now_ms, out)  # noqa: SLF001 - the usual write round
+        self.core.writes.coordinate(conn, put, now_ms, out)  # the usual write round
 
-    def _fail_client(self, conn, msg, status: int, error: str, now_ms: int, out: list) -> None:
+    def _fail_client(self, conn: object, msg: Update, status: int, error: str, now_ms: int, out: list[Any]) -> None:
         self.core.stats["typed_refused"] += 1
         self.core.respond(conn, m.Reply(msg.id, status, message=error), now_ms, out)
 
     # ------------------------------------------------------------ applying primary
-    def _on_apply(self, conn, msg: TypedApply, now_ms: int, out: list) -> None:
+    def _on_apply(self, conn: object, msg: TypedApply, now_ms: int, out: list[Any]) -> None:
         core = self.core
         error = ""
         try:
@@ -155,7 +170,7 @@ class TypedCoordinator:
         self._enqueue(_Job(core.new_op_id(), msg, conn, False, now_ms + core.settings.timeout_ms_write),  # noqa: SLF001
                       now_ms, out)
 
-    def _enqueue(self, job: _Job, now_ms: int, out: list) -> None:
+    def _enqueue(self, job: _Job, now_ms: int, out: list[Any]) -> None:
         queue = self.keys.get(job.key)
         if queue is None and len(self.keys) >= TYPED_KEYS_INFLIGHT_MAX:
             return self._finish(job, m.OVERLOADED, f"TYPED_KEYS_INFLIGHT_MAX={TYPED_KEYS_INFLIGHT_MAX} keys "
@@ -166,11 +181,11 @@ class TypedCoordinator:
         self.jobs[job.jid] = job
         if queue is None:
             self.keys[job.key] = deque([job])
-            out.append(StoreRead(("ty", None, job.jid, "read"), job.key))
+            out.append(StoreRead((StoreKind.TYPED, None, job.jid, "read"), job.key))
         else:
             queue.append(job)
 
-    def _on_store(self, token, ok: bool, result, now_ms: int, out: list) -> None:
+    def _on_store(self, token: tuple[Any, ...], ok: bool, result: Any, now_ms: int, out: list[Any]) -> None:
         job = self.jobs.get(token[2])
         if job is None:
             return
@@ -185,7 +200,7 @@ class TypedCoordinator:
         self.core.stats["typed_applied"] += 1
         self._done(job, m.OK, "", job.local, now_ms, out)
 
-    def _apply(self, job: _Job, now_ms: int, out: list) -> None:
+    def _apply(self, job: _Job, now_ms: int, out: list[Any]) -> None:
         core, msg = self.core, job.msg
         clock = core.clock
         if clock.refusal:
@@ -200,32 +215,36 @@ class TypedCoordinator:
             state = typed.state_of(job.local, msg.kind, now_ms)
             new = typed.apply_update(msg.kind, state, msg.action, msg.args, msg.delta, ctx, core.node_id,
                                      core.hlc.peek(now_ms))
-        except typed.dvv.SiblingLimitError as exc:
+        except dvv.SiblingLimitError as exc:
             core.stats["typed_siblings_refused"] += 1
             return self._done(job, m.INVALID, str(exc), None, now_ms, out)
         except ValueError as exc:  # WRONGTYPE, overflow, a corrupt local state
             return self._done(job, m.INVALID, str(exc), None, now_ms, out)
         record = typed.typed_record(Version(core.hlc.now(now_ms), core.node_id), msg.kind, new)
+        assert record.value is not None, "a typed record holds its state"
         if len(record.value) > VALUE_BYTES_MAX:
             return self._done(job, m.INVALID, f"the {typed.KIND_NAMES[msg.kind]} would be {len(record.value)} "
                               f"bytes (VALUE_BYTES_MAX={VALUE_BYTES_MAX})", None, now_ms, out)
         job.local = record
-        out.append(StoreWrite(("ty", None, job.jid, "write"), job.key, record))
+        out.append(StoreWrite((StoreKind.TYPED, None, job.jid, "write"), job.key, record))
 
-    def _done(self, job: _Job, status: int, error: str, record, now_ms: int, out: list) -> None:
+    def _done(self, job: _Job, status: int, error: str, record: Record | None, now_ms: int, out: list[Any]) -> None:
         """The job's local part is over: let the key's next update start, then answer."""
         del self.jobs[job.jid]
         queue = self.keys[job.key]
         queue.popleft()
         if queue:
-            out.append(StoreRead(("ty", None, queue[0].jid, "read"), job.key))
+            out.append(StoreRead((StoreKind.TYPED, None, queue[0].jid, "read"), job.key))
         else:
             del self.keys[job.key]
         self._finish(job, status, error, record, now_ms, out)
 
-    def _finish(self, job: _Job, status: int, error: str, record, now_ms: int, out: list) -> None:
+    def _finish(self, job: _Job, status: int, error: str, record: Record | None, now_ms: int,
+                out: list[Any]) -> None:
         if job.client:
+            assert type(job.msg) is Update, "a client's job carries its Update"
             if status == m.OK:
+                assert record is not None, "an applied update has its record"
                 return self._replicate(job.conn, job.msg, record, now_ms, out)
             return self._fail_client(job.conn, job.msg, status, error, now_ms, out)
         if status != m.OK:
@@ -233,7 +252,7 @@ class TypedCoordinator:
         out.append(Respond(job.conn, TypedApplied(job.msg.id, status == m.OK, record, status, error)))
 
     # ------------------------------------------------------------------ time
-    def _tick(self, now_ms: int, out: list) -> None:
+    def _tick(self, now_ms: int, out: list[Any]) -> None:
         for fid, (conn, update, primary, deadline_ms) in list(self.forwards.items()):
             if now_ms >= deadline_ms:
                 del self.forwards[fid]

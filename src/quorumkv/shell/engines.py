@@ -1,15 +1,17 @@
 """Choosing a storage engine by name (config ``storage``).
 
-Above both engine modules: ``storage.py`` (the engine interface, SQLite and memory)
-and ``storage_redis.py`` (which builds on that interface) — so neither imports the
-other's factory and the imports run one way.
+Above every engine module: ``storage_base.py`` (the engine interface),
+``storage.py`` (SQLite), ``storage_memory.py`` and ``storage_redis.py`` (which build
+on that interface) — so none imports another's factory and the imports run one way.
 """
 
 from __future__ import annotations
 
 import os
 
-from .storage import MemoryEngine, SqliteEngine, StorageEngine
+from .storage import SqliteEngine
+from .storage_base import StorageEngine
+from .storage_memory import MemoryEngine
 
 
 def open_engine(kind: str, data_dir: str, *, fsync: bool = True, loop=None,

@@ -1,428 +1,61 @@
 """The node runtime: drives a NodeCore with asyncio, TCP and a storage engine.
 
-Effects are executed in the order the core returns them. Persist-before-ack holds
-because a replica's ack is only produced by ``on_store_done``, which the engine
-calls after the write is durable.
+The node is the one runtime (``runtime/executor.py``) with the real edges:
+``peers.SocketTransport`` (TCP links to peers, answers on inbound connections),
+``edges.EngineStorage`` (the storage engine and ``node-state.json``) and
+``edges.WallClock``. Effects run in the order the executor documents;
+persist-before-ack holds because a replica's ack is only produced by
+``on_store_done``, which the engine calls after the write is durable.
 
-Connections:
-
-* inbound (``_Inbound``): clients and peers send requests; answers go back on the
-  same connection, possibly out of order (ids match them up). At most
-  ``CLIENT_PIPELINE_MAX`` requests are open per connection; past that the node stops
-  reading from it until answers drain (TCP back-pressure).
-* outbound (``_PeerLink``): one persistent connection per peer, opened on demand,
-  reconnected with capped exponential back-off. While it is down, sends fail at once
-  and the core's quorum round decides. Frames queued per tick are written with one
-  ``transport.write`` (batching: many requests, one syscall).
+Modules: ``conns.py`` (inbound connections: clients and peers), ``peers.py``
+(outbound peer links, the transport), ``resp_server.py`` (the RESP front end),
+``edges.py`` (storage and clock edges), this one (building the node, the tick loop,
+the latency model, lifecycle).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import json
 import os
 import signal
-from collections import deque
 
 import msgspec
 import structlog
 
 from ..core import messages as m
-from ..core import wire
-from ..core.framing import FrameDecoder, FrameEncoder
-from ..core.limits import CLIENT_PIPELINE_MAX, PEER_QUEUE_BYTES_MAX
+from ..core.antientropy import install as install_antientropy
+from ..core.framing import FrameEncoder
 from ..core.hints import HintSettings
 from ..core.membership import DetectorSettings
-from ..core.node import (
-    DeleteHint, LoadHints, Log, NodeCore, NodeSettings, Peek, ReadHint, Respond, SaveHlcCeiling, SaveMembers,
-    ScanRange, Send,
-    StoreHint, StoreRead, StoreWrite,
-)
-from ..core.scan import ScanCoordinator, ScanKeys
-from ..core.typed import read_result
-from ..errors import InvalidRequestError, ProtocolError
-from .config import NodeConfig, parse_address
-from .latency import (
-    MODEL_IN_USE_MS, MODEL_REFRESH_MS, MODEL_REFRESH_MS_IDLE, LatencyRecorder, PendingStamps, build_table, now_us,
-)
-from .antientropy import AE_EFFECTS, AntiEntropyShell
-from .metrics_hist import RequestLatency
-from ..core.messages_cas import PxAccept, PxPrepare, PxRead
-from ..core.paxos import PaxosStore
-from ..core.paxos import atomic_from_plain
+from ..core.messages_admin import Snapshot
+from ..core.node import NodeCore, NodeSettings, Respond
 from ..core.paxos import install as install_paxos
-from .engines import open_engine
-from .storage import StorageEngine
-from .snapshot import SnapshotShell
-from .wallclock import now_ms, set_clock_offset_ms
+from ..core.scan import ScanCoordinator
+from ..errors import InvalidRequestError
+from ..runtime import Executor
 from . import auth, tls
-from ..core.messages_admin import Auth, Snapshot, SnapshotReply
+from .antientropy import settings_from
+from .config import NodeConfig, parse_address
+from .conns import INBOUND_SEND_BYTES_HIGH, INBOUND_SEND_BYTES_LOW, Inbound
+from .edges import EngineStorage, NodeState, WallClock
+from .engines import open_engine
+from .latency import MODEL_IN_USE_MS, MODEL_REFRESH_MS, MODEL_REFRESH_MS_IDLE, LatencyRecorder, build_table
+from .metrics_hist import RequestLatency
+from .peers import RECONNECT_MS_MIN, PeerLink, SocketTransport, loopback_source
+from .snapshot import SnapshotShell
+from .storage_base import StorageEngine
+from .wallclock import now_ms, set_clock_offset_ms
 
 log = structlog.get_logger("quorumkv.node")
 
-#: Reconnect back-off towards a peer: first retry after 50 ms, doubling to 1 s.
-RECONNECT_MS_MIN = 50
-RECONNECT_MS_MAX = 1_000
-#: Connect attempt to a peer gives up after this long.
-CONNECT_TIMEOUT_MS = 1_000
-#: Replies queued towards one native-protocol client (our batch plus the socket's send
-#: buffer) above which the node stops reading that client's requests, until they drain
-#: below INBOUND_SEND_BYTES_LOW. A client that pipelines large GETs and never reads
-#: then costs at most this plus the replies of requests already open, not unbounded
-#: memory (the RESP front end pauses the same way; asyncio's default is 64 KiB, a
-#: few MiB keeps a fast reader of large values streaming).
-INBOUND_SEND_BYTES_HIGH = 4 * 1024 * 1024
-INBOUND_SEND_BYTES_LOW = 1024 * 1024
+# Old names, importable from here still (tests, tools).
+_loopback_source = loopback_source
+__all__ = ["INBOUND_SEND_BYTES_HIGH", "INBOUND_SEND_BYTES_LOW", "NodeServer", "configure_logging",
+           "install_event_loop_policy", "serve"]
 
 
-def newest_hint(hints):
-    """What a fallback answers a read with: its newest hint (typed hints: merged)."""
-    return read_result(rec for _, rec in hints)
-
-
-
-
-class _Conn(asyncio.Protocol):
-    """Shared framing and per-tick write batching."""
-
-    def __init__(self, server: "NodeServer") -> None:
-        self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.decoder = FrameDecoder()
-        self._out: list[bytes] = []
-        self._out_bytes = 0
-        self.closed = False
-
-    def send(self, msg) -> None:
-        frame = self.server.encoder.encode(msg)
-        if not self._out:
-            self.server.loop.call_soon(self._flush)
-        self._out.append(frame)
-        self._out_bytes += len(frame)
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        self._out_bytes = 0
-        if self.transport is not None and not self.closed:
-            self.transport.write(b"".join(out))
-
-    def buffered_bytes(self) -> int:
-        t = self.transport
-        return self._out_bytes + (t.get_write_buffer_size() if t is not None and not self.closed else 0)
-
-
-class _Inbound(_Conn):
-    """A client's or a peer's connection to us. Reading pauses (TCP back-pressure) while
-    ``CLIENT_PIPELINE_MAX`` requests are open, while replies above
-    ``INBOUND_SEND_BYTES_HIGH`` wait to be sent, or while decoded requests wait in
-    ``_backlog`` (at most one read's worth: they were decoded before the pause)."""
-
-    def __init__(self, server: "NodeServer") -> None:
-        super().__init__(server)
-        self.open_requests = 0
-        self.paused = False
-        self.write_paused = False  # the transport's send buffer is above its high-water mark
-        self._backlog: deque = deque()
-        # A peer's link (it sent replica traffic or heartbeats) is exempt from the
-        # send-buffer pause: its heartbeats travel on it, and a coordinator that is
-        # slow to read its acks must not look dead to us (its own PEER_QUEUE_BYTES_MAX
-        # bounds what it has in flight). Only clients are paused for not reading.
-        self.is_peer = False
-        self.peer_name = "?"
-        # What this connection may send (shell/auth.py): everything while security is
-        # off; else nothing until Auth, or everything for a peer's TLS certificate.
-        self.allowed = server.open_types
-        self.user: str | None = None
-        self.timing: dict[int, tuple] = {}  # Get/Put id -> (label, start): the latency histogram
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        transport.set_write_buffer_limits(high=INBOUND_SEND_BYTES_HIGH, low=INBOUND_SEND_BYTES_LOW)
-        peer = transport.get_extra_info("peername")
-        self.peer_name = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self.server.inbound.add(self)
-        if self.server.secure and tls.peer_verified(transport):
-            self.allowed, self.user = auth.ALL_TYPES, "peer-certificate"  # mutual TLS: a peer
-
-    def connection_lost(self, exc) -> None:
-        self.closed = True
-        self._backlog.clear()
-        self.server.inbound.discard(self)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        self._update_reading()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self._drain_backlog()
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            msgs = self.decoder.feed(data)
-        except ProtocolError as exc:
-            self.fail(str(exc))
-            return
-        if self._backlog:
-            self._backlog.extend(msgs)
-        else:
-            self._handle(msgs)
-        self.server.wake()
-        self._update_reading()
-
-    def _handle(self, msgs) -> None:
-        server = self.server
-        now = now_ms()
-        for i, msg in enumerate(msgs):
-            if self.closed:
-                return
-            t = type(msg)
-            if t in _PEER_REQUEST_TYPES:
-                self.is_peer = True
-            elif not self.is_peer and (self.write_paused or self._out_bytes >= INBOUND_SEND_BYTES_HIGH):
-                self._backlog.extend(msgs[i:])  # replies are piling up: the rest waits
-                return
-            if t not in self.allowed:  # security (shell/auth.py); also every non-request
-                if t not in _REQUEST_TYPES:
-                    self.fail(f"unexpected {t.__name__} from a client")
-                    return
-                verdict = auth.not_allowed(server, self, msg, t)
-                if verdict is not auth.RUN:
-                    if verdict:
-                        continue
-                    return
-            if t not in m.ONE_WAY:
-                self.open_requests += 1
-                if t is m.Get or t is m.Put:  # timed by the client's own op and level
-                    self.timing[msg.id] = server.request_latency.start(msg)
-                    if server.linearizable_default:
-                        msg = atomic_from_plain(msg)  # the node's default mode (config consistency)
-            elif t is m.Heartbeat:
-                server.peer_heard(msg.node)
-            try:
-                server.run(server.core.on_request(self, msg, now))
-            except Exception as exc:  # a bug must not kill the node: drop this connection
-                log.exception("request_failed", peer=self.peer_name)
-                self.fail(f"internal error: {type(exc).__name__}")
-                return
-
-    def _drain_backlog(self) -> None:
-        if self._backlog and not self.closed:
-            msgs = list(self._backlog)
-            self._backlog.clear()
-            self._handle(msgs)
-        self._update_reading()
-
-    def _flush(self) -> None:
-        super()._flush()
-        if self._backlog and not self.write_paused:
-            self.server.loop.call_soon(self._drain_backlog)  # the batch went out: carry on
-
-    def _update_reading(self) -> None:
-        if self.closed or self.transport is None:
-            return
-        # Hysteresis: stop at CLIENT_PIPELINE_MAX open requests, resume below half.
-        limit = CLIENT_PIPELINE_MAX // 2 if self.paused else CLIENT_PIPELINE_MAX
-        pause = (not self.is_peer and (self.write_paused or bool(self._backlog))) or self.open_requests >= limit
-        if pause != self.paused:
-            self.paused = pause
-            if pause:
-                self.transport.pause_reading()
-            else:
-                self.transport.resume_reading()
-
-    def respond(self, msg) -> None:
-        if self.closed:
-            return  # the client went away mid-request; its answer has nowhere to go
-        self.open_requests -= 1
-        started = self.timing.pop(msg.id, None)
-        if started is not None:
-            self.server.request_latency.done(started)
-        self.send(msg)
-        if self.paused:
-            self._update_reading()
-
-    def fail(self, reason: str) -> None:
-        log.warning("bad_input", peer=self.peer_name, reason=reason)
-        self.server.stats["bad_input"] += 1
-        self.refuse(m.Error(0, reason))
-
-    def refuse(self, error) -> None:
-        """Send ``error`` after the replies already queued, then close."""
-        if not self.closed:
-            self._flush()
-            self.transport.write(self.server.encoder.encode(error))
-            self.closed = True
-            self._backlog.clear()
-            self.transport.close()
-
-
-_REQUEST_TYPES = set(wire.REQUEST_TYPES)
-#: What only a peer sends (marks an inbound connection as a peer's link).
-_PEER_REQUEST_TYPES = {m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip, PxRead, PxPrepare, PxAccept}
-# What a peer may answer on our outbound link (client-facing replies never come back there).
-_RESPONSE_TYPES = set(wire.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply,
-                                           SnapshotReply}
-
-
-def _loopback_source(listen: str, peer_host: str) -> tuple[str, int] | None:
-    """The local address a peer link connects from: the node's own listen address when
-    both it and the peer are distinct IPv4 loopback addresses (``quorumkv verify``'s
-    partition nemesis gives each node its own 127.x address and drops traffic between
-    address pairs — without this the kernel would send from 127.0.0.1); None (the
-    kernel's choice) otherwise."""
-    own = parse_address(listen)[0]
-    try:
-        a, b = ipaddress.ip_address(own), ipaddress.ip_address(peer_host)
-    except ValueError:  # host names: leave the source to the kernel
-        return None
-    if a.version == 4 and b.version == 4 and a.is_loopback and b.is_loopback and a != b:
-        return (own, 0)
-    return None
-
-
-class _PeerLink(_Conn):
-    """Our outbound connection to one peer."""
-
-    def __init__(self, server: "NodeServer", peer: str, address: str) -> None:
-        super().__init__(server)
-        self.peer = peer
-        self.address = address
-        self.state = "down"  # down | connecting | up
-        self.retry_at_ms = 0
-        self.last_attempt_ms = 0
-        self.backoff_ms = RECONNECT_MS_MIN
-        self._pending: list = []  # messages queued while connecting
-        self.stamps = PendingStamps()  # send times of RepWrite/RepRead: latency samples
-        self._sampled = False  # a request of the batch being gathered is stamped already
-
-    def _flush(self) -> None:
-        self._sampled = False
-        super()._flush()
-
-    # -- sending --------------------------------------------------------------
-    def request(self, msg) -> None:
-        t = type(msg)
-        # Latency samples: the first RepWrite/RepRead of each batch (one per link per
-        # loop turn). A lone request is always sampled; under load one of a batch
-        # is (measured: ~40 frames per batch at saturation), which keeps the timing
-        # off the per-request path.
-        if (t is m.RepWrite or t is m.RepRead) and msg.id and not self._sampled:
-            self._sampled = True
-            self.stamps.stamp(msg.id, t is m.RepWrite)
-        if self.state == "up":
-            if self.buffered_bytes() > PEER_QUEUE_BYTES_MAX:
-                self._failed(msg, f"send queue full (PEER_QUEUE_BYTES_MAX={PEER_QUEUE_BYTES_MAX})")
-            else:
-                self.send(msg)
-            return
-        if self.state == "down":
-            now = now_ms()
-            # In back-off, fail fast — unless the detector still believes the peer is
-            # alive (it just started, or restarted): then try again, at most every
-            # RECONNECT_MS_MIN, rather than fail requests it could serve.
-            if now < self.retry_at_ms and not (
-                    self.server.core.is_alive(self.peer) and now >= self.last_attempt_ms + RECONNECT_MS_MIN):
-                self._failed(msg, "unreachable")
-                return
-            self.last_attempt_ms = now
-            self.state = "connecting"
-            self.server.loop.create_task(self._connect())
-        if len(self._pending) >= CLIENT_PIPELINE_MAX * 10:
-            self._failed(msg, "connect queue full")
-        else:
-            self._pending.append(msg)
-
-    def _failed(self, msg, reason: str) -> None:
-        server = self.server
-        server.loop.call_soon(lambda: server.run(server.core.on_send_failed(self.peer, msg, reason, now_ms())))
-
-    async def _connect(self) -> None:
-        host, port = parse_address(self.address)
-        ctx = self.server.tls_client_ctx
-        try:
-            await asyncio.wait_for(
-                self.server.loop.create_connection(lambda: self, host, port, ssl=ctx,
-                                                   server_hostname=host if ctx is not None else None,
-                                                   local_addr=_loopback_source(self.server.config.listen, host)),
-                CONNECT_TIMEOUT_MS / 1000,
-            )
-        except (OSError, asyncio.TimeoutError) as exc:
-            self._down(f"unreachable ({type(exc).__name__})")
-            pending, self._pending = self._pending, []
-            for msg in pending:
-                self.server.run(self.server.core.on_send_failed(self.peer, msg, "unreachable", now_ms()))
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.closed = False
-        self.decoder = FrameDecoder()
-        self.state = "up"
-        self.backoff_ms = RECONNECT_MS_MIN
-        log.info("peer_connected", peer=self.peer)
-        creds = auth.internode_credentials(self.server.config)
-        if creds is not None:  # peers that require authentication see this first
-            self.send(Auth(auth.PEER_AUTH_ID, *creds))
-        pending, self._pending = self._pending, []
-        for msg in pending:
-            self.send(msg)
-
-    def connection_lost(self, exc) -> None:
-        self.closed = True
-        self.transport = None
-        self._out = []
-        self._out_bytes = 0
-        self.stamps.clear()
-        self._down("connection lost")
-        self.server.run(self.server.core.on_peer_lost(self.peer, "unreachable", now_ms()))
-
-    def _down(self, reason: str) -> None:
-        if self.state != "down":
-            log.info("peer_down", peer=self.peer, reason=reason)
-        self.state = "down"
-        self.retry_at_ms = now_ms() + self.backoff_ms
-        self.backoff_ms = min(self.backoff_ms * 2, RECONNECT_MS_MAX)
-
-    # -- receiving ------------------------------------------------------------
-    def data_received(self, data: bytes) -> None:
-        server = self.server
-        try:
-            msgs = self.decoder.feed(data)
-        except ProtocolError as exc:
-            log.warning("bad_peer_frame", peer=self.peer, reason=str(exc))
-            server.stats["bad_peer_frames"] += 1
-            self.transport.close()
-            return
-        now = now_ms()
-        core = server.core
-        t_now = now_us()
-        for msg in msgs:
-            t = type(msg)
-            if (t is m.RepWriteAck or t is m.RepReadResp) and msg.t_us:
-                t0 = self.stamps.take(msg.id, t is m.RepWriteAck)
-                if t0 is not None:
-                    server.latency.add(t is m.RepWriteAck, t0, msg.t_us, t_now)
-            if t not in _RESPONSE_TYPES:
-                if t is m.Reply and msg.id == auth.PEER_AUTH_ID:
-                    continue  # the peer accepted our Auth
-                if t is m.Error:
-                    log.warning("peer_refused_us", peer=self.peer, reason=msg.message)
-                    continue
-                log.warning("bad_peer_message", peer=self.peer, type=type(msg).__name__)
-                continue
-            try:
-                server.run(core.on_response(self.peer, msg, now))
-            except Exception:  # a bug must not kill the node: drop this link (its rounds fail over)
-                log.exception("peer_response_failed", peer=self.peer, type=t.__name__)
-                server.stats["peer_response_errors"] += 1
-                if self.transport is not None:
-                    self.transport.close()
-                return
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+def _log_effect(eff) -> None:
+    getattr(log, eff.level, log.info)(eff.event, **eff.fields)
 
 
 class NodeServer:
@@ -437,7 +70,8 @@ class NodeServer:
         c = config
         now = now_ms()
         members, replace = dict(c.members), c.replace
-        saved = self._load_state()
+        self.node_state = NodeState(config.data_dir)
+        saved = self.node_state.load()
         if saved.get("bootstrapped"):
             members = {**saved.get("members", {}), **members}
             replace = False
@@ -461,9 +95,13 @@ class NodeServer:
         self.core = NodeCore(settings, members, hlc_last=self.storage.max_timestamp(), now_ms=now,
                              hints_held=self.storage.hint_summary(), hlc_ceiling=self.storage.hlc_ceiling(),
                              departed=departed, known=known)
+        # The one runtime (runtime/executor.py) on the real edges; ``run`` executes a step's effects.
+        self.executor = Executor(self.core, EngineStorage(self.storage, self.node_state, self.loop),
+                                 SocketTransport(self), WallClock(), _log_effect)
+        self.run = self.executor.run
         self.encoder = FrameEncoder()
-        self.links: dict[str, _PeerLink] = {}
-        self.inbound: set[_Inbound] = set()
+        self.links: dict[str, PeerLink] = {}
+        self.inbound: set[Inbound] = set()
         # Shell counters, merged into the node's Status reply (``quorumkv cluster status``).
         self.stats = {"bad_input": 0, "bad_peer_frames": 0, "peer_response_errors": 0, "tick_errors": 0,
                       **dict.fromkeys(auth.SECURITY_COUNTERS, 0)}
@@ -486,14 +124,14 @@ class NodeServer:
         self.paxos = install_paxos(self.core)  # linearizable ops: CASPaxos + ABD reads (core/paxos.py)
         # config consistency = "linearizable": clients' plain Get/Put run as linearizable ops
         self.linearizable_default = config.consistency == "linearizable"
-        self.ae = AntiEntropyShell(self, now)  # Merkle anti-entropy + tombstone GC (shell/antientropy.py)
-        ae = self.ae.ae
+        # Merkle anti-entropy + tombstone GC (core/antientropy.py; settings: shell/antientropy.py)
+        ae = self.ae = install_antientropy(self.core, settings_from(config, self.storage.supports_purge), now)
         self.core.add_busy_probe(  # an exchange in flight keeps the tick cadence up
             lambda: bool(ae.session or ae.pass_ or ae.repairs or ae.responders or ae.gc_round or ae.serving))
         # Live WARS samples of our internode traffic and the dynamic-quorum model
         # rebuilt from them every MODEL_REFRESH_MS (shell/latency.py, core/dynamic.py).
         self.latency = LatencyRecorder()
-        self.core.latency_model = build_table({}, self.core.replication_factor(), now)
+        self.core.install_latency_model(build_table({}, self.core.replication_factor(), now))
         self.core.handle_requests({m.Latencies: self._on_latencies})
         self.scan = ScanCoordinator(self.core)  # SCAN/KEYS across the cluster (core/scan.py)
         self.snapshots = SnapshotShell(self)  # backups (shell/snapshot.py)
@@ -513,68 +151,14 @@ class NodeServer:
     def stats_bad_input(self, value: int) -> None:
         self.stats["bad_input"] = value
 
-    # -- effects --------------------------------------------------------------
-    def run(self, effects: list) -> None:
-        for eff in effects:
-            t = type(eff)
-            if t is Respond:
-                msg = eff.msg
-                if type(msg) is m.RepWriteAck or type(msg) is m.RepReadResp:  # stamp: latency samples
-                    msg = msgspec.structs.replace(msg, t_us=now_us())
-                elif type(msg) is m.StatusReply:
-                    msg = msgspec.structs.replace(msg, stats={**msg.stats, **self.stats, **self._status_stats()},
-                                                  info=self._status_info())
-                elif type(msg) is m.Pong:  # the shell knows its storage; the core does not
-                    msg = msgspec.structs.replace(msg, storage=self.storage.name, keys=self.storage.count(),
-                                                  peers_connected=sum(1 for lk in self.links.values()
-                                                                      if lk.state == "up"))
-                eff.conn.respond(msg)
-            elif t is Send:
-                link = self.links.get(eff.peer)
-                if link is not None and link.address != self.core.address_of(eff.peer):
-                    link.close()  # the peer moved (a replacement took its id): reconnect there
-                    del self.links[eff.peer]
-                    link = None
-                if link is None:
-                    link = self._link(eff.peer)
-                    if link is None:
-                        self.loop.call_soon(self._send_failed, eff.peer, eff.msg, "no address known")
-                        continue
-                link.request(eff.msg)
-            elif t is StoreWrite:
-                self.storage.write(eff.key, eff.record, self._done_cb(eff.token))
-            elif t is StoreRead:
-                self.storage.read(eff.key, self._done_cb(eff.token))
-            elif t is StoreHint:
-                self.storage.write_hint(eff.owner, eff.key, eff.record, eff.created_ms, self._done_cb(eff.token))
-            elif t is ReadHint:
-                self._sync_done(eff.token, lambda key=eff.key: newest_hint(self.storage.peek_hints(key)))
-            elif t is Peek:
-                self._sync_done(eff.token, lambda key=eff.key: (self.storage.get_now(key),
-                                                                 self.storage.peek_hints(key)))
-            elif t is LoadHints:
-                entries = self.storage.load_hints(eff.owner, eff.limit)
-                self.run(self.core.on_hints_loaded(eff.owner, entries, now_ms()))
-            elif t in AE_EFFECTS:
-                self.ae.execute(eff)
-            elif t is ScanRange:
-                self._sync_done(eff.token, lambda e=eff: self.storage.scan_range(e.after, e.limit))
-            elif t is ScanKeys:
-                self._sync_done(eff.token, lambda e=eff: self.storage.scan_keys(e.after, e.limit))
-            elif t is DeleteHint:
-                self.storage.delete_hint(eff.hint_id)
-            elif t is SaveMembers:
-                self._save_state(known=eff.members)
-            elif t is PaxosStore:
-                self.storage.paxos(eff.op, eff.key, eff.ballot, eff.record, self._done_cb(eff.token))
-            elif t is SaveHlcCeiling:
-                self.storage.save_hlc_ceiling(eff.ts, self._done_cb(eff.token))
-            elif t is Log:
-                getattr(log, eff.level, log.info)(eff.event, **eff.fields)
-                if eff.event in ("join_completed", "replace_completed"):
-                    self._save_bootstrapped()
-            else:  # pragma: no cover - a core bug, not input
-                raise TypeError(f"unknown effect {eff!r}")
+    # -- shell facts in the core's replies --------------------------------------
+    def shell_facts(self, msg):
+        """``StatusReply``/``Pong`` with what only the shell knows (storage, links)."""
+        if type(msg) is m.StatusReply:
+            return msgspec.structs.replace(msg, stats={**msg.stats, **self.stats, **self._status_stats()},
+                                           info=self._status_info())
+        return msgspec.structs.replace(msg, storage=self.storage.name, keys=self.storage.count(),
+                                       peers_connected=sum(1 for lk in self.links.values() if lk.state == "up"))
 
     def _status_stats(self) -> dict[str, int]:
         """Shell facts for ``cluster status``: local storage, ring shape."""
@@ -590,33 +174,6 @@ class NodeServer:
         return {"resp": c.resp_listen, "metrics": c.metrics_listen, "storage": self.storage.name,
                 "version": __version__}
 
-    def _state_file(self) -> str:
-        return os.path.join(self.config.data_dir, "data", "node-state.json")
-
-    def _load_state(self) -> dict:
-        try:
-            with open(self._state_file()) as fh:
-                saved = json.load(fh)
-            return saved if isinstance(saved, dict) else {}
-        except (OSError, ValueError):
-            return {}
-
-    def _save_bootstrapped(self) -> None:
-        """After a join or replace streamed its data, a restart must come back as a
-        member (``up``), not join or replace again: remember the members we know."""
-        self._save_state(bootstrapped=True, members=self.core.members())
-
-    def _save_state(self, **fields) -> None:
-        """Update ``node-state.json`` (durably: fsync, then rename over the old one)."""
-        state = {**self._load_state(), **fields}
-        tmp = self._state_file() + ".tmp"
-        os.makedirs(os.path.dirname(tmp), exist_ok=True)
-        with open(tmp, "w") as fh:
-            json.dump(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._state_file())
-
     def peer_heard(self, peer: str) -> None:
         """A peer spoke to us: it is up, so skip any reconnect back-off towards it."""
         link = self.links.get(peer)
@@ -624,28 +181,13 @@ class NodeServer:
             link.retry_at_ms = 0
             link.backoff_ms = RECONNECT_MS_MIN
 
-    def _link(self, peer: str) -> "_PeerLink | None":
+    def link(self, peer: str) -> "PeerLink | None":
+        """A new outbound link to ``peer`` at the address the core knows (None: none)."""
         address = self.core.address_of(peer)
         if address is None:
             return None
-        link = self.links[peer] = _PeerLink(self, peer, address)
+        link = self.links[peer] = PeerLink(self, peer, address)
         return link
-
-    def _send_failed(self, peer: str, msg, reason: str) -> None:
-        self.run(self.core.on_send_failed(peer, msg, reason, now_ms()))
-
-    def _sync_done(self, token, read) -> None:
-        try:
-            result = read()
-        except Exception as exc:  # storage error: the replica answers "failed"
-            self.run(self.core.on_store_done(token, False, f"storage error: {exc}", now_ms()))
-            return
-        self.run(self.core.on_store_done(token, True, result, now_ms()))
-
-    def _done_cb(self, token):
-        def done(ok, result):
-            self.run(self.core.on_store_done(token, ok, result, now_ms()))
-        return done
 
     # -- live latencies and the dynamic-quorum model ----------------------------
     def _on_latencies(self, conn, msg, now: int, out: list) -> None:
@@ -686,14 +228,14 @@ class NodeServer:
         if exc is not None:
             log.error("latency_model_failed", error=repr(exc))
             return
-        self.core.latency_model = job.result()
+        self.core.install_latency_model(job.result())
 
     def _tick(self) -> None:
         # The next tick is scheduled whatever this one does: an exception in one step
         # (a bug) is logged and counted, and the node keeps its timers, heartbeats
         # and deadlines running instead of going silently deaf.
         try:
-            self.run(self.core.tick(now_ms()))
+            self.executor.tick()
         except Exception:
             self.stats["tick_errors"] += 1
             log.exception("tick_failed", node=self.core.node_id)
@@ -735,12 +277,12 @@ class NodeServer:
         host, port = parse_address(self.config.listen)
         if self.tls_server_ctx is not None:
             self._tls_listener = tls.TlsListener(
-                self.loop, lambda: _Inbound(self), self.tls_server_ctx, self.stats,
+                self.loop, lambda: Inbound(self), self.tls_server_ctx, self.stats,
                 self.encoder.encode(m.Error(0, "this port requires TLS (the client's tls_ca=, or QUORUMKV_TLS_CA)")),
                 "native")
             await self._tls_listener.start(host, port)
         else:
-            self._server = await self.loop.create_server(lambda: _Inbound(self), host, port, reuse_address=True)
+            self._server = await self.loop.create_server(lambda: Inbound(self), host, port, reuse_address=True)
         if self.config.resp_listen:
             from .resp_server import RespFrontEnd  # noqa: PLC0415 - only nodes that speak RESP load it
 

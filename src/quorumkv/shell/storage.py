@@ -24,7 +24,9 @@ Engines:
   on their own connection; WAL lets them proceed during a commit.
 * ``RedisEngine`` (``storage_redis.py``) — records in a real ``redis-server``.
 
-``engines.open_engine`` picks one by name (config ``storage``).
+``engines.open_engine`` picks one by name (config ``storage``). This module holds
+the SQLite engine; the interface is ``storage_base.py``, the memory engine
+``storage_memory.py`` (both importable from here too).
 """
 
 from __future__ import annotations
@@ -33,16 +35,19 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
 
 import msgspec
 
-from ..core.hints import HintTable, record_size
+from ..core.hints import record_size
 from ..core.casops import paxos_step
 from ..core.typed import is_typed, resolve
+from ..core.version import Record, Version
 from .batching import BatchQueue, call_in_loop
 from .metrics_hist import BATCH_SIZE_BUCKETS, Buckets
-from ..core.version import Record, Version
+from .storage_base import Done, StorageEngine
+from .storage_memory import MemoryEngine
+
+__all__ = ["Done", "MemoryEngine", "SqliteEngine", "StorageEngine"]
 
 #: Writes queued for the SQLite writer thread before new ones are refused (the
 #: node then fails that replica write, and the quorum round decides).
@@ -55,180 +60,9 @@ SCAN_PAGE_ROWS = 1_000
 _ctx_encode = msgspec.msgpack.Encoder().encode
 _ctx_decode = msgspec.msgpack.Decoder(dict[str, int]).decode
 
-Done = Callable[[bool, object], None]
-
 
 class _Failed(str):
     """The error of one write in a batch that otherwise committed."""
-
-
-class StorageEngine:
-    name = "abstract"
-
-    def write(self, key: bytes, record: Record, done: Done) -> None:
-        raise NotImplementedError
-
-    def read(self, key: bytes, done: Done) -> None:
-        raise NotImplementedError
-
-    def get_now(self, key: bytes) -> Record | None:
-        """Synchronous read (startup, tools, tests)."""
-        raise NotImplementedError
-
-    def max_timestamp(self) -> int:
-        """Largest version timestamp stored, to seed the HLC after a restart."""
-        raise NotImplementedError
-
-    def count(self) -> int:
-        raise NotImplementedError
-
-    # -- the HLC ceiling (core/clock.py) -------------------------------------------
-    # The default keeps it in memory: right for the memory engine (nothing survives a
-    # restart anyway). Durable engines override both (SQLite: the meta table).
-    def hlc_ceiling(self) -> int:
-        """The last ceiling saved (0: none), read once at start."""
-        return getattr(self, "_hlc_ceiling", 0)
-
-    def save_hlc_ceiling(self, ts: int, done: Done) -> None:
-        """Durably record ``ts``, then ``done(ok, error)``."""
-        self._hlc_ceiling = ts
-        done(True, None)
-
-    def scan_all(self):
-        """Iterate every (key, record), tombstones included (anti-entropy, tools)."""
-        raise NotImplementedError
-
-    #: Whether ``purge`` is implemented (tombstone GC is skipped on engines without it).
-    supports_purge = False
-
-    def purge(self, key: bytes, version: Version, done: Done) -> None:
-        """Tombstone GC: delete ``key`` only if its record is exactly the tombstone at
-        ``version`` (compare-and-delete); ``done(ok, purged: bool | error)``."""
-        done(False, f"{self.name} engine cannot purge")
-
-    def drop(self, key: bytes, version: Version, done: Done) -> None:
-        """Cleanup: delete ``key`` only if its record is exactly at ``version`` (value
-        or tombstone; compare-and-delete); ``done(ok, dropped: bool | None | error)``."""
-        done(False, f"{self.name} engine cannot drop records")
-
-    def close(self) -> None:
-        pass
-
-    # -- CASPaxos acceptor state (core/paxos.py) -------------------------------------
-    #: Whether ``paxos`` is implemented: CAS, INCR and linearizable writes need it.
-    supports_paxos = False
-
-    def paxos(self, op: str, key: bytes, ballot: Version | None, record: Record | None, done: Done) -> None:
-        """One acceptor step, atomic with every other write to ``key`` and durable
-        before ``done(ok, result)`` (core/paxos.py ``PaxosStore`` for ``result``)."""
-        done(False, f"the {self.name} storage engine does not support linearizable operations (CAS, INCR, "
-                    "SETNX, linearizable reads and writes): run the node with storage = \"sqlite\" or \"memory\"")
-
-    def scan_range(self, after: bytes | None, limit: int) -> list[tuple[bytes, Record]]:
-        """Up to ``limit`` (key, record) with key > ``after``, in key order (streaming).
-
-        Generic and O(n) per call; engines with ordered storage override it.
-        """
-        items = sorted((k, r) for k, r in self.scan_all() if after is None or k > after)
-        return items[:limit]
-
-    def scan_keys(self, after: bytes | None, limit: int) -> list[tuple[bytes, Record]]:
-        """As ``scan_range`` but without values (a live record's value is b""): the
-        cluster-wide key scan (core/scan.py) needs keys and versions only."""
-        return [(k, Record(r.version, None if r.value is None else b"", r.expires_ms))
-                for k, r in self.scan_range(after, limit)]
-
-    # -- hints (hinted handoff) ----------------------------------------------------
-    # The default keeps hints in memory: right for the memory engine; an engine with
-    # durable storage overrides these (SQLite does) so hints survive a restart.
-    hints_durable = False
-
-    def _hint_table(self) -> HintTable:
-        table = getattr(self, "_hints", None)
-        if table is None:
-            table = self._hints = HintTable()
-        return table
-
-    def write_hint(self, owner: str, key: bytes, record: Record, created_ms: int, done: Done) -> None:
-        self._hint_table().add(owner, key, record, created_ms)
-        done(True, None)
-
-    def peek_hints(self, key: bytes) -> list[tuple[str, Record]]:
-        """Every hint held for ``key``: ``[(owner, record)]`` (inspect, fallback reads)."""
-        return self._hint_table().peek(key)
-
-    def load_hints(self, owner: str, limit: int) -> list:
-        """Oldest first: ``[(hint_id, key, record, created_ms)]``."""
-        return self._hint_table().load(owner, limit)
-
-    def delete_hint(self, hint_id) -> None:
-        self._hint_table().delete(hint_id)
-
-    def hint_summary(self) -> dict[str, tuple[int, int]]:
-        """Per target: (hints, bytes) — seeds the core's bounds after a restart."""
-        return self._hint_table().summary()
-
-
-class MemoryEngine(StorageEngine):
-    name = "memory"
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, Record] = {}
-        self.promises: dict[bytes, Version] = {}  # CASPaxos promises above the record's version
-
-    def write(self, key, record, done):
-        cur = self.data.get(key)
-        promise = self.promises.get(key)
-        if promise is not None and promise.newer_than(record.version):  # a CAS in flight fences it
-            done(True, promise if cur is None or promise.newer_than(cur.version) else cur.version)
-            return
-        try:
-            keep, newer = resolve(cur, record)
-        except ValueError as exc:  # a corrupt typed state: refuse it, keep what we have
-            done(False, f"storage error: {exc}")
-            return
-        if keep is not None:
-            self.data[key] = keep
-        done(True, newer)
-
-    supports_paxos = True
-
-    def paxos(self, op, key, ballot, record, done):
-        done(True, paxos_step(op, ballot, record, self.data.get(key), self.promises.get(key),
-                              lambda rec: self.data.__setitem__(key, rec),
-                              lambda b: self.promises.__setitem__(key, b) if b else self.promises.pop(key, None)))
-
-    def read(self, key, done):
-        done(True, self.data.get(key))
-
-    def get_now(self, key):
-        return self.data.get(key)
-
-    def max_timestamp(self):
-        return max((r.version.ts for r in self.data.values()), default=0)
-
-    def count(self):
-        return len(self.data)
-
-    def scan_all(self):
-        """Every (key, record), tombstones included (for anti-entropy)."""
-        return iter(list(self.data.items()))
-
-    supports_purge = True
-
-    def purge(self, key, version, done):
-        cur = self.data.get(key)
-        hit = cur is not None and cur.value is None and cur.version.key() == version.key()
-        if hit:
-            del self.data[key]
-        done(True, hit)
-
-    def drop(self, key, version, done):
-        cur = self.data.get(key)
-        hit = cur is not None and cur.version.key() == version.key()
-        if hit:
-            del self.data[key]
-        done(True, hit)
 
 
 _SCHEMA = """
@@ -600,4 +434,3 @@ class SqliteEngine(StorageEngine):
         self._queue.close()
         self._writer.join(timeout=10)
         self._reader.close()
-

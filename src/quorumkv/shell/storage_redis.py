@@ -61,7 +61,7 @@ from ..core.redis_layout import (  # noqa: F401 - KEY_PREFIX_DEFAULT, RedisLayou
 )
 from ..core.typed import is_typed, resolve
 from ..core.version import Record, Version
-from .storage import Done, StorageEngine
+from .storage_base import Done, StorageEngine
 
 REDIS_URL_DEFAULT = "redis://127.0.0.1:6379/0"
 

@@ -1,8 +1,9 @@
 """N real ``NodeCore``s under one virtual clock, wired by a simulated network.
 
-The simulator is the shell: it executes the effects the cores return, in order,
-the way ``shell/server.py`` does, except that the network, the disk and time are
-simulated and every random choice follows the run's seed.
+Each node's effects are executed by the same runtime as the real node's
+(``runtime/executor.py``, in the order it documents); only the edges differ
+(``sim/edges.py``): the network, the disk and time are simulated and every random
+choice follows the run's seed. What each effect amounts to here:
 
 =====================  =======================================================
 effect                 what the simulator does
@@ -18,6 +19,7 @@ effect                 what the simulator does
                        (persist before ack; ``ack-before-persist`` inverts it)
 ``StoreRead``          ``on_store_done(token, True, record)`` ``read_us`` later
 ``StoreHint`` ...      hint table (``core.hints.HintTable``), as the engines
+``ScanKeys``           as ``ScanRange`` without values (SCAN/KEYS)
 ``PaxosStore``         CASPaxos acceptor step (core/paxos.py) on the durable
                        state ``sync_us`` later, then answered (promises survive
                        a crash)
@@ -26,18 +28,19 @@ effect                 what the simulator does
 ``SaveMembers``        kept in the node's ``Boot`` (``node-state.json`` in the
                        shell): a restarted core knows every member it knew,
                        with its address, generation and status
+``SaveBootstrapped``   kept in the ``Boot``: after its join/replace a restart
+                       comes back as a member
 ``ScanRange``          ``read_us`` later: up to ``limit`` records with key >
                        ``after`` in key order (streaming for ring changes)
 ``ScanLocal``,         anti-entropy scans and reads; ``PurgeMany`` is the
 ``ReadMany``,          engines' compare-and-delete, durable ``sync_us`` later
 ``PurgeMany``          (tombstone GC runs when the ``gc`` fault is on)
 ``DropMany``           cleanup's compare-and-delete of leftovers, ``sync_us``
-``Log``                counted; ``join_completed`` / ``replace_completed``
-                       persist the node's members (``node-state.json`` in the
-                       shell) so a restart comes back as a member;
-                       ``decommission_completed`` retires the node a little
-                       later (the operator stops the process)
-anything else          ``UnknownEffect`` — a new core feature the sim must learn
+``Log``                counted (and ring-change completions recorded in the
+                       history); ``decommission_completed`` retires the node
+                       a little later (the operator stops the process)
+anything else          ``UnknownEffect`` — a new core feature the runtime
+                       must learn
 =====================  =======================================================
 
 Events are ``(time µs, sequence, callable, args)`` in a heap; the sequence number
@@ -53,23 +56,18 @@ import random
 from typing import NamedTuple
 
 from ..core import messages as m
-from ..core.antientropy import AESettings, PurgeMany, ReadMany, ScanLocal
+from ..core.antientropy import AESettings
 from ..core.antientropy import install as install_antientropy
-from ..core.cleanup import DropMany
-from ..core.effects import (
-    DeleteHint, LoadHints, Log, Peek, ReadHint, Respond, SaveHlcCeiling, SaveMembers, ScanRange, Send, StoreHint,
-    StoreRead, StoreWrite,
-)
 from ..core.clock import MAX_CLOCK_SKEW_MS_DEFAULT
-from ..core.paxos import PaxosStore
 from ..core.paxos import install as install_paxos
 from ..core.hints import HintSettings
 from ..core.membership import JOINING, LEAVING, LEFT, REPLACING, UP
 from ..core.messages_ring import Cleanup, Decommission
 from ..core.node import SEED_PREFIX, NodeCore, NodeSettings
 from ..core.ring import Ring
-from ..core.typed import read_result  # a fallback's hints: the newest, typed ones merged
+from ..runtime import Executor, UnknownEffect
 from .config import SimConfig
+from .edges import SimClock, SimNodeStorage, SimTransport
 from .history import History
 from .network import ClientConn, LatencySampler, Network, PeerConn
 from .storage import SimStorage
@@ -112,10 +110,6 @@ def gc_clock_skew_ms(cfg: SimConfig, core_settings: dict | None = None) -> int:
     if "skew" in cfg.faults:
         skew_ms = max(skew_ms, 2 * cfg.skew_ms_max)
     return skew_ms
-
-
-class UnknownEffect(TypeError):
-    """The core returned an effect type the simulator does not know how to execute."""
 
 
 class Boot(NamedTuple):
@@ -163,6 +157,9 @@ class SimCluster:
         self.now_us = 0
         self.logs: dict[str, int] = {}  # Log effects by event name
         self.core_totals = dict.fromkeys(CORE_TOTALS, 0)
+        #: each node's one runtime (runtime/executor.py) on the simulated edges (sim/edges.py),
+        #: rebuilt with every new core (restart, replace)
+        self.executors: dict[str, Executor] = {}
         self.cores: dict[str, NodeCore | None] = {name: self._new_core(name) for name in self.names}
         self._queue: list = []
         self._seq = 0
@@ -176,7 +173,6 @@ class SimCluster:
         self.client_handlers: dict = {}
         #: (client conn, request id) of requests a coordinator holds (a crash tells the client)
         self.client_waiting: dict[tuple[ClientConn, int], None] = {}
-        self._scans: dict = {}  # (node, incarnation, token) -> records left to hand out
         self._admin_waiting: dict = {}  # admin request id -> on_reply (None: nobody listens)
         self._admin_next = 0
         self.client_handlers[ADMIN_CLIENT] = self._on_admin_reply
@@ -186,7 +182,7 @@ class SimCluster:
         self._periodic(cfg.tick_ms * 1000, self._tick)
 
     def _new_core(self, name: str) -> NodeCore:
-        """A core built the way shell/server.py builds one."""
+        """A core built the way shell/server.py builds one, and its executor."""
         cfg, now, boot = self.cfg, self.clock_ms(name), self.boot[name]
         extra = dict(self.core_settings)
         extra.setdefault("settle_ms", SIM_SETTLE_MS)
@@ -208,6 +204,8 @@ class SimCluster:
         install_antientropy(core, AESettings(interval_ms=self.ae_interval_ms, gc=self.gc_grace_ms > 0,
                                              gc_grace_ms=self.gc_grace_ms or AESettings().gc_grace_ms), now)
         install_paxos(core)  # linearizable ops, as shell/server.py installs them
+        self.executors[name] = Executor(core, SimNodeStorage(self, name), SimTransport(self, name),
+                                        SimClock(self, name), lambda eff: self._log(name, eff))
         return core
 
     def hint_age_ms_max(self) -> int:
@@ -313,46 +311,13 @@ class SimCluster:
 
     # ---------------------------------------------------------------- effects
     def run(self, node: str, effects: list) -> None:
-        """Execute one step's effects in the order the core returned them."""
-        for eff in effects:
-            t = type(eff)
-            if t is Send:
-                self._send(node, eff.peer, eff.msg)
-            elif t is Respond:
-                self._respond(node, eff.conn, eff.msg)
-            elif t is StoreWrite:
-                self._store_write(node, eff)
-            elif t is StoreRead:
-                self.at(self.cfg.read_us, self._store_read_done, node, self.incarnation[node], eff,
-                        inflight=True)
-            elif t is Log:
-                self._log(node, eff)
-            elif t is StoreHint or t is ReadHint or t is Peek or t is LoadHints or t is DeleteHint:
-                self._hint_effect(node, eff)
-            elif t is ScanLocal or t is ReadMany or t is PurgeMany or t is DropMany:
-                self._ae_effect(node, eff)
-            elif t is PaxosStore:  # an acceptor step: durable sync_us later, then answered
-                self.at(self.cfg.sync_us, self._paxos_done, node, self.incarnation[node], eff, inflight=True)
-            elif t is SaveHlcCeiling:  # durable sync_us later, like a write; survives crashes
-                self.at(self.cfg.sync_us, self._ceiling_saved, node, self.incarnation[node], eff, inflight=True)
-            elif t is SaveMembers:  # synchronous in the shell too (node-state.json)
-                self.boot[node] = self.boot[node]._replace(known=dict(eff.members))
-            elif t is ScanRange:
-                st = self.storage[node]
-                self.at(self.cfg.read_us, self._store_done_with, node, self.incarnation[node], eff.token,
-                        lambda e=eff: st.scan_range(e.after, e.limit), inflight=True)
-            else:
-                raise UnknownEffect(
-                    f"node {node} returned {t.__name__} ({eff!r}); teach quorumkv/sim/cluster.py "
-                    "how to execute it")
+        """Execute one step's effects of ``node`` (the one runtime, runtime/executor.py)."""
+        self.executors[node].run(effects)
 
     def _log(self, node: str, eff) -> None:
         self.logs[eff.event] = self.logs.get(eff.event, 0) + 1
         event = eff.event
-        if event in ("join_completed", "replace_completed"):
-            # As shell/server.py's node-state.json: a restart comes back as a member.
-            core = self.cores[node]
-            self.boot[node] = self.boot[node]._replace(members=core.members(), replace=False)
+        if event in ("join_completed", "replace_completed"):  # SaveBootstrapped came just before
             self.stats[event.split("_")[0] + "s_completed"] += 1
             self.history.nemesis(self.now_us, f"{event.replace('_', ' ')} {node}")
         elif event == "decommission_completed":
@@ -433,100 +398,6 @@ class SimCluster:
             self.run(src, self.cores[src].on_send_failed(dst, msg, "unreachable", self.clock_ms(src)))
 
     # ---------------------------------------------------------------- storage
-    def _store_write(self, node: str, eff: StoreWrite) -> None:
-        inc = self.incarnation[node]
-        if self.cfg.bug == "ack-before-persist":
-            self.storage[node].write_cached(eff.key, eff.record)
-            self.at(0, self._store_write_done, node, inc, eff, False, inflight=True)
-        else:
-            self.at(self.cfg.sync_us, self._store_write_done, node, inc, eff, True, inflight=True)
-
-    def _store_write_done(self, node: str, incarnation: int, eff: StoreWrite, persist: bool) -> None:
-        if not self._alive(node, incarnation):
-            if persist:
-                self.stats["pending_writes_lost"] += 1  # never acked: allowed to vanish
-            return
-        st = self.storage[node]  # the result: the newer version that kept the write out, or None
-        newer = st.persist(eff.key, eff.record) if persist else st.newer_than(eff.key, eff.record)
-        self.run(node, self.cores[node].on_store_done(eff.token, True, newer, self.clock_ms(node)))
-
-    def _paxos_done(self, node: str, incarnation: int, eff) -> None:
-        if self._alive(node, incarnation):  # a crash before the sync: never happened, never answered
-            result = self.storage[node].paxos(eff.op, eff.key, eff.ballot, eff.record)
-            self.run(node, self.cores[node].on_store_done(eff.token, True, result, self.clock_ms(node)))
-
-    def _store_read_done(self, node: str, incarnation: int, eff: StoreRead) -> None:
-        if self._alive(node, incarnation):
-            record = self.storage[node].read(eff.key)
-            self.run(node, self.cores[node].on_store_done(eff.token, True, record, self.clock_ms(node)))
-
-    def _hint_effect(self, node: str, eff) -> None:
-        t, inc, st = type(eff), self.incarnation[node], self.storage[node]
-        if t is StoreHint:  # durable like a write, then acked
-            self.at(self.cfg.sync_us, self._hint_stored, node, inc, eff, inflight=True)
-        elif t is ReadHint:
-            self.at(self.cfg.read_us, self._store_done_with, node, inc, eff.token,
-                    lambda: read_result(r for _, r in st.peek_hints(eff.key)), inflight=True)
-        elif t is Peek:
-            self.at(self.cfg.read_us, self._store_done_with, node, inc, eff.token,
-                    lambda: (st.read(eff.key), st.peek_hints(eff.key)), inflight=True)
-        elif t is LoadHints:
-            self.at(self.cfg.read_us, self._hints_loaded, node, inc, eff, inflight=True)
-        else:  # DeleteHint: no answer expected
-            st.delete_hint(eff.hint_id)
-
-    def _ae_effect(self, node: str, eff) -> None:
-        t, inc, st = type(eff), self.incarnation[node], self.storage[node]
-        if t is ScanLocal:
-            key = (node, inc, eff.token)
-            if eff.limit <= 0:
-                self._scans.pop(key, None)
-                return
-            if key not in self._scans:
-                self._scans[key] = sorted(st.snapshot().items())
-
-            def chunk():
-                items = self._scans.get(key, [])
-                part, rest = items[:eff.limit], items[eff.limit:]
-                last = len(part) < eff.limit
-                if last:
-                    self._scans.pop(key, None)
-                else:
-                    self._scans[key] = rest
-                return (part, last)
-
-            self.at(self.cfg.read_us, self._store_done_with, node, inc, eff.token, chunk, inflight=True)
-        elif t is ReadMany:
-            self.at(self.cfg.read_us, self._store_done_with, node, inc, eff.token,
-                    lambda: [st.read(k) for k in eff.keys], inflight=True)
-        elif t is PurgeMany:  # compare-and-delete each tombstone (key, version), durable after sync_us
-            self.at(self.cfg.sync_us, self._store_done_with, node, inc, eff.token,
-                    lambda: sum(st.purge(k, v) for k, v in eff.entries), inflight=True)
-        else:  # DropMany (cleanup): compare-and-delete each record (key, version)
-            self.at(self.cfg.sync_us, self._store_done_with, node, inc, eff.token,
-                    lambda: sum(st.drop(k, v) for k, v in eff.entries), inflight=True)
-
-    def _hint_stored(self, node: str, incarnation: int, eff) -> None:
-        if not self._alive(node, incarnation):
-            self.stats["pending_writes_lost"] += 1
-            return
-        self.storage[node].store_hint(eff.owner, eff.key, eff.record, eff.created_ms)
-        self.run(node, self.cores[node].on_store_done(eff.token, True, None, self.clock_ms(node)))
-
-    def _ceiling_saved(self, node: str, incarnation: int, eff) -> None:
-        if self._alive(node, incarnation):
-            self.storage[node].hlc_ceiling = eff.ts
-            self.run(node, self.cores[node].on_store_done(eff.token, True, None, self.clock_ms(node)))
-
-    def _store_done_with(self, node: str, incarnation: int, token, read) -> None:
-        if self._alive(node, incarnation):
-            self.run(node, self.cores[node].on_store_done(token, True, read(), self.clock_ms(node)))
-
-    def _hints_loaded(self, node: str, incarnation: int, eff) -> None:
-        if self._alive(node, incarnation):
-            entries = self.storage[node].load_hints(eff.owner, eff.limit)
-            self.run(node, self.cores[node].on_hints_loaded(eff.owner, entries, self.clock_ms(node)))
-
     def _lazy_sync(self, node: str) -> None:
         self.storage[node].sync()
 

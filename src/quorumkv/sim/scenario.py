@@ -28,11 +28,13 @@ from collections import deque
 
 from ..analysis import pbs
 from ..core import messages as m
-from ..core.effects import Respond, SaveHlcCeiling, Send, StoreRead, StoreWrite
+from ..core.casops import paxos_step
+from ..core.hints import HintTable
 from ..core.membership import LEFT, UP
 from ..core.node import NodeCore, NodeSettings
 from ..core.ring import Ring
 from ..core.version import Record, Version
+from ..runtime import Executor
 from .checker import Verdict, check
 from .cluster import SimCluster
 from .config import SimConfig
@@ -185,19 +187,141 @@ def store(disk: dict, key: bytes, record: Record) -> Version | None:
     return None if cur.version.key() == record.version.key() else cur.version
 
 
-class CoreMesh:
-    """A tiny deterministic shell for pure cores — the one effect executor of the
-    unit-level clock and write-order tests.
+class _MeshStorage:
+    """A ``CoreMesh`` node's disk as the runtime's Storage: records in the mesh's
+    ``disk[node]`` dict (the engines' newer-wins rule, ``store``), hints in a
+    ``HintTable``, the ceiling in ``saved_ceiling``. Every operation completes in
+    FIFO order on the mesh's queue; the completion goes to the core that asked only
+    if it still runs (a restarted node's old requests change the disk, nothing more)."""
 
-    * ``settle()`` executes queued effects in FIFO order until none is left: a
-      ``Send`` is delivered at once (``on_request`` with conn ``("peer", src)``),
-      a ``Respond`` goes back to the peer's ``on_response`` or into the
-      ``MeshClient``'s replies; ``StoreWrite`` applies ``store`` to the node's disk
-      and answers ``on_store_done`` with its result (``report_newer=False``: always
-      None, storage that does not say which newer version kept a write out);
-      ``StoreRead`` reads the disk; ``SaveHlcCeiling`` is kept in
-      ``saved_ceiling``. Anything else (logs, hints, gossip tables) is dropped:
-      these scripts do not need it.
+    def __init__(self, mesh: "CoreMesh", node: str, core: NodeCore) -> None:
+        self.mesh, self.node, self.core = mesh, node, core
+        self.hints = HintTable()
+
+    def _later(self, apply, done) -> None:
+        def complete() -> None:
+            result = apply()
+            if self.mesh.cores.get(self.node) is self.core:
+                done(True, result)
+        self.mesh.queue.append(complete)
+
+    def write(self, key, record, done) -> None:
+        mesh = self.mesh
+
+        def apply():
+            newer = mesh.apply_write(self.node, key, record)
+            return newer if mesh.report_newer else None
+        self._later(apply, done)
+
+    def read(self, key, done) -> None:
+        self._later(lambda: self.mesh.disk[self.node].get(key), done)
+
+    def save_hlc_ceiling(self, ts, done) -> None:
+        self._later(lambda: self.mesh.saved_ceiling.__setitem__(self.node, ts), done)
+
+    def write_hint(self, owner, key, record, created_ms, done) -> None:
+        self._later(lambda: self.hints.add(owner, key, record, created_ms), done)
+
+    def paxos(self, op, key, ballot, record, done) -> None:
+        disk, promises = self.mesh.disk[self.node], self.mesh.promises[self.node]
+        self._later(lambda: paxos_step(op, ballot, record, disk.get(key), promises.get(key),
+                                       lambda rec: disk.__setitem__(key, rec),
+                                       lambda b: promises.__setitem__(key, b) if b else promises.pop(key, None)),
+                    done)
+
+    def purge(self, key, version, done) -> None:
+        self._later(lambda: self._delete(key, version, tombstone_only=True), done)
+
+    def drop(self, key, version, done) -> None:
+        self._later(lambda: self._delete(key, version, tombstone_only=False), done)
+
+    def _delete(self, key, version, tombstone_only: bool) -> bool:
+        disk = self.mesh.disk[self.node]
+        cur = disk.get(key)
+        hit = (cur is not None and cur.version.key() == version.key()
+               and (cur.value is None or not tombstone_only))
+        if hit:
+            del disk[key]
+        return hit
+
+    def delete_hint(self, hint_id) -> None:
+        self.hints.delete(hint_id)
+
+    def save_members(self, members) -> None:
+        pass  # a mesh restart keeps the member list it was built with
+
+    def save_bootstrapped(self, members) -> None:
+        pass
+
+    def query(self, read, done) -> None:
+        self._later(lambda: read(self), done)
+
+    query_soon = query
+
+    # -- Reader
+    def get_now(self, key):
+        return self.mesh.disk[self.node].get(key)
+
+    def peek_hints(self, key):
+        return self.hints.peek(key)
+
+    def load_hints(self, owner, limit):
+        return self.hints.load(owner, limit)
+
+    def scan_range(self, after, limit):
+        disk = self.mesh.disk[self.node]
+        return [(k, disk[k]) for k in sorted(k for k in disk if after is None or k > after)[:max(limit, 0)]]
+
+    def scan_keys(self, after, limit):
+        return [(k, Record(r.version, None if r.value is None else b"", r.expires_ms))
+                for k, r in self.scan_range(after, limit)]
+
+    def scan_all(self):
+        return iter(sorted(self.mesh.disk[self.node].items()))
+
+
+class _MeshTransport:
+    """Sends and answers wait in the mesh's FIFO queue; ``settle`` delivers them."""
+
+    def __init__(self, mesh: "CoreMesh", node: str) -> None:
+        self.mesh, self.node = mesh, node
+
+    def send(self, peer, msg) -> None:
+        self.mesh.queue.append(lambda: self.mesh._deliver_send(self.node, peer, msg))
+
+    def respond(self, conn, msg) -> None:
+        self.mesh.queue.append(lambda: self.mesh._deliver_respond(self.node, conn, msg))
+
+
+class _MeshClock:
+    def __init__(self, mesh: "CoreMesh", node: str) -> None:
+        self.mesh, self.node = mesh, node
+
+    def now_ms(self) -> int:
+        return self.mesh.clock(self.node)
+
+
+class _MeshExecutor(Executor):
+    """The runtime, with every step routed through ``CoreMesh.run`` (a test may wrap
+    it to watch a node's effects)."""
+
+    __slots__ = ("mesh", "node")
+
+    def run(self, effects: list) -> None:
+        self.mesh.run(self.node, effects)
+
+
+class CoreMesh:
+    """A tiny deterministic harness for pure cores — unit-level clock and
+    write-order scripts on the one runtime (``runtime/executor.py``) with FIFO edges.
+
+    * ``settle()`` runs queued work in FIFO order until none is left: a ``Send`` is
+      delivered (``on_request`` with conn ``("peer", src)``), a ``Respond`` goes
+      back to the peer's ``on_response`` or into the ``MeshClient``'s replies; a
+      storage operation applies to the node's ``disk`` (``store``: newer wins) and
+      answers ``on_store_done`` (``report_newer=False``: always None, storage that
+      does not say which newer version kept a write out); ``SaveHlcCeiling`` is kept
+      in ``saved_ceiling``; hints in a per-incarnation table; logs are dropped.
     * ``held_to``: messages towards these nodes — and their answers — wait in
       ``held`` (a slow link) until ``release(node)`` or the test clears them.
     * ``down``: a ``Send`` to these nodes fails at once (``on_send_failed``,
@@ -210,25 +334,34 @@ class CoreMesh:
     """
 
     def __init__(self, names, n: int = 3, r: int = 2, w: int = 2, ceiling: bool = True,
-                 report_newer: bool = True, **settings) -> None:
+                 report_newer: bool = True, time_ms: int = MESH_T0_MS, **settings) -> None:
         self.names = tuple(names)
         self.members = {x: f"mesh://{x}" for x in self.names}
         self.kw = dict(n=n, r=r, w=w, read_repair=False, speculative_retry_ms=0, **settings)
         self.ceiling = ceiling
         self.report_newer = report_newer
-        self.time_ms = MESH_T0_MS
+        self.time_ms = time_ms
         self.offset_ms = {x: 0 for x in self.names}
         self.disk: dict[str, dict[bytes, Record]] = {x: {} for x in self.names}
+        self.promises: dict[str, dict[bytes, Version]] = {x: {} for x in self.names}
         self.saved_ceiling: dict[str, int] = {x: 0 for x in self.names}
         self.held_to: set[str] = set()
         self.held: list = []
         self.down: set[str] = set()
         self.queue: deque = deque()
         self.acks: list[m.RepWriteAck] = []
-        self.cores = {x: self.boot(x) for x in self.names}
+        self.cores: dict[str, NodeCore] = {}
+        self.executors: dict[str, _MeshExecutor] = {}
+        for x in self.names:
+            self.restart(x)
 
     def clock(self, node: str) -> int:
         return self.time_ms + self.offset_ms[node]
+
+    def apply_write(self, node: str, key: bytes, record: Record) -> Version | None:
+        """A replica write reaching ``node``'s disk: the engines' newer-wins rule
+        (``store``). A test whose storage merges (typed records) overrides this."""
+        return store(self.disk[node], key, record)
 
     def boot(self, node: str) -> NodeCore:
         hlc_last = max((r.version.ts for r in self.disk[node].values()), default=0)
@@ -236,44 +369,38 @@ class CoreMesh:
                         hlc_ceiling=self.saved_ceiling[node] if self.ceiling else None)
 
     def restart(self, node: str) -> None:
-        self.cores[node] = self.boot(node)
+        core = self.cores[node] = self.boot(node)
+        ex = self.executors[node] = _MeshExecutor(core, _MeshStorage(self, node, core),
+                                                  _MeshTransport(self, node), _MeshClock(self, node))
+        ex.mesh, ex.node = self, node
 
     # -- effects ------------------------------------------------------------------
     def run(self, node: str, effects) -> None:
-        self.queue.extend((node, eff) for eff in effects)
+        """Execute one step's effects of ``node`` (every step of the mesh comes here)."""
+        Executor.run(self.executors[node], effects)
 
     def settle(self) -> None:
         while self.queue:
-            node, eff = self.queue.popleft()
-            core, now = self.cores[node], self.clock(node)
-            t = type(eff)
-            if t is Send:
-                if eff.peer in self.down:
-                    self.run(node, core.on_send_failed(eff.peer, eff.msg, "unreachable", now))
-                elif eff.peer in self.held_to:
-                    self.held.append((node, eff))
-                else:
-                    self.run(eff.peer, self.cores[eff.peer].on_request(("peer", node), eff.msg,
-                                                                       self.clock(eff.peer)))
-            elif t is Respond:
-                if isinstance(eff.conn, MeshClient):
-                    eff.conn.replies[eff.msg.id] = eff.msg
-                elif eff.conn is not None:
-                    if node in self.held_to:
-                        self.held.append((node, eff))
-                        continue
-                    if type(eff.msg) is m.RepWriteAck:
-                        self.acks.append(eff.msg)
-                    src = eff.conn[1]
-                    self.run(src, self.cores[src].on_response(node, eff.msg, self.clock(src)))
-            elif t is StoreWrite:
-                newer = store(self.disk[node], eff.key, eff.record)
-                self.run(node, core.on_store_done(eff.token, True, newer if self.report_newer else None, now))
-            elif t is StoreRead:
-                self.run(node, core.on_store_done(eff.token, True, self.disk[node].get(eff.key), now))
-            elif t is SaveHlcCeiling:
-                self.saved_ceiling[node] = eff.ts
-                self.run(node, core.on_store_done(eff.token, True, None, now))
+            self.queue.popleft()()
+
+    def _deliver_send(self, node: str, peer: str, msg) -> None:
+        if peer in self.down:
+            self.executors[node].send_failed(peer, msg, "unreachable")
+        elif peer in self.held_to:
+            self.held.append(lambda: self._deliver_send(node, peer, msg))
+        else:
+            self.executors[peer].request(("peer", node), msg)
+
+    def _deliver_respond(self, node: str, conn, msg) -> None:
+        if isinstance(conn, MeshClient):
+            conn.replies[msg.id] = msg
+        elif conn is not None:
+            if node in self.held_to:
+                self.held.append(lambda: self._deliver_respond(node, conn, msg))
+                return
+            if type(msg) is m.RepWriteAck:
+                self.acks.append(msg)
+            self.executors[conn[1]].response(node, msg)
 
     def release(self, node: str) -> None:
         """Deliver what was held for ``node`` and stop holding it."""
@@ -285,14 +412,14 @@ class CoreMesh:
     def tick(self, ms: int = 5) -> None:
         self.time_ms += ms
         for name in self.names:
-            self.run(name, self.cores[name].tick(self.clock(name)))
+            self.executors[name].tick()
         self.settle()
 
     # -- clients --------------------------------------------------------------------
     def request(self, client: MeshClient, node: str, msg) -> m.Reply | None:
         """Send ``msg`` to coordinator ``node`` and settle; the reply, or None while
         the request waits (held messages, a ceiling save, a clock guard)."""
-        self.run(node, self.cores[node].on_request(client, msg, self.clock(node)))
+        self.executors[node].request(client, msg)
         self.settle()
         return client.replies.get(msg.id)
 

@@ -154,3 +154,16 @@ class SimStorage:
         for key, rec in self.cache.items():
             _apply(out, key, rec)
         return out
+
+    # ------------------------------------------- the runtime's Reader (queries)
+    def get_now(self, key: bytes) -> Record | None:
+        return self.read(key)
+
+    def scan_keys(self, after: bytes | None, limit: int) -> list[tuple[bytes, Record]]:
+        """As ``scan_range`` with values left out (a live record's value is b"")."""
+        return [(k, Record(r.version, None if r.value is None else b"", r.expires_ms))
+                for k, r in self.scan_range(after, limit)]
+
+    def scan_all(self):
+        """Every (key, record) this node serves, in key order, as of now."""
+        return iter(sorted(self.snapshot().items()))

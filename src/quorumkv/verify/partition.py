@@ -2,7 +2,7 @@
 
 Every node of the cluster listens on its own IPv4 loopback address (all of 127/8 is
 loopback on Linux; a node's peer links connect *from* its own address, see
-``shell/server.py``'s ``_loopback_source``), so one node's traffic to another can be
+``shell/peers.py``'s ``loopback_source``), so one node's traffic to another can be
 told apart by its source and destination address. A partition drops every packet
 between addresses on different sides with nftables: one table per run
 (``inet qkvverify_<token>``) whose ``output`` chain (every loopback packet is
