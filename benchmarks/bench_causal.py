@@ -29,8 +29,8 @@ import tempfile
 import time
 
 from quorumkv import AsyncClient, Client
-from quorumkv.localcluster import LocalCluster
-from quorumkv.testing import free_base_port
+from quorumkv.cli.localcluster import LocalCluster
+from quorumkv.cli.testing import free_base_port
 
 VALUE = b"v" * 16
 MAP_FIELDS = 16

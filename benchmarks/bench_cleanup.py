@@ -5,8 +5,8 @@
 """
 import asyncio, json, subprocess, sys, tempfile, time, shutil
 from quorumkv import AsyncClient, Client, ALL
-from quorumkv.localcluster import LocalCluster
-from quorumkv.testing import free_base_port
+from quorumkv.cli.localcluster import LocalCluster
+from quorumkv.cli.testing import free_base_port
 
 KEYS = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
 d = tempfile.mkdtemp()

@@ -31,8 +31,8 @@ import sys
 import tempfile
 import time
 
-from quorumkv.localcluster import LocalCluster
-from quorumkv.testing import free_base_port
+from quorumkv.cli.localcluster import LocalCluster
+from quorumkv.cli.testing import free_base_port
 
 
 def _child_cpu_s() -> float:

@@ -29,8 +29,8 @@ import time
 from quorumkv import Client
 from quorumkv.core.ring import Ring
 from quorumkv.core.version import SessionContext
-from quorumkv.localcluster import LocalCluster
-from quorumkv.testing import free_base_port
+from quorumkv.cli.localcluster import LocalCluster
+from quorumkv.cli.testing import free_base_port
 
 
 NODES = 5

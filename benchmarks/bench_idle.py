@@ -28,8 +28,8 @@ import tempfile
 import time
 
 from quorumkv import Client
-from quorumkv.localcluster import LocalCluster
-from quorumkv.testing import free_base_port
+from quorumkv.cli.localcluster import LocalCluster
+from quorumkv.cli.testing import free_base_port
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 

@@ -28,7 +28,7 @@ from quorumkv.resp.parser import RequestParser
 from quorumkv.shell.config import NodeConfig
 from quorumkv.shell.resp_server import RespConnection, RespFrontEnd
 from quorumkv.shell.server import NodeServer
-from quorumkv.testing import free_base_port
+from quorumkv.cli.testing import free_base_port
 
 KEYS = [b"key:%012d" % i for i in range(10_000)]
 VALUE = b"x" * 100

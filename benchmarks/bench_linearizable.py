@@ -24,9 +24,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from quorumkv.client_async import AsyncClient  # noqa: E402
-from quorumkv.localcluster import LocalCluster  # noqa: E402
-from quorumkv.testing import free_base_port  # noqa: E402
+from quorumkv.client import AsyncClient  # noqa: E402
+from quorumkv.cli.localcluster import LocalCluster  # noqa: E402
+from quorumkv.cli.testing import free_base_port  # noqa: E402
 
 VALUE = b"x" * 100
 

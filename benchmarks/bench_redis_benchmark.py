@@ -15,8 +15,8 @@ import subprocess
 import sys
 import tempfile
 
-from quorumkv.localcluster import LocalCluster
-from quorumkv.testing import free_base_port
+from quorumkv.cli.localcluster import LocalCluster
+from quorumkv.cli.testing import free_base_port
 
 #: Longest one redis-benchmark run may take before it is called hung.
 RUN_TIMEOUT_S = 600

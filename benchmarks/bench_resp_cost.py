@@ -27,7 +27,7 @@ import shutil
 import statistics
 import subprocess
 
-from quorumkv.localcluster import LocalCluster
+from quorumkv.cli.localcluster import LocalCluster
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 SHARED_KIT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "bench")

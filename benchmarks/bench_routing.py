@@ -21,10 +21,10 @@ import shutil
 import statistics
 import tempfile
 
-from quorumkv.bench import _phase
-from quorumkv.localcluster import LocalCluster
+from quorumkv.cli.bench import _phase
+from quorumkv.cli.localcluster import LocalCluster
 from quorumkv.shell.server import install_event_loop_policy
-from quorumkv.testing import free_base_port
+from quorumkv.cli.testing import free_base_port
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 

@@ -15,8 +15,8 @@ import time
 import redis
 
 from quorumkv.client import Client
-from quorumkv.localcluster import LocalCluster
-from quorumkv.testing import free_base_port
+from quorumkv.cli.localcluster import LocalCluster
+from quorumkv.cli.testing import free_base_port
 
 
 def main() -> None:

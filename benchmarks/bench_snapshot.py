@@ -6,8 +6,8 @@ throughput during vs. before the snapshot (what a backup costs the node).
 """
 import asyncio, json, subprocess, sys, tempfile, threading, time
 from quorumkv import AsyncClient, Client
-from quorumkv.localcluster import LocalCluster
-from quorumkv.testing import free_base_port
+from quorumkv.cli.localcluster import LocalCluster
+from quorumkv.cli.testing import free_base_port
 
 KEYS = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 d = tempfile.mkdtemp()

@@ -9,8 +9,8 @@ per setup is printed.
 """
 import asyncio, json, statistics, subprocess, sys, tempfile, time
 from quorumkv import AsyncClient
-from quorumkv.localcluster import LocalCluster
-from quorumkv.testing import free_base_port
+from quorumkv.cli.localcluster import LocalCluster
+from quorumkv.cli.testing import free_base_port
 
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3

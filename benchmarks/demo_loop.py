@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from quorumkv.testing import free_base_port
+from quorumkv.cli.testing import free_base_port
 
 #: One demo run takes ~10 s on an idle machine; a hung run is a failure after this.
 RUN_TIMEOUT_S = 300

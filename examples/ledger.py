@@ -41,8 +41,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from quorumkv.client import Client  # noqa: E402
 from quorumkv.errors import QuorumKVError  # noqa: E402
-from quorumkv.localcluster import LocalCluster  # noqa: E402
-from quorumkv.testing import free_base_port  # noqa: E402
+from quorumkv.cli.localcluster import LocalCluster  # noqa: E402
+from quorumkv.cli.testing import free_base_port  # noqa: E402
 
 OPENING_BALANCE = 100
 #: Attempts per saga step before the transfer is left for the recovery pass.

@@ -67,8 +67,8 @@ def main(argv: list[str]) -> int:
     if argv:
         result = run(argv)
     else:
-        from quorumkv.localcluster import LocalCluster
-        from quorumkv.testing import free_base_port
+        from quorumkv.cli.localcluster import LocalCluster
+        from quorumkv.cli.testing import free_base_port
 
         with tempfile.TemporaryDirectory(prefix="counter-") as tmp:
             cluster = LocalCluster(tmp)

@@ -22,8 +22,8 @@ import time
 import redis
 import redis.asyncio as aredis
 
-from quorumkv.redis_quorum import AsyncQuorumRedis, QuorumRedis
-from quorumkv.redis_server import RedisServer
+from quorumkv.contrib.redis_quorum import AsyncQuorumRedis, QuorumRedis
+from quorumkv.cli.redis_server import RedisServer
 
 KEYS = 1_000
 VALUE = b"x" * 100

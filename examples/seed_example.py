@@ -16,8 +16,8 @@ import sys
 import tempfile
 
 from quorumkv.errors import UnavailableError
-from quorumkv.redis_quorum import QuorumRedis
-from quorumkv.redis_server import RedisServer
+from quorumkv.contrib.redis_quorum import QuorumRedis
+from quorumkv.cli.redis_server import RedisServer
 
 NODE_COUNT = 5
 QUORUM_SIZE = 3

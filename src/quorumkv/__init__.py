@@ -20,8 +20,9 @@ _LAZY = {
     "QuorumKVError": "errors", "InvalidRequestError": "errors", "NotFoundError": "errors",
     "UnavailableError": "errors", "QuorumTimeoutError": "errors", "OverloadedError": "errors",
     "ProtocolError": "errors", "ConnectionFailedError": "errors", "ConsistencyWarning": "errors",
+    "PeerFaultError": "errors", "RefusedError": "errors", "QuorumNotMetError": "errors",
     "Target": "core.dynamic",
-    "Siblings": "client_typed", "SiblingsError": "client_typed",
+    "Siblings": "client", "SiblingsError": "client",
 }
 
 __all__ = ["ALL", "ONE", "QUORUM", *_LAZY]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from quorumkv.cli_math import math_app
+from quorumkv.cli.math import math_app
 
 runner = CliRunner()
 SMALL = ["--trials", "20000", "--seed", "1"]

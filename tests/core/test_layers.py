@@ -28,9 +28,15 @@ The layering rules (docs/architecture.md, "Layering"):
 * ``runtime/`` (the one effect executor and its Storage/Transport/Clock interfaces)
   imports only ``core/`` and ``quorumkv.errors``: the real node, the simulator and the
   tests supply the edges, so the runtime may not know any of them;
-* ``shell/`` (the node's I/O) never imports the client or the CLI;
+* ``client/`` (a library) imports only ``client/``, ``core/`` and ``quorumkv.errors``:
+  never the node's shell, the CLI or contrib;
+* ``contrib/`` (optional add-ons) never imports ``shell/`` or ``cli/`` (the Redis record
+  layout it shares with the Redis engine is ``core/redis_layout.py``);
+* ``shell/`` (the node's I/O) never imports the client, the CLI or contrib;
 * ``resp/`` (pure RESP command handlers) never imports ``shell/``;
-* ``sim/`` never imports ``shell/`` (the simulator runs the core, not the node runtime).
+* ``sim/`` never imports ``shell/`` (the simulator runs the core, not the node runtime);
+* ``cli/`` is the top: only ``cli/`` itself, ``verify/`` (a tool the CLI runs) and
+  ``quorumkv.__main__`` import it.
 """
 
 from __future__ import annotations
@@ -187,10 +193,9 @@ def _layer(module: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-def _is_client_or_cli(module: str) -> bool:
-    leaf = module.split(".")[1] if "." in module else ""
-    return leaf in ("client", "client_async", "client_typed", "cli", "localcluster", "demo", "bench") or (
-        leaf.startswith("cli_"))
+#: Layers ``cli/`` may be imported from: itself, the consistency checker it runs, and
+#: ``python -m quorumkv``.
+CLI_IMPORTERS = ("cli", "verify", "__main__")
 
 
 def upward_imports(graph: dict[str, dict[str, bool]]) -> list[str]:
@@ -201,12 +206,18 @@ def upward_imports(graph: dict[str, dict[str, bool]]) -> list[str]:
             dst_layer = _layer(dst)
             if layer == "core" and dst_layer != "core" and dst != "quorumkv.errors":
                 bad.append(f"{src} -> {dst} (core imports only core and quorumkv.errors)")
+            elif layer == "client" and dst_layer not in ("client", "core", "errors"):
+                bad.append(f"{src} -> {dst} (the client imports only client, core and quorumkv.errors)")
+            elif layer == "contrib" and dst_layer in ("shell", "cli"):
+                bad.append(f"{src} -> {dst} (contrib/ does not import the node's shell or the CLI)")
             elif layer == "runtime" and dst_layer not in ("core", "runtime") and dst != "quorumkv.errors":
                 bad.append(f"{src} -> {dst} (runtime imports only core and quorumkv.errors)")
-            elif layer == "shell" and _is_client_or_cli(dst):
-                bad.append(f"{src} -> {dst} (the node's shell does not use the client or the CLI)")
+            elif layer == "shell" and dst_layer in ("client", "cli", "contrib"):
+                bad.append(f"{src} -> {dst} (the node's shell does not use the client, the CLI or contrib)")
             elif layer in ("resp", "sim") and dst_layer == "shell":
                 bad.append(f"{src} -> {dst} ({layer}/ does not import the node's shell)")
+            elif dst_layer == "cli" and layer not in CLI_IMPORTERS:
+                bad.append(f"{src} -> {dst} (cli/ is the top layer: only {', '.join(CLI_IMPORTERS)} import it)")
     return bad
 
 
@@ -216,6 +227,12 @@ GRAPH = build_graph()
 def test_graph_sees_the_package():
     assert {"quorumkv.core.node", "quorumkv.shell.server", "quorumkv.client", "quorumkv.cli"} <= set(GRAPH)
     assert "quorumkv.core.node" in GRAPH["quorumkv.shell.server"]
+    # the redrawn top: packages, not flat modules (issue 9, item 4)
+    assert {"quorumkv.client.sync", "quorumkv.client.aio", "quorumkv.client.base", "quorumkv.client.transport",
+            "quorumkv.cli.fast", "quorumkv.cli.common", "quorumkv.cli.commands",
+            "quorumkv.contrib.redis_quorum", "quorumkv.core.redis_layout"} <= set(GRAPH)
+    top = {m for m in GRAPH if m.count(".") == 1 and not (PKG_DIR / m.split(".")[1]).is_dir()}
+    assert top == {"quorumkv.errors", "quorumkv.__main__"}, f"flat modules at the top: {sorted(top)}"
 
 
 def test_the_node_and_the_simulator_share_the_one_runtime():
@@ -284,3 +301,31 @@ def test_checker_finds_a_lazy_cycle_and_an_upward_import():
     assert upward_imports(graph) == [
         "quorumkv.core.ring -> quorumkv.shell.server (core imports only core and quorumkv.errors)",
         "quorumkv.runtime.executor -> quorumkv.sim.cluster (runtime imports only core and quorumkv.errors)"]
+
+
+@pytest.mark.parametrize("src,dst,why", [
+    ("quorumkv.client.sync", "quorumkv.shell.storage", "the client imports only"),
+    ("quorumkv.client.base", "quorumkv.cli.common", "the client imports only"),
+    ("quorumkv.client.aio", "quorumkv.contrib.redis_quorum", "the client imports only"),
+    ("quorumkv.contrib.redis_quorum", "quorumkv.shell.storage_redis", "contrib/ does not import"),
+    ("quorumkv.contrib.redis_quorum", "quorumkv.cli.testing", "contrib/ does not import"),
+    ("quorumkv.shell.server", "quorumkv.client.sync", "the node's shell does not use"),
+    ("quorumkv.shell.server", "quorumkv.contrib.redis_quorum", "the node's shell does not use"),
+    ("quorumkv.resp.commands", "quorumkv.cli.common", "cli/ is the top layer"),
+])
+def test_checker_flags_each_new_rule(src, dst, why):
+    graph = {src: {dst: False}, dst: {}}
+    bad = upward_imports(graph)
+    assert len(bad) == 1 and bad[0].startswith(f"{src} -> {dst} ({why}"), bad
+
+
+@pytest.mark.parametrize("src,dst", [
+    ("quorumkv.client.sync", "quorumkv.client.base"),
+    ("quorumkv.client.base", "quorumkv.core.validation"),
+    ("quorumkv.contrib.redis_quorum", "quorumkv.core.redis_layout"),
+    ("quorumkv.contrib.redis_quorum", "quorumkv.client.base"),
+    ("quorumkv.cli.commands", "quorumkv.shell.server"),
+    ("quorumkv.verify.runner", "quorumkv.cli.localcluster"),
+])
+def test_checker_allows_the_downward_edges(src, dst):
+    assert upward_imports({src: {dst: False}, dst: {}}) == []

@@ -7,7 +7,7 @@ import msgspec
 import pytest
 
 from quorumkv import errors
-from quorumkv.client import _check_atomic, _check_reply
+from quorumkv.client.base import _check_atomic, _check_reply
 from quorumkv.core import messages as m
 from quorumkv.core import messages_cas as mc
 from quorumkv.core import wire

@@ -18,8 +18,8 @@ ENC = FrameEncoder()
 
 @pytest.fixture(scope="module")
 def node_cluster(tmp_path_factory):
-    from quorumkv.localcluster import LocalCluster
-    from quorumkv.testing import free_base_port
+    from quorumkv.cli.localcluster import LocalCluster
+    from quorumkv.cli.testing import free_base_port
 
     cluster = LocalCluster(str(tmp_path_factory.mktemp("bad") / "c"))
     cluster.create(3, base_port=free_base_port(6), replicas=3, storage="sqlite")

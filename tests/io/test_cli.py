@@ -12,8 +12,8 @@ import pytest
 
 from quorumkv.core.limits import VALUE_BYTES_MAX
 from quorumkv.core.ring import Ring
-from quorumkv.localcluster import LocalCluster
-from quorumkv.testing import free_base_port
+from quorumkv.cli.localcluster import LocalCluster
+from quorumkv.cli.testing import free_base_port
 
 pytestmark = pytest.mark.integration
 
@@ -217,9 +217,9 @@ def test_expected_errors_are_one_line(tmp_path):
     assert res.returncode == 2 and "directory" in one_line_error(res) and "does not exist" in res.stderr
 
     # an unexpected exception inside the demo: one line, exit 5
-    inject = ("import sys, quorumkv.demo\n"
+    inject = ("import sys, quorumkv.cli.demo\n"
               "def boom(*args, **kwargs):\n    raise ZeroDivisionError('injected')\n"
-              "quorumkv.demo.run_demo = boom\n"
+              "quorumkv.cli.demo.run_demo = boom\n"
               "from quorumkv.cli import main\nmain(['demo'])\n")
     res = subprocess.run([sys.executable, "-c", inject], capture_output=True, text=True, timeout=60)
     assert res.returncode == 5 and "ZeroDivisionError: injected" in one_line_error(res)

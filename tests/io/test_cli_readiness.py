@@ -18,8 +18,8 @@ import pytest
 from quorumkv import Client
 from quorumkv.core import messages as m
 from quorumkv.core.ring import Ring
-from quorumkv.localcluster import LocalCluster, NotReadyError
-from quorumkv.testing import free_base_port
+from quorumkv.cli.localcluster import LocalCluster, NotReadyError
+from quorumkv.cli.testing import free_base_port
 
 from helpers import wait_for
 
@@ -63,7 +63,7 @@ def fake_cluster(tmp_path, monkeypatch):
     for node in cl.nodes:
         node.address = f"addr-{node.id}"
     state = {"views": _views(), "live": list(cl.nodes)}
-    monkeypatch.setattr("quorumkv.localcluster.probe", lambda address, timeout_ms: state["views"][address])
+    monkeypatch.setattr("quorumkv.cli.localcluster.probe", lambda address, timeout_ms: state["views"][address])
     monkeypatch.setattr(cl, "live_nodes", lambda: state["live"])
     return cl, state
 

@@ -1,6 +1,6 @@
 """The fast start-up path of the CLI: ``get``/``put``/``delete``/``cluster status``/
-``--version`` are parsed by argparse in ``quorumkv.cli`` without importing Typer,
-Rich, numpy or asyncio; everything else goes to the Typer app in ``cli_app``.
+``--version`` are parsed by argparse in ``quorumkv.cli.fast`` without importing Typer,
+Rich, numpy or asyncio; everything else goes to the Typer app in ``cli/commands.py``.
 
 Checked here: both parsers know exactly the same arguments and options; the fast
 commands import none of the heavy modules; the Typer declarations of the same
@@ -18,10 +18,10 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from quorumkv import cli
-from quorumkv.localcluster import LocalCluster
+from quorumkv.cli import fast as cli
+from quorumkv.cli.localcluster import LocalCluster
 
-HEAVY = ("typer", "click", "rich", "numpy", "matplotlib", "asyncio", "redis", "structlog", "quorumkv.cli_app",
+HEAVY = ("typer", "click", "rich", "numpy", "matplotlib", "asyncio", "redis", "structlog", "quorumkv.cli.commands",
          "quorumkv.sim", "quorumkv.analysis", "quorumkv.shell", "quorumkv.core.node")
 
 

@@ -17,9 +17,9 @@ import pytest
 import structlog
 
 from quorumkv.client import Client
-from quorumkv.localcluster import LocalCluster, parse_settings
+from quorumkv.cli.localcluster import LocalCluster, parse_settings
 from quorumkv.shell.logsetup import LOG_REPEAT_WINDOW_MS, RepeatLimiter
-from quorumkv.testing import free_base_port
+from quorumkv.cli.testing import free_base_port
 
 from helpers import wait_for
 

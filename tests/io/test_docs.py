@@ -41,9 +41,9 @@ from pathlib import Path
 import pytest
 
 import quorumkv
-from quorumkv.localcluster import LocalCluster
-from quorumkv.redis_server import find_redis_tool
-from quorumkv.testing import free_base_port
+from quorumkv.cli.localcluster import LocalCluster
+from quorumkv.cli.redis_server import find_redis_tool
+from quorumkv.cli.testing import free_base_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

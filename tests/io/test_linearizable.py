@@ -12,9 +12,9 @@ import pytest
 
 from quorumkv.client import Client
 from quorumkv.errors import InvalidRequestError
-from quorumkv.localcluster import LocalCluster
+from quorumkv.cli.localcluster import LocalCluster
 from quorumkv.shell.storage_redis import RedisEngine
-from quorumkv.testing import free_base_port
+from quorumkv.cli.testing import free_base_port
 
 pytestmark = pytest.mark.integration
 

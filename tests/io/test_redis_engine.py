@@ -20,7 +20,8 @@ from test_storage import Waiter, read, rec, write
 from quorumkv import QUORUM, Client, NotFoundError
 from quorumkv.core.version import Record, Version
 from quorumkv.shell.engines import open_engine
-from quorumkv.shell.storage_redis import SCAN_BATCH_KEYS, RedisEngine, RedisLayout
+from quorumkv.core.redis_layout import RedisLayout
+from quorumkv.shell.storage_redis import SCAN_BATCH_KEYS, RedisEngine
 
 
 # -- the generic engine suite, on Redis ------------------------------------------------

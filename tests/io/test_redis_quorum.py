@@ -20,8 +20,8 @@ from quorumkv.errors import (
     QuorumTimeoutError,
     UnavailableError,
 )
-from quorumkv.redis_quorum import AsyncQuorumRedis, QuorumRedis
-from quorumkv.shell.storage_redis import decode_record
+from quorumkv.contrib.redis_quorum import AsyncQuorumRedis, QuorumRedis
+from quorumkv.core.redis_layout import decode_record
 
 
 TIMEOUT_MS = 400  # per operation; short so that timeout tests stay fast

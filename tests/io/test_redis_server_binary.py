@@ -6,7 +6,7 @@ import importlib.util
 import os
 import subprocess
 
-from quorumkv.redis_server import RedisServer, find_redis_server, find_redis_tool
+from quorumkv.cli.redis_server import RedisServer, find_redis_server, find_redis_tool
 
 
 def _fake_tool(directory, name: str) -> str:

@@ -10,8 +10,8 @@ import pytest
 
 redis = pytest.importorskip("redis")
 
-from quorumkv.localcluster import LocalCluster  # noqa: E402
-from quorumkv.testing import free_base_port  # noqa: E402
+from quorumkv.cli.localcluster import LocalCluster  # noqa: E402
+from quorumkv.cli.testing import free_base_port  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

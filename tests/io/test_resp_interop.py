@@ -17,9 +17,9 @@ import pytest
 redis = pytest.importorskip("redis")
 import redis.asyncio as aredis  # noqa: E402
 
-from quorumkv.localcluster import LocalCluster  # noqa: E402
-from quorumkv.redis_server import find_redis_tool  # noqa: E402
-from quorumkv.testing import free_base_port  # noqa: E402
+from quorumkv.cli.localcluster import LocalCluster  # noqa: E402
+from quorumkv.cli.redis_server import find_redis_tool  # noqa: E402
+from quorumkv.cli.testing import free_base_port  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -339,7 +339,7 @@ def test_node_state_keeps_the_members_a_node_knew_across_a_restart(tmp_path):
     from quorumkv.core.membership import LEAVING, REPLACING, UP, Endpoint
     from quorumkv.shell.config import NodeConfig
     from quorumkv.shell.server import NodeServer
-    from quorumkv.testing import free_base_port
+    from quorumkv.cli.testing import free_base_port
 
     async def main():
         port = free_base_port(1)

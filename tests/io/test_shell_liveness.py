@@ -16,7 +16,7 @@ from quorumkv.core.node import Send
 from quorumkv.core.version import Record, Version
 from quorumkv.shell.config import NodeConfig
 from quorumkv.shell.server import INBOUND_SEND_BYTES_HIGH, NodeServer
-from quorumkv.testing import free_base_port
+from quorumkv.cli.testing import free_base_port
 
 ENC = FrameEncoder()
 WAIT_S = 10.0

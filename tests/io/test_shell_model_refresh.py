@@ -7,7 +7,7 @@ import asyncio
 from quorumkv.core.dynamic import PBS_SAMPLES_MIN
 from quorumkv.shell.config import NodeConfig
 from quorumkv.shell.server import NodeServer
-from quorumkv.testing import free_base_port
+from quorumkv.cli.testing import free_base_port
 
 
 def samples(server, count: int) -> None:

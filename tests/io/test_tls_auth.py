@@ -20,13 +20,13 @@ import pytest
 import redis
 
 from quorumkv.client import Client
-from quorumkv.client_async import AsyncClient
+from quorumkv.client import AsyncClient
 from quorumkv.core import messages as m
 from quorumkv.core.framing import FrameDecoder, FrameEncoder
 from quorumkv.core.messages_admin import Auth
 from quorumkv.errors import ProtocolError
-from quorumkv.localcluster import LocalCluster
-from quorumkv.testing import free_base_port
+from quorumkv.cli.localcluster import LocalCluster
+from quorumkv.cli.testing import free_base_port
 
 from helpers import wait_for
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from quorumkv import Client
-from quorumkv.client_async import AsyncClient
-from quorumkv.client_typed import SiblingsError
+from quorumkv.client import AsyncClient
+from quorumkv.client import SiblingsError
 from quorumkv.errors import InvalidRequestError
 
 

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from quorumkv.cli_sim import sim_app
+from quorumkv.cli.sim import sim_app
 
 runner = CliRunner(mix_stderr=False) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames else CliRunner()
 

@@ -17,8 +17,8 @@ def level_to_wire(level: int | str | None) -> int:
         for code, known in m.LEVEL_NAMES.items():
             if known == name:
                 return code
-        if name.isdigit():
-            return int(name)
+        if name.isdigit():  # "2" is 2; "0" is refused like 0, not taken as "the default"
+            return level_to_wire(int(name))
         raise InvalidRequestError(f"{level!r} is not a consistency level (integer, ONE, QUORUM or ALL)")
     if isinstance(level, bool) or not isinstance(level, int):
         raise InvalidRequestError(f"{level!r} is not a consistency level (integer, ONE, QUORUM or ALL)")

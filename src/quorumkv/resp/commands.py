@@ -483,16 +483,17 @@ def cmd_dbsize(s, node, args):
 
 # ------------------------------------------------------------------ extensions
 def _level_arg(raw: bytes, what: str, node) -> tuple[int | str | None, int]:
+    """A ``QUORUM R|W`` argument: the client's parser (``level_to_wire``) reads it, the
+    core's ``resolve`` checks it against N; their messages are the error line."""
     text = raw.decode("utf-8", "replace").strip().upper()
     if text == "DEFAULT":
         return None, m.LEVEL_DEFAULT
     try:
-        wire = level_to_wire(int(text) if text.lstrip("-").isdigit() else text)
-        level = int(text) if text.lstrip("-").isdigit() else text
-        resolve(level, node.n, 1, what)
+        wire = level_to_wire(text)
+        resolve(text, node.n, 1, what)
     except InvalidRequestError as exc:
         raise CommandError(f"ERR {exc}") from None
-    return level, wire
+    return text, wire
 
 
 def cmd_quorum(s, node, args):

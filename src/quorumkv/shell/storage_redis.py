@@ -1,24 +1,8 @@
 """A storage engine that keeps a node's data in a real ``redis-server``.
 
-Layout (shared with ``quorumkv.redis_quorum``, so the two read each other's data)::
-
-    qkv:d:<key>    hash  ver = 16 hex digits of the HLC ts + node id   (the LWW order)
-                         val = the value          (field absent: tombstone)
-                         ctx = msgpack causal ctx (field absent: none)
-                         exp = absolute expiry, wall-clock ms (0: never)
-    qkv:m:maxts    string, 16 hex digits: the largest ts ever stored (seeds the HLC)
-    qkv:m:count    integer: number of data keys (tombstones included)
-    qkv:m:hlcceil  string, 16 hex digits: the node's durable HLC ceiling (core/clock.py)
-
-**Write only if newer, atomically on the Redis side.** Every write is one Lua script
-(``WRITE_IF_NEWER_LUA``, sent as EVALSHA; on NOSCRIPT — a restarted or flushed server —
-the script is loaded again and the write re-sent, which is safe because it is
-idempotent). It compares ``ver`` bytewise — a fixed-width hex ts followed by the
-node id orders exactly like ``Version``'s ``(ts, node)`` — and replaces the whole
-hash only when the incoming version is newer. The comparison is a byte loop rather
-than Lua's ``<`` because Redis calls ``setlocale(LC_COLLATE, "")`` and Lua's string
-``<`` goes through ``strcoll``. Timestamps are never turned into Lua numbers
-(doubles: HLC values exceed 2^53).
+The record layout on the Redis side — keys, fields, and the Lua scripts that write
+only if newer — is ``core/redis_layout.py`` (pure; shared with
+``quorumkv.contrib.redis_quorum``, so the two read each other's data).
 
 **Typed records** (counters, sets, maps, causal siblings: ``core/typed.py``) are
 merged, not compared, which Lua cannot do: the I/O thread reads the stored record
@@ -55,7 +39,6 @@ replies). The engine checks the server's settings at open and records them in
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 from collections.abc import Iterator
 
@@ -66,12 +49,21 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from .batching import BatchQueue, call_in_loop
+from ..core.redis_layout import (  # noqa: F401 - KEY_PREFIX_DEFAULT, RedisLayout, decode_record: the engine's API
+    DROP_IF_VERSION_LUA,
+    KEY_PREFIX_DEFAULT,
+    PURGE_IF_TOMBSTONE_LUA,
+    REPLACE_LUA,
+    WRITE_IF_NEWER_LUA,
+    RedisLayout,
+    decode_record,
+    decode_version,
+)
 from ..core.typed import is_typed, resolve
 from ..core.version import Record, Version
 from .storage_base import Done, StorageEngine
 
 REDIS_URL_DEFAULT = "redis://127.0.0.1:6379/0"
-KEY_PREFIX_DEFAULT = b"qkv:"
 
 #: Operations queued for the I/O thread before new ones are refused (the node then
 #: fails that replica write or read, and the quorum round decides).
@@ -88,139 +80,6 @@ REDIS_RETRIES = 1
 TYPED_CAS_ATTEMPTS = 8
 #: Keys per SCAN step (and per HGETALL pipeline) in ``scan_all``.
 SCAN_BATCH_KEYS = 512
-
-# KEYS[1] data key, KEYS[2] max-ts key, KEYS[3] count key
-# ARGV[1] ver (16 hex ts .. node), ARGV[2] exp, ARGV[3] "1" value / "0" tombstone,
-# ARGV[4] value, ARGV[5] ctx ("" = none).  Returns 1 when applied, 0 when that very
-# version is there already (a retransmit), else the stored newer ``ver`` that kept
-# it out (the replica reports it: RepWriteAck.newer).
-WRITE_IF_NEWER_LUA = """
-local function newer(a, b)
-  if a == b then return false end
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x > y end
-  end
-  return #a > #b
-end
-local cur = redis.call('HGET', KEYS[1], 'ver')
-if cur then
-  if cur == ARGV[1] then return 0 end
-  if not newer(ARGV[1], cur) then return cur end
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('INCR', KEYS[3])
-end
-redis.call('HSET', KEYS[1], 'ver', ARGV[1], 'exp', ARGV[2])
-if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'val', ARGV[4]) end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'ctx', ARGV[5]) end
-local ts = string.sub(ARGV[1], 1, 16)
-local m = redis.call('GET', KEYS[2])
-if (not m) or newer(ts, m) then redis.call('SET', KEYS[2], ts) end
-return 1
-"""
-
-# Typed records: replace the stored record unconditionally (the caller merged it under
-# WATCH). KEYS/ARGV as WRITE_IF_NEWER_LUA. Returns 1.
-REPLACE_LUA = """
-local function newer(a, b)
-  if a == b then return false end
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x > y end
-  end
-  return #a > #b
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DEL', KEYS[1]) else redis.call('INCR', KEYS[3]) end
-redis.call('HSET', KEYS[1], 'ver', ARGV[1], 'exp', ARGV[2])
-if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'val', ARGV[4]) end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'ctx', ARGV[5]) end
-local ts = string.sub(ARGV[1], 1, 16)
-local m = redis.call('GET', KEYS[2])
-if (not m) or newer(ts, m) then redis.call('SET', KEYS[2], ts) end
-return 1
-"""
-
-# Tombstone GC: KEYS[1] data key, KEYS[2] count key; ARGV[1] ver. Deletes the record
-# only if it is exactly that tombstone (same version, no value). Returns 1 when deleted.
-PURGE_IF_TOMBSTONE_LUA = """
-if redis.call('HGET', KEYS[1], 'ver') == ARGV[1] and redis.call('HEXISTS', KEYS[1], 'val') == 0 then
-  redis.call('DEL', KEYS[1])
-  redis.call('DECR', KEYS[2])
-  return 1
-end
-return 0
-"""
-
-# Cleanup: KEYS[1] data key, KEYS[2] count key; ARGV[1] ver. Deletes the record only
-# if it is exactly that version (value or tombstone). Returns 1 when deleted.
-DROP_IF_VERSION_LUA = """
-if redis.call('HGET', KEYS[1], 'ver') == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('DECR', KEYS[2])
-  return 1
-end
-return 0
-"""
-
-_ctx_encode = msgspec.msgpack.Encoder().encode
-_ctx_decode = msgspec.msgpack.Decoder(dict[str, int]).decode
-
-
-class RedisLayout:
-    """How records map onto Redis keys and script arguments (engine and client share it)."""
-
-    def __init__(self, prefix: bytes = KEY_PREFIX_DEFAULT) -> None:
-        self.prefix = prefix
-        self.data_prefix = prefix + b"d:"
-        self.maxts_key = prefix + b"m:maxts"
-        self.count_key = prefix + b"m:count"
-        self.ceiling_key = prefix + b"m:hlcceil"
-        # SCAN MATCH is a glob: escape the prefix's special characters.
-        escaped = bytearray()
-        for byte in self.data_prefix:
-            if byte in b"*?[]\\":
-                escaped += b"\\"
-            escaped.append(byte)
-        self.scan_pattern = bytes(escaped) + b"*"
-
-    def data_key(self, key: bytes) -> bytes:
-        return self.data_prefix + key
-
-    def write_command(self, sha: str, key: bytes, record: Record) -> tuple:
-        """The EVALSHA command (as ``execute_command`` arguments) writing ``record`` if newer."""
-        v = record.version
-        return ("EVALSHA", sha, 3, self.data_prefix + key, self.maxts_key, self.count_key,
-                b"%016x" % v.ts + v.node.encode(), record.expires_ms,
-                b"0" if record.value is None else b"1", record.value or b"",
-                b"" if v.ctx is None else _ctx_encode(v.ctx))
-
-
-def decode_record(fields: dict | list | None) -> Record | None:
-    """A ``HGETALL`` reply (dict, or flat list from a raw RESP2 reply) to a Record."""
-    if not fields:
-        return None
-    if isinstance(fields, list):
-        fields = dict(zip(fields[::2], fields[1::2]))
-    ver = fields[b"ver"]
-    ctx = fields.get(b"ctx")
-    return Record(Version(int(ver[:16], 16), ver[16:].decode(), _ctx_decode(ctx) if ctx is not None else None),
-                  fields.get(b"val"), int(fields.get(b"exp", b"0")))
-
-
-def decode_version(ver: bytes) -> Version:
-    """A stored ``ver`` field (16 hex digits of the ts, then the node id) to a Version."""
-    return Version(int(ver[:16], 16), ver[16:].decode())
-
-
-def script_sha(lua: str = WRITE_IF_NEWER_LUA) -> str:
-    return hashlib.sha1(lua.encode()).hexdigest()
-
-
-WRITE_IF_NEWER_SHA = script_sha()
-
 
 def _log():
     import structlog

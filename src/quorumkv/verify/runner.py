@@ -296,8 +296,8 @@ class _Run:
 
 
 def run(cfg: VerifyConfig) -> Report:
-    from ..localcluster import LocalCluster  # noqa: PLC0415
-    from ..testing import free_base_port  # noqa: PLC0415
+    from ..cli.localcluster import LocalCluster  # noqa: PLC0415
+    from ..cli.testing import free_base_port  # noqa: PLC0415
 
     cfg.validate()
     if partitions_need_netns(cfg):

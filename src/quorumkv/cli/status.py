@@ -27,8 +27,8 @@ STATUS_PARALLEL_MAX = 16
 def _ask(address: str, timeout_ms: int = STATUS_TIMEOUT_MS, opts: dict | None = None, errors: dict | None = None):
     """The node's StatusReply, or None (why: in ``errors[address]``). ``opts``: Client
     security options (credentials and CA; the QUORUMKV_* variables otherwise)."""
-    from .client import Client
-    from .errors import QuorumKVError
+    from ..client import Client
+    from ..errors import QuorumKVError
 
     try:
         with Client([address], timeout_ms=timeout_ms, **(opts or {})) as c:
@@ -65,8 +65,8 @@ def gather(addresses: list[str], timeout_ms: int = STATUS_TIMEOUT_MS, opts: dict
 
 
 def _ownership(views: dict, entry: str) -> dict:
-    from .core.ring import Ring
-    from .core.ringinfo import ownership
+    from ..core.ring import Ring
+    from ..core.ringinfo import ownership
 
     reply = views.get(entry)
     if reply is None or not reply.ring:
@@ -147,11 +147,11 @@ def _fmt_bytes(n) -> str:
 
 
 def cmd_cluster_status(dir: str | None = None, node: list[str] | None = None, output: str = "table") -> None:
-    from .cli_common import _STATE_COLOURS, _addresses, format_table
+    from .common import _STATE_COLOURS, _addresses, format_table
 
     local = None
     if dir and not node:
-        from .cli_common import _cluster
+        from .common import _cluster
 
         local = _cluster(dir)
     addresses = _addresses(dir, node)
@@ -212,19 +212,19 @@ def _merge_local(local, table: list[dict]) -> list[dict]:
 
 
 def cmd_ring(dir: str | None, node: list[str] | None, output: str, tokens: bool) -> None:
-    from .cli_common import _addresses, format_table
-    from .core.ring import Ring
-    from .core.ringinfo import TOKEN_SPACE, arcs, ownership
+    from .common import _addresses, format_table
+    from ..core.ring import Ring
+    from ..core.ringinfo import TOKEN_SPACE, arcs, ownership
 
     opts = None
     if dir and not node:
-        from .cli_common import _cluster
+        from .common import _cluster
 
         opts = _cluster(dir).client_options()
     data = gather(_addresses(dir, node), opts=opts)
     entry = data["entry"]
     if entry is None:
-        from .cli_common import EXIT_UNREACHABLE, _fail
+        from .common import EXIT_UNREACHABLE, _fail
 
         _fail(EXIT_UNREACHABLE, "no node answered: " + ("; ".join(f"{a}: {e}" for a, e in data["errors"].items())
                                                         or "no address"))

@@ -1,10 +1,10 @@
 """What every ``quorumkv`` command shares: exit codes, output formats, cluster
 addressing, the client runner, the table printer — and the fast commands (``put``,
-``get``, ``delete``) that both the argparse fast path (``cli.py``) and the Typer app
-(``cli_app.py``) call.
+``get``, ``delete``) that both the argparse fast path (``fast.py``) and the Typer app
+(``commands.py``) call.
 
-Below every ``cli*`` module (they import it; it imports none of them), and as light
-as ``cli.py`` itself: no Typer, no Rich (tests/io/test_cli_startup.py).
+Below every other module of ``cli/`` (they import it; it imports none of them), and as light
+as ``fast.py`` itself: no Typer, no Rich (tests/io/test_cli_startup.py).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import sys
 import warnings
 from enum import Enum
 
-from . import errors
-from .core.limits import VALUE_BYTES_MAX
+from .. import errors
+from ..core.limits import VALUE_BYTES_MAX
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -64,12 +64,6 @@ def _addresses(dir_: str | None, node: list[str] | None) -> list[str]:
     return []
 
 
-def _level(value: str | None) -> int | str | None:
-    if value is None:
-        return None
-    return int(value) if value.isdigit() else value
-
-
 def exit_code_of(exc: BaseException) -> int:
     """The documented exit code for a quorumkv error."""
     if isinstance(exc, errors.NotFoundError):
@@ -84,7 +78,7 @@ def exit_code_of(exc: BaseException) -> int:
 
 
 def _run_client(addresses: list[str], fn):
-    from .client import Client
+    from ..client import Client
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", errors.ConsistencyWarning)
@@ -133,7 +127,7 @@ def cmd_put(key: str, value: str | None, w: str | None, dir: str | None, node: l
     mode = _consistency(linearizable, w, target_latency_ms)
     data = read_value(value, file)
     w_used = _run_client(_addresses(dir, node),
-                         lambda c: c.put(key, data, w=_level(w), target_latency_ms=target_latency_ms,
+                         lambda c: c.put(key, data, w=w, target_latency_ms=target_latency_ms,
                                          consistency=mode))
     if verbose:
         print(f"w_used={w_used}", file=sys.stderr)
@@ -144,7 +138,7 @@ def cmd_get(key: str, r: str | None, dir: str | None, node: list[str] | None, ta
     mode = _consistency(linearizable, r, target_fresh, within_ms)
     target = None
     if target_fresh is not None or within_ms is not None:
-        from .core.dynamic import Target
+        from ..core.dynamic import Target
 
         if r is not None:
             _fail(EXIT_USAGE, "give either --r or --target-fresh/--within-ms, not both")
@@ -154,7 +148,7 @@ def cmd_get(key: str, r: str | None, dir: str | None, node: list[str] | None, ta
             target = Target(target_fresh, within_ms or 0.0)
         except errors.InvalidRequestError as exc:
             _fail(EXIT_USAGE, f"InvalidRequestError: {exc}")
-    item = _run_client(_addresses(dir, node), lambda c: c.get_item(key, r=_level(r), target=target,
+    item = _run_client(_addresses(dir, node), lambda c: c.get_item(key, r=r, target=target,
                                                                  consistency=mode))
     if verbose:
         chosen = f" (chosen for P(fresh) >= {target.p_fresh:g} within {target.within_ms:g} ms)" if target else ""
@@ -167,7 +161,7 @@ def cmd_get(key: str, r: str | None, dir: str | None, node: list[str] | None, ta
 
 def cmd_delete(key: str, w: str | None, dir: str | None, node: list[str] | None, linearizable: bool = False) -> None:
     mode = _consistency(linearizable, w)
-    _run_client(_addresses(dir, node), lambda c: c.delete(key, w=_level(w), consistency=mode))
+    _run_client(_addresses(dir, node), lambda c: c.delete(key, w=w, consistency=mode))
 
 
 #: ``cluster status`` colours per state (ANSI, only on a terminal and without NO_COLOR).

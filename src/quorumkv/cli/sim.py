@@ -2,11 +2,11 @@
 
 Registered by the main CLI as a plain command::
 
-    from .cli_sim import sim_command
+    from .sim import sim_command
     app.command("sim")(sim_command)
 
 ``sim_app`` wraps the same function as a one-command Typer app for tests and for
-``python -m quorumkv.cli_sim``.
+``python -m quorumkv.cli.sim``.
 
 Exit codes: 0 the run passed every checker; 1 a checker failed (the one-line
 command that reproduces the run is printed on stderr, and is the ``command`` key
@@ -23,7 +23,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .sim import BUGS, FAULTS, SimConfig, measure_staleness, parse_faults, run
+from ..sim import BUGS, FAULTS, SimConfig, measure_staleness, parse_faults, run
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

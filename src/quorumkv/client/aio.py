@@ -1,12 +1,15 @@
-"""The asyncio twin of ``quorumkv.client.Client`` (import it from ``quorumkv`` or
+"""``AsyncClient``, the asyncio twin of ``Client`` (import it from ``quorumkv`` or
 ``quorumkv.client``; it lives here so that the blocking client, and the CLI built on
-it, start without importing asyncio)."""
+it, start without importing asyncio), and the asyncio TCP transport
+(``transport.AsyncTransport``)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
-from .client_base import (
+from .base import (
     _MISSING,
     DEFAULT,
     REPAIR_TIMEOUT_MS_DEFAULT,
@@ -15,6 +18,7 @@ from .client_base import (
     TIMEOUT_MS_REQUEST_DEFAULT,
     Item,
     _Base,
+    _Default,
     _monotonic,
     _check_atomic,
     _check_inspect,
@@ -22,13 +26,20 @@ from .client_base import (
     _security,
     UPDATE_ATTEMPTS_MAX,
 )
-from .client_typed import AsyncTypedMethods, SiblingsError
-from .core import messages as m
-from .core import messages_cas as mc
-from .core.dynamic import Target
-from .core.framing import FrameDecoder, FrameEncoder
-from .core.version import SessionContext
-from .errors import (
+from .base import Data, Level, Resolver
+from .typed import AsyncTypedMethods, SiblingsError
+from ..core import messages as m
+from ..core import messages_cas as mc
+from ..core.dynamic import Target
+from ..core.framing import FrameDecoder, FrameEncoder
+from ..core.version import SessionContext
+from .transport import AsyncConnection, AsyncTransport, Request
+if TYPE_CHECKING:
+    import ssl
+
+    from ..core.messages_scan import ScanReply
+
+from ..errors import (
     ConnectionFailedError,
     InvalidRequestError,
     ProtocolError,
@@ -38,45 +49,81 @@ from .errors import (
 )
 
 
-class _AsyncConn(asyncio.Protocol):
+class AsyncTcpConnection(asyncio.Protocol):
+    """quorumkv frames over one asyncio connection; replies find their request by id."""
+
     def __init__(self) -> None:
-        self.transport = None
+        self.transport: asyncio.Transport | None = None  # set by connection_made
         self.decoder = FrameDecoder()
-        self.waiters: dict[int, asyncio.Future] = {}
+        self.encoder = FrameEncoder()
+        self.waiters: dict[int, asyncio.Future[Any]] = {}
         self.lost: Exception | None = None
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)  # a stream connection (uvloop's too)
 
     def data_received(self, data: bytes) -> None:
         try:
             replies = self.decoder.feed(data)
         except ProtocolError as exc:
-            self.transport.close()
+            self.close()
             self._fail_all(exc)
             return
         for reply in replies:
             if type(reply) is m.Error:
-                exc = ProtocolError(f"node refused the request: {reply.message}")
+                refused = ProtocolError(f"node refused the request: {reply.message}")
                 fut = self.waiters.pop(reply.id, None) if reply.id else None
                 if fut is None:  # not about one request (id 0): the connection is done
-                    self._fail_all(exc)
+                    self._fail_all(refused)
                 elif not fut.done():  # one request refused (NOPERM): the others carry on
-                    fut.set_exception(exc)
+                    fut.set_exception(refused)
                 continue
             fut = self.waiters.pop(reply.id, None)
             if fut is not None and not fut.done():
                 fut.set_result(reply)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.lost = ConnectionResetError(str(exc) if exc else "connection closed")
         self._fail_all(self.lost)
 
-    def _fail_all(self, exc) -> None:
+    def _fail_all(self, exc: Exception) -> None:
         waiters, self.waiters = self.waiters, {}
         for fut in waiters.values():
             if not fut.done():
                 fut.set_exception(exc)
+
+    async def request(self, msg: Request, timeout_ms: int) -> Any:
+        """Send ``msg`` and wait for its reply (at most ``timeout_ms``); on failure the
+        request is no longer awaited here and the error propagates."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiters[msg.id] = fut
+        if self.transport is None:
+            raise ConnectionResetError("not connected")
+        self.transport.write(self.encoder.encode(msg))
+        try:
+            return await asyncio.wait_for(fut, timeout_ms / 1000)
+        except (OSError, asyncio.TimeoutError):
+            self.waiters.pop(msg.id, None)
+            raise
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class AsyncTcpTransport:
+    """asyncio TCP, with TLS when ``ssl_context`` is given (the default ``AsyncTransport``)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context
+
+    async def connect(self, host: str, port: int, timeout_ms: int) -> AsyncTcpConnection:
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(AsyncTcpConnection, host, port, ssl=self.ssl_context,
+                                   server_hostname=host if self.ssl_context is not None else None),
+            timeout_ms / 1000)
+        return conn
 
 
 class AsyncClient(AsyncTypedMethods, _Base):
@@ -84,50 +131,51 @@ class AsyncClient(AsyncTypedMethods, _Base):
     connection, so many coroutines can share a client. ``user``/``password``/
     ``tls_ca``/``ssl_context`` as for ``Client`` (same environment fallbacks)."""
 
-    def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
-                 session: bool | SessionContext = True, user: str | None = None, password: str | None = None,
-                 tls_ca: str | None = None, ssl_context=None, resolver=None, consistency: str = "lww",
-                 token_aware: bool = False):
+    def __init__(self, nodes: str | Iterable[str], *, r: Level = None, w: Level = None,
+                 timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT, session: bool | SessionContext = True,
+                 user: str | None = None, password: str | None = None, tls_ca: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None, resolver: Resolver | None = None,
+                 consistency: str = "lww", token_aware: bool = False,
+                 transport: AsyncTransport | None = None) -> None:
         super().__init__(nodes, r=r, w=w, timeout_ms=timeout_ms, session=session, resolver=resolver,
                          consistency=consistency, token_aware=token_aware)
-        self._user, self._password, self._ssl = _security(user, password, tls_ca, ssl_context)
-        self._conn: _AsyncConn | None = None
+        self._user, self._password, ssl_context = _security(user, password, tls_ca, ssl_context)
+        #: the seam to the nodes (transport.py): TCP, with TLS when configured
+        self.transport: AsyncTransport = transport if transport is not None else AsyncTcpTransport(ssl_context)
+        self._conn: AsyncConnection | None = None
         self._connecting: asyncio.Lock | None = None
-        self._encoder = FrameEncoder()
         #: token-aware routing: connections to the key's replicas, by index in
         #: ``nodes`` (at most one per node; the current one stays ``_conn``)
-        self._pool: dict[int, _AsyncConn] = {}
+        self._pool: dict[int, AsyncConnection] = {}
 
     async def __aenter__(self) -> "AsyncClient":
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        if self._conn is not None and self._conn.transport is not None:
-            self._conn.transport.close()
+        if self._conn is not None:
+            self._conn.close()
         self._conn = None
         for conn in self._pool.values():
-            if conn.transport is not None:
-                conn.transport.close()
+            conn.close()
         self._pool.clear()
 
-    async def _open(self, idx: int) -> _AsyncConn:
+    async def _open(self, idx: int) -> AsyncConnection:
         host, port = self.nodes[idx]
-        loop = asyncio.get_running_loop()
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(_AsyncConn, host, port, ssl=self._ssl,
-                                   server_hostname=host if self._ssl is not None else None),
-            self.timeout_ms / 1000)
+        conn = await self.transport.connect(host, port, self.timeout_ms)
         if self._user is not None:
-            await self._authenticate(conn)
+            try:
+                await self._authenticate(conn)
+            except BaseException:
+                conn.close()
+                raise
         return conn
 
-    async def _routed_conn(self, msg) -> _AsyncConn | None:
+    async def _routed_conn(self, msg: Request) -> AsyncConnection | None:
         """A connection to one of ``msg``'s key's replicas, or None: use the current one."""
-        t = type(msg)
-        if t is not m.Get and t is not m.Put:
+        if not isinstance(msg, (m.Get, m.Put)):
             return None
         if self._ring_stale():
             self._ring_at_s = _monotonic()  # one ping at a time; a failing one is not retried per request
@@ -155,7 +203,7 @@ class AsyncClient(AsyncTypedMethods, _Base):
             self._pool[idx] = conn
             return conn
 
-    async def _connection(self) -> _AsyncConn:
+    async def _connection(self) -> AsyncConnection:
         conn = self._conn
         if conn is not None and conn.lost is None:
             return conn
@@ -164,18 +212,12 @@ class AsyncClient(AsyncTypedMethods, _Base):
         async with self._connecting:
             if self._conn is not None and self._conn.lost is None:
                 return self._conn
-            loop = asyncio.get_running_loop()
             errors = []
             for attempt in range(len(self.nodes)):
                 idx = (self._current + attempt) % len(self.nodes)
                 host, port = self.nodes[idx]
                 try:
-                    _, conn = await asyncio.wait_for(
-                        loop.create_connection(_AsyncConn, host, port, ssl=self._ssl,
-                                               server_hostname=host if self._ssl is not None else None),
-                        self.timeout_ms / 1000)
-                    if self._user is not None:
-                        await self._authenticate(conn)
+                    conn = await self._open(idx)
                 except (OSError, asyncio.TimeoutError) as exc:
                     errors.append(f"{host}:{port}: {exc}")
                     self._route_failed(idx)
@@ -185,25 +227,21 @@ class AsyncClient(AsyncTypedMethods, _Base):
                 return conn
             raise ConnectionFailedError("no node reachable: " + "; ".join(errors))
 
-    async def _authenticate(self, conn: _AsyncConn) -> None:
+    async def _authenticate(self, conn: AsyncConnection) -> None:
         """``Auth`` first on a new connection; a refusal is a ProtocolError."""
-        from .core.messages_admin import Auth
+        from ..core.messages_admin import Auth
 
-        msg = Auth(next(self._ids), self._user, self._password or "")
-        fut = asyncio.get_running_loop().create_future()
-        conn.waiters[msg.id] = fut
-        conn.transport.write(self._encoder.encode(msg))
-        await asyncio.wait_for(fut, self.timeout_ms / 1000)
+        await conn.request(Auth(next(self._ids), self._user or "", self._password or ""), self.timeout_ms)
 
-    async def _call(self, msg, retry: bool = True):
+    async def _call(self, msg: Request, retry: bool = True) -> Any:
         tried = 0
         if self.token_aware:
             conn = await self._routed_conn(msg)
             if conn is not None:
                 try:
-                    reply = await self._exchange(conn, msg)
+                    reply = await conn.request(msg, self.timeout_ms)
                 except (OSError, asyncio.TimeoutError) as exc:
-                    conn.transport.close()
+                    conn.close()
                     for idx, pooled in list(self._pool.items()):
                         if pooled is conn:
                             del self._pool[idx]
@@ -217,10 +255,10 @@ class AsyncClient(AsyncTypedMethods, _Base):
         while True:
             conn = await self._connection()
             try:
-                reply = await self._exchange(conn, msg)
+                reply = await conn.request(msg, self.timeout_ms)
             except (OSError, asyncio.TimeoutError) as exc:
                 if conn is self._conn:
-                    self._conn.transport.close()
+                    self._conn.close()
                     self._conn = None
                 if not self._resendable(msg):
                     raise QuorumTimeoutError(f"outcome unknown: no answer to the request ({exc!r}); it was not "
@@ -236,49 +274,40 @@ class AsyncClient(AsyncTypedMethods, _Base):
                 continue
             return self._checked(msg, reply)
 
-    async def _exchange(self, conn, msg):
-        """Send ``msg`` on ``conn`` and wait for its reply (at most ``timeout_ms``);
-        on failure the request is no longer awaited there and the error propagates."""
-        fut = asyncio.get_running_loop().create_future()
-        conn.waiters[msg.id] = fut
-        conn.transport.write(self._encoder.encode(msg))
-        try:
-            return await asyncio.wait_for(fut, self.timeout_ms / 1000)
-        except (OSError, asyncio.TimeoutError):
-            conn.waiters.pop(msg.id, None)
-            raise
-
-    def _checked(self, msg, reply):
+    def _checked(self, msg: Request, reply: Any) -> Any:
         self._saw(msg, reply)
         if type(reply) is mc.AtomicReply:
             return _check_atomic(reply)
         return _check_reply(reply) if type(reply) is m.Reply else reply
 
-    async def put(self, key, value, *, w=DEFAULT, ttl_ms: int | None = None, primary_only: bool = False,
-                  target_latency_ms: float | None = None, context=_MISSING, consistency=DEFAULT) -> int:
+    async def put(self, key: Data, value: Data, *, w: Level = DEFAULT, ttl_ms: int | None = None,
+                  primary_only: bool = False, target_latency_ms: float | None = None,
+                  context: bytes | None = _MISSING, consistency: str | _Default = DEFAULT) -> int:
         """Write ``value``; with ``ttl_ms`` it expires that long after the write. Returns the W used.
         ``context`` (causal mode): as ``Client.put``."""
         if value is None:
             raise InvalidRequestError("value must be bytes or str; use delete() to remove a key")
         if context is not _MISSING:
-            return await self._causal_write(key, value, context, self.w if w is DEFAULT else w)
+            return await self._causal_write(key, value, context, self.w if isinstance(w, _Default) else w)
         if self._linearizable(consistency):
             await self._call(self._atomic_msg(key, mc.OP_SET, value, ttl_ms=ttl_ms))
             return 0
-        reply = await self._call(self._put_msg(key, value, w, ttl_ms, primary_only, target_latency_ms))
+        reply: m.Reply = await self._call(self._put_msg(key, value, w, ttl_ms, primary_only, target_latency_ms))
         return reply.w_used
 
-    async def delete(self, key, *, w=DEFAULT, primary_only: bool = False, context=_MISSING,
-                     consistency=DEFAULT) -> None:
+    async def delete(self, key: Data, *, w: Level = DEFAULT, primary_only: bool = False,
+                     context: bytes | None = _MISSING, consistency: str | _Default = DEFAULT) -> None:
         if context is not _MISSING:
-            return await self._causal_write(key, None, context, self.w if w is DEFAULT else w)
+            await self._causal_write(key, None, context, self.w if isinstance(w, _Default) else w)
+            return
         if self._linearizable(consistency):
             await self._call(self._atomic_msg(key, mc.OP_SET, None))
             return
         await self._call(self._put_msg(key, None, w, None, primary_only))
 
-    async def get(self, key, *, r=DEFAULT, default=_MISSING, primary_only: bool = False,
-                  blocking_repair: bool = False, target: Target | None = None, consistency=DEFAULT) -> bytes:
+    async def get(self, key: Data, *, r: Level = DEFAULT, default: Any = _MISSING, primary_only: bool = False,
+                  blocking_repair: bool = False, target: Target | None = None,
+                  consistency: str | _Default = DEFAULT) -> Any:
         if self._linearizable(consistency):
             reply = await self._call(self._atomic_msg(key, mc.OP_GET))
         else:
@@ -290,8 +319,9 @@ class AsyncClient(AsyncTypedMethods, _Base):
                 raise
             return await self._resolve(key, reply)
 
-    async def get_item(self, key, *, r=DEFAULT, primary_only: bool = False,
-                       blocking_repair: bool = False, target: Target | None = None, consistency=DEFAULT) -> Item:
+    async def get_item(self, key: Data, *, r: Level = DEFAULT, primary_only: bool = False,
+                       blocking_repair: bool = False, target: Target | None = None,
+                       consistency: str | _Default = DEFAULT) -> Item:
         if self._linearizable(consistency):
             reply = await self._call(self._atomic_msg(key, mc.OP_GET))
             return Item(reply.value, reply.version, reply.expires_ms, 0)
@@ -299,46 +329,53 @@ class AsyncClient(AsyncTypedMethods, _Base):
         return Item(reply.value, reply.version, reply.expires_ms, reply.r_used)
 
     # -- atomic per key: as Client's -----------------------------------------------
-    async def cas(self, key, expected, new, *, ttl_ms: int | None = None) -> bool:
-        return (await self._call(self._atomic_msg(key, mc.OP_CAS, new, expected=expected,
-                                                  expect_absent=expected is None, ttl_ms=ttl_ms))).applied
+    async def cas(self, key: Data, expected: Data | None, new: Data | None, *, ttl_ms: int | None = None) -> bool:
+        reply: mc.AtomicReply = await self._call(self._atomic_msg(key, mc.OP_CAS, new, expected=expected,
+                                                                  expect_absent=expected is None, ttl_ms=ttl_ms))
+        return reply.applied
 
-    async def incr(self, key, delta: int = 1) -> int:
-        return (await self._call(self._atomic_msg(key, mc.OP_INCR, delta=delta))).number
+    async def incr(self, key: Data, delta: int = 1) -> int:
+        reply: mc.AtomicReply = await self._call(self._atomic_msg(key, mc.OP_INCR, delta=delta))
+        return reply.number
 
-    async def getdel(self, key, *, default=None):
+    async def getdel(self, key: Data, *, default: Any = None) -> Any:
         reply = await self._call(self._atomic_msg(key, mc.OP_GETDEL))
         return reply.old if reply.applied else default
 
-    async def update(self, key, fn, *, attempts: int = UPDATE_ATTEMPTS_MAX):
+    async def update(self, key: Data, fn: Callable[[bytes | None], Data | None], *,
+                     attempts: int = UPDATE_ATTEMPTS_MAX) -> bytes | None:
         current = await self.get(key, default=None, consistency="linearizable")
         for _ in range(attempts):
             new = self._update_value(fn, current)
-            reply = await self._call(self._atomic_msg(key, mc.OP_CAS, new, expected=current,
-                                                      expect_absent=current is None))
+            reply: mc.AtomicReply = await self._call(self._atomic_msg(key, mc.OP_CAS, new, expected=current,
+                                                                      expect_absent=current is None))
             if reply.applied:
                 return new
             current = reply.value
         raise UnavailableError(f"update of {key!r} gave up after {attempts} attempts: the key kept changing")
 
     async def latencies(self) -> m.LatenciesReply:
-        return await self._call(m.Latencies(next(self._ids)))
+        reply: m.LatenciesReply = await self._call(m.Latencies(next(self._ids)))
+        return reply
 
     async def ping(self) -> m.Pong:
-        return await self._call(m.Ping(next(self._ids)))
+        reply: m.Pong = await self._call(m.Ping(next(self._ids)))
+        return reply
 
     async def status(self) -> m.StatusReply:
-        return await self._call(m.Status(next(self._ids)))
+        reply: m.StatusReply = await self._call(m.Status(next(self._ids)))
+        return reply
 
-    async def inspect(self, key) -> m.InspectReply:
+    async def inspect(self, key: Data) -> m.InspectReply | m.Reply:
         return _check_inspect(await self._call(self._inspect_msg(key)))
 
-    async def scan_page(self, cursor=b"", *, match=None, count: int = SCAN_COUNT_DEFAULT):
+    async def scan_page(self, cursor: Data = b"", *, match: Data | None = None,
+                        count: int = SCAN_COUNT_DEFAULT) -> tuple[bytes, list[bytes]]:
         """One page of the cluster-wide key scan: ``(next_cursor, keys)`` (see ``Client.scan_page``)."""
-        reply = await self._call(self._scan_msg(cursor, match, count))
+        reply: ScanReply = await self._call(self._scan_msg(cursor, match, count))
         return reply.after, reply.keys
 
-    async def scan(self, *, match=None, count: int = SCAN_COUNT_DEFAULT):
+    async def scan(self, *, match: Data | None = None, count: int = SCAN_COUNT_DEFAULT) -> AsyncIterator[bytes]:
         """Every live key of the cluster once, in key order (``async for key in c.scan()``)."""
         cursor = b""
         while True:
@@ -348,13 +385,13 @@ class AsyncClient(AsyncTypedMethods, _Base):
             if not cursor:
                 return
 
-    async def keys(self, pattern="*") -> list[bytes]:
+    async def keys(self, pattern: Data = "*") -> list[bytes]:
         """Every live key matching the Redis glob ``pattern``, in key order."""
         return [key async for key in self.scan(match=pattern, count=SCAN_COUNT_KEYS)]
 
-    async def repair(self, *, timeout_ms: int | None = None):
+    async def repair(self, *, timeout_ms: int | None = None) -> Any:
         """As ``Client.repair``."""
-        from .core.messages_ae import Repair
+        from ..core.messages_ae import Repair
 
         saved = self.timeout_ms
         self.timeout_ms = timeout_ms or REPAIR_TIMEOUT_MS_DEFAULT

@@ -29,9 +29,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .cli_common import EXIT_UNAVAILABLE, EXIT_UNREACHABLE, OutputFormat, _addresses, _cluster, _fail
-from .client import Client
-from .errors import QuorumKVError
+from .common import EXIT_UNAVAILABLE, EXIT_UNREACHABLE, OutputFormat, _addresses, _cluster, _fail
+from ..client import Client
+from ..errors import QuorumKVError
 #: How often the progress bar polls the repairing node's counters.
 PROGRESS_POLL_MS = 200
 #: One node's pass may take this long at most before the CLI gives up on it.
@@ -101,8 +101,8 @@ def _one_line(problems: list[str]) -> str:
 def _peer_problems(address: str) -> list[str]:
     """Why the node at ``address`` would skip a peer now: the peers it shares ranges
     with (those its pass syncs with) that it does not see up."""
-    from .core.antientropy import shares_ranges
-    from .core.ring import Ring
+    from ..core.antientropy import shares_ranges
+    from ..core.ring import Ring
 
     try:
         with Client([address], timeout_ms=2_000) as c:

@@ -1,7 +1,7 @@
 """``quorumkv math``: quorum arithmetic and PBS staleness from the command line.
 
 Mounted by the main CLI as ``app.add_typer(math_app, name="math")``; also runnable
-on its own with ``python -m quorumkv.cli_math``.
+on its own with ``python -m quorumkv.cli.math``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .analysis import pbs as pbs_lib
-from .analysis import quorum as quorum_lib
+from ..analysis import pbs as pbs_lib
+from ..analysis import quorum as quorum_lib
 
 math_app = typer.Typer(
     help="Quorum math: exact intersection/availability figures and PBS staleness "
@@ -177,8 +177,8 @@ def _fail(code: int, message: str) -> None:
 
 def _live_samples(dir_: Optional[str], nodes: Optional[list[str]], min_samples: int) -> tuple[dict, dict]:
     """Pull every reachable node's WARS samples and merge them: (samples, info)."""
-    from .client import Client  # noqa: PLC0415 - only the live form talks to a cluster
-    from .errors import QuorumKVError  # noqa: PLC0415
+    from ..client import Client  # noqa: PLC0415 - only the live form talks to a cluster
+    from ..errors import QuorumKVError  # noqa: PLC0415
 
     if nodes:
         addresses = list(nodes)
@@ -309,7 +309,7 @@ def pbs_cmd(
         prof = _load_profile(profile, latencies)
 
     if plot is not None:
-        from .analysis.plot import default_plot_pairs, plot_t_visibility
+        from ..analysis.plot import default_plot_pairs, plot_t_visibility
 
         pairs = default_plot_pairs(n, r, w)
         results = pbs_lib.simulate_many(prof, n, pairs, trials=trials, seed=seed)

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_common import OutputFormat, _addresses, _run_client
+from .common import OutputFormat, _addresses, _run_client
 
 DirOpt = Annotated[Optional[str], typer.Option("--dir", help="Cluster directory (from `cluster up`).")]
 NodeOpt = Annotated[Optional[list[str]], typer.Option("--node", help="Node HOST:PORT (repeatable).")]

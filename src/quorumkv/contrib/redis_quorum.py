@@ -14,7 +14,8 @@ is the coordinator (Dynamo's "client-driven" coordination).
 * **Versions.** Every write carries a hybrid-logical-clock timestamp and this
   client's id as tie-break (``Version(ts, client_id)``), stored beside the value; each
   server applies a write only if it is newer than what it holds — atomically, in the
-  Lua script of the Redis storage engine (same key layout: ``qkv:d:<key>`` hashes).
+  Lua script the Redis storage engine uses (same layout, ``core/redis_layout.py``:
+  ``qkv:d:<key>`` hashes).
   So a late or retried write never overwrites a newer one, and a read can tell new
   from stale.
 * **Values, not booleans.** ``get`` returns the newest value among R replies (or
@@ -55,19 +56,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .client import Item, _to_bytes
-from .core.consistency import quorum_of, resolve, weak_warning
-from .core.node import validate_key, validate_value
-from .core.quorum import PENDING, WON, QuorumRound
-from .core.version import HLC, Record, Version
-from .errors import ConsistencyWarning, InvalidRequestError, NotFoundError, QuorumTimeoutError, UnavailableError
-from .shell.storage_redis import (
-    KEY_PREFIX_DEFAULT,
-    WRITE_IF_NEWER_LUA,
-    WRITE_IF_NEWER_SHA,
-    RedisLayout,
-    decode_record,
-)
+from ..client.base import Item, to_bytes
+from ..core.consistency import quorum_of, resolve, weak_warning
+from ..core.quorum import PENDING, WON, QuorumRound
+from ..core.status import Status, raise_for_status
+from ..core.redis_layout import KEY_PREFIX_DEFAULT, WRITE_IF_NEWER_LUA, WRITE_IF_NEWER_SHA, RedisLayout, decode_record
+from ..core.validation import validate_key, validate_value
+from ..core.version import HLC, Record, Version
+from ..errors import ConsistencyWarning, InvalidRequestError, NotFoundError
 
 #: Deadline of one get/put/delete (and of the repairs a read triggers).
 TIMEOUT_MS_DEFAULT = 1_000
@@ -146,7 +142,7 @@ class AsyncQuorumRedis:
     # -- public API -----------------------------------------------------------------
     async def put(self, key, value, *, w: int | str | None = None, ttl_ms: int | None = None) -> Version:
         """Write ``value`` with a new version; returns the version written."""
-        v = None if value is None else _to_bytes(value, "value")
+        v = None if value is None else to_bytes(value, "value")
         validate_value(v)
         if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0):
             raise InvalidRequestError(f"ttl_ms must be a positive integer, not {ttl_ms!r}")
@@ -221,7 +217,7 @@ class AsyncQuorumRedis:
 
     # -- rounds -----------------------------------------------------------------------
     def _key(self, key) -> bytes:
-        k = _to_bytes(key, "key")
+        k = to_bytes(key, "key")
         validate_key(k)
         return k
 
@@ -274,7 +270,7 @@ class AsyncQuorumRedis:
             for task in pending:
                 task.cancel()
             msg = rnd.error_message()
-            raise QuorumTimeoutError(msg) if rnd.timed_out else UnavailableError(msg)
+            raise_for_status(Status.TIMEOUT if rnd.timed_out else Status.UNAVAILABLE, msg)  # the one status -> error map
         return rnd, pending, deadline
 
     @staticmethod

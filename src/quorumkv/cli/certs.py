@@ -23,7 +23,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_common import EXIT_USAGE, _fail
+from .common import EXIT_USAGE, _fail
 
 #: Validity of the certificates made (a test cluster's; production has its own PKI).
 CA_DAYS = 3650

@@ -21,18 +21,25 @@ docs/consistency.md, "Siblings and CRDTs".
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .core import crdt, dvv, typed
-from .core import messages as m
-from .core.messages_typed import Update
-from .core.validation import level_to_wire, validate_key, validate_value
-from .core.version import Record
-from .errors import InvalidRequestError, QuorumKVError
+from ..core import crdt, dvv, typed
+from ..core import messages as m
+from ..core.messages_typed import Update
+from ..core.validation import level_to_wire, validate_key, validate_value
+from ..core.version import Record
+from ..errors import InvalidRequestError, QuorumKVError
+
+if TYPE_CHECKING:  # base.py imports this module: names for the checker only
+    from ..core import messages_cas as mc
+    from ..core.dynamic import Target
+    from .base import Data, Level, Resolver
+    from .transport import Request
 
 
 #: "the client's default R or W" (``None`` passed explicitly means the node's default)
-_CLIENT_DEFAULT = object()
+_CLIENT_DEFAULT: Any = object()
 
 
 class SiblingsError(QuorumKVError):
@@ -45,7 +52,7 @@ class Siblings(NamedTuple):
     context: bytes  # opaque: pass it to put(..., context=) to supersede these values
 
 
-def _b(data, what: str) -> bytes:
+def _b(data: object, what: str) -> bytes:
     if isinstance(data, bytes):
         return data
     if isinstance(data, str):
@@ -55,10 +62,10 @@ def _b(data, what: str) -> bytes:
     raise InvalidRequestError(f"{what} must be bytes or str, not {type(data).__name__}")
 
 
-def state_from_reply(reply: m.Reply, kind: int):
+def state_from_reply(reply: m.Reply | mc.AtomicReply, kind: int) -> Any:
     """The ``kind`` state a read reply carries (empty when not found); WRONGTYPE as an
     InvalidRequestError when the key holds another type."""
-    if reply.status == m.NOT_FOUND or reply.value is None:
+    if reply.status == m.NOT_FOUND or reply.value is None or reply.version is None:
         return typed.empty(kind)
     try:
         return typed.state_of(Record(reply.version, reply.value), kind, now_ms=0)
@@ -66,8 +73,9 @@ def state_from_reply(reply: m.Reply, kind: int):
         raise InvalidRequestError(str(exc)) from None
 
 
-def plain_value(reply: m.Reply):
+def plain_value(reply: m.Reply | mc.AtomicReply) -> bytes | None:
     """A plain ``get``'s answer for a typed key: a causal key's only value (None: none)."""
+    assert reply.version is not None, "called for a typed version only"
     kind = typed.kind_of(Record(reply.version, reply.value))
     if kind == typed.CAUSAL:
         values = dvv.values(state_from_reply(reply, kind))
@@ -79,11 +87,20 @@ def plain_value(reply: m.Reply):
 
 
 class _TypedBase:
-    def _read(self, key, r) -> m.Get:
-        return self._get_msg(key, self.r if r is _CLIENT_DEFAULT else r)  # type: ignore[attr-defined]
+    if TYPE_CHECKING:  # provided by base._Base, which every client also derives from
+        r: int | str | None
+        w: int | str | None
+        resolver: Resolver | None
+        _ids: Iterator[int]
 
-    def _update(self, key, kind: int, action: str, args=(), delta: int = 0, ctx: bytes | None = None,
-                w=_CLIENT_DEFAULT) -> Update:
+        def _get_msg(self, key: Data, r: Level, primary_only: bool = False, blocking_repair: bool = False,
+                     target: Target | None = None) -> m.Get: ...
+
+    def _read(self, key: Data, r: Level) -> m.Get:
+        return self._get_msg(key, self.r if r is _CLIENT_DEFAULT else r)
+
+    def _update(self, key: Data, kind: int, action: str, args: Iterable[Data] = (), delta: int = 0,
+                ctx: bytes | None = None, w: Level = _CLIENT_DEFAULT) -> Update:
         k = _b(key, "key")
         validate_key(k)
         a = [_b(x, "member, field or value") for x in args]
@@ -97,28 +114,28 @@ class _TypedBase:
             typed.check_update(kind, action, a, ctx)
         except ValueError as exc:
             raise InvalidRequestError(str(exc)) from None
-        level = level_to_wire(self.w if w is _CLIENT_DEFAULT else w)  # type: ignore[attr-defined]
-        return Update(next(self._ids), k, kind, action, a, delta, ctx, level)  # type: ignore[attr-defined]
+        level = level_to_wire(self.w if w is _CLIENT_DEFAULT else w)  # type: ignore[arg-type]  # not DEFAULT here
+        return Update(next(self._ids), k, kind, action, a, delta, ctx, level)
 
     @staticmethod
-    def _siblings(reply) -> Siblings:
+    def _siblings(reply: m.Reply) -> Siblings:
         state = state_from_reply(reply, typed.CAUSAL)
         return Siblings(dvv.values(state), dvv.encode_context(dvv.context(state)))
 
     @staticmethod
-    def _counter(reply) -> int:
+    def _counter(reply: m.Reply) -> int:
         return crdt.counter_value(state_from_reply(reply, typed.COUNTER))
 
     @staticmethod
-    def _members(reply) -> set[bytes]:
+    def _members(reply: m.Reply) -> set[bytes]:
         return set(crdt.set_members(state_from_reply(reply, typed.SET)))
 
     @staticmethod
-    def _fields(reply) -> dict[bytes, bytes]:
+    def _fields(reply: m.Reply) -> dict[bytes, bytes]:
         return dict(crdt.map_items(state_from_reply(reply, typed.MAP)))
 
     @staticmethod
-    def _hset_args(mapping, field, value) -> list:
+    def _hset_args(mapping: Mapping[Data, Data] | None, field: Data | None, value: Data | None) -> list[Data]:
         if mapping is not None:
             if field is not None or value is not None:
                 raise InvalidRequestError("give a mapping or a field and a value, not both")
@@ -131,99 +148,108 @@ class _TypedBase:
 class TypedMethods(_TypedBase):
     """The blocking client's typed methods (``self._call`` sends one request)."""
 
-    def _once(self, msg: Update):
-        return self._call(msg, retry=False)  # type: ignore[attr-defined] - not idempotent: never resent
+    if TYPE_CHECKING:
+        def _call(self, msg: Request, retry: bool = True) -> Any: ...
 
-    def _resolve(self, key, reply) -> bytes:
+    def _once(self, msg: Update) -> Any:
+        return self._call(msg, retry=False)  # not idempotent: never resent
+
+    def _resolve(self, key: Data, reply: m.Reply) -> bytes:
         """``Client(resolver=fn)``: ``fn(values)`` merges a causal key's siblings; the
         result is written back with their context (superseding exactly them)."""
         sib = self._siblings(reply)
-        value = _b(self.resolver(list(sib.values)), "the resolver's result")  # type: ignore[attr-defined]
+        value = _b(self.resolver(list(sib.values)), "the resolver's result")  # type: ignore[misc]  # set when called
         self._causal_write(key, value, sib.context, _CLIENT_DEFAULT)
         return value
 
-    def get_siblings(self, key, *, r=_CLIENT_DEFAULT) -> Siblings:
+    def get_siblings(self, key: Data, *, r: Level = _CLIENT_DEFAULT) -> Siblings:
         """Every concurrent value of a causal key, and the context to resolve them with."""
         return self._siblings(self._call(self._read(key, r)))
 
-    def _causal_write(self, key, value, context, w) -> int:
+    def _causal_write(self, key: Data, value: Data | None, context: bytes | None, w: Level) -> int:
         args = [] if value is None else [value]
-        return self._once(self._update(key, typed.CAUSAL, "del" if value is None else "put", args, ctx=context or None,
-                                     w=w)).w_used
+        reply: m.Reply = self._once(self._update(key, typed.CAUSAL, "del" if value is None else "put", args,
+                                                 ctx=context or None, w=w))
+        return reply.w_used
 
-    def counter_incr(self, key, delta: int = 1, *, w=_CLIENT_DEFAULT) -> int:
+    def counter_incr(self, key: Data, delta: int = 1, *, w: Level = _CLIENT_DEFAULT) -> int:
         """Add ``delta`` (negative: subtract); the value right after, as the applying replica saw it."""
         return self._counter(self._once(self._update(key, typed.COUNTER, "incr", delta=delta, w=w)))
 
-    def counter_value(self, key, *, r=_CLIENT_DEFAULT) -> int:
+    def counter_value(self, key: Data, *, r: Level = _CLIENT_DEFAULT) -> int:
         return self._counter(self._call(self._read(key, r)))
 
-    def sadd(self, key, *members, w=_CLIENT_DEFAULT) -> None:
+    def sadd(self, key: Data, *members: Data, w: Level = _CLIENT_DEFAULT) -> None:
         self._once(self._update(key, typed.SET, "add", members, w=w))
 
-    def srem(self, key, *members, w=_CLIENT_DEFAULT) -> None:
+    def srem(self, key: Data, *members: Data, w: Level = _CLIENT_DEFAULT) -> None:
         self._once(self._update(key, typed.SET, "rem", members, w=w))
 
-    def smembers(self, key, *, r=_CLIENT_DEFAULT) -> set[bytes]:
+    def smembers(self, key: Data, *, r: Level = _CLIENT_DEFAULT) -> set[bytes]:
         return self._members(self._call(self._read(key, r)))
 
-    def hset(self, key, mapping=None, *, field=None, value=None, w=_CLIENT_DEFAULT) -> None:
+    def hset(self, key: Data, mapping: Mapping[Data, Data] | None = None, *, field: Data | None = None,
+             value: Data | None = None, w: Level = _CLIENT_DEFAULT) -> None:
         self._once(self._update(key, typed.MAP, "hset", self._hset_args(mapping, field, value), w=w))
 
-    def hdel(self, key, *fields, w=_CLIENT_DEFAULT) -> None:
+    def hdel(self, key: Data, *fields: Data, w: Level = _CLIENT_DEFAULT) -> None:
         self._once(self._update(key, typed.MAP, "hdel", fields, w=w))
 
-    def hget(self, key, field, *, r=_CLIENT_DEFAULT) -> bytes | None:
+    def hget(self, key: Data, field: Data, *, r: Level = _CLIENT_DEFAULT) -> bytes | None:
         return self.hgetall(key, r=r).get(_b(field, "field"))
 
-    def hgetall(self, key, *, r=_CLIENT_DEFAULT) -> dict[bytes, bytes]:
+    def hgetall(self, key: Data, *, r: Level = _CLIENT_DEFAULT) -> dict[bytes, bytes]:
         return self._fields(self._call(self._read(key, r)))
 
 
 class AsyncTypedMethods(_TypedBase):
     """``TypedMethods`` for ``AsyncClient``: the same names, awaited."""
 
-    async def _once(self, msg: Update):
-        return await self._call(msg, retry=False)  # type: ignore[attr-defined]
+    if TYPE_CHECKING:
+        async def _call(self, msg: Request, retry: bool = True) -> Any: ...
 
-    async def _resolve(self, key, reply) -> bytes:
+    async def _once(self, msg: Update) -> Any:
+        return await self._call(msg, retry=False)  # not idempotent: never resent
+
+    async def _resolve(self, key: Data, reply: m.Reply) -> bytes:
         sib = self._siblings(reply)
-        value = _b(self.resolver(list(sib.values)), "the resolver's result")  # type: ignore[attr-defined]
+        value = _b(self.resolver(list(sib.values)), "the resolver's result")  # type: ignore[misc]  # set when called
         await self._causal_write(key, value, sib.context, _CLIENT_DEFAULT)
         return value
 
-    async def get_siblings(self, key, *, r=_CLIENT_DEFAULT) -> Siblings:
+    async def get_siblings(self, key: Data, *, r: Level = _CLIENT_DEFAULT) -> Siblings:
         return self._siblings(await self._call(self._read(key, r)))
 
-    async def _causal_write(self, key, value, context, w) -> int:
+    async def _causal_write(self, key: Data, value: Data | None, context: bytes | None, w: Level) -> int:
         args = [] if value is None else [value]
-        reply = await self._once(self._update(key, typed.CAUSAL, "del" if value is None else "put", args,
-                                              ctx=context or None, w=w))
+        reply: m.Reply = await self._once(self._update(key, typed.CAUSAL, "del" if value is None else "put", args,
+                                                       ctx=context or None, w=w))
         return reply.w_used
 
-    async def counter_incr(self, key, delta: int = 1, *, w=_CLIENT_DEFAULT) -> int:
+    async def counter_incr(self, key: Data, delta: int = 1, *, w: Level = _CLIENT_DEFAULT) -> int:
         return self._counter(await self._once(self._update(key, typed.COUNTER, "incr", delta=delta, w=w)))
 
-    async def counter_value(self, key, *, r=_CLIENT_DEFAULT) -> int:
+    async def counter_value(self, key: Data, *, r: Level = _CLIENT_DEFAULT) -> int:
         return self._counter(await self._call(self._read(key, r)))
 
-    async def sadd(self, key, *members, w=_CLIENT_DEFAULT) -> None:
+    async def sadd(self, key: Data, *members: Data, w: Level = _CLIENT_DEFAULT) -> None:
         await self._once(self._update(key, typed.SET, "add", members, w=w))
 
-    async def srem(self, key, *members, w=_CLIENT_DEFAULT) -> None:
+    async def srem(self, key: Data, *members: Data, w: Level = _CLIENT_DEFAULT) -> None:
         await self._once(self._update(key, typed.SET, "rem", members, w=w))
 
-    async def smembers(self, key, *, r=_CLIENT_DEFAULT) -> set[bytes]:
+    async def smembers(self, key: Data, *, r: Level = _CLIENT_DEFAULT) -> set[bytes]:
         return self._members(await self._call(self._read(key, r)))
 
-    async def hset(self, key, mapping=None, *, field=None, value=None, w=_CLIENT_DEFAULT) -> None:
+    async def hset(self, key: Data, mapping: Mapping[Data, Data] | None = None, *, field: Data | None = None,
+             value: Data | None = None, w: Level = _CLIENT_DEFAULT) -> None:
         await self._once(self._update(key, typed.MAP, "hset", self._hset_args(mapping, field, value), w=w))
 
-    async def hdel(self, key, *fields, w=_CLIENT_DEFAULT) -> None:
+    async def hdel(self, key: Data, *fields: Data, w: Level = _CLIENT_DEFAULT) -> None:
         await self._once(self._update(key, typed.MAP, "hdel", fields, w=w))
 
-    async def hget(self, key, field, *, r=_CLIENT_DEFAULT) -> bytes | None:
+    async def hget(self, key: Data, field: Data, *, r: Level = _CLIENT_DEFAULT) -> bytes | None:
         return (await self.hgetall(key, r=r)).get(_b(field, "field"))
 
-    async def hgetall(self, key, *, r=_CLIENT_DEFAULT) -> dict[bytes, bytes]:
+    async def hgetall(self, key: Data, *, r: Level = _CLIENT_DEFAULT) -> dict[bytes, bytes]:
         return self._fields(await self._call(self._read(key, r)))

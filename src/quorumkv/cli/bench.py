@@ -20,9 +20,9 @@ import shutil
 import tempfile
 import time
 
-from .client import AsyncClient
+from ..client.aio import AsyncClient
 from .localcluster import LocalCluster
-from .shell.server import install_event_loop_policy
+from ..shell.server import install_event_loop_policy
 
 
 def _percentile(sorted_ns: list[int], q: float) -> float:

@@ -18,8 +18,8 @@ import time
 import tomllib
 from dataclasses import dataclass
 
-from .client import Client
-from .errors import QuorumKVError
+from ..client import Client
+from ..errors import QuorumKVError
 
 #: How long ``cluster up`` waits for every node to answer a ping.
 READY_TIMEOUT_MS = 20_000
@@ -136,7 +136,7 @@ class LocalCluster:
         """``node_overrides``: per node id, extra NodeConfig fields (e.g. ``redis_url``).
         ``hosts``: one listen host per node (e.g. 127.0.0.2, 127.0.0.3, ... so that
         traffic between two nodes can be told apart by address); default ``host`` for all."""
-        from .shell.config import NodeConfig  # noqa: PLC0415 - keeps `quorumkv get` start-up light
+        from ..shell.config import NodeConfig  # noqa: PLC0415 - keeps `quorumkv get` start-up light
 
         if count < 1:
             raise ValueError("a cluster needs at least one node")
@@ -188,7 +188,7 @@ class LocalCluster:
         It lists only itself as a member; gossip with a seed admits it and spreads
         the news. Ports default to just above every port the cluster uses.
         """
-        from .shell.config import NodeConfig  # noqa: PLC0415
+        from ..shell.config import NodeConfig  # noqa: PLC0415
 
         if not self.nodes:
             raise ValueError("no cluster to add to")
@@ -222,7 +222,7 @@ class LocalCluster:
         ranges), new address, fresh data directory; it starts ``replacing`` and pulls
         its ranges' data from the live replicas. The dead node's directory is kept
         as ``DIR/ID.replaced-K`` for forensics."""
-        from .shell.config import NodeConfig  # noqa: PLC0415
+        from ..shell.config import NodeConfig  # noqa: PLC0415
 
         dead = self.node(dead_id)
         if dead.running():
@@ -253,7 +253,7 @@ class LocalCluster:
     def apply_settings(self, settings: dict) -> None:
         """Write ``settings`` (``parse_settings``) into every node's config file; a
         node picks them up at its next start."""
-        from .shell.config import NodeConfig  # noqa: PLC0415
+        from ..shell.config import NodeConfig  # noqa: PLC0415
 
         for info in self.nodes:
             cfg = NodeConfig.load(info.config_file)
@@ -483,7 +483,7 @@ def parse_settings(items: list[str]) -> dict:
     import dataclasses  # noqa: PLC0415
     import difflib  # noqa: PLC0415
 
-    from .shell.config import NodeConfig  # noqa: PLC0415
+    from ..shell.config import NodeConfig  # noqa: PLC0415
 
     fields = {f.name: f for f in dataclasses.fields(NodeConfig)}
     out = {}

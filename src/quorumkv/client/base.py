@@ -1,4 +1,4 @@
-"""What ``Client`` (``client.py``) and ``AsyncClient`` (``client_async.py``) share: the
+"""What ``Client`` (``sync.py``) and ``AsyncClient`` (``aio.py``) share: the
 defaults, ``Item``, argument checks, the reply checks and ``_Base`` (configuration and
 request building). Both client modules import it; it imports neither, so the sync and
 async twins do not import each other.
@@ -9,17 +9,19 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
 
-from .core import messages as m
-from .core import messages_cas as mc
-from .core.dynamic import Target, validate_latency_bound
-from .core.validation import level_to_wire, validate_key, validate_value
-from .core.version import SessionContext, Version
-from .client_typed import plain_value
-from .core.status import raise_for_status
-from .core.typed import is_typed
-from .errors import (
+from ..core import messages as m
+from ..core import messages_cas as mc
+from ..core.dynamic import Target, validate_latency_bound
+from ..core.validation import level_to_wire, validate_key, validate_value
+from ..core.version import SessionContext, Version
+from .typed import plain_value
+from ..core.status import raise_for_status
+from ..core.typed import is_typed
+from ..errors import (
     ConsistencyWarning,
     InvalidRequestError,
     NotFoundError,
@@ -58,7 +60,21 @@ class _Default:
 
 
 DEFAULT = _Default()  # "use the client's default", distinct from None
-_MISSING = object()
+_MISSING: Any = object()  # "no default given" (Any: it stands in for any argument type)
+
+#: What the client accepts as a key or value (str is UTF-8 encoded).
+Data = Union[bytes, str, bytearray, memoryview]
+#: A consistency level as the caller gives it: a count, ONE/QUORUM/ALL (or digits) as
+#: text, None for the node's default, or ``DEFAULT`` for the client's.
+Level = Union[int, str, None, "_Default"]
+#: ``Client(resolver=fn)``: merges a causal key's sibling values into one.
+Resolver = Callable[[list[bytes]], Data]
+
+if TYPE_CHECKING:
+    import ssl
+
+    from ..core.messages_scan import Scan
+    from ..core.ring import Ring
 
 
 @dataclass(frozen=True)
@@ -71,7 +87,8 @@ class Item:
     r_used: int = 0  # the R the coordinator used (chosen by it for a dynamic read)
 
 
-def _to_bytes(data, what: str) -> bytes:
+def to_bytes(data: object, what: str) -> bytes:
+    """``data`` as bytes (str is UTF-8 encoded); InvalidRequestError naming ``what`` otherwise."""
     if isinstance(data, bytes):
         return data
     if isinstance(data, str):
@@ -81,8 +98,8 @@ def _to_bytes(data, what: str) -> bytes:
     raise InvalidRequestError(f"{what} must be bytes or str, not {type(data).__name__}")
 
 
-def _check_reply(reply) -> m.Reply:
-    if type(reply) is m.Error:
+def _check_reply(reply: m.Reply | m.Error) -> m.Reply:
+    if isinstance(reply, m.Error):
         raise ProtocolError(f"node refused the request: {reply.message}")
     if reply.warning:
         warnings.warn(reply.warning, ConsistencyWarning, stacklevel=4)
@@ -95,19 +112,19 @@ def _check_atomic(reply: mc.AtomicReply) -> mc.AtomicReply:
     return reply
 
 
-def _consistency(value) -> str:
-    if value not in CONSISTENCY_LEVELS:
+def _consistency(value: object) -> str:
+    if not isinstance(value, str) or value not in CONSISTENCY_LEVELS:
         raise InvalidRequestError(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {value!r}")
     return value
 
 
-def _check_inspect(reply):
-    if type(reply) is m.Reply:  # an invalid key comes back as a Reply
+def _check_inspect(reply: m.InspectReply | m.Reply) -> m.InspectReply | m.Reply:
+    if isinstance(reply, m.Reply):  # an invalid key comes back as a Reply
         return _check_reply(reply)
     return reply
 
 
-def _parse_nodes(nodes) -> list[tuple[str, int]]:
+def _parse_nodes(nodes: str | Iterable[str]) -> list[tuple[str, int]]:
     if isinstance(nodes, str):
         nodes = [nodes]
     out = []
@@ -121,7 +138,7 @@ def _parse_nodes(nodes) -> list[tuple[str, int]]:
     return out
 
 
-def _session(session) -> SessionContext | None:
+def _session(session: object) -> SessionContext | None:
     if session is True:
         return SessionContext()
     if session is False or session is None:
@@ -135,14 +152,14 @@ def _monotonic() -> float:
     return time.monotonic()
 
 
-_RING_CACHE: dict[tuple, object] = {}
+_RING_CACHE: dict[tuple[tuple[str, ...], int, int], Ring] = {}
 #: Rings kept for token-aware clients (building one hashes vnodes x members tokens;
 #: clients of one cluster share it). One per distinct membership seen.
 RING_CACHE_MAX = 8
 
 
-def _ring_of(members: tuple[str, ...], n: int, vnodes: int):
-    from .core.ring import Ring  # noqa: PLC0415 - only token-aware clients need it
+def _ring_of(members: tuple[str, ...], n: int, vnodes: int) -> Ring:
+    from ..core.ring import Ring  # noqa: PLC0415 - only token-aware clients need it
 
     key = (members, n, vnodes)
     ring = _RING_CACHE.get(key)
@@ -153,20 +170,27 @@ def _ring_of(members: tuple[str, ...], n: int, vnodes: int):
     return ring
 
 
+def _client_level(level: Level, what: str) -> int | str | None:
+    if isinstance(level, _Default):
+        raise InvalidRequestError(f"{what}=DEFAULT means the client's default; a client's own default is a level or None")
+    return level
+
+
 class _Base:
-    def __init__(self, nodes, *, r=None, w=None, timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT,
-                 session: bool | SessionContext = True, resolver=None, consistency: str = "lww",
-                 token_aware: bool = False):
+    def __init__(self, nodes: str | Iterable[str], *, r: Level = None, w: Level = None,
+                 timeout_ms: int = TIMEOUT_MS_REQUEST_DEFAULT, session: bool | SessionContext = True,
+                 resolver: Resolver | None = None, consistency: str = "lww", token_aware: bool = False) -> None:
         self.nodes = _parse_nodes(nodes)
         #: causal mode: ``resolver(values) -> value`` merges siblings on ``get`` and the
-        #: client writes the result back with their context (client_typed.py)
+        #: client writes the result back with their context (typed.py)
         self.resolver = resolver
         #: "lww" (quorum reads/writes at r/w) or "linearizable" for get/put/delete
         self.consistency = _consistency(consistency)
-        self.r = r
-        self.w = w
+        #: the client's default R and W (None: the node's)
+        self.r: int | str | None = _client_level(r, "r")
+        self.w: int | str | None = _client_level(w, "w")
         self.timeout_ms = timeout_ms
-        self._ids = itertools.count(1)
+        self._ids: Iterator[int] = itertools.count(1)
         self._current = 0
         #: the session's floors (None: no session guarantees); see the module doc
         self.session: SessionContext | None = _session(session)
@@ -176,16 +200,15 @@ class _Base:
         #: client more than it saves in our measurements (a client of one address
         #: always talks to that node).
         self.token_aware = bool(token_aware) and len(self.nodes) > 1
-        self._ring = None  # core.ring.Ring of the cluster, as a node told us
+        self._ring: Ring | None = None  # the cluster's ring, as a node told us
         self._route_idx: dict[str, int] = {}  # node id -> index in self.nodes
         self._ring_at_s: float | None = None  # monotonic time the ring was learned
         self._avoid_until_s: dict[int, float] = {}  # index -> monotonic time it may be routed to again
 
-    def _routed(self, msg) -> int | None:
+    def _routed(self, msg: object) -> int | None:
         """The index of a node among ``nodes`` that replicates ``msg``'s key, or None
         (not a plain get/put, ring unknown, no replica among our addresses)."""
-        t = type(msg)
-        if self._ring is None or (t is not m.Get and t is not m.Put):
+        if self._ring is None or not isinstance(msg, (m.Get, m.Put)):
             return None
         for node in self._ring.preference_list(msg.key):
             idx = self._route_idx.get(node)
@@ -198,7 +221,7 @@ class _Base:
     def _ring_stale(self) -> bool:
         return self._ring_at_s is None or (_monotonic() - self._ring_at_s) * 1000 >= ROUTE_REFRESH_MS
 
-    def _learn_ring(self, pong) -> None:
+    def _learn_ring(self, pong: m.Pong) -> None:
         """Build the routes from a ``Pong`` (an old node without a ring: no routing)."""
         self._ring_at_s = _monotonic()
         ring = list(getattr(pong, "ring", None) or [])
@@ -215,22 +238,23 @@ class _Base:
             self._avoid_until_s[idx] = _monotonic() + ROUTE_AVOID_MS / 1000
             self._ring_at_s = None  # ask again: the membership may have changed
 
-    def _saw(self, msg, reply) -> None:
+    def _saw(self, msg: object, reply: object) -> None:
         """Remember the version a Get/Put reply names (failed writes too: they may land)."""
-        if (self.session is not None and type(reply) in (m.Reply, mc.AtomicReply) and reply.version is not None
-                and type(msg) in (m.Get, m.Put, mc.Atomic)):
+        if (self.session is not None and isinstance(reply, (m.Reply, mc.AtomicReply)) and reply.version is not None
+                and isinstance(msg, (m.Get, m.Put, mc.Atomic))):
             self.session.saw(msg.key, reply.version)
 
-    def _linearizable(self, consistency) -> bool:
+    def _linearizable(self, consistency: object) -> bool:
         return (self.consistency if consistency is DEFAULT else _consistency(consistency)) == "linearizable"
 
-    def _atomic_msg(self, key, op: int, value=None, *, expected=None, expect_absent=False, delta=0, flags=0,
-                    ttl_ms=None) -> mc.Atomic:
-        k = _to_bytes(key, "key")
+    def _atomic_msg(self, key: Data, op: int, value: Data | None = None, *, expected: Data | None = None,
+                    expect_absent: bool = False, delta: int = 0, flags: int = 0,
+                    ttl_ms: int | None = None) -> mc.Atomic:
+        k = to_bytes(key, "key")
         validate_key(k)
-        v = None if value is None else _to_bytes(value, "value")
+        v = None if value is None else to_bytes(value, "value")
         validate_value(v)
-        e = None if expected is None else _to_bytes(expected, "expected value")
+        e = None if expected is None else to_bytes(expected, "expected value")
         validate_value(e)
         if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0):
             raise InvalidRequestError(f"ttl_ms must be a positive integer, not {ttl_ms!r}")
@@ -239,20 +263,21 @@ class _Base:
         return mc.Atomic(next(self._ids), k, op, v, e, bool(expect_absent), delta, flags, ttl_ms or 0)
 
     @staticmethod
-    def _resendable(msg) -> bool:
+    def _resendable(msg: object) -> bool:
         """May ``msg`` be sent again after the connection failed mid-request? Not an
         atomic change: the first attempt may have run (it would run twice)."""
-        return type(msg) is not mc.Atomic or msg.op == mc.OP_GET
+        return not isinstance(msg, mc.Atomic) or msg.op == mc.OP_GET
 
     @staticmethod
-    def _update_value(fn, current: bytes | None):
+    def _update_value(fn: Callable[[bytes | None], Data | None], current: bytes | None) -> bytes | None:
         new = fn(current)
         if new is not None and not isinstance(new, (bytes, str, bytearray, memoryview)):
             raise InvalidRequestError(f"update function must return bytes, str or None, not {type(new).__name__}")
-        return None if new is None else _to_bytes(new, "value")
+        return None if new is None else to_bytes(new, "value")
 
-    def _get_msg(self, key, r, primary_only=False, blocking_repair=False, target=None) -> m.Get:
-        k = _to_bytes(key, "key")
+    def _get_msg(self, key: Data, r: Level, primary_only: bool = False, blocking_repair: bool = False,
+                 target: Target | None = None) -> m.Get:
+        k = to_bytes(key, "key")
         validate_key(k)
         if target is not None:
             if not isinstance(target, Target):
@@ -261,44 +286,45 @@ class _Base:
                 raise InvalidRequestError("give either r or target, not both")
             return m.Get(next(self._ids), k, m.LEVEL_DEFAULT, bool(primary_only), bool(blocking_repair),
                          float(target.p_fresh), float(target.within_ms), self._floor(k))
-        return m.Get(next(self._ids), k, level_to_wire(self.r if r is DEFAULT else r),
+        return m.Get(next(self._ids), k, level_to_wire(self.r if isinstance(r, _Default) else r),
                      bool(primary_only), bool(blocking_repair), floor=self._floor(k))
 
     def _floor(self, key: bytes) -> Version | None:
         return self.session.floor(key) if self.session is not None else None
 
-    def _inspect_msg(self, key) -> m.Inspect:
-        k = _to_bytes(key, "key")
+    def _inspect_msg(self, key: Data) -> m.Inspect:
+        k = to_bytes(key, "key")
         validate_key(k)
         return m.Inspect(next(self._ids), k)
 
-    def _put_msg(self, key, value, w, ttl_ms=None, primary_only=False, target_latency_ms=None) -> m.Put:
+    def _put_msg(self, key: Data, value: Data | None, w: Level, ttl_ms: int | None = None, primary_only: bool = False,
+                 target_latency_ms: float | None = None) -> m.Put:
         if target_latency_ms is not None:
             validate_latency_bound(target_latency_ms)
             if w is not DEFAULT and w is not None:
                 raise InvalidRequestError("give either w or target_latency_ms, not both")
             w = None
-        k = _to_bytes(key, "key")
+        k = to_bytes(key, "key")
         validate_key(k)
-        v = None if value is None else _to_bytes(value, "value")
+        v = None if value is None else to_bytes(value, "value")
         validate_value(v)
         if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0):
             raise InvalidRequestError(f"ttl_ms must be a positive integer, not {ttl_ms!r}")
-        return m.Put(next(self._ids), k, v, level_to_wire(self.w if w is DEFAULT else w), ttl_ms or 0,
+        return m.Put(next(self._ids), k, v, level_to_wire(self.w if isinstance(w, _Default) else w), ttl_ms or 0,
                      bool(primary_only), float(target_latency_ms or 0.0),
                      self.session.floor_ts if self.session is not None else 0)
 
-    def _scan_msg(self, cursor, match, count):
-        from .core.messages_scan import Scan
+    def _scan_msg(self, cursor: Data, match: Data | None, count: int) -> Scan:
+        from ..core.messages_scan import Scan
 
-        after = _to_bytes(cursor, "cursor")
-        pattern = None if match is None else _to_bytes(match, "match")
+        after = to_bytes(cursor, "cursor")
+        pattern = None if match is None else to_bytes(match, "match")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise InvalidRequestError(f"count must be a positive integer, not {count!r}")
         return Scan(next(self._ids), after, pattern, count)
 
     @staticmethod
-    def _value(reply: m.Reply, key, default):
+    def _value(reply: m.Reply | mc.AtomicReply, key: Data, default: Any) -> Any:
         if reply.status == m.OK and is_typed(reply.version):
             value = plain_value(reply)  # a typed key: a causal key's only sibling, else an error
             if value is not None:
@@ -310,7 +336,8 @@ class _Base:
         raise NotFoundError(f"not found: {key!r}")
 
 
-def _security(user, password, tls_ca, ssl_context):
+def _security(user: str | None, password: str | None, tls_ca: str | None,
+              ssl_context: ssl.SSLContext | None) -> tuple[str | None, str | None, ssl.SSLContext | None]:
     """Credentials and TLS context, from the arguments or the environment
     (``QUORUMKV_USER``, ``QUORUMKV_PASSWORD``, ``QUORUMKV_TLS_CA`` — as libpq reads
     ``PGPASSWORD``), so the CLI and scripts reach a secured cluster unchanged."""

@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from .client import Client
-from .errors import InvalidRequestError, QuorumKVError
+from ..client import Client
+from ..errors import InvalidRequestError, QuorumKVError
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3

@@ -9,9 +9,9 @@ import time
 
 from rich.console import Console
 
-from .client import Client
-from .core.ring import Ring
-from .errors import UnavailableError
+from ..client import Client
+from ..core.ring import Ring
+from ..errors import UnavailableError
 from .localcluster import LocalCluster, ports_free
 
 DEMO_NODES = 5

@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__, errors
-from .cli_common import (
+from .. import __version__, errors
+from .common import (
     EXIT_INTERNAL,
     EXIT_UNAVAILABLE,
     EXIT_UNREACHABLE,
@@ -25,7 +25,6 @@ from .cli_common import (
     _addresses,
     _cluster,
     _fail,
-    _level,
     _run_client,
     cmd_delete,
     cmd_get,
@@ -130,13 +129,13 @@ def verify(
         output: OutputOpt = OutputFormat.table) -> None:
     """Jepsen-style check: run a workload with faults against a real cluster, then check
     every key's history for linearizability. Exit 0 valid, 1 invalid, 2 unknown."""
-    from .verify.runner import VerifyConfig, format_report
+    from ..verify.runner import VerifyConfig, format_report
     import os
     import sys
 
-    from .verify.partition import netns_command
-    from .verify.runner import partitions_need_netns
-    from .verify.runner import run as run_verify
+    from ..verify.partition import netns_command
+    from ..verify.runner import partitions_need_netns
+    from ..verify.runner import run as run_verify
 
     def level(x):
         return None if x is None else (int(x) if x.isdigit() else x.upper())
@@ -306,7 +305,7 @@ def join(dir: Annotated[str, typer.Option("--dir", help="Local cluster to add a 
          port: Annotated[Optional[int], typer.Option("--port")] = None) -> None:
     """Add a node: it joins through gossip, receives its share of the data while the
     cluster keeps serving, then takes ownership. (Elsewhere: `quorumkv serve --seed`.)"""
-    from .core.ringchange import plan_moves
+    from ..core.ringchange import plan_moves
 
     cl = _cluster(dir)
     view = cl.view()
@@ -374,7 +373,7 @@ def replace(dead_node_id: str, dir: Annotated[str, typer.Option("--dir")],
             port: Annotated[Optional[int], typer.Option("--port")] = None) -> None:
     """Start a new node in DEAD_NODE_ID's place (same id, so the same ranges); it
     receives the dead node's data from the surviving replicas."""
-    from .core.ring import Ring
+    from ..core.ring import Ring
 
     cl = _cluster(dir)
     dead = _node(cl, dead_node_id)
@@ -405,6 +404,21 @@ def replace(dead_node_id: str, dir: Annotated[str, typer.Option("--dir")],
 
 
 # ---------------------------------------------------------------------- serving
+def _config_level(text: str | None) -> int | str | None:
+    """``--r``/``--w`` as the node's config holds them (``r = 2``, ``r = "QUORUM"``), after
+    the one level parser (``core.validation.level_to_wire``) accepted the text; the node
+    checks it against N at start-up."""
+    if text is None:
+        return None
+    from ..core.validation import level_to_wire
+
+    try:
+        level_to_wire(text)
+    except errors.InvalidRequestError as exc:
+        _fail(EXIT_USAGE, f"bad configuration: {exc}")
+    return int(text) if text.strip().isdigit() else text
+
+
 @app.command()
 def serve(
     config: Annotated[Optional[str], typer.Option("--config", help="Node config file (TOML).")] = None,
@@ -421,8 +435,8 @@ def serve(
                                                         "without serving (deployment manifests are tested so).")] = False,
 ) -> None:
     """Run one node in the foreground (config file and/or flags; flags win)."""
-    from .shell.config import NodeConfig
-    from .shell.server import serve as run_node
+    from ..shell.config import NodeConfig
+    from ..shell.server import serve as run_node
 
     members = None
     if member:
@@ -433,7 +447,7 @@ def serve(
                 raise typer.BadParameter(f"--member {item!r}: expected ID=HOST:PORT")
             members[mid] = addr
     overrides = dict(node_id=node_id, listen=listen, data_dir=data_dir, members=members, seeds=seed,
-                     storage=storage, n=n, r=_level(r), w=_level(w))
+                     storage=storage, n=n, r=_config_level(r), w=_config_level(w))
     try:
         if config:
             cfg = NodeConfig.load(config, **overrides)
@@ -503,7 +517,7 @@ def cluster_up(
 def cluster_status(dir: DirOpt = None, node: NodeOpt = None, output: OutputOpt = OutputFormat.table) -> None:
     """Every node's view (run it from anywhere with --node): state, load, ownership,
     hints, pending streams, clock offset, and where the views disagree."""
-    from .cli_status import cmd_cluster_status
+    from .status import cmd_cluster_status
 
     cmd_cluster_status(dir, node, output.value)
 
@@ -513,7 +527,7 @@ def ring(dir: DirOpt = None, node: NodeOpt = None, output: OutputOpt = OutputFor
          tokens: Annotated[bool, typer.Option("--tokens", help="Also list every token range and its replicas.")]
          = False) -> None:
     """Token ownership: each node's tokens, primary share and effective share (sums to N)."""
-    from .cli_status import cmd_ring
+    from .status import cmd_ring
 
     cmd_ring(dir, node, output.value, tokens)
 
@@ -626,23 +640,23 @@ def bench(
         print(json.dumps(results, indent=2))
 
 
-from .cli_repair import repair_command  # noqa: E402 - registers after the commands above
+from .repair import repair_command  # noqa: E402 - registers after the commands above
 
 app.command("repair")(repair_command)
 
-from .cli_cleanup import cleanup_command  # noqa: E402
+from .cleanup import cleanup_command  # noqa: E402
 
 app.command("cleanup")(cleanup_command)
 
-from .cli_ops import scan_command  # noqa: E402
+from .ops import scan_command  # noqa: E402
 
 app.command("scan")(scan_command)
-from .cli_snapshot import restore_command, snapshot_command  # noqa: E402
+from .snapshot import restore_command, snapshot_command  # noqa: E402
 
 app.command("snapshot")(snapshot_command)
 app.command("restore")(restore_command)
 
-from .cli_certs import certs_command  # noqa: E402
+from .certs import certs_command  # noqa: E402
 
 app.command("certs")(certs_command)
 
@@ -658,8 +672,8 @@ def register_heavy_commands() -> None:
     if _heavy_registered:
         return
     _heavy_registered = True
-    from .cli_math import math_app
-    from .cli_sim import sim_command
+    from .math import math_app
+    from .sim import sim_command
 
     app.add_typer(math_app, name="math")
     app.command("sim")(sim_command)

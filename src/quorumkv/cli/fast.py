@@ -15,7 +15,7 @@ Start-up: ``get``, ``put``, ``delete``, ``cluster status`` and ``--version`` are
 parsed here with argparse and run without importing Typer, Rich or anything the
 other commands need (``python -X importtime -c 'import quorumkv.cli'`` shows what
 is left). Anything this fast path does not fully understand — ``--help``, a typo, any
-other command — goes to the Typer app in ``cli_app``, which declares every command
+other command — goes to the Typer app in ``commands``, which declares every command
 (these included, for help and error messages) and calls the same functions. A test
 (tests/io/test_cli_startup.py) checks that both parsers know the same options.
 """
@@ -26,12 +26,12 @@ import argparse
 import os
 import sys
 
-from . import __version__
-from .cli_common import EXIT_OK, OUTPUT_FORMATS, _fail, cmd_delete, cmd_get, cmd_put
+from .. import __version__
+from .common import EXIT_OK, OUTPUT_FORMATS, _fail, cmd_delete, cmd_get, cmd_put
 
 def cmd_cluster_status(dir: str | None = None, node: list[str] | None = None, output: str = "table") -> None:
-    """Every node's view of the cluster (``cli_status``)."""
-    from .cli_status import cmd_cluster_status as run
+    """Every node's view of the cluster (``status``)."""
+    from .status import cmd_cluster_status as run
 
     run(dir, node, output)
 
@@ -60,7 +60,7 @@ def _cluster_opts(p: _Parser) -> None:
 
 def fast_parsers() -> dict[tuple[str, ...], _Parser]:
     """The commands the fast path takes, by their words. tests/io/test_cli_startup.py
-    checks these options against the Typer declarations in ``cli_app``."""
+    checks these options against the Typer declarations in ``commands``."""
     put = _parser("put")
     put.add_argument("key")
     put.add_argument("value", nargs="?")
@@ -122,17 +122,17 @@ def main(argv: list[str] | None = None) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise SystemExit(EXIT_OK) from None
         return
-    from .cli_app import run as run_app
+    from .commands import run as run_app
 
     run_app(argv)
 
 
 def __getattr__(name: str):
     """``quorumkv.cli.app`` (every command registered) and ``cluster_app`` load
-    ``cli_app`` on demand."""
+    ``commands`` on demand."""
     if name in ("app", "cluster_app"):
-        from . import cli_app
+        from . import commands
 
-        cli_app.register_heavy_commands()
-        return getattr(cli_app, name)
-    raise AttributeError(f"module 'quorumkv.cli' has no attribute {name!r}")
+        commands.register_heavy_commands()
+        return getattr(commands, name)
+    raise AttributeError(f"module 'quorumkv.cli.fast' has no attribute {name!r}")

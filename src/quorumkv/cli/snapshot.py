@@ -30,9 +30,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .cli_common import EXIT_UNAVAILABLE, EXIT_UNREACHABLE, EXIT_USAGE, OutputFormat, _addresses, _cluster, _fail
-from .client import Client
-from .errors import QuorumKVError
+from .common import EXIT_UNAVAILABLE, EXIT_UNREACHABLE, EXIT_USAGE, OutputFormat, _addresses, _cluster, _fail
+from ..client import Client
+from ..errors import QuorumKVError
 
 #: How often the progress bars poll the nodes' counters.
 PROGRESS_POLL_MS = 200
@@ -90,7 +90,7 @@ def snapshot_command(
     Each node writes its snapshot on its own host under DATA_DIR/snapshots/TAG/.
     Every write a node acknowledged before its snapshot started is in it.
     """
-    from .shell.snapshot import SnapshotError, default_tag, validate_tag
+    from ..shell.snapshot import SnapshotError, default_tag, validate_tag
 
     tag = tag or default_tag()
     try:
@@ -151,8 +151,8 @@ def restore_command(
     Then start them and run `quorumkv repair`: writes made after the snapshot come
     back from the other replicas.
     """
-    from .shell.config import NodeConfig
-    from .shell.snapshot import SnapshotError, read_manifest, restore_node_dir
+    from ..shell.config import NodeConfig
+    from ..shell.snapshot import SnapshotError, read_manifest, restore_node_dir
 
     if (dir is None) == (data_dir is None):
         _fail(EXIT_USAGE, "say what to restore: --dir DIR --tag TAG [NODE_ID...], or --data-dir PATH --from SNAPSHOT_DIR")
