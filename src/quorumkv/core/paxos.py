@@ -77,7 +77,7 @@ from .casops import agree as _agree
 from .casops import atomic_from_plain, newest_version, parent_ctx, parent_of, plain_reply
 from .paxos_acceptor import Acceptor, PaxosStore
 from .paxos_forward import FORWARDS_INFLIGHT_MAX, Forwarder
-from .paxos_proposal import Groups, Phase, _Proposal
+from .paxos_proposal import ACCEPT, DONE, IDLE, PREPARE, QUEUED, READ, WRITEBACK, Groups, Phase, _Proposal
 from .version import Record, Version, newest
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ class Paxos:
         else:
             core.stats["cas_ops"] += 1
             if msg.key in self.active:
-                prop.to(Phase.QUEUED)
+                prop.to(QUEUED)
                 self.queued.setdefault(msg.key, deque()).append(pid)
                 return
             self.active[msg.key] = pid
@@ -193,20 +193,20 @@ class Paxos:
             return self._fail(prop, m.UNAVAILABLE, f"node {self.core.node_id} has no ring", now_ms, out)
         prop.attempt += 1
         if prop.msg.op == mc.OP_GET:
-            prop.to(Phase.READ)
+            prop.to(READ)
             prop.round = QuorumRound("read", prop.replicas, prop.needed, prop.groups)
             self._broadcast(prop, lambda: mc.PxRead(prop.pid, prop.key), now_ms, out)
             return
         clock = self.core.clock
         if clock.durable is not None and not clock.may_issue(now_ms):  # wait for the ceiling
             clock.save(now_ms, out)
-            prop.to(Phase.IDLE)
+            prop.to(IDLE)
             prop.retry_at_ms = now_ms
             prop.attempt -= 1
             return
         self.core.stats["cas_attempts"] += 1
         ballot = prop.ballot = Version(self.core.hlc.now(now_ms), self.core.node_id)
-        prop.to(Phase.PREPARE)
+        prop.to(PREPARE)
         prop.round = QuorumRound("read", prop.replicas, prop.needed, prop.groups)
         self._broadcast(prop, lambda: mc.PxPrepare(prop.pid, prop.key, ballot), now_ms, out)
 
@@ -228,17 +228,17 @@ class Paxos:
         prop = self.props.get(msg.id)
         if prop is None or prop.round is None or prop.round.complete:
             return  # late, or for a finished attempt
-        if prop.round.status != PENDING and prop.phase != Phase.ACCEPT:
+        if prop.round.status != PENDING and prop.phase != ACCEPT:
             return  # decided; only a lost phase 2 waits for every answer (_progress)
         rnd = prop.round
         t = type(msg)
         if not msg.ok:
             rnd.add_failure(peer, f"failed: {msg.error}")
-        elif t is mc.PxReadResp and prop.phase == Phase.READ:
+        elif t is mc.PxReadResp and prop.phase == READ:
             if msg.record is not None:
                 self.core.clock.observe_remote(msg.record.version.ts, now_ms)
             rnd.add_ok(peer, msg.record)
-        elif t is mc.PxPromise and prop.phase == Phase.PREPARE:
+        elif t is mc.PxPromise and prop.phase == PREPARE:
             if msg.promised:
                 rnd.add_ok(peer, msg.record)
             else:
@@ -246,7 +246,7 @@ class Paxos:
                 if seen is not None:
                     self.core.clock.observe_remote(seen.ts, now_ms)
                 rnd.add_failure(peer, f"refused: promised or holds {seen}")
-        elif t is mc.PxAccepted and prop.phase in (Phase.ACCEPT, Phase.WRITEBACK):
+        elif t is mc.PxAccepted and prop.phase in (ACCEPT, WRITEBACK):
             if msg.applied:
                 rnd.add_ok(peer)
             else:
@@ -265,7 +265,7 @@ class Paxos:
             return
         phase = prop.phase
         if rnd.status == LOST:
-            if phase == Phase.ACCEPT:
+            if phase == ACCEPT:
                 if not rnd.complete and not rnd.timed_out:
                     return  # wait for every acceptor: if none stored it, a retry is clean
                 if rnd.oks or any(not why.startswith("refused") for why in rnd.failures.values()):
@@ -275,7 +275,7 @@ class Paxos:
             prop.why = rnd.error_message()
             return self._retry(prop, now_ms, out)
         # WON
-        if phase == Phase.READ:
+        if phase == READ:
             records = list(rnd.records.values())
             cur = newest(records)
             if _agree(records):
@@ -284,14 +284,14 @@ class Paxos:
             self.core.stats["lin_writebacks"] += 1
             assert cur is not None, "answers that disagree hold a record"
             prop.cur = cur
-            prop.to(Phase.WRITEBACK)
+            prop.to(WRITEBACK)
             prop.round = QuorumRound("write", prop.replicas, prop.needed, prop.groups)
             return self._broadcast(prop, lambda: mc.PxAccept(prop.pid, prop.key, cur), now_ms, out)
-        if phase == Phase.WRITEBACK:
+        if phase == WRITEBACK:
             return self._answer_read(prop, prop.cur, now_ms, out)
-        if phase == Phase.PREPARE:
+        if phase == PREPARE:
             return self._prepared(prop, now_ms, out)
-        if phase == Phase.ACCEPT:
+        if phase == ACCEPT:
             assert prop.result is not None, "phase 2 carries the change's result"
             if prop.result.error:  # the state is chosen now; the operation itself is refused
                 return self._fail(prop, m.INVALID, prop.result.error, now_ms, out)
@@ -339,7 +339,7 @@ class Paxos:
         else:
             value, expires = new
             record = Record(version, value, expires)
-        prop.to(Phase.ACCEPT)
+        prop.to(ACCEPT)
         prop.round = QuorumRound("write", prop.replicas, prop.needed, prop.groups)
         self._broadcast(prop, lambda: mc.PxAccept(prop.pid, prop.key, record), now_ms, out)
 
@@ -355,7 +355,7 @@ class Paxos:
                               f"(ATTEMPTS_MAX={ATTEMPTS_MAX}): {prop.why}", now_ms, out)
         self.core.stats["cas_retries"] += 1
         span = min(BACKOFF_MS_MAX, BACKOFF_MS_BASE << min(prop.attempt, 16))
-        prop.to(Phase.IDLE)
+        prop.to(IDLE)
         prop.round = None
         prop.retry_at_ms = now_ms + 1 + self.core.rng.randrange(span)
 
@@ -363,11 +363,11 @@ class Paxos:
         if self.forwarder.forwards:
             self.forwarder.tick(now_ms, out)
         for prop in list(self.props.values()):
-            if prop.phase == Phase.QUEUED:
+            if prop.phase == QUEUED:
                 if now_ms >= prop.deadline_ms:
                     self._fail(prop, m.UNAVAILABLE, "not started: timed out waiting behind this node's other "
                                "operations on the key", now_ms, out)
-            elif prop.phase == Phase.IDLE:
+            elif prop.phase == IDLE:
                 if now_ms >= prop.deadline_ms:
                     prop.round = QuorumRound("read", ("-",), 1)
                     prop.round.expire()
@@ -404,14 +404,14 @@ class Paxos:
     def _finish(self, prop: _Proposal, reply: mc.AtomicReply, now_ms: int, out: list[Any]) -> None:
         if self.props.pop(prop.pid, None) is None:
             return
-        prop.to(Phase.DONE)
+        prop.to(DONE)
         self._answer_conn(prop.conn, plain_reply(reply) if prop.msg.plain else reply, now_ms, out)
         if self.active.get(prop.key) == prop.pid:
             del self.active[prop.key]
             waiting = self.queued.get(prop.key)
             while waiting:
                 nxt = self.props.get(waiting.popleft())
-                if nxt is not None and nxt.phase == Phase.QUEUED:
+                if nxt is not None and nxt.phase == QUEUED:
                     self.active[prop.key] = nxt.pid
                     self._start(nxt, now_ms, out)
                     break

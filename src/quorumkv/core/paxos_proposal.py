@@ -34,6 +34,11 @@ PHASE_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.DONE: frozenset(),
 }
 
+# The members under module names, for the proposer's hot path: ``Phase.READ`` goes
+# through the enum metaclass on every read (~0.4 us in CPython 3.11), a global does not.
+IDLE, QUEUED, READ, WRITEBACK = Phase.IDLE, Phase.QUEUED, Phase.READ, Phase.WRITEBACK
+PREPARE, ACCEPT, DONE = Phase.PREPARE, Phase.ACCEPT, Phase.DONE
+
 
 class _Proposal:
     """One linearizable operation coordinated here, across its attempts."""
@@ -47,7 +52,7 @@ class _Proposal:
         self.msg = msg
         self.key = msg.key
         self.deadline_ms = deadline_ms
-        self.phase = Phase.IDLE
+        self.phase = IDLE
         self.round: QuorumRound | None = None
         self.ballot: Version | None = None
         self.attempt = 0
