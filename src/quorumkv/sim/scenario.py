@@ -15,7 +15,8 @@ the same real-time checker (``checker.check``)::
 Everything is deterministic: the seed only feeds the cores' own PRNGs.
 
 ``CoreMesh`` is the smaller tool for unit-level scripts of a handful of cores
-(``tests/io/test_clock_safety.py``, ``tests/core/test_write_order.py``): no network model,
+(``tests/core``'s multi-core scripts, ``tests/corekit.py``'s ``Solo``,
+``tests/io/test_clock_safety.py``): no network model,
 no history — messages are delivered in FIFO order the moment ``settle`` runs, each
 node's "disk" is a dict with the engines' newer-wins rule, and a test holds back a
 node's traffic, refuses connections to it, shifts its clock or restarts it.
