@@ -15,7 +15,6 @@ from quorumkv.core.node import (
     LoadHints,
     Log,
     NodeCore,
-    NodeSettings,
     Peek,
     Respond,
     Send,
@@ -25,8 +24,10 @@ from quorumkv.core.node import (
 )
 from quorumkv.core.ring import Ring
 from quorumkv.core.version import Record, Version, pack_ts
+from quorumkv.sim.scenario import CoreMesh, MeshClient
 
-NOW = 1_700_000_000_000
+from corekit import NOW, Client, Conn, Solo, new_core, of, only_reply, replies, sends
+
 VNODES = 16
 MEMBERS = {f"n{i}": f"127.0.0.1:{7000 + i}" for i in range(1, 6)}
 KEY = b"user:42"
@@ -38,37 +39,16 @@ F1, F2 = [x for x in EXT if x not in PRIM]  # fallbacks in ring order
 MEMBERS3 = {"n1": "127.0.0.1:7001", "n2": "127.0.0.1:7002", "n3": "127.0.0.1:7003"}
 
 
-class Conn:
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return f"Conn({self.name})"
-
-
 def make(node_id=C, members=MEMBERS, **kw) -> NodeCore:
     kw.setdefault("vnodes", VNODES)
     kw.setdefault("read_repair", False)
     kw.setdefault("speculative_retry_ms", 0)
-    return NodeCore(NodeSettings(node_id, **kw), members, now_ms=NOW)
+    return new_core(node_id, members, **kw)
 
 
-def of(effects, cls):
-    return [e for e in effects if type(e) is cls]
-
-
-def sends(effects, msg_type=None):
-    return [e for e in effects if type(e) is Send and (msg_type is None or type(e.msg) is msg_type)]
-
-
-def replies(effects, conn):
-    return [e.msg for e in effects if type(e) is Respond and e.conn is conn]
-
-
-def only_reply(effects, conn):
-    out = replies(effects, conn)
-    assert len(out) == 1, effects
-    return out[0]
+def solo(node_id=F1, members=MEMBERS, **kw) -> Solo:
+    """``node_id`` on the shared runtime, its peers played by the test."""
+    return Solo(node_id, members, vnodes=VNODES, **kw)
 
 
 def kill(core, dead, t0=NOW, until=NOW + 2_500, step=100):
@@ -230,39 +210,6 @@ def test_coordinator_fails_write_when_fallback_refuses_hint():
 
 
 # ------------------------------------------------------------------ hint replay
-class HintStore:
-    """The shell's side of hints, in memory: LoadHints / DeleteHint / StoreHint."""
-
-    def __init__(self):
-        self.hints = {}  # hint_id -> (owner, key, record, created)
-        self.next = 1
-
-    def run(self, core, effects, now):
-        """Apply storage effects; returns the effects that are not storage's."""
-        out, rest = list(effects), []
-        while out:
-            e = out.pop(0)
-            t = type(e)
-            if t is StoreHint:
-                self.hints[self.next] = (e.owner, e.key, e.record, e.created_ms)
-                self.next += 1
-                out += core.on_store_done(e.token, True, None, now)
-            elif t is LoadHints:
-                rest.append(e)
-                entries = [(hid, k, r, c) for hid, (o, k, r, c) in sorted(self.hints.items())
-                           if o == e.owner][:e.limit]
-                out += core.on_hints_loaded(e.owner, entries, now)
-            elif t is DeleteHint:
-                rest.append(e)
-                self.hints.pop(e.hint_id, None)
-            else:
-                rest.append(e)
-        return rest
-
-    def count(self, owner):
-        return sum(1 for o, *_ in self.hints.values() if o == owner)
-
-
 def test_hint_replay_after_owner_returns():
     core = make(F1, hints=HintSettings(age_ms_max=60_000))
     t, eff = kill(core, {P3})
@@ -340,27 +287,26 @@ def test_empty_load_resyncs_the_count():
 
 @pytest.mark.parametrize("rate,seconds", [(3, 4), (20, 2), (7, 3)])
 def test_replay_rate_bounded_by_token_bucket(rate, seconds):
-    core = make(F1, members=MEMBERS, hints=HintSettings(replay_per_s=rate))
-    store = HintStore()
+    net = solo(hints=HintSettings(replay_per_s=rate))
+    core = net.core
     for i in range(200):
-        eff = core.on_request(Conn(C), m.RepWrite(i + 1, b"k%d" % i, rec(i + 1, C), P3), NOW)
-        store.run(core, eff, NOW)
-    assert store.count(P3) == 200 == core.hints_held[P3][0]
+        net.from_peer(C, m.RepWrite(i + 1, b"k%d" % i, rec(i + 1, C), P3))
+    assert net.hint_count(P3) == 200 == core.hints_held[P3][0]
     sent_at = []
     t = NOW
     while t < NOW + seconds * 1_000:
         t += 50
-        eff = store.run(core, beat(core, core.membership.peers(), t) + core.tick(t), t)
-        # The shell loads the hints; the core sends them; P3 acks at once.
-        for s in sends(eff, m.RepWrite):
-            assert s.peer == P3
+        # Storage loads the hints; the core sends them; P3 acks at once.
+        net.at(t, beats=core.membership.peers())
+        for peer, msg in net.sent(m.RepWrite):
+            assert peer == P3
             sent_at.append(t)
-            store.run(core, core.on_response(P3, m.RepWriteAck(s.msg.id, True), t), t)
+            net.answer(P3, m.RepWriteAck(msg.id, True))
     # One second's burst, then the rate.
     allowed = rate + rate * (t - NOW - 50) / 1000  # burst at the first tick, then the rate
     assert allowed - 1 <= len(sent_at) <= allowed
     assert len([x for x in sent_at if x <= NOW + 50]) == rate  # the burst
-    assert store.count(P3) == 200 - len(sent_at) == core.hints_held[P3][0]
+    assert net.hint_count(P3) == 200 - len(sent_at) == core.hints_held[P3][0]
     assert core.stats["hints_replayed"] == len(sent_at)
 
 
@@ -375,32 +321,32 @@ def test_partial_replay_failure_does_not_reload_while_others_are_in_flight():
     first is still in flight: the duplicates' acks would be counted twice, the held
     count would go to zero or below with hints still stored, and those hints (and
     every later one) would never be replayed."""
-    core = make(F1, hints=HintSettings(replay_per_s=1_000))
-    store = HintStore()
+    net = solo(hints=HintSettings(replay_per_s=1_000))
+    core = net.core
     for i in range(3):
-        eff = core.on_request(Conn(C), m.RepWrite(i + 1, b"k%d" % i, rec(i + 1, C), P3), NOW)
-        store.run(core, eff, NOW)
-    eff = store.run(core, core.tick(NOW), NOW)
-    s1, s2, s3 = sends(eff, m.RepWrite)
-    store.run(core, core.on_send_failed(P3, s1.msg, "queue full", NOW + 1), NOW + 1)
+        net.from_peer(C, m.RepWrite(i + 1, b"k%d" % i, rec(i + 1, C), P3))
+    net.sent()
+    net.at(NOW)
+    (_, s1), (_, s2), (_, s3) = net.sent(m.RepWrite)
+    net.time_ms = NOW + 1
+    net.send_failed(P3, s1, "queue full")
     t = NOW + 1_000
-    eff = store.run(core, beat(core, core.membership.peers(), t) + core.tick(t), t)
-    again = sends(eff, m.RepWrite)
-    for s in [s2, s3] + again:
-        store.run(core, core.on_response(P3, m.RepWriteAck(s.msg.id, True), t), t)
-    for step in range(1, 6):  # let any remaining hint be replayed
+    net.at(t, beats=core.membership.peers())
+    again = [msg for _, msg in net.sent(m.RepWrite)]
+    for msg in [s2, s3] + again:
+        net.answer(P3, m.RepWriteAck(msg.id, True))
+    for _step in range(1, 6):  # let any remaining hint be replayed
         t += 200
-        eff = store.run(core, beat(core, core.membership.peers(), t) + core.tick(t), t)
-        for s in sends(eff, m.RepWrite):
-            store.run(core, core.on_response(P3, m.RepWriteAck(s.msg.id, True), t), t)
-    assert store.count(P3) == 0
+        net.at(t, beats=core.membership.peers())
+        for _, msg in net.sent(m.RepWrite):
+            net.answer(P3, m.RepWriteAck(msg.id, True))
+    assert net.hint_count(P3) == 0
     assert core.hints_held[P3] == [0, 0]
     # A new hint for P3 is replayed too.
-    eff = core.on_request(Conn(C), m.RepWrite(9, b"new", rec(9, C), P3), t)
-    store.run(core, eff, t)
+    net.from_peer(C, m.RepWrite(9, b"new", rec(9, C), P3))
     t += 200
-    eff = store.run(core, beat(core, core.membership.peers(), t) + core.tick(t), t)
-    assert [s.msg.key for s in sends(eff, m.RepWrite)] == [b"new"]
+    net.at(t, beats=core.membership.peers())
+    assert [msg.key for _, msg in net.sent(m.RepWrite)] == [b"new"]
 
 
 # ------------------------------------------------------------------ read repair
@@ -811,31 +757,33 @@ def test_blocking_repair_answers_at_once_when_the_repair_send_fails():
 def test_known_down_primary_without_fallback_gets_a_coordinator_hint_and_its_writes_on_return():
     # 3 nodes, N=3: no node is left to stand in for a dead primary. The coordinator
     # keeps the write for it and replays it once it is back.
-    core = make("n1", members=MEMBERS3, vnodes=VNODES)
-    store = HintStore()
-    t, _ = kill(core, {"n3"})
-    client = Conn("c")
+    net = solo("n1", MEMBERS3)
+    core = net.core
+    t = net.run_without({"n3"})
+    net.sent()
+    client = Client("c")
     keys = [f"k{i}".encode() for i in range(5)]
     written = {}
     for i, key in enumerate(keys):
-        eff = core.on_request(client, m.Put(i + 1, key, b"v%d" % i, m.LEVEL_QUORUM), t)
-        assert {s.peer for s in sends(eff, m.RepWrite)} == {"n2"}  # n3 is known down
-        (sw,) = of(eff, StoreWrite)
+        net.take()
+        assert net.request(client, "n1", m.Put(i + 1, key, b"v%d" % i, m.LEVEL_QUORUM)) is None
+        (rw,) = net.sent(m.RepWrite)
+        assert rw[0] == "n2"  # n3 is known down
+        (sw,) = of(net.take(), StoreWrite)
         written[key] = sw.record
-        eff = store.run(core, eff, t)
-        eff += core.on_store_done(sw.token, True, None, t)
-        (rw,) = sends(eff, m.RepWrite)
-        assert only_reply(eff + core.on_response("n2", m.RepWriteAck(rw.msg.id, True), t), client).status == m.OK
-    assert store.count("n3") == 5 and core.stats["hints_stored"] == 5
+        net.answer("n2", m.RepWriteAck(rw[1].id, True))
+        assert client.replies[i + 1].status == m.OK
+    assert net.hint_count("n3") == 5 and core.stats["hints_stored"] == 5
     # n3 returns: the next tick loads its hints and replays every write it missed.
     t += 200
-    core.on_request(Conn("n3"), m.Heartbeat(0, "n3", 2), t)
-    eff = store.run(core, core.tick(t), t)
-    replay = {s.msg.key: s for s in sends(eff, m.RepWrite) if s.peer == "n3"}
-    assert {k: s.msg.record for k, s in replay.items()} == written
-    for s in replay.values():
-        store.run(core, core.on_response("n3", m.RepWriteAck(s.msg.id, True), t), t)
-    assert store.count("n3") == 0 and core.stats["hints_replayed"] == 5
+    net.time_ms = t
+    net.from_peer("n3", m.Heartbeat(0, "n3", 2))
+    net.at(t)
+    replay = {msg.key: msg for peer, msg in net.sent(m.RepWrite) if peer == "n3"}
+    assert {k: msg.record for k, msg in replay.items()} == written
+    for msg in replay.values():
+        net.answer("n3", m.RepWriteAck(msg.id, True))
+    assert net.hint_count("n3") == 0 and core.stats["hints_replayed"] == 5
 
 
 def test_no_coordinator_hint_when_a_fallback_stands_in():
@@ -910,104 +858,107 @@ def test_hints_for_a_departed_node_go_to_the_keys_current_replicas_once():
     from quorumkv.core.membership import LEFT, Endpoint
 
     # F1 holds a hint for P3; P3 is decommissioned (LEFT) before it came back for it.
-    core = make(F1, hints=HintSettings(age_ms_max=3_600_000))
-    store = HintStore()
+    net = solo(hints=HintSettings(age_ms_max=3_600_000))
+    core = net.core
     hinted = rec(7, C, b"hinted")
-    store.run(core, core.on_request(Conn(C), m.RepWrite(1, KEY, hinted, P3), NOW), NOW)
-    core.on_request(Conn(C), m.Gossip(2, [Endpoint(P3, MEMBERS[P3], 5, 9, LEFT)]), NOW)
+    net.from_peer(C, m.RepWrite(1, KEY, hinted, P3))
+    net.from_peer(C, m.Gossip(2, [Endpoint(P3, net.members[P3], 5, 9, LEFT)]))
     new_replicas = Ring([x for x in MEMBERS if x != P3], 3, VNODES).preference_list(KEY)
     assert P3 not in core.ring.nodes and F1 in new_replicas  # F1 now replicates the key itself
-    eff = store.run(core, core.tick(NOW + 1), NOW + 1)
-    assert not [s for s in sends(eff) if s.peer == P3]  # never replayed to the departed node
-    rw = {s.peer: s.msg for s in sends(eff, m.RepWrite)}
-    (sw,) = of(eff, StoreWrite)  # F1's own copy
+    net.sent(), net.take()
+    net.at(NOW + 1)
+    out = net.sent()
+    assert not [peer for peer, _ in out if peer == P3]  # never replayed to the departed node
+    rw = {peer: msg for peer, msg in out if type(msg) is m.RepWrite}
+    (sw,) = of(net.take(), StoreWrite)  # F1's own copy, done by now
     assert sorted(rw) == sorted(x for x in new_replicas if x != F1)
     assert all(msg.record == hinted and msg.hint_for == "" for msg in rw.values()) and sw.record == hinted
-    out = core.on_store_done(sw.token, True, None, NOW + 2)
+    assert net.disk[F1][KEY] == hinted
     peers = sorted(rw)
-    out += core.on_response(peers[0], m.RepWriteAck(rw[peers[0]].id, True), NOW + 2)
-    assert not of(store.run(core, out, NOW + 2), DeleteHint) and store.count(P3) == 1  # one ack missing
-    store.run(core, core.on_response(peers[1], m.RepWriteAck(rw[peers[1]].id, True), NOW + 3), NOW + 3)
-    assert store.count(P3) == 0 and core.hints_held[P3] == [0, 0]
+    net.time_ms = NOW + 2
+    net.answer(peers[0], m.RepWriteAck(rw[peers[0]].id, True))
+    assert not of(net.take(), DeleteHint) and net.hint_count(P3) == 1  # one ack missing
+    net.time_ms = NOW + 3
+    net.answer(peers[1], m.RepWriteAck(rw[peers[1]].id, True))
+    assert net.hint_count(P3) == 0 and core.hints_held[P3] == [0, 0]
     assert core.stats["hints_handed_over"] == 1 and core.stats["hints_replayed"] == 0
     # Nothing is left to retry: later ticks send nothing more.
     for t in range(NOW + 100, NOW + 2_000, 100):
-        assert not sends(store.run(core, core.tick(t), t), m.RepWrite)
+        net.at(t)
+        assert not net.sent(m.RepWrite)
 
 
 def test_departed_nodes_hint_for_a_down_replica_becomes_a_hint_for_that_replica():
     from quorumkv.core.membership import LEFT, Endpoint
 
-    core = make(F1)
-    store = HintStore()
+    net = solo()
     hinted = rec(7, C, b"hinted")
     new_replicas = Ring([x for x in MEMBERS if x != P3], 3, VNODES).preference_list(KEY)
     down = [x for x in new_replicas if x != F1][0]
-    t, _ = kill(core, {down})
-    store.run(core, core.on_request(Conn(C), m.RepWrite(1, KEY, hinted, P3), t), t)
-    core.on_request(Conn(C), m.Gossip(2, [Endpoint(P3, MEMBERS[P3], 5, 9, LEFT)]), t)
-    eff = store.run(core, core.tick(t + 1), t + 1)
-    assert down not in {s.peer for s in sends(eff)}
-    assert store.count(down) == 1 and store.count(P3) == 1  # a new hint first; the old one stays until acks
-    out = []
-    for s in sends(eff, m.RepWrite):
-        out += core.on_response(s.peer, m.RepWriteAck(s.msg.id, True), t + 2)
-    for sw in of(eff, StoreWrite):
-        out += core.on_store_done(sw.token, True, None, t + 2)
-    assert of(out, DeleteHint)
-    store.run(core, out, t + 2)
-    assert store.count(P3) == 0 and store.count(down) == 1
+    t = net.run_without({down})
+    net.from_peer(C, m.RepWrite(1, KEY, hinted, P3))
+    net.from_peer(C, m.Gossip(2, [Endpoint(P3, net.members[P3], 5, 9, LEFT)]))
+    net.sent(), net.take()
+    net.at(t + 1)
+    out = net.sent()
+    assert down not in {peer for peer, _ in out}
+    assert net.hint_count(down) == 1 and net.hint_count(P3) == 1  # a new hint first; the old one stays until acks
+    assert of(net.take(), StoreWrite)  # F1's own copy
+    net.time_ms = t + 2
+    for peer, msg in out:
+        if type(msg) is m.RepWrite:
+            net.answer(peer, m.RepWriteAck(msg.id, True))
+    assert of(net.take(), DeleteHint)
+    assert net.hint_count(P3) == 0 and net.hint_count(down) == 1
 
 
 # --------------------------------- strict quorums across a ring change (issue 10, hole 4)
-class ScriptedNet:
-    """In-process cores and stores, run to quiescence; a ``hold`` predicate keeps
-    chosen messages back (slow links) until ``release``. Deterministic: FIFO."""
+class RingNet(CoreMesh):
+    """The cores of a ring change on the shared harness (FIFO, run to quiescence);
+    while ``hold(src, dst, msg)`` says so, a message waits in ``slow`` (a slow link)
+    until ``release_to`` its destination. Disks keep the newer record, report nothing."""
 
-    def __init__(self, cores):
-        self.cores = cores
-        self.stores = {nid: {} for nid in cores}
-        self.held = []
-        self.replies = []
-        self.client = Conn("client")
+    def __init__(self, members):
+        self.slow: list = []
+        self.client = Client()
+        super().__init__(members, time_ms=NOW, ceiling=False, report_newer=False, vnodes=VNODES)
 
-    def request(self, at, msg, now=NOW, hold=lambda at, eff: False):
-        return self.run(at, self.cores[at].on_request(self.client, msg, now), now, hold)
+    @staticmethod
+    def hold(src, dst, msg) -> bool:
+        return False
 
-    def run(self, at, effects, now=NOW, hold=lambda at, eff: False):
-        queue = [(at, e) for e in effects]
-        got = []
-        while queue:
-            at, eff = queue.pop(0)
-            core, t = self.cores[at], type(eff)
-            if hold(at, eff):
-                self.held.append((at, eff))
-            elif t is StoreWrite:
-                cur = self.stores[at].get(eff.key)
-                if cur is None or eff.record.version.newer_than(cur.version):
-                    self.stores[at][eff.key] = eff.record
-                queue += [(at, e) for e in core.on_store_done(eff.token, True, None, now)]
-            elif t is StoreRead:
-                queue += [(at, e) for e in core.on_store_done(eff.token, True, self.stores[at].get(eff.key), now)]
-            elif t is Send:
-                queue += [(eff.peer, e) for e in self.cores[eff.peer].on_request(("from", at), eff.msg, now)]
-            elif t is Respond and eff.conn is self.client:
-                got.append(eff.msg)
-            elif t is Respond:
-                queue += [(eff.conn[1], e) for e in self.cores[eff.conn[1]].on_response(at, eff.msg, now)]
-        self.replies += got
-        return got
+    def _deliver_send(self, node, peer, msg):
+        if self.hold(node, peer, msg):
+            self.slow.append((node, peer, msg))
+        else:
+            super()._deliver_send(node, peer, msg)
 
-    def release(self, pred, now=NOW):
-        mine = [(at, e) for at, e in self.held if pred(at, e)]
-        self.held = [x for x in self.held if x not in mine]
-        got = []
-        for at, eff in mine:
-            got += self.run(at, [eff], now)
-        return got
+    def _answers(self, before) -> list:
+        return [r for rid, r in self.client.replies.items() if rid not in before]
+
+    def ask(self, at, msg, hold=None) -> list:
+        """The client's request to ``at``; the replies it got by quiescence."""
+        before = set(self.client.replies)
+        if hold is not None:
+            self.hold = hold
+        try:
+            self.request(self.client, at, msg)
+        finally:
+            self.hold = RingNet.hold
+        return self._answers(before)
+
+    def release_to(self, dst) -> list:
+        """Deliver what waits for ``dst``; the client replies that follow."""
+        before = set(self.client.replies)
+        mine = [x for x in self.slow if x[1] == dst]
+        self.slow = [x for x in self.slow if x[1] != dst]
+        for src, peer, msg in mine:
+            self.queue.append(lambda src=src, peer=peer, msg=msg: CoreMesh._deliver_send(self, src, peer, msg))
+        self.settle()
+        return self._answers(before)
 
     def holders(self, key):
-        return {nid for nid, store in self.stores.items() if key in store}
+        return {nid for nid, disk in self.disk.items() if key in disk}
 
 
 def _change_views(kind):
@@ -1039,14 +990,15 @@ def _ring_change_cores(kind, key_ok):
     else:  # pragma: no cover - the ring has such keys
         raise AssertionError("no key moves")
     (newcomer,) = set(new) - set(old)
-    cores = {}
-    for nid in members:
-        core = NodeCore(NodeSettings(nid, vnodes=VNODES, read_repair=False, speculative_retry_ms=0), members,
-                        now_ms=NOW)
+    net = RingNet(members)
+    net.cut = set(members)  # each node learns the status alone: nothing it says spreads it
+    gossip = MeshClient("gossip")
+    for i, nid in enumerate(members):
         status = new_status if nid == newcomer else old_status
-        core.on_request(Conn("gossip"), m.Gossip(0, [Endpoint(mover, members[mover], 1, 5, status)]), NOW)
-        cores[nid] = core
-    return ScriptedNet(cores), key, old, new, newcomer
+        endpoint = Endpoint(mover, net.members[mover], 1, 5, status)
+        assert type(net.request(gossip, nid, m.Gossip(i, [endpoint]))) is m.GossipAck
+    net.cut = set()
+    return net, key, old, new, newcomer
 
 
 @pytest.mark.parametrize("kind", ["join", "decommission"])
@@ -1059,20 +1011,20 @@ def test_write_on_the_old_ring_is_seen_by_a_strict_read_on_the_new_ring(kind):
     coord = next(x for x in sorted(net.cores) if x not in old and x not in new)
     reader_peer = next(x for x in new if x != newcomer)  # the new owner reads itself and new[...] first
     slow = {newcomer, reader_peer}
-    hold = lambda at, eff: type(eff) is Send and type(eff.msg) is m.RepWrite and eff.peer in slow  # noqa: E731
-    got = net.request(coord, m.Put(1, key, b"v1", 2, primary_only=True), hold=hold)
+    hold = lambda src, dst, msg: type(msg) is m.RepWrite and dst in slow  # noqa: E731
+    got = net.ask(coord, m.Put(1, key, b"v1", 2, primary_only=True), hold=hold)
     assert net.holders(key) == set(old) - slow
     # Two old replicas acked, but only one of them stays a replica: not acknowledged yet.
     assert got == [], got
-    got = net.release(lambda at, eff: eff.peer == newcomer)
+    got = net.release_to(newcomer)
     assert [r.status for r in got] == [m.OK]
     # Any strict read, on either ring, now meets a copy.
     for ring in (old, new):
         for pair in [(a, b) for a in ring for b in ring if a < b]:
             assert set(pair) & net.holders(key), (ring, pair, net.holders(key))
-    (reply,) = net.request(newcomer, m.Get(2, key, 2, primary_only=True))
+    (reply,) = net.ask(newcomer, m.Get(2, key, 2, primary_only=True))
     assert (reply.status, reply.value) == (m.OK, b"v1")
-    (reply,) = net.request(coord, m.Get(3, key, 2, primary_only=True))
+    (reply,) = net.ask(coord, m.Get(3, key, 2, primary_only=True))
     assert (reply.status, reply.value) == (m.OK, b"v1")
 
 
@@ -1087,10 +1039,10 @@ def test_write_on_the_new_ring_is_seen_by_a_strict_read_on_the_old_ring(kind):
     kept_unread = next(x for x in old if x in new)  # the old replica the reader ranks last
     net.cores[coord].load.latency_ms[kept_unread] = 100.0
     slow = set(new) - {newcomer, kept_unread}
-    hold = lambda at, eff: type(eff) is Send and type(eff.msg) is m.RepWrite and eff.peer in slow  # noqa: E731
-    (reply,) = net.request(newcomer, m.Put(1, key, b"v2", 2, primary_only=True), hold=hold)
+    hold = lambda src, dst, msg: type(msg) is m.RepWrite and dst in slow  # noqa: E731
+    (reply,) = net.ask(newcomer, m.Put(1, key, b"v2", 2, primary_only=True), hold=hold)
     assert reply.status == m.OK and net.holders(key) == {newcomer, kept_unread}
-    (reply,) = net.request(coord, m.Get(2, key, 2, primary_only=True))
+    (reply,) = net.ask(coord, m.Get(2, key, 2, primary_only=True))
     assert (reply.status, reply.value) == (m.OK, b"v2")
 
 

@@ -23,20 +23,12 @@ from quorumkv.core.node import (
 )
 from quorumkv.core.version import LOGICAL_BITS, Record, Version
 from quorumkv.errors import InvalidRequestError
+from quorumkv.sim.scenario import CoreMesh
+
+from corekit import NOW, Client, Conn, new_core, of, sole_reply
 
 MEMBERS = {"n1": "127.0.0.1:7001", "n2": "127.0.0.1:7002", "n3": "127.0.0.1:7003"}
-NOW = 1_700_000_000_000
 KEY = b"user:42"
-
-
-class Conn:
-    """A fake inbound connection: the core only uses it as an opaque token."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return f"Conn({self.name})"
 
 
 def make(node_id="n1", **kw) -> NodeCore:
@@ -44,7 +36,7 @@ def make(node_id="n1", **kw) -> NodeCore:
     # quorum judging itself; replica choice and repair have their own tests.
     kw.setdefault("read_all_replicas", True)
     kw.setdefault("read_repair", False)
-    return NodeCore(NodeSettings(node_id, **kw), MEMBERS, now_ms=NOW)
+    return new_core(node_id, MEMBERS, **kw)
 
 
 CLIENT_EFFECTS = (Respond, Send, StoreWrite, StoreRead)
@@ -54,19 +46,6 @@ def client_effects(effects):
     """Drop the background chatter a tick adds (heartbeats, gossip, logs)."""
     return [e for e in effects if type(e) in (Respond, StoreWrite, StoreRead)
             or (type(e) is Send and type(e.msg) in (m.RepWrite, m.RepRead))]
-
-
-def of(effects, cls):
-    return [e for e in effects if type(e) is cls]
-
-
-def only_reply(effects, conn):
-    responds = of(effects, Respond)
-    assert len(responds) == 1, effects
-    assert responds[0].conn is conn
-    reply = responds[0].msg
-    assert type(reply) is m.Reply
-    return reply
 
 
 def start_put(core, conn, value=b"v", w=m.LEVEL_DEFAULT, req_id=1, now=NOW, key=KEY):
@@ -120,7 +99,7 @@ def test_put_replies_ok_exactly_once_when_w_acks_arrive():
     sw, sends = start_put(core, client, req_id=77)
     assert core.on_store_done(sw.token, True, None, NOW + 1) == []  # 1 of 2
     eff = core.on_response("n2", ack(sends, "n2"), NOW + 2)
-    reply = only_reply(eff, client)
+    reply = sole_reply(eff, client)
     assert reply == m.Reply(77, m.OK, None, sw.record.version, "", "", w_used=2)  # W used and version
     assert len(eff) == 1
     # The third ack is late: nothing more is said, and the round is closed.
@@ -134,7 +113,7 @@ def test_put_acks_from_peers_before_local_store():
     client = Conn("c")
     sw, sends = start_put(core, client)
     assert core.on_response("n3", ack(sends, "n3"), NOW) == []
-    reply = only_reply(core.on_response("n2", ack(sends, "n2"), NOW), client)
+    reply = sole_reply(core.on_response("n2", ack(sends, "n2"), NOW), client)
     assert reply.status == m.OK
     assert core.on_store_done(sw.token, True, None, NOW) == []
 
@@ -145,7 +124,7 @@ def test_put_w_all_needs_three():
     sw, sends = start_put(core, client, w=m.LEVEL_ALL)
     assert core.on_store_done(sw.token, True, None, NOW) == []
     assert core.on_response("n2", ack(sends, "n2"), NOW) == []
-    reply = only_reply(core.on_response("n3", ack(sends, "n3"), NOW), client)
+    reply = sole_reply(core.on_response("n3", ack(sends, "n3"), NOW), client)
     assert reply.status == m.OK
 
 
@@ -153,7 +132,7 @@ def test_w_one_replies_on_local_store_alone():
     core = make()
     client = Conn("c")
     sw, _ = start_put(core, client, w=m.LEVEL_ONE)
-    reply = only_reply(core.on_store_done(sw.token, True, None, NOW), client)
+    reply = sole_reply(core.on_store_done(sw.token, True, None, NOW), client)
     assert reply.status == m.OK
     assert reply.warning  # R=2 + W=1 <= 3
 
@@ -163,7 +142,7 @@ def test_peer_loss_making_quorum_impossible_is_unavailable_immediately():
     client = Conn("c")
     sw, sends = start_put(core, client, w=3, req_id=5)
     eff = core.on_peer_lost("n2", "connection reset", NOW + 1)
-    reply = only_reply(eff, client)
+    reply = sole_reply(eff, client)
     assert reply.id == 5
     assert reply.status == m.UNAVAILABLE
     assert reply.message == "write needed 3 acks, at most 2 possible (n2 connection reset)"
@@ -182,7 +161,7 @@ def test_peer_loss_with_quorum_still_possible_waits():
     (hint,) = core.on_peer_lost("n2", "connection reset", NOW)
     assert type(hint) is node_mod.StoreHint and hint.owner == "n2" and hint.record == sw.record
     assert core.on_store_done(sw.token, True, None, NOW) == []
-    reply = only_reply(core.on_response("n3", ack(sends, "n3"), NOW), client)
+    reply = sole_reply(core.on_response("n3", ack(sends, "n3"), NOW), client)
     assert reply.status == m.OK
 
 
@@ -193,7 +172,7 @@ def test_send_failed_counts_as_failure():
     (s2,) = [s for s in sends if s.peer == "n2"]
     (s3,) = [s for s in sends if s.peer == "n3"]
     assert [type(e) for e in core.on_send_failed("n2", s2.msg, "queue full", NOW)] == [node_mod.StoreHint]
-    reply = only_reply(core.on_send_failed("n3", s3.msg, "queue full", NOW), client)
+    reply = sole_reply(core.on_send_failed("n3", s3.msg, "queue full", NOW), client)
     assert reply.status == m.UNAVAILABLE
     assert reply.message == "write needed 2 acks, at most 1 possible (n2 queue full, n3 queue full)"
 
@@ -203,7 +182,7 @@ def test_negative_acks_make_unavailable_with_reason():
     client = Conn("c")
     sw, sends = start_put(core, client)
     assert core.on_response("n2", ack(sends, "n2", False, "disk full"), NOW) == []
-    reply = only_reply(core.on_response("n3", ack(sends, "n3", False, "disk full"), NOW), client)
+    reply = sole_reply(core.on_response("n3", ack(sends, "n3", False, "disk full"), NOW), client)
     assert reply.status == m.UNAVAILABLE
     assert "n2 failed: disk full" in reply.message and "n3 failed: disk full" in reply.message
 
@@ -212,7 +191,7 @@ def test_local_store_failure_counts():
     core = make()
     client = Conn("c")
     sw, sends = start_put(core, client, w=3)
-    reply = only_reply(core.on_store_done(sw.token, False, "storage error: I/O", NOW), client)
+    reply = sole_reply(core.on_store_done(sw.token, False, "storage error: I/O", NOW), client)
     assert reply.status == m.UNAVAILABLE
     assert "n1 failed: storage error: I/O" in reply.message
 
@@ -223,7 +202,7 @@ def test_tick_past_deadline_times_out():
     sw, sends = start_put(core, client, req_id=9)
     assert core.on_store_done(sw.token, True, None, NOW) == []
     assert client_effects(core.tick(NOW + 499)) == []
-    reply = only_reply(client_effects(core.tick(NOW + 500)), client)
+    reply = sole_reply(client_effects(core.tick(NOW + 500)), client)
     assert reply.id == 9
     assert reply.status == m.TIMEOUT
     assert reply.message == "write needed 2 acks, got 1 (n2 timed out, n3 timed out)"
@@ -239,7 +218,7 @@ def test_tick_after_win_says_nothing_more_and_closes_round():
     client = Conn("c")
     sw, sends = start_put(core, client)
     core.on_store_done(sw.token, True, None, NOW)
-    only_reply(core.on_response("n2", ack(sends, "n2"), NOW), client)
+    sole_reply(core.on_response("n2", ack(sends, "n2"), NOW), client)
     assert core.statistics()["rounds_open"] == 1  # n3 still outstanding
     assert client_effects(core.tick(NOW + 500)) == []
     assert core.statistics()["rounds_open"] == 0
@@ -250,8 +229,8 @@ def test_each_round_has_its_own_deadline():
     a, b = Conn("a"), Conn("b")
     start_put(core, a, req_id=1, now=NOW)
     start_put(core, b, req_id=2, now=NOW + 50)
-    only_reply(client_effects(core.tick(NOW + 100)), a)
-    only_reply(client_effects(core.tick(NOW + 150)), b)
+    sole_reply(client_effects(core.tick(NOW + 100)), a)
+    sole_reply(client_effects(core.tick(NOW + 150)), b)
 
 
 def test_concurrent_rounds_answer_the_right_connection():
@@ -261,10 +240,10 @@ def test_concurrent_rounds_answer_the_right_connection():
     swb, sb = start_put(core, b, b"B", req_id=1)  # same client req id, other conn
     assert swa.token != swb.token
     core.on_store_done(swb.token, True, None, NOW)
-    reply = only_reply(core.on_response("n2", ack(sb, "n2"), NOW), b)
+    reply = sole_reply(core.on_response("n2", ack(sb, "n2"), NOW), b)
     assert reply.id == 1
     core.on_store_done(swa.token, True, None, NOW)
-    only_reply(core.on_response("n3", ack(sa, "n3"), NOW), a)
+    sole_reply(core.on_response("n3", ack(sa, "n3"), NOW), a)
 
 
 def test_writes_get_increasing_versions_even_if_clock_goes_back():
@@ -311,7 +290,7 @@ def test_invalid_requests_rejected_without_side_effects(msg, fragment):
     client = Conn("c")
     hlc_before = core.hlc.last
     eff = core.on_request(client, msg, NOW)
-    reply = only_reply(eff, client)
+    reply = sole_reply(eff, client)
     assert len(eff) == 1  # no StoreWrite, StoreRead or Send
     assert reply.status == m.INVALID
     assert reply.id == msg.id
@@ -333,7 +312,7 @@ def test_overloaded_when_too_many_rounds(monkeypatch):
     start_get(core, Conn("b"))
     c = Conn("c")
     eff = core.on_request(c, m.Put(3, KEY, b"v"), NOW)
-    reply = only_reply(eff, c)
+    reply = sole_reply(eff, c)
     assert len(eff) == 1
     assert reply.status == m.OVERLOADED
     assert "ROUNDS_INFLIGHT_MAX=2" in reply.message
@@ -365,7 +344,7 @@ def test_get_fans_out_and_returns_newest():
     assert all(type(s.msg) is m.RepRead and s.msg.key == KEY for s in sends)
     old, new = rec(10, "n1", b"old"), rec(20, "n3", b"new")
     assert core.on_store_done(sr.token, True, old, NOW) == []
-    reply = only_reply(core.on_response("n2", read_resp(sends, "n2", new), NOW), client)
+    reply = sole_reply(core.on_response("n2", read_resp(sends, "n2", new), NOW), client)
     assert reply == m.Reply(4, m.OK, b"new", new.version, "", "", r_used=2)
 
 
@@ -375,7 +354,7 @@ def test_get_newest_even_when_it_arrives_first():
     sr, sends = start_get(core, client)
     new, old = rec(20, "n2", b"new"), rec(10, "n1", b"old")
     assert core.on_response("n2", read_resp(sends, "n2", new), NOW) == []
-    reply = only_reply(core.on_store_done(sr.token, True, old, NOW), client)
+    reply = sole_reply(core.on_store_done(sr.token, True, old, NOW), client)
     assert reply.value == b"new"
 
 
@@ -385,7 +364,7 @@ def test_get_r_all_sees_all_three():
     sr, sends = start_get(core, client, r=m.LEVEL_ALL)
     core.on_store_done(sr.token, True, rec(1, "n1", b"a"), NOW)
     assert core.on_response("n2", read_resp(sends, "n2", rec(2, "n1", b"b")), NOW) == []
-    reply = only_reply(core.on_response("n3", read_resp(sends, "n3", rec(3, "n1", b"c")), NOW), client)
+    reply = sole_reply(core.on_response("n3", read_resp(sends, "n3", rec(3, "n1", b"c")), NOW), client)
     assert reply.value == b"c"
 
 
@@ -394,7 +373,7 @@ def test_get_not_found():
     client = Conn("c")
     sr, sends = start_get(core, client)
     core.on_store_done(sr.token, True, None, NOW)
-    reply = only_reply(core.on_response("n3", read_resp(sends, "n3", None), NOW), client)
+    reply = sole_reply(core.on_response("n3", read_resp(sends, "n3", None), NOW), client)
     assert reply.status == m.NOT_FOUND
     assert reply.value is None and reply.version is None
 
@@ -405,7 +384,7 @@ def test_get_tombstone_is_not_found_with_its_version():
     sr, sends = start_get(core, client)
     tomb = rec(30, "n2", None)
     core.on_store_done(sr.token, True, rec(10, "n1", b"old"), NOW)
-    reply = only_reply(core.on_response("n2", read_resp(sends, "n2", tomb), NOW), client)
+    reply = sole_reply(core.on_response("n2", read_resp(sends, "n2", tomb), NOW), client)
     assert reply.status == m.NOT_FOUND
     assert reply.value is None
     assert reply.version == tomb.version
@@ -415,7 +394,7 @@ def test_get_empty_value_is_found():
     core = make()
     client = Conn("c")
     sr, sends = start_get(core, client, r=1)
-    reply = only_reply(core.on_store_done(sr.token, True, rec(1, "n1", b""), NOW), client)
+    reply = sole_reply(core.on_store_done(sr.token, True, rec(1, "n1", b""), NOW), client)
     assert reply.status == m.OK and reply.value == b""
 
 
@@ -433,7 +412,7 @@ def test_get_late_reply_produces_no_second_reply():
     client = Conn("c")
     sr, sends = start_get(core, client)
     core.on_store_done(sr.token, True, None, NOW)
-    only_reply(core.on_response("n2", read_resp(sends, "n2", None), NOW), client)
+    sole_reply(core.on_response("n2", read_resp(sends, "n2", None), NOW), client)
     assert core.on_response("n3", read_resp(sends, "n3", rec(99, "n3", b"late")), NOW) == []
     assert core.on_response("n3", read_resp(sends, "n3", None), NOW) == []
 
@@ -444,7 +423,7 @@ def test_get_timeout():
     sr, sends = start_get(core, client)
     core.on_store_done(sr.token, True, None, NOW)
     assert client_effects(core.tick(NOW + 299)) == []
-    reply = only_reply(client_effects(core.tick(NOW + 300)), client)
+    reply = sole_reply(client_effects(core.tick(NOW + 300)), client)
     assert reply.status == m.TIMEOUT
     assert reply.message == "read needed 2 replies, got 1 (n2 timed out, n3 timed out)"
 
@@ -454,7 +433,7 @@ def test_wrong_response_type_counts_as_failure():
     client = Conn("c")
     sr, sends = start_get(core, client, r=3)
     (s2,) = [s for s in sends if s.peer == "n2"]
-    reply = only_reply(core.on_response("n2", m.RepWriteAck(s2.msg.id, True), NOW), client)
+    reply = sole_reply(core.on_response("n2", m.RepWriteAck(s2.msg.id, True), NOW), client)
     assert reply.status == m.UNAVAILABLE
     assert "n2 sent unexpected RepWriteAck" in reply.message
 
@@ -465,7 +444,7 @@ def test_no_warning_for_strict_quorum():
     client = Conn("c")
     sr, sends = start_get(core, client)
     core.on_store_done(sr.token, True, None, NOW)
-    reply = only_reply(core.on_response("n2", read_resp(sends, "n2", None), NOW), client)
+    reply = sole_reply(core.on_response("n2", read_resp(sends, "n2", None), NOW), client)
     assert reply.warning == ""
 
 
@@ -473,7 +452,7 @@ def test_weak_read_quorum_warns_in_reply():
     core = make()  # W=2, read with R=1: 1 + 2 <= 3
     client = Conn("c")
     sr, _ = start_get(core, client, r=1)
-    reply = only_reply(core.on_store_done(sr.token, True, rec(1, "n1", b"x"), NOW), client)
+    reply = sole_reply(core.on_store_done(sr.token, True, rec(1, "n1", b"x"), NOW), client)
     assert reply.status == m.OK
     assert reply.warning == weak_warning(1, 2, 3)
     assert "R=1 + W=2 <= N=3" in reply.warning
@@ -483,7 +462,7 @@ def test_weak_defaults_warn_on_failures_too():
     core = make(r=1, w=1)
     client = Conn("c")
     start_put(core, client)
-    reply = only_reply(client_effects(core.tick(NOW + 10_000)), client)
+    reply = sole_reply(client_effects(core.tick(NOW + 10_000)), client)
     assert reply.status == m.TIMEOUT
     assert "R=1 + W=1 <= N=3" in reply.warning
 
@@ -532,58 +511,35 @@ def test_response_for_unknown_round_ignored():
 
 
 # -------------------------------------------------- three cores, one network
-def deliver(cores, stores, client_conn, origin, first_effects, now=NOW, drop=()):
-    """Run effects to quiescence between in-process cores; returns client replies.
-    ``drop``: peers whose inbound messages are lost (they never answer)."""
-    queue = [(origin, e) for e in first_effects]
-    replies = []
-    while queue:
-        at, eff = queue.pop(0)
-        core = cores[at]
-        t = type(eff)
-        if t is StoreWrite:
-            cur = stores[at].get(eff.key)
-            if cur is None or eff.record.version.newer_than(cur.version):
-                stores[at][eff.key] = eff.record
-            queue += [(at, e) for e in core.on_store_done(eff.token, True, None, now)]
-        elif t is StoreRead:
-            queue += [(at, e) for e in core.on_store_done(eff.token, True, stores[at].get(eff.key), now)]
-        elif t is Send:
-            if eff.peer in drop:
-                continue
-            queue += [(eff.peer, e) for e in cores[eff.peer].on_request(("from", at), eff.msg, now)]
-        elif t is Respond:
-            if eff.conn is client_conn:
-                replies.append(eff.msg)
-            else:
-                _, back_to = eff.conn
-                queue += [(back_to, e) for e in cores[back_to].on_response(at, eff.msg, now)]
-    return replies
+def mesh(**kw) -> CoreMesh:
+    """The three cores of ``make`` on the shared runtime (FIFO, run to quiescence):
+    dict disks that keep the newer record and report nothing, no HLC ceiling."""
+    kw.setdefault("read_all_replicas", True)
+    return CoreMesh(MEMBERS, time_ms=NOW, ceiling=False, report_newer=False, **kw)
 
 
 def test_three_cores_write_then_read_elsewhere():
-    cores = {nid: make(nid) for nid in MEMBERS}
-    stores = {nid: {} for nid in MEMBERS}
-    c = Conn("client")
-    eff = cores["n1"].on_request(c, m.Put(1, KEY, b"v1"), NOW)
-    (reply,) = deliver(cores, stores, c, "n1", eff)
+    net = mesh()
+    c = Client("client")
+    reply = net.request(c, "n1", m.Put(1, KEY, b"v1"))
     assert reply.status == m.OK
-    assert all(stores[n][KEY].value == b"v1" for n in MEMBERS)
+    assert all(net.disk[n][KEY].value == b"v1" for n in MEMBERS)
     # Overwrite via n2 while n3 is unreachable (W=2 still met).
-    eff = cores["n2"].on_request(c, m.Put(2, KEY, b"v2"), NOW + 1)
-    (reply,) = deliver(cores, stores, c, "n2", eff, now=NOW + 1, drop=("n3",))
+    net.time_ms, net.cut = NOW + 1, {"n3"}
+    reply = net.request(c, "n2", m.Put(2, KEY, b"v2"))
     assert reply.status == m.OK
-    assert stores["n3"][KEY].value == b"v1"  # stale replica
+    assert net.disk["n3"][KEY].value == b"v1"  # stale replica
     # A read coordinated by n3 (R=2) sees its own stale copy and n1's new one: newest wins.
-    eff = cores["n3"].on_request(c, m.Get(3, KEY), NOW + 2)
-    (reply,) = deliver(cores, stores, c, "n3", eff, now=NOW + 2, drop=("n2",))
+    net.time_ms, net.cut = NOW + 2, {"n2"}
+    reply = net.request(c, "n3", m.Get(3, KEY))
     assert (reply.status, reply.value) == (m.OK, b"v2")
     assert reply.version.node == "n2"
     # Delete, then read: not found.
-    eff = cores["n1"].on_request(c, m.Put(4, KEY, None), NOW + 3)
-    assert deliver(cores, stores, c, "n1", eff, now=NOW + 3)[0].status == m.OK
-    eff = cores["n2"].on_request(c, m.Get(5, KEY), NOW + 4)
-    assert deliver(cores, stores, c, "n2", eff, now=NOW + 4)[0].status == m.NOT_FOUND
+    net.time_ms, net.cut = NOW + 3, set()
+    assert net.request(c, "n1", m.Put(4, KEY, None)).status == m.OK
+    net.time_ms = NOW + 4
+    assert net.request(c, "n2", m.Get(5, KEY)).status == m.NOT_FOUND
+    assert sorted(c.replies) == [1, 2, 3, 4, 5]  # one reply each (``Client`` refuses a second)
 
 
 # ------------------------------------------------------------ consistency
@@ -663,16 +619,16 @@ def test_ring_shrinking_below_integer_r_w_never_raises_in_gossip_and_fails_per_r
     assert [type(e.msg) for e in of(eff, Respond)] == [m.GossipAck]
     assert core.ring.nodes == ("n1",)
     for msg in (m.Put(2, KEY, b"v"), m.Get(3, KEY)):
-        reply = only_reply(core.on_request(c, msg, NOW), c)
+        reply = sole_reply(core.on_request(c, msg, NOW), c)
         what = "W" if type(msg) is m.Put else "R"
         assert reply.status == m.UNAVAILABLE, reply  # not INVALID: the request is fine, the ring is small
         assert reply.message == f"{what}=2 needs 2 replicas but the ring has only 1 node (N=3 configured)"
     # An explicit level the ring can meet still works...
     eff = core.on_request(c, m.Put(4, KEY, b"v", m.LEVEL_ONE), NOW)
     (sw,) = of(eff, StoreWrite)
-    assert only_reply(core.on_store_done(sw.token, True, None, NOW), c).status == m.OK
+    assert sole_reply(core.on_store_done(sw.token, True, None, NOW), c).status == m.OK
     # ...one the configured N forbids is still the client's error...
-    assert only_reply(core.on_request(c, m.Get(5, KEY, 4), NOW), c).status == m.INVALID
+    assert sole_reply(core.on_request(c, m.Get(5, KEY, 4), NOW), c).status == m.INVALID
     # ...and the defaults work again once the ring grows back.
     back = [Endpoint(p, MEMBERS[p], 6, 1, UP) for p in ("n2", "n3")]
     core.on_request(c, m.Gossip(6, back), NOW)
@@ -786,31 +742,16 @@ def test_no_peer_message_makes_the_core_raise(seed):
     assert all(v >= 0 for k, v in core.statistics().items() if not k.startswith("ae_")), core.statistics()
 
 
-def _run_cluster_requests(core, requests):
-    """Drive ``core`` (n1 of MEMBERS) through ``requests``: its storage is a dict, n2
-    answers at once, n3 never (so W/R=2 need n1 and n2). The client's replies."""
-    data = {}
+def _run_cluster_requests(net, requests):
+    """Drive n1 of ``net`` (``mesh``) through ``requests``, one at a time: n2
+    answers, n3 never (so W/R=2 need n1 and n2). The client's replies, n1's stats."""
+    client = Client("c")
+    net.cut = {"n3"}
     replies = []
-    client = Conn("c")
-
-    def run(effects, now):
-        for e in effects:
-            t = type(e)
-            if t is StoreWrite:
-                data[e.key] = e.record
-                run(core.on_store_done(e.token, True, None, now), now)
-            elif t is StoreRead:
-                run(core.on_store_done(e.token, True, data.get(e.key), now), now)
-            elif t is Respond and e.conn is client:
-                replies.append(e.msg)
-            elif t is Send and e.peer == "n2" and type(e.msg) is m.RepWrite:
-                run(core.on_response("n2", m.RepWriteAck(e.msg.id, True), now), now)
-            elif t is Send and e.peer == "n2" and type(e.msg) is m.RepRead:
-                run(core.on_response("n2", m.RepReadResp(e.msg.id, True, data.get(e.msg.key)), now), now)
-
     for i, msg in enumerate(requests):
-        run(core.on_request(client, msg, NOW + i), NOW + i)
-    return replies, core.stats
+        net.time_ms = NOW + i
+        replies.append(net.request(client, "n1", msg))
+    return replies, net.cores["n1"].stats
 
 
 def test_fast_path_answers_exactly_as_the_general_path(monkeypatch):
@@ -825,7 +766,8 @@ def test_fast_path_answers_exactly_as_the_general_path(monkeypatch):
     requests.append(m.Put(100, b"", b"x"))  # invalid: the general path says why
     requests.append(m.Put(101, KEY, None))  # a delete
 
-    fast = make(read_all_replicas=False, speculative_retry_ms=0)
+    fast_net = mesh(read_all_replicas=False, speculative_retry_ms=0)
+    fast = fast_net.cores["n1"]
     taken = []
 
     def spy(real):
@@ -837,13 +779,14 @@ def test_fast_path_answers_exactly_as_the_general_path(monkeypatch):
 
     for coordinator in (fast.reads, fast.writes):
         monkeypatch.setattr(coordinator, "start_fast", spy(coordinator.start_fast))
-    got_fast, stats_fast = _run_cluster_requests(fast, requests)
+    got_fast, stats_fast = _run_cluster_requests(fast_net, requests)
     assert taken.count(True) == len(requests) - 1  # all but the invalid one
-    slow = make(read_all_replicas=False, speculative_retry_ms=0)
+    slow_net = mesh(read_all_replicas=False, speculative_retry_ms=0)
+    slow = slow_net.cores["n1"]
     monkeypatch.setattr(slow.reads, "start_fast", lambda *a: None)
     monkeypatch.setattr(slow.writes, "start_fast", lambda *a: None)
-    got_slow, stats_slow = _run_cluster_requests(slow, requests)
-    assert len(got_fast) == len(requests)
+    got_slow, stats_slow = _run_cluster_requests(slow_net, requests)
+    assert len(got_fast) == len(requests) and None not in got_fast  # every request answered
     assert [r.status for r in got_fast].count(m.OK) > 40
     assert got_fast == got_slow
     assert stats_fast == stats_slow
@@ -868,7 +811,7 @@ def test_every_reply_finds_its_round_through_the_one_owner_map():
     assert core.owners == {op_id: core.writes}
     assert core.on_store_done(sw.token, True, None, NOW) == []
     assert core.on_response("n2", ack(sends, "n2"), NOW) == []
-    reply = only_reply(core.on_response("n3", ack(sends, "n3"), NOW), client)
+    reply = sole_reply(core.on_response("n3", ack(sends, "n3"), NOW), client)
     assert reply.status == m.OK
     assert core.ops == {} and core.owners == {}
     assert core.on_response("n3", ack(sends, "n3"), NOW) == []  # a duplicate: no second answer

@@ -15,7 +15,8 @@ the same real-time checker (``checker.check``)::
 Everything is deterministic: the seed only feeds the cores' own PRNGs.
 
 ``CoreMesh`` is the smaller tool for unit-level scripts of a handful of cores
-(``tests/io/test_clock_safety.py``, ``tests/core/test_write_order.py``): no network model,
+(``tests/core``'s multi-core scripts, ``tests/corekit.py``'s ``Solo``,
+``tests/io/test_clock_safety.py``): no network model,
 no history — messages are delivered in FIFO order the moment ``settle`` runs, each
 node's "disk" is a dict with the engines' newer-wins rule, and a test holds back a
 node's traffic, refuses connections to it, shifts its clock or restarts it.
@@ -297,6 +298,7 @@ class _MeshTransport:
         self.mesh, self.node = mesh, node
 
     def send(self, peer, msg) -> None:
+        self.mesh.sending(self.node, peer, msg)
         self.mesh.queue.append(lambda: self.mesh._deliver_send(self.node, peer, msg))
 
     def respond(self, conn, msg) -> None:
@@ -344,14 +346,23 @@ class CoreMesh:
       ``Log`` as (node, event, fields); ``known``: each node's last ``SaveMembers``.
     * ``add_node(node, seeds)``: a new node that knows only itself and its seeds
       (a join); seed peers (``seed:ADDRESS``) are resolved by address.
+    * ``scripted``: members the test plays by hand — they have no core; what the
+      mesh's nodes send them (requests, and answers to their connections
+      ``("peer", name)``) collects in ``outbox`` as ``(src, dst, msg)``, and the test
+      answers through ``executors[node].response(name, msg)`` (then ``settle``).
+    * ``cut``: messages between nodes to or from these are lost without a word (a
+      silent link; a client's connection is not affected).
     * Hooks a test may override: ``apply_write`` (the disk's write rule),
-      ``write_error`` (a replica write that fails).
+      ``write_error`` (a replica write that fails), ``settings_of`` (one node's
+      ``NodeSettings`` keywords), ``sending`` (sees every ``Send`` as the
+      transport takes it, before delivery).
     """
 
     def __init__(self, names, n: int = 3, r: int = 2, w: int = 2, ceiling: bool = True,
-                 report_newer: bool = True, time_ms: int = MESH_T0_MS, **settings) -> None:
+                 report_newer: bool = True, time_ms: int = MESH_T0_MS, scripted=(), **settings) -> None:
         self.names = tuple(names)
-        self.members = {x: f"mesh://{x}" for x in self.names}
+        self.scripted = tuple(scripted)
+        self.members = {x: f"mesh://{x}" for x in self.names + self.scripted}
         self.kw = {"read_repair": False, "speculative_retry_ms": 0, **settings, "n": n, "r": r, "w": w}
         self.ceiling = ceiling
         self.report_newer = report_newer
@@ -363,6 +374,8 @@ class CoreMesh:
         self.held_to: set[str] = set()
         self.held: list = []
         self.down: set[str] = set()
+        self.cut: set[str] = set()
+        self.outbox: list[tuple[str, str, object]] = []
         self.queue: deque = deque()
         self.acks: list[m.RepWriteAck] = []
         self.logs: list[tuple[str, str, dict]] = []
@@ -384,6 +397,15 @@ class CoreMesh:
     def write_error(self, node: str, key: bytes) -> str | None:
         """Why a replica write of ``key`` on ``node`` fails (None: it does not)."""
         return None
+
+    def settings_of(self, node: str) -> dict:
+        """The ``NodeSettings`` keywords ``node`` boots with (a test may add its own,
+        e.g. a per-node ``rng_seed``)."""
+        return self.boot_overrides.get(node, (self.kw, None))[0]
+
+    def sending(self, node: str, peer: str, msg) -> None:
+        """``node`` hands a ``Send`` of ``msg`` to ``peer`` to the transport (nothing
+        is delivered yet); a test may override this to watch the traffic."""
 
     def add_node(self, node: str, seeds: tuple[str, ...], **settings) -> NodeCore:
         """Boot a new node that knows only itself and ``seeds`` (nodes of the mesh)."""
@@ -407,8 +429,8 @@ class CoreMesh:
 
     def boot(self, node: str) -> NodeCore:
         hlc_last = max((r.version.ts for r in self.disk[node].values()), default=0)
-        kw, members = self.boot_overrides.get(node, (self.kw, self.members))
-        return NodeCore(NodeSettings(node, **kw), members, hlc_last=hlc_last, now_ms=self.clock(node),
+        members = self.boot_overrides.get(node, (None, self.members))[1]
+        return NodeCore(NodeSettings(node, **self.settings_of(node)), members, hlc_last=hlc_last, now_ms=self.clock(node),
                         hlc_ceiling=self.saved_ceiling[node] if self.ceiling else None)
 
     def restart(self, node: str) -> None:
@@ -429,7 +451,11 @@ class CoreMesh:
 
     def _deliver_send(self, node: str, peer: str, msg) -> None:
         to = self.resolve(peer)
-        if to in self.down:
+        if node in self.cut or to in self.cut:
+            return
+        if to in self.scripted:
+            self.outbox.append((node, to, msg))
+        elif to in self.down:
             self.executors[node].send_failed(peer, msg, "unreachable")
         elif to in self.held_to:
             self.held.append(lambda: self._deliver_send(node, peer, msg))
@@ -443,9 +469,14 @@ class CoreMesh:
             if node in self.held_to:
                 self.held.append(lambda: self._deliver_respond(node, conn, msg))
                 return
+            if node in self.cut or conn[1] in self.cut:
+                return
             if type(msg) is m.RepWriteAck:
                 self.acks.append(msg)
-            self.executors[conn[1]].response(node, msg)
+            if conn[1] in self.scripted:
+                self.outbox.append((node, conn[1], msg))
+            else:
+                self.executors[conn[1]].response(node, msg)
 
     def release(self, node: str) -> None:
         """Deliver what was held for ``node`` and stop holding it."""
