@@ -837,3 +837,26 @@ def test_the_local_replica_is_served_without_reentering_on_request(monkeypatch):
     assert entered == ["request"]
     (op,) = core.ops.values()
     assert op.round.oks == ["n1"]
+
+
+def test_read_repair_is_a_decision_the_round_returns():
+    """riak's final_action: the read coordinator returns the repairs (one RepWrite of
+    the newest version per primary that answered with less; none for a fallback,
+    which only holds hints) and sends nothing itself; the node applies them."""
+    from quorumkv.core.quorum import QuorumRound
+    from quorumkv.core.rounds import Op, Repair
+
+    core = make(read_repair=True)
+    new, old = rec(9, "n1", b"new"), rec(3, "n1", b"old")
+    op = Op(core.new_op_id(), "read", QuorumRound("read", ("n1", "n2", "n3", "n4"), 4), Conn("c"), 1, NOW + 1,
+            "", KEY)
+    op.hint_for["n4"] = "n3"  # n4 stands in for n3
+    for node, r in (("n1", new), ("n2", old), ("n3", None), ("n4", old)):
+        op.round.add_ok(node, r)
+    repairs = core.reads.final_action(op, new, reply_id=0)
+    assert sorted(repairs) == sorted([Repair("n2", m.RepWrite(0, KEY, new)), Repair("n3", m.RepWrite(0, KEY, new))])
+    assert core.stats["read_repairs"] == 2
+    out = []
+    core.apply(repairs, NOW, out)
+    assert sorted((s.peer, s.msg) for s in of(out, Send)) == sorted((r.node, r.msg) for r in repairs)
+    assert core.reads.final_action(op, None, reply_id=0) == []  # no copy anywhere: nothing to repair

@@ -280,10 +280,6 @@ class ClockGuard:
             for op_id in [i for i in self.floors if i not in self.core.ops]:
                 del self.floors[op_id]
 
-    # The names node.py calls (it is being split; it moves to the public ones then).
-    _may_issue = may_issue
-    _save = save
-
     # ------------------------------------------------------------- read floors
     def note_read(self, op_id: int, floor: Version) -> None:
         self.floors[op_id] = floor

@@ -36,6 +36,8 @@ class ReadCoordinator:
         self.stats = core.stats
         self.load, self.hlc, self.node_id = core.load, core.hlc, core.node_id  # (lookups the fast path saves)
         self._fast_fifo = rounds.fast_deadlines[1]
+        core.handle_requests({m.Get: self.on_client})
+        core.handle_stored(LOCAL_READ, self.local_done)
 
     # ------------------------------------------------------------------ start
     def on_client(self, conn: Any, msg: m.Get, now_ms: int, out: Out) -> None:

@@ -46,6 +46,8 @@ class Gossiper:
         self.next_heartbeat_ms = now_ms
         self.next_gossip_ms = now_ms
         self._known_saved = self.membership.known_key()
+        core.handle_requests({m.Heartbeat: self.on_heartbeat, m.Gossip: self.on_gossip})
+        core.handle_responses({m.GossipAck: self.on_gossip_ack})
         #: suspicion timeouts restarted by an indirect probe; ring (re)builds
         core.stats.update({"suspects_vouched": 0, "membership_changes": 0})
 

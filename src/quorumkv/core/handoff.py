@@ -47,6 +47,7 @@ class Handoff:
         # op -> replicas whose ack is still awaited (the hint is deleted once all acked).
         self.handovers: dict[int, set[str]] = {}
         self.bucket = TokenBucket(self.settings.replay_per_s, now_ms)
+        core.add_busy_probe(self.busy)
         self.stats.update(dict.fromkeys((
             "hints_stored", "hints_replayed", "hints_handed_over", "hints_dropped_bytes", "hints_dropped_age",
             "hints_refused_target"), 0))

@@ -26,6 +26,7 @@ class Inspector:
     def __init__(self, core: NodeCore, rounds: Rounds) -> None:
         self.core = core
         self.rounds = rounds
+        core.handle_requests({m.Inspect: self.on_request, m.Ping: self.on_ping, m.Status: self.on_status})
 
     def on_ping(self, conn: Any, msg: m.Ping, now_ms: int, out: Out) -> None:
         core = self.core

@@ -23,14 +23,13 @@ Persist-before-ack: a replica's ack is produced only by ``on_store_done``, after
 the storage effect is durable (core/replica.py). Time (``now_ms``) and randomness
 (a seed) are arguments; the core owns no clock, socket or global random state.
 
-This module only dispatches (riak_kv's get_core/put_core split). A request goes by
-type to one handler: the read/write coordinators (core/getcore.py, putcore.py,
-rounds.py), the replica side (replica.py), gossip.py, inspection.py or an extension
-(``handle_requests``). A reply to a message we sent finds its sender through ONE
-op-id → owner map (``owners``); a storage completion goes by its token's kind. A
-round's last step returns its decisions (read repairs, hints) as values that
-``apply`` turns into effects. Also: handoff.py (hints), parking.py (requests held
-until a restarted node's ring is synced), levels.py (settings, R/W).
+This module only dispatches (riak_kv's get_core/put_core split): a request goes by
+type to its handler — read/write coordinators (getcore.py, putcore.py, rounds.py),
+replica side (replica.py), gossip.py, inspection.py, or an extension — a reply to
+its sender through ONE op-id → owner map (``owners``), a storage completion by its
+token's kind. A round's last step returns its decisions (read repairs, hints) as
+values; ``apply`` turns them into effects. Also handoff.py (hints), parking.py
+(held until the ring is synced), levels.py (settings, R/W).
 """
 
 from __future__ import annotations
@@ -63,9 +62,7 @@ from .typed_coord import TypedCoordinator
 from .validation import level_to_wire, validate_key, validate_value  # noqa: F401 - re-exported
 from .version import HLC
 
-#: The replies a replica sends to a round, a replay or a push: found by op id.
-REPLICA_REPLIES = frozenset((m.RepWriteAck, m.RepReadResp, m.RepPeekResp))
-
+REPLICA_REPLIES = frozenset((m.RepWriteAck, m.RepReadResp, m.RepPeekResp))  # found by op id (``owners``)
 Handler = Callable[..., None]
 
 
@@ -100,6 +97,15 @@ class NodeCore:
         self._next_op = 1
         self.latency_model: Any = None  # core/dynamic.py LatencyTable, kept current by the shell
         self.stats: dict[str, int] = dict.fromkeys(ROUND_STATS, 0)  # each part adds its own counters
+        # Message type -> handler(conn, msg, now_ms, out); reply type -> handler(peer,
+        # msg, now_ms, out); storage token kind -> handler(token, ok, result, now_ms, out);
+        # tick hooks; "work in flight" probes. Every part below fills them in through
+        # the extension interface, as the protocol families in other modules do.
+        self._requests: dict[type, Handler] = {}
+        self._responses: dict[type, Handler] = {}
+        self._stored: dict[str, Handler] = {}
+        self._tickers: list[Callable[[int, Out], None]] = []
+        self._busy_probes: list[Callable[[], bool]] = []
         self.rounds = Rounds(self, ROUNDS_INFLIGHT_MAX)
         self.reads = ReadCoordinator(self, self.rounds)
         self.writes = WriteCoordinator(self, self.rounds, RESTAMPS_MAX)
@@ -114,23 +120,8 @@ class NodeCore:
         self.ring_sync = self.parking.ring_sync
         self._coordinators: dict[str, RoundOwner] = {"read": self.reads, "write": self.writes,
                                                      "inspect": self.inspector}
-        # Message type -> handler(conn, msg, now_ms, out); reply type -> handler(peer,
-        # msg, now_ms, out); storage token kind -> handler(token, ok, result, now_ms, out).
-        self._requests: dict[type, Handler] = {
-            m.RepWrite: self.replica.on_write, m.RepRead: self.replica.on_read, m.RepPeek: self.replica.on_peek,
-            m.Get: self.reads.on_client, m.Put: self.writes.on_client, m.Inspect: self.inspector.on_request,
-            m.Heartbeat: self.gossip.on_heartbeat, m.Gossip: self.gossip.on_gossip,
-            m.Ping: self.inspector.on_ping, m.Status: self.inspector.on_status,
-        }
-        self._responses: dict[type, Handler] = {m.GossipAck: self.gossip.on_gossip_ack}
-        self._stored: dict[str, Handler] = {LOCAL_WRITE: self.writes.local_done, LOCAL_READ: self.reads.local_done,
-                                            **self.replica.store_handlers()}
-        self._tickers: list[Callable[[int, Out], None]] = [self.writes.restamp_tick]
-        self.ring_change = RingChange(self, settings.settle_ms)
-        rc = self.ring_change
-        # Callables that say "a protocol family has work in flight" (next_deadline_ms).
-        self._busy_probes: list[Callable[[], bool]] = [
-            lambda: rc.state in ("settling", "streaming") or bool(rc.push_inflight), lambda: bool(self.parking.parked)]
+        self.ring_change = rc = RingChange(self, settings.settle_ms)
+        self.add_busy_probe(lambda: rc.in_progress() or bool(rc.push_inflight))
         self.clock = ClockGuard(self, hlc_ceiling, now_ms)
         self.typed = TypedCoordinator(self)  # counters, sets, maps, causal writes (core/typed_coord.py)
 
@@ -223,8 +214,7 @@ class NodeCore:
         return statistics(self)
 
     def install_latency_model(self, model: Any) -> None:
-        """Event: the shell (or a test) hands over a new dynamic-quorum latency model
-        (core/dynamic.py ``LatencyTable``), built off the core from live samples."""
+        """Event: a new dynamic-quorum latency model (core/dynamic.py), built off the core."""
         self.latency_model = model
 
     # ------------------------------------------------------------------ events
@@ -293,12 +283,10 @@ class NodeCore:
         return out
 
     def next_deadline_ms(self, now_ms: int) -> int:
-        """When this core next needs ``tick`` (absolute ms), so an idle shell can sleep.
-        Work in flight (rounds, hints to replay, a busy protocol family) answers
-        ``now_ms``: tick at the shell's normal cadence. Otherwise the next heartbeat
-        or gossip round; the shell still caps its sleep (the detector's checks and
-        protocol families' periodic timers run at that cap)."""
-        if self.ops or self.handoff.busy() or any(busy() for busy in self._busy_probes):
+        """When this core next needs ``tick`` (absolute ms), so an idle shell can sleep:
+        ``now_ms`` with work in flight (rounds, a busy part or protocol family), else
+        the next heartbeat or gossip round (the shell still caps its sleep)."""
+        if self.ops or any(busy() for busy in self._busy_probes):
             return now_ms
         return self.gossip.next_wakeup_ms()
 

@@ -42,6 +42,7 @@ class Parking:
         self.core = core
         self.ring_sync = RingSync(core.membership, now_ms, synced)
         self.parked: deque[tuple[int, Any, Any]] = deque()  # (deadline_ms, conn, msg), arrival order
+        core.add_busy_probe(lambda: bool(self.parked))
         core.stats.update({"ring_synced": int(self.ring_sync.synced), "ring_sync_ms": 0, "ring_sync_waits": 0,
                            "ring_sync_refused": 0})
 

@@ -218,7 +218,7 @@ class Paxos:
         for node in rnd.replicas:
             msg = make()
             if node == core.node_id:
-                out.extend(core.on_request(_SELF, msg, now_ms))
+                core.deliver(node, msg, now_ms, out)  # this node: through its request table
             else:
                 out.append(Send(node, msg))
             if self.props.get(pid) is not prop or prop.round is not rnd:

@@ -52,6 +52,9 @@ class WriteCoordinator:
         self.restamps_max = restamps_max
         self._fast_fifo = rounds.fast_deadlines[0]
         self.restamps_waiting: set[int] = set()  # op ids waiting for the HLC ceiling (_restamp)
+        core.handle_requests({m.Put: self.on_client})
+        core.handle_stored(LOCAL_WRITE, self.local_done)
+        core.add_ticker(self.restamp_tick)
 
     # ------------------------------------------------------------------ start
     def on_client(self, conn: Any, msg: m.Put, now_ms: int, out: Out) -> None:
@@ -248,8 +251,8 @@ class WriteCoordinator:
             waiting.discard(op.op_id)
             return False
         clock = self.core.clock
-        if clock.durable is not None and not clock._may_issue(now_ms):  # noqa: SLF001
-            clock._save(now_ms, out)  # noqa: SLF001
+        if clock.durable is not None and not clock.may_issue(now_ms):
+            clock.save(now_ms, out)
             waiting.add(op.op_id)  # restamp_tick tries again
             return True
         waiting.discard(op.op_id)

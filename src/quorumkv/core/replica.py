@@ -40,11 +40,10 @@ class Replica:
         self.stats = core.stats
         self.node_id = core.node_id
         self.stats.update({"replica_writes": 0, "replica_reads": 0})
-
-    def store_handlers(self) -> dict[str, Any]:
-        """Storage token kind -> handler(token, ok, result, now_ms, out)."""
-        return {"w": self._written, "hw": self._hint_written, "h": self._hint_written, "r": self._read,
-                "p": self._peeked}
+        core.handle_requests({m.RepWrite: self.on_write, m.RepRead: self.on_read, m.RepPeek: self.on_peek})
+        for kind, handler in (("w", self._written), ("hw", self._hint_written), ("h", self._hint_written),
+                              ("r", self._read), ("p", self._peeked)):
+            core.handle_stored(kind, handler)
 
     # --------------------------------------------------------------- requests
     def on_write(self, conn: Any, msg: m.RepWrite, now_ms: int, out: Out) -> None:

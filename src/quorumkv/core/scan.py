@@ -40,7 +40,6 @@ from . import messages as m
 from .effects import Send
 from .messages_scan import Scan, ScanPeek, ScanPeekResp, ScanReply
 from .typed import LWW, REDIS_TYPES
-from .rounds import SELF
 from .tokens import StoreKind
 from .version import Version
 
@@ -218,7 +217,7 @@ class ScanCoordinator:
         peek = ScanPeek(page_id, msg.after, msg.match, min(msg.count, SCAN_COUNT_MAX))
         for node in targets:
             if node == core.node_id:
-                out.extend(core.on_request(SELF, peek, now_ms))
+                core.deliver(node, peek, now_ms, out)  # this node: through its request table
             else:
                 out.append(Send(node, peek))
         if page_id in self.pages and not page.waiting:
