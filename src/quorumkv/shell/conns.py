@@ -19,7 +19,6 @@ from ..core import messages as m
 from ..core import wire
 from ..core.framing import FrameDecoder
 from ..core.limits import CLIENT_PIPELINE_MAX
-from ..core.messages_admin import SnapshotReply
 from ..core.messages_cas import PxAccept, PxPrepare, PxRead
 from ..core.paxos import atomic_from_plain
 from ..errors import ProtocolError
@@ -136,7 +135,7 @@ class Inbound(Conn):
             if self.closed:
                 return
             t = type(msg)
-            if t in _PEERREQUEST_TYPES:
+            if t in PEER_REQUEST_TYPES:
                 self.is_peer = True
             elif not self.is_peer and (self.write_paused or self._out_bytes >= INBOUND_SEND_BYTES_HIGH):
                 self._backlog.extend(msgs[i:])  # replies are piling up: the rest waits
@@ -218,8 +217,5 @@ class Inbound(Conn):
 
 REQUEST_TYPES = set(wire.REQUEST_TYPES)
 #: What only a peer sends (marks an inbound connection as a peer's link).
-_PEERREQUEST_TYPES = {m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip, PxRead, PxPrepare, PxAccept}
-# What a peer may answer on our outbound link (client-facing replies never come back there).
-RESPONSE_TYPES = set(wire.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply,
-                                           SnapshotReply}
+PEER_REQUEST_TYPES = {m.RepWrite, m.RepRead, m.RepPeek, m.Heartbeat, m.Gossip, PxRead, PxPrepare, PxAccept}
 

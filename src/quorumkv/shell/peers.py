@@ -17,13 +17,14 @@ import msgspec
 import structlog
 
 from ..core import messages as m
+from ..core import wire
 from ..core.framing import FrameDecoder
 from ..core.limits import CLIENT_PIPELINE_MAX, PEER_QUEUE_BYTES_MAX
-from ..core.messages_admin import Auth
+from ..core.messages_admin import Auth, SnapshotReply
 from ..errors import ProtocolError
 from . import auth
 from .config import parse_address
-from .conns import RESPONSE_TYPES, Conn
+from .conns import Conn
 from .latency import PendingStamps, now_us
 from .wallclock import now_ms
 
@@ -37,6 +38,9 @@ RECONNECT_MS_MIN = 50
 RECONNECT_MS_MAX = 1_000
 #: Connect attempt to a peer gives up after this long.
 CONNECT_TIMEOUT_MS = 1_000
+#: What a peer may answer on our outbound link (client-facing replies never come back there).
+RESPONSE_TYPES = set(wire.RESPONSE_TYPES) - {m.Reply, m.Pong, m.StatusReply, m.InspectReply, m.LatenciesReply,
+                                           SnapshotReply}
 
 
 def loopback_source(listen: str, peer_host: str) -> tuple[str, int] | None:
