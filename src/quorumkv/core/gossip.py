@@ -4,6 +4,12 @@
 module sends and receives the messages that feed them, once per protocol period
 (``DetectorSettings.heartbeat_interval_ms``) and gossip interval, and tells the
 node when the ring changed or a restarted node has heard a majority (``RingSync``).
+
+Every heartbeat carries the sender's table digest; a gossip round (push-pull, whole
+tables) goes only to peers whose last digest differed from ours
+(``Membership.gossip_targets``), so a cluster whose tables agree sends no gossip at
+all. A node that is not ring-synced yet, or joining, or that knows no peer, gossips
+as before: to every peer not heard from yet, to its seeds.
 """
 
 from __future__ import annotations

@@ -139,13 +139,10 @@ class Endpoint(msgspec.Struct, array_like=True, frozen=True):
         return other is None or (self.generation, self.version) > (other.generation, other.version)
 
 
-_ENCODER = msgspec.msgpack.Encoder()
-
-
 def table_digest(entries: list[Endpoint]) -> int:
     """A 63-bit hash of a membership table, the same in every process for the same
     entries in any order (never ``NO_DIGEST``): equal digests mean equal tables."""
-    data = _ENCODER.encode(sorted(entries, key=lambda e: e.node))
+    data = msgspec.msgpack.encode(sorted(entries, key=lambda e: e.node))
     return (int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1) or 1
 
 
@@ -360,6 +357,8 @@ class Membership:
     def suspects(self, rng: SplitMix64 | None = None, count: int = SUSPECTS_PROBED_MAX) -> list[str]:
         """Suspect peers; with ``rng``, at most ``count`` of them picked at random
         (the ones to probe this period)."""
+        if SUSPECT not in self.liveness.values():  # the common case, every period: one C-level scan
+            return []
         found = [n for n, st in self.liveness.items() if st == SUSPECT and self.endpoints[n].status != LEFT]
         return found if rng is None or len(found) <= count else rng.sample(found, count)
 
