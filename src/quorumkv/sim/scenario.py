@@ -206,12 +206,7 @@ class _MeshStorage:
         self.mesh.queue.append(complete)
 
     def write(self, key, record, done) -> None:
-        mesh = self.mesh
-
-        def apply():
-            newer = store(mesh.disk[self.node], key, record)
-            return newer if mesh.report_newer else None
-        self._later(apply, done)
+        self._later(lambda: self.mesh.apply_write(self.node, key, record), done)
 
     def read(self, key, done) -> None:
         self._later(lambda: self.mesh.disk[self.node].get(key), done)
@@ -368,6 +363,13 @@ class CoreMesh:
         ex = self.executors[node] = _MeshExecutor(core, _MeshStorage(self, node, core),
                                                   _MeshTransport(self, node), _MeshClock(self, node))
         ex.mesh, ex.node = self, node
+
+    def apply_write(self, node: str, key: bytes, record: Record) -> Version | None:
+        """A replica write on ``node``'s disk (a subclass may change the rule):
+        ``store``; the newer version that kept it out, or None (always None with
+        ``report_newer=False``)."""
+        newer = store(self.disk[node], key, record)
+        return newer if self.report_newer else None
 
     # -- effects ------------------------------------------------------------------
     def run(self, node: str, effects) -> None:
