@@ -200,9 +200,6 @@ class Net(CoreMesh):
     def put(self, nid: str, key: bytes, rec: Record) -> None:
         self.apply_write(nid, key, rec)
 
-    def apply_write(self, node: str, key: bytes, record: Record) -> None:
-        self.put(node, key, record)  # the write rule is ``put`` (a subclass may change it)
-
     def _deliver_send(self, node: str, peer: str, msg) -> None:
         if peer not in self.down and node not in self.down:
             super()._deliver_send(node, peer, msg)
