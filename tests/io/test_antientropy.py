@@ -95,7 +95,9 @@ def test_wiped_node_is_restored_by_periodic_anti_entropy(make_cluster):
     cluster.wait_ready([victim])
     t0 = time.monotonic()
     with Client([victim.address]) as c:
-        assert c.ping().keys == 0  # it came back empty
+        # it came back without its data (anti-entropy every 300 ms may already have
+        # restored some by now: only "not all" is race-free; `moved` below proves the rest)
+        assert c.ping().keys < len(owned)
     with Client([cluster.node("n1").address]) as c:
         for k in owned:
             wait_for(lambda: converged(c, k), WIPE_CONVERGE_BOUND_S, f"{k} restored on n3")
