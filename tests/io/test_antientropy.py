@@ -94,10 +94,9 @@ def test_wiped_node_is_restored_by_periodic_anti_entropy(make_cluster):
     cluster.start(victim)
     cluster.wait_ready([victim])
     t0 = time.monotonic()
-    with Client([victim.address]) as c:
-        # it came back without its data (anti-entropy every 300 ms may already have
-        # restored some by now: only "not all" is race-free; `moved` below proves the rest)
-        assert c.ping().keys < len(owned)
+    # No "it came back empty" probe here: anti-entropy every 300 ms may have restored
+    # any part of it before a probe could look. The wipe is certain (rmtree above), and
+    # the anti-entropy counters at the end show every owned key was moved back.
     with Client([cluster.node("n1").address]) as c:
         for k in owned:
             wait_for(lambda: converged(c, k), WIPE_CONVERGE_BOUND_S, f"{k} restored on n3")
