@@ -145,8 +145,9 @@ class NodeCore:
     # them. Wall time (the HLC, TTL expiry, tombstone-GC grace and hint age against
     # version timestamps, clock offsets, the durable HLC ceiling) is
     # ``wall_ms(now_ms)``: the monotonic reading plus the offset the runtime last
-    # observed. The runtime observes it on every tick (NTP slews by at most 0.5 ms/s
-    # between two; a step is seen at the next tick).
+    # observed. The runtime observes it before every event it feeds (runtime/
+    # executor.py); the node's socket handlers pass the monotonic clock alone, so
+    # there a step is seen at the next tick or storage completion.
     def observe_wall_clock(self, wall_ms: int, now_ms: int) -> None:
         """The wall clock read ``wall_ms`` when the monotonic clock read ``now_ms``."""
         self.wall_offset_ms = wall_ms - now_ms

@@ -115,7 +115,8 @@ class Clock(Protocol):
     time from a base far from the wall clock's). ``wall_ms``: the wall clock — the
     HLC, TTLs, GC grace, clock offsets (the real node: ``time.time`` plus the
     configured test offset; the simulator: virtual time plus the node's skew). The
-    executor hands the core the wall clock on every tick (``observe_wall_clock``)."""
+    executor hands the core the wall clock before every event it feeds
+    (``Executor.now``, ``NodeCore.observe_wall_clock``)."""
 
     def now_ms(self) -> int: ...
 
