@@ -187,7 +187,7 @@ class Net(CoreMesh):
 
     def restart(self, node: str) -> None:
         super().restart(node)
-        self.ae[node] = install(self.cores[node], self.ae_settings, self.now)
+        self.ae[node] = install(self.cores[node], self.ae_settings, self.mono(node))
 
     @property
     def now(self) -> int:
@@ -380,7 +380,7 @@ def test_gc_waits_for_a_down_primary_and_never_resurrects():
     net.store["n5"][k] = Record(Version(rec.version.ts - 1, "n1"), b"old")  # n5 missed the delete
     net.down.add("n5")
     for nid in ("n1", "n2", "n3", "n4"):
-        net.cores[nid].membership.detectors["n5"].last_ms = net.now - 60_000  # looks dead
+        net.cores[nid].membership.detectors["n5"].last_ms = net.mono(nid) - 60_000  # looks dead
     net.advance(3_000)
     for nid in ("n1", "n2", "n3", "n4"):
         net.repair(nid, ms=150_000)
@@ -388,7 +388,7 @@ def test_gc_waits_for_a_down_primary_and_never_resurrects():
     assert all(net.store[p].get(k) == rec for p in others)  # not purged while n5 may hold the old value
     net.down.discard("n5")
     for nid in ("n1", "n2", "n3", "n4"):
-        net.cores[nid].membership.on_heartbeat("n5", 0, net.now)
+        net.cores[nid].membership.on_heartbeat("n5", 0, net.mono(nid))
     for _ in range(3):
         for nid in net.cores:
             net.repair(nid)

@@ -63,7 +63,7 @@ class Net(CoreMesh):
 
     def restart(self, node: str) -> None:
         super().restart(node)
-        install(self.cores[node], AE, self.now)
+        install(self.cores[node], AE, self.mono(node))
 
     def join(self, nid: str, seed: str = "n1") -> NodeCore:
         return self.add_node(nid, (seed,))

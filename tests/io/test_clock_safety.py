@@ -336,7 +336,7 @@ def test_heartbeats_measure_offsets_and_export_them():
     mesh = Mesh()
     mesh.offset_ms["n1"] = 120
     _beat(mesh)
-    st = mesh.cores["n2"].status_reply(1, mesh.clock("n2"))
+    st = mesh.cores["n2"].status_reply(1, mesh.mono("n2"))
     view = {v.node: v for v in st.members}
     assert view["n1"].clock_offset_ms == 120
     assert view["n3"].clock_offset_ms == 0
@@ -587,10 +587,10 @@ def test_gossip_carries_the_hlc_both_ways():
     n1, n2 = mesh.cores["n1"], mesh.cores["n2"]
     ahead = n1.hlc.last + (300 << LOGICAL_BITS) + pack_ts(T0, 0)
     n1.hlc.observe(ahead, T0)
-    out = n2.on_request(("peer", "n1"), m.Gossip(5, n1.membership.table(), n1.hlc.last), T0)
+    out = n2.on_request(("peer", "n1"), m.Gossip(5, n1.membership.table(), n1.hlc.last), mesh.mono("n2"))
     assert n2.hlc.last >= ahead
     (ack,) = [e.msg for e in out if type(e) is Respond]
     assert ack.hlc == n2.hlc.last
     n3 = mesh.cores["n3"]
-    n3.on_response("n2", ack, T0)
+    n3.on_response("n2", ack, mesh.mono("n3"))
     assert n3.hlc.last >= ahead

@@ -40,6 +40,9 @@ class _Clock:
     def now_ms(self) -> int:
         return self.t
 
+    def wall_ms(self) -> int:
+        return self.t
+
 
 class _Transport:
     def __init__(self) -> None:

@@ -21,10 +21,11 @@ if TYPE_CHECKING:
     from .node import NodeCore
 
 
-def gc_candidate(rec: Record, plist: tuple[str, ...], me: str, now_ms: int, grace_ms: int) -> bool:
+def gc_candidate(rec: Record, plist: tuple[str, ...], me: str, wall_ms: int, grace_ms: int) -> bool:
     """A tombstone this node should try to purge: it is the key's first primary
-    (one driver per key) and the tombstone is older than the grace period."""
-    return rec.value is None and bool(plist) and plist[0] == me and now_ms - rec.version.wall_ms >= grace_ms
+    (one driver per key) and the tombstone is older than the grace period at wall
+    time ``wall_ms`` (its version's timestamp is wall time)."""
+    return rec.value is None and bool(plist) and plist[0] == me and wall_ms - rec.version.wall_ms >= grace_ms
 
 
 def gc_holds(local: Record | None, version: Version, replica: bool = True) -> bool:

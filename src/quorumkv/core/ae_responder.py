@@ -138,7 +138,7 @@ class AeResponder:
         xid = self.core.new_op_id()
         state = self.serving[xid] = ServedExchange(conn, msg.id, len(msg.records), len(msg.records), not msg.keys)
         for key, rec in msg.records:
-            self.core.hlc.observe(rec.version.ts, now_ms)
+            self.core.hlc.observe(rec.version.ts, self.core.wall_ms(now_ms))
             out.append(StoreWrite(ae_token(xid, AeStep.XSTORE, xid), key, rec))
         if msg.keys:
             out.append(ReadMany(ae_token(xid, AeStep.XREAD, msg.keys), msg.keys))

@@ -212,6 +212,7 @@ class Initiator:
         assert ring is not None
         st = self.s
         gc_on = st.gc and now_ms - self.ring_stable_since_ms >= st.gc_grace_ms and self.gc.round is None
+        wall_ms = self.core.wall_ms(now_ms)  # the grace is measured against version (wall) time
         compared = 0
         for key, rec in chunk:
             tok = token(key)
@@ -220,7 +221,7 @@ class Initiator:
                 s.tree.add_entry(tok, key, rec.version)
                 compared += 1
             if (gc_on and len(s.gc_candidates) < st.gc_keys_per_round_max
-                    and gc_candidate(rec, pl, me, now_ms, st.gc_grace_ms)):
+                    and gc_candidate(rec, pl, me, wall_ms, st.gc_grace_ms)):
                 s.gc_candidates.append(GcCandidate(key, rec.version, pl[1:]))
         self._count("keys_compared", compared)
         if not last:
@@ -332,7 +333,7 @@ class Initiator:
         self._count("keys_pulled", len(msg.records))
         s.pull.extendleft(reversed(msg.deferred))
         for key, rec in msg.records:
-            self.core.hlc.observe(rec.version.ts, now_ms)
+            self.core.hlc.observe(rec.version.ts, self.core.wall_ms(now_ms))
             s.local_writes += 1
             out.append(StoreWrite(ae_token(s.sid, AeStep.PULLSTORE, s.sid), key, rec))
         self._pump(s, now_ms, out)

@@ -104,7 +104,7 @@ class ClockGuard:
         if hlc_ceiling is not None:
             self.hlc.limit = hlc_ceiling
         self.saving = 0  # ceiling being saved (0: none)
-        self._now_seen = now_ms  # the last wall-clock reading (for messages)
+        self._now_seen = core.wall_ms(now_ms)  # the last wall-clock reading (for messages)
         self.retry_at_ms = 0
         self.save_error = ""
         self.held: deque[HeldWrite] = deque()  # oldest first
@@ -122,14 +122,14 @@ class ClockGuard:
         """A timestamp a peer or client may make us adopt: not absurdly ahead."""
         if self.max_skew_ms <= 0:
             return True
-        base = max(now_ms, _wall(self.hlc.last))
+        base = max(self.core.wall_ms(now_ms), _wall(self.hlc.last))
         return _wall(ts) <= base + self.max_skew_ms + HLC_LEASE_MS
 
     def observe_remote(self, ts: int, now_ms: int) -> None:
         if not ts:
             return
         if self._remote_ok(ts, now_ms):
-            self.hlc.observe(ts, now_ms)
+            self.hlc.observe(ts, self.core.wall_ms(now_ms))
         else:
             self.core.stats["hlc_remote_ignored"] += 1
 
@@ -140,7 +140,7 @@ class ClockGuard:
                 if msg.node not in self.core.membership.endpoints:
                     return  # not a member (yet): gossip introduces it first
                 window = self.offsets[msg.node] = deque(maxlen=OFFSET_SAMPLES_MAX)
-            window.append(msg.wall_ms - now_ms)
+            window.append(msg.wall_ms - self.core.wall_ms(now_ms))
             self._judge()
         self.observe_remote(msg.hlc, now_ms)
 
@@ -179,7 +179,7 @@ class ClockGuard:
             if floor is not None:
                 if not self._remote_ok(floor.ts, now_ms):
                     return self._invalid(conn, msg, "floor", floor.ts, now_ms, out)
-                self.hlc.observe(floor.ts, now_ms)
+                self.hlc.observe(floor.ts, self.core.wall_ms(now_ms))
             return True
         if self.refusal:
             core.stats["clock_refused_writes"] += 1
@@ -188,7 +188,7 @@ class ClockGuard:
         if msg.after_ts:
             if not self._remote_ok(msg.after_ts, now_ms):
                 return self._invalid(conn, msg, "after_ts", msg.after_ts, now_ms, out)
-            self.hlc.observe(msg.after_ts, now_ms)
+            self.hlc.observe(msg.after_ts, self.core.wall_ms(now_ms))
         if self.durable is None or (not self.held and self.may_issue(now_ms)):
             return True
         if len(self.held) >= HELD_WRITES_MAX:
@@ -204,7 +204,7 @@ class ClockGuard:
 
     def _invalid(self, conn: object, msg: Any, field: str, ts: int, now_ms: int, out: list[Any]) -> bool:
         self.core.stats["invalid"] += 1
-        ahead = _wall(ts) - max(now_ms, _wall(self.hlc.last))
+        ahead = _wall(ts) - max(self.core.wall_ms(now_ms), _wall(self.hlc.last))
         self.core.respond(conn, m.Reply(msg.id, m.INVALID, message=(
             f"session {field} {Version(ts, '')} is {ahead} ms ahead of node {self.node_id}'s clock, beyond "
             f"max_clock_skew_ms + HLC_LEASE_MS = {self.max_skew_ms + HLC_LEASE_MS} ms: not a timestamp this "
@@ -216,7 +216,7 @@ class ClockGuard:
         """With a durable ceiling: a timestamp taken now would be above every one issued
         before the restart and within the saved ceiling. (Else wait: ``save``.)"""
         assert self.durable is not None, "only a durable ceiling limits what may be issued"
-        return self.start_floor < self.hlc.peek(now_ms) <= self.durable
+        return self.start_floor < self.hlc.peek(self.core.wall_ms(now_ms)) <= self.durable
 
     def _why_waiting(self) -> str:
         if self.save_error:
@@ -231,7 +231,7 @@ class ClockGuard:
         """Save a new ceiling a lease ahead (unless a save is out or backing off)."""
         if self.saving or now_ms < self.retry_at_ms:
             return
-        target = (max(now_ms, _wall(self.hlc.last)) + HLC_LEASE_MS) << LOGICAL_BITS
+        target = (max(self.core.wall_ms(now_ms), _wall(self.hlc.last)) + HLC_LEASE_MS) << LOGICAL_BITS
         self.saving = target
         out.append(SaveHlcCeiling((StoreKind.CLOCK, None, 0), target))
 
@@ -260,15 +260,15 @@ class ClockGuard:
     def _save_if_needed(self, now_ms: int, out: list[Any]) -> None:
         if self.held:
             assert self.durable is not None, "writes are held only for a durable ceiling"
-            if self.hlc.peek(now_ms) > self.durable:
+            if self.hlc.peek(self.core.wall_ms(now_ms)) > self.durable:
                 self.save(now_ms, out)
 
     def tick(self, now_ms: int, out: list[Any]) -> None:
-        self._now_seen = now_ms
+        wall_ms = self._now_seen = self.core.wall_ms(now_ms)
         self._judge()
         if self.held:
             self._release(now_ms, out)
-        if self.durable is not None and _wall(self.durable) - max(now_ms, _wall(self.hlc.last)) < HLC_RENEW_MS:
+        if self.durable is not None and _wall(self.durable) - max(wall_ms, _wall(self.hlc.last)) < HLC_RENEW_MS:
             self.save(now_ms, out)
         while self.held and self.held[0][2] <= now_ms:
             conn, msg, _deadline = self.held.popleft()
@@ -300,7 +300,7 @@ class ClockGuard:
             del self.floors[op.op_id]
             return False
         horizon = self.core.settings.tombstone_gc_grace_ms
-        if best is None and horizon and floor.wall_ms <= now_ms - horizon:
+        if best is None and horizon and floor.wall_ms <= self.core.wall_ms(now_ms) - horizon:
             # No copy anywhere asked, and the floor is older than the GC grace: the
             # key's newest version may be a tombstone GC purged. "Not found" is right.
             del self.floors[op.op_id]

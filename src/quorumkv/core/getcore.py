@@ -148,7 +148,7 @@ class ReadCoordinator:
         if t is m.RepReadResp:
             if msg.ok:
                 if msg.record is not None:
-                    self.hlc.observe(msg.record.version.ts, now_ms)
+                    self.hlc.observe(msg.record.version.ts, now_ms + self.core.wall_offset_ms)
                 op.round.add_ok(peer, msg.record)
             else:
                 self._replica_failed(op, peer, f"failed: {msg.error}", now_ms, out)
@@ -226,7 +226,7 @@ class ReadCoordinator:
             if rnd.status == WON:
                 self.stats["won"] += 1
                 rec = read_result(rnd.records.values())  # typed records: the merge (core/typed.py)
-                if rec is None or not rec.live_at(now_ms):  # missing, deleted or expired
+                if rec is None or not rec.live_at(self.core.wall_ms(now_ms)):  # missing, deleted or expired
                     op.reply = m.Reply(op.req_id, m.NOT_FOUND, None, rec.version if rec else None,
                                        "not found", op.warning, r_used=rnd.needed)
                 else:

@@ -112,7 +112,7 @@ class Gossiper:
 
     def _heartbeat(self, now_ms: int, probe: bool = False, ask: str = "", vouch: str = "") -> m.Heartbeat:
         core = self.core
-        return m.Heartbeat(0, core.node_id, self.membership.me.generation, core.hlc.last, now_ms, probe, ask, vouch,
+        return m.Heartbeat(0, core.node_id, self.membership.me.generation, core.hlc.last, core.wall_ms(now_ms), probe, ask, vouch,
                            self.membership.digest())
 
     def _on_probe(self, msg: m.Heartbeat, now_ms: int, out: Out) -> None:

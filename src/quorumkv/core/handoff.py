@@ -72,7 +72,7 @@ class Handoff:
         held[1] += size
         self.stats["hints_stored"] += 1
         self.unsynced[owner] = self.unsynced.get(owner, 0) + 1
-        out.append(StoreHint(token, owner, key, record, now_ms))
+        out.append(StoreHint(token, owner, key, record, self.core.wall_ms(now_ms)))
         return ""
 
     def keep_own(self, owner: str, key: bytes, record: Record, now_ms: int, out: Out) -> None:
@@ -131,17 +131,18 @@ class Handoff:
         core = self.core
         in_flight = {hint_id for _, hint_id, _, _ in self.replays.values()}
         departed = self.departed(owner)
+        wall_ms = core.wall_ms(now_ms)  # a hint's age is its version's: wall time
         for hint_id, key, record, _created_ms in entries:
             if hint_id in in_flight:  # already being replayed: don't send (or count) it twice
                 continue
             size = record_size(key, record.value)
-            if expired(self.settings, record, now_ms):
+            if expired(self.settings, record, wall_ms):
                 self.stats["hints_dropped_age"] += 1
                 out.append(DeleteHint(hint_id))
                 held[0] -= 1
                 held[1] -= size
                 out.append(Log("warning", "hint_dropped", {"target": owner, "reason": "age",
-                                                           "age_ms": now_ms - record.version.wall_ms}))
+                                                           "age_ms": wall_ms - record.version.wall_ms}))
                 continue
             op_id = core.new_op_id(self)
             self.replays[op_id] = (owner, hint_id, size, now_ms + core.settings.timeout_ms_write)

@@ -28,13 +28,13 @@ def admit(settings: HintSettings, bytes_held: int, size: int) -> bool:
     return bytes_held + size <= settings.bytes_max_per_target
 
 
-def expired(settings: HintSettings, record: Record, now_ms: int) -> bool:
+def expired(settings: HintSettings, record: Record, wall_ms: int) -> bool:
     """Too old to replay: the hinted record's version (its HLC wall time) is older
     than ``age_ms_max``. Not the hint's creation time: a coordinator stores a hint at
     its write deadline, a departed node's hint is re-hinted when handed over, so a
     hint can be much younger than the value it carries — and it is the value's age
     that tombstone GC's grace must outlast (``safe_with_gc``)."""
-    return now_ms - record.version.wall_ms > settings.age_ms_max
+    return wall_ms - record.version.wall_ms > settings.age_ms_max
 
 
 def safe_with_gc(gc_grace_ms: int, hint_age_ms_max: int, max_clock_skew_ms: int) -> bool:

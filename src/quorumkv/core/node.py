@@ -20,7 +20,8 @@ event (method)           what it means
 
 The effects it returns and what the shell must do for each: core/effects.py.
 Persist-before-ack: a replica's ack is produced only by ``on_store_done``, after
-the storage effect is durable (core/replica.py). Time (``now_ms``) and randomness
+the storage effect is durable (core/replica.py). Time (``now_ms``: monotonic; wall time
+only through ``observe_wall_clock``) and randomness
 (a seed) are arguments; the core owns no clock, socket or global random state.
 
 This module only dispatches (riak_kv's get_core/put_core split): a request goes by
@@ -70,7 +71,7 @@ class NodeCore:
     def __init__(self, settings: NodeSettings, members: dict[str, str], hlc_last: int = 0,
                  now_ms: int = 0, hints_held: dict[str, tuple[int, int]] | None = None,
                  hlc_ceiling: int | None = None, departed: dict[str, tuple[str, int, int]] | None = None,
-                 known: dict[str, tuple[str, int, int, str]] | None = None) -> None:
+                 known: dict[str, tuple[str, int, int, str]] | None = None, wall_ms: int | None = None) -> None:
         """``hlc_last``: the largest timestamp in storage; ``hlc_ceiling``: the last
         ceiling ``SaveHlcCeiling`` made durable (0 on a fresh node; None: the caller
         keeps none, so the HLC cannot promise anything across restarts);
@@ -78,11 +79,15 @@ class NodeCore:
         None: the caller keeps none — then the node trusts its ring at once instead
         of waiting to hear a majority's tables, ``RingSync``); ``departed``: node ->
         (address, generation, version) of members known as left (an older state
-        file's form of the same, merged into ``known``)."""
+        file's form of the same, merged into ``known``). ``now_ms``: the monotonic
+        clock (deadlines, intervals); ``wall_ms``: the wall clock read at the same
+        moment (None: the same as ``now_ms``) — see ``observe_wall_clock``."""
         if settings.node_id not in members:
             raise ValueError(f"node {settings.node_id!r} is not in its own member list")
         self.settings = settings
         self.node_id = settings.node_id
+        #: wall clock minus monotonic clock, as last observed (``observe_wall_clock``)
+        self.wall_offset_ms = 0 if wall_ms is None else wall_ms - now_ms
         self.membership = starting_membership(settings, members, now_ms, departed, known)
         self.ring: Ring | None = None
         self.future_ring: Ring | None = None  # set while a join/leave is in progress
@@ -124,6 +129,23 @@ class NodeCore:
         self.add_busy_probe(lambda: rc.in_progress() or bool(rc.push_inflight))
         self.clock = ClockGuard(self, hlc_ceiling, now_ms)
         self.typed = TypedCoordinator(self)  # counters, sets, maps, causal writes (core/typed_coord.py)
+
+    # ------------------------------------------------------------------- time
+    # Two clocks: every event's ``now_ms`` is the MONOTONIC clock (deadlines,
+    # timeouts, intervals, the failure detector), so a wall-clock step moves none of
+    # them. Wall time (the HLC, TTL expiry, tombstone-GC grace and hint age against
+    # version timestamps, clock offsets, the durable HLC ceiling) is
+    # ``wall_ms(now_ms)``: the monotonic reading plus the offset the runtime last
+    # observed. The runtime observes it before every event it feeds (runtime/
+    # executor.py); the node's socket handlers pass the monotonic clock alone, so
+    # there a step is seen at the next tick or storage completion.
+    def observe_wall_clock(self, wall_ms: int, now_ms: int) -> None:
+        """The wall clock read ``wall_ms`` when the monotonic clock read ``now_ms``."""
+        self.wall_offset_ms = wall_ms - now_ms
+
+    def wall_ms(self, now_ms: int) -> int:
+        """The wall-clock time (ms) at monotonic time ``now_ms``."""
+        return now_ms + self.wall_offset_ms
 
     # ------------------------------------------------------- extension interface
     # Protocol families in their own modules (anti-entropy, ring changes, the shell's

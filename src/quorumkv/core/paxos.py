@@ -205,7 +205,7 @@ class Paxos:
             prop.attempt -= 1
             return
         self.core.stats["cas_attempts"] += 1
-        ballot = prop.ballot = Version(self.core.hlc.now(now_ms), self.core.node_id)
+        ballot = prop.ballot = Version(self.core.hlc.now(self.core.wall_ms(now_ms)), self.core.node_id)
         prop.to(PREPARE)
         prop.round = QuorumRound("read", prop.replicas, prop.needed, prop.groups)
         self._broadcast(prop, lambda: mc.PxPrepare(prop.pid, prop.key, ballot), now_ms, out)
@@ -321,7 +321,7 @@ class Paxos:
                 return self._fail(prop, m.TIMEOUT, f"outcome unknown: an earlier attempt's accept may have "
                                   f"taken effect and been superseded ({prop.why})", now_ms, out)
         if result is None:
-            new, result = apply_op(prop.msg, cur, now_ms)
+            new, result = apply_op(prop.msg, cur, self.core.wall_ms(now_ms))
             if result.error:
                 if agree:
                     return self._fail(prop, m.INVALID, result.error, now_ms, out)
@@ -380,7 +380,7 @@ class Paxos:
 
     # ---------------------------------------------------------------- answers
     def _answer_read(self, prop: _Proposal, cur: Record | None, now_ms: int, out: list[Any]) -> None:
-        live = cur is not None and cur.live_at(now_ms)
+        live = cur is not None and cur.live_at(self.core.wall_ms(now_ms))
         if cur is not None and live:
             reply = mc.AtomicReply(prop.msg.id, m.OK, value=cur.value, version=cur.version,
                                    expires_ms=cur.expires_ms, found=True)

@@ -75,8 +75,9 @@ class WriteCoordinator:
         record: Record | None = getattr(msg, "record", None)  # a TypedPut's
         if record is not None:
             return record
-        expires = now_ms + msg.ttl_ms if msg.ttl_ms and msg.value is not None else 0
-        return Record(Version(self.hlc.now(now_ms), self.node_id), msg.value, expires)
+        wall_ms = now_ms + self.core.wall_offset_ms  # TTLs and versions are wall time
+        expires = wall_ms + msg.ttl_ms if msg.ttl_ms and msg.value is not None else 0
+        return Record(Version(self.hlc.now(wall_ms), self.node_id), msg.value, expires)
 
     def start_fast(self, conn: Any, msg: m.Put, now_ms: int, out: Out) -> Op | None:
         """The common case without the general machinery: the default W, no latency
@@ -266,7 +267,7 @@ class WriteCoordinator:
         self.stats["write_restamps"] += 1
         rec = op.record
         assert rec is not None
-        op.record = Record(Version(self.hlc.now(now_ms), self.node_id, rec.version.ctx), rec.value,
+        op.record = Record(Version(self.hlc.now(self.core.wall_ms(now_ms)), self.node_id, rec.version.ctx), rec.value,
                            rec.expires_ms)
         op.round = QuorumRound(old.kind, old.replicas, old.needed, old.groups)
         for p in op.targets[1]:

@@ -49,7 +49,7 @@ class Replica:
     def on_write(self, conn: Any, msg: m.RepWrite, now_ms: int, out: Out) -> None:
         self.stats["replica_writes"] += 1
         core = self.core
-        core.hlc.observe(msg.record.version.ts, now_ms)
+        core.hlc.observe(msg.record.version.ts, now_ms + core.wall_offset_ms)
         owner = msg.hint_for
         if not owner or owner == self.node_id:
             out.append(StoreWrite(("w", conn, msg.id), msg.key, msg.record))

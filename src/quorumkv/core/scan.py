@@ -275,7 +275,7 @@ class ScanCoordinator:
                 missing, set(page.failed)) + "".join(f"; {n}: {e}" for n, e in sorted(page.failed.items())))
         else:
             core.stats["scan_pages"] += 1
-            keys, after = merge_pages(page.answers.values(), now_ms, page.type)
+            keys, after = merge_pages(page.answers.values(), core.wall_ms(now_ms), page.type)
             reply = ScanReply(page.req_id, keys, after, answered)
         core.respond(page.conn, reply, now_ms, out)
 
@@ -316,7 +316,8 @@ def _redis_type(version: Version) -> str:
 
 
 def merge_pages(pages: Iterable[ScanPeekResp], now_ms: int, redis_type: str = "") -> tuple[list[bytes], bytes]:
-    """Merge members' pages: (live keys in key order, next cursor; b"": done).
+    """Merge members' pages: (live keys in key order, next cursor; b"": done);
+    expiry is judged at ``now_ms``: wall time, as ``expires_ms``.
     ``redis_type``: only keys whose newest record holds that Redis type ("": any)."""
     boundary = b""
     for p in pages:

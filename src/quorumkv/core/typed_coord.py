@@ -212,15 +212,16 @@ class TypedCoordinator:
         job.waiting_clock = False
         try:
             ctx = typed.check_update(msg.kind, msg.action, msg.args, msg.ctx)
-            state = typed.state_of(job.local, msg.kind, now_ms)
+            wall_ms = core.wall_ms(now_ms)
+            state = typed.state_of(job.local, msg.kind, wall_ms)
             new = typed.apply_update(msg.kind, state, msg.action, msg.args, msg.delta, ctx, core.node_id,
-                                     core.hlc.peek(now_ms))
+                                     core.hlc.peek(wall_ms))
         except dvv.SiblingLimitError as exc:
             core.stats["typed_siblings_refused"] += 1
             return self._done(job, m.INVALID, str(exc), None, now_ms, out)
         except ValueError as exc:  # WRONGTYPE, overflow, a corrupt local state
             return self._done(job, m.INVALID, str(exc), None, now_ms, out)
-        record = typed.typed_record(Version(core.hlc.now(now_ms), core.node_id), msg.kind, new)
+        record = typed.typed_record(Version(core.hlc.now(core.wall_ms(now_ms)), core.node_id), msg.kind, new)
         assert record.value is not None, "a typed record holds its state"
         if len(record.value) > VALUE_BYTES_MAX:
             return self._done(job, m.INVALID, f"the {typed.KIND_NAMES[msg.kind]} would be {len(record.value)} "

@@ -28,6 +28,12 @@ Order of execution (what every edge may rely on)
 5. ``Log`` goes to the edge's ``on_log`` (structlog in the node, counters in the
    simulator); it never changes state — anything durable is its own effect.
 
+Time: every event the executor feeds the core first reads both clocks (``now``):
+the step's ``now_ms`` is the monotonic one, and the wall clock goes to the core as
+``observe_wall_clock`` just before. The real node's socket handlers hand requests
+and peer replies to the core themselves with the monotonic clock only (the hot
+path); its wall clock reaches the core with every tick and storage completion.
+
 An effect type not in the table raises ``UnknownEffect`` (a core bug, not input).
 """
 
@@ -115,25 +121,34 @@ class Executor:
                 handler(eff)
 
     # -------------------------------------------------------------------- events
+    def now(self) -> int:
+        """The monotonic time of the next step, after handing the core the wall
+        clock read with it (``NodeCore.observe_wall_clock``): the core's deadlines
+        run on the first, its HLC, TTLs and clock offsets on the second."""
+        clock = self.clock
+        now = clock.now_ms()
+        self.core.observe_wall_clock(clock.wall_ms(), now)
+        return now
+
     def request(self, conn, msg) -> None:
-        self.run(self.core.on_request(conn, msg, self.clock.now_ms()))
+        self.run(self.core.on_request(conn, msg, self.now()))
 
     def response(self, peer: str, msg) -> None:
-        self.run(self.core.on_response(peer, msg, self.clock.now_ms()))
+        self.run(self.core.on_response(peer, msg, self.now()))
 
     def send_failed(self, peer: str, msg, reason: str) -> None:
-        self.run(self.core.on_send_failed(peer, msg, reason, self.clock.now_ms()))
+        self.run(self.core.on_send_failed(peer, msg, reason, self.now()))
 
     def peer_lost(self, peer: str, reason: str) -> None:
-        self.run(self.core.on_peer_lost(peer, reason, self.clock.now_ms()))
+        self.run(self.core.on_peer_lost(peer, reason, self.now()))
 
     def tick(self) -> None:
-        self.run(self.core.tick(self.clock.now_ms()))
+        self.run(self.core.tick(self.now()))
 
     def store_done(self, token) -> Done:
         """The callback that turns a storage completion into ``on_store_done``."""
         def done(ok: bool, result) -> None:
-            self.run(self.core.on_store_done(token, ok, result, self.clock.now_ms()))
+            self.run(self.core.on_store_done(token, ok, result, self.now()))
         return done
 
     # ----------------------------------------------------------------- network
@@ -173,7 +188,7 @@ class Executor:
 
         def loaded(ok: bool, entries) -> None:
             if ok:
-                self.run(self.core.on_hints_loaded(owner, entries, self.clock.now_ms()))
+                self.run(self.core.on_hints_loaded(owner, entries, self.now()))
             else:  # the replay of ``owner`` stays paused, as before the runtime existed
                 self.on_log(Log("error", "load_hints_failed", {"target": owner, "error": str(entries)}))
 

@@ -109,10 +109,18 @@ class Transport(Protocol):
 
 
 class Clock(Protocol):
-    """The node's clock in ms (the real node: wall-clock ms plus the configured
-    offset; the simulator: virtual time plus the node's skew)."""
+    """The node's two clocks, in ms. ``now_ms``: monotonic — every event's time,
+    so deadlines, timers and the failure detector never jump with the wall clock
+    (the real node: ``time.monotonic``; the simulator and ``CoreMesh``: virtual
+    time from a base far from the wall clock's). ``wall_ms``: the wall clock — the
+    HLC, TTLs, GC grace, clock offsets (the real node: ``time.time`` plus the
+    configured test offset; the simulator: virtual time plus the node's skew). The
+    executor hands the core the wall clock before every event it feeds
+    (``Executor.now``, ``NodeCore.observe_wall_clock``)."""
 
     def now_ms(self) -> int: ...
+
+    def wall_ms(self) -> int: ...
 
 
 __all__ = ["Clock", "Done", "Reader", "Storage", "Transport"]

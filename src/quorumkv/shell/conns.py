@@ -23,7 +23,7 @@ from ..core.messages_cas import PxAccept, PxPrepare, PxRead
 from ..core.paxos import atomic_from_plain
 from ..errors import ProtocolError
 from . import auth, tls
-from .wallclock import now_ms
+from .wallclock import mono_ms
 
 if TYPE_CHECKING:
     from .server import NodeServer
@@ -130,7 +130,7 @@ class Inbound(Conn):
 
     def _handle(self, msgs) -> None:
         server = self.server
-        now = now_ms()
+        now = mono_ms()
         for i, msg in enumerate(msgs):
             if self.closed:
                 return

@@ -17,16 +17,18 @@ import json
 import os
 
 from .storage_base import StorageEngine
-from .wallclock import now_ms
+from .wallclock import mono_ms, now_ms
 
 
 class WallClock:
-    """The node's wall clock in ms, plus the configured test offset (``wallclock.py``)."""
+    """The node's clocks in ms (``wallclock.py``): ``now_ms`` monotonic, ``wall_ms``
+    the wall clock plus the configured test offset."""
 
-    __slots__ = ("now_ms",)
+    __slots__ = ("now_ms", "wall_ms")
 
     def __init__(self) -> None:
-        self.now_ms = now_ms  # the function itself: one call per step, not two
+        self.now_ms = mono_ms  # the functions themselves: one call per step, not two
+        self.wall_ms = now_ms
 
 
 class NodeState:

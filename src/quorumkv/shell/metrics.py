@@ -33,7 +33,7 @@ from ..core.membership import UP
 from ..core.ringinfo import ownership
 from ..core.version import LOGICAL_BITS
 from .config import parse_address
-from .wallclock import now_ms
+from .wallclock import mono_ms
 
 log = structlog.get_logger("quorumkv.metrics")
 
@@ -81,7 +81,7 @@ def snapshot(server, now_ms: int) -> dict:
         "batch": (batch.cumulative(), batch.sum) if batch is not None else None,
         "serving": server.serving,
         # how far this node's HLC runs ahead of its wall clock (a peer's clock ahead pulls it)
-        "hlc_ahead_ms": max((core.hlc.last >> LOGICAL_BITS) - now_ms, 0),
+        "hlc_ahead_ms": max((core.hlc.last >> LOGICAL_BITS) - core.wall_ms(now_ms), 0),
     }
 
 
@@ -300,7 +300,7 @@ class MetricsServer:
 
         def take() -> None:
             try:
-                fut.set_result(snapshot(self.server, now_ms()))
+                fut.set_result(snapshot(self.server, mono_ms()))
             except Exception as exc:  # noqa: BLE001 - handed to the scraping thread
                 fut.set_exception(exc)
 

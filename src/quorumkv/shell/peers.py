@@ -26,7 +26,7 @@ from . import auth
 from .config import parse_address
 from .conns import Conn
 from .latency import PendingStamps, now_us
-from .wallclock import now_ms
+from .wallclock import mono_ms
 
 if TYPE_CHECKING:
     from .server import NodeServer
@@ -95,7 +95,7 @@ class PeerLink(Conn):
                 self.send(msg)
             return
         if self.state == "down":
-            now = now_ms()
+            now = mono_ms()
             # In back-off, fail fast — unless the detector still believes the peer is
             # alive (it just started, or restarted): then try again, at most every
             # RECONNECT_MS_MIN, rather than fail requests it could serve.
@@ -158,7 +158,7 @@ class PeerLink(Conn):
         if self.state != "down":
             log.info("peer_down", peer=self.peer, reason=reason)
         self.state = "down"
-        self.retry_at_ms = now_ms() + self.backoff_ms
+        self.retry_at_ms = mono_ms() + self.backoff_ms
         self.backoff_ms = min(self.backoff_ms * 2, RECONNECT_MS_MAX)
 
     # -- receiving ------------------------------------------------------------
@@ -171,7 +171,7 @@ class PeerLink(Conn):
             server.stats["bad_peer_frames"] += 1
             self.transport.close()
             return
-        now = now_ms()
+        now = mono_ms()
         core = server.core
         t_now = now_us()
         for msg in msgs:

@@ -43,7 +43,7 @@ from ..resp import commands as _commands
 from ..resp.atomic import AtomicOp
 from ..resp.commands import CommandError, ReadOp, Session, WriteOp, lookup
 from ..resp.parser import OK, RequestParser, RespProtocolError, encode_bulk, encode_error, encode_null
-from .wallclock import now_ms
+from .wallclock import mono_ms
 
 if TYPE_CHECKING:
     from .resp_server import RespFrontEnd
@@ -182,7 +182,7 @@ class RespConnection(asyncio.Protocol):
             # Fewer than asked: the parser reached the end of what is complete.
             self._backlog = len(cmds) == budget and self.parser.buffered_bytes() > 0
             if cmds:
-                self._now = now_ms()
+                self._now = mono_ms()  # the core's clock (monotonic)
                 execute = self._execute
                 self._executing = True  # replies that are ready now are queued once, below
                 try:
@@ -288,7 +288,7 @@ class RespConnection(asyncio.Protocol):
         slot.missing = len(ops)
         session = self.session
         server = self.server
-        now = now_ms()
+        now = mono_ms()
         ids = []
         for i, op in enumerate(ops):  # register every id first: answers may be synchronous
             rid = self._next_id

@@ -44,7 +44,7 @@ from .metrics_hist import RequestLatency
 from .peers import RECONNECT_MS_MIN, PeerLink, SocketTransport, loopback_source
 from .snapshot import SnapshotShell
 from .storage_base import StorageEngine
-from .wallclock import now_ms, set_clock_offset_ms
+from .wallclock import mono_ms, now_ms, set_clock_offset_ms
 
 log = structlog.get_logger("quorumkv.node")
 
@@ -68,7 +68,7 @@ class NodeServer:
             redis_url=config.redis_url,
         )
         c = config
-        now = now_ms()
+        now, wall = mono_ms(), now_ms()  # the core's two clocks (shell/wallclock.py)
         members, replace = dict(c.members), c.replace
         self.node_state = NodeState(config.data_dir)
         saved = self.node_state.load()
@@ -80,7 +80,7 @@ class NodeServer:
         settings = NodeSettings(
             node_id=c.node_id, n=c.n, r=c.r, w=c.w,
             timeout_ms_read=c.timeout_ms_read, timeout_ms_write=c.timeout_ms_write,
-            address=c.listen, generation=now, seeds=tuple(c.seeds),
+            address=c.listen, generation=wall, seeds=tuple(c.seeds),
             detector=DetectorSettings(heartbeat_interval_ms=c.heartbeat_interval_ms, phi_suspect=c.phi_suspect,
                                       suspect_to_down_ms=c.suspect_to_down_ms),
             gossip_interval_ms=c.gossip_interval_ms, speculative_retry_ms=c.speculative_retry_ms,
@@ -94,7 +94,7 @@ class NodeServer:
         )
         self.core = NodeCore(settings, members, hlc_last=self.storage.max_timestamp(), now_ms=now,
                              hints_held=self.storage.hint_summary(), hlc_ceiling=self.storage.hlc_ceiling(),
-                             departed=departed, known=known)
+                             departed=departed, known=known, wall_ms=wall)
         # The one runtime (runtime/executor.py) on the real edges; ``run`` executes a step's effects.
         self.executor = Executor(self.core, EngineStorage(self.storage, self.node_state, self.loop),
                                  SocketTransport(self), WallClock(), _log_effect)
@@ -131,7 +131,7 @@ class NodeServer:
         # Live WARS samples of our internode traffic and the dynamic-quorum model
         # rebuilt from them every MODEL_REFRESH_MS (shell/latency.py, core/dynamic.py).
         self.latency = LatencyRecorder()
-        self.core.install_latency_model(build_table({}, self.core.replication_factor(), now))
+        self.core.install_latency_model(build_table({}, self.core.replication_factor(), wall))
         self.core.handle_requests({m.Latencies: self._on_latencies})
         self.scan = ScanCoordinator(self.core)  # SCAN/KEYS across the cluster (core/scan.py)
         self.snapshots = SnapshotShell(self)  # backups (shell/snapshot.py)
@@ -247,7 +247,7 @@ class NodeServer:
         until its next deadline (``NodeCore.next_deadline_ms``), at most
         ``tick_ms_idle_max``. ``wake`` pulls an idle sleep in when work arrives."""
         cfg = self.config
-        now = now_ms()
+        now = mono_ms()  # the core's deadlines are monotonic
         try:
             due = self.core.next_deadline_ms(now)
         except Exception:
@@ -262,7 +262,7 @@ class NodeServer:
         """Events were handled: if the core now has work in flight and the tick loop
         sleeps long, bring the next tick in to ``tick_ms``."""
         if self._tick_idle and self._tick_handle is not None:
-            now = now_ms()
+            now = mono_ms()
             try:
                 busy = self.core.next_deadline_ms(now) <= now + self.config.tick_ms
             except Exception:

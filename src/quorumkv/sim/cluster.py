@@ -74,6 +74,11 @@ from .storage import SimStorage
 
 #: Virtual wall clock at time 0 (ms): a plausible epoch, so negative skew stays positive.
 EPOCH_MS = 1_700_000_000_000
+#: Each node's virtual MONOTONIC clock starts at its index times this (ms): the first
+#: node's at 0, far from the wall clock, and each node's apart (separate machines).
+#: So a wall-clock use fed the monotonic clock (a version, a TTL) or a deadline
+#: compared across nodes breaks visibly instead of hiding; skew moves wall time only.
+MONO_SPACING_MS = 1_000_000_000
 
 #: Anti-entropy interval inside the simulator (virtual ms).
 SIM_AE_INTERVAL_MS = 1_000
@@ -147,6 +152,7 @@ class SimCluster:
         self.storage = {name: SimStorage(name) for name in self.names}
         self.incarnation = {name: 0 for name in self.names}
         self.skew_ms = {name: 0 for name in self.names}
+        self.mono_base_ms: dict[str, int] = {}  # node -> its monotonic clock's base (clock_ms)
         #: nodes stopped for good after a decommission (node -> virtual µs)
         self.retired: dict[str, int] = {}
         #: nodes whose decommission completed: they never come back (node -> µs)
@@ -183,7 +189,7 @@ class SimCluster:
 
     def _new_core(self, name: str) -> NodeCore:
         """A core built the way shell/server.py builds one, and its executor."""
-        cfg, now, boot = self.cfg, self.clock_ms(name), self.boot[name]
+        cfg, now, wall, boot = self.cfg, self.clock_ms(name), self.wall_ms(name), self.boot[name]
         extra = dict(self.core_settings)
         extra.setdefault("settle_ms", SIM_SETTLE_MS)
         if self.gc_grace_ms and "hints" not in extra:
@@ -193,12 +199,12 @@ class SimCluster:
         # ring is still smaller than R (a replacement that knows only itself) fail
         # to start.
         settings = NodeSettings(node_id=name, n=cfg.n, r="QUORUM", w="QUORUM", timeout_ms_read=cfg.timeout_ms,
-                                timeout_ms_write=cfg.timeout_ms, address=self.address[name], generation=now,
+                                timeout_ms_write=cfg.timeout_ms, address=self.address[name], generation=wall,
                                 rng_seed=self.rng.getrandbits(64), seeds=boot.seeds, replace=boot.replace,
                                 **extra)
         st = self.storage[name]
         core = NodeCore(settings, dict(boot.members), hlc_last=st.max_timestamp(), now_ms=now,
-                        hints_held=st.hint_summary(), hlc_ceiling=st.hlc_ceiling, known=boot.known)
+                        hints_held=st.hint_summary(), hlc_ceiling=st.hlc_ceiling, known=boot.known, wall_ms=wall)
         # Anti-entropy runs as on a real node (shell/antientropy.py installs it), with a
         # short interval so replicas converge within the sim's recovery window.
         install_antientropy(core, AESettings(interval_ms=self.ae_interval_ms, gc=self.gc_grace_ms > 0,
@@ -247,7 +253,22 @@ class SimCluster:
 
     # ------------------------------------------------------------------ clock
     def clock_ms(self, node: str) -> int:
+        """``node``'s monotonic clock (its base: ``MONO_SPACING_MS``)."""
+        base = self.mono_base_ms.get(node)
+        if base is None:
+            base = self.mono_base_ms[node] = len(self.mono_base_ms) * MONO_SPACING_MS
+        return base + self.now_us // 1000
+
+    def wall_ms(self, node: str) -> int:
+        """``node``'s wall clock: true time plus its skew."""
         return EPOCH_MS + self.now_us // 1000 + self.skew_ms[node]
+
+    def now_ms(self, node: str) -> int:
+        """The time of ``node``'s next step: its monotonic clock, after handing its
+        core the wall clock (as the runtime's ``Executor.now`` does)."""
+        now = self.clock_ms(node)
+        self.cores[node].observe_wall_clock(self.wall_ms(node), now)
+        return now
 
     def up(self, node: str) -> bool:
         return self.cores[node] is not None
@@ -373,7 +394,7 @@ class SimCluster:
             return
         if not self.net.reachable(conn.src, conn.dst):  # partitioned while in flight
             return
-        self.run(conn.dst, self.cores[conn.dst].on_request(conn, msg, self.clock_ms(conn.dst)))
+        self.run(conn.dst, self.cores[conn.dst].on_request(conn, msg, self.now_ms(conn.dst)))
 
     def _respond(self, node: str, conn, msg) -> None:
         t = type(conn)
@@ -391,11 +412,11 @@ class SimCluster:
             return
         if not self.net.reachable(conn.src, conn.dst):
             return
-        self.run(conn.src, self.cores[conn.src].on_response(conn.dst, msg, self.clock_ms(conn.src)))
+        self.run(conn.src, self.cores[conn.src].on_response(conn.dst, msg, self.now_ms(conn.src)))
 
     def _send_failed(self, src: str, incarnation: int, dst: str, msg) -> None:
         if self._alive(src, incarnation):
-            self.run(src, self.cores[src].on_send_failed(dst, msg, "unreachable", self.clock_ms(src)))
+            self.run(src, self.cores[src].on_send_failed(dst, msg, "unreachable", self.now_ms(src)))
 
     # ---------------------------------------------------------------- storage
     def _lazy_sync(self, node: str) -> None:
@@ -405,7 +426,7 @@ class SimCluster:
         for name in self.names:
             core = self.cores[name]
             if core is not None:
-                self.run(name, core.tick(self.clock_ms(name)))
+                self.run(name, core.tick(self.now_ms(name)))
 
     # ---------------------------------------------------------------- clients
     def client_send(self, client: int, node: str, msg, on_sent=None) -> None:
@@ -424,7 +445,7 @@ class SimCluster:
             return
         conn = ClientConn(client, node, self.incarnation[node])
         self.client_waiting[(conn, msg.id)] = None
-        effects = core.on_request(conn, msg, self.clock_ms(node))
+        effects = core.on_request(conn, msg, self.now_ms(node))
         if on_sent is not None:
             on_sent(effects)
         self.run(node, effects)
@@ -472,7 +493,7 @@ class SimCluster:
     def _peer_lost(self, peer: str, incarnation: int, lost: str) -> None:
         if self._alive(peer, incarnation):
             self.stats["peer_lost"] += 1
-            self.run(peer, self.cores[peer].on_peer_lost(lost, "connection lost", self.clock_ms(peer)))
+            self.run(peer, self.cores[peer].on_peer_lost(lost, "connection lost", self.now_ms(peer)))
 
     def _client_conn_lost(self, client: int, req_id: int) -> None:
         self.client_handlers[client](req_id, None, "connection lost")

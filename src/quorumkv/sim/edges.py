@@ -10,7 +10,8 @@ one set per node *incarnation*, so whatever a crash interrupted never completes.
   vanish). ``SaveMembers``/``SaveBootstrapped`` update the node's ``Boot`` (what
   ``node-state.json`` holds for the real node) at once.
 * ``SimTransport``: ``SimCluster._send`` / ``_respond`` (the virtual network).
-* ``SimClock``: virtual time plus the node's skew.
+* ``SimClock``: the node's monotonic clock (virtual time from its own base) and
+  its wall clock (virtual time from ``EPOCH_MS`` plus the node's skew).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ class SimClock:
 
     def now_ms(self) -> int:
         return self.cluster.clock_ms(self.node)
+
+    def wall_ms(self) -> int:
+        return self.cluster.wall_ms(self.node)
 
 
 class SimTransport:

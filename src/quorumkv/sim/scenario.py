@@ -167,6 +167,10 @@ def find_key(pred, prefix: str = "k", limit: int = 100_000) -> bytes:
 
 #: Virtual wall clock of a ``CoreMesh`` at its start (ms).
 MESH_T0_MS = 1_700_000_000_000
+#: A ``CoreMesh`` node's monotonic clock starts at its index times this (ms): far
+#: from the wall clock and from every other node's, as on separate machines (see
+#: ``sim/cluster.py``'s ``MONO_SPACING_MS``).
+MESH_MONO_SPACING_MS = 1_000_000_000
 
 
 class MeshClient:
@@ -310,6 +314,9 @@ class _MeshClock:
         self.mesh, self.node = mesh, node
 
     def now_ms(self) -> int:
+        return self.mesh.mono(self.node)
+
+    def wall_ms(self) -> int:
         return self.mesh.clock(self.node)
 
 
@@ -338,8 +345,10 @@ class CoreMesh:
       ``held`` (a slow link) until ``release(node)`` or the test clears them.
     * ``down``: a ``Send`` to these nodes fails at once (``on_send_failed``,
       connection refused).
-    * ``offset_ms[node]``: the node's clock is off by that much; ``tick(ms)``
-      advances time and ticks every core.
+    * ``time_ms``: true (wall) time; ``clock(node)``: the node's wall clock, off
+      by ``offset_ms[node]``; ``mono(node)``: its monotonic clock (time since the
+      mesh started, from a base of its own: ``MESH_MONO_SPACING_MS``), which
+      ``offset_ms`` never moves. ``tick(ms)`` advances time and ticks every core.
     * ``restart(node)``: a new core as the shell builds one — HLC from the disk's
       newest timestamp, the last saved ceiling (``ceiling=False``: none kept).
     * ``acks``: every ``RepWriteAck`` a replica sent, in order; ``logs``: every
@@ -366,8 +375,10 @@ class CoreMesh:
         self.kw = {"read_repair": False, "speculative_retry_ms": 0, **settings, "n": n, "r": r, "w": w}
         self.ceiling = ceiling
         self.report_newer = report_newer
-        self.time_ms = time_ms
+        self.time_ms = self._mono_seen_ms = time_ms
+        self._mono_elapsed_ms = 0  # how far time_ms moved forwards (mono)
         self.offset_ms = {x: 0 for x in self.names}
+        self.mono_base_ms: dict[str, int] = {}  # node -> its monotonic clock's base (mono)
         self.disk: dict[str, dict[bytes, Record]] = {x: {} for x in self.names}
         self.promises: dict[str, dict[bytes, Version]] = {x: {} for x in self.names}
         self.saved_ceiling: dict[str, int] = {x: 0 for x in self.names}
@@ -387,7 +398,19 @@ class CoreMesh:
             self.restart(x)
 
     def clock(self, node: str) -> int:
+        """``node``'s wall clock."""
         return self.time_ms + self.offset_ms[node]
+
+    def mono(self, node: str) -> int:
+        """``node``'s monotonic clock: it follows ``time_ms`` forwards only (a test
+        that sets ``time_ms`` back steps the wall clocks back, not this)."""
+        if self.time_ms > self._mono_seen_ms:
+            self._mono_elapsed_ms += self.time_ms - self._mono_seen_ms
+        self._mono_seen_ms = self.time_ms
+        base = self.mono_base_ms.get(node)
+        if base is None:
+            base = self.mono_base_ms[node] = len(self.mono_base_ms) * MESH_MONO_SPACING_MS
+        return base + self._mono_elapsed_ms
 
     def apply_write(self, node: str, key: bytes, record: Record) -> Version | None:
         """A replica write reaching ``node``'s disk: the engines' newer-wins rule
@@ -430,8 +453,8 @@ class CoreMesh:
     def boot(self, node: str) -> NodeCore:
         hlc_last = max((r.version.ts for r in self.disk[node].values()), default=0)
         members = self.boot_overrides.get(node, (None, self.members))[1]
-        return NodeCore(NodeSettings(node, **self.settings_of(node)), members, hlc_last=hlc_last, now_ms=self.clock(node),
-                        hlc_ceiling=self.saved_ceiling[node] if self.ceiling else None)
+        return NodeCore(NodeSettings(node, **self.settings_of(node)), members, hlc_last=hlc_last, now_ms=self.mono(node),
+                        hlc_ceiling=self.saved_ceiling[node] if self.ceiling else None, wall_ms=self.clock(node))
 
     def restart(self, node: str) -> None:
         core = self.cores[node] = self.boot(node)
