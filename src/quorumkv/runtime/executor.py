@@ -28,11 +28,14 @@ Order of execution (what every edge may rely on)
 5. ``Log`` goes to the edge's ``on_log`` (structlog in the node, counters in the
    simulator); it never changes state — anything durable is its own effect.
 
-Time: every event the executor feeds the core first reads both clocks (``now``):
-the step's ``now_ms`` is the monotonic one, and the wall clock goes to the core as
-``observe_wall_clock`` just before. The real node's socket handlers hand requests
-and peer replies to the core themselves with the monotonic clock only (the hot
-path); its wall clock reaches the core with every tick and storage completion.
+Time: a step's ``now_ms`` is the monotonic clock. The wall clock reaches the core as
+its own event, ``observe_wall_clock``, read together with the monotonic clock
+(``now``) before every tick, request and hint load the executor feeds; answers,
+failures and storage completions carry the monotonic clock alone (the core uses
+the wall clock it last observed, at most a tick old). The real node's socket
+handlers hand requests and peer replies to the core themselves with the monotonic
+clock only (the hot path), so there the wall clock arrives with every tick: a step
+of the wall clock shows in the HLC, TTLs and clock offsets at the next tick.
 
 An effect type not in the table raises ``UnknownEffect`` (a core bug, not input).
 """
@@ -133,14 +136,18 @@ class Executor:
     def request(self, conn, msg) -> None:
         self.run(self.core.on_request(conn, msg, self.now()))
 
+    # Answers, failures and storage completions run on the monotonic clock alone: the
+    # wall clock the core last observed (with the request or tick that started the
+    # work, at most a tick ago) stands for it, which saves a clock read and a call on
+    # every completion (the hot path: one or two per request).
     def response(self, peer: str, msg) -> None:
-        self.run(self.core.on_response(peer, msg, self.now()))
+        self.run(self.core.on_response(peer, msg, self.clock.now_ms()))
 
     def send_failed(self, peer: str, msg, reason: str) -> None:
-        self.run(self.core.on_send_failed(peer, msg, reason, self.now()))
+        self.run(self.core.on_send_failed(peer, msg, reason, self.clock.now_ms()))
 
     def peer_lost(self, peer: str, reason: str) -> None:
-        self.run(self.core.on_peer_lost(peer, reason, self.now()))
+        self.run(self.core.on_peer_lost(peer, reason, self.clock.now_ms()))
 
     def tick(self) -> None:
         self.run(self.core.tick(self.now()))
@@ -148,7 +155,7 @@ class Executor:
     def store_done(self, token) -> Done:
         """The callback that turns a storage completion into ``on_store_done``."""
         def done(ok: bool, result) -> None:
-            self.run(self.core.on_store_done(token, ok, result, self.now()))
+            self.run(self.core.on_store_done(token, ok, result, self.clock.now_ms()))
         return done
 
     # ----------------------------------------------------------------- network
