@@ -73,3 +73,12 @@ def test_client_passes_mypy_strict(tmp_path):
     assert {"sync.py", "aio.py", "base.py", "typed.py", "transport.py"} <= {Path(f).name for f in files}
     result = _mypy_strict(files, tmp_path)
     assert result.returncode == 0, f"mypy --strict found errors in client/:\n{result.stdout}{result.stderr}"
+
+
+def test_runtime_passes_mypy_strict(tmp_path):
+    """The one effect executor and its edge interfaces (``runtime/``), which the node,
+    the simulator and the tests all run on."""
+    files = sorted(str(p) for p in (SRC_DIR / "quorumkv" / "runtime").glob("*.py"))
+    assert {"executor.py", "interfaces.py"} <= {Path(f).name for f in files}
+    result = _mypy_strict(files, tmp_path)
+    assert result.returncode == 0, f"mypy --strict found errors in runtime/:\n{result.stdout}{result.stderr}"

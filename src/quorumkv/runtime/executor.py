@@ -42,8 +42,9 @@ An effect type not in the table raises ``UnknownEffect`` (a core bug, not input)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
+from typing import Any
 
 from ..core.antientropy import PurgeMany, ReadMany, ScanLocal
 from ..core.cleanup import DropMany
@@ -54,7 +55,8 @@ from ..core.effects import (
 from ..core.paxos import PaxosStore
 from ..core.scan import ScanKeys
 from ..core.typed import read_result
-from .interfaces import Clock, Done, Storage, Transport
+from ..core.version import Version
+from .interfaces import Clock, Done, Reader, Storage, Transport
 
 __all__ = ["Executor", "UnknownEffect", "newest_hint"]
 
@@ -63,7 +65,7 @@ class UnknownEffect(TypeError):
     """The core returned an effect type the executor does not know how to execute."""
 
 
-def newest_hint(hints) -> object:
+def newest_hint(hints: Iterable[tuple[Any, Any]]) -> object:
     """What a fallback answers a read with: its newest hint (typed hints: merged)."""
     return read_result(rec for _, rec in hints)
 
@@ -84,15 +86,15 @@ class Executor:
 
     __slots__ = ("core", "storage", "transport", "clock", "on_log", "_table", "_scans")
 
-    def __init__(self, core, storage: Storage, transport: Transport, clock: Clock,
+    def __init__(self, core: Any, storage: Storage, transport: Transport, clock: Clock,
                  on_log: Callable[[Log], None] = _ignore_log) -> None:
         self.core = core
         self.storage = storage
         self.transport = transport
         self.clock = clock
         self.on_log = on_log
-        self._scans: dict = {}  # ScanLocal token -> iterator over storage.scan_all()
-        self._table: dict[type, Callable] = {
+        self._scans: dict[Any, Iterator[Any]] = {}  # ScanLocal token -> iterator over storage.scan_all()
+        self._table: dict[type, Callable[[Any], None]] = {
             Send: self._send, Respond: self._respond,
             StoreWrite: self._store_write, StoreRead: self._store_read,
             StoreHint: self._store_hint, ReadHint: self._read_hint, Peek: self._peek,
@@ -106,7 +108,7 @@ class Executor:
         }
 
     # ------------------------------------------------------------------ the loop
-    def run(self, effects: list) -> None:
+    def run(self, effects: list[Any]) -> None:
         """Execute one step's effects, in order (see the module docstring)."""
         for eff in effects:
             t = type(eff)
@@ -133,17 +135,17 @@ class Executor:
         self.core.observe_wall_clock(clock.wall_ms(), now)
         return now
 
-    def request(self, conn, msg) -> None:
+    def request(self, conn: Any, msg: Any) -> None:
         self.run(self.core.on_request(conn, msg, self.now()))
 
     # Answers, failures and storage completions run on the monotonic clock alone: the
     # wall clock the core last observed (with the request or tick that started the
     # work, at most a tick ago) stands for it, which saves a clock read and a call on
     # every completion (the hot path: one or two per request).
-    def response(self, peer: str, msg) -> None:
+    def response(self, peer: str, msg: Any) -> None:
         self.run(self.core.on_response(peer, msg, self.clock.now_ms()))
 
-    def send_failed(self, peer: str, msg, reason: str) -> None:
+    def send_failed(self, peer: str, msg: Any, reason: str) -> None:
         self.run(self.core.on_send_failed(peer, msg, reason, self.clock.now_ms()))
 
     def peer_lost(self, peer: str, reason: str) -> None:
@@ -152,9 +154,9 @@ class Executor:
     def tick(self) -> None:
         self.run(self.core.tick(self.now()))
 
-    def store_done(self, token) -> Done:
+    def store_done(self, token: Any) -> Done:
         """The callback that turns a storage completion into ``on_store_done``."""
-        def done(ok: bool, result) -> None:
+        def done(ok: bool, result: Any) -> None:
             self.run(self.core.on_store_done(token, ok, result, self.clock.now_ms()))
         return done
 
@@ -193,7 +195,7 @@ class Executor:
     def _load_hints(self, eff: LoadHints) -> None:
         owner, limit = eff.owner, eff.limit
 
-        def loaded(ok: bool, entries) -> None:
+        def loaded(ok: bool, entries: Any) -> None:
             if ok:
                 self.run(self.core.on_hints_loaded(owner, entries, self.now()))
             else:  # the replay of ``owner`` stays paused, as before the runtime existed
@@ -222,7 +224,7 @@ class Executor:
             scans.pop(token, None)
             return
 
-        def chunk(reader):
+        def chunk(reader: Reader) -> tuple[list[Any], bool]:
             it = scans.get(token)
             if it is None:
                 it = scans[token] = iter(reader.scan_all())
@@ -248,23 +250,24 @@ class Executor:
     def _drop_many(self, eff: DropMany) -> None:
         self._delete_each(eff.token, eff.entries, self.storage.drop)
 
-    def _delete_each(self, token, entries: list, delete) -> None:
+    def _delete_each(self, token: Any, entries: list[Any], delete: Callable[[bytes, Version, Done], None]) -> None:
         """Compare-and-delete each ``(key, version)``; once all are durable,
         ``on_store_done(token, ok, count applied | first error)``."""
         finish = self.store_done(token)
         if not entries:
             self.storage.query_soon(lambda r: 0, finish)
             return
-        left = [len(entries), 0, ""]  # outstanding, applied, first error
+        outstanding, applied, error = len(entries), 0, ""
 
-        def done(ok: bool, result) -> None:
-            left[0] -= 1
+        def done(ok: bool, result: Any) -> None:
+            nonlocal outstanding, applied, error
+            outstanding -= 1
             if ok:
-                left[1] += 1 if result is None else int(bool(result))
-            elif not left[2]:
-                left[2] = str(result)
-            if left[0] == 0:
-                finish(not left[2], left[2] or left[1])
+                applied += 1 if result is None else int(bool(result))
+            elif not error:
+                error = str(result)
+            if outstanding == 0:
+                finish(not error, error or applied)
 
         for key, version in entries:
             delete(key, version, done)

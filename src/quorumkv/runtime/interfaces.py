@@ -31,7 +31,7 @@ class Reader(Protocol):
         """Every hint held for ``key``: ``[(owner, record)]``."""
         ...
 
-    def load_hints(self, owner: str, limit: int) -> list:
+    def load_hints(self, owner: str, limit: int) -> list[Any]:
         """Oldest first: ``[(hint_id, key, record, created_ms)]``."""
         ...
 
@@ -115,7 +115,7 @@ class Clock(Protocol):
     time from a base far from the wall clock's). ``wall_ms``: the wall clock — the
     HLC, TTLs, GC grace, clock offsets (the real node: ``time.time`` plus the
     configured test offset; the simulator: virtual time plus the node's skew). The
-    executor hands the core the wall clock before every event it feeds
+    executor hands the core the wall clock before every tick and request it feeds
     (``Executor.now``, ``NodeCore.observe_wall_clock``)."""
 
     def now_ms(self) -> int: ...
