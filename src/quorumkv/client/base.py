@@ -18,7 +18,7 @@ from ..core import messages_cas as mc
 from ..core.dynamic import Target, validate_latency_bound
 from ..core.validation import level_to_wire, validate_key, validate_value
 from ..core.version import SessionContext, Version
-from .typed import plain_value
+from .typed import plain_value, to_bytes  # to_bytes: re-exported (contrib/redis_quorum.py)
 from ..core.status import raise_for_status
 from ..core.typed import is_typed
 from ..errors import (
@@ -85,17 +85,6 @@ class Item:
     version: Version | None
     expires_ms: int = 0  # absolute wall-clock expiry, 0 = never
     r_used: int = 0  # the R the coordinator used (chosen by it for a dynamic read)
-
-
-def to_bytes(data: object, what: str) -> bytes:
-    """``data`` as bytes (str is UTF-8 encoded); InvalidRequestError naming ``what`` otherwise."""
-    if isinstance(data, bytes):
-        return data
-    if isinstance(data, str):
-        return data.encode("utf-8")
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    raise InvalidRequestError(f"{what} must be bytes or str, not {type(data).__name__}")
 
 
 def _check_reply(reply: m.Reply | m.Error) -> m.Reply:

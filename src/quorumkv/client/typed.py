@@ -52,7 +52,8 @@ class Siblings(NamedTuple):
     context: bytes  # opaque: pass it to put(..., context=) to supersede these values
 
 
-def _b(data: object, what: str) -> bytes:
+def to_bytes(data: object, what: str) -> bytes:
+    """``data`` as bytes (str is UTF-8 encoded); InvalidRequestError naming ``what`` otherwise."""
     if isinstance(data, bytes):
         return data
     if isinstance(data, str):
@@ -101,9 +102,9 @@ class _TypedBase:
 
     def _update(self, key: Data, kind: int, action: str, args: Iterable[Data] = (), delta: int = 0,
                 ctx: bytes | None = None, w: Level = _CLIENT_DEFAULT) -> Update:
-        k = _b(key, "key")
+        k = to_bytes(key, "key")
         validate_key(k)
-        a = [_b(x, "member, field or value") for x in args]
+        a = [to_bytes(x, "member, field or value") for x in args]
         if kind == typed.CAUSAL and a:
             validate_value(a[0])
         if isinstance(delta, bool) or not isinstance(delta, int):
@@ -158,7 +159,7 @@ class TypedMethods(_TypedBase):
         """``Client(resolver=fn)``: ``fn(values)`` merges a causal key's siblings; the
         result is written back with their context (superseding exactly them)."""
         sib = self._siblings(reply)
-        value = _b(self.resolver(list(sib.values)), "the resolver's result")  # type: ignore[misc]  # set when called
+        value = to_bytes(self.resolver(list(sib.values)), "the resolver's result")  # type: ignore[misc]  # set when called
         self._causal_write(key, value, sib.context, _CLIENT_DEFAULT)
         return value
 
@@ -196,7 +197,7 @@ class TypedMethods(_TypedBase):
         self._once(self._update(key, typed.MAP, "hdel", fields, w=w))
 
     def hget(self, key: Data, field: Data, *, r: Level = _CLIENT_DEFAULT) -> bytes | None:
-        return self.hgetall(key, r=r).get(_b(field, "field"))
+        return self.hgetall(key, r=r).get(to_bytes(field, "field"))
 
     def hgetall(self, key: Data, *, r: Level = _CLIENT_DEFAULT) -> dict[bytes, bytes]:
         return self._fields(self._call(self._read(key, r)))
@@ -213,7 +214,7 @@ class AsyncTypedMethods(_TypedBase):
 
     async def _resolve(self, key: Data, reply: m.Reply) -> bytes:
         sib = self._siblings(reply)
-        value = _b(self.resolver(list(sib.values)), "the resolver's result")  # type: ignore[misc]  # set when called
+        value = to_bytes(self.resolver(list(sib.values)), "the resolver's result")  # type: ignore[misc]  # set when called
         await self._causal_write(key, value, sib.context, _CLIENT_DEFAULT)
         return value
 
@@ -249,7 +250,7 @@ class AsyncTypedMethods(_TypedBase):
         await self._once(self._update(key, typed.MAP, "hdel", fields, w=w))
 
     async def hget(self, key: Data, field: Data, *, r: Level = _CLIENT_DEFAULT) -> bytes | None:
-        return (await self.hgetall(key, r=r)).get(_b(field, "field"))
+        return (await self.hgetall(key, r=r)).get(to_bytes(field, "field"))
 
     async def hgetall(self, key: Data, *, r: Level = _CLIENT_DEFAULT) -> dict[bytes, bytes]:
         return self._fields(await self._call(self._read(key, r)))
