@@ -17,7 +17,7 @@ from .consistency import weak_warning
 from .effects import Send, StoreRead
 from .limits import KEY_BYTES_MAX
 from .quorum import LOST, PENDING, WON, QuorumRound
-from .rounds import LOCAL_READ, Op, Out, Repair, Rounds
+from .rounds import LOCAL_READ, Coordinator, Op, Out, Repair, Rounds
 from .routing import joint_read_targets, read_targets
 from .typed import needs_repair, read_result
 from .version import Record
@@ -26,15 +26,9 @@ if TYPE_CHECKING:
     from .node import NodeCore
 
 
-class ReadCoordinator:
+class ReadCoordinator(Coordinator):
     def __init__(self, core: NodeCore, rounds: Rounds) -> None:
-        self.core = core
-        self.rounds = rounds
-        self.settings = core.settings
-        self.ops = core.ops
-        self.owners = core.owners
-        self.stats = core.stats
-        self.load, self.hlc, self.node_id = core.load, core.hlc, core.node_id  # (lookups the fast path saves)
+        super().__init__(core, rounds)
         self._fast_fifo = rounds.fast_deadlines[1]
         core.handle_requests({m.Get: self.on_client})
         core.handle_stored(LOCAL_READ, self.local_done)

@@ -19,7 +19,7 @@ from .consistency import weak_warning
 from .effects import Send, StoreWrite
 from .limits import KEY_BYTES_MAX, VALUE_BYTES_MAX
 from .quorum import LOST, PENDING, WON, QuorumRound
-from .rounds import LOCAL_WRITE, Hint, Op, Out, Rounds
+from .rounds import LOCAL_WRITE, Coordinator, Hint, Op, Out, Rounds
 from .routing import write_targets
 from .typed import is_typed
 from .version import Record, Version
@@ -39,15 +39,9 @@ if TYPE_CHECKING:
 RESTAMPS_MAX = 3
 
 
-class WriteCoordinator:
+class WriteCoordinator(Coordinator):
     def __init__(self, core: NodeCore, rounds: Rounds, restamps_max: int) -> None:
-        self.core = core
-        self.rounds = rounds
-        self.settings = core.settings
-        self.ops = core.ops
-        self.owners = core.owners
-        self.stats = core.stats
-        self.load, self.hlc, self.node_id = core.load, core.hlc, core.node_id  # (lookups the fast path saves)
+        super().__init__(core, rounds)
         #: RESTAMPS_MAX, as the node was built with it
         self.restamps_max = restamps_max
         self._fast_fifo = rounds.fast_deadlines[0]

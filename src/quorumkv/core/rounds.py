@@ -55,6 +55,21 @@ class RoundOwner(ReplyOwner, Protocol):
     def expire(self, op: Op, now_ms: int, out: Out) -> None: ...
 
 
+class Coordinator:
+    """What the read and write coordinators (getcore.py, putcore.py) share: the node
+    they serve and the tables of its open rounds, held as attributes so the fast path
+    looks each up once."""
+
+    def __init__(self, core: NodeCore, rounds: Rounds) -> None:
+        self.core = core
+        self.rounds = rounds
+        self.settings = core.settings
+        self.ops = core.ops
+        self.owners = core.owners
+        self.stats = core.stats
+        self.load, self.hlc, self.node_id = core.load, core.hlc, core.node_id
+
+
 class Repair(NamedTuple):
     """Read repair: write ``msg`` (the newest version) to ``node``."""
 
